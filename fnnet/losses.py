@@ -1,0 +1,162 @@
+"""Losses: `Loss(value, grad)` pairs with hand-derived gradients.
+
+`value(y, target)` is a scalar: the mean over all elements (over all examples
+for `LossCrossEntropy`). `grad(y, target)` is d value / d y, shaped like `y`.
+"""
+
+from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fnnet._shared import shared
+from fnnet._types import Array
+
+__all__ = ["check_targets", "Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
+
+
+# Host-side checks of a whole target array, run by `fit` before any work:
+# loss -> check(target, n_outputs). Filled by the constructors below.
+_TARGET_CHECKS: dict = {}
+
+
+def check_targets(loss: "Loss", target, n_outputs: int) -> None:
+    """Raise ValueError if `target` is invalid for `loss` (BCE targets outside
+    [0, 1], class labels outside [0, n_outputs)). Runs on the host."""
+    check = _TARGET_CHECKS.get(loss)
+    if check is not None:
+        check(np.asarray(target), n_outputs)
+
+
+def _check_probabilities(name):
+    def check(t, n_outputs):
+        if t.size and not (np.all(t >= 0) and np.all(t <= 1)):
+            raise ValueError(f"{name}: targets must be in [0, 1], got values in [{t.min()}, {t.max()}]")
+    return check
+
+
+class Loss(NamedTuple):
+    """A loss as two pure functions: `value(y, target)` and `grad(y, target)`."""
+
+    value: Callable[[Array, Array], Array]
+    grad: Callable[[Array, Array], Array]
+
+
+def _check_same_shape(name, y, target):
+    if jnp.shape(y) != jnp.shape(target):
+        raise ValueError(f"{name}: prediction and target must have the same shape, "
+                         f"got {jnp.shape(y)} and {jnp.shape(target)}")
+
+
+def _mean_loss(name: str, f: Callable, df: Callable) -> Loss:
+    """A loss that is the mean over elements of `f(y, target)`; `df` is its derivative in y."""
+
+    def value(y, target):
+        _check_same_shape(name, y, target)
+        return jnp.mean(f(y, target))
+
+    def grad(y, target):
+        _check_same_shape(name, y, target)
+        return df(y, target) / jnp.size(y)  # d mean / dy = f'(y) / n
+
+    return Loss(value, grad)
+
+
+@shared
+def LossMSE() -> Loss:
+    """Mean squared error, mean((y - target)**2)."""
+    return _mean_loss("LossMSE", lambda y, t: (y - t) ** 2, lambda y, t: 2 * (y - t))
+
+
+@shared
+def LossBCE(eps: float = 1e-7) -> Loss:
+    """Binary cross-entropy on probabilities, -mean(t log p + (1 - t) log(1 - p)).
+
+    The clamp: p is clipped to [eps, 1 - eps] before the logs, so predictions
+    of exactly 0 or 1 give a finite value (at most -log(eps), about 16.1 for
+    the default eps) and a finite gradient. The gradient is taken at the
+    clipped point, (p_c - t) / (p_c (1 - p_c)) / n, so a confidently wrong
+    prediction is still pushed back (a plain clip would give it zero gradient).
+    For logits, prefer `LossBCEWithLogits`: exact at any magnitude.
+    """
+    if not 0 < eps < 0.5:
+        raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
+
+    def clamp(p):
+        return jnp.clip(p, eps, 1 - eps)
+
+    def f(p, t):
+        p = clamp(p)
+        return -(t * jnp.log(p) + (1 - t) * jnp.log1p(-p))
+
+    def df(p, t):
+        p = clamp(p)
+        return (p - t) / (p * (1 - p))  # d/dp of -(t log p + (1-t) log(1-p))
+
+    loss = _mean_loss("LossBCE", f, df)
+    _TARGET_CHECKS[loss] = _check_probabilities("LossBCE")
+    return loss
+
+
+@shared
+def LossBCEWithLogits() -> Loss:
+    """Binary cross-entropy on logits z, the fused stable form.
+
+    value = mean(max(z, 0) - t z + log(1 + exp(-|z|))), exact and finite for
+    any finite z; grad = (sigmoid(z) - t) / n.
+    """
+    loss = _mean_loss(
+        "LossBCEWithLogits",
+        lambda z, t: jnp.maximum(z, 0) - t * z + jnp.log1p(jnp.exp(-jnp.abs(z))),
+        lambda z, t: lax.logistic(z) - t,
+    )
+    _TARGET_CHECKS[loss] = _check_probabilities("LossBCEWithLogits")
+    return loss
+
+
+@shared
+def LossCrossEntropy() -> Loss:
+    """Softmax cross-entropy over the last axis, mean over examples.
+
+    `y` holds logits `(..., classes)`; `target` is either integer labels
+    `(...)` or one-hot / probability rows `(..., classes)`.
+    value = mean(logsumexp(y) - sum(t * y)); grad = (softmax(y) - t) / n_examples.
+    """
+    name = "LossCrossEntropy"
+
+    def as_probabilities(y, target):
+        if jnp.ndim(y) < 1:
+            raise ValueError(f"{name}: logits need a class axis, got shape {jnp.shape(y)}")
+        if jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer):
+            if jnp.shape(target) != jnp.shape(y)[:-1]:
+                raise ValueError(f"{name}: integer labels must have shape {jnp.shape(y)[:-1]} "
+                                 f"for logits {jnp.shape(y)}, got {jnp.shape(target)}")
+            return (target[..., None] == jnp.arange(y.shape[-1])).astype(y.dtype)
+        _check_same_shape(name, y, target)
+        return target
+
+    def log_softmax(y):
+        shifted = y - jnp.max(y, axis=-1, keepdims=True)
+        return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+
+    def value(y, target):
+        t = as_probabilities(y, target)
+        return -jnp.sum(t * log_softmax(y)) / (jnp.size(y) // y.shape[-1])
+
+    def grad(y, target):
+        t = as_probabilities(y, target)
+        n_examples = jnp.size(y) // y.shape[-1]
+        # d/dy of -sum(t log softmax(y)) = softmax(y) * sum(t) - t
+        return (jnp.exp(log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t) / n_examples
+
+    def check_labels(t, n_classes):
+        if np.issubdtype(t.dtype, np.integer) and t.size and not (
+                t.min() >= 0 and t.max() < n_classes):
+            raise ValueError(f"{name}: labels must be in [0, {n_classes}) for {n_classes} "
+                             f"classes, got values in [{t.min()}, {t.max()}]")
+
+    loss = Loss(value, grad)
+    _TARGET_CHECKS[loss] = check_labels
+    return loss
+

@@ -1,0 +1,191 @@
+"""Optimizers: `Optimizer(init, step)` pairs over parameter pytrees.
+
+Hyperparameters live in the optimizer state as arrays, so changing them never
+recompiles a jitted step and `jax.vmap` over them trains a sweep:
+
+    states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(stacked_params, lrs)
+
+The learning rate at step t (t = steps already taken, starting at 0) is
+`lr * decay**t`, times `schedule(t)` when `lr` was given as a schedule.
+"""
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet._shared import shared
+from fnnet._types import Array, ScalarOrSchedule
+
+__all__ = ["Optimizer", "OptState", "SGD", "Adam"]
+
+
+class Optimizer(NamedTuple):
+    """`init(params, **hyperparams) -> state`; `step(params, grads, state) -> (params, state)`."""
+
+    init: Callable
+    step: Callable
+
+
+class OptState(NamedTuple):
+    """count: int32 steps taken; hyperparams: name -> array; slots: name -> params-like buffer."""
+
+    count: Array
+    hyperparams: dict
+    slots: dict
+
+
+# name -> (test on a numpy array, what the test means)
+_RULES = {
+    "lr": (lambda v: v > 0, "> 0"),
+    "decay": (lambda v: (v > 0) & (v <= 1), "in (0, 1]"),
+    "momentum": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "b1": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
+    "b2": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
+    "eps": (lambda v: v > 0, "> 0"),
+}
+
+
+def _check_hyperparam(owner, name, value):
+    """Raise ValueError if a concrete hyperparameter breaks its rule; tracers pass."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except jax.errors.TracerArrayConversionError:
+        return value  # inside vmap or jit: checked where it was concrete
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: {name} must be a number or an array, got {value!r}") from None
+    test, meaning = _RULES[name]
+    if not (np.all(np.isfinite(array)) and np.all(test(array))):
+        raise ValueError(f"{owner}: {name} must be {meaning}, got {value!r}")
+    return value
+
+
+def _check_schedule(owner, schedule):
+    lr0 = np.asarray(schedule(jnp.zeros((), jnp.int32)))
+    if lr0.shape != () or not (np.isfinite(lr0) and lr0 > 0):
+        raise ValueError(f"{owner}: the lr schedule must return a finite scalar > 0, "
+                         f"got {lr0!r} at step 0")
+
+
+def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, update) -> Optimizer:
+    """Build an Optimizer from its hyperparameters and a shared jitted-friendly step."""
+    schedule: Optional[Callable] = None
+    if callable(lr):
+        _check_schedule(owner, lr)
+        schedule, lr = lr, 1.0  # the state's lr then scales the schedule
+    defaults = {"lr": lr, **hyperparams}
+    for name, value in defaults.items():
+        _check_hyperparam(owner, name, value)
+
+    def init(params, **overrides):
+        unknown = sorted(set(overrides) - set(defaults))
+        if unknown:
+            raise TypeError(f"{owner}.init: unknown hyperparameter(s) {unknown}; "
+                            f"expected some of {sorted(defaults)}")
+        values = {**defaults, **overrides}
+        dtype = jnp.result_type(float)
+        return OptState(
+            count=jnp.zeros((), jnp.int32),
+            hyperparams={k: jnp.asarray(_check_hyperparam(owner, k, v), dtype)
+                         for k, v in values.items()},
+            slots={name: jax.tree.map(jnp.zeros_like, params) for name in slot_names},
+        )
+
+    return Optimizer(init, _step(owner, update, schedule))
+
+
+@shared
+def _step(owner, update, schedule):
+    """The step shared by every optimizer with the same update rule and schedule."""
+
+    def step(params, grads, state):
+        params_tree, grads_tree = jax.tree.structure(params), jax.tree.structure(grads)
+        if params_tree != grads_tree:
+            raise ValueError(f"{owner}.step: grads must have the structure of params; "
+                             f"params {params_tree}, grads {grads_tree}")
+        h = state.hyperparams
+        t = state.count
+        lr = h["lr"] * h["decay"] ** t
+        if schedule is not None:
+            lr = lr * schedule(t)
+        new_params, slots = update(params, grads, state.slots, h, lr, t)
+        return new_params, OptState(t + 1, h, slots)
+
+    return step
+
+
+def _sgd_update(nesterov):
+    def update(params, grads, slots, h, lr, t):
+        def direction(p, g):  # g + weight_decay * p
+            return g + h["weight_decay"].astype(p.dtype) * p
+
+        def momentum(p):
+            return h["momentum"].astype(p.dtype)
+
+        velocity = jax.tree.map(lambda p, g, v: momentum(p) * v + direction(p, g),
+                                params, grads, slots["velocity"])  # v = momentum v + g
+        if nesterov:
+            step = jax.tree.map(lambda p, g, v: direction(p, g) + momentum(p) * v,
+                                params, grads, velocity)
+        else:
+            step = velocity
+        new_params = jax.tree.map(lambda p, d: p - lr.astype(p.dtype) * d, params, step)
+        return new_params, {"velocity": velocity}
+    return update
+
+
+_SGD_UPDATES = {False: _sgd_update(False), True: _sgd_update(True)}
+
+
+def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
+        nesterov: bool = False, weight_decay: float = 0.0) -> Optimizer:
+    """Stochastic gradient descent with learning-rate decay (the seed's SGD).
+
+    With lr_t = lr * decay**t and g = grad + weight_decay * p:
+    v <- momentum * v + g; p <- p - lr_t * v (Nesterov: p - lr_t * (g + momentum * v)).
+    With momentum 0 this is plain p <- p - lr_t * g.
+
+    Args:
+      lr: learning rate > 0, or a schedule `t -> lr` (see `fnnet.schedules`).
+      decay: per-step decay factor in (0, 1]; 1 means none.
+      momentum: in [0, 1).
+      nesterov: use Nesterov momentum (needs momentum > 0).
+      weight_decay: L2 coefficient >= 0.
+
+    Example:
+      >>> opt = SGD(lr=0.5, decay=0.9999)
+      >>> state = opt.init(params)
+      >>> params, state = opt.step(params, grads, state)
+    """
+    if nesterov and isinstance(momentum, (int, float)) and momentum == 0:
+        raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
+    return _optimizer("SGD", lr, {"decay": decay, "momentum": momentum,
+                                  "weight_decay": weight_decay},
+                      ["velocity"], _SGD_UPDATES[bool(nesterov)])
+
+
+def _adam_update(params, grads, slots, h, lr, t):
+    b1, b2, eps = h["b1"], h["b2"], h["eps"]
+    mu = jax.tree.map(lambda m, g: b1.astype(g.dtype) * m + (1 - b1).astype(g.dtype) * g,
+                      slots["mu"], grads)
+    nu = jax.tree.map(lambda v, g: b2.astype(g.dtype) * v + (1 - b2).astype(g.dtype) * g * g,
+                      slots["nu"], grads)
+    # bias corrections for step t + 1
+    c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
+    new_params = jax.tree.map(
+        lambda p, m, v: p - (lr * (m / c1) / (jnp.sqrt(v / c2) + eps)).astype(p.dtype),
+        params, mu, nu)
+    return new_params, {"mu": mu, "nu": nu}
+
+
+def Adam(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+         decay: float = 1.0) -> Optimizer:
+    """Adam (Kingma & Ba) with learning-rate decay, lr_t = lr * decay**t.
+
+    mu <- b1 mu + (1 - b1) g; nu <- b2 nu + (1 - b2) g**2;
+    p <- p - lr_t * mu_hat / (sqrt(nu_hat) + eps), with bias-corrected hats.
+    """
+    return _optimizer("Adam", lr, {"decay": decay, "b1": b1, "b2": b2, "eps": eps},
+                      ["mu", "nu"], _adam_update)

@@ -1,0 +1,180 @@
+"""Training: a jitted step, a pure compiled training run, and `fit`."""
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fnnet._shared import shared
+from fnnet.grad import loss_and_grads
+from fnnet.layers import Layer
+from fnnet.losses import Loss
+from fnnet.optim import Optimizer
+
+__all__ = ["train_step", "train"]
+
+
+@shared
+def _train_step(model, loss, opt_step):
+    def step(params, opt_state, x, y):
+        value, grads = loss_and_grads(model, loss, params, x, y)
+        params, opt_state = opt_step(params, grads, opt_state)
+        return params, opt_state, value
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
+    """A jitted `step(params, opt_state, x, y) -> (params, opt_state, loss_value)`.
+
+    One optimizer step on the batch `(x, y)`. It donates `params` and
+    `opt_state` (do not reuse the arrays you pass in). Built once per
+    configuration: new optimizers with other hyperparameters share it, and
+    their states run it without recompiling.
+    """
+    return _train_step(model, loss, opt.step)
+
+
+def _check_batch_size(batch_size, n):
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int or None, got {batch_size!r}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}")
+    return None if batch_size == n else batch_size
+
+
+def _epoch(model, loss, opt_step, batch_size, constrain):
+    """One pass over the data: `(params, state, x, y, key) -> (params, state, loss)`.
+
+    Full batch: one step. With `batch_size`: the samples are shuffled by
+    `fold_in(key, state.count)`, cut into `n // batch_size` full batches and,
+    when `batch_size` does not divide n, one last smaller batch of the rest,
+    so every sample is used exactly once per epoch. The epoch's loss is the
+    mean of its batches' losses weighted by their sizes, each taken before
+    its step.
+    """
+    def step(params, state, x, y):
+        value, grads = loss_and_grads(model, loss, params, constrain(x), constrain(y))
+        params, state = opt_step(params, grads, state)
+        return params, state, value
+
+    def epoch(params, state, x, y, key):
+        n = x.shape[0]
+        if batch_size is None:
+            return step(params, state, x, y)
+        order = jax.random.permutation(jax.random.fold_in(key, state.count), n)
+        n_full = n // batch_size
+        full = order[:n_full * batch_size].reshape(n_full, batch_size)
+
+        def batch(carry, indices):
+            params, state, value = step(*carry, x[indices], y[indices])
+            return (params, state), value
+
+        (params, state), values = lax.scan(batch, (params, state), full)
+        total = jnp.sum(values) * batch_size
+        rest = order[n_full * batch_size:]
+        if rest.size:
+            params, state, value = step(params, state, x[rest], y[rest])
+            total = total + value * rest.size
+        return params, state, total / n
+
+    return epoch
+
+
+@shared
+def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
+    """Jitted `run(params, state, x, y, key, count, x_val, y_val)`: `count <= length` epochs.
+
+    Returns `(params, state, losses, val_losses)`, both loss arrays of
+    `length` entries, of which the first `count` are filled.
+    """
+    constrain = lambda a: a  # noqa: E731
+    if mesh is not None:
+        data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+        constrain = lambda a: lax.with_sharding_constraint(a, data)  # noqa: E731
+    epoch = _epoch(model, loss, opt_step, batch_size, constrain)
+
+    def run(params, state, x, y, key, count, x_val, y_val):
+        dtype = jnp.result_type(float)
+
+        def body(i, carry):
+            params, state, losses, val_losses = carry
+            params, state, value = epoch(params, state, x, y, key)
+            losses = losses.at[i].set(value.astype(dtype))
+            if validate:
+                val_value = loss.value(model.apply(params, x_val), y_val)
+                val_losses = val_losses.at[i].set(val_value.astype(dtype))
+            return params, state, losses, val_losses
+
+        empty = jnp.full((length,), jnp.nan, dtype)
+        return lax.fori_loop(0, count, body, (params, state, empty, empty))
+
+    if mesh is None:
+        return jax.jit(run)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    return jax.jit(run, in_shardings=(replicated, replicated, data, data, replicated,
+                                      replicated, replicated, replicated),
+                   out_shardings=replicated)
+
+
+def place(mesh: Optional[Mesh], x, y, batch_size):
+    """Put x and y on the mesh, sharded along its first axis; checks divisibility."""
+    if mesh is None:
+        return x, y
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    axis = mesh.axis_names[0]
+    n_shards = mesh.shape[axis]
+    n = x.shape[0]
+    sizes = [n] if batch_size is None else [batch_size] + ([n % batch_size] if n % batch_size else [])
+    for size in sizes:
+        if size % n_shards:
+            raise ValueError(f"data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
+                             f"needs every batch divisible by {n_shards}, got a batch of {size} "
+                             f"(n={n}, batch_size={batch_size}); drop or pad samples to fit")
+    data = NamedSharding(mesh, PartitionSpec(axis))
+    return jax.device_put(x, data), jax.device_put(y, data)
+
+
+def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
+          batch_size: Optional[int] = None, mesh: Optional[Mesh] = None) -> Callable:
+    """A whole training run as one pure, jitted, vmappable function.
+
+    Args:
+      model, loss, opt: what to train, on what, with what.
+      epochs: number of passes over the data (static).
+      batch_size: None for full batch, else minibatches reshuffled each epoch
+        (see below).
+      mesh: a `jax.sharding.Mesh` for data-parallel training: x and y are
+        sharded along its first axis, params and optimizer state replicated,
+        and XLA sums the gradients across devices.
+
+    Returns:
+      `run(params, opt_state, x, y, key) -> (params, opt_state, losses)` with
+      `losses` of shape `(epochs,)`, one per epoch. Epoch e shuffles with
+      `fold_in(key, opt_state.count)`, so a run continued from a saved state
+      repeats the uninterrupted one. `key` may be None for full batch.
+
+    Example:
+      >>> run = train(model, LossBCE(), SGD(lr=0.5), epochs=1000)
+      >>> params, state, losses = run(params, opt.init(params), x, y, jax.random.key(0))
+      >>> keys = jax.random.split(jax.random.key(1), 8)  # a sweep over seeds
+      >>> jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, states8, x, y, keys)
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"train: epochs must be an int >= 1, got {epochs!r}")
+
+    def run(params, opt_state, x, y, key=None):
+        size = _check_batch_size(batch_size, x.shape[0])
+        if key is None:
+            key = jax.random.key(0)
+        x, y = place(mesh, x, y, size)
+        runner = _runner(model, loss, opt.step, size, epochs, False, mesh)
+        params, opt_state, losses, _ = runner(params, opt_state, x, y, key, epochs, x[:1], y[:1])
+        return params, opt_state, losses
+
+    return run
