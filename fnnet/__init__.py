@@ -7,6 +7,7 @@ hand and tested against JAX's autodiff.
 
 from fnnet import schedules
 from fnnet import data
+from fnnet import sweep
 from fnnet.checkpoint import load, save
 from fnnet.fit import FitResult, TrainingDiverged, fit
 from fnnet.grad import as_jax, value_and_grad
@@ -26,5 +27,5 @@ __all__ = [
     "value_and_grad", "as_jax",
     "Optimizer", "OptState", "SGD", "Adam", "schedules",
     "train_step", "train", "fit", "FitResult", "TrainingDiverged",
-    "save", "load", "data",
+    "save", "load", "data", "sweep",
 ]

@@ -54,6 +54,9 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
             np.savez(file, **arrays)
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it 0600; give the usual mode
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -65,9 +68,16 @@ def _read(path: str) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: checkpoint {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        # Our own handle: np.load leaks the one it opens when the zip is corrupt.
+        with open(path, "rb") as file:
+            archive = np.load(file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array
+                raise ValueError(f"it holds one {archive.dtype}{list(archive.shape)} array")
+            with archive:
+                arrays = {name: archive[name] for name in archive.files}
+    # NotImplementedError, RuntimeError: zipfile on a corrupt compression or encryption field
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
+            RuntimeError) as error:
         raise ValueError(f"load: {path!r} is not a readable fnnet checkpoint "
                          f"(truncated, corrupt or not an .npz): {error}") from None
     if _HEADER not in arrays:
@@ -117,6 +127,8 @@ def load(path, like):
         header = json.loads(str(arrays.pop(_HEADER)))
     except (ValueError, TypeError) as error:
         raise ValueError(f"load: {path!r} has a corrupt header: {error}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"load: {path!r} has a corrupt header: {header!r} is not a JSON object")
     if header.get("format") != _FORMAT:
         raise ValueError(f"load: {path!r} has format {header.get('format')!r}, expected {_FORMAT}")
     like_params, like_state = like

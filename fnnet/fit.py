@@ -10,6 +10,7 @@ import numpy as np
 
 from fnnet.checkpoint import load, save
 from fnnet.losses import check_targets
+from fnnet.optim import check_schedule
 from fnnet.train import _check_batch_size, _runner, place
 
 __all__ = ["fit", "FitResult", "TrainingDiverged"]
@@ -94,7 +95,9 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         opt_state, and metadata with the epoch and losses) is saved every that
         many epochs and at the end.
       resume: continue from `checkpoint` if it exists (else start fresh); the
-        result equals that of an uninterrupted run.
+        result equals that of an uninterrupted run. The params and optimizer
+        state (hyperparameters included) come from the checkpoint; pass the
+        same `key` as the first run, since it fixes the minibatch order.
       mesh: a `jax.sharding.Mesh` for data-parallel training (see `train`).
 
     Returns:
@@ -123,6 +126,8 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
 
+    steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
+    check_schedule(opt, epochs * steps_per_epoch)
     opt_state = opt.init(params) if opt_state is None else opt_state
     losses, val_losses, done = [], [], 0
     if resume and os.path.exists(checkpoint):

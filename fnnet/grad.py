@@ -29,6 +29,7 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, target):
     return loss.value(y, target), dparams
 
 
+@shared
 def value_and_grad(model: Layer, loss: Loss) -> Callable:
     """Build `f(params, x, target) -> (value, grads)`; jittable and vmappable.
 
@@ -53,13 +54,14 @@ def value_and_grad(model: Layer, loss: Loss) -> Callable:
 def as_jax(model: Layer) -> Callable:
     """`f(params, x) = model.apply(params, x)` whose JAX derivative is the hand VJP.
 
-    `f` is a `jax.custom_vjp` function, so `jax.grad`, `jax.jit`, `jax.vmap`
-    and optimizers written for JAX work on fnnet models while using fnnet's
-    hand-derived backward pass. (Reverse mode only: `jax.jvp` is not defined.)
+    `f` is a `jax.custom_vjp` function, so JAX's reverse-mode autodiff (grad,
+    vjp), jit, vmap and optimizers written for JAX work on fnnet models while
+    using fnnet's hand-derived backward pass. Forward mode (jvp) is not defined.
 
     Example:
       >>> f = as_jax(model)
-      >>> grads = jax.grad(lambda p: jnp.mean(f(p, x) ** 2))(params)
+      >>> loss = lambda p: jnp.mean(f(p, x) ** 2)
+      >>> # JAX's grad of `loss` now runs model.vjp for the model's part
     """
     @jax.custom_vjp
     def f(params, x):

@@ -126,12 +126,13 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
         return y + b.reshape((1,) * (y.ndim - 1) + (n_out,))
 
     def vjp(params, x, dy):
-        w, _ = check_params(params)
+        w, b = check_params(params)
         check_input(x, -1)
         # dw = x^T dy (summed over batch dims), db = sum dy, dx = dy w^T
         dw = jnp.tensordot(x, dy, axes=(tuple(range(x.ndim - 1)),) * 2)
         db = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
-        return {"w": dw, "b": db}, dy @ w.T
+        # Cotangents take their primal's dtype (as JAX's autodiff does) when dtypes mix.
+        return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, (dy @ w.T).astype(x.dtype)
 
     def apply_fm(params, x):  # x: (n_in, batch)
         w, b = check_params(params)
@@ -139,10 +140,11 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
         return w.T @ x + b[:, None]
 
     def vjp_fm(params, x, dy):  # x: (n_in, batch), dy: (n_out, batch)
-        w, _ = check_params(params)
+        w, b = check_params(params)
         check_input(x, 0)
         # dw = x dy^T, db = sum over batch of dy, dx = w dy
-        return {"w": x @ dy.T, "b": jnp.sum(dy, axis=1)}, w @ dy
+        return ({"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
+                (w @ dy).astype(x.dtype))
 
     layer = Layer(init, apply, vjp)
     _FEATURE_MAJOR[layer] = Layer(init, apply_fm, vjp_fm)

@@ -84,7 +84,9 @@ def LossBCE(eps: float = 1e-7) -> Loss:
         raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
 
     def clamp(p):
-        return jnp.clip(p, eps, 1 - eps)
+        # Also strictly inside (0, 1) in p's dtype: in float32, 1 - 1e-8 rounds to 1.
+        info = jnp.finfo(jnp.result_type(p, float))
+        return jnp.clip(p, max(eps, float(info.tiny)), min(1 - eps, 1 - float(info.epsneg)))
 
     def f(p, t):
         p = clamp(p)
@@ -132,7 +134,8 @@ def LossCrossEntropy() -> Loss:
             if jnp.shape(target) != jnp.shape(y)[:-1]:
                 raise ValueError(f"{name}: integer labels must have shape {jnp.shape(y)[:-1]} "
                                  f"for logits {jnp.shape(y)}, got {jnp.shape(target)}")
-            return (target[..., None] == jnp.arange(y.shape[-1])).astype(y.dtype)
+            classes = jnp.arange(y.shape[-1]).reshape((1,) * jnp.ndim(target) + (-1,))
+            return (jnp.asarray(target)[..., None] == classes).astype(y.dtype)
         _check_same_shape(name, y, target)
         return target
 

@@ -62,11 +62,28 @@ def _check_hyperparam(owner, name, value):
     return value
 
 
-def _check_schedule(owner, schedule):
-    lr0 = np.asarray(schedule(jnp.zeros((), jnp.int32)))
-    if lr0.shape != () or not (np.isfinite(lr0) and lr0 > 0):
-        raise ValueError(f"{owner}: the lr schedule must return a finite scalar > 0, "
-                         f"got {lr0!r} at step 0")
+# An optimizer's step -> (its name, its lr schedule), for `check_schedule`.
+_SCHEDULES: dict = {}
+
+
+def _check_schedule(owner, schedule, steps=1):
+    """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for t < steps."""
+    lrs = np.asarray(schedule(jnp.arange(steps, dtype=jnp.int32)))
+    if lrs.shape != (steps,):
+        raise ValueError(f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
+                         f"({steps},) to lrs of shape ({steps},)), got lrs of shape {lrs.shape}")
+    bad = ~(np.isfinite(lrs) & (lrs > 0))
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(f"{owner}: the lr schedule must give a finite lr > 0 at every step, "
+                         f"got {lrs[first]} at step {first}")
+
+
+def check_schedule(opt: Optimizer, steps: int) -> None:
+    """Raise ValueError if `opt`'s lr schedule (if any) is bad within `steps` steps."""
+    if opt.step in _SCHEDULES:
+        owner, schedule = _SCHEDULES[opt.step]
+        _check_schedule(owner, schedule, steps)
 
 
 def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, update) -> Optimizer:
@@ -85,7 +102,9 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
             raise TypeError(f"{owner}.init: unknown hyperparameter(s) {unknown}; "
                             f"expected some of {sorted(defaults)}")
         values = {**defaults, **overrides}
-        dtype = jnp.result_type(float)
+        # hyperparameters in the params' float dtype (float32 for float32 models, even under x64)
+        floats = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+        dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
         return OptState(
             count=jnp.zeros((), jnp.int32),
             hyperparams={k: jnp.asarray(_check_hyperparam(owner, k, v), dtype)
@@ -93,7 +112,10 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
             slots={name: jax.tree.map(jnp.zeros_like, params) for name in slot_names},
         )
 
-    return Optimizer(init, _step(owner, update, schedule))
+    step = _step(owner, update, schedule)
+    if schedule is not None:
+        _SCHEDULES[step] = (owner, schedule)
+    return Optimizer(init, step)
 
 
 @shared
@@ -111,6 +133,9 @@ def _step(owner, update, schedule):
         if schedule is not None:
             lr = lr * schedule(t)
         new_params, slots = update(params, grads, state.slots, h, lr, t)
+        # keep every dtype, whatever the grads' dtype (float64 grads on float32 params)
+        new_params = jax.tree.map(lambda new, old: new.astype(old.dtype), new_params, params)
+        slots = jax.tree.map(lambda new, old: new.astype(old.dtype), slots, state.slots)
         return new_params, OptState(t + 1, h, slots)
 
     return step

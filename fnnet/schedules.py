@@ -4,6 +4,7 @@ Each works on a scalar or an array of steps, inside or outside `jit`.
 """
 
 import math
+import numbers
 
 import jax.numpy as jnp
 
@@ -13,7 +14,7 @@ __all__ = ["constant", "exponential", "inverse_time", "step", "cosine"]
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
             math.isfinite(value) and value > 0):
         raise ValueError(f"schedules: {name} must be a finite number > 0, got {value!r}")
     return float(value)
@@ -42,8 +43,9 @@ def inverse_time(lr: float, k: float) -> Schedule:
 def step(lr: float, factor: float, every: int) -> Schedule:
     """lr_t = lr * factor**floor(t / every): multiply by `factor` every `every` steps."""
     lr, factor = _positive("lr", lr), _positive("factor", factor)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"schedules.step: every must be an int >= 1, got {every!r}")
+    every = int(every)
     return lambda t: lr * factor ** (jnp.asarray(t) // every).astype(jnp.result_type(float))
 
 
@@ -53,8 +55,10 @@ def cosine(lr: float, total_steps: int, final_lr: float = 0.0) -> Schedule:
     lr_t = final_lr + (lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2.
     """
     lr = _positive("lr", lr)
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+    if (isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
+            or total_steps < 1):
         raise ValueError(f"schedules.cosine: total_steps must be an int >= 1, got {total_steps!r}")
+    total_steps = int(total_steps)
     if not 0 <= final_lr <= lr:
         raise ValueError(f"schedules.cosine: final_lr must be in [0, lr={lr}], got {final_lr}")
 

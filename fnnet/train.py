@@ -167,13 +167,17 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"train: epochs must be an int >= 1, got {epochs!r}")
+    return _train(model, loss, opt.step, epochs, batch_size, mesh)
 
+
+@shared
+def _train(model, loss, opt_step, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         size = _check_batch_size(batch_size, x.shape[0])
         if key is None:
             key = jax.random.key(0)
         x, y = place(mesh, x, y, size)
-        runner = _runner(model, loss, opt.step, size, epochs, False, mesh)
+        runner = _runner(model, loss, opt_step, size, epochs, False, mesh)
         params, opt_state, losses, _ = runner(params, opt_state, x, y, key, epochs, x[:1], y[:1])
         return params, opt_state, losses
 

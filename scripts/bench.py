@@ -1,0 +1,294 @@
+"""Benchmarks: fnnet against plain jax.grad (and PyTorch eager, when installed).
+
+    python scripts/bench.py            # full run, a few minutes on a 2-core CPU
+    python scripts/bench.py --quick    # a smoke run: small sizes, few epochs
+
+Prints markdown tables (ready for BENCHMARKS.md; `--markdown FILE` also writes
+them). Every time is measured after a warm-up call (so without compilation),
+as the best of `--repeats` runs; every ratio compares runs of this same process.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+if __name__ == "__main__" and "jax" not in sys.modules:
+    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import fnnet
+from fnnet.train import _runner
+
+W1_SIZES = (2, 25, 25, 25, 25, 1)
+
+
+# ---- what a user would write instead: plain jax.grad, the same SGD inline -----------
+
+def baseline_init(key, sizes):
+    params = []
+    for key, n_in, n_out in zip(jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:]):
+        kw, kb = jax.random.split(key)
+        a = 1 / np.sqrt(n_in)
+        params.append((jax.random.uniform(kw, (n_in, n_out), minval=-a, maxval=a),
+                       jax.random.uniform(kb, (n_out,), minval=-a, maxval=a)))
+    return params
+
+
+def baseline_forward(params, x, feature_major):
+    """ReLU between layers, Sigmoid at the end; x (n, d), or (d, n) if feature_major."""
+    for i, (w, b) in enumerate(params):
+        x = w.T @ x + b[:, None] if feature_major else x @ w + b[None, :]
+        x = jax.nn.relu(x) if i < len(params) - 1 else jax.nn.sigmoid(x)
+    return x
+
+
+def baseline_bce(p, t):
+    p = jnp.clip(p, 1e-7, 1 - 1e-7)
+    return -jnp.mean(t * jnp.log(p) + (1 - t) * jnp.log1p(-p))
+
+
+def make_baseline(epochs, feature_major):
+    """A jitted lax.scan of `epochs` full-batch SGD steps with jax.grad."""
+    def loss(params, x, t):
+        return baseline_bce(baseline_forward(params, x, feature_major), t)
+
+    @jax.jit
+    def run(params, x, t, lr, decay):
+        if feature_major:
+            x, t = x.T, t.T
+
+        def epoch(params, i):
+            value, grads = jax.value_and_grad(loss)(params, x, t)
+            lr_i = lr * decay ** i
+            return jax.tree.map(lambda p, g: p - lr_i * g, params, grads), value
+
+        return lax.scan(epoch, params, jnp.arange(epochs))
+
+    return run
+
+
+def baseline_accuracy(params, x, y):
+    return float(jnp.mean((baseline_forward(params, x, False) > 0.5) == (y > 0.5)))
+
+
+# ---- PyTorch eager with a hand-written backward (the report's approach) -----------
+
+def torch_run(params, x, y, epochs, lr, decay):
+    import torch
+    ws = [torch.tensor(np.asarray(w)) for w, _ in params]
+    bs = [torch.tensor(np.asarray(b)) for _, b in params]
+    x, y = torch.tensor(np.asarray(x)), torch.tensor(np.asarray(y))
+    n = y.numel()
+    with torch.no_grad():
+        for epoch in range(epochs):
+            inputs, h = [], x
+            for i, (w, b) in enumerate(zip(ws, bs)):
+                inputs.append(h)
+                z = h @ w + b
+                h = torch.relu(z) if i < len(ws) - 1 else torch.sigmoid(z)
+            p = h.clamp(1e-7, 1 - 1e-7)
+            dz = (p - y) / n  # BCE after Sigmoid
+            step = lr * decay ** epoch
+            for i in reversed(range(len(ws))):
+                dw, db = inputs[i].T @ dz, dz.sum(0)
+                if i:
+                    dz = (dz @ ws[i].T) * (inputs[i] > 0)
+                ws[i] -= step * dw
+                bs[i] -= step * db
+    accuracy = float(((h > 0.5) == (y > 0.5)).float().mean())
+    return accuracy
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+def best_time(fn, repeats):
+    """Best wall time of `fn()` over `repeats` calls after one warm-up; returns (seconds, warm-up seconds)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return min(times), first
+
+
+def mlp(sizes, output):
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [fnnet.Linear(n_in, n_out), fnnet.ReLU() if i < len(sizes) - 2 else output]
+    return fnnet.serial(*layers)
+
+
+def flops_per_epoch(sizes, n):
+    """Forward 2*n*sum(n_in*n_out); backward twice that (dw and dx)."""
+    return 6 * n * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def sgemm_rate(size=1024, repeats=20):
+    """The machine's float32 matmul rate in GFLOP/s, through XLA (jnp.dot) and NumPy."""
+    a = jnp.ones((size, size), jnp.float32)
+    dot = jax.jit(lambda a: a @ a)
+    seconds, _ = best_time(lambda: dot(a), repeats)
+    b = np.ones((size, size), np.float32)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        b @ b
+    numpy_seconds = (time.perf_counter() - start) / repeats
+    flops = 2 * size ** 3
+    return flops / seconds / 1e9, flops / numpy_seconds / 1e9
+
+
+def table(title, header, rows):
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    return text
+
+
+# ---- the benchmarks --------------------------------------------------------------------
+
+def bench_w1(epochs, repeats, lr=0.5, decay=0.9999):
+    """The seed's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full batch."""
+    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    model = mlp(W1_SIZES, fnnet.Sigmoid())
+    _, params = model.init(jax.random.key(0), x.shape)
+    flops = flops_per_epoch(W1_SIZES, 1000) * epochs
+    rows, results = [], {}
+
+    def fnnet_fit():
+        return fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=lr, decay=decay), params, x, y,
+                         epochs=epochs, progress=False)
+
+    results["fnnet fit"] = best_time(fnnet_fit, repeats) + (
+        float(jnp.mean((model.apply(fnnet_fit().params, x) > 0.5) == (y > 0.5))),)
+    base_params = [(p["w"], p["b"]) for p in params[::2]]
+    for name, fm in (("jax.grad batch-major", False), ("jax.grad feature-major", True)):
+        run = make_baseline(epochs, fm)
+        call = lambda: run(base_params, x, y, lr, decay)  # noqa: E731
+        results[name] = best_time(call, repeats) + (baseline_accuracy(call()[0], x, y),)
+    try:
+        import torch  # noqa: F401
+        start = time.perf_counter()
+        accuracy = torch_run(base_params, x, y, epochs, lr, decay)
+        results["PyTorch eager, hand backward"] = (time.perf_counter() - start, 0.0, accuracy)
+    except ImportError:
+        print("(PyTorch not installed: its row is skipped)")
+    ours = results["fnnet fit"][0]
+    for name, (seconds, first, accuracy) in results.items():
+        rows.append([name, f"{seconds:.3f}", f"{1e6 * seconds / epochs:.0f}",
+                     f"{flops / seconds / 1e9:.1f}", f"{seconds / ours:.2f}", f"{100 * accuracy:.1f}"])
+    return table(f"W1: {epochs} full-batch SGD epochs, 1000 points, 2-25-25-25-25-1",
+                 ["variant", "time s", "us/epoch", "GFLOP/s", "time / fnnet", "train acc %"], rows), results
+
+
+def bench_scaling(quick, repeats, rate):
+    """Time per epoch as batch, width and depth grow, fnnet against feature-major jax.grad."""
+    n_max = 10_000 if quick else 1_000_000
+    configs = [("batch", n, W1_SIZES) for n in (1_000, 10_000, 100_000, 1_000_000) if n <= n_max]
+    widths = (25, 128) if quick else (25, 128, 512, 1024)
+    configs += [("width", 10_000, (2,) + (w,) * 4 + (1,)) for w in widths]
+    depths = (2, 4) if quick else (2, 4, 8)
+    configs += [("depth", 10_000, (2,) + (256,) * (d - 1) + (1,)) for d in depths]
+    rows = []
+    for axis, n, sizes in configs:
+        flops = flops_per_epoch(sizes, n)
+        epochs = int(np.clip(2e9 / flops if quick else 2e10 / flops, 2, 2000))
+        x = jax.random.uniform(jax.random.key(2), (n, 2))
+        y = (jnp.sum((x - 0.5) ** 2, axis=1, keepdims=True) < 1 / (2 * np.pi)).astype(jnp.float32)
+        model = mlp(sizes, fnnet.Sigmoid())
+        _, params = model.init(jax.random.key(0), x.shape)
+        opt = fnnet.SGD(lr=0.1)
+        run = fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs)
+        state = opt.init(params)
+        ours, _ = best_time(lambda: run(params, state, x, y), repeats)
+        base = make_baseline(epochs, True)
+        base_params = [(p["w"], p["b"]) for p in params[::2]]
+        theirs, _ = best_time(lambda: base(base_params, x, y, 0.1, 1.0), repeats)
+        gflops = flops * epochs / ours / 1e9
+        rows.append([axis, n, "-".join(map(str, sizes)), epochs, f"{1e3 * ours / epochs:.3f}",
+                     f"{gflops:.1f}", f"{gflops / rate:.2f}", f"{ours / theirs:.2f}"])
+    return table(f"Scaling (sgemm rate {rate:.0f} GFLOP/s, XLA, 1024x1024)",
+                 ["grows", "batch", "sizes", "epochs", "ms/epoch", "GFLOP/s",
+                  "fraction of sgemm", "time / jax.grad (feature-major)"], rows)
+
+
+def bench_sweep(epochs, members, repeats):
+    """M models of W1 trained together with jax.vmap, spread over the local devices."""
+    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    model = mlp(W1_SIZES, fnnet.Sigmoid())
+    opt = fnnet.SGD(lr=0.5, decay=0.9999)
+    run = fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs)
+    rows = []
+    for m in members:
+        keys = jax.random.split(jax.random.key(0), m)
+        params = fnnet.sweep.init_many(model, keys, x.shape)
+        states = jax.vmap(opt.init)(params)
+        seconds, _ = best_time(lambda: fnnet.sweep.sweep(run, params, states, x, y, keys), repeats)
+        rows.append([m, f"{seconds:.3f}", f"{seconds / m:.3f}", f"{seconds / m * 10_000 / epochs:.2f}"])
+    return table(f"Sweeps: M models of W1, {epochs} epochs, {len(jax.devices())} device(s)",
+                 ["M", "time s", "s per model", "s per model per 10,000 epochs"], rows)
+
+
+def bench_compile_memory(epochs):
+    """Compile time and XLA's memory figures for one W1 run: fnnet against jax.grad."""
+    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    model = mlp(W1_SIZES, fnnet.Sigmoid())
+    _, params = model.init(jax.random.key(0), x.shape)
+    opt = fnnet.SGD(lr=0.5, decay=0.9999)
+    runner = _runner(model, fnnet.LossBCE(), opt.step, None, epochs, False, None)
+    ours = runner.lower(params, opt.init(params), x, y, jax.random.key(0), epochs, x[:1], y[:1])
+    base = make_baseline(epochs, False).lower(
+        [(p["w"], p["b"]) for p in params[::2]], x, y, 0.5, 0.9999)
+    rows = []
+    for name, lowered in (("fnnet", ours), ("jax.grad batch-major", base)):
+        start = time.perf_counter()
+        compiled = lowered.compile()
+        seconds = time.perf_counter() - start
+        memory = compiled.memory_analysis()
+        peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                + memory.output_size_in_bytes) if memory is not None else float("nan")
+        rows.append([name, f"{seconds:.2f}", f"{peak / 1024:.0f}",
+                     f"{memory.temp_size_in_bytes / 1024:.0f}" if memory else "n/a"])
+    return table("Compile time and memory (XLA memory analysis, one W1 run)",
+                 ["variant", "compile s", "arguments + outputs + temporaries KiB", "temporaries KiB"], rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few epochs")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--markdown", metavar="FILE", help="also write the tables here")
+    args = parser.parse_args(argv)
+    epochs = 200 if args.quick else 10_000
+    repeats = 1 if args.quick else args.repeats
+    device = jax.devices()[0]
+    header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+              f"{device.platform} ({getattr(device, 'device_kind', '')}), {len(jax.devices())} device(s); "
+              f"jax {jax.__version__}; {time.strftime('%Y-%m-%d')}; "
+              f"command: python scripts/bench.py{' --quick' if args.quick else ''}\n")
+    print(header)
+    rate, numpy_rate = sgemm_rate(512 if args.quick else 1024)
+    print(f"sgemm: XLA {rate:.0f} GFLOP/s, NumPy {numpy_rate:.0f} GFLOP/s\n")
+    w1_text, w1 = bench_w1(epochs, repeats)
+    texts = [header, w1_text,
+             bench_sweep(epochs if args.quick else 2_000, (1, 8) if args.quick else (1, 8, 64), repeats),
+             bench_scaling(args.quick, repeats, rate),
+             bench_compile_memory(epochs)]
+    if args.markdown:
+        with open(args.markdown, "w") as file:
+            file.write("\n".join(texts))
+    return w1
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""A grid of learning rate x decay x seeds for the report's two models, as one vmap.
+
+    python scripts/sweep.py                       # 5 lr x 3 decay x 5 seeds, 10,000 epochs
+    python scripts/sweep.py --plot figures        # also write figures/sweep.png
+
+Every member of a model's grid trains in one compiled program (`jax.vmap` over
+initial keys, data sets and optimizer hyperparameters, spread over the local
+devices). Prints the mean +- std test accuracy per cell; `scripts/disk.py`'s
+defaults are the best cells.
+"""
+
+import argparse
+import itertools
+import os
+import sys
+import time
+
+if __name__ == "__main__" and "jax" not in sys.modules:
+    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fnnet
+from disk import MODELS, accuracy, data, require_matplotlib
+
+
+def sweep_model(name, lrs, decays, seeds, epochs):
+    """Test accuracy (%) of every (lr, decay, seed), shape (len(lrs), len(decays), seeds)."""
+    model, loss, targets, predict, _, _ = MODELS[name]
+    opt = fnnet.SGD(lr=1.0)  # lr and decay come from the grid, through opt.init
+    grid = list(itertools.product(lrs, decays, range(seeds)))
+    lr, decay, seed = (jnp.asarray(v) for v in zip(*grid))
+    x, y, x_test, y_test = (a[seed] for a in data(seeds))
+    keys = jax.random.split(jax.random.key(1234), seeds)[seed]
+    params = fnnet.sweep.init_many(model, keys, (x.shape[1], 2))
+    states = jax.jit(jax.vmap(lambda p, lr, decay: opt.init(p, lr=lr, decay=decay)))(params, lr, decay)
+    run = fnnet.train(model, loss, opt, epochs=epochs)
+    params, _, losses = fnnet.sweep.sweep(run, params, states, x, jax.jit(targets)(y), keys)
+    out = jax.jit(jax.vmap(model.apply))(params, x_test)
+    test_acc = 100 * np.asarray(accuracy(predict, out, y_test))
+    return test_acc.reshape(len(lrs), len(decays), seeds)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["sigmoid_bce", "tanh_mse"])
+    parser.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.5, 1.0])
+    parser.add_argument("--decays", nargs="+", type=float, default=[0.9995, 0.9999, 1.0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10_000)
+    parser.add_argument("--plot", metavar="DIR", help="write sweep.png (a heatmap per model) here")
+    args = parser.parse_args(argv)
+    if args.plot:
+        require_matplotlib(parser)
+    table = {}
+    for name in args.models:
+        start = time.perf_counter()
+        acc = sweep_model(name, args.lrs, args.decays, args.seeds, args.epochs)
+        table[name] = acc.mean(axis=-1)
+        members = acc.size
+        print(f"\n{name}: test accuracy %, mean +- std over {args.seeds} seeds, {args.epochs} epochs "
+              f"({members} runs in {time.perf_counter() - start:.1f} s)")
+        print(f"{'lr / decay':>10} " + " ".join(f"{d:>15}" for d in args.decays))
+        for i, lr in enumerate(args.lrs):
+            cells = " ".join(f"{acc[i, j].mean():7.2f} +- {acc[i, j].std():4.2f}" for j in range(len(args.decays)))
+            print(f"{lr:>10} {cells}")
+        i, j = np.unravel_index(np.argmax(table[name]), table[name].shape)
+        print(f"best: lr={args.lrs[i]} decay={args.decays[j]} ({table[name][i, j]:.2f}%)")
+    if args.plot:
+        from plots import plot_heatmap
+        os.makedirs(args.plot, exist_ok=True)
+        print("wrote", plot_heatmap(table, args.lrs, args.decays, os.path.join(args.plot, "sweep.png"),
+                                    f"mean test accuracy % over {args.seeds} seeds, {args.epochs} epochs"))
+    return table
+
+
+if __name__ == "__main__":
+    main()

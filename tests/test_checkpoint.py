@@ -1,0 +1,273 @@
+"""fnnet.save / fnnet.load: exact round trips, and every bad file refused with a ValueError."""
+
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnnet
+import fnnet.checkpoint
+
+METADATA = {"epochs_done": 7, "losses": [0.5, 0.25, 1e-300], "name": "run-α",
+            "nested": {"a": None}, "flag": True}
+
+
+def linear(rng, n_in, n_out, dtype=jnp.float32):
+    """Params of fnnet.Linear(n_in, n_out), random."""
+    return {"w": jnp.asarray(rng.normal(size=(n_in, n_out)), dtype),
+            "b": jnp.asarray(rng.normal(size=(n_out,)), dtype)}
+
+
+def make_state(seed=0, hidden=3):
+    """Params of serial(Linear(2, hidden), Tanh(), Linear(hidden, 1), Sigmoid()) plus a float64
+    leaf, and an Adam state after one step (non-zero slots, count 1)."""
+    rng = np.random.default_rng(seed)
+    params = (linear(rng, 2, hidden), (), linear(rng, hidden, 1), (),
+              {"scale": jnp.asarray([1.5, -2.0], jnp.float64)})
+    opt = fnnet.Adam(lr=0.1, decay=0.9)
+    _, state = jax.jit(opt.step)(params, params, opt.init(params))
+    return params, state
+
+
+def assert_trees_equal(got, want):
+    """Same structure, dtypes, shapes and bits."""
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert isinstance(g, jax.Array)
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert np.array_equal(np.asarray(g), np.asarray(w))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A checkpoint on disk: (path, params, opt_state)."""
+    params, state = make_state()
+    path = tmp_path / "run.npz"
+    fnnet.save(path, params, state, metadata=METADATA)
+    return path, params, state
+
+
+def test_round_trip_is_exact(saved):
+    path, params, state = saved
+    got_params, got_state, metadata = fnnet.load(path, like=make_state(seed=1))
+    assert_trees_equal(got_params, params)
+    assert_trees_equal(got_state, state)
+    assert isinstance(got_state, fnnet.OptState)
+    assert got_state.count.dtype == jnp.int32 and int(got_state.count) == 1
+    assert metadata == METADATA
+
+
+def test_round_trip_without_opt_state_and_metadata(tmp_path):
+    params, state = make_state()
+    path = str(tmp_path / "params-only.npz")  # a str path works as well as a Path
+    fnnet.save(path, params)
+    got_params, got_state, metadata = fnnet.load(path, like=(params, None))
+    assert_trees_equal(got_params, params)
+    assert got_state is None and metadata is None
+    with pytest.raises(ValueError, match=r"holds no optimizer state, but like asks for one"):
+        fnnet.load(path, like=(params, state))
+
+
+def test_params_only_load_from_a_full_checkpoint(saved):
+    path, params, _ = saved
+    got_params, got_state, _ = fnnet.load(path, like=(params, None))
+    assert_trees_equal(got_params, params)
+    assert got_state is None
+
+
+def test_no_suffix_is_added(tmp_path):
+    params, state = make_state()
+    fnnet.save(tmp_path / "checkpoint", params, state)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
+    assert_trees_equal(fnnet.load(tmp_path / "checkpoint", like=(params, state))[0], params)
+
+
+def test_overwrite_replaces(saved):
+    path, params, state = saved
+    new_params = jax.tree.map(lambda p: p + 1, params)
+    fnnet.save(path, new_params, state, metadata={"v": 2})
+    got_params, _, metadata = fnnet.load(path, like=(params, state))
+    assert_trees_equal(got_params, new_params)
+    assert metadata == {"v": 2}
+
+
+def test_like_of_another_model_raises(saved):
+    path, params, state = saved
+    other = (*params[:4], linear(np.random.default_rng(1), 1, 1))  # a last layer of another kind
+    with pytest.raises(ValueError, match=r"has no entry \"params\[4\]\['b'\]\": it was saved from "
+                                         r"another model or optimizer"):
+        fnnet.load(path, like=(other, None))
+    with pytest.raises(ValueError, match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that like "
+                                         r"does not"):
+        fnnet.load(path, like=(params[:4], None))  # fewer leaves than saved
+    sgd_state = fnnet.SGD(lr=0.1).init(params)  # another optimizer
+    with pytest.raises(ValueError, match=r"has no entry \"opt_state\.hyperparams\['momentum'\]\""):
+        fnnet.load(path, like=(params, sgd_state))
+
+
+def test_wrong_shape_or_dtype_raises(saved):
+    path, params, state = saved
+    wider, _ = make_state(hidden=4)
+    with pytest.raises(ValueError, match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
+                                         r"expected float32\[4\]"):
+        fnnet.load(path, like=(wider, None))
+    as_float64 = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+    with pytest.raises(ValueError, match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
+                                         r"expected float64\[3\]"):
+        fnnet.load(path, like=(as_float64, None))
+
+
+@pytest.mark.parametrize("keep", [0, 1, 10, 100, 0.5, -100, -22, -1])
+def test_truncated_file_raises(saved, keep):
+    path, params, state = saved
+    data = path.read_bytes()
+    cut = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    path.write_bytes(data[:cut])
+    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint \(truncated, corrupt "
+                                         r"or not an \.npz\)"):
+        fnnet.load(path, like=(params, state))
+
+
+def test_random_bytes_raise(tmp_path):
+    path = tmp_path / "noise.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint"):
+        fnnet.load(path, like=make_state())
+
+
+def test_corrupt_zip_field_raises(saved):
+    """A bit flip in the zip directory (here the compression method of the first entry)."""
+    path, params, state = saved
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central directory entry
+    data[entry + 10] = 99  # its compression method; 99 is unsupported
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint"):
+        fnnet.load(path, like=(params, state))
+
+
+def test_npy_file_raises(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint .*one float64\[3\] "
+                                         r"array"):
+        fnnet.load(path, like=make_state())
+
+
+def test_npz_without_header_raises(tmp_path):
+    params, state = make_state()
+    path = tmp_path / "plain.npz"
+    np.savez(path, **fnnet.checkpoint._flatten("params", params))
+    with pytest.raises(ValueError, match=r"is an \.npz file but not an fnnet checkpoint "
+                                         r"\(no '__fnnet__' entry\)"):
+        fnnet.load(path, like=(params, None))
+
+
+@pytest.mark.parametrize("header, match", [
+    ("{not json", r"has a corrupt header"),
+    (json.dumps({"format": 2, "metadata": None}), r"has format 2, expected 1"),
+    (json.dumps({"metadata": None}), r"has format None, expected 1"),
+    ("5", r"has a corrupt header: 5 is not a JSON object"),
+    ("[1, 2]", r"has a corrupt header: \[1, 2\] is not a JSON object"),
+])
+def test_bad_header_raises(tmp_path, header, match):
+    path = tmp_path / "bad-header.npz"
+    np.savez(path, __fnnet__=np.array(header))
+    with pytest.raises(ValueError, match=match):
+        fnnet.load(path, like=make_state())
+
+
+UNPICKLED = []
+
+
+def _record_unpickling(tag):
+    UNPICKLED.append(tag)
+    return tag
+
+
+class Payload:
+    """Unpickling this runs `_record_unpickling`: the test sees whether load ran it."""
+
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __reduce__(self):
+        return _record_unpickling, (self.tag,)
+
+
+@pytest.mark.parametrize("where", ["header", "entry"])
+def test_pickled_objects_are_never_unpickled(tmp_path, where):
+    params, state = make_state()
+    arrays = {**fnnet.checkpoint._flatten("params", params),
+              "__fnnet__": np.array(json.dumps({"format": 1, "metadata": None}))}
+    if where == "header":
+        arrays["__fnnet__"] = np.array(Payload("header"), dtype=object)
+    else:
+        arrays["params[0]['w']"] = np.array([Payload("entry")], dtype=object)
+    path = tmp_path / "pickled.npz"
+    np.savez(path, **arrays)
+    UNPICKLED.clear()
+    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint"):
+        fnnet.load(path, like=(params, None))
+    assert UNPICKLED == []
+    # The payload is live: a loader that allowed pickles would have run it.
+    with np.load(path, allow_pickle=True) as archive:
+        for name in archive.files:
+            archive[name]
+    assert UNPICKLED == [where]
+
+
+def test_missing_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"load: checkpoint .*nowhere\.npz' does not exist"):
+        fnnet.load(tmp_path / "nowhere.npz", like=make_state())
+
+
+def test_like_must_be_a_pair(saved):
+    path, params, _ = saved
+    with pytest.raises(TypeError, match=r"like must be a pair \(params, opt_state\)"):
+        fnnet.load(path, like=params)
+
+
+def test_metadata_must_be_json(tmp_path):
+    params, _ = make_state()
+    with pytest.raises(TypeError, match=r"save: metadata must be JSON-serializable"):
+        fnnet.save(tmp_path / "x.npz", params, metadata={"array": np.zeros(2)})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("error", [OSError("No space left on device"), KeyboardInterrupt()],
+                         ids=["OSError", "KeyboardInterrupt"])
+def test_failed_write_keeps_previous_checkpoint(saved, monkeypatch, error):
+    """A write that dies half-way leaves the old file intact and no temporary file behind."""
+    path, params, state = saved
+    before = path.read_bytes()
+    real_savez = np.savez
+
+    def savez_then_fail(file, **arrays):
+        real_savez(file, **arrays)
+        file.truncate(file.tell() // 2)  # half a file on disk, as at a full disk
+        raise error
+
+    monkeypatch.setattr(fnnet.checkpoint.np, "savez", savez_then_fail)
+    new_params = jax.tree.map(lambda p: p + 1, params)
+    with pytest.raises(type(error)):
+        fnnet.save(path, new_params, state, metadata={"v": 2})
+    monkeypatch.undo()
+
+    assert sorted(os.listdir(path.parent)) == [path.name]  # no temporary file left
+    assert path.read_bytes() == before
+    got_params, got_state, metadata = fnnet.load(path, like=(params, state))
+    assert_trees_equal(got_params, params)
+    assert_trees_equal(got_state, state)
+    assert metadata == METADATA
+
+
+def test_pathlike_paths(tmp_path):
+    params, state = make_state()
+    path = pathlib.PurePath(tmp_path / "p.npz")
+    fnnet.save(path, params, state)
+    assert_trees_equal(fnnet.load(path, like=(params, state))[1], state)

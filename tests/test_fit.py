@@ -1,0 +1,329 @@
+"""fnnet.fit: it learns, compiles once per configuration, guards NaNs, checkpoints and resumes."""
+
+import importlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import count_compilations
+
+import fnnet
+
+fit_module = importlib.import_module("fnnet.fit")  # `fnnet.fit` is the function
+
+# One configuration for most tests, so compiled programs are shared between them.
+MODEL = fnnet.serial(fnnet.Linear(2, 16), fnnet.Tanh(), fnnet.Linear(16, 1), fnnet.Sigmoid())
+LOSS = fnnet.LossBCE()
+EPOCHS = 12
+EVERY = 3  # checkpoint_every in the checkpoint tests
+
+
+def data(n=64, seed=1):
+    return fnnet.data.disk(n, jax.random.key(seed))
+
+
+def init(model=MODEL, seed=0):
+    return model.init(jax.random.key(seed), (1, 2))[1]
+
+
+def assert_trees_equal(got, want):
+    """Bitwise equal, same structure and dtypes."""
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.dtype == w.dtype
+        assert np.array_equal(np.asarray(g), np.asarray(w))
+
+
+def all_finite(tree):
+    return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
+
+
+def test_fit_learns_the_disk_and_records_validation():
+    x, y = data(256)
+    x_val, y_val = data(256, seed=2)
+    params = init()
+    result = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.5, momentum=0.9), params, x, y, epochs=200,
+                       progress=False, validation=(x_val, y_val))
+    assert isinstance(result, fnnet.FitResult)
+    assert result.losses.shape == (200,) and result.val_losses.shape == (200,)
+    assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.val_losses))
+    assert result.losses[-1] < 0.4 * result.losses[0]
+    assert result.val_losses[-1] < 0.4 * result.val_losses[0]
+    accuracy = np.mean((np.asarray(MODEL.apply(result.params, x_val)) > 0.5) == (y_val > 0.5))
+    assert accuracy > 0.85
+    # The last validation loss is that of the returned params.
+    last = float(LOSS.value(MODEL.apply(result.params, x_val), y_val))
+    np.testing.assert_allclose(result.val_losses[-1], last, rtol=1e-5)
+    assert int(result.opt_state.count) == 200
+
+
+def test_validation_loss_is_taken_after_each_epoch():
+    """Validating on the training data, full batch: val_losses[i] is the loss after step i,
+    which is the training loss before step i + 1."""
+    x, y = data(256)
+    result = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.5, momentum=0.9), init(), x, y, epochs=200,
+                       progress=False, validation=(x, y))
+    np.testing.assert_allclose(result.val_losses[:-1], result.losses[1:], rtol=1e-5)
+
+
+@jax.jit
+def _manual_sgd_step(params, x, y, lr):
+    value, grads = fnnet.value_and_grad(MODEL, LOSS)(params, x, y)
+    return jax.tree.map(lambda p, g: p - lr * g, params, grads), value
+
+
+def manual_sgd(params, x, y, lr, epochs):
+    """Plain full-batch gradient descent, hand-written: (params, losses)."""
+    losses = []
+    for _ in range(epochs):
+        params, value = _manual_sgd_step(params, x, y, np.float32(lr))
+        losses.append(float(value))
+    return params, np.asarray(losses, np.float32)
+
+
+def test_second_fit_with_new_objects_does_not_recompile():
+    x, y = data()
+    params = init()
+    first = fnnet.fit(MODEL, fnnet.LossBCE(), fnnet.SGD(lr=0.1), params, x, y, epochs=EPOCHS,
+                      progress=False)
+    model = fnnet.serial(fnnet.Linear(2, 16), fnnet.Tanh(), fnnet.Linear(16, 1), fnnet.Sigmoid())
+    with count_compilations() as compiled:
+        second = fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.2), params, x, y,
+                           epochs=EPOCHS, progress=False)
+    assert compiled == []
+    # Each run used its own learning rate, not a cached one.
+    for result, lr in ((first, 0.1), (second, 0.2)):
+        want_params, want_losses = manual_sgd(params, x, y, lr, EPOCHS)
+        for g, w in zip(jax.tree.leaves(result.params), jax.tree.leaves(want_params)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.losses, want_losses, rtol=1e-5)
+    assert result.losses.shape == (EPOCHS,) and result.val_losses is None
+
+
+# Divergence ---------------------------------------------------------------------------------------
+# A linear model on MSE with a learning rate past 2 / curvature: the loss grows geometrically
+# until it overflows float32.
+
+LINEAR = fnnet.serial(fnnet.Linear(2, 1))
+
+
+def linear_data():
+    x, _ = data()
+    return x, 3.0 * x[:, :1] - x[:, 1:] + 1.0
+
+
+@pytest.mark.parametrize("lr", [1e30, 8.0])
+def test_divergence_raises_with_the_last_finite_state(lr):
+    x, y = linear_data()
+    params = init(LINEAR)
+    opt = fnnet.SGD(lr=lr)
+    epochs = 100  # chunks of 5 epochs
+    with pytest.raises(fnnet.TrainingDiverged,
+                       match=r"fit: the loss became non-finite at epoch (\d+) ") as info:
+        fnnet.fit(LINEAR, fnnet.LossMSE(), opt, params, x, y, epochs=epochs, progress=False)
+    error = info.value
+    assert isinstance(error, FloatingPointError)
+    assert f"at epoch {error.epoch} " in str(error)
+
+    # The unguarded run, by hand: the first non-finite loss is the reported epoch.
+    value_and_grad = jax.jit(fnnet.value_and_grad(LINEAR, fnnet.LossMSE()))
+    step = jax.jit(opt.step)
+    history, losses, state, p = [params], [], opt.init(params), params
+    while len(losses) < epochs:
+        value, grads = value_and_grad(p, x, y)
+        losses.append(float(value))
+        if not np.isfinite(value):
+            break
+        p, state = step(p, grads, state)
+        history.append(p)
+    first_bad = len(losses) - 1
+    assert not np.isfinite(losses[first_bad]), "this learning rate should diverge"
+    assert error.epoch == first_bad
+    assert error.start_epoch <= error.epoch < error.start_epoch + 5
+    assert error.start_epoch % 5 == 0
+    if lr == 8.0:
+        assert error.start_epoch > 0  # the interesting case: diverged after some chunks
+
+    assert all_finite((error.params, error.opt_state))
+    assert int(error.opt_state.count) == error.start_epoch
+    for g, w in zip(jax.tree.leaves(error.params), jax.tree.leaves(history[error.start_epoch])):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5)
+    assert error.losses.shape == (error.start_epoch,)
+    np.testing.assert_allclose(error.losses, losses[:error.start_epoch], rtol=1e-5)
+
+
+# Checkpoints -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def saves(monkeypatch):
+    """Record the epochs_done of every checkpoint fit writes."""
+    written = []
+    real_save = fit_module.save
+
+    def recording_save(path, params, opt_state=None, metadata=None):
+        written.append(metadata["epochs_done"])
+        real_save(path, params, opt_state, metadata)
+
+    monkeypatch.setattr(fit_module, "save", recording_save)
+    return written
+
+
+@pytest.mark.parametrize("epochs, expected", [(EPOCHS, [3, 6, 9, 12]), (EPOCHS - 2, [3, 6, 9, 10])])
+def test_checkpoint_every_writes_checkpoints(tmp_path, saves, epochs, expected):
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(lr=0.3)
+    path = tmp_path / "run.npz"
+    result = fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=epochs, progress=False,
+                       checkpoint=path, checkpoint_every=EVERY)
+    assert saves == expected
+    assert sorted(os.listdir(tmp_path)) == ["run.npz"]
+    got_params, got_state, metadata = fnnet.load(path, like=(params, opt.init(params)))
+    assert_trees_equal(got_params, result.params)
+    assert_trees_equal(got_state, result.opt_state)
+    assert metadata["epochs_done"] == epochs and metadata["epochs"] == epochs
+    assert np.array_equal(np.asarray(metadata["losses"], np.float32), result.losses)
+
+
+def interrupt_on_checkpoint(monkeypatch, number):
+    """Make fit's `number`-th checkpoint raise KeyboardInterrupt instead of writing."""
+    real_save = fit_module.save
+    calls = []
+
+    def save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "save", save)
+
+
+@pytest.mark.parametrize("batch_size", [None, 24], ids=["full_batch", "minibatch_24_of_64"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, batch_size):
+    x, y = data()
+    params = init()
+    x_val, y_val = data(16, seed=3)
+    key = jax.random.key(4)
+
+    def run(path, epochs=EPOCHS, resume=False):
+        return fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3, momentum=0.5), params, x, y,
+                         epochs=epochs, batch_size=batch_size, key=key, progress=False,
+                         validation=(x_val, y_val), checkpoint=path, checkpoint_every=EVERY,
+                         resume=resume)
+
+    reference = run(tmp_path / "reference.npz")
+
+    # Interrupted at its 2nd checkpoint (epoch 6): the file on disk holds epoch 3.
+    path = tmp_path / "interrupted.npz"
+    with monkeypatch.context() as patch:
+        interrupt_on_checkpoint(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            run(path)
+    assert fnnet.load(path, like=(params, None))[2]["epochs_done"] == EVERY
+    resumed = run(path, resume=True)
+
+    # Stopped early by asking for fewer epochs, then resumed to the full count.
+    short = tmp_path / "short.npz"
+    run(short, epochs=2 * EVERY)
+    extended = run(short, resume=True)
+
+    for result in (resumed, extended):
+        assert_trees_equal(result.params, reference.params)
+        assert_trees_equal(result.opt_state, reference.opt_state)
+        assert np.array_equal(result.losses, reference.losses)
+        assert np.array_equal(result.val_losses, reference.val_losses)
+    assert int(reference.opt_state.count) == EPOCHS * (1 if batch_size is None else 3)
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
+    x, y = data()
+    params = init()
+    kwargs = dict(epochs=EPOCHS, progress=False, checkpoint_every=EVERY)
+    fresh = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y,
+                      checkpoint=tmp_path / "a.npz", **kwargs)
+    resumed = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y,
+                        checkpoint=tmp_path / "b.npz", resume=True, **kwargs)
+    assert_trees_equal(resumed.params, fresh.params)
+    assert np.array_equal(resumed.losses, fresh.losses)
+
+
+def test_resume_checks_the_checkpoint(tmp_path):
+    x, y = data()
+    params = init()
+    path = tmp_path / "run.npz"
+    fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=EPOCHS, progress=False,
+              checkpoint=path, checkpoint_every=EVERY)
+    with pytest.raises(ValueError, match=rf"has {EPOCHS} epochs done, more than epochs={EVERY}"):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=EVERY, progress=False,
+                  checkpoint=path, checkpoint_every=EVERY, resume=True)
+    with pytest.raises(ValueError, match=r"has no entry .*b1"):  # saved from another optimizer
+        fnnet.fit(MODEL, LOSS, fnnet.Adam(lr=0.3), params, x, y, epochs=EPOCHS, progress=False,
+                  checkpoint=path, checkpoint_every=EVERY, resume=True)
+
+
+# Progress and input errors -----------------------------------------------------------------------
+
+def test_progress_bar_runs_without_warnings(capsys):
+    x, y = data()
+    result = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.1), init(), x, y, epochs=EPOCHS, progress=True)
+    err = capsys.readouterr().err
+    assert "fit" in err and f"{EPOCHS}/{EPOCHS}" in err
+    assert result.losses.shape == (EPOCHS,)
+
+
+def _x():
+    return data()[0]
+
+
+def _y():
+    return data()[1]
+
+
+def _with_nan(a, value=np.nan):
+    a = np.array(a)
+    a[3, 0] = value
+    return a
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(x=lambda: _x().astype(jnp.int32)), TypeError,
+     r"fit: x must be floating point, got dtype int32; convert it"),
+    (dict(x=lambda: np.asarray(_x()).tolist()), TypeError, r"fit: x must be an array, got list"),
+    (dict(x=lambda: _with_nan(_x())), ValueError, r"fit: x holds 1 NaN or infinite value\(s\)"),
+    (dict(y=lambda: _with_nan(_y(), np.inf)), ValueError,
+     r"fit: y holds 1 NaN or infinite value\(s\)"),
+    (dict(y=lambda: _y()[:-1]), ValueError,
+     r"fit: x and y must have the same number of samples, got 64 and 63"),
+    (dict(x=lambda: _x()[:0], y=lambda: _y()[:0]), ValueError, r"fit: x is empty \(0 samples\)"),
+    (dict(y=lambda: 2 * _y()), ValueError, r"LossBCE: targets must be in \[0, 1\]"),
+    (dict(validation=lambda: [_x(), _y()]), TypeError,
+     r"fit: validation must be a pair \(x_val, y_val\)"),
+    (dict(validation=lambda: (_x(),)), TypeError, r"fit: validation must be a pair"),
+    (dict(validation=lambda: (_with_nan(_x()), _y())), ValueError,
+     r"fit: x_val holds 1 NaN or infinite value\(s\)"),
+    (dict(validation=lambda: (_x()[:5], _y()[:4])), ValueError,
+     r"fit: x_val and y_val must have the same number of samples, got 5 and 4"),
+    (dict(validation=lambda: (_x(), -_y() - 1)), ValueError,
+     r"LossBCE: targets must be in \[0, 1\]"),
+    (dict(checkpoint_every=lambda: 3), ValueError,
+     r"fit: checkpoint_every and resume need a checkpoint path"),
+    (dict(resume=lambda: True), ValueError,
+     r"fit: checkpoint_every and resume need a checkpoint path"),
+    (dict(checkpoint_every=lambda: 0, checkpoint=lambda: "unused.npz"), ValueError,
+     r"fit: checkpoint_every must be an int >= 1, got 0"),
+    (dict(epochs=lambda: 0), ValueError, r"fit: epochs must be an int >= 1, got 0"),
+    (dict(epochs=lambda: 5.0), ValueError, r"fit: epochs must be an int >= 1, got 5\.0"),
+    (dict(batch_size=lambda: 65), ValueError, r"batch_size must be in \[1, 64\]"),
+])
+def test_bad_input_raises_before_any_work(tmp_path, monkeypatch, change, error, match):
+    monkeypatch.chdir(tmp_path)
+    args = dict(x=_x, y=_y, epochs=lambda: EPOCHS)
+    args.update(change)
+    args = {name: make() for name, make in args.items()}
+    x, y, epochs = args.pop("x"), args.pop("y"), args.pop("epochs")
+    with pytest.raises(error, match=match):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.1), init(), x, y, epochs, progress=False, **args)
+    assert os.listdir(tmp_path) == []

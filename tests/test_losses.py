@@ -1,0 +1,261 @@
+"""Losses: hand gradients against jax.grad of the value, values against numpy references."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fnnet
+from fnnet import LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
+from fnnet.losses import check_targets
+
+# atol: the oracle's formulas differ from the hand ones (e.g. -t/p + (1-t)/(1-p) against
+# (p-t)/(p(1-p))), so an element near 0 keeps only an absolute error of a few ulps of O(1).
+TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-13), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
+DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
+
+
+def device(a, dtype=None):
+    """A jax array of host data, converted on the host (jnp.asarray compiles a program
+    per new shape, and compiling is most of this file's run time)."""
+    return jax.device_put(np.asarray(a, dtype))
+
+
+
+def np_log_softmax(y):
+    shifted = y - y.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+# Per case: the loss, a sampler `(rng, shape) -> (y, target)` in float64 numpy, and a
+# float64 numpy reference of the value.
+def sample_mse(rng, shape):
+    return rng.normal(size=shape), rng.normal(size=shape)
+
+
+def sample_bce(rng, shape):  # probabilities well inside the clamp
+    return rng.uniform(0.02, 0.98, size=shape), rng.uniform(0, 1, size=shape)
+
+
+def sample_logits(rng, shape):
+    return 4 * rng.normal(size=shape), rng.uniform(0, 1, size=shape)
+
+
+def sample_labels(rng, shape):  # integer labels (...,) for logits (..., classes)
+    return 3 * rng.normal(size=shape), rng.integers(0, shape[-1], size=shape[:-1]).astype(np.int32)
+
+
+def sample_one_hot(rng, shape):
+    y, labels = sample_labels(rng, shape)
+    return y, np.eye(shape[-1])[labels]
+
+
+def sample_weights(rng, shape):  # nonnegative rows that need not sum to 1
+    return 3 * rng.normal(size=shape), rng.uniform(0, 1, size=shape)
+
+
+def as_probabilities(y, t):
+    return np.eye(y.shape[-1])[t] if np.issubdtype(t.dtype, np.integer) else t
+
+
+def ce_reference(y, t):
+    t = as_probabilities(y, t)
+    return -np.sum(t * np_log_softmax(y)) / (y.size // y.shape[-1])
+
+
+CASES = {
+    "MSE": (LossMSE(), sample_mse, lambda y, t: np.mean((y - t) ** 2)),
+    "BCE": (LossBCE(), sample_bce, lambda p, t: -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))),
+    "BCEWithLogits": (LossBCEWithLogits(), sample_logits,
+                      lambda z, t: np.mean(np.logaddexp(0, z) - t * z)),
+    "CE-labels": (LossCrossEntropy(), sample_labels, ce_reference),
+    "CE-one-hot": (LossCrossEntropy(), sample_one_hot, ce_reference),
+    "CE-weights": (LossCrossEntropy(), sample_weights, ce_reference),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def value_grad_and_oracle(loss):
+    """Jitted `(y, t) -> (loss.value, loss.grad, jax.grad(loss.value))`."""
+    return jax.jit(lambda y, t: (loss.value(y, t), loss.grad(y, t), jax.grad(loss.value)(y, t)))
+
+
+def cast(a, dtype):
+    return device(a, dtype) if np.issubdtype(a.dtype, np.floating) else device(a)
+
+
+@pytest.mark.parametrize("case", CASES)
+@DTYPES
+@settings(max_examples=3, deadline=None)  # each example compiles: keep it small
+@given(shape=st.lists(st.integers(1, 4), max_size=2).map(tuple), n=st.integers(1, 8),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_grad_matches_jax_grad(case, dtype, shape, n, seed):
+    loss, sample, reference = CASES[case]
+    y64, t64 = sample(np.random.default_rng(seed), shape + (n,))
+    y, t = cast(y64, dtype), cast(t64, dtype)
+    value, grad, oracle = value_grad_and_oracle(loss)(y, t)
+    assert value.shape == () and value.dtype == dtype
+    assert grad.shape == y.shape and grad.dtype == dtype and oracle.dtype == dtype
+    np.testing.assert_allclose(grad, oracle, **TOLERANCES[dtype])
+    # The value itself against the float64 reference, on the inputs as rounded to dtype.
+    ref = reference(np.asarray(y, np.float64), np.asarray(t).astype(t64.dtype))
+    np.testing.assert_allclose(value, ref, **TOLERANCES[dtype])
+
+
+# --- LossBCE's clamp ----------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="eps")
+def bce_straight_through(p, t, eps):
+    """Reference: the clamp in the forward pass, the identity in the backward pass."""
+    p_c = p + jax.lax.stop_gradient(jnp.clip(p, eps, 1 - eps) - p)
+    return -jnp.mean(t * jnp.log(p_c) + (1 - t) * jnp.log1p(-p_c))
+
+
+@DTYPES
+def test_bce_at_exactly_zero_and_one(dtype):
+    p = device([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 1e-12], dtype)
+    t = device([0.0, 0.0, 1.0, 1.0, 0.3, 0.7, 1.0, 1.0], dtype)
+    ref = functools.partial(bce_straight_through, eps=1e-7)
+    # jax.grad of the value itself goes through the clip: zero gradient where clipped.
+    value, grad, autodiff = value_grad_and_oracle(LossBCE())(p, t)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, ref(p, t), **TOLERANCES[dtype])
+    np.testing.assert_allclose(grad, jax.grad(ref)(p, t), **TOLERANCES[dtype])
+    # Confidently wrong predictions are pushed back, where a plain clip gives 0.
+    assert grad[1] > 0 and grad[2] < 0
+    assert autodiff[1] == 0 and autodiff[2] == 0
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-12, 1e-60])
+def test_bce_tiny_eps_stays_finite_in_float32(eps):
+    # 1 - 1e-8 rounds to 1 in float32; the clamp must still stay inside (0, 1).
+    p = device([0.0, 1.0], jnp.float32)
+    t = device([1.0, 0.0], jnp.float32)
+    loss = LossBCE(eps)
+    value, grad, _ = value_grad_and_oracle(loss)(p, t)
+    assert np.isfinite(value) and np.all(np.isfinite(grad)), (value, grad)
+    assert value > 15 and grad[0] < 0 < grad[1]
+    # In float64 the lower clamp is the eps given (or the smallest normal float64).
+    value64, _, _ = value_grad_and_oracle(loss)(device(np.zeros(1)), device(np.ones(1)))
+    np.testing.assert_allclose(value64, -np.log(max(eps, np.finfo(np.float64).tiny)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [0, 0.5, -1e-3, 1.0])
+def test_bce_bad_eps(eps):
+    with pytest.raises(ValueError, match=r"LossBCE: eps must be in \(0, 0\.5\), got "):
+        LossBCE(eps)
+
+
+# --- LossBCEWithLogits ------------------------------------------------------------------
+
+
+def test_bce_with_logits_extreme_logits_float32():
+    z64 = np.array([-1e4, 1e4, -1e4, 1e4, -1e4, 1e4, -50.0, 50.0, 0.0])
+    t64 = np.array([0.0, 0.0, 1.0, 1.0, 0.5, 0.25, 0.5, 0.25, 0.5])
+    z, t = device(z64, jnp.float32), device(t64, jnp.float32)
+    value, grad, _ = value_grad_and_oracle(LossBCEWithLogits())(z, t)
+    assert value.dtype == grad.dtype == jnp.float32
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    sigmoid = 0.5 * (1 + np.tanh(z64 / 2))
+    np.testing.assert_allclose(value, np.mean(np.logaddexp(0, z64) - t64 * z64), rtol=1e-6)
+    np.testing.assert_allclose(grad, (sigmoid - t64) / z64.size, rtol=1e-6, atol=1e-12)
+
+
+def test_bce_with_logits_equals_bce_of_sigmoid():
+    rng = np.random.default_rng(0)
+    z = device(rng.uniform(-5, 5, size=(6, 3)))
+    t = device(rng.uniform(0, 1, size=(6, 3)))
+
+    @jax.jit
+    def both(z, t):
+        p = fnnet.Sigmoid().apply((), z)
+        # Chain rule through fnnet's Sigmoid: d/dz BCE(sigmoid(z)) = (sigmoid(z) - t) / n.
+        _, dz = fnnet.Sigmoid().vjp((), z, LossBCE().grad(p, t))
+        return ((LossBCEWithLogits().value(z, t), LossBCEWithLogits().grad(z, t)),
+                (LossBCE().value(p, t), dz))
+    (value, grad), (value_bce, grad_bce) = both(z, t)
+    np.testing.assert_allclose(value, value_bce, rtol=1e-10)
+    np.testing.assert_allclose(grad, grad_bce, rtol=1e-9, atol=1e-15)
+
+
+# --- shape errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["LossMSE", "LossBCE", "LossBCEWithLogits"])
+@pytest.mark.parametrize("y_shape, t_shape", [((4, 1), (4,)), ((3,), (3, 1)), ((2, 3), (3, 2))])
+def test_shape_mismatch(name, y_shape, t_shape):
+    loss = getattr(fnnet, name)()
+    y, t = device(np.full(y_shape, 0.5)), device(np.full(t_shape, 0.5))
+    match = (name + r": prediction and target must have the same shape, got "
+             + str(y_shape).replace("(", r"\(").replace(")", r"\)") + " and "
+             + str(t_shape).replace("(", r"\(").replace(")", r"\)"))
+    with pytest.raises(ValueError, match=match):
+        loss.value(y, t)
+    with pytest.raises(ValueError, match=match):
+        loss.grad(y, t)
+
+
+def test_cross_entropy_one_hot_shape_mismatch():
+    loss = LossCrossEntropy()
+    y, t = device(np.zeros((4, 3))), device(np.zeros((4, 2)))
+    match = r"LossCrossEntropy: prediction and target must have the same shape, got \(4, 3\) and \(4, 2\)"
+    with pytest.raises(ValueError, match=match):
+        loss.value(y, t)
+    with pytest.raises(ValueError, match=match):
+        loss.grad(y, t)
+
+
+@pytest.mark.parametrize("labels_shape", [(4, 1), (3,), (), (4, 3)])
+def test_cross_entropy_wrong_label_shape(labels_shape):
+    loss = LossCrossEntropy()
+    y, labels = device(np.zeros((4, 3))), device(np.zeros(labels_shape, np.int32))
+    match = (r"LossCrossEntropy: integer labels must have shape \(4,\) for logits \(4, 3\), got "
+             + str(labels_shape).replace("(", r"\(").replace(")", r"\)"))
+    with pytest.raises(ValueError, match=match):
+        loss.value(y, labels)
+    with pytest.raises(ValueError, match=match):
+        loss.grad(y, labels)
+
+
+def test_cross_entropy_needs_a_class_axis():
+    with pytest.raises(ValueError, match=r"LossCrossEntropy: logits need a class axis, got shape \(\)"):
+        LossCrossEntropy().value(jnp.float32(1.0), jnp.int32(0))
+
+
+# --- check_targets ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["LossBCE", "LossBCEWithLogits"])
+@pytest.mark.parametrize("target, values", [
+    ([0.0, 1.5, 0.5], r"\[0\.0, 1\.5\]"),
+    ([-0.1, 1.0], r"\[-0\.1, 1\.0\]"),
+    ([0.5, np.nan], r"\[nan, nan\]"),
+])
+def test_check_targets_probabilities_outside_unit_interval(name, target, values):
+    with pytest.raises(ValueError, match=name + r": targets must be in \[0, 1\], got values in " + values):
+        check_targets(getattr(fnnet, name)(), np.asarray(target), 1)
+
+
+@pytest.mark.parametrize("labels, values", [([0, 1, 3], r"\[0, 3\]"), ([-1, 0, 2], r"\[-1, 2\]"),
+                                            ([[5]], r"\[5, 5\]")])
+def test_check_targets_labels_outside_classes(labels, values):
+    match = r"LossCrossEntropy: labels must be in \[0, 3\) for 3 classes, got values in " + values
+    with pytest.raises(ValueError, match=match):
+        check_targets(LossCrossEntropy(), np.asarray(labels), 3)
+    with pytest.raises(ValueError, match=match):  # also from a jax array
+        check_targets(LossCrossEntropy(), device(labels, jnp.int32), 3)
+
+
+def test_check_targets_accepts_valid_targets():
+    # These return quietly (None); each differs from an invalid case above by one value.
+    assert check_targets(LossBCE(), np.array([0.0, 1.0, 0.5]), 1) is None
+    assert check_targets(LossBCEWithLogits(), device([[0.0], [1.0]]), 1) is None
+    assert check_targets(LossCrossEntropy(), np.array([0, 1, 2]), 3) is None
+    assert check_targets(LossCrossEntropy(), np.eye(3), 3) is None  # one-hot rows: not labels
+    assert check_targets(LossBCE(), np.zeros((0, 1)), 1) is None  # empty
+    assert check_targets(LossMSE(), np.array([-5.0, 7.0]), 2) is None  # any real target

@@ -1,0 +1,76 @@
+"""Data-parallel training over 4 host devices, in a subprocess (XLA_FLAGS is read at start-up)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from jax.sharding import Mesh, PartitionSpec
+    import fnnet
+    assert len(jax.devices()) == 4, jax.devices()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    model = fnnet.serial(fnnet.Linear(2, 16), fnnet.ReLU(), fnnet.Linear(16, 1), fnnet.Sigmoid())
+    loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
+    x, y = fnnet.data.disk(64, jax.random.key(1))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    for batch_size in (None, 16):
+        alone = fnnet.fit(model, loss, opt, params, x, y, epochs=40, batch_size=batch_size, progress=False)
+        shared = fnnet.fit(model, loss, opt, params, x, y, epochs=40, batch_size=batch_size,
+                           progress=False, mesh=mesh)
+        for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(shared.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alone.losses, shared.losses, rtol=1e-5)
+        for leaf in jax.tree.leaves(shared.params):
+            assert leaf.sharding.is_fully_replicated, leaf.sharding
+    # the data really is split: each device holds a quarter of x
+    from fnnet.train import place
+    xs, ys = place(mesh, x, y, None)
+    assert xs.sharding.spec == PartitionSpec("data"), xs.sharding
+    assert {s.data.shape for s in xs.addressable_shards} == {(16, 2)}
+    # so is every batch inside the compiled run
+    run = fnnet.train(model, loss, opt, epochs=2, batch_size=16, mesh=mesh)
+    text = jax.jit(run).lower(params, opt.init(params), x, y, jax.random.key(0)).compile().as_text()
+    assert "all-reduce" in text, "no cross-device gradient reduction in the program"
+    assert "f32[4,2]" in text, "no per-device batch of 16 / 4 = 4 rows"
+    # a batch the device count does not divide: a clear error, not a wrong result
+    for kwargs in ({"batch_size": 10}, {"batch_size": None}):
+        try:
+            fnnet.fit(model, loss, opt, params, x[:62], y[:62], epochs=2, progress=False, mesh=mesh, **kwargs)
+        except ValueError as error:
+            assert "divisible by 4" in str(error), error
+        else:
+            raise AssertionError("no error for an indivisible batch")
+    # a sweep of 3 members over 4 devices: padded to 4, one member per device, padding dropped
+    keys = jax.random.split(jax.random.key(2), 3)
+    stacked = fnnet.sweep.init_many(model, keys, x.shape)
+    run = fnnet.train(model, loss, opt, epochs=20)
+    swept = fnnet.sweep.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys)
+    assert swept[2].shape == (3, 20)
+    for i in range(3):
+        p_i = jax.tree.map(lambda a: a[i], stacked)
+        np.testing.assert_allclose(swept[2][i], run(p_i, opt.init(p_i), x, y, keys[i])[2], rtol=1e-6)
+    print("OK")
+""")
+
+
+def test_sharded_fit_matches_single_device_fit():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("bad", ["not a mesh"])
+def test_mesh_must_be_a_mesh(bad):
+    import jax
+    import fnnet
+    model = fnnet.serial(fnnet.Linear(2, 16), fnnet.ReLU(), fnnet.Linear(16, 1), fnnet.Sigmoid())
+    x, y = fnnet.data.disk(8, jax.random.key(1))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
+        fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, epochs=1,
+                  progress=False, mesh=bad)

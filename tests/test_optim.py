@@ -1,0 +1,318 @@
+"""fnnet.SGD and fnnet.Adam against a plain NumPy reference written here."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import count_compilations
+
+import fnnet
+from fnnet import schedules
+
+N_STEPS = 50
+
+
+def make_params(seed, dtype=np.float64):
+    """A small params pytree with dict and tuple nesting and a scalar leaf."""
+    rng = np.random.default_rng(seed)
+    return {
+        "dense": {"w": jnp.asarray(rng.normal(size=(3, 4)), dtype),
+                  "b": jnp.asarray(rng.normal(size=(4,)), dtype)},
+        "stack": (jnp.asarray(rng.normal(size=(2,)), dtype),
+                  (jnp.asarray(rng.normal(size=(2, 2)), dtype), jnp.asarray(rng.normal(), dtype))),
+    }
+
+
+def make_noise(seed, params, n_steps=N_STEPS):
+    """n_steps pytrees of random numbers shaped like params."""
+    rng = np.random.default_rng(seed)
+    return [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+            for _ in range(n_steps)]
+
+
+@jax.jit
+def gradient(params, noise):
+    """The gradient of a noisy quadratic, so each step's grads depend on the params so far."""
+    return jax.tree.map(lambda p, n: 0.5 * p + n, params, noise)
+
+
+def reference(kind, params, noises, lr, schedule=None, decay=1.0, momentum=0.0, nesterov=False,
+              weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8):
+    """len(noises) optimizer steps in NumPy float64, straight from the textbook formulas."""
+    leaves, treedef = jax.tree.flatten(params)
+    p = [np.asarray(leaf, np.float64) for leaf in leaves]
+    slot_a = [np.zeros_like(x) for x in p]  # velocity, or Adam's first moment
+    slot_b = [np.zeros_like(x) for x in p]  # Adam's second moment
+    for t, noise in enumerate(noises):
+        lr_t = lr * decay ** t * (1.0 if schedule is None else schedule(t))
+        for i, n in enumerate(jax.tree.leaves(noise)):
+            g = 0.5 * p[i] + np.asarray(n, np.float64)
+            if kind == "SGD":
+                d = g + weight_decay * p[i]
+                slot_a[i] = momentum * slot_a[i] + d
+                p[i] = p[i] - lr_t * (d + momentum * slot_a[i] if nesterov else slot_a[i])
+            else:
+                slot_a[i] = b1 * slot_a[i] + (1 - b1) * g
+                slot_b[i] = b2 * slot_b[i] + (1 - b2) * g * g
+                m_hat = slot_a[i] / (1 - b1 ** (t + 1))
+                v_hat = slot_b[i] / (1 - b2 ** (t + 1))
+                p[i] = p[i] - lr_t * m_hat / (np.sqrt(v_hat) + eps)
+    return jax.tree.unflatten(treedef, p)
+
+
+def run(opt, params, noises, state=None, step=None):
+    """len(noises) steps of opt (jitted unless a step is given); returns params, state."""
+    step = jax.jit(opt.step) if step is None else step
+    state = opt.init(params) if state is None else state
+    for noise in noises:
+        params, state = step(params, gradient(params, noise), state)
+    return params, state
+
+
+def assert_trees_close(got, want, rtol, atol):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=rtol, atol=atol)
+
+
+CONFIGS = {
+    "sgd": ("SGD", dict(lr=0.1)),
+    "sgd_decay": ("SGD", dict(lr=0.1, decay=0.97)),
+    "sgd_momentum": ("SGD", dict(lr=0.05, momentum=0.9)),
+    "sgd_nesterov": ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    "sgd_weight_decay": ("SGD", dict(lr=0.1, weight_decay=0.3)),
+    "sgd_everything": ("SGD", dict(lr=0.05, decay=0.98, momentum=0.8, nesterov=True,
+                                   weight_decay=0.05)),
+    "adam": ("Adam", dict(lr=0.01)),
+    "adam_everything": ("Adam", dict(lr=0.02, b1=0.8, b2=0.99, eps=1e-6, decay=0.99)),
+}
+OPTIMIZERS = {"SGD": fnnet.SGD, "Adam": fnnet.Adam}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_matches_numpy_reference_float64(name):
+    kind, hyperparams = CONFIGS[name]
+    params = make_params(0)
+    noises = make_noise(1, params)
+    got, state = run(OPTIMIZERS[kind](**hyperparams), params, noises)
+    assert_trees_close(got, reference(kind, params, noises, **hyperparams), rtol=1e-11, atol=1e-13)
+    assert state.count.dtype == jnp.int32 and int(state.count) == N_STEPS
+
+
+@pytest.mark.parametrize("name", ["sgd_everything", "adam_everything"])
+def test_matches_numpy_reference_float32(name):
+    kind, hyperparams = CONFIGS[name]
+    params = make_params(2, np.float32)
+    noises = make_noise(3, params)
+    got, state = run(OPTIMIZERS[kind](**hyperparams), params, noises)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves((got, state.slots)))
+    assert_trees_close(got, reference(kind, params, noises, **hyperparams), rtol=1e-4, atol=1e-5)
+
+
+def test_eager_step_equals_jitted_step():
+    opt = fnnet.SGD(**CONFIGS["sgd_everything"][1])
+    params = make_params(4)
+    noises = make_noise(5, params, n_steps=2)
+    eager, _ = run(opt, params, noises, step=opt.step)
+    jitted, _ = run(opt, params, noises)
+    for e, j in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+        np.testing.assert_allclose(np.asarray(e), np.asarray(j), rtol=1e-14, atol=1e-15)
+
+
+def test_decay_counts_steps_already_taken():
+    """lr_t = lr * decay**t with t = steps taken: the first step uses lr exactly."""
+    opt = fnnet.SGD(lr=0.25, decay=0.5)
+    params = {"w": jnp.zeros(3)}
+    grads = {"w": jnp.ones(3)}  # powers of two: every value below is exact
+    state = opt.init(params)
+    moves = []
+    for _ in range(4):
+        new, state = opt.step(params, grads, state)
+        moves.append(float(params["w"][0] - new["w"][0]))
+        params = new
+    assert moves == [0.25, 0.125, 0.0625, 0.03125]
+    assert int(state.count) == 4
+
+
+def test_adam_first_step_uses_lr_exactly():
+    """Bias correction makes Adam's first step lr * g / (|g| + eps): lr * sign(g), up to eps."""
+    opt = fnnet.Adam(lr=0.125, decay=0.5, eps=1e-12)
+    params = {"w": jnp.zeros(3)}
+    new, state = opt.step(params, {"w": jnp.asarray([2.0, -3.0, 0.5])}, opt.init(params))
+    np.testing.assert_allclose(np.asarray(new["w"]), [-0.125, 0.125, -0.125], rtol=1e-10)
+    new, _ = opt.step(new, {"w": jnp.asarray([2.0, -3.0, 0.5])}, state)  # same g: step lr * decay
+    np.testing.assert_allclose(np.asarray(new["w"]), [-0.1875, 0.1875, -0.1875], rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam"])
+def test_schedule_lr_scaled_by_state_lr_and_decay(kind):
+    schedule = schedules.exponential(0.3, 0.9)
+    params = make_params(6)
+    noises = make_noise(7, params, n_steps=20)
+    opt = OPTIMIZERS[kind](lr=schedule, decay=0.95)
+
+    got, _ = run(opt, params, noises)
+    want = reference(kind, params, noises, lr=1.0, schedule=lambda t: 0.3 * 0.9 ** t, decay=0.95)
+    assert_trees_close(got, want, rtol=1e-11, atol=1e-13)
+
+    # The state's lr scales the schedule.
+    got, _ = run(opt, params, noises, state=opt.init(params, lr=2.0))
+    want = reference(kind, params, noises, lr=2.0, schedule=lambda t: 0.3 * 0.9 ** t, decay=0.95)
+    assert_trees_close(got, want, rtol=1e-11, atol=1e-13)
+
+
+def test_step_schedule_changes_at_its_boundary():
+    opt = fnnet.SGD(lr=schedules.step(0.5, 0.1, 2))
+    params, grads = {"w": jnp.zeros(())}, {"w": jnp.ones(())}
+    state, moves = opt.init(params), []
+    for _ in range(4):
+        new, state = opt.step(params, grads, state)
+        moves.append(float(params["w"] - new["w"]))
+        params = new
+    np.testing.assert_allclose(moves, [0.5, 0.5, 0.05, 0.05], rtol=1e-15)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(lr=0.03, decay=0.9),
+    dict(lr=jnp.asarray(0.03), decay=np.float64(0.9), momentum=jnp.asarray(0.5)),
+    dict(lr=np.asarray(0.07, np.float32), weight_decay=0.2, momentum=0.7),
+])
+def test_init_overrides_hyperparameters(overrides):
+    opt = fnnet.SGD(lr=1.0, decay=0.5, momentum=0.1, nesterov=True)
+    params = make_params(8)
+    noises = make_noise(9, params, n_steps=20)
+    state = opt.init(params, **overrides)
+    for name, value in {"lr": 1.0, "decay": 0.5, "momentum": 0.1, "weight_decay": 0.0,
+                        **overrides}.items():
+        assert state.hyperparams[name].shape == ()
+        assert state.hyperparams[name].dtype == jnp.float64
+        assert float(state.hyperparams[name]) == float(value), name
+    got, _ = run(opt, params, noises, state=state)
+    want = reference("SGD", params, noises, **{"lr": 1.0, "decay": 0.5, "momentum": 0.1,
+                                                "nesterov": True, **overrides})
+    assert_trees_close(got, want, rtol=1e-11, atol=1e-13)
+
+
+def test_adam_init_overrides():
+    opt = fnnet.Adam(lr=1.0)
+    params = make_params(10)
+    noises = make_noise(11, params, n_steps=20)
+    overrides = dict(lr=jnp.asarray(0.01), b1=0.5, b2=jnp.asarray(0.9), eps=1e-4, decay=0.97)
+    got, _ = run(opt, params, noises, state=opt.init(params, **overrides))
+    assert_trees_close(got, reference("Adam", params, noises, **overrides), rtol=1e-11, atol=1e-13)
+
+
+def test_hyperparameters_are_data_no_recompilation():
+    """Another lr, decay or momentum, from a new optimizer or an override, reuses the program."""
+    params = make_params(12)
+    grads = gradient(params, make_noise(13, params, n_steps=1)[0])
+    jax.jit(fnnet.SGD(lr=0.1).step)(params, grads, fnnet.SGD(lr=0.1).init(params))
+    opt = fnnet.SGD(lr=0.2, decay=0.9, momentum=0.5, weight_decay=0.1)
+    states = [opt.init(params), opt.init(params, lr=jnp.asarray(0.7), momentum=0.0)]
+    with count_compilations() as compiled:
+        for state in states:
+            jax.jit(opt.step)(params, grads, state)
+    assert compiled == []
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam"])
+def test_vmap_over_hyperparameters(kind):
+    """vmap(init) over a sweep of lrs; the vmapped step equals each member's own steps."""
+    opt = fnnet.SGD(lr=0.1, momentum=0.9) if kind == "SGD" else fnnet.Adam(lr=0.1)
+    members = [make_params(20 + i) for i in range(3)]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+    lrs = jnp.asarray([0.01, 0.05, 0.2])
+    decays = jnp.asarray([1.0, 0.9, 0.5])
+    states = jax.vmap(lambda p, lr, decay: opt.init(p, lr=lr, decay=decay))(stacked, lrs, decays)
+    assert states.hyperparams["lr"].shape == (3,) and states.count.shape == (3,)
+    np.testing.assert_array_equal(np.asarray(states.hyperparams["lr"]), np.asarray(lrs))
+
+    noises = make_noise(30, stacked, n_steps=5)
+    vmapped_step = jax.jit(jax.vmap(opt.step))
+    params = stacked
+    for noise in noises:
+        params, states = vmapped_step(params, jax.vmap(gradient)(params, noise), states)
+
+    for i, member in enumerate(members):
+        own_noises = [jax.tree.map(lambda a: a[i], noise) for noise in noises]
+        want, _ = run(opt, member, own_noises,
+                      state=opt.init(member, lr=float(lrs[i]), decay=float(decays[i])))
+        got = jax.tree.map(lambda a: a[i], params)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-13, atol=1e-14)
+        assert_trees_close(got, reference(kind, member, own_noises, lr=float(lrs[i]),
+                                          decay=float(decays[i]),
+                                          **({"momentum": 0.9} if kind == "SGD" else {})),
+                           rtol=1e-11, atol=1e-13)
+
+
+def test_float64_grads_keep_float32_params_and_slots():
+    """A step never changes the dtype of params or state (a jitted loop's carry must not)."""
+    params = make_params(40, np.float32)
+    grads = jax.tree.map(lambda p: jnp.ones(p.shape, jnp.float64), params)
+    for opt in (fnnet.SGD(lr=0.1, momentum=0.5), fnnet.Adam(lr=0.1)):
+        new, state = jax.jit(opt.step)(params, grads, opt.init(params))
+        assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves((new, state.slots)))
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: fnnet.SGD(lr=0.0), ValueError, r"SGD: lr must be > 0, got 0\.0"),
+    (lambda: fnnet.SGD(lr=-0.1), ValueError, r"SGD: lr must be > 0, got -0\.1"),
+    (lambda: fnnet.SGD(lr=float("nan")), ValueError, r"SGD: lr must be > 0, got nan"),
+    (lambda: fnnet.SGD(lr="0.1x"), TypeError, r"SGD: lr must be a number or an array"),
+    (lambda: fnnet.SGD(lr=0.1, decay=0.0), ValueError, r"SGD: decay must be in \(0, 1\]"),
+    (lambda: fnnet.SGD(lr=0.1, decay=1.01), ValueError, r"SGD: decay must be in \(0, 1\]"),
+    (lambda: fnnet.SGD(lr=0.1, momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+    (lambda: fnnet.SGD(lr=0.1, momentum=-0.1), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+    (lambda: fnnet.SGD(lr=0.1, nesterov=True), ValueError,
+     r"SGD: nesterov=True needs momentum > 0, got momentum=0"),
+    (lambda: fnnet.SGD(lr=0.1, momentum=0.0, nesterov=True), ValueError,
+     r"nesterov=True needs momentum > 0"),
+    (lambda: fnnet.SGD(lr=0.1, weight_decay=-0.1), ValueError, r"SGD: weight_decay must be >= 0"),
+    (lambda: fnnet.Adam(lr=0.0), ValueError, r"Adam: lr must be > 0"),
+    (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
+    (lambda: fnnet.Adam(lr=0.1, b2=-0.5), ValueError, r"Adam: b2 must be in \[0, 1\)"),
+    (lambda: fnnet.Adam(lr=0.1, eps=0.0), ValueError, r"Adam: eps must be > 0"),
+    (lambda: fnnet.Adam(lr=0.1, decay=2.0), ValueError, r"Adam: decay must be in \(0, 1\]"),
+    (lambda: fnnet.SGD(lr=lambda t: 0.0 * t), ValueError, r"SGD: the lr schedule must .*> 0"),
+    (lambda: fnnet.SGD(lr=lambda t: jnp.ones(2)), ValueError, r"SGD: the lr schedule must "),
+])
+def test_bad_hyperparameters_raise(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+@pytest.mark.parametrize("opt, overrides, error, match", [
+    (fnnet.SGD(lr=0.1), dict(lrr=0.1), TypeError,
+     r"SGD\.init: unknown hyperparameter\(s\) \['lrr'\]; expected some of "
+     r"\['decay', 'lr', 'momentum', 'weight_decay'\]"),
+    (fnnet.Adam(lr=0.1), dict(momentum=0.9), TypeError,
+     r"Adam\.init: unknown hyperparameter\(s\) \['momentum'\]"),
+    (fnnet.SGD(lr=0.1), dict(lr=0.0), ValueError, r"SGD: lr must be > 0"),
+    (fnnet.SGD(lr=0.1), dict(lr=jnp.asarray(-0.5)), ValueError, r"SGD: lr must be > 0"),
+    (fnnet.SGD(lr=0.1), dict(decay=jnp.asarray([0.5, 1.5])), ValueError,
+     r"SGD: decay must be in \(0, 1\]"),
+    (fnnet.SGD(lr=0.1), dict(momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+    (fnnet.Adam(lr=0.1), dict(b2=1.0), ValueError, r"Adam: b2 must be in \[0, 1\)"),
+])
+def test_bad_init_overrides_raise(opt, overrides, error, match):
+    with pytest.raises(error, match=match):
+        opt.init(make_params(0), **overrides)
+
+
+@pytest.mark.parametrize("owner, opt", [("SGD", fnnet.SGD(lr=0.1, momentum=0.5)),
+                                        ("Adam", fnnet.Adam(lr=0.1))], ids=["SGD", "Adam"])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_grads_of_another_structure_raise(owner, opt, jit):
+    params = make_params(0)
+    state = opt.init(params)
+    step = jax.jit(opt.step) if jit else opt.step
+    wrong = [
+        {"dense": params["dense"], "stack": list(params["stack"])},  # a list for a tuple
+        {"dense": params["dense"]},  # a missing entry
+        jax.tree.leaves(params),  # flat
+    ]
+    for grads in wrong:
+        with pytest.raises(ValueError, match=rf"{owner}\.step: grads must have the structure "
+                                             r"of params"):
+            step(params, grads, state)

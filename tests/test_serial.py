@@ -1,0 +1,285 @@
+"""serial: composed VJPs against jax.vjp, shape threading at init, errors, sharing."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fnnet
+from fnnet import (ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus,
+                   Tanh, feature_major, serial)
+
+ACTIVATIONS = [ReLU(), Tanh(), Sigmoid(), ELU(0.5), LeakyReLU(0.3), Softplus(), Identity()]
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+
+
+def device(a, dtype=None):
+    """A jax array of host data, converted on the host (jnp.asarray compiles a program
+    per new shape, and compiling is most of this file's run time)."""
+    return jax.device_put(np.asarray(a, dtype))
+
+
+
+def init_without_compiling(model, input_shape):
+    """`model.init`'s output shape and its params' shapes and dtypes, by tracing only."""
+    found = {}
+
+    def init(key):
+        found["out_shape"], params = model.init(key, input_shape)
+        return params
+    param_structs = jax.eval_shape(init, jax.random.key(0))
+    return found["out_shape"], param_structs
+
+
+def random_params(rng, param_structs):
+    """Random normal params with the given shapes and dtypes, scaled like an init."""
+    def draw(s):
+        scale = 1 / np.sqrt(s.shape[0]) if len(s.shape) == 2 else 0.5
+        return device(scale * rng.normal(size=s.shape), s.dtype)
+    return jax.tree.map(draw, param_structs)
+
+
+@functools.lru_cache(maxsize=None)
+def oracle_and_hand(model):
+    """Jitted `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by model.vjp)`."""
+    def both(params, x, dy):
+        y, pullback = jax.vjp(model.apply, params, x)
+        return (y, pullback(dy)), (model.apply(params, x), model.vjp(params, x, dy))
+    return jax.jit(both)
+
+
+def assert_trees_close(actual, expected, **tolerances):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        assert a.shape == e.shape and a.dtype == e.dtype, (a.shape, a.dtype, e.shape, e.dtype)
+        np.testing.assert_allclose(a, e, **(tolerances or TIGHT))
+
+
+@st.composite
+def models(draw):
+    """A random serial of Linear layers (float64), each maybe followed by an activation."""
+    widths = draw(st.lists(st.integers(1, 8), min_size=2, max_size=5))
+    layers = []
+    for n_in, n_out in zip(widths, widths[1:]):
+        layers.append(Linear(n_in, n_out, dtype=jnp.float64))
+        activation = draw(st.sampled_from([None] + ACTIVATIONS))
+        if activation is not None:
+            layers.append(activation)
+    return serial(*layers), widths
+
+
+@settings(max_examples=8, deadline=None)  # each example compiles a new model
+@given(model_widths=models(),
+       batch_shape=st.lists(st.integers(1, 4), max_size=2).map(tuple) | st.just((0,)),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_serial_vjp_matches_jax(model_widths, batch_shape, seed):
+    model, widths = model_widths
+    rng = np.random.default_rng(seed)
+    input_shape = batch_shape + (widths[0],)
+    out_shape, param_structs = init_without_compiling(model, input_shape)
+    assert out_shape == batch_shape + (widths[-1],)
+    params = random_params(rng, param_structs)
+    x = device(rng.normal(size=input_shape))
+    dy = device(rng.normal(size=out_shape))
+    expected, actual = oracle_and_hand(model)(params, x, dy)
+    assert_trees_close(actual, expected)
+    assert actual[0].shape == out_shape  # init predicted apply's output shape
+
+
+@pytest.mark.parametrize("input_shape", [(2,), (7, 2), (-1, 2), (3, 4, 2), (-1, 5, 2)])
+def test_init_shape_matches_apply(input_shape):
+    model = serial(Linear(2, 6), Tanh(), Linear(6, 3), ReLU(), Linear(3, 4))
+    out_shape, param_structs = init_without_compiling(model, input_shape)
+    concrete = tuple(7 if n == -1 else n for n in input_shape)
+    y = jax.eval_shape(model.apply, param_structs, jax.ShapeDtypeStruct(concrete, jnp.float32))
+    assert out_shape == input_shape[:-1] + (4,)
+    assert y.shape == tuple(7 if n == -1 else n for n in out_shape)
+    # ... and the structure: one entry per layer, () for activations.
+    assert jax.tree.structure(param_structs) == jax.tree.structure(
+        ({"w": 0, "b": 0}, (), {"w": 0, "b": 0}, (), {"w": 0, "b": 0}))
+    assert param_structs[2]["w"].shape == (6, 3) and param_structs[4]["b"].shape == (4,)
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    model = serial(Linear(2, 3), ReLU(), Linear(3, 1))
+    _, params = model.init(jax.random.key(0), (2,))
+    return model, params
+
+
+def test_init_really_runs(model_and_params):
+    model, params = model_and_params
+    assert model.init(jax.random.key(0), (-1, 2))[0] == (-1, 1)
+    assert params[0]["w"].shape == (2, 3) and params[1] == () and params[2]["b"].shape == (1,)
+    assert params[0]["w"].dtype == jnp.float32
+    y = model.apply(params, device(np.ones((5, 2), np.float32)))
+    assert y.shape == (5, 1) and y.dtype == jnp.float32
+
+
+def test_nested_serial():
+    l1, l2 = Linear(3, 5, dtype=jnp.float64), Linear(5, 2, dtype=jnp.float64)
+    nested = serial(serial(l1, ReLU()), l2, serial(Tanh()))
+    flat = serial(l1, ReLU(), l2, Tanh())
+    rng = np.random.default_rng(0)
+    out_shape, structs = init_without_compiling(nested, (4, 3))
+    assert out_shape == (4, 2)
+    assert jax.tree.structure(structs) == jax.tree.structure(
+        (({"w": 0, "b": 0}, ()), {"w": 0, "b": 0}, ((),)))
+    params = random_params(rng, structs)
+    flat_params = (params[0][0], (), params[1], ())
+    x, dy = device(rng.normal(size=(4, 3))), device(rng.normal(size=(4, 2)))
+    expected, actual = oracle_and_hand(nested)(params, x, dy)
+    assert_trees_close(actual, expected)
+    # The same function as the flat serial, gradients regrouped.
+    y, (dparams, dx) = actual
+    _, (flat_y, (flat_dparams, flat_dx)) = oracle_and_hand(flat)(flat_params, x, dy)
+    assert_trees_close((y, dx), (flat_y, flat_dx))
+    assert_trees_close((dparams[0][0], dparams[1]), (flat_dparams[0], flat_dparams[2]))
+
+
+def test_feature_major_twin_of_serial():
+    model = serial(Linear(3, 5, dtype=jnp.float64), Sigmoid(), serial(Linear(5, 2, dtype=jnp.float64)))
+    twin = feature_major(model)
+    assert twin is not None and twin is not model
+    rng = np.random.default_rng(1)
+    params = random_params(rng, init_without_compiling(model, (3,))[1])
+    x_fm, dy_fm = device(rng.normal(size=(3, 6))), device(rng.normal(size=(2, 6)))
+
+    @jax.jit
+    def both(params, x_fm, dy_fm):  # the batch-major model, transposed, is the oracle
+        y, pullback = jax.vjp(lambda p, x: model.apply(p, x.T).T, params, x_fm)
+        return (y, pullback(dy_fm)), (twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm))
+    expected, actual = both(params, x_fm, dy_fm)
+    assert_trees_close(actual, expected)
+
+
+def test_serial_with_a_custom_layer_has_no_twin():
+    lin = Linear(2, 3)
+    custom = Layer(lin.init, lin.apply, lambda params, x, dy: lin.vjp(params, x, dy))
+    assert feature_major(serial(lin, ReLU())) is not None
+    assert feature_major(serial(custom, ReLU())) is None
+
+
+def test_keys_split_per_layer():
+    model = serial(Linear(3, 3), Linear(3, 3), serial(Linear(3, 3)))
+    _, params = model.init(jax.random.key(0), (3,))
+    ws = [np.asarray(params[0]["w"]), np.asarray(params[1]["w"]), np.asarray(params[2][0]["w"])]
+    for i in range(3):
+        for j in range(i):
+            assert not np.allclose(ws[i], ws[j]), (i, j)
+    # Deterministic in the key, and a different key gives different params.
+    _, again = model.init(jax.random.key(0), (3,))
+    _, other = model.init(jax.random.key(1), (3,))
+    np.testing.assert_array_equal(again[0]["w"], ws[0])
+    assert not np.allclose(other[0]["w"], ws[0])
+
+
+def test_sequential_is_serial():
+    assert Sequential is serial
+    assert fnnet.Sequential is fnnet.serial is serial
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def test_size_mismatch_fails_at_init_naming_the_layer():
+    model = serial(Linear(2, 25), Linear(30, 1))
+    with pytest.raises(ValueError, match=r"serial layer 1: Linear\(n_in=30, n_out=1\): expected "
+                                         r"input_shape \(\.\.\., 30\), got \(10, 25\)"):
+        model.init(jax.random.key(0), (10, 2))
+
+
+def test_nested_mismatch_names_both_positions():
+    model = serial(ReLU(), serial(Linear(2, 4), Linear(5, 1)))
+    with pytest.raises(ValueError, match=r"serial layer 1: serial layer 1: Linear\(n_in=5, n_out=1\)"):
+        model.init(jax.random.key(0), (2,))
+
+
+def test_wrong_input_names_the_layer(model_and_params):
+    model, params = model_and_params
+    x = device(np.ones((4, 5), np.float32))
+    match = r"serial layer 0: Linear\(n_in=2, n_out=3\): expected input with 2 features"
+    with pytest.raises(ValueError, match=match):
+        model.apply(params, x)
+    with pytest.raises(ValueError, match=match):
+        model.vjp(params, x, device(np.ones((4, 1), np.float32)))
+
+
+@pytest.mark.parametrize("make_bad, got", [
+    (lambda p: p[:2], r"tuple of length 2"),
+    (lambda p: p + ((),), r"tuple of length 4"),
+    (lambda p: {"layers": p}, r"PyTreeDef"),
+    (lambda p: p[0], r"PyTreeDef"),
+    (lambda p: None, r"PyTreeDef"),
+], ids=["short", "long", "dict", "one-layer-params", "None"])
+def test_wrong_params(model_and_params, make_bad, got):
+    model, params = model_and_params
+    bad = make_bad(params)
+    x = device(np.ones((4, 2), np.float32))
+    match = r"serial of 3 layers: params must be a tuple of 3 entries \(one per layer\), got " + got
+    with pytest.raises(ValueError, match=match):
+        model.apply(bad, x)
+    with pytest.raises(ValueError, match=match):
+        model.vjp(bad, x, device(np.ones((4, 1), np.float32)))
+
+
+def test_wrong_params_inside_names_the_layer(model_and_params):
+    model, params = model_and_params
+    bad = (params[0], {"w": 1.0}, params[2])
+    with pytest.raises(ValueError, match=r"serial layer 1: ReLU has no parameters"):
+        model.apply(bad, device(np.ones((4, 2), np.float32)))
+
+
+def test_serial_needs_a_layer():
+    with pytest.raises(ValueError, match=r"serial needs at least one layer, got none"):
+        serial()
+
+
+def test_serial_of_an_uncalled_constructor():
+    with pytest.raises(TypeError, match=r"serial: argument 1 must be a Layer, got function "
+                                        r"\(did you forget to call the constructor, e\.g\. ReLU\(\)\?\)"):
+        serial(Linear(2, 3), ReLU)
+
+
+def test_serial_of_a_non_layer():
+    with pytest.raises(TypeError, match=r"serial: argument 0 must be a Layer, got int$"):
+        serial(3)
+    with pytest.raises(TypeError, match=r"argument 0 must be a Layer, got tuple$"):
+        serial((Linear(2, 3).init, Linear(2, 3).apply))  # a plain tuple is not a Layer
+
+
+# --- shared constructors ----------------------------------------------------------------
+
+
+def test_same_arguments_give_the_same_object():
+    assert Linear(2, 3) is Linear(2, 3)
+    assert Linear(2, 3, dtype=jnp.float64) is Linear(2, 3, dtype=jnp.float64)
+    assert ReLU() is ReLU() and Tanh() is Tanh() and LeakyReLU(0.3) is LeakyReLU(0.3)
+    assert serial(Linear(2, 3), ReLU()) is serial(Linear(2, 3), ReLU())
+    assert fnnet.LossBCE() is fnnet.LossBCE() and fnnet.LossMSE() is fnnet.LossMSE()
+    # ... and different arguments give different objects.
+    assert Linear(2, 3) is not Linear(3, 2)
+    assert Linear(2, 3) is not Linear(2, 3, dtype=jnp.float64)
+    assert LeakyReLU(0.3) is not LeakyReLU(0.2)
+    assert serial(Linear(2, 3), ReLU()) is not serial(Linear(2, 3), Tanh())
+
+
+def test_rebuilt_model_hits_the_jit_cache():
+    traces = []
+    counting = fnnet.elementwise("Counting", lambda x: traces.append(x.shape) or x,
+                                 lambda x, y: jnp.ones_like(x))
+
+    def build():
+        return serial(Linear(2, 3), counting, ReLU())
+
+    x = device(np.ones((4, 2), np.float32))
+    params = build().init(jax.random.key(0), (2,))[1]
+    jax.jit(build().apply)(params, x)
+    jax.jit(build().apply)(params, x)  # a rebuilt model: the same function, no new trace
+    assert traces == [(4, 3)]
+    jax.jit(build().apply)(params, device(np.ones((5, 2), np.float32)))  # a new shape does trace
+    assert traces == [(4, 3), (5, 3)]

@@ -1,0 +1,260 @@
+"""fnnet.train_step and fnnet.train: compiled once, equal to hand-written steps, honest batches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import count_compilations
+
+import fnnet
+
+# One configuration for most tests, so compiled programs are shared between them.
+MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Linear(8, 1), fnnet.Sigmoid())
+MODEL64 = fnnet.serial(fnnet.Linear(2, 8, dtype=jnp.float64), fnnet.Tanh(),
+                       fnnet.Linear(8, 1, dtype=jnp.float64), fnnet.Sigmoid())
+LOSS = fnnet.LossBCE()
+N = 10
+EPOCHS = 5
+
+
+def data(dtype=jnp.float32, n=N):
+    x, y = fnnet.data.disk(n, jax.random.key(1))
+    return x.astype(dtype), y.astype(dtype)
+
+
+def init(model=MODEL, seed=0):
+    return model.init(jax.random.key(seed), (1, 2))[1]
+
+
+def copy(tree):
+    """A fresh copy (train_step donates its params and opt_state)."""
+    return jax.tree.map(jnp.copy, tree)
+
+
+_VALUE_AND_GRAD = {}
+
+
+def jitted_value_and_grad(model, loss):
+    """jit(fnnet.value_and_grad(model, loss)), one per configuration (each build is new)."""
+    if (model, loss) not in _VALUE_AND_GRAD:
+        _VALUE_AND_GRAD[model, loss] = jax.jit(fnnet.value_and_grad(model, loss))
+    return _VALUE_AND_GRAD[model, loss]
+
+
+def manual_run(model, loss, opt, params, state, batches):
+    """Hand-written training: value_and_grad then opt.step, one batch at a time."""
+    value_and_grad = jitted_value_and_grad(model, loss)
+    step = jax.jit(opt.step)
+    values = []
+    for x, y in batches:
+        value, grads = value_and_grad(params, x, y)
+        params, state = step(params, grads, state)
+        values.append(float(value))
+    return params, state, np.asarray(values)
+
+
+def assert_trees_close(got, want, rtol, atol=0.0):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.dtype == w.dtype
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
+
+
+def assert_trees_equal(got, want):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert np.array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_count_compilations_sees_a_compile():
+    """The helper is live, so the "no compilation" assertions below cannot pass vacuously."""
+    fresh = jax.jit(lambda a: a * 3 + 1)
+    a, b = jnp.zeros(3), jnp.ones(3)
+    with count_compilations() as compiled:
+        fresh(a)
+    assert len(compiled) == 1, compiled
+    with count_compilations() as compiled:
+        fresh(b)  # same shapes: served from the cache
+    assert compiled == []
+
+
+# train_step ---------------------------------------------------------------------------------------
+
+def test_train_step_is_jitted_and_never_recompiles_for_new_hyperparameters():
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(lr=0.5)
+    step = fnnet.train_step(MODEL, LOSS, opt)
+    assert isinstance(step.lower(params, opt.init(params), x, y), jax.stages.Lowered)  # a jit
+    step(copy(params), opt.init(params), x, y)  # compiles here (or earlier in the session)
+
+    for other in (fnnet.SGD(lr=0.1), fnnet.SGD(lr=0.05, decay=0.5, momentum=0.9,
+                                               weight_decay=1e-3)):
+        state = other.init(params)
+        donated = copy(params)
+        with count_compilations() as compiled:
+            new_params, new_state, value = fnnet.train_step(MODEL, LOSS, other)(
+                donated, state, x, y)
+            jax.block_until_ready(new_params)
+        assert compiled == []
+        assert int(new_state.count) == 1
+
+    # The value is value_and_grad's, and the step used the state's lr (0.05), not a cached one.
+    want_value, grads = jitted_value_and_grad(MODEL, LOSS)(params, x, y)
+    np.testing.assert_allclose(float(value), float(want_value), rtol=1e-6)
+    want_params = jax.tree.map(
+        lambda p, g: np.asarray(p) - 0.05 * (np.asarray(g) + 1e-3 * np.asarray(p)), params, grads)
+    for got, want in zip(jax.tree.leaves(new_params), jax.tree.leaves(want_params)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-7)
+
+
+# train, full batch -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-6), (jnp.float64, 1e-12)])
+def test_full_batch_equals_manual_steps(dtype, rtol):
+    model = MODEL if dtype == jnp.float32 else MODEL64
+    x, y = data(dtype)
+    params = init(model)
+    opt = fnnet.SGD(lr=0.5, decay=0.99, momentum=0.9)
+    got_params, got_state, losses = fnnet.train(model, LOSS, opt, epochs=EPOCHS)(
+        params, opt.init(params), x, y, None)
+    want_params, want_state, want_losses = manual_run(model, LOSS, opt, params, opt.init(params),
+                                                      [(x, y)] * EPOCHS)
+    assert losses.shape == (EPOCHS,)
+    assert_trees_close(got_params, want_params, rtol=rtol, atol=rtol / 10)
+    assert_trees_close(got_state.slots, want_state.slots, rtol=rtol, atol=rtol / 10)
+    np.testing.assert_allclose(np.asarray(losses), want_losses, rtol=rtol)
+    assert int(got_state.count) == EPOCHS
+
+
+def test_full_batch_ignores_the_key():
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(lr=0.5)
+    run = fnnet.train(MODEL, LOSS, opt, epochs=EPOCHS)
+    without = run(params, opt.init(params), x, y)
+    with_key = run(params, opt.init(params), x, y, jax.random.key(7))
+    assert_trees_equal(without, with_key)
+
+
+# train, minibatches ------------------------------------------------------------------------------
+#
+# A probe that shows which samples each step used. Sample i is the one-hot row e_i; the model is
+# y = x @ w + b; the loss is mean(y). Its gradient does not depend on the params:
+# d loss / d w = (sum of the batch's one-hot rows) / |batch| and d loss / d b = 1. With plain SGD
+# and lr_t = 0.9**t, starting from w = 0, a sample used once, at step t in a batch of size s,
+# ends with w_i = -0.9**t / s. Decreasing steps tell the batches apart (0.25, 0.225, 0.405 for
+# 10 samples in batches of 4), and a sample used twice or never gives a value outside that set.
+
+PROBE = fnnet.Linear(N, 1, dtype=jnp.float64)
+PROBE_LOSS = fnnet.Loss(value=lambda y, t: jnp.mean(y), grad=lambda y, t: jnp.ones_like(y) / y.size)
+PROBE_OPT = fnnet.SGD(lr=1.0, decay=0.9)
+
+
+def probe_epoch(batch_size, key, params=None, state=None):
+    """One epoch of the probe: (params, state, epoch loss, batches as sorted index arrays)."""
+    if params is None:
+        params = {"w": jnp.zeros((N, 1)), "b": jnp.zeros(1)}
+        state = PROBE_OPT.init(params)
+    run = fnnet.train(PROBE, PROBE_LOSS, PROBE_OPT, epochs=1, batch_size=batch_size)
+    new_params, new_state, losses = run(params, state, jnp.eye(N), jnp.zeros((N, 1)), key)
+    t0, n_steps = int(state.count), int(new_state.count) - int(state.count)
+    sizes = [batch_size] * (N // batch_size) + ([N % batch_size] if N % batch_size else [])
+    assert n_steps == len(sizes)
+
+    moved = np.asarray(params["w"] - new_params["w"])[:, 0]
+    expected = np.asarray([0.9 ** (t0 + k) / size for k, size in enumerate(sizes)])
+    assert len(set(np.round(expected, 12))) == len(expected), "the probe cannot tell steps apart"
+    step_of = [int(np.argmin(np.abs(expected - m))) for m in moved]
+    # Each sample was used exactly once: its move is one step's, not a sum of steps' or nothing.
+    np.testing.assert_allclose(moved, expected[step_of], rtol=1e-12)
+    batches = [np.flatnonzero(np.asarray(step_of) == k) for k in range(len(sizes))]
+    assert [len(b) for b in batches] == sizes  # the last batch is the smaller rest
+    np.testing.assert_allclose(float(params["b"][0] - new_params["b"][0]),
+                               sum(0.9 ** (t0 + k) for k in range(len(sizes))), rtol=1e-12)
+    return new_params, new_state, float(losses[0]), batches
+
+
+@pytest.mark.parametrize("batch_size", [4, 5])
+def test_each_epoch_uses_every_sample_exactly_once(batch_size):
+    key = jax.random.key(3)
+    params, state, loss, first = probe_epoch(batch_size, key)
+    _, _, _, second = probe_epoch(batch_size, key, params, state)  # the next epoch
+    # Reshuffled: with these sizes the same batches twice would be a 1-in-126 coincidence at most
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second)), "not reshuffled"
+
+
+def test_epoch_loss_weights_batches_by_size():
+    """The epoch's loss is the size-weighted mean of the batch losses, each before its step."""
+    _, _, loss, batches = probe_epoch(4, jax.random.key(3))
+    # Before step k the batch's own w entries are still 0 (each sample is used once) and
+    # b = -(1 + 0.9 + ...), so batch k's loss is b_k.
+    b = [0.0, -1.0, -1.9]
+    want = sum(len(batch) * b_k for batch, b_k in zip(batches, b)) / N
+    assert want == pytest.approx(-0.78)
+    assert loss == pytest.approx(want, rel=1e-12)
+
+
+def test_multi_epoch_run_continues_like_separate_epochs():
+    """epochs=2 in one run equals two runs of one epoch: the shuffle follows the state's count."""
+    key = jax.random.key(5)
+    params = {"w": jnp.zeros((N, 1)), "b": jnp.zeros(1)}
+    both = fnnet.train(PROBE, PROBE_LOSS, PROBE_OPT, epochs=2, batch_size=4)(
+        params, PROBE_OPT.init(params), jnp.eye(N), jnp.zeros((N, 1)), key)
+    one_params, one_state, _, _ = probe_epoch(4, key)
+    two_params, two_state, _, _ = probe_epoch(4, key, one_params, one_state)
+    assert_trees_close(both[0], two_params, rtol=1e-13)
+    assert int(both[1].count) == int(two_state.count) == 6
+
+
+def test_minibatch_run_equals_manual_steps_on_its_batches():
+    """A real model trained by minibatches equals value_and_grad + opt.step on the same batches."""
+    key = jax.random.key(3)
+    _, _, _, batches = probe_epoch(4, key)  # the shuffle depends only on (key, count, n)
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(lr=0.5, momentum=0.5)
+    got_params, got_state, losses = fnnet.train(MODEL, LOSS, opt, epochs=1, batch_size=4)(
+        params, opt.init(params), x, y, key)
+    want_params, _, values = manual_run(MODEL, LOSS, opt, params, opt.init(params),
+                                        [(x[b], y[b]) for b in batches])
+    assert_trees_close(got_params, want_params, rtol=1e-6, atol=1e-7)
+    assert int(got_state.count) == 3
+    sizes = np.asarray([len(b) for b in batches])
+    np.testing.assert_allclose(float(losses[0]), np.sum(values * sizes) / N, rtol=1e-6)
+
+
+def test_same_key_same_result_other_key_other_result():
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(lr=0.5)
+    run = fnnet.train(MODEL, LOSS, opt, epochs=1, batch_size=4)
+    a = run(params, opt.init(params), x, y, jax.random.key(0))
+    b = run(params, opt.init(params), x, y, jax.random.key(0))
+    c = run(params, opt.init(params), x, y, jax.random.key(1))
+    assert_trees_equal(a, b)
+    assert not np.array_equal(np.asarray(a[0][0]["w"]), np.asarray(c[0][0]["w"]))
+    assert not np.array_equal(np.asarray(a[2]), np.asarray(c[2]))
+
+
+@pytest.mark.parametrize("batch_size, error, match", [
+    (0, ValueError, r"batch_size must be in \[1, 10\] \(the number of samples\), got 0"),
+    (11, ValueError, r"batch_size must be in \[1, 10\] \(the number of samples\), got 11"),
+    (-3, ValueError, r"batch_size must be in \[1, 10\]"),
+    (2.0, TypeError, r"batch_size must be an int or None, got 2\.0"),
+    (True, TypeError, r"batch_size must be an int or None, got True"),
+    ("4", TypeError, r"batch_size must be an int or None, got '4'"),
+])
+def test_bad_batch_size_raises(batch_size, error, match):
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(lr=0.5)
+    with pytest.raises(error, match=match):  # when the run is built or, knowing n, when it runs
+        run = fnnet.train(MODEL, LOSS, opt, epochs=EPOCHS, batch_size=batch_size)
+        run(params, opt.init(params), x, y, jax.random.key(0))
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 2.0, True, None])
+def test_bad_epochs_raise(epochs):
+    with pytest.raises(ValueError, match=rf"train: epochs must be an int >= 1, got {epochs!r}"):
+        fnnet.train(MODEL, LOSS, fnnet.SGD(lr=0.5), epochs=epochs)
