@@ -66,7 +66,7 @@ def make_baseline(epochs, feature_major):
         def epoch(params, i):
             value, grads = jax.value_and_grad(loss)(params, x, t)
             lr_i = lr * decay ** i
-            return jax.tree.map(lambda p, g: p - lr_i * g, params, grads), value
+            return jax.tree.map(lambda p, g: p - (lr_i * g).astype(p.dtype), params, grads), value
 
         return lax.scan(epoch, params, jnp.arange(epochs))
 
@@ -108,16 +108,20 @@ def torch_run(params, x, y, epochs, lr, decay):
 # ---- helpers -------------------------------------------------------------------------
 
 def best_time(fn, repeats):
-    """Best wall time of `fn()` over `repeats` calls after one warm-up; returns (seconds, warm-up seconds)."""
+    """Best wall time of `fn()` over `repeats` calls after one warm-up.
+
+    Returns (seconds, warm-up seconds, last result). With `repeats=0` (the
+    smoke test) the warm-up's time, compilation included, is all there is.
+    """
     start = time.perf_counter()
-    jax.block_until_ready(fn())
+    result = jax.block_until_ready(fn())
     first = time.perf_counter() - start
-    times = []
+    times = [first] if repeats == 0 else []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(fn())
+        result = jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
-    return min(times), first
+    return min(times), first, result
 
 
 def mlp(sizes, output):
@@ -136,7 +140,7 @@ def sgemm_rate(size=1024, repeats=20):
     """The machine's float32 matmul rate in GFLOP/s, through XLA (jnp.dot) and NumPy."""
     a = jnp.ones((size, size), jnp.float32)
     dot = jax.jit(lambda a: a @ a)
-    seconds, _ = best_time(lambda: dot(a), repeats)
+    seconds = best_time(lambda: dot(a), repeats)[0]
     b = np.ones((size, size), np.float32)
     start = time.perf_counter()
     for _ in range(repeats):
@@ -157,7 +161,7 @@ def table(title, header, rows):
 
 # ---- the benchmarks --------------------------------------------------------------------
 
-def bench_w1(epochs, repeats, lr=0.5, decay=0.9999):
+def bench_w1(epochs, repeats, lr=0.5, decay=0.9999, torch=True):
     """The seed's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full batch."""
     x, y = fnnet.data.disk(1000, jax.random.key(1))
     model = mlp(W1_SIZES, fnnet.Sigmoid())
@@ -169,20 +173,24 @@ def bench_w1(epochs, repeats, lr=0.5, decay=0.9999):
         return fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=lr, decay=decay), params, x, y,
                          epochs=epochs, progress=False)
 
-    results["fnnet fit"] = best_time(fnnet_fit, repeats) + (
-        float(jnp.mean((model.apply(fnnet_fit().params, x) > 0.5) == (y > 0.5))),)
+    seconds, first, result = best_time(fnnet_fit, repeats)
+    results["fnnet fit"] = (seconds, first,
+                            float(jnp.mean((model.apply(result.params, x) > 0.5) == (y > 0.5))))
     base_params = [(p["w"], p["b"]) for p in params[::2]]
     for name, fm in (("jax.grad batch-major", False), ("jax.grad feature-major", True)):
         run = make_baseline(epochs, fm)
         call = lambda: run(base_params, x, y, lr, decay)  # noqa: E731
-        results[name] = best_time(call, repeats) + (baseline_accuracy(call()[0], x, y),)
+        seconds, first, result = best_time(call, repeats)
+        results[name] = (seconds, first, baseline_accuracy(result[0], x, y))
     try:
+        if not torch:
+            raise ImportError
         import torch  # noqa: F401
         start = time.perf_counter()
         accuracy = torch_run(base_params, x, y, epochs, lr, decay)
         results["PyTorch eager, hand backward"] = (time.perf_counter() - start, 0.0, accuracy)
     except ImportError:
-        print("(PyTorch not installed: its row is skipped)")
+        print("(PyTorch not installed or --no-torch: its row is skipped)")
     ours = results["fnnet fit"][0]
     for name, (seconds, first, accuracy) in results.items():
         rows.append([name, f"{seconds:.3f}", f"{1e6 * seconds / epochs:.0f}",
@@ -193,16 +201,16 @@ def bench_w1(epochs, repeats, lr=0.5, decay=0.9999):
 
 def bench_scaling(quick, repeats, rate):
     """Time per epoch as batch, width and depth grow, fnnet against feature-major jax.grad."""
-    n_max = 10_000 if quick else 1_000_000
-    configs = [("batch", n, W1_SIZES) for n in (1_000, 10_000, 100_000, 1_000_000) if n <= n_max]
-    widths = (25, 128) if quick else (25, 128, 512, 1024)
+    batches = (1_000,) if quick else (1_000, 10_000, 100_000, 1_000_000)
+    configs = [("batch", n, W1_SIZES) for n in batches]
+    widths = (64,) if quick else (128, 512, 1024)
     configs += [("width", 10_000, (2,) + (w,) * 4 + (1,)) for w in widths]
-    depths = (2, 4) if quick else (2, 4, 8)
+    depths = (2,) if quick else (2, 4, 8)
     configs += [("depth", 10_000, (2,) + (256,) * (d - 1) + (1,)) for d in depths]
     rows = []
     for axis, n, sizes in configs:
         flops = flops_per_epoch(sizes, n)
-        epochs = int(np.clip(2e9 / flops if quick else 2e10 / flops, 2, 2000))
+        epochs = int(np.clip(2e8 / flops if quick else 2e10 / flops, 2, 2000))
         x = jax.random.uniform(jax.random.key(2), (n, 2))
         y = (jnp.sum((x - 0.5) ** 2, axis=1, keepdims=True) < 1 / (2 * np.pi)).astype(jnp.float32)
         model = mlp(sizes, fnnet.Sigmoid())
@@ -210,10 +218,10 @@ def bench_scaling(quick, repeats, rate):
         opt = fnnet.SGD(lr=0.1)
         run = fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs)
         state = opt.init(params)
-        ours, _ = best_time(lambda: run(params, state, x, y), repeats)
+        ours = best_time(lambda: run(params, state, x, y), repeats)[0]
         base = make_baseline(epochs, True)
         base_params = [(p["w"], p["b"]) for p in params[::2]]
-        theirs, _ = best_time(lambda: base(base_params, x, y, 0.1, 1.0), repeats)
+        theirs = best_time(lambda: base(base_params, x, y, 0.1, 1.0), repeats)[0]
         gflops = flops * epochs / ours / 1e9
         rows.append([axis, n, "-".join(map(str, sizes)), epochs, f"{1e3 * ours / epochs:.3f}",
                      f"{gflops:.1f}", f"{gflops / rate:.2f}", f"{ours / theirs:.2f}"])
@@ -233,7 +241,7 @@ def bench_sweep(epochs, members, repeats):
         keys = jax.random.split(jax.random.key(0), m)
         params = fnnet.sweep.init_many(model, keys, x.shape)
         states = jax.vmap(opt.init)(params)
-        seconds, _ = best_time(lambda: fnnet.sweep.sweep(run, params, states, x, y, keys), repeats)
+        seconds = best_time(lambda: fnnet.sweep.sweep(run, params, states, x, y, keys), repeats)[0]
         rows.append([m, f"{seconds:.3f}", f"{seconds / m:.3f}", f"{seconds / m * 10_000 / epochs:.2f}"])
     return table(f"Sweeps: M models of W1, {epochs} epochs, {len(jax.devices())} device(s)",
                  ["M", "time s", "s per model", "s per model per 10,000 epochs"], rows)
@@ -265,12 +273,14 @@ def bench_compile_memory(epochs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and few epochs")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: small sizes, few epochs, times include compilation")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables here")
     args = parser.parse_args(argv)
-    epochs = 200 if args.quick else 10_000
-    repeats = 1 if args.quick else args.repeats
+    epochs = 3_000 if args.quick else 10_000
+    repeats = 0 if args.quick else args.repeats
     device = jax.devices()[0]
     header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"{device.platform} ({getattr(device, 'device_kind', '')}), {len(jax.devices())} device(s); "
@@ -279,9 +289,9 @@ def main(argv=None):
     print(header)
     rate, numpy_rate = sgemm_rate(512 if args.quick else 1024)
     print(f"sgemm: XLA {rate:.0f} GFLOP/s, NumPy {numpy_rate:.0f} GFLOP/s\n")
-    w1_text, w1 = bench_w1(epochs, repeats)
+    w1_text, w1 = bench_w1(epochs, repeats, torch=not args.no_torch)
     texts = [header, w1_text,
-             bench_sweep(epochs if args.quick else 2_000, (1, 8) if args.quick else (1, 8, 64), repeats),
+             bench_sweep(100 if args.quick else 2_000, (1, 2) if args.quick else (1, 8, 64), repeats),
              bench_scaling(args.quick, repeats, rate),
              bench_compile_memory(epochs)]
     if args.markdown:

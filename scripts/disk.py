@@ -42,12 +42,14 @@ def handout_model():
         fnnet.Linear(25, 25), fnnet.ReLU(), fnnet.Linear(25, 2))
 
 
-# name -> (model, loss, targets from 0/1 labels, 0/1 prediction from outputs, lr, decay)
+# name -> (model, loss, targets from 0/1 labels, 0/1 prediction from outputs, lr, decay).
+# lr and decay: the best cells of `python scripts/sweep.py --models sigmoid_bce tanh_mse handout`
+# (5 lr x 3 decay x 5 seeds, 10,000 epochs; the table is in README.md).
 MODELS = {
     "sigmoid_bce": (report_model(fnnet.Sigmoid()), fnnet.LossBCE(),
-                    lambda y: y, lambda out: out[..., 0] > 0.5, 0.5, 0.9999),
+                    lambda y: y, lambda out: out[..., 0] > 0.5, 0.5, 0.9995),
     "tanh_mse": (report_model(fnnet.Tanh()), fnnet.LossMSE(),
-                 lambda y: 2 * y - 1, lambda out: out[..., 0] > 0, 0.1, 0.9999),
+                 lambda y: 2 * y - 1, lambda out: out[..., 0] > 0, 0.2, 0.9995),
     "handout": (handout_model(), fnnet.LossMSE(),
                 lambda y: jnp.concatenate([1 - y, y], axis=-1),
                 lambda out: out[..., 1] > out[..., 0], 0.5, 0.9999),

@@ -1,0 +1,36 @@
+"""fnnet.data.disk: labels follow the geometric definition; classes are about balanced."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import fnnet
+
+
+def test_disk_labels_match_the_geometry_and_are_balanced():
+    x, y = fnnet.data.disk(20_000, jax.random.key(0))
+    assert x.shape == (20_000, 2) and y.shape == (20_000, 1)
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    assert x.min() >= 0 and x.max() <= 1
+    inside = np.hypot(x[:, 0] - 0.5, x[:, 1] - 0.5) < 1 / math.sqrt(2 * math.pi)
+    near_edge = np.abs(np.hypot(x[:, 0] - 0.5, x[:, 1] - 0.5) - 1 / math.sqrt(2 * math.pi)) < 1e-6
+    assert np.array_equal(y[~near_edge, 0] == 1, inside[~near_edge])
+    assert set(np.unique(y)) == {0.0, 1.0}
+    # area 1/2: the fraction inside is 1/2 within 4 standard errors
+    assert abs(y.mean() - 0.5) < 4 * math.sqrt(0.25 / 20_000)
+
+
+def test_disk_draws_differ_by_key_and_repeat_by_key():
+    a, _ = fnnet.data.disk(100, jax.random.key(1))
+    b, _ = fnnet.data.disk(100, jax.random.key(1))
+    c, _ = fnnet.data.disk(100, jax.random.key(2))
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_disk_rejects_bad_sizes(n):
+    with pytest.raises(ValueError, match="disk: n must be an int >= 1"):
+        fnnet.data.disk(n, jax.random.key(0))
