@@ -62,9 +62,16 @@ def _check_data(name_x, name_y, x, y):
             raise ValueError(f"fit: {name} holds {bad} NaN or infinite value(s)")
 
 
-def _finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree)
-               if jnp.issubdtype(leaf.dtype, jnp.inexact))
+def _check_shapes(model, loss, params, name_x, name_y, x, y) -> int:
+    """Trace (not run) the model and loss on all of `x`, `y`: params must fit the model, x the
+    params, y the model's output. Returns the model's number of outputs."""
+    out = jax.eval_shape(model.apply, params, x)
+    try:
+        jax.eval_shape(loss.value, out, y)
+    except ValueError as error:
+        raise ValueError(f"fit: {name_y} does not fit the model's output on {name_x}: "
+                         f"{error}") from error
+    return out.shape[-1]
 
 
 def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] = None,
@@ -110,7 +117,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
     _check_data("x", "y", x, y)
-    n_outputs = jax.eval_shape(model.apply, params, x[:1]).shape[-1]
+    n_outputs = _check_shapes(model, loss, params, "x", "y", x, y)
     check_targets(loss, y, n_outputs)
     size = _check_batch_size(batch_size, x.shape[0])
     validate = validation is not None
@@ -118,6 +125,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         if not (isinstance(validation, tuple) and len(validation) == 2):
             raise TypeError("fit: validation must be a pair (x_val, y_val)")
         _check_data("x_val", "y_val", *validation)
+        _check_shapes(model, loss, params, "x_val", "y_val", *validation)
         check_targets(loss, validation[1], n_outputs)
     if checkpoint_every is not None and (
             isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
@@ -127,8 +135,9 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
 
     steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
-    check_schedule(opt, epochs * steps_per_epoch)
+    check_schedule(opt.step, epochs * steps_per_epoch)
     opt_state = opt.init(params) if opt_state is None else opt_state
+    jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
     losses, val_losses, done = [], [], 0
     if resume and os.path.exists(checkpoint):
         params, opt_state, metadata = load(checkpoint, like=(params, opt_state))
@@ -154,8 +163,8 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         while done < epochs:
             count = min(chunk, epochs - done)
             new = run(params, opt_state, x, y, key, count, x_val, y_val)
-            chunk_losses = np.asarray(new[2][:count]).tolist()
-            if not (np.all(np.isfinite(chunk_losses)) and _finite(new[0])):
+            chunk_losses = np.asarray(new[2])[:count].tolist()
+            if not (np.all(np.isfinite(chunk_losses)) and bool(new[4])):
                 first = int(np.argmin(np.isfinite(chunk_losses))) if not np.all(
                     np.isfinite(chunk_losses)) else count - 1
                 raise TrainingDiverged(
@@ -167,7 +176,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
             params, opt_state = new[0], new[1]
             losses += chunk_losses
             if validate:
-                val_losses += np.asarray(new[3][:count]).tolist()
+                val_losses += np.asarray(new[3])[:count].tolist()
             done += count
             if bar is not None:
                 bar.update(count)

@@ -3,6 +3,7 @@
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 from fnnet._shared import shared
 from fnnet.layers import Layer, feature_major
@@ -18,14 +19,25 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, target):
     backward passes run on `x.T` (features, batch), which XLA's CPU backend
     multiplies about twice as fast; the results are the same.
     """
+    if jnp.size(x) == 0:
+        raise ValueError(f"an empty batch: x of shape {jnp.shape(x)} holds no values, and the "
+                         f"mean loss over no samples is undefined")
     twin = feature_major(model)
     if twin is not None and x.ndim == 2:
-        x_fm = x.T
-        y = twin.apply(params, x_fm).T
-        dparams, _ = twin.vjp(params, x_fm, loss.grad(y, target).T)
-    else:
-        y = model.apply(params, x)
-        dparams, _ = model.vjp(params, x, loss.grad(y, target))
+        return loss_and_grads_fm(twin, loss, params, x.T, target)
+    y = model.apply(params, x)
+    dparams, _ = model.vjp(params, x, loss.grad(y, target))
+    return loss.value(y, target), dparams
+
+
+def loss_and_grads_fm(twin: Layer, loss: Loss, params, x_fm, target):
+    """`loss_and_grads` for a feature-major twin and `x_fm` of shape (features, batch).
+
+    A training loop over one full batch transposes x once, before the loop,
+    and calls this: XLA does not hoist the transpose out of the loop itself.
+    """
+    y = twin.apply(params, x_fm).T
+    dparams, _ = twin.vjp(params, x_fm, loss.grad(y, target).T)
     return loss.value(y, target), dparams
 
 

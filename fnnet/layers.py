@@ -63,6 +63,15 @@ def _check_float(name: str, value) -> float:
     return float(value)
 
 
+def _check_floating(name: str, x) -> None:
+    """Raise TypeError unless `x` is floating point: an integer input would get an integer
+    cotangent (its fraction cut off) from `vjp`."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: input must be floating point, got dtype {dtype}; "
+                        f"convert it, e.g. x.astype(jnp.float32)")
+
+
 def _uniform(bound: float):
     def init(key, shape, dtype):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -107,6 +116,7 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
         return w, b
 
     def check_input(x, axis):
+        _check_floating(name, x)
         if jnp.ndim(x) < 1 or jnp.shape(x)[axis] != n_in:
             raise ValueError(f"{name}: expected input with {n_in} features "
                              f"on axis {axis}, got shape {jnp.shape(x)}")
@@ -172,10 +182,12 @@ def elementwise(name: str, f: Callable, df: Callable) -> Layer:
 
     def apply(params, x):
         check_params(params)
+        _check_floating(name, x)
         return f(x)
 
     def vjp(params, x, dy):
         check_params(params)
+        _check_floating(name, x)
         return (), dy * df(x, f(x))  # dx = dy * f'(x)
 
     layer = Layer(init, apply, vjp)

@@ -4,6 +4,7 @@
 for `LossCrossEntropy`). `grad(y, target)` is d value / d y, shaped like `y`.
 """
 
+import numbers
 from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
@@ -80,6 +81,8 @@ def LossBCE(eps: float = 1e-7) -> Loss:
     prediction is still pushed back (a plain clip would give it zero gradient).
     For logits, prefer `LossBCEWithLogits`: exact at any magnitude.
     """
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"LossBCE: eps must be a float, got {eps!r} ({type(eps).__name__})")
     if not 0 < eps < 0.5:
         raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
 
@@ -158,6 +161,9 @@ def LossCrossEntropy() -> Loss:
                 t.min() >= 0 and t.max() < n_classes):
             raise ValueError(f"{name}: labels must be in [0, {n_classes}) for {n_classes} "
                              f"classes, got values in [{t.min()}, {t.max()}]")
+        if np.issubdtype(t.dtype, np.floating) and t.size and not np.all(t >= 0):
+            raise ValueError(f"{name}: target rows (probabilities or weights) must be >= 0, "
+                             f"got values in [{t.min()}, {t.max()}]")
 
     loss = Loss(value, grad)
     _TARGET_CHECKS[loss] = check_labels

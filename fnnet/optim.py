@@ -51,11 +51,15 @@ _RULES = {
 def _check_hyperparam(owner, name, value):
     """Raise ValueError if a concrete hyperparameter breaks its rule; tracers pass."""
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
     except jax.errors.TracerArrayConversionError:
         return value  # inside vmap or jit: checked where it was concrete
     except (TypeError, ValueError):
-        raise TypeError(f"{owner}: {name} must be a number or an array, got {value!r}") from None
+        array = None
+    # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
+    if array is None or array.dtype.kind not in "iuf":
+        raise TypeError(f"{owner}: {name} must be a number or an array, got {value!r}")
+    array = array.astype(np.float64)
     test, meaning = _RULES[name]
     if not (np.all(np.isfinite(array)) and np.all(test(array))):
         raise ValueError(f"{owner}: {name} must be {meaning}, got {value!r}")
@@ -68,7 +72,8 @@ _SCHEDULES: dict = {}
 
 def _check_schedule(owner, schedule, steps=1):
     """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for t < steps."""
-    lrs = np.asarray(schedule(jnp.arange(steps, dtype=jnp.int32)))
+    with jax.ensure_compile_time_eval():  # concrete even when called while tracing
+        lrs = np.asarray(schedule(jnp.arange(steps, dtype=jnp.int32)))
     if lrs.shape != (steps,):
         raise ValueError(f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
                          f"({steps},) to lrs of shape ({steps},)), got lrs of shape {lrs.shape}")
@@ -79,10 +84,11 @@ def _check_schedule(owner, schedule, steps=1):
                          f"got {lrs[first]} at step {first}")
 
 
-def check_schedule(opt: Optimizer, steps: int) -> None:
-    """Raise ValueError if `opt`'s lr schedule (if any) is bad within `steps` steps."""
-    if opt.step in _SCHEDULES:
-        owner, schedule = _SCHEDULES[opt.step]
+def check_schedule(opt_step: Callable, steps: int) -> None:
+    """Raise ValueError if the lr schedule (if any) of the optimizer whose step is
+    `opt_step` is bad within `steps` steps."""
+    if opt_step in _SCHEDULES:
+        owner, schedule = _SCHEDULES[opt_step]
         _check_schedule(owner, schedule, steps)
 
 
@@ -112,21 +118,49 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
             slots={name: jax.tree.map(jnp.zeros_like, params) for name in slot_names},
         )
 
-    step = _step(owner, update, schedule)
+    step = _step(owner, update, schedule, tuple(sorted(defaults)), tuple(slot_names))
     if schedule is not None:
         _SCHEDULES[step] = (owner, schedule)
     return Optimizer(init, step)
 
 
+def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
+    """Trace-time checks of `step`'s arguments: grads and state must fit params."""
+    params_tree, grads_tree = jax.tree.structure(params), jax.tree.structure(grads)
+    if params_tree != grads_tree:
+        raise ValueError(f"{owner}.step: grads must have the structure of params; "
+                         f"params {params_tree}, grads {grads_tree}")
+    paths_and_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, p), g in zip(paths_and_leaves, jax.tree.leaves(grads)):
+        if jnp.shape(p) != jnp.shape(g):  # else p - lr * g would broadcast silently
+            raise ValueError(f"{owner}.step: grads must have the shapes of params; "
+                             f"params{jax.tree_util.keystr(path)} is {jnp.shape(p)}, "
+                             f"its grad {jnp.shape(g)}")
+    if not isinstance(state, OptState):
+        raise TypeError(f"{owner}.step: opt_state must be an OptState (from {owner}.init), "
+                        f"got {type(state).__name__}")
+    if tuple(sorted(state.hyperparams)) != hyperparam_names or set(state.slots) != set(slot_names):
+        raise ValueError(f"{owner}.step: opt_state was made by another optimizer: it has "
+                         f"hyperparams {sorted(state.hyperparams)} and slots "
+                         f"{sorted(state.slots)}, expected {list(hyperparam_names)} and "
+                         f"{sorted(slot_names)}")
+    for name in slot_names:
+        slot = state.slots[name]
+        if jax.tree.structure(slot) != params_tree or any(
+                jnp.shape(p) != jnp.shape(v) for p, v in zip(jax.tree.leaves(params),
+                                                             jax.tree.leaves(slot))):
+            raise ValueError(f"{owner}.step: opt_state was made for other params (another "
+                             f"model): slots[{name!r}] has shapes "
+                             f"{jax.tree.map(jnp.shape, slot)}, params "
+                             f"{jax.tree.map(jnp.shape, params)}")
+
+
 @shared
-def _step(owner, update, schedule):
+def _step(owner, update, schedule, hyperparam_names, slot_names):
     """The step shared by every optimizer with the same update rule and schedule."""
 
     def step(params, grads, state):
-        params_tree, grads_tree = jax.tree.structure(params), jax.tree.structure(grads)
-        if params_tree != grads_tree:
-            raise ValueError(f"{owner}.step: grads must have the structure of params; "
-                             f"params {params_tree}, grads {grads_tree}")
+        _check_step_args(owner, hyperparam_names, slot_names, params, grads, state)
         h = state.hyperparams
         t = state.count
         lr = h["lr"] * h["decay"] ** t

@@ -17,11 +17,15 @@ def _check_params(params, n_layers):
 
 
 def _at(position, fn, *args):
-    """Call a layer's function, naming its position in any ValueError."""
+    """Call a layer's function, naming its position in any ValueError or plain TypeError."""
     try:
         return fn(*args)
     except ValueError as error:
         raise ValueError(f"serial layer {position}: {error}") from error
+    except TypeError as error:
+        if type(error) is not TypeError:  # e.g. jax's errors: keep their type
+            raise
+        raise TypeError(f"serial layer {position}: {error}") from error
 
 
 def _compose(layers) -> Layer:

@@ -8,10 +8,10 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._shared import shared
-from fnnet.grad import loss_and_grads
-from fnnet.layers import Layer
+from fnnet.grad import loss_and_grads, loss_and_grads_fm
+from fnnet.layers import Layer, feature_major
 from fnnet.losses import Loss
-from fnnet.optim import Optimizer
+from fnnet.optim import Optimizer, check_schedule
 
 __all__ = ["train_step", "train"]
 
@@ -34,6 +34,18 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
     their states run it without recompiling.
     """
     return _train_step(model, loss, opt.step)
+
+
+def _check_samples(x, y):
+    """Raise ValueError unless x and y hold the same number of samples, at least one."""
+    if jnp.ndim(x) < 1 or jnp.ndim(y) < 1:
+        raise ValueError(f"train: x and y need a leading sample axis, "
+                         f"got shapes {jnp.shape(x)} and {jnp.shape(y)}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"train: x and y must have the same number of samples, "
+                         f"got {x.shape[0]} and {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError("train: x is empty (0 samples)")
 
 
 def _check_batch_size(batch_size, n):
@@ -88,8 +100,9 @@ def _epoch(model, loss, opt_step, batch_size, constrain):
 def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
     """Jitted `run(params, state, x, y, key, count, x_val, y_val)`: `count <= length` epochs.
 
-    Returns `(params, state, losses, val_losses)`, both loss arrays of
-    `length` entries, of which the first `count` are filled.
+    Returns `(params, state, losses, val_losses, finite)`: both loss arrays
+    have `length` entries, of which the first `count` are filled; `finite`
+    says whether every float in the final params is finite.
     """
     constrain = lambda a: a  # noqa: E731
     if mesh is not None:
@@ -97,12 +110,20 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
         constrain = lambda a: lax.with_sharding_constraint(a, data)  # noqa: E731
     epoch = _epoch(model, loss, opt_step, batch_size, constrain)
 
+    twin = feature_major(model)
+
     def run(params, state, x, y, key, count, x_val, y_val):
         dtype = jnp.result_type(float)
+        one_batch = batch_size is None and mesh is None and twin is not None and x.ndim == 2
+        x_fm = x.T if one_batch else None  # transposed once, outside the loop
 
         def body(i, carry):
             params, state, losses, val_losses = carry
-            params, state, value = epoch(params, state, x, y, key)
+            if one_batch:
+                value, grads = loss_and_grads_fm(twin, loss, params, x_fm, y)
+                params, state = opt_step(params, grads, state)
+            else:
+                params, state, value = epoch(params, state, x, y, key)
             losses = losses.at[i].set(value.astype(dtype))
             if validate:
                 val_value = loss.value(model.apply(params, x_val), y_val)
@@ -110,7 +131,10 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
             return params, state, losses, val_losses
 
         empty = jnp.full((length,), jnp.nan, dtype)
-        return lax.fori_loop(0, count, body, (params, state, empty, empty))
+        params, state, losses, val_losses = lax.fori_loop(0, count, body, (params, state, empty, empty))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)
+                                    if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [True]))
+        return params, state, losses, val_losses, finite
 
     if mesh is None:
         return jax.jit(run)
@@ -157,7 +181,8 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       `run(params, opt_state, x, y, key) -> (params, opt_state, losses)` with
       `losses` of shape `(epochs,)`, one per epoch. Epoch e shuffles with
       `fold_in(key, opt_state.count)`, so a run continued from a saved state
-      repeats the uninterrupted one. `key` may be None for full batch.
+      repeats the uninterrupted one. `key` may be None for full batch. Each call
+      first checks x against y and the lr schedule (if any) over its steps.
 
     Example:
       >>> run = train(model, LossBCE(), SGD(lr=0.5), epochs=1000)
@@ -173,12 +198,15 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
 @shared
 def _train(model, loss, opt_step, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
+        # Checked here, where n is known: a gather past the end of y would clamp, not fail.
+        _check_samples(x, y)
         size = _check_batch_size(batch_size, x.shape[0])
+        check_schedule(opt_step, epochs * (1 if size is None else -(-x.shape[0] // size)))
         if key is None:
             key = jax.random.key(0)
         x, y = place(mesh, x, y, size)
         runner = _runner(model, loss, opt_step, size, epochs, False, mesh)
-        params, opt_state, losses, _ = runner(params, opt_state, x, y, key, epochs, x[:1], y[:1])
+        params, opt_state, losses, _, _ = runner(params, opt_state, x, y, key, epochs, x[:1], y[:1])
         return params, opt_state, losses
 
     return run

@@ -169,13 +169,15 @@ def bench_w1(epochs, repeats, lr=0.5, decay=0.9999, torch=True):
     flops = flops_per_epoch(W1_SIZES, 1000) * epochs
     rows, results = [], {}
 
-    def fnnet_fit():
+    def fnnet_fit(progress=False):
         return fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=lr, decay=decay), params, x, y,
-                         epochs=epochs, progress=False)
+                         epochs=epochs, progress=progress)
 
     seconds, first, result = best_time(fnnet_fit, repeats)
     results["fnnet fit"] = (seconds, first,
                             float(jnp.mean((model.apply(result.params, x) > 0.5) == (y > 0.5))))
+    seconds, first, result = best_time(lambda: fnnet_fit(progress=True), repeats)
+    results["fnnet fit, progress bar on"] = (seconds, first, results["fnnet fit"][2])
     base_params = [(p["w"], p["b"]) for p in params[::2]]
     for name, fm in (("jax.grad batch-major", False), ("jax.grad feature-major", True)):
         run = make_baseline(epochs, fm)
