@@ -142,7 +142,7 @@ def main(argv=None):
         tr, te, lo = 100 * c["train_acc"][-1], 100 * c["test_acc"][-1], c["train_loss"][-1]
         print(f"{name:<12} {tr.mean():6.2f} +- {tr.std():4.2f} {te.mean():6.2f} +- {te.std():4.2f} "
               f"{lo.mean():9.5f} +- {lo.std():.5f} {r['seconds']:7.1f} "
-              f"{REPORT.get(name, float('nan')):>9}")
+              f"{REPORT.get(name, '-'):>9}")
         r.update(train_acc=tr, test_acc=te, final_loss=lo)
     print(f"total wall time {time.perf_counter() - start:.1f} s")
     if args.plot:
