@@ -11,7 +11,7 @@ import numpy as np
 from fnnet.checkpoint import load, save
 from fnnet.losses import check_targets
 from fnnet.optim import check_schedule
-from fnnet.train import _check_batch_size, _runner, place
+from fnnet.train import _check_batch_size, _check_samples, _runner, place
 
 __all__ = ["fit", "FitResult", "TrainingDiverged"]
 
@@ -46,16 +46,10 @@ def _check_data(name_x, name_y, x, y):
     for name, a in ((name_x, x), (name_y, y)):
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
             raise TypeError(f"fit: {name} must be an array, got {type(a).__name__}")
-        if a.ndim < 1:
-            raise ValueError(f"fit: {name} must have a leading sample axis, got shape {a.shape}")
+    _check_samples(x, y, "fit", (name_x, name_y))
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"fit: {name_x} must be floating point, got dtype {x.dtype}; "
                         f"convert it, e.g. {name_x}.astype(jnp.float32)")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"fit: {name_x} and {name_y} must have the same number of samples, "
-                         f"got {x.shape[0]} and {y.shape[0]}")
-    if x.shape[0] == 0:
-        raise ValueError(f"fit: {name_x} is empty (0 samples)")
     for name, a in ((name_x, x), (name_y, y)):
         if jnp.issubdtype(a.dtype, jnp.inexact) and not np.all(np.isfinite(np.asarray(a))):
             bad = int(np.sum(~np.isfinite(np.asarray(a))))

@@ -36,16 +36,17 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
     return _train_step(model, loss, opt.step)
 
 
-def _check_samples(x, y):
+def _check_samples(x, y, owner="train", names=("x", "y")):
     """Raise ValueError unless x and y hold the same number of samples, at least one."""
-    if jnp.ndim(x) < 1 or jnp.ndim(y) < 1:
-        raise ValueError(f"train: x and y need a leading sample axis, "
-                         f"got shapes {jnp.shape(x)} and {jnp.shape(y)}")
+    for name, a in zip(names, (x, y)):
+        if jnp.ndim(a) < 1:
+            raise ValueError(f"{owner}: {name} must have a leading sample axis, "
+                             f"got shape {jnp.shape(a)}")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"train: x and y must have the same number of samples, "
-                         f"got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(f"{owner}: {names[0]} and {names[1]} must have the same number of "
+                         f"samples, got {x.shape[0]} and {y.shape[0]}")
     if x.shape[0] == 0:
-        raise ValueError("train: x is empty (0 samples)")
+        raise ValueError(f"{owner}: {names[0]} is empty (0 samples)")
 
 
 def _check_batch_size(batch_size, n):
