@@ -140,7 +140,6 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
     if mesh is None:
         return jax.jit(run)
     replicated = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
     return jax.jit(run, in_shardings=(replicated, replicated, data, data, replicated,
                                       replicated, replicated, replicated),
                    out_shardings=replicated)

@@ -1,6 +1,5 @@
 """Runs survive faults and repeat exactly: SIGKILL mid-run, resume; same key, same bits."""
 
-import hashlib
 import os
 import signal
 import subprocess
