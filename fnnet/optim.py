@@ -92,8 +92,11 @@ def check_schedule(opt_step: Callable, steps: int) -> None:
         _check_schedule(owner, schedule, steps)
 
 
-def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, update) -> Optimizer:
-    """Build an Optimizer from its hyperparameters and a shared jitted-friendly step."""
+def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, update,
+               hints: Optional[dict] = None) -> Optimizer:
+    """Build an Optimizer from its hyperparameters and a shared jitted-friendly step.
+
+    `hints`: name -> why `init` cannot set it, added to that error."""
     schedule: Optional[Callable] = None
     if callable(lr):
         _check_schedule(owner, lr)
@@ -106,7 +109,8 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
         unknown = sorted(set(overrides) - set(defaults))
         if unknown:
             raise TypeError(f"{owner}.init: unknown hyperparameter(s) {unknown}; "
-                            f"expected some of {sorted(defaults)}")
+                            f"expected some of {sorted(defaults)}"
+                            + "".join(f"; {hints[name]}" for name in unknown if name in (hints or {})))
         values = {**defaults, **overrides}
         # hyperparameters in the params' float dtype (float32 for float32 models, even under x64)
         floats = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
@@ -175,18 +179,22 @@ def _step(owner, update, schedule, hyperparam_names, slot_names):
     return step
 
 
-def _sgd_update(nesterov):
+def _sgd_update(momentum, nesterov):
     def update(params, grads, slots, h, lr, t):
         def direction(p, g):  # g + weight_decay * p
             return g + h["weight_decay"].astype(p.dtype) * p
 
-        def momentum(p):
+        if not momentum:  # plain SGD: no velocity to keep
+            return jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * direction(p, g),
+                                params, grads), {}
+
+        def mu(p):
             return h["momentum"].astype(p.dtype)
 
-        velocity = jax.tree.map(lambda p, g, v: momentum(p) * v + direction(p, g),
+        velocity = jax.tree.map(lambda p, g, v: mu(p) * v + direction(p, g),
                                 params, grads, slots["velocity"])  # v = momentum v + g
         if nesterov:
-            step = jax.tree.map(lambda p, g, v: direction(p, g) + momentum(p) * v,
+            step = jax.tree.map(lambda p, g, v: direction(p, g) + mu(p) * v,
                                 params, grads, velocity)
         else:
             step = velocity
@@ -195,7 +203,7 @@ def _sgd_update(nesterov):
     return update
 
 
-_SGD_UPDATES = {False: _sgd_update(False), True: _sgd_update(True)}
+_SGD_UPDATES = {(m, n): _sgd_update(m, n) for m, n in ((False, False), (True, False), (True, True))}
 
 
 def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
@@ -209,7 +217,10 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
     Args:
       lr: learning rate > 0, or a schedule `t -> lr` (see `fnnet.schedules`).
       decay: per-step decay factor in (0, 1]; 1 means none.
-      momentum: in [0, 1).
+      momentum: in [0, 1). A number equal to 0 (the default) makes plain SGD,
+        whose state keeps no velocity buffer and has no `momentum` to set in
+        `init`; to set momentum per run (a sweep over momenta, 0 included),
+        build the optimizer with some momentum > 0.
       nesterov: use Nesterov momentum (needs momentum > 0).
       weight_decay: L2 coefficient >= 0.
 
@@ -218,11 +229,17 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
       >>> state = opt.init(params)
       >>> params, state = opt.step(params, grads, state)
     """
-    if nesterov and isinstance(momentum, (int, float)) and momentum == 0:
+    plain = isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0
+    if nesterov and plain:
         raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
+    if plain:
+        return _optimizer("SGD", lr, {"decay": decay, "weight_decay": weight_decay}, [],
+                          _SGD_UPDATES[False, False],
+                          hints={"momentum": "an SGD built with momentum=0 keeps no velocity: "
+                                             "build it with momentum > 0 to set momentum here"})
     return _optimizer("SGD", lr, {"decay": decay, "momentum": momentum,
                                   "weight_decay": weight_decay},
-                      ["velocity"], _SGD_UPDATES[bool(nesterov)])
+                      ["velocity"], _SGD_UPDATES[True, bool(nesterov)])
 
 
 def _adam_update(params, grads, slots, h, lr, t):

@@ -5,6 +5,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._shared import shared
@@ -59,7 +60,30 @@ def _check_batch_size(batch_size, n):
     return None if batch_size == n else batch_size
 
 
-def _epoch(model, loss, opt_step, batch_size, constrain):
+def _data_parallel(grads_fn: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
+    """`grads_fn(params, x, y) -> (value, grads)` split over the mesh's first axis.
+
+    Each device takes its shard of the batch (axis `x_batch_axis` of x, axis 0
+    of y) and computes the loss and grads of its samples; one all-reduce then
+    averages them all at once (a flat vector of the value and every grad).
+    The average of the shards' mean losses is the batch's mean loss, as
+    `place` makes every shard the same size. Without a mesh: `grads_fn`.
+    """
+    if mesh is None:
+        return grads_fn
+    axis = mesh.axis_names[0]
+    n_shards = mesh.shape[axis]
+
+    def local(params, x, y):
+        flat, unflatten = ravel_pytree(grads_fn(params, x, y))
+        return unflatten(lax.psum(flat, axis) / n_shards)
+
+    x_spec = PartitionSpec(*[None] * x_batch_axis, axis)
+    return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis)),
+                         out_specs=PartitionSpec())
+
+
+def _epoch(model, loss, opt_step, batch_size, mesh):
     """One pass over the data: `(params, state, x, y, key) -> (params, state, loss)`.
 
     Full batch: one step. With `batch_size`: the samples are shuffled by
@@ -69,8 +93,10 @@ def _epoch(model, loss, opt_step, batch_size, constrain):
     mean of its batches' losses weighted by their sizes, each taken before
     its step.
     """
+    grads_fn = _data_parallel(lambda params, x, y: loss_and_grads(model, loss, params, x, y), mesh)
+
     def step(params, state, x, y):
-        value, grads = loss_and_grads(model, loss, params, constrain(x), constrain(y))
+        value, grads = grads_fn(params, x, y)
         params, state = opt_step(params, grads, state)
         return params, state, value
 
@@ -105,23 +131,20 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
     have `length` entries, of which the first `count` are filled; `finite`
     says whether every float in the final params is finite.
     """
-    constrain = lambda a: a  # noqa: E731
-    if mesh is not None:
-        data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-        constrain = lambda a: lax.with_sharding_constraint(a, data)  # noqa: E731
-    epoch = _epoch(model, loss, opt_step, batch_size, constrain)
-
+    epoch = _epoch(model, loss, opt_step, batch_size, mesh)
     twin = feature_major(model)
+    full_batch_grads = _data_parallel(
+        lambda params, x_fm, y: loss_and_grads_fm(twin, loss, params, x_fm, y), mesh, x_batch_axis=1)
 
     def run(params, state, x, y, key, count, x_val, y_val):
         dtype = jnp.result_type(float)
-        one_batch = batch_size is None and mesh is None and twin is not None and x.ndim == 2
+        one_batch = batch_size is None and twin is not None and x.ndim == 2
         x_fm = x.T if one_batch else None  # transposed once, outside the loop
 
         def body(i, carry):
             params, state, losses, val_losses = carry
             if one_batch:
-                value, grads = loss_and_grads_fm(twin, loss, params, x_fm, y)
+                value, grads = full_batch_grads(params, x_fm, y)
                 params, state = opt_step(params, grads, state)
             else:
                 params, state, value = epoch(params, state, x, y, key)
@@ -140,6 +163,7 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
     if mesh is None:
         return jax.jit(run)
     replicated = NamedSharding(mesh, PartitionSpec())
+    data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
     return jax.jit(run, in_shardings=(replicated, replicated, data, data, replicated,
                                       replicated, replicated, replicated),
                    out_shardings=replicated)
@@ -174,8 +198,10 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       batch_size: None for full batch, else minibatches reshuffled each epoch
         (see below).
       mesh: a `jax.sharding.Mesh` for data-parallel training: x and y are
-        sharded along its first axis, params and optimizer state replicated,
-        and XLA sums the gradients across devices.
+        sharded along its first axis, params and optimizer state replicated;
+        each device computes the loss and grads of its shard, and one
+        all-reduce per step averages them (so the loss must be a mean over
+        samples, as every fnnet loss is).
 
     Returns:
       `run(params, opt_state, x, y, key) -> (params, opt_state, losses)` with

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
     x, y = fnnet.data.disk(64, jax.random.key(1))
     params = model.init(jax.random.key(0), x.shape)[1]
-    for batch_size in (None, 16):
+    for batch_size, opt in ((None, opt), (16, opt), (None, fnnet.SGD(lr=0.3, momentum=0.5))):
         alone = fnnet.fit(model, loss, opt, params, x, y, epochs=40, batch_size=batch_size, progress=False)
         shared = fnnet.fit(model, loss, opt, params, x, y, epochs=40, batch_size=batch_size,
                            progress=False, mesh=mesh)
@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent("""
         np.testing.assert_allclose(alone.losses, shared.losses, rtol=1e-5)
         for leaf in jax.tree.leaves(shared.params):
             assert leaf.sharding.is_fully_replicated, leaf.sharding
+    opt = fnnet.SGD(lr=0.5)
     # the data really is split: each device holds a quarter of x
     from fnnet.train import place
     xs, ys = place(mesh, x, y, None)
@@ -36,6 +37,12 @@ SCRIPT = textwrap.dedent("""
     text = jax.jit(run).lower(params, opt.init(params), x, y, jax.random.key(0)).compile().as_text()
     assert "all-reduce" in text, "no cross-device gradient reduction in the program"
     assert "f32[4,2]" in text, "no per-device batch of 16 / 4 = 4 rows"
+    # full batch: each device works on its 16 samples (feature-major, 2 x 16), and one
+    # all-reduce per step carries the loss and every grad together
+    run = fnnet.train(model, loss, opt, epochs=2, mesh=mesh)
+    text = jax.jit(run).lower(params, opt.init(params), x, y).compile().as_text()
+    assert text.count(" all-reduce(") == 1, text.count(" all-reduce(")
+    assert "f32[2,16]" in text, "no per-device shard of 64 / 4 = 16 samples"
     # a batch the device count does not divide: a clear error, not a wrong result
     for kwargs in ({"batch_size": 10}, {"batch_size": None}):
         try:

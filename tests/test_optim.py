@@ -202,6 +202,21 @@ def test_adam_init_overrides():
     assert_trees_close(got, reference("Adam", params, noises, **overrides), rtol=1e-11, atol=1e-13)
 
 
+def test_plain_sgd_keeps_no_velocity():
+    """momentum=0 (the default): no params-sized buffer in the state; with momentum, one."""
+    params = make_params(14)
+    plain = fnnet.SGD(lr=0.1, decay=0.9).init(params)
+    assert plain.slots == {} and sorted(plain.hyperparams) == ["decay", "lr", "weight_decay"]
+    with_momentum = fnnet.SGD(lr=0.1, momentum=0.5).init(params)
+    assert jax.tree.structure(with_momentum.slots["velocity"]) == jax.tree.structure(params)
+    # momentum 0 set in init on a momentum SGD follows the same path as plain SGD
+    noises = make_noise(15, params)
+    got, _ = run(fnnet.SGD(lr=0.1, momentum=0.5), params, noises,
+                 state=fnnet.SGD(lr=0.1, momentum=0.5).init(params, momentum=0.0))
+    want, _ = run(fnnet.SGD(lr=0.1), params, noises)
+    assert_trees_close(got, want, rtol=1e-12, atol=1e-14)
+
+
 def test_hyperparameters_are_data_no_recompilation():
     """Another lr, decay or momentum, from a new optimizer or an override, reuses the program."""
     params = make_params(12)
@@ -285,14 +300,18 @@ def test_bad_hyperparameters_raise(make, error, match):
 @pytest.mark.parametrize("opt, overrides, error, match", [
     (fnnet.SGD(lr=0.1), dict(lrr=0.1), TypeError,
      r"SGD\.init: unknown hyperparameter\(s\) \['lrr'\]; expected some of "
-     r"\['decay', 'lr', 'momentum', 'weight_decay'\]"),
+     r"\['decay', 'lr', 'weight_decay'\]"),
+    (fnnet.SGD(lr=0.1), dict(momentum=0.5), TypeError,
+     r"SGD\.init: unknown hyperparameter\(s\) \['momentum'\]; .* an SGD built with momentum=0 "
+     r"keeps no velocity: build it with momentum > 0 to set momentum here"),
     (fnnet.Adam(lr=0.1), dict(momentum=0.9), TypeError,
      r"Adam\.init: unknown hyperparameter\(s\) \['momentum'\]"),
     (fnnet.SGD(lr=0.1), dict(lr=0.0), ValueError, r"SGD: lr must be > 0"),
     (fnnet.SGD(lr=0.1), dict(lr=jnp.asarray(-0.5)), ValueError, r"SGD: lr must be > 0"),
     (fnnet.SGD(lr=0.1), dict(decay=jnp.asarray([0.5, 1.5])), ValueError,
      r"SGD: decay must be in \(0, 1\]"),
-    (fnnet.SGD(lr=0.1), dict(momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+    (fnnet.SGD(lr=0.1, momentum=0.5), dict(momentum=1.0), ValueError,
+     r"SGD: momentum must be in \[0, 1\)"),
     (fnnet.Adam(lr=0.1), dict(b2=1.0), ValueError, r"Adam: b2 must be in \[0, 1\)"),
 ])
 def test_bad_init_overrides_raise(opt, overrides, error, match):
