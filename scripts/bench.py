@@ -2,6 +2,7 @@
 
     python scripts/bench.py            # full run, a few minutes on a 2-core CPU
     python scripts/bench.py --quick    # a smoke run: small sizes, few epochs
+    python scripts/bench.py --profile  # XLA's per-operation times of fnnet's W1 epoch
 
 Prints markdown tables (ready for BENCHMARKS.md; `--markdown FILE` also writes
 them). Every time is measured after a warm-up call (so without compilation),
@@ -13,13 +14,15 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
 
 if __name__ == "__main__" and "jax" not in sys.modules:
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}"
+                          + (" --xla_cpu_enable_xprof_traceme=true" if "--profile" in sys.argv else ""))
 
 import jax
 import jax.numpy as jnp
@@ -320,6 +323,52 @@ def bench_compile_memory(epochs):
                  ["variant", "compile s", "arguments + outputs + temporaries KiB", "temporaries KiB"], rows)
 
 
+def profile_w1(epochs=300, top=20):
+    """Where fnnet's W1 epoch spends its time: XLA's own per-operation times."""
+    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    model = mlp(W1_SIZES, fnnet.Sigmoid())
+    _, params = model.init(jax.random.key(0), x.shape)
+    opt = fnnet.SGD(lr=0.5, decay=0.9999)
+    runner = _runner(model, fnnet.LossBCE(), opt.step, None, epochs, False, None)
+    call = lambda: runner(params, opt.init(params), x, y, None, epochs, x[:1], y[:1])  # noqa: E731
+    jax.block_until_ready(call())
+    with tempfile.TemporaryDirectory() as folder:
+        jax.profiler.start_trace(folder)
+        jax.block_until_ready(call())
+        jax.profiler.stop_trace()
+        path = next(os.path.join(root, name) for root, _, names in os.walk(folder)
+                    for name in names if name.endswith(".xplane.pb"))
+        trace = jax.profiler.ProfileData.from_file(path)
+    totals = {}
+    for plane in trace.planes:
+        for line in plane.lines:
+            if line.name.startswith("tf_XLA"):  # XLA's threads: one event per operation run
+                for event in line.events:
+                    totals[event.name] = totals.get(event.name, 0) + event.duration_ns
+    shapes = operation_shapes(runner.lower(params, opt.init(params), x, y, None, epochs,
+                                           x[:1], y[:1]).compile().as_text())
+    rows = [[name, shapes.get(name, ""), f"{ns / 1e3 / epochs:.1f}"] for name, ns in
+            sorted(totals.items(), key=lambda item: -item[1])[:top]]
+    return table(f"Where a W1 epoch goes (fnnet, XLA's profiler, {epochs} epochs; tracing adds "
+                 f"to the times; the loop and executor rows contain the others)",
+                 ["operation", "operands -> result", "us per epoch"], rows)
+
+
+def operation_shapes(hlo):
+    """Operation name -> '(operand shapes) -> result shape', from compiled HLO text."""
+    signatures = dict(re.findall(r"^%?([\w.-]+) \((.*)\) -> \S+ \{", hlo, re.MULTILINE))
+    signatures = {name: "(" + ", ".join(re.findall(r": (\w+\[[\d,]*\])", params)) + ")"
+                  for name, params in signatures.items()}
+    shapes = {}
+    for name, result, rest in re.findall(r"^\s+(?:ROOT )?%([\w.-]+) = (\w+\[[\d,]*\])\S* (.*)$",
+                                         hlo, re.MULTILINE):
+        called = re.search(r"calls=%([\w.-]+)", rest)
+        dims = re.search(r"(lhs_contracting_dims=\{\d*\}, rhs_contracting_dims=\{\d*\})", rest)
+        operands = signatures.get(called.group(1), "") if called else ""
+        shapes[name] = f"{operands} -> {result}" + (f" ({dims.group(1)})" if dims else "")
+    return shapes
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -327,7 +376,11 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables here")
+    parser.add_argument("--profile", action="store_true",
+                        help="only print XLA's per-operation times of one W1 epoch")
     args = parser.parse_args(argv)
+    if args.profile:
+        return profile_w1()
     epochs = 3_000 if args.quick else 10_000
     repeats = 0 if args.quick else args.repeats
     device = jax.devices()[0]
