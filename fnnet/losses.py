@@ -38,7 +38,11 @@ def _check_probabilities(name):
 
 
 class Loss(NamedTuple):
-    """A loss as two pure functions: `value(y, target)` and `grad(y, target)`."""
+    """A loss as two pure functions: `value(y, target)` and `grad(y, target)`.
+
+    `value` is a mean over the batch (every fnnet loss is): data-parallel
+    training averages the shards' values and grads, which is right for means.
+    """
 
     value: Callable[[Array, Array], Array]
     grad: Callable[[Array, Array], Array]

@@ -206,7 +206,7 @@ def _sgd_update(momentum, nesterov):
 _SGD_UPDATES = {(m, n): _sgd_update(m, n) for m, n in ((False, False), (True, False), (True, True))}
 
 
-def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
+def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.0,
         nesterov: bool = False, weight_decay: float = 0.0) -> Optimizer:
     """Stochastic gradient descent with learning-rate decay (the seed's SGD).
 
@@ -217,10 +217,9 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
     Args:
       lr: learning rate > 0, or a schedule `t -> lr` (see `fnnet.schedules`).
       decay: per-step decay factor in (0, 1]; 1 means none.
-      momentum: in [0, 1). A number equal to 0 (the default) makes plain SGD,
-        whose state keeps no velocity buffer and has no `momentum` to set in
-        `init`; to set momentum per run (a sweep over momenta, 0 included),
-        build the optimizer with some momentum > 0.
+      momentum: in [0, 1); like lr, it is data in the state, so `init` can set
+        it per run. None means no momentum at all: plain SGD whose state keeps
+        no velocity buffer (a params-sized array less) and no momentum to set.
       nesterov: use Nesterov momentum (needs momentum > 0).
       weight_decay: L2 coefficient >= 0.
 
@@ -229,14 +228,13 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: float = 0.0,
       >>> state = opt.init(params)
       >>> params, state = opt.step(params, grads, state)
     """
-    plain = isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0
-    if nesterov and plain:
-        raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0")
-    if plain:
+    if nesterov and (momentum is None or (isinstance(momentum, (int, float)) and momentum == 0)):
+        raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
+    if momentum is None:
         return _optimizer("SGD", lr, {"decay": decay, "weight_decay": weight_decay}, [],
                           _SGD_UPDATES[False, False],
-                          hints={"momentum": "an SGD built with momentum=0 keeps no velocity: "
-                                             "build it with momentum > 0 to set momentum here"})
+                          hints={"momentum": "an SGD built with momentum=None keeps no velocity: "
+                                             "build it with a momentum (0 included) to set it here"})
     return _optimizer("SGD", lr, {"decay": decay, "momentum": momentum,
                                   "weight_decay": weight_decay},
                       ["velocity"], _SGD_UPDATES[True, bool(nesterov)])

@@ -31,8 +31,9 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
 
     One optimizer step on the batch `(x, y)`. It donates `params` and
     `opt_state` (do not reuse the arrays you pass in). Built once per
-    configuration: new optimizers with other hyperparameters share it, and
-    their states run it without recompiling.
+    configuration: new optimizers of the same kind (same update rule, schedule
+    and state layout) with other hyperparameters share it, and their states run
+    it without recompiling.
     """
     return _train_step(model, loss, opt.step)
 

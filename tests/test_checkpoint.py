@@ -104,7 +104,7 @@ def test_like_of_another_model_raises(saved):
     with pytest.raises(ValueError, match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that like "
                                          r"does not"):
         fnnet.load(path, like=(params[:4], None))  # fewer leaves than saved
-    sgd_state = fnnet.SGD(lr=0.1, momentum=0.9).init(params)  # another optimizer
+    sgd_state = fnnet.SGD(lr=0.1).init(params)  # another optimizer
     with pytest.raises(ValueError, match=r"has no entry \"opt_state\.hyperparams\['momentum'\]\""):
         fnnet.load(path, like=(params, sgd_state))
 

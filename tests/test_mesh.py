@@ -17,7 +17,9 @@ SCRIPT = textwrap.dedent("""
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
     x, y = fnnet.data.disk(64, jax.random.key(1))
     params = model.init(jax.random.key(0), x.shape)[1]
-    for batch_size, opt in ((None, opt), (16, opt), (None, fnnet.SGD(lr=0.3, momentum=0.5))):
+    # full batch, minibatches, a last smaller minibatch (64 = 24 + 24 + 16), other optimizers
+    for batch_size, opt in ((None, opt), (16, opt), (None, fnnet.SGD(lr=0.3, momentum=0.5)),
+                            (24, fnnet.Adam(lr=0.05)), (None, fnnet.SGD(lr=0.5, momentum=None))):
         alone = fnnet.fit(model, loss, opt, params, x, y, epochs=40, batch_size=batch_size, progress=False)
         shared = fnnet.fit(model, loss, opt, params, x, y, epochs=40, batch_size=batch_size,
                            progress=False, mesh=mesh)

@@ -202,19 +202,21 @@ def test_adam_init_overrides():
     assert_trees_close(got, reference("Adam", params, noises, **overrides), rtol=1e-11, atol=1e-13)
 
 
-def test_plain_sgd_keeps_no_velocity():
-    """momentum=0 (the default): no params-sized buffer in the state; with momentum, one."""
+def test_sgd_without_momentum_keeps_no_velocity():
+    """momentum=None: no params-sized buffer and no momentum in the state; the default
+    (momentum 0) keeps both, so momentum stays sweepable; both take the same steps."""
     params = make_params(14)
-    plain = fnnet.SGD(lr=0.1, decay=0.9).init(params)
+    plain = fnnet.SGD(lr=0.1, decay=0.9, momentum=None).init(params)
     assert plain.slots == {} and sorted(plain.hyperparams) == ["decay", "lr", "weight_decay"]
-    with_momentum = fnnet.SGD(lr=0.1, momentum=0.5).init(params)
-    assert jax.tree.structure(with_momentum.slots["velocity"]) == jax.tree.structure(params)
-    # momentum 0 set in init on a momentum SGD follows the same path as plain SGD
+    default = fnnet.SGD(lr=0.1, decay=0.9).init(params)
+    assert jax.tree.structure(default.slots["velocity"]) == jax.tree.structure(params)
+    assert float(default.hyperparams["momentum"]) == 0.0
     noises = make_noise(15, params)
-    got, _ = run(fnnet.SGD(lr=0.1, momentum=0.5), params, noises,
-                 state=fnnet.SGD(lr=0.1, momentum=0.5).init(params, momentum=0.0))
-    want, _ = run(fnnet.SGD(lr=0.1), params, noises)
+    got, _ = run(fnnet.SGD(lr=0.1, decay=0.9, momentum=None), params, noises)
+    want, _ = run(fnnet.SGD(lr=0.1, decay=0.9), params, noises)
     assert_trees_close(got, want, rtol=1e-12, atol=1e-14)
+    assert_trees_close(got, reference("SGD", params, noises, lr=0.1, decay=0.9),
+                       rtol=1e-11, atol=1e-13)
 
 
 def test_hyperparameters_are_data_no_recompilation():
@@ -283,6 +285,8 @@ def test_float64_grads_keep_float32_params_and_slots():
      r"SGD: nesterov=True needs momentum > 0, got momentum=0"),
     (lambda: fnnet.SGD(lr=0.1, momentum=0.0, nesterov=True), ValueError,
      r"nesterov=True needs momentum > 0"),
+    (lambda: fnnet.SGD(lr=0.1, momentum=None, nesterov=True), ValueError,
+     r"nesterov=True needs momentum > 0, got momentum=None"),
     (lambda: fnnet.SGD(lr=0.1, weight_decay=-0.1), ValueError, r"SGD: weight_decay must be >= 0"),
     (lambda: fnnet.Adam(lr=0.0), ValueError, r"Adam: lr must be > 0"),
     (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
@@ -300,18 +304,17 @@ def test_bad_hyperparameters_raise(make, error, match):
 @pytest.mark.parametrize("opt, overrides, error, match", [
     (fnnet.SGD(lr=0.1), dict(lrr=0.1), TypeError,
      r"SGD\.init: unknown hyperparameter\(s\) \['lrr'\]; expected some of "
-     r"\['decay', 'lr', 'weight_decay'\]"),
-    (fnnet.SGD(lr=0.1), dict(momentum=0.5), TypeError,
-     r"SGD\.init: unknown hyperparameter\(s\) \['momentum'\]; .* an SGD built with momentum=0 "
-     r"keeps no velocity: build it with momentum > 0 to set momentum here"),
+     r"\['decay', 'lr', 'momentum', 'weight_decay'\]"),
+    (fnnet.SGD(lr=0.1, momentum=None), dict(momentum=0.5), TypeError,
+     r"SGD\.init: unknown hyperparameter\(s\) \['momentum'\]; .* an SGD built with "
+     r"momentum=None keeps no velocity: build it with a momentum \(0 included\) to set it here"),
     (fnnet.Adam(lr=0.1), dict(momentum=0.9), TypeError,
      r"Adam\.init: unknown hyperparameter\(s\) \['momentum'\]"),
     (fnnet.SGD(lr=0.1), dict(lr=0.0), ValueError, r"SGD: lr must be > 0"),
     (fnnet.SGD(lr=0.1), dict(lr=jnp.asarray(-0.5)), ValueError, r"SGD: lr must be > 0"),
     (fnnet.SGD(lr=0.1), dict(decay=jnp.asarray([0.5, 1.5])), ValueError,
      r"SGD: decay must be in \(0, 1\]"),
-    (fnnet.SGD(lr=0.1, momentum=0.5), dict(momentum=1.0), ValueError,
-     r"SGD: momentum must be in \[0, 1\)"),
+    (fnnet.SGD(lr=0.1), dict(momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
     (fnnet.Adam(lr=0.1), dict(b2=1.0), ValueError, r"Adam: b2 must be in \[0, 1\)"),
 ])
 def test_bad_init_overrides_raise(opt, overrides, error, match):

@@ -88,8 +88,8 @@ def test_train_step_is_jitted_and_never_recompiles_for_new_hyperparameters():
     assert isinstance(step.lower(params, opt.init(params), x, y), jax.stages.Lowered)  # a jit
     step(copy(params), opt.init(params), x, y)  # compiles here (or earlier in the session)
 
-    # plain SGD (momentum 0) keeps no velocity: another lr, decay or weight decay
-    for other in (fnnet.SGD(lr=0.1), fnnet.SGD(lr=0.05, decay=0.5, weight_decay=1e-3)):
+    for other in (fnnet.SGD(lr=0.1), fnnet.SGD(lr=0.05, decay=0.5, momentum=0.9,
+                                               weight_decay=1e-3)):
         state = other.init(params)
         donated = copy(params)
         with count_compilations() as compiled:
