@@ -108,9 +108,9 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
     def init(params, **overrides):
         unknown = sorted(set(overrides) - set(defaults))
         if unknown:
+            why = "".join(f"; {hints[name]}" for name in unknown if name in (hints or {}))
             raise TypeError(f"{owner}.init: unknown hyperparameter(s) {unknown}; "
-                            f"expected some of {sorted(defaults)}"
-                            + "".join(f"; {hints[name]}" for name in unknown if name in (hints or {})))
+                            f"expected some of {sorted(defaults)}{why}")
         values = {**defaults, **overrides}
         # hyperparameters in the params' float dtype (float32 for float32 models, even under x64)
         floats = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]

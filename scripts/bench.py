@@ -398,7 +398,9 @@ def main(argv=None):
     device = jax.devices()[0]
     header = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"{device.platform} ({getattr(device, 'device_kind', '')}), {len(jax.devices())} device(s); "
-              f"jax {jax.__version__}; {time.strftime('%Y-%m-%d')}; "
+              f"jax {jax.__version__}; float32 products at precision "
+              f"{jax.config.jax_default_matmul_precision or 'default'} (TF32 on recent NVIDIA GPUs); "
+              f"{time.strftime('%Y-%m-%d')}; "
               f"command: python scripts/bench.py{' --quick' if args.quick else ''}\n")
     print(header)
     # the CPU's or the card's float32 product rate: an accelerator needs a large product

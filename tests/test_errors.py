@@ -29,6 +29,7 @@ OTHER = fnnet.serial(fnnet.Linear(2, 5), fnnet.Tanh(), fnnet.Linear(5, 1), fnnet
 CLASSIFIER = fnnet.serial(fnnet.Linear(2, 3))  # logits of 3 classes
 LOSS = fnnet.LossBCE()
 OPT = fnnet.SGD(lr=0.1)
+PLAIN = fnnet.SGD(lr=0.1, momentum=None)  # no velocity buffer
 LINEAR = r"serial layer 0: Linear\(n_in=2, n_out=4\): "
 
 
@@ -359,9 +360,17 @@ def test_params_of_another_model(no_training, params, match):
      r"'weight_decay'\] and \['velocity'\]"),
     (fnnet.Adam(lr=0.1), lambda: OPT.init(init()), ValueError,
      r"Adam\.step: opt_state was made by another optimizer"),
+    (OPT, lambda: PLAIN.init(init()), ValueError,
+     r"SGD\.step: opt_state was made by another optimizer: it has hyperparams \['decay', 'lr', "
+     r"'weight_decay'\] and slots \[\], expected \['decay', 'lr', 'momentum', 'weight_decay'\] "
+     r"and \['velocity'\]"),
+    (PLAIN, lambda: OPT.init(init()), ValueError,
+     r"SGD\.step: opt_state was made by another optimizer: .* expected \['decay', 'lr', "
+     r"'weight_decay'\] and \[\]"),
     (OPT, lambda: tuple(OPT.init(init())), TypeError,
      r"SGD\.step: opt_state must be an OptState \(from SGD\.init\), got tuple"),
-], ids=["other-model", "Adam-state-to-SGD", "SGD-state-to-Adam", "not-an-OptState"])
+], ids=["other-model", "Adam-state-to-SGD", "SGD-state-to-Adam", "plain-SGD-state-to-SGD",
+        "SGD-state-to-plain-SGD", "not-an-OptState"])
 def test_optimizer_state_of_another_model_or_optimizer(no_training, opt, state, error, match):
     x, y = data()
     params, foreign = init(), state()

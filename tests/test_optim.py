@@ -232,6 +232,19 @@ def test_hyperparameters_are_data_no_recompilation():
     assert compiled == []
 
 
+def test_sgd_without_momentum_shares_one_program():
+    """SGD(momentum=None) with other lr, decay or weight decay reuses the program too."""
+    params = make_params(16)
+    grads = gradient(params, make_noise(17, params, n_steps=1)[0])
+    first = fnnet.SGD(lr=0.1, momentum=None)
+    jax.jit(first.step)(params, grads, first.init(params))
+    other = fnnet.SGD(lr=0.3, decay=0.9, weight_decay=0.1, momentum=None)
+    with count_compilations() as compiled:
+        jax.jit(other.step)(params, grads, other.init(params))
+        jax.jit(first.step)(params, grads, first.init(params, lr=jnp.asarray(0.7)))
+    assert compiled == []
+
+
 @pytest.mark.parametrize("kind", ["SGD", "Adam"])
 def test_vmap_over_hyperparameters(kind):
     """vmap(init) over a sweep of lrs; the vmapped step equals each member's own steps."""

@@ -29,7 +29,7 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
         state_i = fnnet.SGD(lr=float(lrs[i]), decay=float(decays[i])).init(p_i)
         alone = run(p_i, state_i, x, y, keys[i])
         for got, want in zip(jax.tree.leaves(swept), jax.tree.leaves(alone)):
-            np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)  # GPUs batch the products
     # members differ: the grid really varied something
     assert not np.allclose(swept[2][0], swept[2][1])
 
@@ -45,4 +45,4 @@ def test_sweep_with_per_member_data():
     for i in range(3):
         alone = run(jax.tree.map(lambda a: a[i], params), jax.tree.map(lambda a: a[i], states),
                     xs[i], ys[i], keys[i])
-        np.testing.assert_allclose(swept[2][i], alone[2], rtol=1e-6)
+        np.testing.assert_allclose(swept[2][i], alone[2], rtol=1e-5)
