@@ -11,7 +11,7 @@ import numpy as np
 from fnnet.checkpoint import load, save
 from fnnet.losses import check_targets
 from fnnet.optim import check_schedule
-from fnnet.train import _check_batch_size, _check_samples, _runner, place
+from fnnet.train import _check_batch_size, _check_count, _check_samples, _runner, place
 
 __all__ = ["fit", "FitResult", "TrainingDiverged"]
 
@@ -108,8 +108,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
       TrainingDiverged: the loss went NaN or infinite; it carries the last
         finite params and optimizer state.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"fit: epochs must be an int >= 1, got {epochs!r}")
+    _check_count("fit: epochs", epochs)
     _check_data("x", "y", x, y)
     n_outputs = _check_shapes(model, loss, params, "x", "y", x, y)
     check_targets(loss, y, n_outputs)
@@ -121,10 +120,8 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         _check_data("x_val", "y_val", *validation)
         _check_shapes(model, loss, params, "x_val", "y_val", *validation)
         check_targets(loss, validation[1], n_outputs)
-    if checkpoint_every is not None and (
-            isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-            or checkpoint_every < 1):
-        raise ValueError(f"fit: checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+    if checkpoint_every is not None:
+        _check_count("fit: checkpoint_every", checkpoint_every)
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
 

@@ -51,6 +51,12 @@ def _check_samples(x, y, owner="train", names=("x", "y")):
         raise ValueError(f"{owner}: {names[0]} is empty (0 samples)")
 
 
+def _check_count(name, value):
+    """Raise ValueError unless `value` is an int >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def _check_batch_size(batch_size, n):
     if batch_size is None:
         return None
@@ -85,43 +91,58 @@ def _data_parallel(grads_fn: Callable, mesh: Optional[Mesh], x_batch_axis: int =
 
 
 def _epoch(model, loss, opt_step, batch_size, mesh):
-    """One pass over the data: `(params, state, x, y, key) -> (params, state, loss)`.
+    """One pass over the data, as `(prepare, epoch)`.
 
-    Full batch: one step. With `batch_size`: the samples are shuffled by
-    `fold_in(key, state.count)`, cut into `n // batch_size` full batches and,
-    when `batch_size` does not divide n, one last smaller batch of the rest,
-    so every sample is used exactly once per epoch. The epoch's loss is the
-    mean of its batches' losses weighted by their sizes, each taken before
-    its step.
+    `prepare(x)` runs once, before the training loop; then each pass is
+    `epoch(params, state, prepare(x), y, key) -> (params, state, loss)`.
+    Full batch: one step. For a 2-D x and a model with a feature-major twin,
+    `prepare` transposes x (XLA does not hoist the transpose out of the loop
+    itself) and the step runs the twin. With `batch_size`: the samples are
+    shuffled by `fold_in(key, state.count)`, cut into `n // batch_size` full
+    batches and, when `batch_size` does not divide n, one last smaller batch
+    of the rest, so every sample is used exactly once per epoch. The epoch's
+    loss is the mean of its batches' losses weighted by their sizes, each
+    taken before its step.
     """
+    twin = feature_major(model)
     grads_fn = _data_parallel(lambda params, x, y: loss_and_grads(model, loss, params, x, y), mesh)
+    twin_grads = _data_parallel(
+        lambda params, x_fm, y: loss_and_grads_fm(twin, loss, params, x_fm, y), mesh, x_batch_axis=1)
 
-    def step(params, state, x, y):
-        value, grads = grads_fn(params, x, y)
+    def one_twin_batch(x):  # the same answer for x and x.T
+        return batch_size is None and twin is not None and x.ndim == 2
+
+    def prepare(x):
+        return x.T if one_twin_batch(x) else x
+
+    def step(grads_of, params, state, x, y):
+        value, grads = grads_of(params, x, y)
         params, state = opt_step(params, grads, state)
         return params, state, value
 
     def epoch(params, state, x, y, key):
+        if one_twin_batch(x):
+            return step(twin_grads, params, state, x, y)
         n = x.shape[0]
         if batch_size is None:
-            return step(params, state, x, y)
+            return step(grads_fn, params, state, x, y)
         order = jax.random.permutation(jax.random.fold_in(key, state.count), n)
         n_full = n // batch_size
         full = order[:n_full * batch_size].reshape(n_full, batch_size)
 
         def batch(carry, indices):
-            params, state, value = step(*carry, x[indices], y[indices])
+            params, state, value = step(grads_fn, *carry, x[indices], y[indices])
             return (params, state), value
 
         (params, state), values = lax.scan(batch, (params, state), full)
         total = jnp.sum(values) * batch_size
         rest = order[n_full * batch_size:]
         if rest.size:
-            params, state, value = step(params, state, x[rest], y[rest])
+            params, state, value = step(grads_fn, params, state, x[rest], y[rest])
             total = total + value * rest.size
         return params, state, total / n
 
-    return epoch
+    return prepare, epoch
 
 
 @shared
@@ -132,23 +153,15 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
     have `length` entries, of which the first `count` are filled; `finite`
     says whether every float in the final params is finite.
     """
-    epoch = _epoch(model, loss, opt_step, batch_size, mesh)
-    twin = feature_major(model)
-    full_batch_grads = _data_parallel(
-        lambda params, x_fm, y: loss_and_grads_fm(twin, loss, params, x_fm, y), mesh, x_batch_axis=1)
+    prepare, epoch = _epoch(model, loss, opt_step, batch_size, mesh)
 
     def run(params, state, x, y, key, count, x_val, y_val):
         dtype = jnp.result_type(float)
-        one_batch = batch_size is None and twin is not None and x.ndim == 2
-        x_fm = x.T if one_batch else None  # transposed once, outside the loop
+        x = prepare(x)
 
         def body(i, carry):
             params, state, losses, val_losses = carry
-            if one_batch:
-                value, grads = full_batch_grads(params, x_fm, y)
-                params, state = opt_step(params, grads, state)
-            else:
-                params, state, value = epoch(params, state, x, y, key)
+            params, state, value = epoch(params, state, x, y, key)
             losses = losses.at[i].set(value.astype(dtype))
             if validate:
                 val_value = loss.value(model.apply(params, x_val), y_val)
@@ -217,8 +230,7 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       >>> keys = jax.random.split(jax.random.key(1), 8)  # a sweep over seeds
       >>> jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, states8, x, y, keys)
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"train: epochs must be an int >= 1, got {epochs!r}")
+    _check_count("train: epochs", epochs)
     return _train(model, loss, opt.step, epochs, batch_size, mesh)
 
 

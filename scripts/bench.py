@@ -342,7 +342,9 @@ def profile_w1(epochs=300, top=20):
     _, params = model.init(jax.random.key(0), x.shape)
     opt = fnnet.SGD(lr=0.5, decay=0.9999)
     runner = _runner(model, fnnet.LossBCE(), opt.step, None, epochs, False, None)
-    call = lambda: runner(params, opt.init(params), x, y, None, epochs, x[:1], y[:1])  # noqa: E731
+    args = (params, opt.init(params), x, y, None, epochs, x[:1], y[:1])
+    compiled = runner.lower(*args).compile()  # run, and read for the operations' shapes
+    call = lambda: compiled(*args)  # noqa: E731
     jax.block_until_ready(call())
     with tempfile.TemporaryDirectory() as folder:
         jax.profiler.start_trace(folder)
@@ -357,8 +359,7 @@ def profile_w1(epochs=300, top=20):
             if line.name.startswith("tf_XLA"):  # XLA's threads: one event per operation run
                 for event in line.events:
                     totals[event.name] = totals.get(event.name, 0) + event.duration_ns
-    shapes = operation_shapes(runner.lower(params, opt.init(params), x, y, None, epochs,
-                                           x[:1], y[:1]).compile().as_text())
+    shapes = operation_shapes(compiled.as_text())
     rows = [[name, shapes.get(name, ""), f"{ns / 1e3 / epochs:.1f}"] for name, ns in
             sorted(totals.items(), key=lambda item: -item[1])[:top]]
     return table(f"Where a W1 epoch goes (fnnet, XLA's profiler, {epochs} epochs; tracing adds "

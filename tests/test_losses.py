@@ -1,6 +1,7 @@
 """Losses: hand gradients against jax.grad of the value, values against numpy references."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -186,24 +187,17 @@ def test_bce_with_logits_equals_bce_of_sigmoid():
 # --- shape errors -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["LossMSE", "LossBCE", "LossBCEWithLogits"])
-@pytest.mark.parametrize("y_shape, t_shape", [((4, 1), (4,)), ((3,), (3, 1)), ((2, 3), (3, 2))])
+SHAPE_PAIRS = [((4, 1), (4,)), ((3,), (3, 1)), ((2, 3), (3, 2))]
+
+
+@pytest.mark.parametrize("name, y_shape, t_shape", [
+    (name, y_shape, t_shape) for name in ("LossMSE", "LossBCE", "LossBCEWithLogits")
+    for y_shape, t_shape in SHAPE_PAIRS] + [("LossCrossEntropy", (4, 3), (4, 2))])  # one-hot
 def test_shape_mismatch(name, y_shape, t_shape):
     loss = getattr(fnnet, name)()
     y, t = device(np.full(y_shape, 0.5)), device(np.full(t_shape, 0.5))
-    match = (name + r": prediction and target must have the same shape, got "
-             + str(y_shape).replace("(", r"\(").replace(")", r"\)") + " and "
-             + str(t_shape).replace("(", r"\(").replace(")", r"\)"))
-    with pytest.raises(ValueError, match=match):
-        loss.value(y, t)
-    with pytest.raises(ValueError, match=match):
-        loss.grad(y, t)
-
-
-def test_cross_entropy_one_hot_shape_mismatch():
-    loss = LossCrossEntropy()
-    y, t = device(np.zeros((4, 3))), device(np.zeros((4, 2)))
-    match = r"LossCrossEntropy: prediction and target must have the same shape, got \(4, 3\) and \(4, 2\)"
+    match = re.escape(f"{name}: prediction and target must have the same shape, "
+                      f"got {y_shape} and {t_shape}")
     with pytest.raises(ValueError, match=match):
         loss.value(y, t)
     with pytest.raises(ValueError, match=match):
@@ -214,8 +208,8 @@ def test_cross_entropy_one_hot_shape_mismatch():
 def test_cross_entropy_wrong_label_shape(labels_shape):
     loss = LossCrossEntropy()
     y, labels = device(np.zeros((4, 3))), device(np.zeros(labels_shape, np.int32))
-    match = (r"LossCrossEntropy: integer labels must have shape \(4,\) for logits \(4, 3\), got "
-             + str(labels_shape).replace("(", r"\(").replace(")", r"\)"))
+    match = re.escape(f"LossCrossEntropy: integer labels must have shape (4,) for logits (4, 3), "
+                      f"got {labels_shape}")
     with pytest.raises(ValueError, match=match):
         loss.value(y, labels)
     with pytest.raises(ValueError, match=match):
