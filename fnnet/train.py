@@ -151,7 +151,9 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
 
     Returns `(params, state, losses, val_losses, finite)`: both loss arrays
     have `length` entries, of which the first `count` are filled; `finite`
-    says whether every float in the final params is finite.
+    says whether every float in the final params is finite. `count` is a
+    static int, one compile per value: a loop of known length runs on a GPU
+    without reading its condition back to the host every epoch.
     """
     prepare, epoch = _epoch(model, loss, opt_step, batch_size, mesh)
 
@@ -175,12 +177,11 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
         return params, state, losses, val_losses, finite
 
     if mesh is None:
-        return jax.jit(run)
+        return jax.jit(run, static_argnums=5)
     replicated = NamedSharding(mesh, PartitionSpec())
     data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    return jax.jit(run, in_shardings=(replicated, replicated, data, data, replicated,
-                                      replicated, replicated, replicated),
-                   out_shardings=replicated)
+    return jax.jit(run, static_argnums=5, out_shardings=replicated,
+                   in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated))
 
 
 def place(mesh: Optional[Mesh], x, y, batch_size):

@@ -256,17 +256,22 @@ def bench_w1(epochs, repeats, lr=0.5, decay=0.9999, torch=True):
 
 
 def bench_scaling(quick, repeats, rate, size):
-    """Time per epoch as batch, width and depth grow, fnnet against feature-major jax.grad."""
+    """Time per epoch as batch, width and depth grow, fnnet against feature-major jax.grad.
+
+    Each size runs for about `work` FLOPs (2 to 2000 epochs): 2e10 on a CPU,
+    5e12 on an accelerator, which also gets a width of 4096."""
+    cpu = jax.devices()[0].platform == "cpu"
+    work = 2e8 if quick else 2e10 if cpu else 5e12
     batches = (1_000,) if quick else (1_000, 10_000, 100_000, 1_000_000)
     configs = [("batch", n, W1_SIZES) for n in batches]
-    widths = (64,) if quick else (128, 512, 1024)
+    widths = (64,) if quick else (128, 512, 1024) if cpu else (128, 512, 1024, 4096)
     configs += [("width", 10_000, (2,) + (w,) * 4 + (1,)) for w in widths]
     depths = (2,) if quick else (2, 4, 8)
     configs += [("depth", 10_000, (2,) + (256,) * (d - 1) + (1,)) for d in depths]
     rows = []
     for axis, n, sizes in configs:
         flops = flops_per_epoch(sizes, n)
-        epochs = int(np.clip(2e8 / flops if quick else 2e10 / flops, 2, 2000))
+        epochs = int(np.clip(work / flops, 2, 2000))
         x = jax.random.uniform(jax.random.key(2), (n, 2))
         y = (jnp.sum((x - 0.5) ** 2, axis=1, keepdims=True) < 1 / (2 * np.pi)).astype(jnp.float32)
         model = mlp(sizes, fnnet.Sigmoid())
@@ -402,7 +407,8 @@ def main(argv=None):
               f"jax {jax.__version__}; float32 products at precision "
               f"{jax.config.jax_default_matmul_precision or 'default'} (TF32 on recent NVIDIA GPUs); "
               f"{time.strftime('%Y-%m-%d')}; "
-              f"command: python scripts/bench.py{' --quick' if args.quick else ''}\n")
+              f"command: python scripts/bench.py{' --quick' if args.quick else ''}"
+              f"{' --no-torch' if args.no_torch else ''}\n")
     print(header)
     # the CPU's or the card's float32 product rate: an accelerator needs a large product
     size = 512 if args.quick else 1024 if device.platform == "cpu" else 8192

@@ -17,7 +17,9 @@ $python -c "import jax; print(jax.__version__, jax.devices())" 2>&1 | tee "$out/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$out/devices.txt"
 parallel=()
 if $python -c "import xdist" 2>/dev/null; then parallel=(-n 8); fi
-timeout "${TEST_SECONDS:-240}" $python -m pytest -q -p no:cacheprovider "${parallel[@]}" tests 2>&1 \
+# -p no:benchmark: pytest-benchmark, where installed, warns under xdist, and the
+# suite turns warnings into errors
+timeout "${TEST_SECONDS:-240}" $python -m pytest -q -p no:cacheprovider -p no:benchmark "${parallel[@]}" tests 2>&1 \
     | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
 timeout "${BENCH_SECONDS:-180}" $python scripts/bench.py --no-torch --markdown "$out/bench.md" 2>&1 \
