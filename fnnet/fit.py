@@ -72,11 +72,13 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         key=None, progress: bool = True, *, opt_state=None, validation=None,
         checkpoint=None, checkpoint_every: Optional[int] = None, resume: bool = False,
         mesh=None) -> FitResult:
-    """Train `model` on `(x, y)` for `epochs` epochs; the run is compiled once.
+    """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
     Epochs run inside one compiled loop, a chunk at a time (20 chunks, or
     `checkpoint_every` epochs each); between chunks the progress bar moves, a
-    checkpoint is written and the loss is checked. Compiled programs are
+    checkpoint is written and the loss is checked. The loop's length is part
+    of the program (a GPU then runs it without asking the host each epoch),
+    so a shorter last chunk compiles a second program. Compiled programs are
     cached by configuration, so a second `fit` with the same model, loss and
     optimizer kind, shapes and epochs does not recompile, whatever its
     hyperparameters.

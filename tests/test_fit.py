@@ -83,6 +83,27 @@ def manual_sgd(params, x, y, lr, epochs):
     return params, np.asarray(losses, np.float32)
 
 
+def test_a_shorter_last_chunk_is_a_second_program_compiled_once(tmp_path):
+    """Chunks of 5, 5 and 2 epochs: two loop programs (the length is static), each
+    compiled once, none again on a second fit; the result is that of one 12-epoch chunk."""
+    model = fnnet.serial(fnnet.Linear(2, 5), fnnet.Tanh(), fnnet.Linear(5, 1), fnnet.Sigmoid())
+    x, y = data()
+    params = init(model)
+
+    def run(**kwargs):
+        return fnnet.fit(model, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=12, progress=False,
+                         **kwargs)
+
+    for expected in (2, 0):
+        with count_compilations() as compiled:
+            chunked = run(checkpoint=tmp_path / "run.npz", checkpoint_every=5)
+        assert len([name for name in compiled if "run" in name]) == expected, compiled
+    whole = run(checkpoint=tmp_path / "whole.npz", checkpoint_every=12)
+    np.testing.assert_allclose(chunked.losses, whole.losses, rtol=1e-6)
+    for g, w in zip(jax.tree.leaves(chunked.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6)
+
+
 def test_second_fit_with_new_objects_does_not_recompile():
     x, y = data()
     params = init()
