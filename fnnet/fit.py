@@ -144,7 +144,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
     x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
     x_val, y_val = validation if validate else (x[:1], y[:1])
     chunk = checkpoint_every or max(1, math.ceil(epochs / _PROGRESS_UPDATES))
-    run = _runner(model, loss, opt.step, size, chunk, validate, mesh)
+    run = _runner(model, loss, opt.step, size, validate, mesh)
     bar = _progress_bar(progress, epochs, done)
 
     def save_checkpoint():
@@ -156,7 +156,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         while done < epochs:
             count = min(chunk, epochs - done)
             new = run(params, opt_state, x, y, key, count, x_val, y_val)
-            chunk_losses = np.asarray(new[2])[:count].tolist()
+            chunk_losses = np.asarray(new[2]).tolist()
             if not (np.all(np.isfinite(chunk_losses)) and bool(new[4])):
                 first = int(np.argmin(np.isfinite(chunk_losses))) if not np.all(
                     np.isfinite(chunk_losses)) else count - 1
@@ -169,7 +169,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
             params, opt_state = new[0], new[1]
             losses += chunk_losses
             if validate:
-                val_losses += np.asarray(new[3])[:count].tolist()
+                val_losses += np.asarray(new[3]).tolist()
             done += count
             if bar is not None:
                 bar.update(count)

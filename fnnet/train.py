@@ -146,14 +146,14 @@ def _epoch(model, loss, opt_step, batch_size, mesh):
 
 
 @shared
-def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
-    """Jitted `run(params, state, x, y, key, count, x_val, y_val)`: `count <= length` epochs.
+def _runner(model, loss, opt_step, batch_size, validate, mesh):
+    """Jitted `run(params, state, x, y, key, count, x_val, y_val)`: `count` epochs.
 
-    Returns `(params, state, losses, val_losses, finite)`: both loss arrays
-    have `length` entries, of which the first `count` are filled; `finite`
-    says whether every float in the final params is finite. `count` is a
-    static int, one compile per value: a loop of known length runs on a GPU
-    without reading its condition back to the host every epoch.
+    Returns `(params, state, losses, val_losses, finite)`: `count` losses, as
+    many validation losses (None unless `validate`), and whether every float
+    in the final params is finite. `count` is a static int, one compile per
+    value: a loop of known length runs on a GPU without reading its condition
+    back to the host every epoch.
     """
     prepare, epoch = _epoch(model, loss, opt_step, batch_size, mesh)
 
@@ -161,27 +161,23 @@ def _runner(model, loss, opt_step, batch_size, length, validate, mesh):
         dtype = jnp.result_type(float)
         x = prepare(x)
 
-        def body(i, carry):
-            params, state, losses, val_losses = carry
-            params, state, value = epoch(params, state, x, y, key)
-            losses = losses.at[i].set(value.astype(dtype))
-            if validate:
-                val_value = loss.value(model.apply(params, x_val), y_val)
-                val_losses = val_losses.at[i].set(val_value.astype(dtype))
-            return params, state, losses, val_losses
+        def body(carry, _):
+            params, state, value = epoch(*carry, x, y, key)
+            val_value = loss.value(model.apply(params, x_val), y_val).astype(dtype) if validate else None
+            return (params, state), (value.astype(dtype), val_value)
 
-        empty = jnp.full((length,), jnp.nan, dtype)
-        params, state, losses, val_losses = lax.fori_loop(0, count, body, (params, state, empty, empty))
+        (params, state), (losses, val_losses) = lax.scan(body, (params, state), length=count)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)
                                     if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [True]))
         return params, state, losses, val_losses, finite
 
-    if mesh is None:
-        return jax.jit(run, static_argnums=5)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    return jax.jit(run, static_argnums=5, out_shardings=replicated,
-                   in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated))
+    shardings = {}
+    if mesh is not None:
+        replicated = NamedSharding(mesh, PartitionSpec())
+        data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+        shardings = dict(out_shardings=replicated, in_shardings=(
+            replicated, replicated, data, data, replicated, replicated, replicated))
+    return jax.jit(run, static_argnums=5, **shardings)
 
 
 def place(mesh: Optional[Mesh], x, y, batch_size):
@@ -245,7 +241,7 @@ def _train(model, loss, opt_step, epochs, batch_size, mesh):
         if key is None:
             key = jax.random.key(0)
         x, y = place(mesh, x, y, size)
-        runner = _runner(model, loss, opt_step, size, epochs, False, mesh)
+        runner = _runner(model, loss, opt_step, size, False, mesh)
         params, opt_state, losses, _, _ = runner(params, opt_state, x, y, key, epochs, x[:1], y[:1])
         return params, opt_state, losses
 

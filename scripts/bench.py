@@ -321,7 +321,7 @@ def bench_compile_memory(epochs):
     for name, momentum in (("fnnet, SGD (momentum 0, sweepable)", 0.0),
                            ("fnnet, SGD(momentum=None)", None)):
         opt = fnnet.SGD(lr=0.5, decay=0.9999, momentum=momentum)
-        runner = _runner(model, fnnet.LossBCE(), opt.step, None, epochs, False, None)
+        runner = _runner(model, fnnet.LossBCE(), opt.step, None, False, None)
         variants.append((name, runner.lower(params, opt.init(params), x, y, jax.random.key(0),
                                             epochs, x[:1], y[:1])))
     variants.append(("jax.grad batch-major", make_baseline(epochs, False).lower(
@@ -346,7 +346,7 @@ def profile_w1(epochs=300, top=20):
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
     opt = fnnet.SGD(lr=0.5, decay=0.9999)
-    runner = _runner(model, fnnet.LossBCE(), opt.step, None, epochs, False, None)
+    runner = _runner(model, fnnet.LossBCE(), opt.step, None, False, None)
     args = (params, opt.init(params), x, y, None, epochs, x[:1], y[:1])
     compiled = runner.lower(*args).compile()  # run, and read for the operations' shapes
     call = lambda: compiled(*args)  # noqa: E731
