@@ -1,31 +1,44 @@
 """fnnet: a functional mini deep-learning library on JAX with hand-derived gradients.
 
-Layers are `Layer(init, apply, vjp)` triples of pure functions, composed by
+Layers are `Layer(init, apply, vjp)` values of pure functions (`fnnet.layers`
+states the whole contract: training mode, keys, state, layouts), composed by
 `serial`, trained by jitted optimizer steps; every derivative is written by
-hand and tested against JAX's autodiff.
+hand and tested against JAX's autodiff. The public names below come from each
+module's own `__all__`.
 """
 
-from fnnet import schedules
-from fnnet import data
-from fnnet import sweep
-from fnnet.checkpoint import load, save
-from fnnet.fit import FitResult, TrainingDiverged, fit
-from fnnet.grad import as_jax, value_and_grad
-from fnnet.layers import (ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh,
-                          elementwise, feature_major)
-from fnnet.losses import Loss, LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
-from fnnet.optim import SGD, Adam, Optimizer, OptState
-from fnnet.serial import Sequential, serial
-from fnnet.train import train, train_step
+from fnnet import activations as _activations
+from fnnet import checkpoint as _checkpoint
+from fnnet import data, schedules, sweep
+from fnnet import dropout as _dropout
+from fnnet import fit as _fit
+from fnnet import grad as _grad
+from fnnet import layers as _layers
+from fnnet import losses as _losses
+from fnnet import norm as _norm
+from fnnet import optim as _optim
+from fnnet import serial as _serial
+from fnnet import state as _state
+from fnnet import testing as _testing
+from fnnet import train as _train
+from fnnet.activations import *  # noqa: F401,F403
+from fnnet.checkpoint import *  # noqa: F401,F403
+from fnnet.dropout import *  # noqa: F401,F403
+from fnnet.fit import *  # noqa: F401,F403
+from fnnet.grad import *  # noqa: F401,F403
+from fnnet.layers import *  # noqa: F401,F403
+from fnnet.losses import *  # noqa: F401,F403
+from fnnet.norm import *  # noqa: F401,F403
+from fnnet.optim import *  # noqa: F401,F403
+from fnnet.serial import *  # noqa: F401,F403
+from fnnet.state import State
+from fnnet.testing import *  # noqa: F401,F403
+from fnnet.train import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Layer", "Linear", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "Softplus", "Identity",
-    "elementwise", "feature_major", "serial", "Sequential",
-    "Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy",
-    "value_and_grad", "as_jax",
-    "Optimizer", "OptState", "SGD", "Adam", "schedules",
-    "train_step", "train", "fit", "FitResult", "TrainingDiverged",
-    "save", "load", "data", "sweep",
-]
+__all__ = [name for module in (_layers, _activations, _norm, _dropout, _serial, _losses, _grad,
+                               _optim, _train, _fit, _checkpoint, _testing)
+           for name in module.__all__] + ["State", "schedules", "data", "sweep"]
+del _activations, _checkpoint, _dropout, _fit, _grad, _layers, _losses, _norm, _optim, _serial
+del _state, _testing, _train

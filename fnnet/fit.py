@@ -128,7 +128,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
 
     steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
-    check_schedule(opt.step, epochs * steps_per_epoch)
+    check_schedule(opt, epochs * steps_per_epoch)
     opt_state = opt.init(params) if opt_state is None else opt_state
     jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
     losses, val_losses, done = [], [], 0
@@ -142,9 +142,8 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
 
     key = jax.random.key(0) if key is None else key
     x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
-    x_val, y_val = validation if validate else (x[:1], y[:1])
     chunk = checkpoint_every or max(1, math.ceil(epochs / _PROGRESS_UPDATES))
-    run = _runner(model, loss, opt.step, size, validate, mesh)
+    run = _runner(model, loss, opt, size, mesh)
     bar = _progress_bar(progress, epochs, done)
 
     def save_checkpoint():
@@ -155,9 +154,9 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
     try:
         while done < epochs:
             count = min(chunk, epochs - done)
-            new = run(params, opt_state, x, y, key, count, x_val, y_val)
-            chunk_losses = np.asarray(new[2]).tolist()
-            if not (np.all(np.isfinite(chunk_losses)) and bool(new[4])):
+            new = run(params, opt_state, x, y, key, count, validation)
+            chunk_losses = np.asarray(new.losses).tolist()
+            if not (np.all(np.isfinite(chunk_losses)) and bool(new.finite)):
                 first = int(np.argmin(np.isfinite(chunk_losses))) if not np.all(
                     np.isfinite(chunk_losses)) else count - 1
                 raise TrainingDiverged(
@@ -166,10 +165,10 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
                     f"and optimizer state, from epoch {done}. Try a smaller learning rate.",
                     epoch=done + first, start_epoch=done, params=params,
                     opt_state=opt_state, losses=np.asarray(losses))
-            params, opt_state = new[0], new[1]
+            params, opt_state = new.params, new.opt_state
             losses += chunk_losses
             if validate:
-                val_losses += np.asarray(new[3]).tolist()
+                val_losses += np.asarray(new.val_losses).tolist()
             done += count
             if bar is not None:
                 bar.update(count)

@@ -1,14 +1,51 @@
-"""Layers: `Layer(init, apply, vjp)` triples with hand-derived VJPs.
+"""Layers: the `Layer` contract, and `Linear`.
 
-A layer is three pure functions over a parameter pytree:
+## The contract
 
-- `init(key, input_shape) -> (output_shape, params)`
-- `apply(params, x) -> y`
-- `vjp(params, x, dy) -> (dparams, dx)`, the vector-Jacobian product of
-  `apply` at `(params, x)`: `dparams` has the structure of `params`, `dx` the
-  shape of `x`.
+A layer is a `Layer` of pure functions over a parameter pytree:
 
-Inputs are `(..., features)`: any leading batch dimensions, features last.
+- `init(key, input_shape) -> (output_shape, params)` draws params and touches
+  no data, so `serial` threads shapes through a whole model.
+- `apply(params, x, *, train=False, key=None) -> y` is the forward pass.
+  `apply(params, x)` is inference: deterministic (`Dropout` is the identity,
+  `BatchNorm` normalizes by its running statistics). `train=True` is a
+  training step's forward pass: `Dropout` draws its mask from `key`,
+  `BatchNorm` normalizes by the batch's statistics.
+- `vjp(params, x, dy, *, train=False, key=None) -> (dparams, dx)` is the
+  vector-Jacobian product of `apply` at the same `(params, x, train, key)`,
+  derived by hand: `dparams` has the structure of params, `dx` the shape of
+  x. Given the same key it sees the same random draws as `apply`.
+- `update_state(params, x, *, key=None) -> params`, or None for stateless
+  layers: the params after one training step's forward pass on x, with the
+  leaves under `fnnet.State` moved (running statistics) and the others as
+  they were.
+- `feature_major`: the same layer for inputs laid out `(features, batch)`, or
+  None. XLA's CPU backend multiplies (25x25)(25xN) about twice as fast as
+  (Nx25)(25x25), so training on 2-D batches runs this twin; the choice is made
+  in one place, `fnnet.grad.layout`, and the public layout stays
+  `(batch, features)`.
+
+**Mode and keys.** `train` is a Python bool (static under `jit`); `key` is a
+JAX PRNG key, traced, so a `vmap` over keys gives each member its own draws.
+`serial` passes `train` to every layer and splits `key` once per layer.
+Training (`value_and_grad`, `train_step`, `train`, `fit`, `sweep`) calls
+`apply` and `vjp` with `train=True` and, at each step, the run's key with the
+step count folded in.
+
+**State.** Non-trainable values live in params under `fnnet.State` nodes:
+`model.apply(params, x)` finds them, checkpoints and sweeps carry them, and
+optimizers never change them; after each optimizer step, training writes in
+those that `update_state` returns.
+
+**Equality.** Two layers are equal when they compute the same thing: equal
+`apply`, `vjp`, `update_state` and `feature_major`. `init` (how params are
+drawn) is not compared, and compiled programs are cached by layer, so
+`Linear(2, 3, w_init=jax.nn.initializers.glorot_normal())` built twice trains
+with one program. Constructors return equal layers for equal arguments.
+
+**Your own layer** is `Layer(init, apply, vjp)` whose `apply` and `vjp` take
+the keywords `train` and `key` (and may ignore them); write each VJP beside
+its forward and check it with `fnnet.check_vjp`. Inputs are `(..., features)`.
 """
 
 import math
@@ -21,30 +58,30 @@ from jax import lax
 from fnnet._shared import shared
 from fnnet._types import Array, Params, PRNGKey, Shape
 
-__all__ = [
-    "Layer", "Linear", "elementwise", "ReLU", "Tanh", "Sigmoid", "LeakyReLU",
-    "ELU", "Softplus", "Identity", "feature_major",
-]
+__all__ = ["Layer", "Linear"]
 
 
 class Layer(NamedTuple):
-    """A layer as three pure functions; see the module docstring."""
+    """A layer as pure functions; see the module docstring for the contract.
+
+    Equality and hashing leave out `init`: layers that compute the same
+    function share compiled programs, whatever initializers drew their params.
+    """
 
     init: Callable[[PRNGKey, Shape], tuple]
-    apply: Callable[[Params, Array], Array]
-    vjp: Callable[[Params, Array, Array], tuple]
+    apply: Callable[..., Array]
+    vjp: Callable[..., tuple]
+    update_state: Optional[Callable[..., Params]] = None
+    feature_major: Optional["Layer"] = None
 
+    def __eq__(self, other):
+        return isinstance(other, Layer) and self[1:] == other[1:]
 
-# Layers that can also run on feature-major activations, x of shape
-# (features, batch): their `Layer` in that layout. XLA's CPU backend runs
-# (25x25)@(25xN) about twice as fast as (Nx25)@(25x25), so the training loop
-# transposes the data once and uses these. Filled by the constructors below.
-_FEATURE_MAJOR: dict = {}
+    def __ne__(self, other):
+        return not self == other
 
-
-def feature_major(layer: Layer) -> Optional[Layer]:
-    """The feature-major twin of `layer` (inputs `(features, batch)`), or None."""
-    return _FEATURE_MAJOR.get(layer)
+    def __hash__(self):
+        return hash(self[1:])
 
 
 def _check_size(name: str, value, low: int = 1) -> int:
@@ -78,7 +115,6 @@ def _uniform(bound: float):
     return init
 
 
-@shared
 def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32) -> Layer:
     """A fully connected layer, `y = x @ w + b`.
 
@@ -87,7 +123,8 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
       n_out: number of output features.
       w_init, b_init: optional `(key, shape, dtype) -> array` initializers
         (`jax.nn.initializers` fit); by default both draw from
-        U[-1/sqrt(n_in), 1/sqrt(n_in)].
+        U[-1/sqrt(n_in), 1/sqrt(n_in)]. They change `init` only, so Linears of
+        the same sizes are equal layers and share compiled programs.
       dtype: dtype of the parameters made by `init`.
 
     Params: `{"w": (n_in, n_out), "b": (n_out,)}`. Input `(..., n_in)`, output
@@ -101,8 +138,28 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
     """
     _check_size("Linear: n_in", n_in)
     _check_size("Linear: n_out", n_out)
+    return _linear(n_in, n_out)._replace(init=_linear_init(n_in, n_out, w_init, b_init, dtype))
+
+
+@shared
+def _linear_init(n_in, n_out, w_init, b_init, dtype):
     w_init = w_init or _uniform(1 / math.sqrt(n_in))
     b_init = b_init or _uniform(1 / math.sqrt(n_in))
+
+    def init(key, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 1 or input_shape[-1] != n_in:
+            raise ValueError(f"Linear(n_in={n_in}, n_out={n_out}): expected input_shape "
+                             f"(..., {n_in}), got {input_shape}")
+        w_key, b_key = jax.random.split(key)
+        params = {"w": w_init(w_key, (n_in, n_out), dtype), "b": b_init(b_key, (n_out,), dtype)}
+        return input_shape[:-1] + (n_out,), params
+
+    return init
+
+
+@shared
+def _linear(n_in, n_out):
     name = f"Linear(n_in={n_in}, n_out={n_out})"
 
     def check_params(params):
@@ -121,132 +178,40 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
             raise ValueError(f"{name}: expected input with {n_in} features "
                              f"on axis {axis}, got shape {jnp.shape(x)}")
 
-    def init(key, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 1 or input_shape[-1] != n_in:
-            raise ValueError(f"{name}: expected input_shape (..., {n_in}), got {input_shape}")
-        w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, (n_in, n_out), dtype), "b": b_init(b_key, (n_out,), dtype)}
-        return input_shape[:-1] + (n_out,), params
-
-    def apply(params, x):
+    def apply(params, x, *, train=False, key=None):
         w, b = check_params(params)
         check_input(x, -1)
-        y = x @ w
-        return y + b.reshape((1,) * (y.ndim - 1) + (n_out,))
+        with jax.named_scope(name):
+            y = x @ w
+            return y + b.reshape((1,) * (y.ndim - 1) + (n_out,))
 
-    def vjp(params, x, dy):
+    def vjp(params, x, dy, *, train=False, key=None):
         w, b = check_params(params)
         check_input(x, -1)
-        # dw = x^T dy (summed over batch dims), db = sum dy, dx = dy w^T
-        dw = jnp.tensordot(x, dy, axes=(tuple(range(x.ndim - 1)),) * 2)
-        db = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
-        # Cotangents take their primal's dtype (as JAX's autodiff does) when dtypes mix.
-        return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, (dy @ w.T).astype(x.dtype)
+        with jax.named_scope(name):
+            # dw = x^T dy (summed over batch dims), db = sum dy, dx = dy w^T
+            dw = jnp.tensordot(x, dy, axes=(tuple(range(x.ndim - 1)),) * 2)
+            db = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
+            # Cotangents take their primal's dtype (as JAX's autodiff does) when dtypes mix.
+            return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, (dy @ w.T).astype(x.dtype)
 
-    def apply_fm(params, x):  # x: (n_in, batch)
+    def apply_fm(params, x, *, train=False, key=None):  # x: (n_in, batch)
         w, b = check_params(params)
         check_input(x, 0)
-        # w.T is copied (the barrier keeps XLA from folding the transpose into the
-        # product): XLA's CPU backend multiplies a plain (n_out, n_in) @ (n_in, batch)
-        # faster, and the copy is small.
-        return lax.optimization_barrier(w.T) @ x + b[:, None]
+        with jax.named_scope(name):
+            # w.T is copied (the barrier keeps XLA from folding the transpose into the
+            # product): XLA's CPU backend multiplies a plain (n_out, n_in) @ (n_in, batch)
+            # faster, and the copy is small.
+            return lax.optimization_barrier(w.T) @ x + b[:, None]
 
-    def vjp_fm(params, x, dy):  # x: (n_in, batch), dy: (n_out, batch)
+    def vjp_fm(params, x, dy, *, train=False, key=None):  # x: (n_in, batch), dy: (n_out, batch)
         w, b = check_params(params)
         check_input(x, 0)
-        # dw = x dy^T, db = sum over batch of dy, dx = w dy
-        return ({"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
-                (w @ dy).astype(x.dtype))
+        with jax.named_scope(name):
+            # dw = x dy^T, db = sum over batch of dy, dx = w dy
+            return ({"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
+                    (w @ dy).astype(x.dtype))
 
-    layer = Layer(init, apply, vjp)
-    _FEATURE_MAJOR[layer] = Layer(init, apply_fm, vjp_fm)
-    return layer
-
-
-def elementwise(name: str, f: Callable, df: Callable) -> Layer:
-    """A parameter-free layer applying `f` to every element.
-
-    Args:
-      name: the layer's name, for error messages.
-      f: `x -> y`, elementwise.
-      df: `(x, y) -> f'(x)`, elementwise; it may use the output `y = f(x)`.
-
-    Example:
-      >>> Square = elementwise("Square", lambda x: x * x, lambda x, y: 2 * x)
-    """
-
-    def check_params(params):
-        if not (isinstance(params, tuple) and len(params) == 0):
-            raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
-
-    def init(key, input_shape):
-        return tuple(input_shape), ()
-
-    def apply(params, x):
-        check_params(params)
-        _check_floating(name, x)
-        return f(x)
-
-    def vjp(params, x, dy):
-        check_params(params)
-        _check_floating(name, x)
-        return (), dy * df(x, f(x))  # dx = dy * f'(x)
-
-    layer = Layer(init, apply, vjp)
-    _FEATURE_MAJOR[layer] = layer  # elementwise: any layout
-    return layer
-
-
-def _sigmoid(x):
-    return lax.logistic(x)  # stable for any |x|
-
-
-@shared
-def ReLU() -> Layer:
-    """max(x, 0); derivative 0 at x = 0."""
-    return elementwise("ReLU", lambda x: jnp.maximum(x, 0), lambda x, y: (x > 0).astype(x.dtype))
-
-
-@shared
-def Tanh() -> Layer:
-    """tanh(x)."""
-    return elementwise("Tanh", jnp.tanh, lambda x, y: 1 - y * y)  # dx = dy * (1 - y**2)
-
-
-@shared
-def Sigmoid() -> Layer:
-    """1 / (1 + exp(-x)), finite for any finite x."""
-    return elementwise("Sigmoid", _sigmoid, lambda x, y: y * (1 - y))  # dx = dy * y (1 - y)
-
-
-@shared
-def LeakyReLU(slope: float = 0.01) -> Layer:
-    """x for x > 0, else slope * x."""
-    slope = _check_float("LeakyReLU: slope", slope)
-    return elementwise(f"LeakyReLU(slope={slope})",
-                       lambda x: jnp.where(x > 0, x, slope * x),
-                       lambda x, y: jnp.where(x > 0, 1.0, slope).astype(x.dtype))
-
-
-@shared
-def ELU(alpha: float = 1.0) -> Layer:
-    """x for x > 0, else alpha * (exp(x) - 1)."""
-    alpha = _check_float("ELU: alpha", alpha)
-    # exp only of min(x, 0), so large x never overflows the unused branch.
-    return elementwise(f"ELU(alpha={alpha})",
-                       lambda x: jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
-                       lambda x, y: jnp.where(x > 0, 1.0, y + alpha).astype(x.dtype))  # y + alpha = alpha e^x
-
-
-@shared
-def Softplus() -> Layer:
-    """log(1 + exp(x)), finite for any finite x."""
-    return elementwise("Softplus", lambda x: jnp.logaddexp(x, 0), lambda x, y: _sigmoid(x))
-
-
-@shared
-def Identity() -> Layer:
-    """y = x."""
-    return elementwise("Identity", lambda x: x, lambda x, y: jnp.ones_like(x))
+    init = _linear_init(n_in, n_out, None, None, jnp.float32)
+    return Layer(init, apply, vjp, feature_major=Layer(init, apply_fm, vjp_fm))
 

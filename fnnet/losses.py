@@ -5,7 +5,7 @@ for `LossCrossEntropy`). `grad(y, target)` is d value / d y, shaped like `y`.
 """
 
 import numbers
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,20 +14,14 @@ from jax import lax
 from fnnet._shared import shared
 from fnnet._types import Array
 
-__all__ = ["check_targets", "Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
-
-
-# Host-side checks of a whole target array, run by `fit` before any work:
-# loss -> check(target, n_outputs). Filled by the constructors below.
-_TARGET_CHECKS: dict = {}
+__all__ = ["Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
 
 
 def check_targets(loss: "Loss", target, n_outputs: int) -> None:
     """Raise ValueError if `target` is invalid for `loss` (BCE targets outside
     [0, 1], class labels outside [0, n_outputs)). Runs on the host."""
-    check = _TARGET_CHECKS.get(loss)
-    if check is not None:
-        check(np.asarray(target), n_outputs)
+    if loss.check_targets is not None:
+        loss.check_targets(np.asarray(target), n_outputs)
 
 
 def _check_probabilities(name):
@@ -42,10 +36,15 @@ class Loss(NamedTuple):
 
     `value` is a mean over the batch (every fnnet loss is): data-parallel
     training averages the shards' values and grads, which is right for means.
+    `check_targets(target, n_outputs)`, if given, checks a whole target array
+    on the host (a NumPy array; `n_outputs` is the model's last dimension) and
+    raises ValueError on targets the loss cannot take; `fit` runs it before
+    any work.
     """
 
     value: Callable[[Array, Array], Array]
     grad: Callable[[Array, Array], Array]
+    check_targets: Optional[Callable[[np.ndarray, int], None]] = None
 
 
 def _check_same_shape(name, y, target):
@@ -103,9 +102,7 @@ def LossBCE(eps: float = 1e-7) -> Loss:
         p = clamp(p)
         return (p - t) / (p * (1 - p))  # d/dp of -(t log p + (1-t) log(1-p))
 
-    loss = _mean_loss("LossBCE", f, df)
-    _TARGET_CHECKS[loss] = _check_probabilities("LossBCE")
-    return loss
+    return _mean_loss("LossBCE", f, df)._replace(check_targets=_check_probabilities("LossBCE"))
 
 
 @shared
@@ -115,13 +112,11 @@ def LossBCEWithLogits() -> Loss:
     value = mean(max(z, 0) - t z + log(1 + exp(-|z|))), exact and finite for
     any finite z; grad = (sigmoid(z) - t) / n.
     """
-    loss = _mean_loss(
+    return _mean_loss(
         "LossBCEWithLogits",
         lambda z, t: jnp.maximum(z, 0) - t * z + jnp.log1p(jnp.exp(-jnp.abs(z))),
         lambda z, t: lax.logistic(z) - t,
-    )
-    _TARGET_CHECKS[loss] = _check_probabilities("LossBCEWithLogits")
-    return loss
+    )._replace(check_targets=_check_probabilities("LossBCEWithLogits"))
 
 
 @shared
@@ -169,7 +164,5 @@ def LossCrossEntropy() -> Loss:
             raise ValueError(f"{name}: target rows (probabilities or weights) must be >= 0, "
                              f"got values in [{t.min()}, {t.max()}]")
 
-    loss = Loss(value, grad)
-    _TARGET_CHECKS[loss] = check_labels
-    return loss
+    return Loss(value, grad, check_labels)
 

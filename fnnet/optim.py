@@ -17,15 +17,35 @@ import numpy as np
 
 from fnnet._shared import shared
 from fnnet._types import Array, ScalarOrSchedule
+from fnnet.state import trainable_mask
 
 __all__ = ["Optimizer", "OptState", "SGD", "Adam"]
 
 
 class Optimizer(NamedTuple):
-    """`init(params, **hyperparams) -> state`; `step(params, grads, state) -> (params, state)`."""
+    """`init(params, **hyperparams) -> state`; `step(params, grads, state) -> (params, state)`.
+
+    `schedule` is the lr schedule given to the constructor (None for a constant
+    lr), which training checks over a whole run before starting; `name` names
+    the optimizer in errors. `step` leaves every leaf under a `fnnet.State`
+    (running statistics) as it is.
+    """
 
     init: Callable
     step: Callable
+    schedule: Optional[Callable] = None
+    name: str = "optimizer"
+
+    # Optimizers that step the same way are equal and share compiled programs: `init`,
+    # which holds the default hyperparameters (data in the state), is not compared.
+    def __eq__(self, other):
+        return isinstance(other, Optimizer) and self[1:] == other[1:]
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash(self[1:])
 
 
 class OptState(NamedTuple):
@@ -66,10 +86,6 @@ def _check_hyperparam(owner, name, value):
     return value
 
 
-# An optimizer's step -> (its name, its lr schedule), for `check_schedule`.
-_SCHEDULES: dict = {}
-
-
 def _check_schedule(owner, schedule, steps=1):
     """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for t < steps."""
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
@@ -84,12 +100,10 @@ def _check_schedule(owner, schedule, steps=1):
                          f"got {lrs[first]} at step {first}")
 
 
-def check_schedule(opt_step: Callable, steps: int) -> None:
-    """Raise ValueError if the lr schedule (if any) of the optimizer whose step is
-    `opt_step` is bad within `steps` steps."""
-    if opt_step in _SCHEDULES:
-        owner, schedule = _SCHEDULES[opt_step]
-        _check_schedule(owner, schedule, steps)
+def check_schedule(opt: Optimizer, steps: int) -> None:
+    """Raise ValueError if `opt`'s lr schedule (if any) is bad within `steps` steps."""
+    if opt.schedule is not None:
+        _check_schedule(opt.name, opt.schedule, steps)
 
 
 def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, update,
@@ -123,9 +137,7 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
         )
 
     step = _step(owner, update, schedule, tuple(sorted(defaults)), tuple(slot_names))
-    if schedule is not None:
-        _SCHEDULES[step] = (owner, schedule)
-    return Optimizer(init, step)
+    return Optimizer(init, step, schedule, owner)
 
 
 def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
@@ -171,9 +183,16 @@ def _step(owner, update, schedule, hyperparam_names, slot_names):
         if schedule is not None:
             lr = lr * schedule(t)
         new_params, slots = update(params, grads, state.slots, h, lr, t)
-        # keep every dtype, whatever the grads' dtype (float64 grads on float32 params)
-        new_params = jax.tree.map(lambda new, old: new.astype(old.dtype), new_params, params)
-        slots = jax.tree.map(lambda new, old: new.astype(old.dtype), slots, state.slots)
+        trainable = trainable_mask(params)
+
+        def settle(new, old, moves):
+            # A leaf under a State stays as it is; every dtype is kept, whatever the
+            # grads' dtype (float64 grads on float32 params).
+            return new.astype(old.dtype) if moves else old
+
+        new_params = jax.tree.map(settle, new_params, params, trainable)
+        slots = {name: jax.tree.map(settle, slots[name], slot, trainable)
+                 for name, slot in state.slots.items()}
         return new_params, OptState(t + 1, h, slots)
 
     return step

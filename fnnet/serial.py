@@ -1,11 +1,11 @@
-"""The serial combinator: layers applied one after another."""
+"""Combinators: `serial` (layers one after another) and `Residual` (x + layer(x))."""
 
 import jax
 
 from fnnet._shared import shared
-from fnnet.layers import _FEATURE_MAJOR, Layer, feature_major
+from fnnet.layers import Layer
 
-__all__ = ["serial", "Sequential"]
+__all__ = ["serial", "Sequential", "Residual"]
 
 
 def _check_params(params, n_layers):
@@ -16,57 +16,107 @@ def _check_params(params, n_layers):
                          f"{n_layers} entries (one per layer), got {got}")
 
 
-def _at(position, fn, *args):
+def _naming_layer(position, fn, *args, **kwargs):
     """Call a layer's function, naming its position in any ValueError or plain TypeError."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except ValueError as error:
         raise ValueError(f"serial layer {position}: {error}") from error
     except TypeError as error:
         if type(error) is not TypeError:  # e.g. jax's errors: keep their type
             raise
-        raise TypeError(f"serial layer {position}: {error}") from error
+        hint = (" (a layer's apply and vjp take the keywords train and key, update_state the "
+                "keyword key: see fnnet.layers)" if "unexpected keyword argument" in str(error)
+                else "")
+        raise TypeError(f"serial layer {position}: {error}{hint}") from error
 
 
-def _compose(layers) -> Layer:
-    n = len(layers)
-
-    def init(key, input_shape):
-        keys = jax.random.split(key, n)  # one key per layer
-        shape, params = tuple(input_shape), []
-        for i, (layer, layer_key) in enumerate(zip(layers, keys)):
-            shape, layer_params = _at(i, layer.init, layer_key, shape)
-            params.append(layer_params)
-        return shape, tuple(params)
-
-    def apply(params, x):
-        _check_params(params, n)
-        for i, (layer, layer_params) in enumerate(zip(layers, params)):
-            x = _at(i, layer.apply, layer_params, x)
-        return x
-
-    def vjp(params, x, dy):
-        _check_params(params, n)
-        inputs = []  # each layer's input, from one forward pass
-        for i, (layer, layer_params) in enumerate(zip(layers, params)):
-            inputs.append(x)
-            x = _at(i, layer.apply, layer_params, x)
-        dparams = [None] * n
-        for i in reversed(range(n)):
-            dparams[i], dy = _at(i, layers[i].vjp, params[i], inputs[i], dy)
-        return tuple(dparams), dy
-
-    return Layer(init, apply, vjp)
+def _layer_keys(key, n):
+    """One key per layer (split once), or None for each when there is no key."""
+    return [None] * n if key is None else list(jax.random.split(key, n))
 
 
 @shared
+def _serial_init(inits):
+    def init(key, input_shape):
+        keys = jax.random.split(key, len(inits))  # one key per layer
+        shape, params = tuple(input_shape), []
+        for i, (layer_init, layer_key) in enumerate(zip(inits, keys)):
+            shape, layer_params = _naming_layer(i, layer_init, layer_key, shape)
+            params.append(layer_params)
+        return shape, tuple(params)
+    return init
+
+
+@shared
+def _compose(layers) -> Layer:
+    """The serial of `layers` (init left to the caller: equal layers may have other inits)."""
+    n = len(layers)
+
+    def forward(params, x, train, key):
+        """Each layer's input and key, and the output."""
+        _check_params(params, n)
+        inputs, keys = [], _layer_keys(key, n)
+        for i, layer in enumerate(layers):
+            inputs.append(x)
+            x = _naming_layer(i, layer.apply, params[i], x, train=train, key=keys[i])
+        return inputs, keys, x
+
+    def apply(params, x, *, train=False, key=None):
+        return forward(params, x, train, key)[2]
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        inputs, keys, _ = forward(params, x, train, key)
+        dparams = [None] * n
+        for i in reversed(range(n)):
+            dparams[i], dy = _naming_layer(i, layers[i].vjp, params[i], inputs[i], dy,
+                                           train=train, key=keys[i])
+        return tuple(dparams), dy
+
+    def update_state(params, x, *, key=None):
+        inputs, keys, _ = forward(params, x, True, key)
+        return tuple(p if layer.update_state is None else
+                     _naming_layer(i, layer.update_state, p, inputs[i], key=keys[i])
+                     for i, (layer, p) in enumerate(zip(layers, params)))
+
+    stateful = any(layer.update_state is not None for layer in layers)
+    twins = [layer.feature_major for layer in layers]
+    twin = None
+    if any(t is not None for t in twins):  # twin-less layers run transposed inside the twin
+        twin = _compose(tuple(t if t is not None else _transposed(layer)
+                              for t, layer in zip(twins, layers)))
+    return Layer(_serial_init(tuple(layer.init for layer in layers)), apply, vjp,
+                 update_state if stateful else None, twin)
+
+
+@shared
+def _transposed(layer: Layer) -> Layer:
+    """`layer` on a feature-major 2-D input: transposed in, run batch-major, transposed out."""
+
+    def apply(params, x, *, train=False, key=None):
+        return layer.apply(params, x.T, train=train, key=key).T
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        dparams, dx = layer.vjp(params, x.T, dy.T, train=train, key=key)
+        return dparams, dx.T
+
+    def update_state(params, x, *, key=None):
+        return layer.update_state(params, x.T, key=key)
+
+    return Layer(layer.init, apply, vjp, None if layer.update_state is None else update_state)
+
+
 def serial(*layers: Layer) -> Layer:
     """Compose layers: `serial(f, g).apply(p, x) == g.apply(p[1], f.apply(p[0], x))`.
 
     `init` splits its key once per layer and threads the shapes, so mismatched
-    sizes fail at `init`. Params are a tuple with one entry per layer. `vjp`
-    runs the forward once, keeping each layer's input, then the layers' vjps
-    in reverse order. A serial is a Layer, so serials nest.
+    sizes fail at `init`. Params are a tuple with one entry per layer. `apply`
+    and `vjp` pass `train` to every layer and split `key` once per layer;
+    `vjp` runs the forward once, keeping each layer's input, then the layers'
+    vjps in reverse order. A serial is a Layer, so serials nest. Its
+    feature-major twin runs the layers' twins, and a layer without one
+    transposed in and out, so one such layer does not cost the whole model
+    its fast layout.
 
     Example:
       >>> model = serial(Linear(2, 25), ReLU(), Linear(25, 1), Sigmoid())
@@ -81,11 +131,49 @@ def serial(*layers: Layer) -> Layer:
             raise TypeError(f"serial: argument {i} must be a Layer, got {type(layer).__name__}"
                             + (" (did you forget to call the constructor, e.g. ReLU()?)"
                                if callable(layer) else ""))
-    model = _compose(layers)
-    twins = [feature_major(layer) for layer in layers]
-    if all(twin is not None for twin in twins):
-        _FEATURE_MAJOR[model] = _compose(twins)
-    return model
+    return _compose(tuple(layers))._replace(init=_serial_init(tuple(layer.init for layer in layers)))
 
 
 Sequential = serial
+
+
+def Residual(layer: Layer) -> Layer:
+    """`y = x + layer(x)`, a skip connection around `layer` (whose output has x's shape).
+
+    Params are `layer`'s; `train` and `key` pass through. The VJP adds the
+    skip's identity: `dx = dy + layer's dx`.
+
+    Example:
+      >>> block = Residual(serial(Linear(25, 25), ReLU()))
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"Residual: layer must be a Layer, got {type(layer).__name__}")
+    return _residual(layer)._replace(init=_residual_init(layer.init))
+
+
+@shared
+def _residual_init(layer_init):
+    def init(key, input_shape):
+        output_shape, params = layer_init(key, input_shape)
+        if tuple(output_shape) != tuple(input_shape):
+            raise ValueError(f"Residual: the layer must keep its input's shape, got "
+                             f"{tuple(input_shape)} -> {tuple(output_shape)}")
+        return tuple(input_shape), params
+    return init
+
+
+@shared
+def _residual(layer: Layer) -> Layer:
+    def apply(params, x, *, train=False, key=None):
+        y = layer.apply(params, x, train=train, key=key)
+        if y.shape != x.shape:
+            raise ValueError(f"Residual: the layer must keep its input's shape, got "
+                             f"{x.shape} -> {y.shape}")
+        return x + y
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
+        return dparams, dy + dx  # d(x + f(x)) = dy + f's dx
+
+    twin = None if layer.feature_major is None else _residual(layer.feature_major)
+    return Layer(layer.init, apply, vjp, layer.update_state, twin)

@@ -20,12 +20,12 @@ def init_many(model: Layer, keys, input_shape) -> object:
     Example:
       >>> params = init_many(model, jax.random.split(jax.random.key(0), 8), (1000, 2))
     """
-    return _init_many(model, tuple(input_shape))(keys)
+    return _init_many(model.init, tuple(input_shape))(keys)
 
 
 @shared
-def _init_many(model, input_shape):
-    return jax.jit(jax.vmap(lambda key: model.init(key, input_shape)[1]))
+def _init_many(init, input_shape):  # by init: equal layers may draw their params otherwise
+    return jax.jit(jax.vmap(lambda key: init(key, input_shape)[1]))
 
 
 def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Callable:

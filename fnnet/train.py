@@ -1,6 +1,6 @@
 """Training: a jitted step, a pure compiled training run, and `fit`."""
 
-from typing import Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -9,33 +9,83 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._shared import shared
-from fnnet.grad import loss_and_grads, loss_and_grads_fm
-from fnnet.layers import Layer, feature_major
+from fnnet._types import Array
+from fnnet.grad import check_input, layout, loss_and_grads_in
+from fnnet.layers import Layer
 from fnnet.losses import Loss
 from fnnet.optim import Optimizer, check_schedule
+from fnnet.state import state_leaves, with_state
 
 __all__ = ["train_step", "train"]
 
 
+def step_key(key, count):
+    """The key of the training step taken after `count` steps: the run's key with the
+    count folded in (then a 1, so it differs from the epoch's shuffling key), or None."""
+    if key is None:
+        return None
+    return jax.random.fold_in(jax.random.fold_in(key, count), 1)
+
+
+def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh]) -> Callable:
+    """`(params, x, y, key) -> (value, grads, state)` for one batch in training mode.
+
+    `state` holds the new values of the leaves under `State` (from
+    `layer.update_state`), or None for a stateless layer. x is in `layer`'s
+    layout (`transposed`: a feature-major twin on `(features, batch)`).
+    """
+    def core(params, x, y, key):
+        value, grads = loss_and_grads_in(layer, loss, params, x, y, train=True, key=key,
+                                         transposed=transposed)
+        state = (None if layer.update_state is None
+                 else state_leaves(layer.update_state(params, x, key=key)))
+        return value, grads, state
+
+    return _data_parallel(core, mesh, x_batch_axis=1 if transposed else 0)
+
+
+def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool,
+          mesh: Optional[Mesh]) -> Callable:
+    """One training step: `(params, opt_state, x, y, key) -> (params, opt_state, value)`,
+    with `key` the step's own key. The optimizer moves the trainable leaves; the
+    leaves under `State` take their new values from the same forward pass."""
+    gradients = _gradients(layer, loss, transposed, mesh)
+
+    def step(params, opt_state, x, y, key):
+        value, grads, state = gradients(params, x, y, key)
+        new_params, opt_state = opt.step(params, grads, opt_state)
+        if state is not None:
+            new_params = with_state(new_params, state)
+        return new_params, opt_state, value
+
+    return step
+
+
 @shared
-def _train_step(model, loss, opt_step):
-    def step(params, opt_state, x, y):
-        value, grads = loss_and_grads(model, loss, params, x, y)
-        params, opt_state = opt_step(params, grads, opt_state)
-        return params, opt_state, value
+def _train_step(model, loss, opt):
+    def step(params, opt_state, x, y, key=None):
+        key = step_key(key, opt_state.count)
+        check_input(model, params, x)
+        twin = layout(model, x)
+        if twin is None:
+            return _step(model, loss, opt, False, None)(params, opt_state, x, y, key)
+        return _step(twin, loss, opt, True, None)(params, opt_state, x.T, y, key)
     return jax.jit(step, donate_argnums=(0, 1))
 
 
 def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
-    """A jitted `step(params, opt_state, x, y) -> (params, opt_state, loss_value)`.
+    """A jitted `step(params, opt_state, x, y, key=None) -> (params, opt_state, loss_value)`.
 
-    One optimizer step on the batch `(x, y)`. It donates `params` and
-    `opt_state` (do not reuse the arrays you pass in). Built once per
-    configuration: new optimizers of the same kind (same update rule, schedule
-    and state layout) with other hyperparameters share it, and their states run
-    it without recompiling.
+    One optimizer step on the batch `(x, y)` in training mode. `key` is the
+    run's key: each step folds in the step count (`opt_state.count`), so pass
+    the same key every step; layers that draw (Dropout) need one. Leaves under
+    `State` (running statistics) take their new values from the step's forward
+    pass. It donates `params` and `opt_state` (do not reuse the arrays you
+    pass in). Built once per configuration: new optimizers of the same kind
+    (same update rule, schedule and state layout) with other hyperparameters
+    share it, and their states run it without recompiling.
     """
-    return _train_step(model, loss, opt.step)
+    return _train_step(model, loss, opt)
 
 
 def _check_samples(x, y, owner="train", names=("x", "y")):
@@ -67,116 +117,124 @@ def _check_batch_size(batch_size, n):
     return None if batch_size == n else batch_size
 
 
-def _data_parallel(grads_fn: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
-    """`grads_fn(params, x, y) -> (value, grads)` split over the mesh's first axis.
+def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
+    """`core(params, x, y, key) -> tree` split over the mesh's first axis.
 
     Each device takes its shard of the batch (axis `x_batch_axis` of x, axis 0
-    of y) and computes the loss and grads of its samples; one all-reduce then
-    averages them all at once (a flat vector of the value and every grad).
-    The average of the shards' mean losses is the batch's mean loss, as
-    `place` makes every shard the same size. Without a mesh: `grads_fn`.
+    of y), folds its index into the key (so its draws are its own) and runs
+    `core` on its samples; one all-reduce then averages every output at once
+    (a flat vector of the loss, the grads and any running statistics). The
+    average of the shards' mean losses is the batch's mean loss, as `place`
+    makes every shard the same size. Without a mesh: `core`.
     """
     if mesh is None:
-        return grads_fn
+        return core
     axis = mesh.axis_names[0]
     n_shards = mesh.shape[axis]
 
-    def local(params, x, y):
-        flat, unflatten = ravel_pytree(grads_fn(params, x, y))
+    def local(params, x, y, key):
+        if key is not None:
+            key = jax.random.fold_in(key, lax.axis_index(axis))
+        flat, unflatten = ravel_pytree(core(params, x, y, key))
         return unflatten(lax.psum(flat, axis) / n_shards)
 
     x_spec = PartitionSpec(*[None] * x_batch_axis, axis)
-    return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis)),
-                         out_specs=PartitionSpec())
+    return jax.shard_map(local, mesh=mesh, out_specs=PartitionSpec(),
+                         in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis), PartitionSpec()))
 
 
-def _epoch(model, loss, opt_step, batch_size, mesh):
+def _epoch(model, loss, opt, batch_size, mesh):
     """One pass over the data, as `(prepare, epoch)`.
 
     `prepare(x)` runs once, before the training loop; then each pass is
     `epoch(params, state, prepare(x), y, key) -> (params, state, loss)`.
-    Full batch: one step. For a 2-D x and a model with a feature-major twin,
-    `prepare` transposes x (XLA does not hoist the transpose out of the loop
-    itself) and the step runs the twin. With `batch_size`: the samples are
+    Where `layout` picks the model's feature-major twin, `prepare` transposes
+    x (XLA does not hoist the transpose out of the loop itself) and the steps
+    run the twin. Full batch: one step. With `batch_size`: the samples are
     shuffled by `fold_in(key, state.count)`, cut into `n // batch_size` full
     batches and, when `batch_size` does not divide n, one last smaller batch
     of the rest, so every sample is used exactly once per epoch. The epoch's
     loss is the mean of its batches' losses weighted by their sizes, each
-    taken before its step.
+    taken before its step. Each step draws with `step_key(key, count)`.
     """
-    twin = feature_major(model)
-    grads_fn = _data_parallel(lambda params, x, y: loss_and_grads(model, loss, params, x, y), mesh)
-    twin_grads = _data_parallel(
-        lambda params, x_fm, y: loss_and_grads_fm(twin, loss, params, x_fm, y), mesh, x_batch_axis=1)
-
-    def one_twin_batch(x):  # the same answer for x and x.T
-        return batch_size is None and twin is not None and x.ndim == 2
+    def transposed(x):  # the same answer for x and prepare(x)
+        return batch_size is None and layout(model, x) is not None
 
     def prepare(x):
-        return x.T if one_twin_batch(x) else x
-
-    def step(grads_of, params, state, x, y):
-        value, grads = grads_of(params, x, y)
-        params, state = opt_step(params, grads, state)
-        return params, state, value
+        return x.T if transposed(x) else x
 
     def epoch(params, state, x, y, key):
-        if one_twin_batch(x):
-            return step(twin_grads, params, state, x, y)
+        if transposed(x):
+            step = _step(model.feature_major, loss, opt, True, mesh)
+            return step(params, state, x, y, step_key(key, state.count))
+        step = _step(model, loss, opt, False, mesh)
         n = x.shape[0]
         if batch_size is None:
-            return step(grads_fn, params, state, x, y)
+            return step(params, state, x, y, step_key(key, state.count))
         order = jax.random.permutation(jax.random.fold_in(key, state.count), n)
         n_full = n // batch_size
         full = order[:n_full * batch_size].reshape(n_full, batch_size)
 
         def batch(carry, indices):
-            params, state, value = step(grads_fn, *carry, x[indices], y[indices])
+            params, state = carry
+            params, state, value = step(params, state, x[indices], y[indices],
+                                        step_key(key, state.count))
             return (params, state), value
 
         (params, state), values = lax.scan(batch, (params, state), full)
         total = jnp.sum(values) * batch_size
         rest = order[n_full * batch_size:]
         if rest.size:
-            params, state, value = step(grads_fn, params, state, x[rest], y[rest])
+            params, state, value = step(params, state, x[rest], y[rest], step_key(key, state.count))
             total = total + value * rest.size
         return params, state, total / n
 
     return prepare, epoch
 
 
+class Run(NamedTuple):
+    """What `_runner`'s program returns: `count` losses (and validation losses, None
+    without validation data), and whether every float in the final params is finite."""
+
+    params: Any
+    opt_state: Any
+    losses: Array
+    val_losses: Optional[Array]
+    finite: Array
+
+
 @shared
-def _runner(model, loss, opt_step, batch_size, validate, mesh):
-    """Jitted `run(params, state, x, y, key, count, x_val, y_val)`: `count` epochs.
+def _runner(model, loss, opt, batch_size, mesh):
+    """Jitted `run(params, state, x, y, key, count, validation) -> Run`: `count` epochs.
 
-    Returns `(params, state, losses, val_losses, finite)`: `count` losses, as
-    many validation losses (None unless `validate`), and whether every float
-    in the final params is finite. `count` is a static int, one compile per
-    value: a loop of known length runs on a GPU without reading its condition
-    back to the host every epoch.
+    `validation` is None or `(x_val, y_val)`, whose loss (in inference mode) is
+    recorded after each epoch. `count` is a static int, one compile per value:
+    a loop of known length runs on a GPU without reading its condition back to
+    the host every epoch.
     """
-    prepare, epoch = _epoch(model, loss, opt_step, batch_size, mesh)
+    prepare, epoch = _epoch(model, loss, opt, batch_size, mesh)
 
-    def run(params, state, x, y, key, count, x_val, y_val):
+    def run(params, state, x, y, key, count, validation):
         dtype = jnp.result_type(float)
         x = prepare(x)
 
         def body(carry, _):
             params, state, value = epoch(*carry, x, y, key)
-            val_value = loss.value(model.apply(params, x_val), y_val).astype(dtype) if validate else None
+            val_value = None if validation is None else loss.value(
+                model.apply(params, validation[0]), validation[1]).astype(dtype)
             return (params, state), (value.astype(dtype), val_value)
 
         (params, state), (losses, val_losses) = lax.scan(body, (params, state), length=count)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)
                                     if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [True]))
-        return params, state, losses, val_losses, finite
+        return Run(params, state, losses, val_losses, finite)
 
     shardings = {}
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
         data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
         shardings = dict(out_shardings=replicated, in_shardings=(
-            replicated, replicated, data, data, replicated, replicated, replicated))
+            replicated, replicated, data, data, replicated, replicated))
     return jax.jit(run, static_argnums=5, **shardings)
 
 
@@ -217,9 +275,11 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
     Returns:
       `run(params, opt_state, x, y, key) -> (params, opt_state, losses)` with
       `losses` of shape `(epochs,)`, one per epoch. Epoch e shuffles with
-      `fold_in(key, opt_state.count)`, so a run continued from a saved state
-      repeats the uninterrupted one. `key` may be None for full batch. Each call
-      first checks x against y and the lr schedule (if any) over its steps.
+      `fold_in(key, opt_state.count)` and each step draws (Dropout) with
+      `step_key(key, opt_state.count)`, so a run continued from a saved state
+      repeats the uninterrupted one. `key` defaults to `jax.random.key(0)`.
+      Each call first checks x against y and the lr schedule (if any) over
+      its steps.
 
     Example:
       >>> run = train(model, LossBCE(), SGD(lr=0.5), epochs=1000)
@@ -228,21 +288,20 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       >>> jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, states8, x, y, keys)
     """
     _check_count("train: epochs", epochs)
-    return _train(model, loss, opt.step, epochs, batch_size, mesh)
+    return _train(model, loss, opt, epochs, batch_size, mesh)
 
 
 @shared
-def _train(model, loss, opt_step, epochs, batch_size, mesh):
+def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
         _check_samples(x, y)
         size = _check_batch_size(batch_size, x.shape[0])
-        check_schedule(opt_step, epochs * (1 if size is None else -(-x.shape[0] // size)))
+        check_schedule(opt, epochs * (1 if size is None else -(-x.shape[0] // size)))
         if key is None:
             key = jax.random.key(0)
         x, y = place(mesh, x, y, size)
-        runner = _runner(model, loss, opt_step, size, False, mesh)
-        params, opt_state, losses, _, _ = runner(params, opt_state, x, y, key, epochs, x[:1], y[:1])
-        return params, opt_state, losses
+        result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None)
+        return result.params, result.opt_state, result.losses
 
     return run

@@ -32,7 +32,6 @@ from jax import lax
 from jax.sharding import Mesh
 
 import fnnet
-from fnnet.train import _runner
 
 W1_SIZES = (2, 25, 25, 25, 25, 1)
 
@@ -321,9 +320,8 @@ def bench_compile_memory(epochs):
     for name, momentum in (("fnnet, SGD (momentum 0, sweepable)", 0.0),
                            ("fnnet, SGD(momentum=None)", None)):
         opt = fnnet.SGD(lr=0.5, decay=0.9999, momentum=momentum)
-        runner = _runner(model, fnnet.LossBCE(), opt.step, None, False, None)
-        variants.append((name, runner.lower(params, opt.init(params), x, y, jax.random.key(0),
-                                            epochs, x[:1], y[:1])))
+        run = jax.jit(fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs))
+        variants.append((name, run.lower(params, opt.init(params), x, y, jax.random.key(0))))
     variants.append(("jax.grad batch-major", make_baseline(epochs, False).lower(
         [(p["w"], p["b"]) for p in params[::2]], x, y, 0.5, 0.9999)))
     rows = []
@@ -346,9 +344,9 @@ def profile_w1(epochs=300, top=20):
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
     opt = fnnet.SGD(lr=0.5, decay=0.9999)
-    runner = _runner(model, fnnet.LossBCE(), opt.step, None, False, None)
-    args = (params, opt.init(params), x, y, None, epochs, x[:1], y[:1])
-    compiled = runner.lower(*args).compile()  # run, and read for the operations' shapes
+    run = jax.jit(fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs))
+    args = (params, opt.init(params), x, y, jax.random.key(0))
+    compiled = run.lower(*args).compile()  # run, and read for the operations' shapes
     call = lambda: compiled(*args)  # noqa: E731
     jax.block_until_ready(call())
     with tempfile.TemporaryDirectory() as folder:

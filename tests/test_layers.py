@@ -18,7 +18,7 @@ from jax.test_util import check_vjp
 
 import fnnet
 from fnnet import (ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh,
-                   elementwise, feature_major)
+                   elementwise)
 
 # Custom layers built with `elementwise`: one derivative from x, one from y = f(x).
 Cube = elementwise("Cube", lambda x: x ** 3, lambda x, y: 3 * x * x)  # dx = dy * 3 x**2
@@ -89,7 +89,7 @@ def oracle_and_twin(layer):
     The oracle is jax.vjp of the batch-major `layer.apply` on `x_fm.T`,
     transposed back: the twin must be the same function in the other layout.
     """
-    twin = feature_major(layer)
+    twin = layer.feature_major
 
     def both(params, x_fm, dy_fm):
         y, pullback = jax.vjp(lambda p, x: layer.apply(p, x.T).T, params, x_fm)
@@ -191,7 +191,7 @@ def test_relu_derivative_at_zero_is_zero():
 def test_linear_feature_major_vjp_matches_jax(dtype, batch, n_in, n_out, seed):
     rng = np.random.default_rng(seed)
     layer = Linear(n_in, n_out, dtype=dtype)
-    twin = feature_major(layer)
+    twin = layer.feature_major
     assert twin is not None and twin is not layer
     params = random_linear_params(rng, n_in, n_out, dtype)
     x_fm = random_input(rng, (n_in, batch), dtype)  # (features, batch)
@@ -204,7 +204,8 @@ def test_activation_feature_major_twin_is_itself():
     # Elementwise: any layout, so the twin is the very same layer (whose vjp is
     # tested above on inputs of every rank).
     for layer in WITH_DEFAULTS.values():
-        assert feature_major(layer) is layer
+        twin = layer.feature_major
+        assert (twin.apply, twin.vjp) == (layer.apply, layer.vjp)
     rng = np.random.default_rng(7)
     x_fm = random_input(rng, (5, 9), jnp.float64)
     expected, actual = oracle_and_twin(Tanh())((), x_fm, device(rng.normal(size=(5, 9))))
@@ -214,7 +215,7 @@ def test_activation_feature_major_twin_is_itself():
 def test_custom_layer_has_no_feature_major_twin():
     lin = Linear(2, 3)
     custom = Layer(lin.init, lin.apply, lambda params, x, dy: lin.vjp(params, x, 2 * dy))
-    assert feature_major(custom) is None
+    assert custom.feature_major is None
 
 
 # --- Linear init ----------------------------------------------------------------------
@@ -363,7 +364,7 @@ def test_linear_wrong_number_of_features(linear_2_3):
     with pytest.raises(ValueError, match=r"Linear\(n_in=2, n_out=3\): expected input_shape "
                                          r"\(\.\.\., 2\), got \(5, 4\)"):
         layer.init(jax.random.key(0), (5, 4))
-    twin = feature_major(layer)
+    twin = layer.feature_major
     with pytest.raises(ValueError, match=r"Linear\(n_in=2, n_out=3\): expected input with 2 "
                                          r"features on axis 0, got shape \(4, 5\)"):
         twin.apply(params, x.T)
@@ -428,6 +429,9 @@ def test_activation_init_passes_shape_through():
 
 
 def test_public_names_are_exported():
-    for name in ["Layer", "Linear", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "Softplus",
-                 "Identity", "elementwise", "feature_major"]:
-        assert name in fnnet.__all__ and getattr(fnnet, name) is getattr(fnnet.layers, name)
+    for module, names in ((fnnet.layers, ["Layer", "Linear"]),
+                          (fnnet.activations, ["ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU",
+                                               "Softplus", "Identity", "elementwise", "Softmax",
+                                               "LogSoftmax"])):
+        for name in names:
+            assert name in fnnet.__all__ and getattr(fnnet, name) is getattr(module, name)

@@ -31,7 +31,7 @@ from hypothesis.extra.numpy import arrays
 
 import fnnet
 from fnnet import (ELU, Identity, LeakyReLU, Linear, LossBCE, LossBCEWithLogits,
-                   LossCrossEntropy, LossMSE, ReLU, Sigmoid, Softplus, Tanh, feature_major)
+                   LossCrossEntropy, LossMSE, ReLU, Sigmoid, Softplus, Tanh)
 
 U = 2.0 ** -24
 TINY = 1e-36
@@ -133,7 +133,7 @@ LINEAR = Linear(N_IN, N_OUT)
 @jax.jit
 @highest_precision
 def compare_linear(params, x, dy):
-    twin = feature_major(LINEAR)
+    twin = LINEAR.feature_major
     y_fm = twin.apply(params, x.T).T
     dparams_fm, dx_fm = twin.vjp(params, x.T, dy.T)
     hand = (LINEAR.apply(params, x), LINEAR.vjp(params, x, dy)), (y_fm, (dparams_fm, dx_fm.T))
@@ -365,7 +365,7 @@ def serial_bounds(params, x, dy):
 @jax.jit
 @highest_precision
 def compare_serial(params, x, dy):
-    twin = feature_major(MODEL)
+    twin = MODEL.feature_major
     dparams_fm, dx_fm = twin.vjp(params, x.T, dy.T)
     hand = ((MODEL.apply(params, x), MODEL.vjp(params, x, dy)),
             (twin.apply(params, x.T).T, (dparams_fm, dx_fm.T)))

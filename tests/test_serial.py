@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fnnet
 from fnnet import (ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus,
-                   Tanh, feature_major, serial)
+                   Tanh, serial)
 
 ACTIVATIONS = [ReLU(), Tanh(), Sigmoid(), ELU(0.5), LeakyReLU(0.3), Softplus(), Identity()]
 TIGHT = dict(rtol=1e-10, atol=1e-12)
@@ -143,7 +143,7 @@ def test_nested_serial():
 
 def test_feature_major_twin_of_serial():
     model = serial(Linear(3, 5, dtype=jnp.float64), Sigmoid(), serial(Linear(5, 2, dtype=jnp.float64)))
-    twin = feature_major(model)
+    twin = model.feature_major
     assert twin is not None and twin is not model
     rng = np.random.default_rng(1)
     params = random_params(rng, init_without_compiling(model, (3,))[1])
@@ -157,11 +157,20 @@ def test_feature_major_twin_of_serial():
     assert_trees_close(actual, expected)
 
 
-def test_serial_with_a_custom_layer_has_no_twin():
-    lin = Linear(2, 3)
-    custom = Layer(lin.init, lin.apply, lambda params, x, dy: lin.vjp(params, x, dy))
-    assert feature_major(serial(lin, ReLU())) is not None
-    assert feature_major(serial(custom, ReLU())) is None
+def test_a_layer_without_a_twin_runs_transposed_inside_the_serials_twin():
+    lin = Linear(3, 4, dtype=jnp.float64)
+    custom = Layer(lin.init, lin.apply, lin.vjp)  # the same functions, but no twin declared
+    assert custom.feature_major is None
+    assert serial(custom).feature_major is None  # nothing to gain: no twin at all
+    model = serial(custom, ReLU(), Linear(4, 2, dtype=jnp.float64))
+    twin = model.feature_major
+    assert twin is not None
+    rng = np.random.default_rng(3)
+    params = random_params(rng, init_without_compiling(model, (3,))[1])
+    x_fm, dy_fm = device(rng.normal(size=(3, 7))), device(rng.normal(size=(2, 7)))
+    y, pullback = jax.vjp(lambda p, x: model.apply(p, x.T).T, params, x_fm)
+    assert_trees_close((twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm)),
+                       (y, pullback(dy_fm)))
 
 
 def test_keys_split_per_layer():
@@ -255,17 +264,44 @@ def test_serial_of_a_non_layer():
 # --- shared constructors ----------------------------------------------------------------
 
 
-def test_same_arguments_give_the_same_object():
-    assert Linear(2, 3) is Linear(2, 3)
-    assert Linear(2, 3, dtype=jnp.float64) is Linear(2, 3, dtype=jnp.float64)
+def test_same_arguments_give_equal_layers():
+    def same(a, b):
+        return a == b and hash(a) == hash(b) and a.init is b.init
+
+    assert same(Linear(2, 3), Linear(2, 3))
+    assert same(Linear(2, 3, dtype=jnp.float64), Linear(2, 3, dtype=jnp.float64))
     assert ReLU() is ReLU() and Tanh() is Tanh() and LeakyReLU(0.3) is LeakyReLU(0.3)
-    assert serial(Linear(2, 3), ReLU()) is serial(Linear(2, 3), ReLU())
+    assert same(serial(Linear(2, 3), ReLU()), serial(Linear(2, 3), ReLU()))
     assert fnnet.LossBCE() is fnnet.LossBCE() and fnnet.LossMSE() is fnnet.LossMSE()
-    # ... and different arguments give different objects.
-    assert Linear(2, 3) is not Linear(3, 2)
-    assert Linear(2, 3) is not Linear(2, 3, dtype=jnp.float64)
-    assert LeakyReLU(0.3) is not LeakyReLU(0.2)
-    assert serial(Linear(2, 3), ReLU()) is not serial(Linear(2, 3), Tanh())
+    # ... and different arguments give different layers.
+    assert Linear(2, 3) != Linear(3, 2)
+    assert LeakyReLU(0.3) != LeakyReLU(0.2)
+    assert serial(Linear(2, 3), ReLU()) != serial(Linear(2, 3), Tanh())
+    # The params' dtype is init's business: the layers compute the same function.
+    assert Linear(2, 3) == Linear(2, 3, dtype=jnp.float64)
+    assert Linear(2, 3).init is not Linear(2, 3, dtype=jnp.float64).init
+
+
+def test_unhashable_initializers_still_give_equal_layers():
+    # jax.nn.initializers make a new closure per call: not comparable by value, and
+    # only init uses them, so the layers (and the programs compiled for them) are equal.
+    def build():
+        return serial(Linear(2, 3, w_init=jax.nn.initializers.glorot_normal()), ReLU())
+
+    a, b = build(), build()
+    assert a == b and hash(a) == hash(b)
+    assert a.init is not b.init  # each keeps its own initializer
+    _, params = a.init(jax.random.key(0), (5, 2))
+    assert params[0]["w"].shape == (2, 3)
+
+
+def test_constructor_caches_are_bounded():
+    from fnnet._shared import MAX_ENTRIES
+    from fnnet.layers import _linear
+    for n in range(1, MAX_ENTRIES + 20):
+        Linear(n, 1)
+    assert len(_linear.cache) == MAX_ENTRIES
+    assert Linear(3, 1) == Linear(3, 1)  # recently used: still shared
 
 
 def test_rebuilt_model_hits_the_jit_cache():

@@ -1,0 +1,221 @@
+"""Normalization: `BatchNorm` (over the batch, with running statistics) and `LayerNorm`
+(over each example's features), each with a learnable scale and shift.
+
+Both share one backward pass (docs/vjp.md derives it): with xhat = (x - mean) / s,
+s = sqrt(var + eps), and g = dy * scale, the mean and the (biased) variance
+taken over `axes`,
+
+    dx = (g - mean(g) - xhat * mean(g * xhat)) / s,
+
+dscale = sum(dy * xhat) and dshift = sum(dy) over the axes that are not the features.
+"""
+
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+from fnnet._shared import shared
+from fnnet.layers import Layer, _check_floating
+from fnnet.state import State
+
+__all__ = ["BatchNorm", "LayerNorm"]
+
+
+def _check_number(owner, name, value, ok, expected):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a float, got {value!r} ({type(value).__name__})")
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
+    return float(value)
+
+
+def _along(v, x, feature_axis):
+    """A per-feature vector `(c,)` shaped to broadcast against x."""
+    shape = [1] * x.ndim
+    shape[feature_axis] = -1
+    return v.reshape(shape)
+
+
+def _normalize(x, axes, eps):
+    """(xhat, mean, var, s) of x over `axes`, with the biased variance."""
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    s = jnp.sqrt(var + eps)
+    return (x - mean) / s, mean, var, s
+
+
+def _normalize_vjp(g, xhat, s, axes):
+    # dx = (g - mean(g) - xhat * mean(g * xhat)) / s
+    return (g - jnp.mean(g, axis=axes, keepdims=True)
+            - xhat * jnp.mean(g * xhat, axis=axes, keepdims=True)) / s
+
+
+def _other_axes(x, feature_axis):
+    return tuple(a for a in range(x.ndim) if a != feature_axis % x.ndim)
+
+
+def _scale_shift_init(owner, min_rank, dtype, running):
+    def init(key, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < min_rank:
+            raise ValueError(f"{owner}: expected input_shape with at least {min_rank} axes "
+                             f"(..., features), got {input_shape}")
+        c = input_shape[-1]
+        params = {"scale": jnp.ones((c,), dtype), "shift": jnp.zeros((c,), dtype)}
+        if running:
+            params["running"] = State(mean=jnp.zeros((c,), dtype), var=jnp.ones((c,), dtype))
+        return input_shape, params
+    return init
+
+
+def _check(owner, params, x, feature_axis, min_rank, running):
+    _check_floating(owner, x)
+    keys = {"scale", "shift"} | ({"running"} if running else set())
+    if not isinstance(params, dict) or set(params) != keys or (
+            running and not (isinstance(params["running"], State)
+                             and set(params["running"]) == {"mean", "var"})):
+        raise ValueError(f"{owner}: params must be a dict with keys {sorted(keys)}"
+                         + (" ('running' a State with 'mean' and 'var')" if running else "")
+                         + f", got {jax.tree.structure(params)}")
+    if jnp.ndim(x) < min_rank:
+        raise ValueError(f"{owner}: expected input with at least {min_rank} axes "
+                         f"(..., features), got shape {jnp.shape(x)}")
+    c = jnp.shape(x)[feature_axis]
+    for name, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.shape(leaf) != (c,):
+            raise ValueError(f"{owner}: params{jax.tree_util.keystr(name)} must have shape ({c},) "
+                             f"for input of shape {jnp.shape(x)}, got {jnp.shape(leaf)}")
+
+
+def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
+    """Batch normalization over every axis but the last (the features).
+
+    Training (`train=True`): x is normalized by the batch's mean and biased
+    variance, then scaled and shifted, `y = scale * (x - mean) / sqrt(var + eps) + shift`,
+    and the VJP goes through the batch statistics. Each training step also
+    moves the running statistics (`update_state`):
+    `running = momentum * running + (1 - momentum) * batch` (the Flax and Keras
+    convention; PyTorch's `momentum` is one minus this one). Inference
+    (`model.apply(params, x)`): x is normalized by the running statistics,
+    which start at mean 0 and variance 1.
+
+    Params: `{"scale": (c,), "shift": (c,), "running": State(mean=(c,), var=(c,))}`;
+    optimizers never change `running`. Input `(batch, ..., c)`, output the same.
+
+    Args:
+      momentum: in [0, 1): how much of the running statistics each step keeps.
+      eps: > 0, added to the variance.
+      dtype: dtype of the params made by `init`.
+
+    Example:
+      >>> model = serial(Linear(2, 25), BatchNorm(), ReLU(), Linear(25, 1))
+    """
+    owner = "BatchNorm"
+    momentum = _check_number(owner, "momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
+    eps = _check_number(owner, "eps", eps, lambda v: v > 0, "> 0")
+    return _batch_norm(momentum, eps, jnp.dtype(dtype))
+
+
+@shared
+def _batch_norm(momentum, eps, dtype) -> Layer:
+    name = f"BatchNorm(momentum={momentum}, eps={eps})"
+
+    def layer_on(feature_axis):
+        def statistics(params, x, train):
+            """xhat, s, the batch's mean and var (None in inference), axes."""
+            _check(name, params, x, feature_axis, 2, True)
+            axes = _other_axes(x, feature_axis)
+            if train:
+                xhat, mean, var, s = _normalize(x, axes, eps)
+                return xhat, s, mean, var, axes
+            running = params["running"]
+            s = jnp.sqrt(_along(running["var"], x, feature_axis) + eps)
+            return (x - _along(running["mean"], x, feature_axis)) / s, s, None, None, axes
+
+        def apply(params, x, *, train=False, key=None):
+            with jax.named_scope(name):
+                xhat = statistics(params, x, train)[0]
+                return (_along(params["scale"], x, feature_axis) * xhat
+                        + _along(params["shift"], x, feature_axis))
+
+        def vjp(params, x, dy, *, train=False, key=None):
+            with jax.named_scope(name):
+                xhat, s, _, _, axes = statistics(params, x, train)
+                g = dy * _along(params["scale"], x, feature_axis)
+                running = params["running"]
+                if train:  # the running statistics are not used: zero cotangents
+                    dx = _normalize_vjp(g, xhat, s, axes)
+                    drunning = State(mean=jnp.zeros_like(running["mean"]),
+                                     var=jnp.zeros_like(running["var"]))
+                else:  # y = scale (x - m) / s + shift, s = sqrt(v + eps)
+                    dx = g / s
+                    # dm = -sum(g) / s; dv = -sum(g * xhat) / (2 s^2)
+                    drunning = State(mean=(-jnp.sum(g / s, axis=axes)).astype(running["mean"].dtype),
+                                     var=(-jnp.sum(g * xhat / (2 * s * s), axis=axes)
+                                          ).astype(running["var"].dtype))
+                dparams = {"scale": jnp.sum(dy * xhat, axis=axes).astype(params["scale"].dtype),
+                           "shift": jnp.sum(dy, axis=axes).astype(params["shift"].dtype),
+                           "running": drunning}
+                return dparams, dx.astype(x.dtype)
+
+        def update_state(params, x, *, key=None):
+            _, _, mean, var, _ = statistics(params, x, True)
+            running = params["running"]
+            moved = {stat: momentum * running[stat] + (1 - momentum) * batch.reshape(-1)
+                     .astype(running[stat].dtype) for stat, batch in (("mean", mean), ("var", var))}
+            return {**params, "running": State(moved)}
+
+        return Layer(_scale_shift_init(name, 2, dtype, True), apply, vjp, update_state)
+
+    return layer_on(-1)._replace(feature_major=layer_on(0))
+
+
+def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
+    """Layer normalization: each example normalized over its last axis (the features).
+
+    `y = scale * (x - mean) / sqrt(var + eps) + shift`, mean and biased variance
+    over the last axis of each example; the same in training and inference.
+
+    Params: `{"scale": (c,), "shift": (c,)}`. Input `(..., c)`, output the same.
+
+    Args:
+      eps: > 0, added to the variance.
+      dtype: dtype of the params made by `init`.
+
+    Example:
+      >>> model = serial(Linear(2, 25), LayerNorm(), ReLU(), Linear(25, 1))
+    """
+    eps = _check_number("LayerNorm", "eps", eps, lambda v: v > 0, "> 0")
+    return _layer_norm(eps, jnp.dtype(dtype))
+
+
+@shared
+def _layer_norm(eps, dtype) -> Layer:
+    name = f"LayerNorm(eps={eps})"
+
+    def layer_on(feature_axis):
+        def forward(params, x):
+            _check(name, params, x, feature_axis, 1, False)
+            return _normalize(x, (feature_axis % x.ndim,), eps)
+
+        def apply(params, x, *, train=False, key=None):
+            with jax.named_scope(name):
+                xhat = forward(params, x)[0]
+                return (_along(params["scale"], x, feature_axis) * xhat
+                        + _along(params["shift"], x, feature_axis))
+
+        def vjp(params, x, dy, *, train=False, key=None):
+            with jax.named_scope(name):
+                xhat, _, _, s = forward(params, x)
+                g = dy * _along(params["scale"], x, feature_axis)
+                dx = _normalize_vjp(g, xhat, s, (feature_axis % x.ndim,))
+                others = _other_axes(x, feature_axis)
+                return ({"scale": jnp.sum(dy * xhat, axis=others).astype(params["scale"].dtype),
+                         "shift": jnp.sum(dy, axis=others).astype(params["shift"].dtype)},
+                        dx.astype(x.dtype))
+
+        return Layer(_scale_shift_init(name, 1, dtype, False), apply, vjp)
+
+    return layer_on(-1)._replace(feature_major=layer_on(0))

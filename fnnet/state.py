@@ -1,0 +1,66 @@
+"""Non-trainable state inside params: `State`, and how optimizers and training find it.
+
+A layer such as `BatchNorm` keeps values that training changes but no
+optimizer may touch (running statistics). They live in the layer's params,
+inside a `State` node: `{"scale": ..., "shift": ..., "running": State(mean=..., var=...)}`.
+So `model.apply(params, x)` finds them without help, `save`/`load`, `sweep` and
+`fit` carry them like any other leaf, and optimizers leave every leaf under a
+`State` as it is (no step, no weight decay, no momentum).
+"""
+
+from typing import Any, List
+
+import jax
+
+__all__ = ["State", "trainable_mask", "state_leaves", "with_state"]
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class State(dict):
+    """A dict of arrays that optimizers never change; a pytree node like a dict.
+
+    Example:
+      >>> running = State(mean=jnp.zeros(3), var=jnp.ones(3))
+      >>> sorted(running)
+      ['mean', 'var']
+    """
+
+    def tree_flatten_with_keys(self):
+        names = sorted(self)
+        return [(jax.tree_util.DictKey(name), self[name]) for name in names], tuple(names)
+
+    def tree_flatten(self):
+        names = sorted(self)
+        return [self[name] for name in names], tuple(names)
+
+    @classmethod
+    def tree_unflatten(cls, names, values):
+        return cls(zip(names, values))
+
+    def __repr__(self):
+        return f"State({dict.__repr__(self)})"
+
+
+def _is_state(node) -> bool:
+    return isinstance(node, State)
+
+
+def trainable_mask(params) -> Any:
+    """A tree like `params` of Python bools: True where an optimizer may change the leaf."""
+    return jax.tree.map(lambda node: jax.tree.map(lambda _: False, node) if _is_state(node) else True,
+                        params, is_leaf=_is_state)
+
+
+def state_leaves(params) -> List:
+    """The leaves of `params` that sit under a `State`, in tree order."""
+    mask = jax.tree.leaves(trainable_mask(params))
+    return [leaf for trainable, leaf in zip(mask, jax.tree.leaves(params)) if not trainable]
+
+
+def with_state(params, leaves: List) -> Any:
+    """`params` with the leaves under its `State` nodes replaced by `leaves` (tree order)."""
+    mask = jax.tree.leaves(trainable_mask(params))
+    flat, treedef = jax.tree.flatten(params)
+    replacements = iter(leaves)
+    flat = [leaf if trainable else next(replacements) for trainable, leaf in zip(mask, flat)]
+    return jax.tree.unflatten(treedef, flat)
