@@ -53,11 +53,11 @@ def _compose(layers) -> Layer:
     """The serial of `layers` (init left to the caller: equal layers may have other inits)."""
     n = len(layers)
 
-    def forward(params, x, train, key):
-        """Each layer's input and key, and the output."""
+    def forward(params, x, train, key, upto=n):
+        """The inputs and keys of the first `upto` layers, and the output of the last of them."""
         _check_params(params, n)
         inputs, keys = [], _layer_keys(key, n)
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(layers[:upto]):
             inputs.append(x)
             x = _naming_layer(i, layer.apply, params[i], x, train=train, key=keys[i])
         return inputs, keys, x
@@ -73,13 +73,14 @@ def _compose(layers) -> Layer:
                                            train=train, key=keys[i])
         return tuple(dparams), dy
 
-    def update_state(params, x, *, key=None):
-        inputs, keys, _ = forward(params, x, True, key)
-        return tuple(p if layer.update_state is None else
-                     _naming_layer(i, layer.update_state, p, inputs[i], key=keys[i])
-                     for i, (layer, p) in enumerate(zip(layers, params)))
+    stateful = [i for i, layer in enumerate(layers) if layer.update_state is not None]
 
-    stateful = any(layer.update_state is not None for layer in layers)
+    def update_state(params, x, *, key=None):
+        # the forward only up to the last stateful layer's input
+        inputs, keys, last_input = forward(params, x, True, key, upto=stateful[-1])
+        inputs.append(last_input)
+        return tuple(_naming_layer(i, layers[i].update_state, p, inputs[i], key=keys[i])
+                     if i in stateful else p for i, p in enumerate(params))
     twins = [layer.feature_major for layer in layers]
     twin = None
     if any(t is not None for t in twins):  # twin-less layers run transposed inside the twin

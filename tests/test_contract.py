@@ -1,0 +1,288 @@
+"""The Layer contract end to end: training mode, keys and state through every training path
+(value_and_grad, train_step, train, fit, sweep, checkpoints, as_jax), optimizers leaving
+state alone, the layout chosen in one place, and compiled programs shared by value.
+
+Oracle: JAX's autodiff of the same forward (`model.apply(..., train=True, key=...)`).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import count_compilations
+
+import fnnet
+from fnnet.train import step_key
+
+# Linear-BatchNorm-ReLU-Dropout-Linear-Sigmoid: every mechanism at once.
+MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.BatchNorm(momentum=0.8), fnnet.ReLU(),
+                     fnnet.Dropout(0.25), fnnet.Linear(8, 1), fnnet.Sigmoid())
+LOSS = fnnet.LossBCE()
+STATE_PATH = (1, "running")  # where MODEL's State sits in its params
+
+
+def data(n=32, seed=1):
+    return fnnet.data.disk(n, jax.random.key(seed))
+
+
+def init(model=MODEL, seed=0, n=32):
+    return model.init(jax.random.key(seed), (n, 2))[1]
+
+
+def running(params):
+    return params[STATE_PATH[0]][STATE_PATH[1]]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def oracle(model, loss, params, x, y, key):
+    """JAX's value and grad of the training-mode loss."""
+    return jax.value_and_grad(lambda p: loss.value(model.apply(p, x, train=True, key=key), y))(params)
+
+
+def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def assert_trees_equal(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, e)
+
+
+# --- value_and_grad in training mode ---------------------------------------------------------
+
+@pytest.mark.parametrize("batch_shape", [(32,), (4, 8)], ids=["2-D, feature-major", "3-D"])
+def test_training_mode_gradients_match_autodiff(batch_shape):
+    params = init()
+    x = jax.random.uniform(jax.random.key(3), batch_shape + (2,))
+    y = (jax.random.uniform(jax.random.key(4), batch_shape + (1,)) > 0.5).astype(jnp.float32)
+    key = jax.random.key(5)
+    value, grads = jax.jit(fnnet.value_and_grad(MODEL, LOSS))(params, x, y, key)
+    want_value, want_grads = oracle(MODEL, LOSS, params, x, y, key)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    assert_trees_close(grads, want_grads)
+    # the running statistics are not used in training: their gradient is zero
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(running(grads)))
+
+
+def test_inference_mode_gradients_match_autodiff():
+    params = jax.tree.map(lambda p: p + 0.1, init())  # running stats away from 0 and 1
+    x, y = data()
+    value, grads = jax.jit(fnnet.value_and_grad(MODEL, LOSS, train=False))(params, x, y)
+    want_value, want_grads = jax.value_and_grad(lambda p: LOSS.value(MODEL.apply(p, x), y))(params)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    assert_trees_close(grads, want_grads)
+    assert any(np.any(leaf) for leaf in jax.tree.leaves(running(grads)))  # used in inference
+
+
+def test_training_mode_needs_a_key_for_dropout():
+    x, y = data()
+    with pytest.raises(ValueError, match=r"serial layer 3: Dropout\(rate=0.25\): training mode "
+                                         r"draws a mask and needs a key"):
+        fnnet.value_and_grad(MODEL, LOSS)(init(), x, y)
+
+
+def test_inference_is_deterministic_and_per_example():
+    params = jax.tree.map(lambda p: p + 0.1, init())
+    x, _ = data()
+    whole = MODEL.apply(params, x)
+    np.testing.assert_array_equal(whole, MODEL.apply(params, x))
+    # running statistics, not the batch's: one example alone gives the same output
+    np.testing.assert_allclose(MODEL.apply(params, x[:1]), whole[:1], rtol=1e-6)
+
+
+# --- train_step, train, fit ------------------------------------------------------------------
+
+def manual_step(params, opt_state, x, y, key, opt=fnnet.SGD(lr=0.1)):
+    """What one training step must do, spelt out with the oracle's gradients."""
+    key = step_key(key, opt_state.count)
+    _, grads = oracle(MODEL, LOSS, params, x, y, key)
+    new, opt_state = opt.step(params, grads, opt_state)
+    stats = MODEL.update_state(params, x, key=key)
+    return fnnet.state.with_state(new, fnnet.state.state_leaves(stats)), opt_state
+
+
+def test_train_step_moves_the_running_statistics_and_equals_manual_steps():
+    opt = fnnet.SGD(lr=0.1)
+    x, y = data()
+    key = jax.random.key(7)
+    params = init()
+    step = fnnet.train_step(MODEL, LOSS, opt)
+    got, state = jax.tree.map(jnp.copy, params), opt.init(params)
+    want, want_state = params, opt.init(params)
+    for _ in range(3):
+        got, state, _ = step(got, state, x, y, key)
+        want, want_state = manual_step(want, want_state, x, y, key)
+    assert_trees_close(got, want)
+    # momentum 0.8 from mean 0, var 1: the running mean moved towards the batch's
+    first_layer = x @ params[0]["w"] + params[0]["b"][None, :]
+    assert not np.allclose(running(got)["mean"], 0)
+    assert np.all(np.sign(running(got)["mean"]) == np.sign(first_layer.mean(axis=0)))
+
+
+def test_fit_result_params_hold_the_state_and_train_equals_fit():
+    opt = fnnet.SGD(lr=0.2)
+    x, y = data()
+    params = init()
+    key = jax.random.key(11)
+    result = fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=6, key=key, progress=False)
+    run = fnnet.train(MODEL, LOSS, opt, epochs=6)
+    trained, _, losses = run(params, opt.init(params), x, y, key)
+    assert_trees_close(result.params, trained, rtol=1e-6)  # fit runs in chunks
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-6)
+    assert isinstance(running(result.params), fnnet.State)
+    assert not np.allclose(running(result.params)["var"], 1)
+    # six manual steps (full batch: one step per epoch) give the same params
+    want, state = params, opt.init(params)
+    for _ in range(6):
+        want, state = manual_step(want, state, x, y, key, opt)
+    assert_trees_close(result.params, want, rtol=1e-4, atol=1e-5)
+
+
+def test_minibatches_draw_new_masks_each_step_and_depend_on_the_key():
+    opt = fnnet.SGD(lr=0.2)
+    x, y = data()
+    params = init()
+    run = fnnet.train(MODEL, LOSS, opt, epochs=3, batch_size=8)
+    a = run(params, opt.init(params), x, y, jax.random.key(1))
+    again = run(params, opt.init(params), x, y, jax.random.key(1))
+    other = run(params, opt.init(params), x, y, jax.random.key(2))
+    assert_trees_equal(a, again)
+    assert not np.allclose(a[2], other[2])
+
+
+@pytest.mark.parametrize("opt", [fnnet.SGD(lr=0.5, momentum=0.9, weight_decay=0.5),
+                                 fnnet.Adam(lr=0.1, decay=0.99)], ids=["SGD", "Adam"])
+def test_no_optimizer_moves_state_even_given_a_gradient_for_it(opt):
+    params = init()
+    grads = jax.tree.map(jnp.ones_like, params)  # a gradient for everything, state included
+    state = opt.init(params)
+    new = params
+    for _ in range(3):
+        new, state = opt.step(new, grads, state)
+    assert_trees_equal(running(new), running(params))
+    assert not np.allclose(new[0]["w"], params[0]["w"])  # the rest did move
+
+
+# --- sweeps, checkpoints, as_jax, data parallel ----------------------------------------------
+
+def test_sweep_members_draw_their_own_masks():
+    opt = fnnet.SGD(lr=0.2)
+    x, y = data()
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = fnnet.sweep.init_many(MODEL, jnp.stack([keys[0], keys[0]]), x.shape)  # same init
+    states = jax.vmap(opt.init)(params)
+    run = fnnet.train(MODEL, LOSS, opt, epochs=3)
+    out_params, _, losses = fnnet.sweep.sweep(run, params, states, x, y, keys)
+    assert not np.allclose(losses[0], losses[1])  # same init and data: only the masks differ
+    alone = run(jax.tree.map(lambda a: a[1], params), opt.init(init(seed=0)), x, y, keys[1])
+    np.testing.assert_allclose(losses[1], alone[2], rtol=1e-5)
+    assert running(out_params)["mean"].shape == (2, 8)
+
+
+def test_checkpoint_round_trips_state(tmp_path):
+    params = jax.tree.map(lambda p: p + 0.5, init())
+    opt = fnnet.Adam(lr=0.1)
+    path = tmp_path / "bn.npz"
+    fnnet.save(path, params, opt.init(params))
+    loaded, state, _ = fnnet.load(path, like=(init(), opt.init(init())))
+    assert_trees_equal(loaded, params)
+    assert isinstance(running(loaded), fnnet.State)
+    assert "params[1]['running']['mean']" in np.load(path).files
+
+
+def test_as_jax_in_training_mode_uses_the_hand_vjp():
+    params = init()
+    x, y = data()
+    key = jax.random.key(9)
+    f = fnnet.as_jax(MODEL, train=True)
+    grads = jax.jit(jax.grad(lambda p: LOSS.value(f(p, x, key), y)))(params)
+    _, want = fnnet.value_and_grad(MODEL, LOSS)(params, x, y, key)
+    assert_trees_close(grads, want)
+    np.testing.assert_array_equal(f(params, x, key), MODEL.apply(params, x, train=True, key=key))
+
+
+def test_data_parallel_averages_the_running_statistics(tmp_path):
+    """Over a 2-device mesh, each device normalizes its shard and the running statistics
+    are the average of the shards' updates: checked against two single-device updates."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent("""
+        import jax, numpy as np
+        from jax.sharding import Mesh
+        import fnnet
+        model = fnnet.serial(fnnet.Linear(2, 4), fnnet.BatchNorm(momentum=0.5), fnnet.Tanh(),
+                             fnnet.Dropout(0.5), fnnet.Linear(4, 1))
+        loss, opt = fnnet.LossMSE(), fnnet.SGD(lr=0.0001)
+        x, y = fnnet.data.disk(16, jax.random.key(1))
+        params = model.init(jax.random.key(0), x.shape)[1]
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        out = fnnet.fit(model, loss, opt, params, x, y, epochs=1, progress=False, mesh=mesh)
+        halves = [model.update_state(params, x[i * 8:(i + 1) * 8], key=None)[1]["running"]
+                  for i in range(2)]
+        got = out.params[1]["running"]
+        for name in ("mean", "var"):
+            np.testing.assert_allclose(got[name], (halves[0][name] + halves[1][name]) / 2, rtol=1e-5)
+        assert got["mean"].sharding.is_fully_replicated
+        print("ok")
+    """)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+# --- the layout, in one place ----------------------------------------------------------------
+
+def test_errors_speak_of_the_shapes_the_user_passed():
+    model = fnnet.serial(fnnet.Linear(2, 4), fnnet.ReLU(), fnnet.Linear(4, 1))
+    params = model.init(jax.random.key(0), (16, 2))[1]
+    x = jnp.ones((16, 3))
+    y = jnp.ones((16, 1))
+    message = r"serial layer 0: Linear\(n_in=2, n_out=4\): expected input with 2 features on " \
+              r"axis -1, got shape \(16, 3\)"
+    with pytest.raises(ValueError, match=message):
+        fnnet.value_and_grad(model, fnnet.LossMSE())(params, x, y)
+    opt = fnnet.SGD(lr=0.1)
+    with pytest.raises(ValueError, match=message):
+        fnnet.train_step(model, fnnet.LossMSE(), opt)(params, opt.init(params), x, y)
+
+
+def test_a_users_layer_declares_its_feature_major_form_and_a_loss_its_target_checks():
+    lin = fnnet.Linear(2, 1)
+    used = []
+
+    def apply_fm(params, x, *, train=False, key=None):
+        used.append(x.shape)
+        return lin.feature_major.apply(params, x)
+
+    mine = fnnet.Layer(lin.init, lin.apply, lin.vjp,
+                       feature_major=fnnet.Layer(lin.init, apply_fm, lin.feature_major.vjp))
+    checked = []
+    loss = fnnet.LossMSE()._replace(check_targets=lambda t, n: checked.append((t.shape, n)))
+    x, y = data()
+    fnnet.fit(mine, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y,
+              epochs=2, progress=False)
+    assert used == [(2, 32)]  # traced once, feature-major
+    assert checked == [((32, 1), 1)]
+
+
+# --- compiled programs shared by value -------------------------------------------------------
+
+def test_models_with_fresh_initializers_share_one_compiled_program():
+    def build():
+        return fnnet.serial(fnnet.Linear(2, 5, w_init=jax.nn.initializers.glorot_normal()),
+                            fnnet.BatchNorm(), fnnet.Tanh(), fnnet.Linear(5, 1), fnnet.Sigmoid())
+
+    x, y = data()
+    params = build().init(jax.random.key(0), x.shape)[1]
+    fnnet.fit(build(), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False)
+    with count_compilations() as compiled:
+        fnnet.fit(build(), LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=4, progress=False)
+    assert compiled == [], compiled
