@@ -1,0 +1,500 @@
+"""Convolution-family layers on NHWC images, each with a hand-derived VJP.
+
+- `Conv2D`: a strided 2-D convolution (a cross-correlation, as in every DL library).
+- `ConvTranspose2D`: its transpose (the gradient of a convolution), upsampling by the stride.
+- `Upsample2D`: nearest-neighbour upsampling.
+- `MaxPool2D`, `AvgPool2D`: max and mean over windows (VALID: no padding).
+- `Flatten`: `(n, ...) -> (n, prod(...))`, to feed a `Linear`.
+
+Images are `(n, h, w, c)`: batch, height, width, channels last. Kernels are
+`(kh, kw, c_in, c_out)`. Every `apply` and `vjp` takes the keyword-only `train`
+and `key` of the layer contract and ignores them. The derivations are in
+docs/conv_vjp.md.
+
+The VJPs of a convolution are convolutions again: the three `_correlate*` helpers
+below compute a correlation and its transposes in the input and in the kernel,
+and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fnnet._shared import shared
+from fnnet.layers import Layer, _check_floating, _check_size, _uniform
+
+__all__ = ["AvgPool2D", "Conv2D", "ConvTranspose2D", "Flatten", "MaxPool2D", "Upsample2D"]
+
+
+# --- argument checks ------------------------------------------------------------------
+
+
+def _pair(name: str, value, low: int = 1) -> tuple:
+    """An int or a pair of ints, as a pair."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return tuple(_check_size(f"{name}[{i}]", v, low) for i, v in enumerate(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (_check_size(name, value, low),) * 2
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})")
+
+
+def _check_padding(name: str, padding, allow_int: bool):
+    """'SAME' or 'VALID' (any case), or an int >= 0 where `allow_int`."""
+    expected = "'SAME', 'VALID'" + (" or an int >= 0" if allow_int else "")
+    if isinstance(padding, str):
+        if padding.upper() in ("SAME", "VALID"):
+            return padding.upper()
+        raise ValueError(f"{name} must be {expected}, got {padding!r}")
+    if allow_int and isinstance(padding, int) and not isinstance(padding, bool):
+        return _check_size(name, padding, 0)
+    raise TypeError(f"{name} must be {expected}, got {padding!r} ({type(padding).__name__})")
+
+
+def _check_dtype(name: str, dtype):
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating dtype, got {dtype}")
+    return dtype
+
+
+def _check_init(name: str, init):
+    if init is not None and not callable(init):
+        raise TypeError(f"{name} must be None or a (key, shape, dtype) -> array initializer, got {init!r}")
+    return init
+
+
+def _check_image(name: str, shape, channels=None) -> tuple:
+    """`shape` as a tuple, checked to be `(n, h, w, channels)`."""
+    shape = tuple(shape)
+    c = "c" if channels is None else channels
+    if len(shape) != 4 or channels not in (None, shape[3]):
+        what = "4-D input" if len(shape) != 4 else f"input with {channels} channels"
+        raise ValueError(f"{name}: expected {what} (n, h, w, {c}), got shape {shape}")
+    return shape
+
+
+def _check_fits(name: str, hw, pads, window) -> None:
+    padded = tuple(size + lo + hi for size, (lo, hi) in zip(hw, pads))
+    if any(size < k for size, k in zip(padded, window)):
+        raise ValueError(f"{name}: input of spatial size {tuple(hw)} (padded {padded}) is "
+                         f"smaller than the window {window}")
+
+
+def _check_no_params(name: str, params) -> None:
+    if not (isinstance(params, tuple) and len(params) == 0):
+        raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
+
+
+def _check_weights(name: str, params, w_shape, b_shape):
+    if not isinstance(params, dict) or set(params) != {"w", "b"}:
+        raise ValueError(f"{name}: params must be a dict with keys 'w' and 'b', "
+                         f"got {jax.tree.structure(params)}")
+    w, b = params["w"], params["b"]
+    if jnp.shape(w) != w_shape or jnp.shape(b) != b_shape:
+        raise ValueError(f"{name}: params must have w {w_shape} and b {b_shape}, "
+                         f"got w {jnp.shape(w)} and b {jnp.shape(b)}")
+    return w, b
+
+
+def _check_cotangent(name: str, dy, y_shape) -> None:
+    if jnp.shape(dy) != tuple(y_shape):
+        raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, "
+                         f"got {jnp.shape(dy)}")
+
+
+def _pads(padding, size: int, k: int, s: int) -> tuple:
+    """(lo, hi) zero padding of one spatial dim; 'SAME' as lax pads it (out = ceil(size/s))."""
+    if padding == "VALID":
+        return (0, 0)
+    if padding == "SAME":
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        return (total // 2, total - total // 2)
+    return (padding, padding)
+
+
+def _out_size(size: int, pad: tuple, k: int, s: int) -> int:
+    return (size + pad[0] + pad[1] - k) // s + 1
+
+
+# --- correlation and its two transposes -----------------------------------------------
+
+
+def _correlate(x, w, stride, pads, w_spec="HWIO"):
+    """y[n, i, j, o] = sum_{a, b, c} xpad[n, i*sh + a, j*sw + b, c] w[a, b, c, o]."""
+    return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=("NHWC", w_spec, "NHWC"))
+
+
+def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
+    """`_correlate`'s transpose in x, for x of spatial size `in_hw`: dy dilated by the
+    stride, correlated with the flipped kernel (input and output channels swapped)."""
+    k_hw, out_hw = w.shape[:2], dy.shape[1:3]
+    # Before dy: k - 1 - lo zeros (x row 0 met kernel row lo; negative = a cut). After:
+    # zeros up to x's last row, past dy's last window when the forward dropped rows.
+    pads_t = [(k - 1 - lo, size + lo - (out - 1) * s - 1)
+              for k, (lo, _), size, out, s in zip(k_hw, pads, in_hw, out_hw, stride)]
+    swapped = w_spec[:2] + w_spec[3] + w_spec[2]
+    return lax.conv_general_dilated(dy, lax.rev(w, (0, 1)), (1, 1), pads_t, lhs_dilation=stride,
+                                    dimension_numbers=("NHWC", swapped, "NHWC"))
+
+
+def _correlate_dw(x, dy, stride, pads, k_hw):
+    """`_correlate`'s transpose in w, shape (kh, kw, c_x, c_dy): the batch is contracted,
+    dy is the kernel, dilated by the stride; rows the forward dropped are cut (hi < 0)."""
+    pads_w = [(lo, k + (out - 1) * s - size - lo)
+              for k, (lo, _), size, out, s in zip(k_hw, pads, x.shape[1:3], dy.shape[1:3], stride)]
+    return lax.conv_general_dilated(x, dy, (1, 1), pads_w, rhs_dilation=stride,
+                                    dimension_numbers=("CHWN", "IHWO", "HWNC"))
+
+
+def _promoted(*arrays):
+    """The arrays in their common dtype (lax's convolutions take one dtype)."""
+    dtype = jnp.result_type(*arrays)
+    return [jnp.asarray(a, dtype) for a in arrays]
+
+
+# --- convolutions ---------------------------------------------------------------------
+
+
+def Conv2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_init=None, b_init=None,
+           dtype=jnp.float32) -> Layer:
+    """A 2-D convolution: `y = correlate(x, w) + b`, with stride and zero padding.
+
+    Args:
+      c_in, c_out: input and output channels.
+      kernel_size: an int k (a k x k kernel) or a pair (kh, kw).
+      stride: an int or a pair (sh, sw).
+      padding: 'SAME' (h_out = ceil(h / sh); the zeros split as lax splits them, an
+        odd one at the bottom/right), 'VALID' (h_out = (h - kh) // sh + 1), or an
+        int p (p zeros on every side: h_out = (h + 2p - kh) // sh + 1). Any case.
+      w_init, b_init: optional `(key, shape, dtype) -> array` initializers; by default
+        both draw from U[-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = kh * kw * c_in.
+      dtype: dtype of the parameters made by `init`.
+
+    Params: `{"w": (kh, kw, c_in, c_out), "b": (c_out,)}`. Input `(n, h, w, c_in)`,
+    output `(n, h_out, w_out, c_out)`; rows past the last full window are dropped.
+
+    Example:
+      >>> layer = Conv2D(3, 8, 3, stride=2)
+      >>> layer.init(jax.random.key(0), (10, 32, 31, 3))[0]
+      (10, 16, 16, 8)
+    """
+    return _conv2d(_check_size("Conv2D: c_in", c_in), _check_size("Conv2D: c_out", c_out),
+                   _pair("Conv2D: kernel_size", kernel_size), _pair("Conv2D: stride", stride),
+                   _check_padding("Conv2D: padding", padding, allow_int=True),
+                   _check_init("Conv2D: w_init", w_init), _check_init("Conv2D: b_init", b_init),
+                   _check_dtype("Conv2D: dtype", dtype))
+
+
+@shared
+def _conv2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtype) -> Layer:
+    name = (f"Conv2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
+            f"padding={padding!r})")
+    w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
+    bound = 1 / math.sqrt(kernel[0] * kernel[1] * c_in)
+    w_init, b_init = w_init or _uniform(bound), b_init or _uniform(bound)
+
+    def geometry(input_shape):
+        """The zero padding of the input and the output shape."""
+        n, h, w, _ = _check_image(name, input_shape, c_in)
+        pads = tuple(_pads(padding, size, k, s) for size, k, s in zip((h, w), kernel, stride))
+        _check_fits(name, (h, w), pads, kernel)
+        out_hw = tuple(_out_size(size, pad, k, s) for size, pad, k, s in zip((h, w), pads, kernel, stride))
+        return pads, (n,) + out_hw + (c_out,)
+
+    def init(key, input_shape):
+        w_key, b_key = jax.random.split(key)
+        return geometry(input_shape)[1], {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, b_shape, dtype)}
+
+    def apply(params, x, *, train=False, key=None):
+        w, b = _check_weights(name, params, w_shape, b_shape)
+        _check_floating(name, x)
+        pads, _ = geometry(jnp.shape(x))
+        return _correlate(*_promoted(x, w), stride, pads) + b.reshape(1, 1, 1, c_out)
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        w, b = _check_weights(name, params, w_shape, b_shape)
+        _check_floating(name, x)
+        pads, y_shape = geometry(jnp.shape(x))
+        _check_cotangent(name, dy, y_shape)
+        xp, wp, dyp = _promoted(x, w, dy)
+        db = jnp.sum(dy, axis=(0, 1, 2))  # db = sum over n, i, j of dy
+        # dw[a, b] = sum_{n, i, j} xpad[n, i*sh + a, j*sw + b]^T dy[n, i, j]
+        dw = _correlate_dw(xp, dyp, stride, pads, kernel)
+        # dx[n, p, q] = sum_{i*sh + a = p + lo_h, j*sw + b = q + lo_w} dy[n, i, j] w[a, b]^T
+        dx = _correlate_dx(dyp, wp, stride, pads, jnp.shape(x)[1:3])
+        return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+def ConvTranspose2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_init=None,
+                    b_init=None, dtype=jnp.float32) -> Layer:
+    """The transpose of a strided convolution: each input pixel adds `x[n, i, j] @ w[a, b]`
+    to output pixel `(i*sh + a - lo_h, j*sw + b - lo_w)`, then `+ b`.
+
+    It is the transpose (the gradient in its input) of `Conv2D(c_out, c_in, kernel_size,
+    stride, padding)` on an image of this layer's output size, whose w is this w with
+    input and output channels swapped. For 'SAME', and 'VALID' with kh >= sh, it equals
+    `lax.conv_transpose(x, w, stride, padding, ("NHWC", "HWOI", "NHWC"), transpose_kernel=True)`
+    (whose 'VALID' gives h * sh rows when kh < sh).
+
+    Args:
+      c_in, c_out: input and output channels.
+      kernel_size, stride: an int or a pair.
+      padding: 'VALID': h_out = (h - 1) * sh + kh, every product kept (lo = 0).
+        'SAME': h_out = h * sh, the products cropped as `Conv2D`'s 'SAME' pads an
+        image of size h * sh (lo_h = max(kh - sh, 0) // 2; zeros at the end when kh < sh).
+      w_init, b_init, dtype: as in `Conv2D`, fan_in = kh * kw * c_in.
+
+    Params: `{"w": (kh, kw, c_in, c_out), "b": (c_out,)}`. Input `(n, h, w, c_in)`,
+    output `(n, h_out, w_out, c_out)`.
+
+    Example:
+      >>> layer = ConvTranspose2D(8, 3, 4, stride=2)
+      >>> layer.init(jax.random.key(0), (10, 16, 15, 8))[0]
+      (10, 32, 30, 3)
+    """
+    name = "ConvTranspose2D"
+    return _conv_transpose2d(_check_size(f"{name}: c_in", c_in), _check_size(f"{name}: c_out", c_out),
+                             _pair(f"{name}: kernel_size", kernel_size), _pair(f"{name}: stride", stride),
+                             _check_padding(f"{name}: padding", padding, allow_int=False),
+                             _check_init(f"{name}: w_init", w_init), _check_init(f"{name}: b_init", b_init),
+                             _check_dtype(f"{name}: dtype", dtype))
+
+
+@shared
+def _conv_transpose2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtype) -> Layer:
+    name = (f"ConvTranspose2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
+            f"padding={padding!r})")
+    w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
+    bound = 1 / math.sqrt(kernel[0] * kernel[1] * c_in)
+    w_init, b_init = w_init or _uniform(bound), b_init or _uniform(bound)
+
+    def geometry(input_shape):
+        """The output shape and the padding of the Conv2D this layer transposes."""
+        n, h, w, _ = _check_image(name, input_shape, c_in)
+        if h < 1 or w < 1:
+            raise ValueError(f"{name}: expected an image of at least 1 x 1 pixels, got shape {input_shape}")
+        out_hw = tuple(size * s if padding == "SAME" else (size - 1) * s + k
+                       for size, k, s in zip((h, w), kernel, stride))
+        pads = tuple(_pads(padding, size, k, s) for size, k, s in zip(out_hw, kernel, stride))
+        return pads, (n,) + out_hw + (c_out,)
+
+    def init(key, input_shape):
+        w_key, b_key = jax.random.split(key)
+        return geometry(input_shape)[1], {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, b_shape, dtype)}
+
+    def apply(params, x, *, train=False, key=None):
+        w, b = _check_weights(name, params, w_shape, b_shape)
+        _check_floating(name, x)
+        pads, y_shape = geometry(jnp.shape(x))
+        y = _correlate_dx(*_promoted(x, w), stride, pads, y_shape[1:3], w_spec="HWOI")
+        return y + b.reshape(1, 1, 1, c_out)
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        w, b = _check_weights(name, params, w_shape, b_shape)
+        _check_floating(name, x)
+        pads, y_shape = geometry(jnp.shape(x))
+        _check_cotangent(name, dy, y_shape)
+        xp, wp, dyp = _promoted(x, w, dy)
+        db = jnp.sum(dy, axis=(0, 1, 2))  # db = sum over n, i, j of dy
+        # dw[a, b] = sum_{n, i, j} x[n, i, j]^T dypad[n, i*sh + a, j*sw + b]
+        dw = jnp.transpose(_correlate_dw(dyp, xp, stride, pads, kernel), (0, 1, 3, 2))
+        # dx[n, i, j] = sum_{a, b} dypad[n, i*sh + a, j*sw + b] w[a, b]^T: the strided conv
+        dx = _correlate(dyp, wp, stride, pads, w_spec="HWOI")
+        return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+# --- resampling and pooling -----------------------------------------------------------
+
+
+def Upsample2D(factor) -> Layer:
+    """Nearest-neighbour upsampling: every pixel becomes an fh x fw block of copies.
+
+    Args:
+      factor: an int f or a pair (fh, fw).
+
+    No params. Input `(n, h, w, c)`, output `(n, h * fh, w * fw, c)`.
+
+    Example:
+      >>> Upsample2D(2).init(jax.random.key(0), (10, 7, 5, 3))[0]
+      (10, 14, 10, 3)
+    """
+    return _upsample2d(_pair("Upsample2D: factor", factor))
+
+
+@shared
+def _upsample2d(factor) -> Layer:
+    name = f"Upsample2D(factor={factor})"
+    fh, fw = factor
+
+    def init(key, input_shape):
+        n, h, w, c = _check_image(name, input_shape)
+        return (n, h * fh, w * fw, c), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        n, h, w, c = _check_image(name, jnp.shape(x))
+        blocks = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
+        return blocks.reshape(n, h * fh, w * fw, c)
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        n, h, w, c = _check_image(name, jnp.shape(x))
+        _check_cotangent(name, dy, (n, h * fh, w * fw, c))
+        # dx[n, i, j] = sum of dy over the block dy[n, i*fh:(i+1)*fh, j*fw:(j+1)*fw]
+        return (), dy.reshape(n, h, fh, w, fw, c).sum(axis=(2, 4)).astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+def _pool_geometry(name, window, stride, input_shape):
+    """The output shape of a VALID pooling: (h - kh) // sh + 1 rows."""
+    n, h, w, c = _check_image(name, input_shape)
+    _check_fits(name, (h, w), ((0, 0), (0, 0)), window)
+    return (n,) + tuple(_out_size(size, (0, 0), k, s) for size, k, s in zip((h, w), window, stride)) + (c,)
+
+
+def _window_offsets(window):
+    """Every pixel (a, b) of a window, in row-major order."""
+    return [(a, b) for a in range(window[0]) for b in range(window[1])]
+
+
+def _window_pixel(x, a, b, stride, out_hw):
+    """x[:, i*sh + a, j*sw + b, :] for every window (i, j): pixel (a, b) of each window."""
+    end = (x.shape[0], a + (out_hw[0] - 1) * stride[0] + 1, b + (out_hw[1] - 1) * stride[1] + 1, x.shape[3])
+    return lax.slice(x, (0, a, b, 0), end, (1,) + stride + (1,))
+
+
+def _window_pixel_transpose(part, a, b, stride, in_hw):
+    """`_window_pixel`'s transpose: part[:, i, j] put back at pixel (i*sh + a, j*sw + b)."""
+    (oh, ow), (sh, sw) = part.shape[1:3], stride
+    pads = ((0, 0, 0), (a, in_hw[0] - a - (oh - 1) * sh - 1, sh - 1),
+            (b, in_hw[1] - b - (ow - 1) * sw - 1, sw - 1), (0, 0, 0))
+    return lax.pad(part, jnp.zeros((), part.dtype), pads)
+
+
+def _pool_args(name, window, stride):
+    window = _pair(f"{name}: window", window)
+    return window, window if stride is None else _pair(f"{name}: stride", stride)
+
+
+def MaxPool2D(window, stride=None) -> Layer:
+    """The maximum over each window, VALID (no padding; trailing rows that fill no window
+    are dropped).
+
+    The gradient goes to the window's maximum; when several pixels tie for it, all of it
+    goes to the first of them in row-major order within the window (row first, then column).
+    Overlapping windows (stride < window) add their gradients.
+
+    Args:
+      window: an int k or a pair (kh, kw).
+      stride: an int or a pair; the window by default (windows that tile the image).
+
+    No params. Input `(n, h, w, c)`, output `(n, (h - kh) // sh + 1, (w - kw) // sw + 1, c)`.
+
+    Example:
+      >>> MaxPool2D(2).init(jax.random.key(0), (10, 7, 6, 3))[0]
+      (10, 3, 3, 3)
+    """
+    return _max_pool2d(*_pool_args("MaxPool2D", window, stride))
+
+
+@shared
+def _max_pool2d(window, stride) -> Layer:
+    name = f"MaxPool2D(window={window}, stride={stride})"
+    dims, strides = (1,) + window + (1,), (1,) + stride + (1,)
+
+    def init(key, input_shape):
+        return _pool_geometry(name, window, stride, input_shape), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _pool_geometry(name, window, stride, jnp.shape(x))
+        return lax.reduce_window(x, np.array(-np.inf, jnp.result_type(x)), lax.max, dims, strides, "VALID")
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        y_shape = _pool_geometry(name, window, stride, jnp.shape(x))
+        _check_cotangent(name, dy, y_shape)
+        offsets = _window_offsets(window)
+        pixels = jnp.stack([_window_pixel(x, a, b, stride, y_shape[1:3]) for a, b in offsets])
+        first_max = jnp.argmax(pixels, axis=0)  # ties: the first in row-major window order
+        # dx[p] = sum over the windows whose first max sits at p of their dy
+        dx = sum(_window_pixel_transpose(jnp.where(first_max == i, dy, 0), a, b, stride, x.shape[1:3])
+                 for i, (a, b) in enumerate(offsets))
+        return (), dx.astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+def AvgPool2D(window, stride=None) -> Layer:
+    """The mean over each window, VALID (no padding; trailing rows that fill no window are
+    dropped). Arguments, shapes and example as for `MaxPool2D`."""
+    return _avg_pool2d(*_pool_args("AvgPool2D", window, stride))
+
+
+@shared
+def _avg_pool2d(window, stride) -> Layer:
+    name = f"AvgPool2D(window={window}, stride={stride})"
+    dims, strides, size = (1,) + window + (1,), (1,) + stride + (1,), window[0] * window[1]
+
+    def init(key, input_shape):
+        return _pool_geometry(name, window, stride, input_shape), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _pool_geometry(name, window, stride, jnp.shape(x))
+        return lax.reduce_window(x, np.array(0, jnp.result_type(x)), lax.add, dims, strides, "VALID") / size
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+        # dx[p] = sum over the windows holding p of dy / (kh kw)
+        dx = sum(_window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window))
+        return (), dx.astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+@shared
+def Flatten() -> Layer:
+    """`(n, d1, d2, ...) -> (n, d1 * d2 * ...)`, row-major (`x.reshape(n, -1)`).
+
+    Example:
+      >>> Flatten().init(jax.random.key(0), (10, 3, 3, 4))[0]
+      (10, 36)
+    """
+    name = "Flatten"
+
+    def flat_shape(shape):
+        if len(shape) < 2:
+            raise ValueError(f"{name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}")
+        return (shape[0], math.prod(shape[1:]))
+
+    def init(key, input_shape):
+        return flat_shape(tuple(input_shape)), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        return jnp.reshape(x, flat_shape(jnp.shape(x)))
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _check_cotangent(name, dy, flat_shape(jnp.shape(x)))
+        return (), jnp.reshape(dy, jnp.shape(x)).astype(x.dtype)  # dx = dy reshaped back
+
+    return Layer(init, apply, vjp)
