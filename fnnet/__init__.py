@@ -9,6 +9,7 @@ module's own `__all__`.
 
 from fnnet import activations as _activations
 from fnnet import checkpoint as _checkpoint
+from fnnet import conv as _conv
 from fnnet import data, schedules, sweep
 from fnnet import dropout as _dropout
 from fnnet import fit as _fit
@@ -17,12 +18,14 @@ from fnnet import layers as _layers
 from fnnet import losses as _losses
 from fnnet import norm as _norm
 from fnnet import optim as _optim
+from fnnet import pool as _pool
 from fnnet import serial as _serial
 from fnnet import state as _state
 from fnnet import testing as _testing
 from fnnet import train as _train
 from fnnet.activations import *  # noqa: F401,F403
 from fnnet.checkpoint import *  # noqa: F401,F403
+from fnnet.conv import *  # noqa: F401,F403
 from fnnet.dropout import *  # noqa: F401,F403
 from fnnet.fit import *  # noqa: F401,F403
 from fnnet.grad import *  # noqa: F401,F403
@@ -30,6 +33,7 @@ from fnnet.layers import *  # noqa: F401,F403
 from fnnet.losses import *  # noqa: F401,F403
 from fnnet.norm import *  # noqa: F401,F403
 from fnnet.optim import *  # noqa: F401,F403
+from fnnet.pool import *  # noqa: F401,F403
 from fnnet.serial import *  # noqa: F401,F403
 from fnnet.state import State
 from fnnet.testing import *  # noqa: F401,F403
@@ -37,8 +41,8 @@ from fnnet.train import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = [name for module in (_layers, _activations, _norm, _dropout, _serial, _losses, _grad,
-                               _optim, _train, _fit, _checkpoint, _testing)
+__all__ = [name for module in (_layers, _activations, _norm, _dropout, _conv, _pool, _serial,
+                               _losses, _grad, _optim, _train, _fit, _checkpoint, _testing)
            for name in module.__all__] + ["State", "schedules", "data", "sweep"]
-del _activations, _checkpoint, _dropout, _fit, _grad, _layers, _losses, _norm, _optim, _serial
-del _state, _testing, _train
+del _activations, _checkpoint, _conv, _dropout, _fit, _grad, _layers, _losses, _norm, _optim, _serial
+del _pool, _state, _testing, _train

@@ -1,10 +1,9 @@
-"""Convolution-family layers on NHWC images, each with a hand-derived VJP.
+"""Convolutions on NHWC images, each with a hand-derived VJP.
 
 - `Conv2D`: a strided 2-D convolution (a cross-correlation, as in every DL library).
 - `ConvTranspose2D`: its transpose (the gradient of a convolution), upsampling by the stride.
-- `Upsample2D`: nearest-neighbour upsampling.
-- `MaxPool2D`, `AvgPool2D`: max and mean over windows (VALID: no padding).
-- `Flatten`: `(n, ...) -> (n, prod(...))`, to feed a `Linear`.
+
+(`fnnet.pool` has the parameter-free image layers: upsampling, pooling, `Flatten`.)
 
 Images are `(n, h, w, c)`: batch, height, width, channels last. Kernels are
 `(kh, kw, c_in, c_out)`. Every `apply` and `vjp` takes the keyword-only `train`
@@ -16,17 +15,15 @@ below compute a correlation and its transposes in the input and in the kernel,
 and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from fnnet._shared import shared
-from fnnet.layers import Layer, _check_floating, _check_size, _uniform
+from fnnet.layers import Layer, _check_floating, _check_size, _weights_init
 
-__all__ = ["AvgPool2D", "Conv2D", "ConvTranspose2D", "Flatten", "MaxPool2D", "Upsample2D"]
+__all__ = ["Conv2D", "ConvTranspose2D"]
 
 
 # --- argument checks ------------------------------------------------------------------
@@ -81,11 +78,6 @@ def _check_fits(name: str, hw, pads, window) -> None:
     if any(size < k for size, k in zip(padded, window)):
         raise ValueError(f"{name}: input of spatial size {tuple(hw)} (padded {padded}) is "
                          f"smaller than the window {window}")
-
-
-def _check_no_params(name: str, params) -> None:
-    if not (isinstance(params, tuple) and len(params) == 0):
-        raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
 
 
 def _check_weights(name: str, params, w_shape, b_shape):
@@ -181,20 +173,23 @@ def Conv2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_in
       >>> layer.init(jax.random.key(0), (10, 32, 31, 3))[0]
       (10, 16, 16, 8)
     """
-    return _conv2d(_check_size("Conv2D: c_in", c_in), _check_size("Conv2D: c_out", c_out),
-                   _pair("Conv2D: kernel_size", kernel_size), _pair("Conv2D: stride", stride),
-                   _check_padding("Conv2D: padding", padding, allow_int=True),
-                   _check_init("Conv2D: w_init", w_init), _check_init("Conv2D: b_init", b_init),
-                   _check_dtype("Conv2D: dtype", dtype))
+    kernel = _pair("Conv2D: kernel_size", kernel_size)
+    c_in = _check_size("Conv2D: c_in", c_in)
+    layer, output_shape = _conv2d(c_in, _check_size("Conv2D: c_out", c_out), kernel,
+                                  _pair("Conv2D: stride", stride),
+                                  _check_padding("Conv2D: padding", padding, allow_int=True))
+    return layer._replace(init=_weights_init(
+        output_shape, kernel + (c_in, c_out), kernel[0] * kernel[1] * c_in,
+        _check_init("Conv2D: w_init", w_init), _check_init("Conv2D: b_init", b_init),
+        _check_dtype("Conv2D: dtype", dtype)))
 
 
 @shared
-def _conv2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtype) -> Layer:
+def _conv2d(c_in, c_out, kernel, stride, padding):
+    """The layer (its init with the default initializers) and its output shape function."""
     name = (f"Conv2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
             f"padding={padding!r})")
     w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
-    bound = 1 / math.sqrt(kernel[0] * kernel[1] * c_in)
-    w_init, b_init = w_init or _uniform(bound), b_init or _uniform(bound)
 
     def geometry(input_shape):
         """The zero padding of the input and the output shape."""
@@ -204,9 +199,8 @@ def _conv2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtype) -> Laye
         out_hw = tuple(_out_size(size, pad, k, s) for size, pad, k, s in zip((h, w), pads, kernel, stride))
         return pads, (n,) + out_hw + (c_out,)
 
-    def init(key, input_shape):
-        w_key, b_key = jax.random.split(key)
-        return geometry(input_shape)[1], {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, b_shape, dtype)}
+    def output_shape(input_shape):
+        return geometry(input_shape)[1]
 
     def apply(params, x, *, train=False, key=None):
         w, b = _check_weights(name, params, w_shape, b_shape)
@@ -227,7 +221,9 @@ def _conv2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtype) -> Laye
         dx = _correlate_dx(dyp, wp, stride, pads, jnp.shape(x)[1:3])
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    return Layer(init, apply, vjp)
+    init = _weights_init(output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
+                         jnp.dtype(jnp.float32))
+    return Layer(init, apply, vjp), output_shape
 
 
 def ConvTranspose2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_init=None,
@@ -258,20 +254,23 @@ def ConvTranspose2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME"
       (10, 32, 30, 3)
     """
     name = "ConvTranspose2D"
-    return _conv_transpose2d(_check_size(f"{name}: c_in", c_in), _check_size(f"{name}: c_out", c_out),
-                             _pair(f"{name}: kernel_size", kernel_size), _pair(f"{name}: stride", stride),
-                             _check_padding(f"{name}: padding", padding, allow_int=False),
-                             _check_init(f"{name}: w_init", w_init), _check_init(f"{name}: b_init", b_init),
-                             _check_dtype(f"{name}: dtype", dtype))
+    kernel = _pair(f"{name}: kernel_size", kernel_size)
+    c_in = _check_size(f"{name}: c_in", c_in)
+    layer, output_shape = _conv_transpose2d(
+        c_in, _check_size(f"{name}: c_out", c_out), kernel, _pair(f"{name}: stride", stride),
+        _check_padding(f"{name}: padding", padding, allow_int=False))
+    return layer._replace(init=_weights_init(
+        output_shape, kernel + (c_in, c_out), kernel[0] * kernel[1] * c_in,
+        _check_init(f"{name}: w_init", w_init), _check_init(f"{name}: b_init", b_init),
+        _check_dtype(f"{name}: dtype", dtype)))
 
 
 @shared
-def _conv_transpose2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtype) -> Layer:
+def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
+    """The layer (its init with the default initializers) and its output shape function."""
     name = (f"ConvTranspose2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
             f"padding={padding!r})")
     w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
-    bound = 1 / math.sqrt(kernel[0] * kernel[1] * c_in)
-    w_init, b_init = w_init or _uniform(bound), b_init or _uniform(bound)
 
     def geometry(input_shape):
         """The output shape and the padding of the Conv2D this layer transposes."""
@@ -283,9 +282,8 @@ def _conv_transpose2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtyp
         pads = tuple(_pads(padding, size, k, s) for size, k, s in zip(out_hw, kernel, stride))
         return pads, (n,) + out_hw + (c_out,)
 
-    def init(key, input_shape):
-        w_key, b_key = jax.random.split(key)
-        return geometry(input_shape)[1], {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, b_shape, dtype)}
+    def output_shape(input_shape):
+        return geometry(input_shape)[1]
 
     def apply(params, x, *, train=False, key=None):
         w, b = _check_weights(name, params, w_shape, b_shape)
@@ -307,194 +305,6 @@ def _conv_transpose2d(c_in, c_out, kernel, stride, padding, w_init, b_init, dtyp
         dx = _correlate(dyp, wp, stride, pads, w_spec="HWOI")
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    return Layer(init, apply, vjp)
-
-
-# --- resampling and pooling -----------------------------------------------------------
-
-
-def Upsample2D(factor) -> Layer:
-    """Nearest-neighbour upsampling: every pixel becomes an fh x fw block of copies.
-
-    Args:
-      factor: an int f or a pair (fh, fw).
-
-    No params. Input `(n, h, w, c)`, output `(n, h * fh, w * fw, c)`.
-
-    Example:
-      >>> Upsample2D(2).init(jax.random.key(0), (10, 7, 5, 3))[0]
-      (10, 14, 10, 3)
-    """
-    return _upsample2d(_pair("Upsample2D: factor", factor))
-
-
-@shared
-def _upsample2d(factor) -> Layer:
-    name = f"Upsample2D(factor={factor})"
-    fh, fw = factor
-
-    def init(key, input_shape):
-        n, h, w, c = _check_image(name, input_shape)
-        return (n, h * fh, w * fw, c), ()
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        n, h, w, c = _check_image(name, jnp.shape(x))
-        blocks = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
-        return blocks.reshape(n, h * fh, w * fw, c)
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        n, h, w, c = _check_image(name, jnp.shape(x))
-        _check_cotangent(name, dy, (n, h * fh, w * fw, c))
-        # dx[n, i, j] = sum of dy over the block dy[n, i*fh:(i+1)*fh, j*fw:(j+1)*fw]
-        return (), dy.reshape(n, h, fh, w, fw, c).sum(axis=(2, 4)).astype(x.dtype)
-
-    return Layer(init, apply, vjp)
-
-
-def _pool_geometry(name, window, stride, input_shape):
-    """The output shape of a VALID pooling: (h - kh) // sh + 1 rows."""
-    n, h, w, c = _check_image(name, input_shape)
-    _check_fits(name, (h, w), ((0, 0), (0, 0)), window)
-    return (n,) + tuple(_out_size(size, (0, 0), k, s) for size, k, s in zip((h, w), window, stride)) + (c,)
-
-
-def _window_offsets(window):
-    """Every pixel (a, b) of a window, in row-major order."""
-    return [(a, b) for a in range(window[0]) for b in range(window[1])]
-
-
-def _window_pixel(x, a, b, stride, out_hw):
-    """x[:, i*sh + a, j*sw + b, :] for every window (i, j): pixel (a, b) of each window."""
-    end = (x.shape[0], a + (out_hw[0] - 1) * stride[0] + 1, b + (out_hw[1] - 1) * stride[1] + 1, x.shape[3])
-    return lax.slice(x, (0, a, b, 0), end, (1,) + stride + (1,))
-
-
-def _window_pixel_transpose(part, a, b, stride, in_hw):
-    """`_window_pixel`'s transpose: part[:, i, j] put back at pixel (i*sh + a, j*sw + b)."""
-    (oh, ow), (sh, sw) = part.shape[1:3], stride
-    pads = ((0, 0, 0), (a, in_hw[0] - a - (oh - 1) * sh - 1, sh - 1),
-            (b, in_hw[1] - b - (ow - 1) * sw - 1, sw - 1), (0, 0, 0))
-    return lax.pad(part, jnp.zeros((), part.dtype), pads)
-
-
-def _pool_args(name, window, stride):
-    window = _pair(f"{name}: window", window)
-    return window, window if stride is None else _pair(f"{name}: stride", stride)
-
-
-def MaxPool2D(window, stride=None) -> Layer:
-    """The maximum over each window, VALID (no padding; trailing rows that fill no window
-    are dropped).
-
-    The gradient goes to the window's maximum; when several pixels tie for it, all of it
-    goes to the first of them in row-major order within the window (row first, then column).
-    Overlapping windows (stride < window) add their gradients.
-
-    Args:
-      window: an int k or a pair (kh, kw).
-      stride: an int or a pair; the window by default (windows that tile the image).
-
-    No params. Input `(n, h, w, c)`, output `(n, (h - kh) // sh + 1, (w - kw) // sw + 1, c)`.
-
-    Example:
-      >>> MaxPool2D(2).init(jax.random.key(0), (10, 7, 6, 3))[0]
-      (10, 3, 3, 3)
-    """
-    return _max_pool2d(*_pool_args("MaxPool2D", window, stride))
-
-
-@shared
-def _max_pool2d(window, stride) -> Layer:
-    name = f"MaxPool2D(window={window}, stride={stride})"
-    dims, strides = (1,) + window + (1,), (1,) + stride + (1,)
-
-    def init(key, input_shape):
-        return _pool_geometry(name, window, stride, input_shape), ()
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        _pool_geometry(name, window, stride, jnp.shape(x))
-        return lax.reduce_window(x, np.array(-np.inf, jnp.result_type(x)), lax.max, dims, strides, "VALID")
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        y_shape = _pool_geometry(name, window, stride, jnp.shape(x))
-        _check_cotangent(name, dy, y_shape)
-        offsets = _window_offsets(window)
-        pixels = jnp.stack([_window_pixel(x, a, b, stride, y_shape[1:3]) for a, b in offsets])
-        first_max = jnp.argmax(pixels, axis=0)  # ties: the first in row-major window order
-        # dx[p] = sum over the windows whose first max sits at p of their dy
-        dx = sum(_window_pixel_transpose(jnp.where(first_max == i, dy, 0), a, b, stride, x.shape[1:3])
-                 for i, (a, b) in enumerate(offsets))
-        return (), dx.astype(x.dtype)
-
-    return Layer(init, apply, vjp)
-
-
-def AvgPool2D(window, stride=None) -> Layer:
-    """The mean over each window, VALID (no padding; trailing rows that fill no window are
-    dropped). Arguments, shapes and example as for `MaxPool2D`."""
-    return _avg_pool2d(*_pool_args("AvgPool2D", window, stride))
-
-
-@shared
-def _avg_pool2d(window, stride) -> Layer:
-    name = f"AvgPool2D(window={window}, stride={stride})"
-    dims, strides, size = (1,) + window + (1,), (1,) + stride + (1,), window[0] * window[1]
-
-    def init(key, input_shape):
-        return _pool_geometry(name, window, stride, input_shape), ()
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        _pool_geometry(name, window, stride, jnp.shape(x))
-        return lax.reduce_window(x, np.array(0, jnp.result_type(x)), lax.add, dims, strides, "VALID") / size
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
-        # dx[p] = sum over the windows holding p of dy / (kh kw)
-        dx = sum(_window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window))
-        return (), dx.astype(x.dtype)
-
-    return Layer(init, apply, vjp)
-
-
-@shared
-def Flatten() -> Layer:
-    """`(n, d1, d2, ...) -> (n, d1 * d2 * ...)`, row-major (`x.reshape(n, -1)`).
-
-    Example:
-      >>> Flatten().init(jax.random.key(0), (10, 3, 3, 4))[0]
-      (10, 36)
-    """
-    name = "Flatten"
-
-    def flat_shape(shape):
-        if len(shape) < 2:
-            raise ValueError(f"{name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}")
-        return (shape[0], math.prod(shape[1:]))
-
-    def init(key, input_shape):
-        return flat_shape(tuple(input_shape)), ()
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        return jnp.reshape(x, flat_shape(jnp.shape(x)))
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        _check_cotangent(name, dy, flat_shape(jnp.shape(x)))
-        return (), jnp.reshape(dy, jnp.shape(x)).astype(x.dtype)  # dx = dy reshaped back
-
-    return Layer(init, apply, vjp)
+    init = _weights_init(output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
+                         jnp.dtype(jnp.float32))
+    return Layer(init, apply, vjp), output_shape

@@ -138,29 +138,36 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
     """
     _check_size("Linear: n_in", n_in)
     _check_size("Linear: n_out", n_out)
-    return _linear(n_in, n_out)._replace(init=_linear_init(n_in, n_out, w_init, b_init, dtype))
+    layer, output_shape = _linear(n_in, n_out)
+    return layer._replace(init=_weights_init(output_shape, (n_in, n_out), n_in, w_init, b_init,
+                                             jnp.dtype(dtype)))
 
 
 @shared
-def _linear_init(n_in, n_out, w_init, b_init, dtype):
-    w_init = w_init or _uniform(1 / math.sqrt(n_in))
-    b_init = b_init or _uniform(1 / math.sqrt(n_in))
+def _weights_init(output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init, dtype):
+    """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
+    `w_init` and `b_init`, by default U[-1/sqrt(fan_in), 1/sqrt(fan_in)]. It lives apart
+    from the layer's program: initializers change init only."""
+    w_init = w_init or _uniform(1 / math.sqrt(fan_in))
+    b_init = b_init or _uniform(1 / math.sqrt(fan_in))
 
     def init(key, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) < 1 or input_shape[-1] != n_in:
-            raise ValueError(f"Linear(n_in={n_in}, n_out={n_out}): expected input_shape "
-                             f"(..., {n_in}), got {input_shape}")
         w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, (n_in, n_out), dtype), "b": b_init(b_key, (n_out,), dtype)}
-        return input_shape[:-1] + (n_out,), params
+        params = {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, w_shape[-1:], dtype)}
+        return output_shape(tuple(input_shape)), params
 
     return init
 
 
 @shared
 def _linear(n_in, n_out):
+    """The layer (its init with the default initializers) and its output shape function."""
     name = f"Linear(n_in={n_in}, n_out={n_out})"
+
+    def output_shape(input_shape):
+        if len(input_shape) < 1 or input_shape[-1] != n_in:
+            raise ValueError(f"{name}: expected input_shape (..., {n_in}), got {input_shape}")
+        return input_shape[:-1] + (n_out,)
 
     def check_params(params):
         if not isinstance(params, dict) or set(params) != {"w", "b"}:
@@ -212,6 +219,6 @@ def _linear(n_in, n_out):
             return ({"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
                     (w @ dy).astype(x.dtype))
 
-    init = _linear_init(n_in, n_out, None, None, jnp.float32)
-    return Layer(init, apply, vjp, feature_major=Layer(init, apply_fm, vjp_fm))
+    init = _weights_init(output_shape, (n_in, n_out), n_in, None, None, jnp.dtype(jnp.float32))
+    return Layer(init, apply, vjp, feature_major=Layer(init, apply_fm, vjp_fm)), output_shape
 

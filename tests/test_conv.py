@@ -18,7 +18,7 @@ from jax import lax
 from jax.test_util import check_vjp
 
 from fnnet import Linear, ReLU, serial
-from fnnet.conv import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
+from fnnet import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
 
 F64, F32 = jnp.float64, jnp.float32
 TOLERANCES = {F64: (1e-10, 1e-12), F32: (1e-5, 1e-5)}  # (rtol, atol relative to the leaf's max)
@@ -318,13 +318,17 @@ def test_parameter_free_layers_have_no_params():
 
 
 def test_equal_configurations_share_one_layer():
-    assert Conv2D(1, 4, 3) is Conv2D(1, 4, (3, 3), 1, "same")
-    assert Conv2D(1, 4, 3, padding=1) is Conv2D(1, 4, [3, 3], stride=(1, 1), padding=1)
-    assert Conv2D(1, 4, 3, dtype=jnp.float32) is Conv2D(1, 4, 3, dtype="float32")
-    assert ConvTranspose2D(2, 3, 4, 2) is ConvTranspose2D(2, 3, (4, 4), (2, 2), "Same")
-    assert MaxPool2D(2) is MaxPool2D((2, 2), 2) and AvgPool2D(3, 1) is AvgPool2D(3, (1, 1))
-    assert Upsample2D(2) is Upsample2D((2, 2)) and Flatten() is Flatten()
-    assert Conv2D(1, 4, 3) is not Conv2D(1, 4, 3, padding="VALID")
+    assert Conv2D(1, 4, 3) == Conv2D(1, 4, (3, 3), 1, "same")
+    assert Conv2D(1, 4, 3, padding=1) == Conv2D(1, 4, [3, 3], stride=(1, 1), padding=1)
+    assert Conv2D(1, 4, 3, dtype=jnp.float32) == Conv2D(1, 4, 3, dtype="float32")
+    assert ConvTranspose2D(2, 3, 4, 2) == ConvTranspose2D(2, 3, (4, 4), (2, 2), "Same")
+    assert MaxPool2D(2) == MaxPool2D((2, 2), 2) and AvgPool2D(3, 1) == AvgPool2D(3, (1, 1))
+    assert Upsample2D(2) == Upsample2D((2, 2)) and Flatten() == Flatten()
+    assert Conv2D(1, 4, 3) != Conv2D(1, 4, 3, padding="VALID")
+    # Initializers change init only: the layers (and their compiled programs) are equal.
+    fresh = [Conv2D(1, 4, 3, w_init=jax.nn.initializers.he_normal()) for _ in range(2)]
+    assert fresh[0] == fresh[1] and hash(fresh[0]) == hash(fresh[1])
+    assert fresh[0].init is not fresh[1].init
 
 
 @pytest.mark.parametrize("layer", [Conv2D(2, 3, 3, 2), ConvTranspose2D(2, 3, 3, 2), Upsample2D(2),

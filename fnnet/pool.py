@@ -1,0 +1,209 @@
+"""Parameter-free image layers on NHWC images, each with a hand-derived VJP.
+
+- `Upsample2D`: nearest-neighbour upsampling.
+- `MaxPool2D`, `AvgPool2D`: max and mean over windows (VALID: no padding).
+- `Flatten`: `(n, ...) -> (n, prod(...))`, to feed a `Linear`.
+
+Every `apply` and `vjp` takes the keyword-only `train` and `key` of the layer
+contract and ignores them. The derivations are in docs/conv_vjp.md.
+"""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fnnet._shared import shared
+from fnnet.activations import _check_no_params
+from fnnet.conv import _check_cotangent, _check_fits, _check_image, _out_size, _pair
+from fnnet.layers import Layer, _check_floating
+
+__all__ = ["Upsample2D", "MaxPool2D", "AvgPool2D", "Flatten"]
+
+
+def Upsample2D(factor) -> Layer:
+    """Nearest-neighbour upsampling: every pixel becomes an fh x fw block of copies.
+
+    Args:
+      factor: an int f or a pair (fh, fw).
+
+    No params. Input `(n, h, w, c)`, output `(n, h * fh, w * fw, c)`.
+
+    Example:
+      >>> Upsample2D(2).init(jax.random.key(0), (10, 7, 5, 3))[0]
+      (10, 14, 10, 3)
+    """
+    return _upsample2d(_pair("Upsample2D: factor", factor))
+
+
+@shared
+def _upsample2d(factor) -> Layer:
+    name = f"Upsample2D(factor={factor})"
+    fh, fw = factor
+
+    def init(key, input_shape):
+        n, h, w, c = _check_image(name, input_shape)
+        return (n, h * fh, w * fw, c), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        n, h, w, c = _check_image(name, jnp.shape(x))
+        blocks = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
+        return blocks.reshape(n, h * fh, w * fw, c)
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        n, h, w, c = _check_image(name, jnp.shape(x))
+        _check_cotangent(name, dy, (n, h * fh, w * fw, c))
+        # dx[n, i, j] = sum of dy over the block dy[n, i*fh:(i+1)*fh, j*fw:(j+1)*fw]
+        return (), dy.reshape(n, h, fh, w, fw, c).sum(axis=(2, 4)).astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+def _pool_geometry(name, window, stride, input_shape):
+    """The output shape of a VALID pooling: (h - kh) // sh + 1 rows."""
+    n, h, w, c = _check_image(name, input_shape)
+    _check_fits(name, (h, w), ((0, 0), (0, 0)), window)
+    return (n,) + tuple(_out_size(size, (0, 0), k, s) for size, k, s in zip((h, w), window, stride)) + (c,)
+
+
+def _window_offsets(window):
+    """Every pixel (a, b) of a window, in row-major order."""
+    return [(a, b) for a in range(window[0]) for b in range(window[1])]
+
+
+def _window_pixel(x, a, b, stride, out_hw):
+    """x[:, i*sh + a, j*sw + b, :] for every window (i, j): pixel (a, b) of each window."""
+    end = (x.shape[0], a + (out_hw[0] - 1) * stride[0] + 1, b + (out_hw[1] - 1) * stride[1] + 1, x.shape[3])
+    return lax.slice(x, (0, a, b, 0), end, (1,) + stride + (1,))
+
+
+def _window_pixel_transpose(part, a, b, stride, in_hw):
+    """`_window_pixel`'s transpose: part[:, i, j] put back at pixel (i*sh + a, j*sw + b)."""
+    (oh, ow), (sh, sw) = part.shape[1:3], stride
+    pads = ((0, 0, 0), (a, in_hw[0] - a - (oh - 1) * sh - 1, sh - 1),
+            (b, in_hw[1] - b - (ow - 1) * sw - 1, sw - 1), (0, 0, 0))
+    return lax.pad(part, jnp.zeros((), part.dtype), pads)
+
+
+def _pool_args(name, window, stride):
+    window = _pair(f"{name}: window", window)
+    return window, window if stride is None else _pair(f"{name}: stride", stride)
+
+
+def MaxPool2D(window, stride=None) -> Layer:
+    """The maximum over each window, VALID (no padding; trailing rows that fill no window
+    are dropped).
+
+    The gradient goes to the window's maximum; when several pixels tie for it, all of it
+    goes to the first of them in row-major order within the window (row first, then column).
+    Overlapping windows (stride < window) add their gradients.
+
+    Args:
+      window: an int k or a pair (kh, kw).
+      stride: an int or a pair; the window by default (windows that tile the image).
+
+    No params. Input `(n, h, w, c)`, output `(n, (h - kh) // sh + 1, (w - kw) // sw + 1, c)`.
+
+    Example:
+      >>> MaxPool2D(2).init(jax.random.key(0), (10, 7, 6, 3))[0]
+      (10, 3, 3, 3)
+    """
+    return _max_pool2d(*_pool_args("MaxPool2D", window, stride))
+
+
+@shared
+def _max_pool2d(window, stride) -> Layer:
+    name = f"MaxPool2D(window={window}, stride={stride})"
+    dims, strides = (1,) + window + (1,), (1,) + stride + (1,)
+
+    def init(key, input_shape):
+        return _pool_geometry(name, window, stride, input_shape), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _pool_geometry(name, window, stride, jnp.shape(x))
+        return lax.reduce_window(x, np.array(-np.inf, jnp.result_type(x)), lax.max, dims, strides, "VALID")
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        y_shape = _pool_geometry(name, window, stride, jnp.shape(x))
+        _check_cotangent(name, dy, y_shape)
+        offsets = _window_offsets(window)
+        pixels = jnp.stack([_window_pixel(x, a, b, stride, y_shape[1:3]) for a, b in offsets])
+        first_max = jnp.argmax(pixels, axis=0)  # ties: the first in row-major window order
+        # dx[p] = sum over the windows whose first max sits at p of their dy
+        dx = sum(_window_pixel_transpose(jnp.where(first_max == i, dy, 0), a, b, stride, x.shape[1:3])
+                 for i, (a, b) in enumerate(offsets))
+        return (), dx.astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+def AvgPool2D(window, stride=None) -> Layer:
+    """The mean over each window, VALID (no padding; trailing rows that fill no window are
+    dropped). Arguments, shapes and example as for `MaxPool2D`."""
+    return _avg_pool2d(*_pool_args("AvgPool2D", window, stride))
+
+
+@shared
+def _avg_pool2d(window, stride) -> Layer:
+    name = f"AvgPool2D(window={window}, stride={stride})"
+    dims, strides, size = (1,) + window + (1,), (1,) + stride + (1,), window[0] * window[1]
+
+    def init(key, input_shape):
+        return _pool_geometry(name, window, stride, input_shape), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _pool_geometry(name, window, stride, jnp.shape(x))
+        return lax.reduce_window(x, np.array(0, jnp.result_type(x)), lax.add, dims, strides, "VALID") / size
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+        # dx[p] = sum over the windows holding p of dy / (kh kw)
+        dx = sum(_window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window))
+        return (), dx.astype(x.dtype)
+
+    return Layer(init, apply, vjp)
+
+
+@shared
+def Flatten() -> Layer:
+    """`(n, d1, d2, ...) -> (n, d1 * d2 * ...)`, row-major (`x.reshape(n, -1)`).
+
+    Example:
+      >>> Flatten().init(jax.random.key(0), (10, 3, 3, 4))[0]
+      (10, 36)
+    """
+    name = "Flatten"
+
+    def flat_shape(shape):
+        if len(shape) < 2:
+            raise ValueError(f"{name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}")
+        return (shape[0], math.prod(shape[1:]))
+
+    def init(key, input_shape):
+        return flat_shape(tuple(input_shape)), ()
+
+    def apply(params, x, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        return jnp.reshape(x, flat_shape(jnp.shape(x)))
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        _check_no_params(name, params)
+        _check_floating(name, x)
+        _check_cotangent(name, dy, flat_shape(jnp.shape(x)))
+        return (), jnp.reshape(dy, jnp.shape(x)).astype(x.dtype)  # dx = dy reshaped back
+
+    return Layer(init, apply, vjp)
