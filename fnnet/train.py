@@ -151,42 +151,50 @@ def _epoch(model, loss, opt, batch_size, mesh):
     Where `layout` picks the model's feature-major twin, `prepare` transposes
     x (XLA does not hoist the transpose out of the loop itself) and the steps
     run the twin. Full batch: one step. With `batch_size`: the samples are
-    shuffled by `fold_in(key, state.count)`, cut into `n // batch_size` full
-    batches and, when `batch_size` does not divide n, one last smaller batch
-    of the rest, so every sample is used exactly once per epoch. The epoch's
-    loss is the mean of its batches' losses weighted by their sizes, each
-    taken before its step. Each step draws with `step_key(key, count)`.
+    shuffled by `fold_in(key, state.count)` (one gather per epoch), cut into
+    `n // batch_size` full batches and, when `batch_size` does not divide n,
+    one last smaller batch of the rest, so every sample is used exactly once
+    per epoch. The epoch's loss is the mean of its batches' losses weighted by
+    their sizes, each taken before its step. Each step draws with
+    `step_key(key, count)`.
     """
     def transposed(x):  # the same answer for x and prepare(x)
+        # Full batch only: on small minibatches the layouts run alike, and a
+        # feature-major gather per batch costs more than it saves.
         return batch_size is None and layout(model, x) is not None
 
     def prepare(x):
         return x.T if transposed(x) else x
 
     def epoch(params, state, x, y, key):
-        if transposed(x):
-            step = _step(model.feature_major, loss, opt, True, mesh)
-            return step(params, state, x, y, step_key(key, state.count))
-        step = _step(model, loss, opt, False, mesh)
-        n = x.shape[0]
+        fm = transposed(x)
+        step = _step(model.feature_major if fm else model, loss, opt, fm, mesh)
         if batch_size is None:
             return step(params, state, x, y, step_key(key, state.count))
+        sample_axis = 1 if fm else 0
+        n = x.shape[sample_axis]
         order = jax.random.permutation(jax.random.fold_in(key, state.count), n)
-        n_full = n // batch_size
-        full = order[:n_full * batch_size].reshape(n_full, batch_size)
+        x, y = jnp.take(x, order, axis=sample_axis), jnp.take(y, order, axis=0)
 
-        def batch(carry, indices):
+        def samples(start, size):
+            return (lax.dynamic_slice_in_dim(x, start, size, axis=sample_axis),
+                    lax.dynamic_slice_in_dim(y, start, size, axis=0))
+
+        def batch(carry, start):
             params, state = carry
-            params, state, value = step(params, state, x[indices], y[indices],
+            params, state, value = step(params, state, *samples(start, batch_size),
                                         step_key(key, state.count))
             return (params, state), value
 
-        (params, state), values = lax.scan(batch, (params, state), full)
+        n_full = n // batch_size
+        (params, state), values = lax.scan(batch, (params, state),
+                                           jnp.arange(n_full) * batch_size)
         total = jnp.sum(values) * batch_size
-        rest = order[n_full * batch_size:]
-        if rest.size:
-            params, state, value = step(params, state, x[rest], y[rest], step_key(key, state.count))
-            total = total + value * rest.size
+        rest = n - n_full * batch_size
+        if rest:
+            params, state, value = step(params, state, *samples(n_full * batch_size, rest),
+                                        step_key(key, state.count))
+            total = total + value * rest
         return params, state, total / n
 
     return prepare, epoch
