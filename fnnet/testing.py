@@ -16,9 +16,9 @@ __all__ = ["check_vjp"]
 def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None, atol=None) -> None:
     """Check `layer.vjp` against `jax.vjp` of `layer.apply` at random points.
 
-    Draws params with `layer.init(key, input_shape)`, an input x and a
-    cotangent dy from the normal distribution (float64 when
-    `jax_enable_x64` is on, else the params' own float type), and compares
+    Draws params with `layer.init(key, input_shape)` (their floating leaves
+    cast to float64 when `jax_enable_x64` is on, else to float32), an input x
+    and a cotangent dy from the normal distribution in that dtype, and compares
     `layer.vjp(params, x, dy)` with JAX's VJP of `layer.apply` at the same
     point, for every leaf of dparams and for dx. With `train=True` both run
     in training mode with the same key, so stochastic layers draw the same

@@ -1,0 +1,261 @@
+"""BatchNorm and LayerNorm: hand VJPs against jax.vjp in both modes, feature-major twins,
+running statistics, and the optimizers leaving them alone.
+
+Params are random, far from their init (scale 1, shift 0, running mean 0 and var 1), and
+inputs have their own means and spreads per feature, so a formula that drops a term
+cannot hide behind a one or a zero.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_vjp
+from layer_oracle import (assert_trees_close, assert_twin_matches, assert_vjp_matches_jax,
+                          device, hand_vjp)
+
+import fnnet
+from fnnet import BatchNorm, LayerNorm, State
+
+MODES = pytest.mark.parametrize("train", [True, False], ids=["train", "infer"])
+# A non-default momentum and eps, so a formula that hard-codes either fails.
+BN = BatchNorm(momentum=0.8, eps=1e-3)
+LN = LayerNorm(eps=1e-3)
+KEY = jax.random.key(0)
+seeds = st.integers(0, 2 ** 32 - 1)
+
+
+def random_params(rng, c, dtype, running=True):
+    """scale of either sign and away from 1, shift, running mean and var away from 0 and 1."""
+    params = {"scale": device(rng.uniform(0.5, 2, c) * rng.choice([-1, 1], c), dtype),
+              "shift": device(rng.normal(size=c), dtype)}
+    if running:
+        params["running"] = State(mean=device(rng.normal(size=c), dtype),
+                                  var=device(rng.uniform(0.3, 3, c), dtype))
+    return params
+
+
+def random_input(rng, shape, dtype):
+    """Each feature with its own mean and spread."""
+    c = shape[-1]
+    return device(rng.normal(size=shape) * rng.uniform(0.5, 2, c) + rng.normal(size=c), dtype)
+
+
+def random_point(seed, shape, dtype, running=True):
+    rng = np.random.default_rng(seed)
+    return (random_params(rng, shape[-1], dtype, running), random_input(rng, shape, dtype),
+            device(rng.normal(size=shape), dtype))
+
+
+# --- VJPs against jax.vjp -------------------------------------------------------------
+
+
+# (dtype, shape): float64 on 2-D, 4-D (BatchNorm normalizes over all of (2, 3, 4)) and a
+# batch of one example; float32 on 4-D. Each configuration compiles a program.
+CASES = pytest.mark.parametrize("dtype, shape", [
+    (np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float64, (1, 4)),
+    (np.float32, (2, 3, 4, 5))], ids=["f64-2d", "f64-4d", "f64-batch1", "f32-4d"])
+
+
+@CASES
+@MODES
+def test_batchnorm_vjp_matches_jax(dtype, shape, train):
+    assert_vjp_matches_jax(BN, *random_point(1, shape, dtype), train=train, key=KEY)
+
+
+@settings(max_examples=2, deadline=None)  # each new shape compiles
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), seed=seeds,
+       train=st.booleans())
+def test_batchnorm_vjp_matches_jax_random_shapes(shape, seed, train):
+    assert_vjp_matches_jax(BN, *random_point(seed, shape, np.float64), train=train, key=KEY)
+
+
+@pytest.mark.parametrize("dtype, shape", [
+    (np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float32, (2, 3, 4, 5))],
+    ids=["f64-2d", "f64-4d", "f32-4d"])
+def test_layernorm_vjp_matches_jax(dtype, shape):
+    # LayerNorm is the same in both modes (its apply and vjp ignore train and key), and
+    # each example is normalized on its own (a batch of one is no special case).
+    assert_vjp_matches_jax(LN, *random_point(2, shape, dtype, running=False))
+
+
+@settings(max_examples=2, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), seed=seeds)
+def test_layernorm_vjp_matches_jax_random_shapes(shape, seed):
+    assert_vjp_matches_jax(LN, *random_point(seed, shape, np.float64, running=False))
+
+
+# --- finite differences (no autodiff at all) ------------------------------------------
+
+
+@pytest.mark.parametrize("train, shape", [(True, (2, 3, 3)), (False, (4, 3))],
+                         ids=["train", "infer"])
+def test_batchnorm_vjp_finite_differences(train, shape):
+    params, x, _ = random_point(3, shape, np.float64)
+    mode = dict(train=train, key=KEY)
+    check_vjp(jax.jit(lambda p, x: BN.apply(p, x, **mode)), hand_vjp(BN, **mode), (params, x),
+              atol=1e-6, rtol=1e-6)
+
+
+def test_layernorm_vjp_finite_differences():
+    params, x, _ = random_point(4, (4, 5), np.float64, running=False)
+    check_vjp(jax.jit(LN.apply), hand_vjp(LN), (params, x), atol=1e-6, rtol=1e-6)
+
+
+# --- feature-major twins --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, train", [
+    (np.float64, True), (np.float64, False), (np.float32, True)],
+    ids=["f64-train", "f64-infer", "f32-train"])
+def test_batchnorm_twin_matches_batch_major(dtype, train):
+    assert_twin_matches(BN, *random_point(5, (7, 3), dtype), train=train, key=KEY)
+
+
+def test_layernorm_twin_matches_batch_major():
+    assert_twin_matches(LN, *random_point(6, (7, 3), np.float64, running=False))
+
+
+def test_batchnorm_twin_update_state_matches_batch_major():
+    params, x, _ = random_point(7, (9, 4), np.float64)
+    assert_trees_close(BN.feature_major.update_state(params, x.T), BN.update_state(params, x),
+                       np.float64)
+
+
+# --- BatchNorm: params, inference, training -------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_batchnorm_params_structure(dtype):
+    out_shape, params = BatchNorm(dtype=dtype).init(KEY, (8, 5))
+    assert out_shape == (8, 5)
+    assert set(params) == {"scale", "shift", "running"}
+    assert isinstance(params["running"], State) and set(params["running"]) == {"mean", "var"}
+    for name, leaf, value in [("scale", params["scale"], 1.0), ("shift", params["shift"], 0.0),
+                              ("mean", params["running"]["mean"], 0.0),
+                              ("var", params["running"]["var"], 1.0)]:
+        assert leaf.shape == (5,) and leaf.dtype == dtype, name
+        np.testing.assert_array_equal(leaf, np.full(5, value), err_msg=name)
+    assert fnnet.state.trainable_mask(params) == {
+        "scale": True, "shift": True, "running": State(mean=False, var=False)}
+
+
+def test_batchnorm_inference_uses_the_running_statistics():
+    params, _, _ = random_point(8, (1, 3), np.float64)
+    x = device(np.random.default_rng(9).normal(size=(1, 3)))  # one example: no batch statistics
+    p = jax.tree.map(np.asarray, params)
+    expected = (p["scale"] * (np.asarray(x) - p["running"]["mean"])
+                / np.sqrt(p["running"]["var"] + 1e-3) + p["shift"])
+    y = BN.apply(params, x)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+    np.testing.assert_array_equal(BN.apply(params, x), y)  # deterministic
+    # Each example on its own: the rest of the batch does not matter in inference.
+    batch = device(np.concatenate([np.asarray(x), 10 + np.ones((4, 3))]))
+    np.testing.assert_allclose(BN.apply(params, batch)[:1], y, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(50, 3), (4, 5, 6, 3)], ids=["2d", "4d"])
+def test_batchnorm_training_normalizes_by_the_batch(shape):
+    rng = np.random.default_rng(10)
+    params = random_params(rng, 3, np.float64)  # running stats far from the batch's
+    x = random_input(rng, shape, np.float64)
+    axes = tuple(range(len(shape) - 1))
+    # With scale 1 and shift 0: mean 0 and variance var / (var + eps) per feature.
+    plain = {**params, "scale": device(np.ones(3)), "shift": device(np.zeros(3))}
+    y = np.asarray(BN.apply(plain, x, train=True))
+    var = np.var(np.asarray(x), axis=axes)
+    np.testing.assert_allclose(y.mean(axis=axes), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=axes), var / (var + 1e-3), rtol=1e-12)
+    assert np.all(np.abs(y.var(axis=axes) - 1) < 0.01)
+    # Scaled and shifted: mean shift, standard deviation |scale| (up to eps).
+    y = np.asarray(BN.apply(params, x, train=True))
+    np.testing.assert_allclose(y.mean(axis=axes), params["shift"], rtol=1e-10)
+    np.testing.assert_allclose(y.std(axis=axes),
+                               np.abs(params["scale"]) * np.sqrt(var / (var + 1e-3)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.float64, (2, 3, 4, 3)), (np.float32, (6, 3))],
+                         ids=["f64-4d", "f32-2d"])
+def test_batchnorm_update_state_moves_the_running_statistics(shape, dtype):
+    params, x, _ = random_point(11, shape, dtype)
+    new = BN.update_state(params, x)
+    xs = np.asarray(x, np.float64)
+    axes = tuple(range(len(shape) - 1))
+    running = jax.tree.map(lambda a: np.asarray(a, np.float64), params["running"])
+    expected = {"mean": 0.8 * running["mean"] + 0.2 * xs.mean(axis=axes),
+                "var": 0.8 * running["var"] + 0.2 * xs.var(axis=axes)}  # biased (ddof=0)
+    assert isinstance(new["running"], State) and set(new) == set(params)
+    for stat in ("mean", "var"):
+        assert new["running"][stat].dtype == dtype
+        np.testing.assert_allclose(new["running"][stat], expected[stat],
+                                   rtol=1e-12 if dtype == np.float64 else 1e-6)
+    # scale and shift are the very same arrays
+    assert new["scale"] is params["scale"] and new["shift"] is params["shift"]
+
+
+def test_batchnorm_update_state_uses_the_biased_variance():
+    params, _, _ = random_point(12, (2, 1), np.float64)
+    x = device([[0.0], [2.0]])  # biased variance 1, unbiased 2
+    new = BatchNorm(momentum=0.0).update_state(params, x)
+    np.testing.assert_allclose(new["running"]["mean"], [1.0], rtol=1e-15)
+    np.testing.assert_allclose(new["running"]["var"], [1.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("opt", [fnnet.SGD(0.1, momentum=0.9, weight_decay=0.1), fnnet.Adam(0.01)],
+                         ids=["SGD", "Adam"])
+def test_optimizers_never_change_the_running_statistics(opt):
+    params, _, _ = random_point(13, (4, 3), np.float32)
+    model_params = (params, {"w": device(np.ones((3, 2)), np.float32)})
+    # Nonzero grads for every leaf, the running statistics included, on purpose.
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.7), model_params)
+    state = opt.init(model_params)
+    step = jax.jit(opt.step)
+    new = model_params
+    for _ in range(3):
+        new, state = step(new, grads, state)
+    np.testing.assert_array_equal(new[0]["running"]["mean"], params["running"]["mean"])
+    np.testing.assert_array_equal(new[0]["running"]["var"], params["running"]["var"])
+    assert isinstance(new[0]["running"], State)
+    for name in ("scale", "shift"):
+        assert np.all(np.asarray(new[0][name]) != np.asarray(params[name])), name
+    assert np.all(np.asarray(new[1]["w"]) != 1)
+    for slot in state.slots.values():  # no momentum or moments kept for them either
+        np.testing.assert_array_equal(slot[0]["running"]["mean"], 0)
+        np.testing.assert_array_equal(slot[0]["running"]["var"], 0)
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: BatchNorm(momentum=1.0), ValueError,
+     r"BatchNorm: momentum must be in \[0, 1\), got 1.0"),
+    (lambda: BatchNorm(momentum=-0.1), ValueError, r"BatchNorm: momentum must be in \[0, 1\)"),
+    (lambda: BatchNorm(momentum=True), TypeError, r"BatchNorm: momentum must be a float, got True"),
+    (lambda: BatchNorm(eps=0.0), ValueError, r"BatchNorm: eps must be > 0, got 0.0"),
+    (lambda: BatchNorm(eps=math.nan), ValueError, r"BatchNorm: eps must be > 0, got nan"),
+    (lambda: LayerNorm(eps=-1.0), ValueError, r"LayerNorm: eps must be > 0, got -1.0"),
+    (lambda: LayerNorm(eps="1e-5"), TypeError, r"LayerNorm: eps must be a float, got '1e-5'"),
+])
+def test_bad_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_batchnorm_wrong_input_and_params():
+    params, x, _ = random_point(14, (4, 3), np.float64)
+    with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected input with at least 2 axes"):
+        BN.apply(params, x[0])
+    with pytest.raises(ValueError, match=r"BatchNorm\(.*\): params\[.*\] must have shape "
+                                         r"\(5,\) for input of shape \(4, 5\), got \(3,\)"):
+        BN.apply(params, device(np.ones((4, 5))))
+    plain = {"scale": params["scale"], "shift": params["shift"],
+             "running": dict(params["running"])}  # a dict, not a State
+    with pytest.raises(ValueError, match=r"'running' a State with 'mean' and 'var'"):
+        BN.apply(plain, x)
+    with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected input_shape with at least 2"):
+        BN.init(KEY, (3,))

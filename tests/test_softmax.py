@@ -1,0 +1,92 @@
+"""Softmax and LogSoftmax: hand VJPs against jax.vjp, feature-major twins (along axis 0),
+rows summing to one, and extreme inputs in float32."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_vjp
+from layer_oracle import assert_twin_matches, assert_vjp_matches_jax, device, hand_vjp
+
+from fnnet import LogSoftmax, Softmax
+
+LAYERS = pytest.mark.parametrize("layer", [Softmax(), LogSoftmax()], ids=["Softmax", "LogSoftmax"])
+
+
+def random_point(seed, shape, dtype, spread=3.0):
+    rng = np.random.default_rng(seed)
+    return device(spread * rng.normal(size=shape), dtype), device(rng.normal(size=shape), dtype)
+
+
+@LAYERS
+@pytest.mark.parametrize("dtype, shape", [
+    (np.float64, (6, 5)), (np.float64, (2, 3, 4, 5)), (np.float32, (6, 5))],
+    ids=["f64-2d", "f64-4d", "f32-2d"])
+def test_vjp_matches_jax(layer, dtype, shape):
+    # Both layers ignore train and key: one mode to test.
+    assert_vjp_matches_jax(layer, (), *random_point(1, shape, dtype))
+
+
+@settings(max_examples=2, deadline=None)  # each new shape compiles
+@given(layer=st.sampled_from([Softmax(), LogSoftmax()]),
+       shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_vjp_matches_jax_random_shapes(layer, shape, seed):
+    assert_vjp_matches_jax(layer, (), *random_point(seed, shape, np.float64))
+
+
+@LAYERS
+def test_vjp_finite_differences(layer):
+    x, _ = random_point(2, (3, 4), np.float64, spread=1.0)
+    check_vjp(jax.jit(layer.apply), hand_vjp(layer), ((), x), atol=1e-7, rtol=1e-7)
+
+
+@LAYERS
+def test_twin_acts_along_axis_0(layer):
+    assert_twin_matches(layer, (), *random_point(3, (7, 4), np.float64))
+
+
+def test_rows_sum_to_one():
+    x, _ = random_point(4, (2, 3, 6), np.float32, spread=10.0)
+    y = np.asarray(Softmax().apply((), x), np.float64)
+    assert np.all(y >= 0)
+    np.testing.assert_allclose(y.sum(axis=-1), 1, rtol=1e-6)
+    logs = np.asarray(LogSoftmax().apply((), x), np.float64)
+    np.testing.assert_allclose(np.exp(logs).sum(axis=-1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(logs), y, rtol=1e-5, atol=1e-30)
+    twin = np.asarray(Softmax().feature_major.apply((), x[0].T), np.float64)  # (features, batch)
+    np.testing.assert_allclose(twin.sum(axis=0), 1, rtol=1e-6)
+
+
+# Rows of 1e4 and -1e4 in float32: exp(1e4) overflows, so only a shifted formula is finite.
+EXTREME = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, 0.0], [1e4, 1e4 - 1, 1e4 - 2]])
+
+
+def log_softmax64(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def test_extreme_inputs_float32():
+    x = device(EXTREME, np.float32)
+    dy = device(np.linspace(-1, 1, EXTREME.size).reshape(EXTREME.shape), np.float32)
+    logs, dlogs = log_softmax64(EXTREME), np.asarray(dy, np.float64)
+    probs = np.exp(logs)
+    for layer, expected, dx_expected in [
+        (Softmax(), probs, probs * (dlogs - (dlogs * probs).sum(axis=-1, keepdims=True))),
+        (LogSoftmax(), logs, dlogs - probs * dlogs.sum(axis=-1, keepdims=True)),
+    ]:
+        y = layer.apply((), x)
+        _, dx = layer.vjp((), x, dy)
+        assert y.dtype == dx.dtype == np.float32
+        assert np.all(np.isfinite(y)) and np.all(np.isfinite(dx))
+        np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(dx, dx_expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Softmax().apply((), x)[0], [1, 0, 0])
+    np.testing.assert_allclose(LogSoftmax().apply((), x)[0], [0, -2e4, -1e4])
+
+
+def test_needs_a_feature_axis():
+    with pytest.raises(ValueError, match=r"Softmax: input needs a feature axis, got shape \(\)"):
+        Softmax().apply((), device(1.0))
