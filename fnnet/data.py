@@ -1,4 +1,4 @@
-"""The seed's data set: points in the unit square, labelled by a disk."""
+"""The disk task's data: points in the unit square, labelled by a disk of area 1/2."""
 
 import math
 

@@ -227,7 +227,7 @@ _SGD_UPDATES = {(m, n): _sgd_update(m, n) for m, n in ((False, False), (True, Fa
 
 def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.0,
         nesterov: bool = False, weight_decay: float = 0.0) -> Optimizer:
-    """Stochastic gradient descent with learning-rate decay (the seed's SGD).
+    """Stochastic gradient descent with learning-rate decay (the report's SGD).
 
     With lr_t = lr * decay**t and g = grad + weight_decay * p:
     v <- momentum * v + g; p <- p - lr_t * v (Nesterov: p - lr_t * (g + momentum * v)).

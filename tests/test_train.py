@@ -201,7 +201,7 @@ def test_epoch_loss_weights_batches_by_size():
 def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     """The loop over epochs runs a static count of times, each count its own program: on a
     GPU, a loop whose length XLA cannot see reads its condition back to the host every
-    epoch (the seed's W1 on an H200: 0.66 s, 0.53 s with the length known)."""
+    epoch (W1 on an H200: 0.66 s, 0.53 s with the length known)."""
     from fnnet.train import _runner
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
