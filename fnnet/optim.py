@@ -1,15 +1,29 @@
-"""Optimizers: `Optimizer(init, step)` pairs over parameter pytrees.
+"""Optimizers: per-leaf update rules lifted to parameter pytrees by `optimizer`.
+
+An optimizer is a rule for one parameter leaf,
+
+    rule(p, g, slots, h, lr, t) -> (new_p, new_slots)
+
+with `p` and `g` a leaf and its gradient, `slots` a dict of leaf-shaped
+buffers (SGD's velocity, Adam's moments), `h` the hyperparameters (scalars in
+p's dtype), `lr` the learning rate of step `t` (steps already taken, from 0).
+`optimizer(name, rule, lr, slots, **hyperparams)` lifts it to pytrees once and
+builds the `Optimizer(init, step)` pair. Each hyperparameter carries its own
+check (`positive`, `nonnegative`, `fraction`, `decay_factor`, or your own
+`Hyperparameter`), so a new one needs no table.
 
 Hyperparameters live in the optimizer state as arrays, so changing them never
 recompiles a jitted step and `jax.vmap` over them trains a sweep:
 
     states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(stacked_params, lrs)
 
-The learning rate at step t (t = steps already taken, starting at 0) is
-`lr * decay**t`, times `schedule(t)` when `lr` was given as a schedule.
+The learning rate at step t is `lr * decay**t` (for optimizers built with a
+decay), times `schedule(t)` when `lr` was given as a schedule. Leaves under a
+`fnnet.State` (running statistics) are never changed.
 """
 
-from typing import Callable, NamedTuple, Optional
+import numbers
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +33,8 @@ from fnnet._shared import shared
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet.state import trainable_mask
 
-__all__ = ["Optimizer", "OptState", "SGD", "Adam"]
+__all__ = ["Optimizer", "OptState", "Hyperparameter", "optimizer", "SGD", "Adam",
+           "positive", "nonnegative", "fraction", "decay_factor"]
 
 
 class Optimizer(NamedTuple):
@@ -27,8 +42,9 @@ class Optimizer(NamedTuple):
 
     `schedule` is the lr schedule given to the constructor (None for a constant
     lr), which training checks over a whole run before starting; `name` names
-    the optimizer in errors. `step` leaves every leaf under a `fnnet.State`
-    (running statistics) as it is.
+    the optimizer in errors. Optimizers that step the same way are equal and
+    share compiled programs: `init`, which holds the default hyperparameters
+    (data in the state), is not compared.
     """
 
     init: Callable
@@ -36,8 +52,6 @@ class Optimizer(NamedTuple):
     schedule: Optional[Callable] = None
     name: str = "optimizer"
 
-    # Optimizers that step the same way are equal and share compiled programs: `init`,
-    # which holds the default hyperparameters (data in the state), is not compared.
     def __eq__(self, other):
         return isinstance(other, Optimizer) and self[1:] == other[1:]
 
@@ -56,33 +70,56 @@ class OptState(NamedTuple):
     slots: dict
 
 
-# name -> (test on a numpy array, what the test means)
-_RULES = {
-    "lr": (lambda v: v > 0, "> 0"),
-    "decay": (lambda v: (v > 0) & (v <= 1), "in (0, 1]"),
-    "momentum": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "b1": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
-    "b2": (lambda v: (v >= 0) & (v < 1), "in [0, 1)"),
-    "eps": (lambda v: v > 0, "> 0"),
-}
+class Hyperparameter(NamedTuple):
+    """A hyperparameter's default value and the rule every value of it must follow.
+
+    `ok(values)` tests a float64 NumPy array elementwise; `expected` says in
+    words what it tests, for errors ("> 0").
+    """
+
+    value: Any
+    ok: Callable[[np.ndarray], np.ndarray]
+    expected: str
 
 
-def _check_hyperparam(owner, name, value):
-    """Raise ValueError if a concrete hyperparameter breaks its rule; tracers pass."""
+def positive(value) -> Hyperparameter:
+    """A hyperparameter > 0 (a learning rate, Adam's eps)."""
+    return Hyperparameter(value, lambda v: v > 0, "> 0")
+
+
+def nonnegative(value) -> Hyperparameter:
+    """A hyperparameter >= 0 (weight decay)."""
+    return Hyperparameter(value, lambda v: v >= 0, ">= 0")
+
+
+def fraction(value) -> Hyperparameter:
+    """A hyperparameter in [0, 1) (momentum, Adam's b1 and b2, RMSProp's rho)."""
+    return Hyperparameter(value, lambda v: (v >= 0) & (v < 1), "in [0, 1)")
+
+
+def decay_factor(value) -> Hyperparameter:
+    """A per-step learning-rate decay in (0, 1]; 1 means none."""
+    return Hyperparameter(value, lambda v: (v > 0) & (v <= 1), "in (0, 1]")
+
+
+def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter):
+    """Raise unless a concrete `value` is a finite scalar number that follows `rule`;
+    a traced value (inside vmap or jit) passes: it was checked where it was concrete."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
     try:
         array = np.asarray(value)
-    except jax.errors.TracerArrayConversionError:
-        return value  # inside vmap or jit: checked where it was concrete
     except (TypeError, ValueError):
         array = None
-    # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
-    if array is None or array.dtype.kind not in "iuf":
-        raise TypeError(f"{owner}: {name} must be a number or an array, got {value!r}")
-    array = array.astype(np.float64)
-    test, meaning = _RULES[name]
-    if not (np.all(np.isfinite(array)) and np.all(test(array))):
-        raise ValueError(f"{owner}: {name} must be {meaning}, got {value!r}")
+    if isinstance(value, bool) or array is None or array.dtype.kind not in "iuf":
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r} ({type(value).__name__})")
+    if array.ndim != 0:
+        raise ValueError(f"{owner}: {name} must be a scalar (one value per optimizer state; "
+                         f"vmap opt.init over values for a sweep), got an array of shape {array.shape}")
+    number = float(array)
+    if not (np.isfinite(number) and rule.ok(np.float64(number))):
+        raise ValueError(f"{owner}: {name} must be {rule.expected}, got {value!r}")
     return value
 
 
@@ -106,38 +143,60 @@ def check_schedule(opt: Optimizer, steps: int) -> None:
         _check_schedule(opt.name, opt.schedule, steps)
 
 
-def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, update,
-               hints: Optional[dict] = None) -> Optimizer:
-    """Build an Optimizer from its hyperparameters and a shared jitted-friendly step.
+def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
+              hints: Optional[Dict[str, str]] = None, **hyperparams: Hyperparameter) -> Optimizer:
+    """Lift a per-leaf `rule` to an `Optimizer` over parameter pytrees.
 
-    `hints`: name -> why `init` cannot set it, added to that error."""
+    Args:
+      name: the optimizer's name, for errors.
+      rule: `(p, g, slots, h, lr, t) -> (new_p, new_slots)` for one leaf (see
+        the module docstring); traced once per leaf shape.
+      lr: the learning rate, > 0, or a schedule `t -> lr` (then the state's
+        `lr`, default 1, scales it).
+      slots: names of the leaf-shaped buffers the rule keeps, zero at `init`.
+      hints: hyperparameter name -> why `init` cannot set it, added to that error.
+      **hyperparams: name -> `Hyperparameter` (default and check). One named
+        `decay` makes the learning rate of step t `lr * decay**t`.
+
+    Example (RMSProp in full):
+      >>> def RMSProp(lr, rho=0.9, eps=1e-8):
+      ...     def rule(p, g, slots, h, lr, t):  # ms <- rho ms + (1 - rho) g^2
+      ...         ms = h["rho"] * slots["ms"] + (1 - h["rho"]) * g * g
+      ...         return p - lr * g / (jnp.sqrt(ms) + h["eps"]), {"ms": ms}
+      ...     return optimizer("RMSProp", rule, lr, ["ms"], rho=fraction(rho), eps=positive(eps))
+    """
+    for hyper_name, hyper in hyperparams.items():
+        if not isinstance(hyper, Hyperparameter):
+            raise TypeError(f"{name}: hyperparameter {hyper_name} must be a Hyperparameter "
+                            f"(e.g. fnnet.optim.positive(value)), got {hyper!r}")
     schedule: Optional[Callable] = None
     if callable(lr):
-        _check_schedule(owner, lr)
+        _check_schedule(name, lr)
         schedule, lr = lr, 1.0  # the state's lr then scales the schedule
-    defaults = {"lr": lr, **hyperparams}
-    for name, value in defaults.items():
-        _check_hyperparam(owner, name, value)
+    rules = {"lr": positive(lr), **hyperparams}
+    for hyper_name, hyper in rules.items():
+        _check_hyperparam(name, hyper_name, hyper.value, hyper)
 
     def init(params, **overrides):
-        unknown = sorted(set(overrides) - set(defaults))
+        unknown = sorted(set(overrides) - set(rules))
         if unknown:
-            why = "".join(f"; {hints[name]}" for name in unknown if name in (hints or {}))
-            raise TypeError(f"{owner}.init: unknown hyperparameter(s) {unknown}; "
-                            f"expected some of {sorted(defaults)}{why}")
-        values = {**defaults, **overrides}
+            why = "".join(f"; {hints[n]}" for n in unknown if n in (hints or {}))
+            raise TypeError(f"{name}.init: unknown hyperparameter(s) {unknown}; "
+                            f"expected some of {sorted(rules)}{why}")
         # hyperparameters in the params' float dtype (float32 for float32 models, even under x64)
-        floats = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+        floats = [leaf for leaf in jax.tree.leaves(params)
+                  if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
         dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
+        values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
             count=jnp.zeros((), jnp.int32),
-            hyperparams={k: jnp.asarray(_check_hyperparam(owner, k, v), dtype)
-                         for k, v in values.items()},
-            slots={name: jax.tree.map(jnp.zeros_like, params) for name in slot_names},
+            hyperparams={n: jnp.asarray(_check_hyperparam(name, n, v, rules[n]), dtype)
+                         for n, v in values.items()},
+            slots={slot: jax.tree.map(jnp.zeros_like, params) for slot in slots},
         )
 
-    step = _step(owner, update, schedule, tuple(sorted(defaults)), tuple(slot_names))
-    return Optimizer(init, step, schedule, owner)
+    step = _lifted(name, rule, schedule, tuple(sorted(rules)), tuple(slots))
+    return Optimizer(init, step, schedule, name)
 
 
 def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
@@ -172,66 +231,63 @@ def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
 
 
 @shared
-def _step(owner, update, schedule, hyperparam_names, slot_names):
-    """The step shared by every optimizer with the same update rule and schedule."""
+def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
+    """`rule` lifted to pytrees: the step shared by every optimizer with the same rule,
+    schedule and state layout."""
 
     def step(params, grads, state):
         _check_step_args(owner, hyperparam_names, slot_names, params, grads, state)
-        h = state.hyperparams
-        t = state.count
-        lr = h["lr"] * h["decay"] ** t
+        hyper, t = state.hyperparams, state.count
+        lr = hyper["lr"] * (hyper["decay"] ** t if "decay" in hyper else 1)
         if schedule is not None:
             lr = lr * schedule(t)
-        new_params, slots = update(params, grads, state.slots, h, lr, t)
-        trainable = trainable_mask(params)
-
-        def settle(new, old, moves):
-            # A leaf under a State stays as it is; every dtype is kept, whatever the
-            # grads' dtype (float64 grads on float32 params).
-            return new.astype(old.dtype) if moves else old
-
-        new_params = jax.tree.map(settle, new_params, params, trainable)
-        slots = {name: jax.tree.map(settle, slots[name], slot, trainable)
-                 for name, slot in state.slots.items()}
-        return new_params, OptState(t + 1, h, slots)
+        leaves, treedef = jax.tree.flatten(params)
+        grad_leaves = treedef.flatten_up_to(grads)
+        slot_leaves = {name: treedef.flatten_up_to(state.slots[name]) for name in slot_names}
+        new_leaves, new_slots = [], {name: [] for name in slot_names}
+        for i, (p, g, moves) in enumerate(zip(leaves, grad_leaves,
+                                              jax.tree.leaves(trainable_mask(params)))):
+            slots = {name: slot_leaves[name][i] for name in slot_names}
+            if moves:  # a leaf under a State stays as it is
+                dtype = p.dtype  # every dtype kept, whatever the grads' (float64 grads, float32 p)
+                new_p, slots = rule(p, g.astype(dtype), slots,
+                                    {name: h.astype(dtype) for name, h in hyper.items()},
+                                    jnp.asarray(lr, dtype), t)
+                p = new_p.astype(dtype)
+                slots = {name: slots[name].astype(slot_leaves[name][i].dtype) for name in slot_names}
+            new_leaves.append(p)
+            for name in slot_names:
+                new_slots[name].append(slots[name])
+        return (jax.tree.unflatten(treedef, new_leaves),
+                OptState(t + 1, hyper, {name: jax.tree.unflatten(treedef, new_slots[name])
+                                        for name in slot_names}))
 
     return step
 
 
-def _sgd_update(momentum, nesterov):
-    def update(params, grads, slots, h, lr, t):
-        def direction(p, g):  # g + weight_decay * p
-            return g + h["weight_decay"].astype(p.dtype) * p
-
-        if not momentum:  # plain SGD: no velocity to keep
-            return jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * direction(p, g),
-                                params, grads), {}
-
-        def mu(p):
-            return h["momentum"].astype(p.dtype)
-
-        velocity = jax.tree.map(lambda p, g, v: mu(p) * v + direction(p, g),
-                                params, grads, slots["velocity"])  # v = momentum v + g
-        if nesterov:
-            step = jax.tree.map(lambda p, g, v: direction(p, g) + mu(p) * v,
-                                params, grads, velocity)
-        else:
-            step = velocity
-        new_params = jax.tree.map(lambda p, d: p - lr.astype(p.dtype) * d, params, step)
-        return new_params, {"velocity": velocity}
-    return update
+def _plain_sgd(p, g, slots, h, lr, t):
+    return p - lr * (g + h["weight_decay"] * p), slots  # p <- p - lr (g + wd p)
 
 
-_SGD_UPDATES = {(m, n): _sgd_update(m, n) for m, n in ((False, False), (True, False), (True, True))}
+def _momentum_sgd(p, g, slots, h, lr, t):
+    d = g + h["weight_decay"] * p
+    velocity = h["momentum"] * slots["velocity"] + d  # v <- momentum v + d
+    return p - lr * velocity, {"velocity": velocity}
+
+
+def _nesterov_sgd(p, g, slots, h, lr, t):
+    d = g + h["weight_decay"] * p
+    velocity = h["momentum"] * slots["velocity"] + d
+    return p - lr * (d + h["momentum"] * velocity), {"velocity": velocity}
 
 
 def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.0,
         nesterov: bool = False, weight_decay: float = 0.0) -> Optimizer:
     """Stochastic gradient descent with learning-rate decay (the report's SGD).
 
-    With lr_t = lr * decay**t and g = grad + weight_decay * p:
-    v <- momentum * v + g; p <- p - lr_t * v (Nesterov: p - lr_t * (g + momentum * v)).
-    With momentum 0 this is plain p <- p - lr_t * g.
+    With lr_t = lr * decay**t and d = grad + weight_decay * p:
+    v <- momentum * v + d; p <- p - lr_t * v (Nesterov: p - lr_t * (d + momentum * v)).
+    With momentum 0 this is plain p <- p - lr_t * d.
 
     Args:
       lr: learning rate > 0, or a schedule `t -> lr` (see `fnnet.schedules`).
@@ -247,30 +303,22 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.
       >>> state = opt.init(params)
       >>> params, state = opt.step(params, grads, state)
     """
-    if nesterov and (momentum is None or (isinstance(momentum, (int, float)) and momentum == 0)):
+    if nesterov and (momentum is None or (isinstance(momentum, numbers.Real) and momentum == 0)):
         raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
+    common = dict(decay=decay_factor(decay), weight_decay=nonnegative(weight_decay))
     if momentum is None:
-        return _optimizer("SGD", lr, {"decay": decay, "weight_decay": weight_decay}, [],
-                          _SGD_UPDATES[False, False],
-                          hints={"momentum": "an SGD built with momentum=None keeps no velocity: "
-                                             "build it with a momentum (0 included) to set it here"})
-    return _optimizer("SGD", lr, {"decay": decay, "momentum": momentum,
-                                  "weight_decay": weight_decay},
-                      ["velocity"], _SGD_UPDATES[True, bool(nesterov)])
+        return optimizer("SGD", _plain_sgd, lr, **common, hints={
+            "momentum": "an SGD built with momentum=None keeps no velocity: build it with a "
+                        "momentum (0 included) to set it here"})
+    return optimizer("SGD", _nesterov_sgd if nesterov else _momentum_sgd, lr, ["velocity"],
+                     momentum=fraction(momentum), **common)
 
 
-def _adam_update(params, grads, slots, h, lr, t):
-    b1, b2, eps = h["b1"], h["b2"], h["eps"]
-    mu = jax.tree.map(lambda m, g: b1.astype(g.dtype) * m + (1 - b1).astype(g.dtype) * g,
-                      slots["mu"], grads)
-    nu = jax.tree.map(lambda v, g: b2.astype(g.dtype) * v + (1 - b2).astype(g.dtype) * g * g,
-                      slots["nu"], grads)
-    # bias corrections for step t + 1
-    c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-    new_params = jax.tree.map(
-        lambda p, m, v: p - (lr * (m / c1) / (jnp.sqrt(v / c2) + eps)).astype(p.dtype),
-        params, mu, nu)
-    return new_params, {"mu": mu, "nu": nu}
+def _adam(p, g, slots, h, lr, t):
+    mu = h["b1"] * slots["mu"] + (1 - h["b1"]) * g  # mu <- b1 mu + (1 - b1) g
+    nu = h["b2"] * slots["nu"] + (1 - h["b2"]) * g * g  # nu <- b2 nu + (1 - b2) g^2
+    c1, c2 = 1 - h["b1"] ** (t + 1), 1 - h["b2"] ** (t + 1)  # bias corrections for step t + 1
+    return p - lr * (mu / c1) / (jnp.sqrt(nu / c2) + h["eps"]), {"mu": mu, "nu": nu}
 
 
 def Adam(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -280,5 +328,5 @@ def Adam(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 
     mu <- b1 mu + (1 - b1) g; nu <- b2 nu + (1 - b2) g**2;
     p <- p - lr_t * mu_hat / (sqrt(nu_hat) + eps), with bias-corrected hats.
     """
-    return _optimizer("Adam", lr, {"decay": decay, "b1": b1, "b2": b2, "eps": eps},
-                      ["mu", "nu"], _adam_update)
+    return optimizer("Adam", _adam, lr, ["mu", "nu"], decay=decay_factor(decay), b1=fraction(b1),
+                     b2=fraction(b2), eps=positive(eps))
