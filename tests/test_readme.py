@@ -6,11 +6,14 @@ import pathlib
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+# Blocks inside list items are indented: dedented, they run as pasted.
+BLOCKS = [textwrap.dedent(block) for block in
+          re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)]
 
 # Each block runs in its own namespace, all in one process (start-up is the slow part);
 # a block that fails names itself.
@@ -31,6 +34,7 @@ def test_readme_has_the_blocks_we_run():
     assert len(BLOCKS) >= 4, len(BLOCKS)
     assert any("fnnet.check_vjp" in block for block in BLOCKS)
     assert any("mesh=mesh" in block for block in BLOCKS)
+    assert any('optimizer("RMSProp"' in block for block in BLOCKS)
 
 
 def test_every_readme_python_block_runs_alone():
