@@ -5,7 +5,7 @@ import numbers
 import jax
 
 from fnnet._shared import shared
-from fnnet.layers import Layer, _check_floating
+from fnnet.layers import Layer, _check_floating, _check_train
 
 __all__ = ["Dropout"]
 
@@ -50,7 +50,7 @@ def _dropout(rate: float) -> Layer:
             if not (isinstance(params, tuple) and len(params) == 0):
                 raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
             _check_floating(name, x)
-            if not train or rate == 0:
+            if not _check_train(name, train) or rate == 0:
                 return None
             if key is None:
                 raise ValueError(f"{name}: training mode draws a mask and needs a key; "

@@ -6,16 +6,25 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._shared import shared
-from fnnet.layers import Layer
+from fnnet.layers import Layer, contract_hint
 from fnnet.losses import Loss
 
 __all__ = ["value_and_grad", "as_jax"]
 
 
-def layout(model: Layer, x) -> Optional[Layer]:
+def layout(model: Layer, x, minibatches: bool = False) -> Optional[Layer]:
     """The one place fnnet picks a layout: the model's feature-major twin for a 2-D
-    batch `x` (run on `x.T`), or None to run `model` on x as it is."""
-    return model.feature_major if jnp.ndim(x) == 2 else None
+    batch `x` trained whole (run on `x.T`), or None to run `model` on x as it is.
+
+    Minibatches stay batch-major: on small batches both layouts run alike, and
+    a feature-major gather per batch costs more than it saves. A twin that
+    disagrees with its layer about state (one has `update_state`, the other
+    not) is not used.
+    """
+    twin = model.feature_major
+    if minibatches or jnp.ndim(x) != 2 or twin is None:
+        return None
+    return twin if (twin.update_state is None) == (model.update_state is None) else None
 
 
 def check_input(model: Layer, params, x) -> None:
@@ -49,8 +58,9 @@ def loss_and_grads_in(layer: Layer, loss: Loss, params, x, target, *, train: boo
     def user(a):  # the twin's (outputs, batch) <-> the loss's (batch, outputs)
         return a.T if transposed else a
 
-    y = user(layer.apply(params, x, train=train, key=key))
-    dparams, _ = layer.vjp(params, x, user(loss.grad(y, target)), train=train, key=key)
+    with contract_hint():
+        y = user(layer.apply(params, x, train=train, key=key))
+        dparams, _ = layer.vjp(params, x, user(loss.grad(y, target)), train=train, key=key)
     return loss.value(y, target), dparams
 
 
@@ -68,8 +78,11 @@ def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> Callable:
     Returns:
       `f` with `x: (batch, n_in)`, `target` shaped like the model's output
       (integer labels `(batch,)` for `LossCrossEntropy`), `key` a PRNG key for
-      stochastic layers; `value` a scalar, `grads` with the structure of `params`
-      (zero under `State`: running statistics are not trained).
+      stochastic layers; `value` a scalar, `grads` with the structure of
+      `params`. In training mode the grads under `State` are zero (running
+      statistics are not used); in inference they are the true derivatives.
+      fnnet's optimizers never apply them; with another optimizer, mask them
+      with `fnnet.state.trainable_mask(params)`.
 
     Example:
       >>> value, grads = jax.jit(value_and_grad(model, LossBCE()))(params, x, y)

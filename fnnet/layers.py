@@ -48,6 +48,7 @@ the keywords `train` and `key` (and may ignore them); write each VJP beside
 its forward and check it with `fnnet.check_vjp`. Inputs are `(..., features)`.
 """
 
+import contextlib
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -82,6 +83,27 @@ class Layer(NamedTuple):
 
     def __hash__(self):
         return hash(self[1:])
+
+
+@contextlib.contextmanager
+def contract_hint():
+    """Add to a TypeError from calling a layer with the contract's keywords a hint of
+    what they are (a layer written for an older contract takes no `train` or `key`)."""
+    try:
+        yield
+    except TypeError as error:
+        if type(error) is not TypeError or "unexpected keyword argument" not in str(error):
+            raise
+        raise TypeError(f"{error} (a layer's apply and vjp take the keywords train and key, "
+                        f"update_state the keyword key: see fnnet.layers)") from error
+
+
+def _check_train(name: str, train) -> bool:
+    """`train` selects a Python branch: it must be a bool, not an array or a tracer."""
+    if not isinstance(train, bool):
+        raise TypeError(f"{name}: train must be a Python bool (True for a training step), "
+                        f"got {train!r} ({type(train).__name__})")
+    return train
 
 
 def _check_size(name: str, value, low: int = 1) -> int:

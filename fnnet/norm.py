@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._shared import shared
-from fnnet.layers import Layer, _check_floating
+from fnnet.layers import Layer, _check_floating, _check_train
 from fnnet.state import State
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -29,6 +29,13 @@ def _check_number(owner, name, value, ok, expected):
     if not (math.isfinite(value) and ok(value)):
         raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
     return float(value)
+
+
+def _check_dtype(owner, dtype):
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{owner}: dtype must be a floating dtype, got {dtype}")
+    return dtype
 
 
 def _along(v, x, feature_axis):
@@ -115,7 +122,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) ->
     owner = "BatchNorm"
     momentum = _check_number(owner, "momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
     eps = _check_number(owner, "eps", eps, lambda v: v > 0, "> 0")
-    return _batch_norm(momentum, eps, jnp.dtype(dtype))
+    return _batch_norm(momentum, eps, _check_dtype(owner, dtype))
 
 
 @shared
@@ -127,6 +134,11 @@ def _batch_norm(momentum, eps, dtype) -> Layer:
             """xhat, s, the batch's mean and var (None in inference), axes."""
             _check(name, params, x, feature_axis, 2, True)
             axes = _other_axes(x, feature_axis)
+            if _check_train(name, train) and math.prod(x.shape[a] for a in axes) < 2:
+                raise ValueError(f"{name}: training normalizes by the batch and needs more than "
+                                 f"one value per feature, got input of shape {x.shape} (a batch "
+                                 f"of one: use a larger batch, or a batch_size that leaves no "
+                                 f"single-sample last batch)")
             if train:
                 xhat, mean, var, s = _normalize(x, axes, eps)
                 return xhat, s, mean, var, axes
@@ -188,7 +200,7 @@ def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
       >>> model = serial(Linear(2, 25), LayerNorm(), ReLU(), Linear(25, 1))
     """
     eps = _check_number("LayerNorm", "eps", eps, lambda v: v > 0, "> 0")
-    return _layer_norm(eps, jnp.dtype(dtype))
+    return _layer_norm(eps, _check_dtype("LayerNorm", dtype))
 
 
 @shared

@@ -183,10 +183,12 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
             why = "".join(f"; {hints[n]}" for n in unknown if n in (hints or {}))
             raise TypeError(f"{name}.init: unknown hyperparameter(s) {unknown}; "
                             f"expected some of {sorted(rules)}{why}")
-        # hyperparameters in the params' float dtype (float32 for float32 models, even under x64)
+        # hyperparameters in the params' float dtype, at least float32 (float32 for
+        # float32 models, even under x64)
         floats = [leaf for leaf in jax.tree.leaves(params)
                   if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
-        dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
+        dtype = jnp.promote_types(jnp.result_type(*floats) if floats else jnp.result_type(float),
+                                  jnp.float32)
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
             count=jnp.zeros((), jnp.int32),
@@ -249,11 +251,14 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
                                               jax.tree.leaves(trainable_mask(params)))):
             slots = {name: slot_leaves[name][i] for name in slot_names}
             if moves:  # a leaf under a State stays as it is
-                dtype = p.dtype  # every dtype kept, whatever the grads' (float64 grads, float32 p)
-                new_p, slots = rule(p, g.astype(dtype), slots,
+                # The rule runs in p's dtype, at least float32 (in float16 Adam's eps 1e-8
+                # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out.
+                dtype = jnp.promote_types(p.dtype, jnp.float32)
+                new_p, slots = rule(p.astype(dtype), g.astype(dtype),
+                                    {name: s.astype(dtype) for name, s in slots.items()},
                                     {name: h.astype(dtype) for name, h in hyper.items()},
                                     jnp.asarray(lr, dtype), t)
-                p = new_p.astype(dtype)
+                p = new_p.astype(p.dtype)
                 slots = {name: slots[name].astype(slot_leaves[name][i].dtype) for name in slot_names}
             new_leaves.append(p)
             for name in slot_names:

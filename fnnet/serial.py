@@ -3,7 +3,8 @@
 import jax
 
 from fnnet._shared import shared
-from fnnet.layers import Layer
+from fnnet.layers import Layer, contract_hint
+from fnnet.state import check_update
 
 __all__ = ["serial", "Sequential", "Residual"]
 
@@ -19,16 +20,14 @@ def _check_params(params, n_layers):
 def _naming_layer(position, fn, *args, **kwargs):
     """Call a layer's function, naming its position in any ValueError or plain TypeError."""
     try:
-        return fn(*args, **kwargs)
+        with contract_hint():
+            return fn(*args, **kwargs)
     except ValueError as error:
         raise ValueError(f"serial layer {position}: {error}") from error
     except TypeError as error:
         if type(error) is not TypeError:  # e.g. jax's errors: keep their type
             raise
-        hint = (" (a layer's apply and vjp take the keywords train and key, update_state the "
-                "keyword key: see fnnet.layers)" if "unexpected keyword argument" in str(error)
-                else "")
-        raise TypeError(f"serial layer {position}: {error}{hint}") from error
+        raise TypeError(f"serial layer {position}: {error}") from error
 
 
 def _layer_keys(key, n):
@@ -75,15 +74,22 @@ def _compose(layers) -> Layer:
 
     stateful = [i for i, layer in enumerate(layers) if layer.update_state is not None]
 
+    def _updated(layer, params, x, key):
+        return check_update(params, layer.update_state(params, x, key=key))
+
     def update_state(params, x, *, key=None):
         # the forward only up to the last stateful layer's input
         inputs, keys, last_input = forward(params, x, True, key, upto=stateful[-1])
         inputs.append(last_input)
-        return tuple(_naming_layer(i, layers[i].update_state, p, inputs[i], key=keys[i])
+        return tuple(_naming_layer(i, _updated, layers[i], p, inputs[i], keys[i])
                      if i in stateful else p for i, p in enumerate(params))
-    twins = [layer.feature_major for layer in layers]
+    # A layer's own twin, when it agrees with the layer about state; else the layer
+    # itself, run transposed inside the serial's twin.
+    twins = [layer.feature_major if layer.feature_major is not None and (
+        layer.feature_major.update_state is None) == (layer.update_state is None) else None
+        for layer in layers]
     twin = None
-    if any(t is not None for t in twins):  # twin-less layers run transposed inside the twin
+    if any(t is not None for t in twins):
         twin = _compose(tuple(t if t is not None else _transposed(layer)
                               for t, layer in zip(twins, layers)))
     return Layer(_serial_init(tuple(layer.init for layer in layers)), apply, vjp,

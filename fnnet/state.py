@@ -12,7 +12,7 @@ from typing import Any, List
 
 import jax
 
-__all__ = ["State", "trainable_mask", "state_leaves", "with_state"]
+__all__ = ["State", "trainable_mask", "state_leaves", "with_state", "check_update"]
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -62,5 +62,21 @@ def with_state(params, leaves: List) -> Any:
     mask = jax.tree.leaves(trainable_mask(params))
     flat, treedef = jax.tree.flatten(params)
     replacements = iter(leaves)
-    flat = [leaf if trainable else next(replacements) for trainable, leaf in zip(mask, flat)]
+    flat = [leaf if trainable else next(replacements, None) for trainable, leaf in zip(mask, flat)]
+    if any(leaf is None for leaf in flat) or next(replacements, None) is not None:
+        raise ValueError(f"with_state: {len(leaves)} leaves given for the "
+                         f"{mask.count(False)} under State in params")
     return jax.tree.unflatten(treedef, flat)
+
+
+def check_update(params, updated) -> Any:
+    """Return `updated` (what a layer's `update_state` gave for `params`), checked: the
+    same tree as params, with something under a `State` for it to update."""
+    if jax.tree.structure(updated) != jax.tree.structure(params):
+        raise ValueError(f"update_state must return params of the structure it was given, "
+                         f"{jax.tree.structure(params)}; got {jax.tree.structure(updated)}")
+    if not state_leaves(params):
+        raise ValueError("a layer with update_state keeps its state under fnnet.State nodes in "
+                         "its params (optimizers leave those alone); its params hold none: "
+                         f"{jax.tree.structure(params)}")
+    return updated

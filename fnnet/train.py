@@ -14,7 +14,7 @@ from fnnet.grad import check_input, layout, loss_and_grads_in
 from fnnet.layers import Layer
 from fnnet.losses import Loss
 from fnnet.optim import Optimizer, check_schedule
-from fnnet.state import state_leaves, with_state
+from fnnet.state import check_update, state_leaves, with_state
 
 __all__ = ["train_step", "train"]
 
@@ -38,7 +38,7 @@ def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh])
         value, grads = loss_and_grads_in(layer, loss, params, x, y, train=True, key=key,
                                          transposed=transposed)
         state = (None if layer.update_state is None
-                 else state_leaves(layer.update_state(params, x, key=key)))
+                 else state_leaves(check_update(params, layer.update_state(params, x, key=key))))
         return value, grads, state
 
     return _data_parallel(core, mesh, x_batch_axis=1 if transposed else 0)
@@ -159,9 +159,7 @@ def _epoch(model, loss, opt, batch_size, mesh):
     `step_key(key, count)`.
     """
     def transposed(x):  # the same answer for x and prepare(x)
-        # Full batch only: on small minibatches the layouts run alike, and a
-        # feature-major gather per batch costs more than it saves.
-        return batch_size is None and layout(model, x) is not None
+        return layout(model, x, minibatches=batch_size is not None) is not None
 
     def prepare(x):
         return x.T if transposed(x) else x
@@ -304,6 +302,7 @@ def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
         _check_samples(x, y)
+        check_input(model, params, x)  # errors in the shapes the user passed
         size = _check_batch_size(batch_size, x.shape[0])
         check_schedule(opt, epochs * (1 if size is None else -(-x.shape[0] // size)))
         if key is None:

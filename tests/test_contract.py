@@ -286,3 +286,97 @@ def test_models_with_fresh_initializers_share_one_compiled_program():
     with count_compilations() as compiled:
         fnnet.fit(build(), LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=4, progress=False)
     assert compiled == [], compiled
+
+
+# --- what a user's layer gets wrong is caught -----------------------------------------------
+
+def _tracking(update, twin_update=None, state=True):
+    """A layer that records its input's mean in a State (or a plain dict), with a twin."""
+    lin = fnnet.Linear(3, 3)
+
+    def init(key, input_shape):
+        leaf = {"m": jnp.zeros(3)}
+        return tuple(input_shape), {"run": fnnet.State(leaf) if state else leaf}
+
+    def apply(params, x, *, train=False, key=None):
+        return x
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        return jax.tree.map(jnp.zeros_like, params), dy
+
+    def apply_fm(params, x, *, train=False, key=None):
+        return x
+
+    twin = fnnet.Layer(init, apply_fm, vjp, twin_update)
+    return fnnet.serial(lin, fnnet.Layer(init, apply, vjp, update, feature_major=twin),
+                        fnnet.Linear(3, 1))
+
+
+def _mean_update(params, x, *, key=None):
+    return {"run": fnnet.State(m=jnp.mean(x, axis=0))}
+
+
+def test_a_twin_that_forgets_the_state_is_not_used():
+    model = _tracking(_mean_update, twin_update=None)
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    out = fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1,
+                    progress=False)
+    moved = x @ params[0]["w"] + params[0]["b"][None, :]
+    np.testing.assert_allclose(out.params[1]["run"]["m"], moved.mean(axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("update, state, match", [
+    (lambda p, x, *, key=None: {"run": fnnet.State(m=x.mean(0), extra=x.mean(0))}, True,
+     r"serial layer 1: update_state must return params of the structure it was given"),
+    (lambda p, x, *, key=None: {"run": {"m": x.mean(0)}}, True,
+     r"serial layer 1: update_state must return params of the structure it was given"),
+    (lambda p, x, *, key=None: {"run": {"m": x.mean(0)}}, False,
+     r"serial layer 1: a layer with update_state keeps its state under fnnet.State"),
+], ids=["an extra leaf", "a dict for a State", "state outside a State"])
+def test_a_wrong_update_state_is_refused(update, state, match):
+    model = _tracking(update, update, state=state)
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    with pytest.raises(ValueError, match=match):
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1,
+                  progress=False)
+
+
+def test_errors_in_train_and_sweep_speak_of_the_users_shapes():
+    model = fnnet.serial(fnnet.Linear(2, 4), fnnet.ReLU(), fnnet.Linear(4, 1))
+    params = model.init(jax.random.key(0), (16, 2))[1]
+    opt = fnnet.SGD(lr=0.1)
+    x, y = jnp.ones((16, 3)), jnp.ones((16, 1))
+    for batch_size in (None, 4):
+        run = fnnet.train(model, fnnet.LossMSE(), opt, epochs=1, batch_size=batch_size)
+        with pytest.raises(ValueError, match=r"expected input with 2 features on axis -1, got "
+                                             r"shape \(16, 3\)"):
+            run(params, opt.init(params), x, y)
+
+
+def test_a_layer_of_the_older_contract_gets_a_hint():
+    lin = fnnet.Linear(2, 1)
+    old = fnnet.Layer(lin.init, lambda params, x: lin.apply(params, x),
+                      lambda params, x, dy: lin.vjp(params, x, dy))
+    x, y = data()
+    with pytest.raises(TypeError, match=r"unexpected keyword argument .* \(a layer's apply and "
+                                        r"vjp take the keywords train and key"):
+        fnnet.value_and_grad(old, fnnet.LossMSE())(lin.init(jax.random.key(0), x.shape)[1], x, y)
+
+
+def test_train_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"Dropout\(rate=0.5\): train must be a Python bool"):
+        fnnet.Dropout(0.5).apply((), jnp.ones((2, 2)), train="no", key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_params_train_with_adam(dtype):
+    model = fnnet.serial(fnnet.Linear(2, 8, dtype=dtype), fnnet.Tanh(),
+                         fnnet.Linear(8, 1, dtype=dtype), fnnet.Sigmoid())
+    x, y = data(64)
+    params = model.init(jax.random.key(0), x.shape)[1]
+    out = fnnet.fit(model, LOSS, fnnet.Adam(lr=0.01), params, x.astype(dtype), y.astype(dtype),
+                    epochs=30, progress=False)
+    assert out.losses[-1] < out.losses[0]
+    assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(out.params))

@@ -104,3 +104,24 @@ def test_a_non_layer_is_a_type_error():
 
 def test_is_exported():
     assert fnnet.check_vjp is check_vjp and "check_vjp" in fnnet.__all__
+
+
+def test_a_wrong_feature_major_twin_is_caught():
+    lin = Linear(3, 2)
+    twin = lin.feature_major
+    wrong_vjp = twin._replace(vjp=lambda p, x, dy, *, train=False, key=None: (
+        jax.tree.map(lambda g: 2 * g, twin.vjp(p, x, dy)[0]), twin.vjp(p, x, dy)[1]))
+    with pytest.raises(AssertionError, match=r"check_vjp: the feature-major twin's dparams\['b'\] "
+                                             r"differs from JAX's autodiff"):
+        check_vjp(lin._replace(feature_major=wrong_vjp), KEY, (5, 3))
+    wrong_apply = twin._replace(apply=lambda p, x, *, train=False, key=None: 2 * twin.apply(p, x))
+    with pytest.raises(AssertionError, match=r"check_vjp: the feature-major twin's output "
+                                             r"\(transposed\) differs from the layer's"):
+        check_vjp(lin._replace(feature_major=wrong_apply), KEY, (5, 3))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match=r"check_vjp: input_shape must be a tuple of ints, got 5"):
+        check_vjp(Linear(3, 2), KEY, 5)
+    with pytest.raises(TypeError, match=r"check_vjp: key must be a jax.random key, got 0"):
+        check_vjp(Linear(3, 2), 0, (5, 3))
