@@ -42,24 +42,37 @@ class Optimizer(NamedTuple):
 
     `schedule` is the lr schedule given to the constructor (None for a constant
     lr), which training checks over a whole run before starting; `name` names
-    the optimizer in errors. Optimizers that step the same way are equal and
-    share compiled programs: `init`, which holds the default hyperparameters
-    (data in the state), is not compared.
+    the optimizer in errors; `hyperparameters` maps each hyperparameter's name
+    to its default and its check. Optimizers that step the same way are equal
+    and share compiled programs: `init` and `hyperparameters`, which hold the
+    defaults (data in the state), are not compared.
     """
 
     init: Callable
     step: Callable
     schedule: Optional[Callable] = None
     name: str = "optimizer"
+    hyperparameters: Optional[Dict[str, "Hyperparameter"]] = None
 
     def __eq__(self, other):
-        return isinstance(other, Optimizer) and self[1:] == other[1:]
+        return isinstance(other, Optimizer) and self[1:4] == other[1:4]
 
     def __ne__(self, other):
         return not self == other
 
     def __hash__(self):
-        return hash(self[1:])
+        return hash(self[1:4])
+
+    def valid(self, hyperparams: dict, numpy=jnp):
+        """Whether every hyperparameter in `hyperparams` (a state's) is finite and keeps its
+        check: elementwise, so stacked values of a sweep give one answer per member, and it
+        runs on traced values (inside `vmap`); `numpy=np` runs it on the host."""
+        rules = self.hyperparameters or {}
+        valid = numpy.asarray(True)
+        for name, value in hyperparams.items():
+            if name in rules:
+                valid = valid & numpy.isfinite(value) & rules[name].ok(value)
+        return valid
 
 
 class OptState(NamedTuple):
@@ -84,22 +97,38 @@ class Hyperparameter(NamedTuple):
 
 def positive(value) -> Hyperparameter:
     """A hyperparameter > 0 (a learning rate, Adam's eps)."""
-    return Hyperparameter(value, lambda v: v > 0, "> 0")
+    return Hyperparameter(value, _positive, "> 0")
 
 
 def nonnegative(value) -> Hyperparameter:
     """A hyperparameter >= 0 (weight decay)."""
-    return Hyperparameter(value, lambda v: v >= 0, ">= 0")
+    return Hyperparameter(value, _nonnegative, ">= 0")
 
 
 def fraction(value) -> Hyperparameter:
     """A hyperparameter in [0, 1) (momentum, Adam's b1 and b2, RMSProp's rho)."""
-    return Hyperparameter(value, lambda v: (v >= 0) & (v < 1), "in [0, 1)")
+    return Hyperparameter(value, _fraction, "in [0, 1)")
 
 
 def decay_factor(value) -> Hyperparameter:
     """A per-step learning-rate decay in (0, 1]; 1 means none."""
-    return Hyperparameter(value, lambda v: (v > 0) & (v <= 1), "in (0, 1]")
+    return Hyperparameter(value, _decay_factor, "in (0, 1]")
+
+
+def _positive(v):
+    return v > 0
+
+
+def _nonnegative(v):
+    return v >= 0
+
+
+def _fraction(v):
+    return (v >= 0) & (v < 1)
+
+
+def _decay_factor(v):
+    return (v > 0) & (v <= 1)
 
 
 def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter):
@@ -198,7 +227,7 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
         )
 
     step = _lifted(name, rule, schedule, tuple(sorted(rules)), tuple(slots))
-    return Optimizer(init, step, schedule, name)
+    return Optimizer(init, step, schedule, name, rules)
 
 
 def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
