@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fnnet._checks import check_init
 from fnnet._shared import shared
 from fnnet._types import Array, Params, PRNGKey, Shape
 
@@ -109,6 +110,14 @@ def _check_floating(name: str, x) -> None:
                         f"convert it, e.g. x.astype(jnp.float32)")
 
 
+@shared
+def no_params_init(owner: str) -> Callable:
+    """The `init` of a parameter-free layer named `owner`: shape in, shape out, params ()."""
+    def init(key, input_shape):
+        return check_init(owner, key, input_shape), ()
+    return init
+
+
 def _uniform(bound: float):
     def init(key, shape, dtype):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -147,7 +156,7 @@ def _linear_init(n_in, n_out, w_init, b_init, dtype):
     b_init = b_init or _uniform(1 / math.sqrt(n_in))
 
     def init(key, input_shape):
-        input_shape = tuple(input_shape)
+        input_shape = check_init(f"Linear(n_in={n_in}, n_out={n_out})", key, input_shape)
         if len(input_shape) < 1 or input_shape[-1] != n_in:
             raise ValueError(f"Linear(n_in={n_in}, n_out={n_out}): expected input_shape "
                              f"(..., {n_in}), got {input_shape}")

@@ -68,22 +68,53 @@ _RULES = {
 }
 
 
-def _check_hyperparam(owner, name, value):
-    """Raise ValueError if a concrete hyperparameter breaks its rule; tracers pass."""
+def _check_hyperparam(owner, name, value, dtype=None):
+    """Raise unless a hyperparameter is a scalar number that keeps its rule; a tracer (inside
+    vmap or jit) is checked for its shape only. With `dtype`, the value must also keep its
+    rule once cast to it (1e-50 is an lr > 0, but 0 in float32)."""
     try:
         array = np.asarray(value)
     except jax.errors.TracerArrayConversionError:
-        return value  # inside vmap or jit: checked where it was concrete
-    except (TypeError, ValueError):
         array = None
+    except (TypeError, ValueError):
+        array = np.asarray(None)
     # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
-    if array is None or array.dtype.kind not in "iuf":
+    if array is not None and array.dtype.kind not in "iuf":
         raise TypeError(f"{owner}: {name} must be a number or an array, got {value!r}")
-    array = array.astype(np.float64)
     test, meaning = _RULES[name]
-    if not (np.all(np.isfinite(array)) and np.all(test(array))):
-        raise ValueError(f"{owner}: {name} must be {meaning}, got {value!r}")
+    if array is not None and not (np.all(np.isfinite(array.astype(np.float64)))
+                                  and np.all(test(array.astype(np.float64)))):
+        raise ValueError(f"{owner}: {name} must be {meaning}, got {array.tolist()!r}")
+    if jnp.shape(value) != ():  # it would broadcast against the params, or fail mid-step
+        raise ValueError(f"{owner}: {name} must be a scalar (one value per run; vmap over "
+                         f"opt.init for a sweep), got an array of shape {jnp.shape(value)}")
+    if array is not None and dtype is not None:
+        with np.errstate(over="ignore"):  # an overflow to inf is what this looks for
+            cast = np.asarray(array, dtype)
+        if not (np.isfinite(cast) and test(cast.astype(np.float64))):
+            raise ValueError(f"{owner}: {name} must be {meaning} in the params' dtype "
+                             f"{np.dtype(dtype).name}, got {array.tolist()!r}, which is {cast} there")
     return value
+
+
+def valid_hyperparams(hyperparams: dict, numpy=jnp) -> dict:
+    """name -> bool array shaped like its value: finite and within its rule.
+
+    Elementwise, so a sweep's stacked values give one answer per member, and it
+    runs on tracers (inside `vmap` or `jit`); `numpy=np` runs it on the host.
+    """
+    return {name: numpy.isfinite(value) & _RULES[name][0](value)
+            for name, value in hyperparams.items() if name in _RULES}
+
+
+def check_hyperparams(owner: str, opt_state) -> None:
+    """Raise ValueError if a concrete hyperparameter in `opt_state` breaks its rule (one
+    made inside `vmap`, e.g. `jax.vmap(lambda p, lr: opt.init(p, lr=lr))`, is not checked
+    there); tracers and states that are not `OptState`s pass."""
+    if isinstance(opt_state, OptState) and isinstance(opt_state.hyperparams, dict):
+        for name, value in opt_state.hyperparams.items():
+            if name in _RULES:
+                _check_hyperparam(f"{owner}: opt_state", name, value)
 
 
 def _check_schedule(owner, schedule, steps=1):
@@ -126,18 +157,31 @@ def _optimizer(owner: str, lr: ScalarOrSchedule, hyperparams: dict, slot_names, 
             raise TypeError(f"{owner}.init: unknown hyperparameter(s) {unknown}; "
                             f"expected some of {sorted(defaults)}{why}")
         values = {**defaults, **overrides}
+        _check_trainable_floats(f"{owner}.init", params)
         # hyperparameters in the params' float dtype (float32 for float32 models, even under x64)
         floats = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
         dtype = jnp.result_type(*floats) if floats else jnp.result_type(float)
         return OptState(
             count=jnp.zeros((), jnp.int32),
-            hyperparams={k: jnp.asarray(_check_hyperparam(owner, k, v), dtype)
+            hyperparams={k: jnp.asarray(_check_hyperparam(owner, k, v, dtype), dtype)
                          for k, v in values.items()},
             slots={name: jax.tree.map(jnp.zeros_like, params) for name in slot_names},
         )
 
     step = _step(owner, update, schedule, tuple(sorted(defaults)), tuple(slot_names))
     return Optimizer(init, step, schedule, owner)
+
+
+def _check_trainable_floats(owner, params):
+    """Raise TypeError unless every trainable leaf is a floating-point array: a step would
+    cut an integer leaf's update to an integer (or fail on a Python number)."""
+    paths_and_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), trainable in zip(paths_and_leaves, jax.tree.leaves(trainable_mask(params))):
+        if trainable and not (hasattr(leaf, "dtype") and hasattr(leaf, "shape")
+                              and jnp.issubdtype(leaf.dtype, jnp.floating)):
+            what = f"dtype {leaf.dtype}" if hasattr(leaf, "dtype") else type(leaf).__name__
+            raise TypeError(f"{owner}: params must be floating-point arrays (the optimizer "
+                            f"moves them), got params{jax.tree_util.keystr(path)} of {what}")
 
 
 def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
@@ -247,6 +291,8 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.
       >>> state = opt.init(params)
       >>> params, state = opt.step(params, grads, state)
     """
+    if not isinstance(nesterov, bool):
+        raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
     if nesterov and (momentum is None or (isinstance(momentum, (int, float)) and momentum == 0)):
         raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
     if momentum is None:
