@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet._shared import shared
-from fnnet.layers import Layer, _check_float, _check_floating
+from fnnet.layers import Layer, _check_float, _check_floating, no_params_init
 
 __all__ = ["elementwise", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "Softplus", "Identity",
            "Softmax", "LogSoftmax"]
@@ -17,10 +17,6 @@ __all__ = ["elementwise", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "Softpl
 def _check_no_params(name: str, params) -> None:
     if not (isinstance(params, tuple) and len(params) == 0):
         raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
-
-
-def _no_params(key, input_shape):
-    return tuple(input_shape), ()
 
 
 @shared
@@ -52,7 +48,7 @@ def elementwise(name: str, f: Callable, df: Callable) -> Layer:
         with jax.named_scope(name):
             return (), dy * df(x, f(x))  # dx = dy * f'(x)
 
-    layer = Layer(_no_params, apply, vjp)
+    layer = Layer(no_params_init(name), apply, vjp)
     return layer._replace(feature_major=layer)
 
 
@@ -130,7 +126,7 @@ def _along_features(name: str, forward: Callable, backward: Callable) -> Layer:
             with jax.named_scope(name):
                 return (), backward(forward(x, axis), dy, axis)
 
-        return Layer(_no_params, apply, vjp)
+        return Layer(no_params_init(name), apply, vjp)
 
     return layer_on(-1)._replace(feature_major=layer_on(0))
 

@@ -179,8 +179,8 @@ def Conv2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_in
                                   _pair("Conv2D: stride", stride),
                                   _check_padding("Conv2D: padding", padding, allow_int=True))
     return layer._replace(init=_weights_init(
-        output_shape, kernel + (c_in, c_out), kernel[0] * kernel[1] * c_in,
-        _check_init("Conv2D: w_init", w_init), _check_init("Conv2D: b_init", b_init),
+        f"Conv2D(c_in={c_in}, c_out={c_out})", output_shape, kernel + (c_in, c_out),
+        kernel[0] * kernel[1] * c_in, _check_init("Conv2D: w_init", w_init), _check_init("Conv2D: b_init", b_init),
         _check_dtype("Conv2D: dtype", dtype)))
 
 
@@ -221,7 +221,7 @@ def _conv2d(c_in, c_out, kernel, stride, padding):
         dx = _correlate_dx(dyp, wp, stride, pads, jnp.shape(x)[1:3])
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    init = _weights_init(output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
+    init = _weights_init(name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
                          jnp.dtype(jnp.float32))
     return Layer(init, apply, vjp), output_shape
 
@@ -260,8 +260,8 @@ def ConvTranspose2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME"
         c_in, _check_size(f"{name}: c_out", c_out), kernel, _pair(f"{name}: stride", stride),
         _check_padding(f"{name}: padding", padding, allow_int=False))
     return layer._replace(init=_weights_init(
-        output_shape, kernel + (c_in, c_out), kernel[0] * kernel[1] * c_in,
-        _check_init(f"{name}: w_init", w_init), _check_init(f"{name}: b_init", b_init),
+        f"{name}(c_in={c_in}, c_out={c_out})", output_shape, kernel + (c_in, c_out),
+        kernel[0] * kernel[1] * c_in, _check_init(f"{name}: w_init", w_init), _check_init(f"{name}: b_init", b_init),
         _check_dtype(f"{name}: dtype", dtype)))
 
 
@@ -305,6 +305,6 @@ def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
         dx = _correlate(dyp, wp, stride, pads, w_spec="HWOI")
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    init = _weights_init(output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
+    init = _weights_init(name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
                          jnp.dtype(jnp.float32))
     return Layer(init, apply, vjp), output_shape

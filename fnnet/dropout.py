@@ -5,7 +5,7 @@ import numbers
 import jax
 
 from fnnet._shared import shared
-from fnnet.layers import Layer, _check_floating, _check_train
+from fnnet.layers import Layer, _check_floating, _check_train, no_params_init
 
 __all__ = ["Dropout"]
 
@@ -36,10 +36,6 @@ def Dropout(rate: float) -> Layer:
     return _dropout(float(rate))
 
 
-def _no_params(key, input_shape):
-    return tuple(input_shape), ()
-
-
 @shared
 def _dropout(rate: float) -> Layer:
     name = f"Dropout(rate={rate})"
@@ -68,6 +64,6 @@ def _dropout(rate: float) -> Layer:
             mask = scaled_mask(params, x, train, key)
             return (), dy if mask is None else dy * mask  # dx = dy * mask / (1 - rate)
 
-        return Layer(_no_params, apply, vjp)
+        return Layer(no_params_init(name), apply, vjp)
 
     return layer_on(False)._replace(feature_major=layer_on(True))

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fnnet._checks import check_init
 from fnnet._shared import shared
 from fnnet._types import Array, Params, PRNGKey, Shape
 
@@ -131,6 +132,14 @@ def _check_floating(name: str, x) -> None:
                         f"convert it, e.g. x.astype(jnp.float32)")
 
 
+@shared
+def no_params_init(owner: str) -> Callable:
+    """The `init` of a parameter-free layer named `owner`: shape in, shape out, params ()."""
+    def init(key, input_shape):
+        return check_init(owner, key, input_shape), ()
+    return init
+
+
 def _uniform(bound: float):
     def init(key, shape, dtype):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -161,12 +170,14 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
     _check_size("Linear: n_in", n_in)
     _check_size("Linear: n_out", n_out)
     layer, output_shape = _linear(n_in, n_out)
-    return layer._replace(init=_weights_init(output_shape, (n_in, n_out), n_in, w_init, b_init,
+    return layer._replace(init=_weights_init(f"Linear(n_in={n_in}, n_out={n_out})", output_shape,
+                                             (n_in, n_out), n_in, w_init, b_init,
                                              jnp.dtype(dtype)))
 
 
 @shared
-def _weights_init(output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init, dtype):
+def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init,
+                  dtype):
     """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
     `w_init` and `b_init`, by default U[-1/sqrt(fan_in), 1/sqrt(fan_in)]. It lives apart
     from the layer's program: initializers change init only."""
@@ -174,9 +185,10 @@ def _weights_init(output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b
     b_init = b_init or _uniform(1 / math.sqrt(fan_in))
 
     def init(key, input_shape):
+        input_shape = check_init(name, key, input_shape)
         w_key, b_key = jax.random.split(key)
         params = {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, w_shape[-1:], dtype)}
-        return output_shape(tuple(input_shape)), params
+        return output_shape(input_shape), params
 
     return init
 
@@ -241,6 +253,6 @@ def _linear(n_in, n_out):
             return ({"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
                     (w @ dy).astype(x.dtype))
 
-    init = _weights_init(output_shape, (n_in, n_out), n_in, None, None, jnp.dtype(jnp.float32))
+    init = _weights_init(name, output_shape, (n_in, n_out), n_in, None, None, jnp.dtype(jnp.float32))
     return Layer(init, apply, vjp, feature_major=Layer(init, apply_fm, vjp_fm)), output_shape
 

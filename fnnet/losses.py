@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fnnet._hosts import host_parts
 from fnnet._shared import shared
 from fnnet._types import Array
 
@@ -19,9 +20,11 @@ __all__ = ["Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"
 
 def check_targets(loss: "Loss", target, n_outputs: int) -> None:
     """Raise ValueError if `target` is invalid for `loss` (BCE targets outside
-    [0, 1], class labels outside [0, n_outputs)). Runs on the host."""
+    [0, 1], class labels outside [0, n_outputs)). Runs on the host, on the part of
+    `target` this process holds; a tracer (inside `jit` or `vmap`) is not checked."""
     if loss.check_targets is not None:
-        loss.check_targets(np.asarray(target), n_outputs)
+        for part in host_parts(target) or []:
+            loss.check_targets(part, n_outputs)
 
 
 def _check_probabilities(name):
@@ -53,12 +56,18 @@ def _check_same_shape(name, y, target):
                          f"got {jnp.shape(y)} and {jnp.shape(target)}")
 
 
+def _mean(values):
+    """The mean, dividing before summing: the sum of n values near the dtype's largest
+    would overflow, the sum of their n-ths does not."""
+    return jnp.sum(values / max(jnp.size(values), 1))
+
+
 def _mean_loss(name: str, f: Callable, df: Callable) -> Loss:
     """A loss that is the mean over elements of `f(y, target)`; `df` is its derivative in y."""
 
     def value(y, target):
         _check_same_shape(name, y, target)
-        return jnp.mean(f(y, target))
+        return _mean(f(y, target))
 
     def grad(y, target):
         _check_same_shape(name, y, target)
@@ -109,12 +118,15 @@ def LossBCE(eps: float = 1e-7) -> Loss:
 def LossBCEWithLogits() -> Loss:
     """Binary cross-entropy on logits z, the fused stable form.
 
-    value = mean(max(z, 0) - t z + log(1 + exp(-|z|))), exact and finite for
-    any finite z; grad = (sigmoid(z) - t) / n.
+    value = mean((1 - t) max(z, 0) + t max(-z, 0) + log(1 + exp(-|z|))), exact
+    and finite for any finite z and t in [0, 1] (each term is at most |z|, and
+    the mean divides before it sums); grad = (sigmoid(z) - t) / n.
     """
     return _mean_loss(
         "LossBCEWithLogits",
-        lambda z, t: jnp.maximum(z, 0) - t * z + jnp.log1p(jnp.exp(-jnp.abs(z))),
+        # = max(z, 0) - t z + log1p(exp(-|z|)), written so no term exceeds |z|
+        lambda z, t: ((1 - t) * jnp.maximum(z, 0) + t * jnp.maximum(-z, 0)
+                      + jnp.log1p(jnp.exp(-jnp.abs(z)))),
         lambda z, t: lax.logistic(z) - t,
     )._replace(check_targets=_check_probabilities("LossBCEWithLogits"))
 
@@ -123,15 +135,28 @@ def LossBCEWithLogits() -> Loss:
 def LossCrossEntropy() -> Loss:
     """Softmax cross-entropy over the last axis, mean over examples.
 
-    `y` holds logits `(..., classes)`; `target` is either integer labels
-    `(...)` or one-hot / probability rows `(..., classes)`.
-    value = mean(logsumexp(y) - sum(t * y)); grad = (softmax(y) - t) / n_examples.
+    `y` holds logits `(..., classes)`, at least 2 classes (a single output
+    has a softmax of 1 and a loss of 0 whatever it is: use `LossBCEWithLogits`);
+    `target` is either integer labels `(...)` or one-hot / probability rows
+    `(..., classes)`. value = mean(logsumexp(y) - sum(t * y));
+    grad = (softmax(y) - t) / n_examples.
     """
     name = "LossCrossEntropy"
 
     def as_probabilities(y, target):
         if jnp.ndim(y) < 1:
             raise ValueError(f"{name}: logits need a class axis, got shape {jnp.shape(y)}")
+        if jnp.shape(y)[-1] < 2:
+            raise ValueError(f"{name}: needs at least 2 classes (logits (..., classes)), got "
+                             f"logits of shape {jnp.shape(y)}; for one output use "
+                             f"LossBCEWithLogits (or LossBCE after a Sigmoid)")
+        if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer) and (
+                jnp.shape(target) == jnp.shape(y)[:-1]):
+            raise ValueError(f"{name}: prediction and target must have the same shape, got "
+                             f"{jnp.shape(y)} and {jnp.shape(target)}: class labels must be "
+                             f"integers, got {jnp.asarray(target).dtype} labels (convert them, "
+                             f"e.g. labels.astype(jnp.int32)), or give one-hot rows of the "
+                             f"model's width, shape {jnp.shape(y)}")
         if jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer):
             if jnp.shape(target) != jnp.shape(y)[:-1]:
                 raise ValueError(f"{name}: integer labels must have shape {jnp.shape(y)[:-1]} "
@@ -147,7 +172,9 @@ def LossCrossEntropy() -> Loss:
 
     def value(y, target):
         t = as_probabilities(y, target)
-        return -jnp.sum(t * log_softmax(y)) / (jnp.size(y) // y.shape[-1])
+        # A class of weight 0 adds 0, even where its log-probability is -inf (|y| ~ 1e38).
+        terms = jnp.where(t == 0, 0, t * log_softmax(y))
+        return -jnp.sum(terms / (jnp.size(y) // y.shape[-1]))
 
     def grad(y, target):
         t = as_probabilities(y, target)
@@ -156,6 +183,13 @@ def LossCrossEntropy() -> Loss:
         return (jnp.exp(log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t) / n_examples
 
     def check_labels(t, n_classes):
+        if n_classes < 2:
+            raise ValueError(f"{name}: needs at least 2 classes, got a model with {n_classes} "
+                             f"output(s); for one output use LossBCEWithLogits")
+        if not np.issubdtype(t.dtype, np.integer) and (t.ndim == 0 or t.shape[-1] != n_classes):
+            raise ValueError(f"{name}: class labels must be integers, got {t.dtype} targets of "
+                             f"shape {t.shape}; or give one-hot rows of the model's width "
+                             f"{n_classes}")
         if np.issubdtype(t.dtype, np.integer) and t.size and not (
                 t.min() >= 0 and t.max() < n_classes):
             raise ValueError(f"{name}: labels must be in [0, {n_classes}) for {n_classes} "

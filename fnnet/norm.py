@@ -16,6 +16,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+from fnnet._checks import check_init
 from fnnet._shared import shared
 from fnnet.layers import Layer, _check_floating, _check_train
 from fnnet.state import State
@@ -65,7 +66,7 @@ def _other_axes(x, feature_axis):
 
 def _scale_shift_init(owner, min_rank, dtype, running):
     def init(key, input_shape):
-        input_shape = tuple(input_shape)
+        input_shape = check_init(owner, key, input_shape)
         if len(input_shape) < min_rank:
             raise ValueError(f"{owner}: expected input_shape with at least {min_rank} axes "
                              f"(..., features), got {input_shape}")

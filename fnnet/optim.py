@@ -131,10 +131,15 @@ def _decay_factor(v):
     return (v > 0) & (v <= 1)
 
 
-def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter):
-    """Raise unless a concrete `value` is a finite scalar number that follows `rule`;
-    a traced value (inside vmap or jit) passes: it was checked where it was concrete."""
+def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=None):
+    """Raise unless a concrete `value` is a finite scalar number that follows `rule` (and,
+    with `dtype`, still does once cast to it: 1e-50 is an lr > 0, but 0 in float32); a
+    traced value (inside vmap or jit) is checked for its shape only (see `Optimizer.valid`)."""
     if isinstance(value, jax.core.Tracer):
+        if jnp.shape(value) != ():
+            raise ValueError(f"{owner}: {name} must be a scalar (one value per optimizer state; "
+                             f"vmap opt.init over values for a sweep), got an array of shape "
+                             f"{jnp.shape(value)}")
         return value
     # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
     try:
@@ -149,7 +154,36 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter):
     number = float(array)
     if not (np.isfinite(number) and rule.ok(np.float64(number))):
         raise ValueError(f"{owner}: {name} must be {rule.expected}, got {value!r}")
+    if dtype is not None:
+        with np.errstate(over="ignore"):  # an overflow to inf is what this looks for
+            cast = np.asarray(number, dtype)
+        if not (np.isfinite(cast) and rule.ok(np.float64(cast))):
+            raise ValueError(f"{owner}: {name} must be {rule.expected} in the params' dtype "
+                             f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there")
     return value
+
+
+def check_hyperparams(opt: Optimizer, owner: str, opt_state) -> None:
+    """Raise ValueError if a concrete hyperparameter in `opt_state` breaks `opt`'s checks (one
+    made inside `vmap`, e.g. `jax.vmap(lambda p, lr: opt.init(p, lr=lr))`, is not checked
+    there: `Optimizer.valid` judges it on the device)."""
+    rules = opt.hyperparameters or {}
+    if isinstance(opt_state, OptState) and isinstance(opt_state.hyperparams, dict):
+        for name, value in opt_state.hyperparams.items():
+            if name in rules:
+                _check_hyperparam(f"{owner}: opt_state", name, value, rules[name])
+
+
+def _check_trainable_floats(owner, params):
+    """Raise TypeError unless every trainable leaf is a floating-point array: a step would
+    cut an integer leaf's update to an integer (or fail on a Python number)."""
+    paths_and_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), trainable in zip(paths_and_leaves, jax.tree.leaves(trainable_mask(params))):
+        if trainable and not (hasattr(leaf, "dtype") and hasattr(leaf, "shape")
+                              and jnp.issubdtype(leaf.dtype, jnp.floating)):
+            what = f"dtype {leaf.dtype}" if hasattr(leaf, "dtype") else type(leaf).__name__
+            raise TypeError(f"{owner}: params must be floating-point arrays (the optimizer "
+                            f"moves them), got params{jax.tree_util.keystr(path)} of {what}")
 
 
 def _check_schedule(owner, schedule, steps=1):
@@ -212,6 +246,7 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
             why = "".join(f"; {hints[n]}" for n in unknown if n in (hints or {}))
             raise TypeError(f"{name}.init: unknown hyperparameter(s) {unknown}; "
                             f"expected some of {sorted(rules)}{why}")
+        _check_trainable_floats(f"{name}.init", params)
         # hyperparameters in the params' float dtype, at least float32 (float32 for
         # float32 models, even under x64)
         floats = [leaf for leaf in jax.tree.leaves(params)
@@ -221,7 +256,7 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
             count=jnp.zeros((), jnp.int32),
-            hyperparams={n: jnp.asarray(_check_hyperparam(name, n, v, rules[n]), dtype)
+            hyperparams={n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
                          for n, v in values.items()},
             slots={slot: jax.tree.map(jnp.zeros_like, params) for slot in slots},
         )
@@ -337,6 +372,8 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.
       >>> state = opt.init(params)
       >>> params, state = opt.step(params, grads, state)
     """
+    if not isinstance(nesterov, bool):
+        raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
     if nesterov and (momentum is None or (isinstance(momentum, numbers.Real) and momentum == 0)):
         raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
     common = dict(decay=decay_factor(decay), weight_decay=nonnegative(weight_decay))

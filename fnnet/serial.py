@@ -2,6 +2,7 @@
 
 import jax
 
+from fnnet._checks import check_init
 from fnnet._shared import shared
 from fnnet.layers import Layer, contract_hint
 from fnnet.state import check_update
@@ -38,8 +39,8 @@ def _layer_keys(key, n):
 @shared
 def _serial_init(inits):
     def init(key, input_shape):
+        shape, params = check_init("serial", key, input_shape), []
         keys = jax.random.split(key, len(inits))  # one key per layer
-        shape, params = tuple(input_shape), []
         for i, (layer_init, layer_key) in enumerate(zip(inits, keys)):
             shape, layer_params = _naming_layer(i, layer_init, layer_key, shape)
             params.append(layer_params)
@@ -161,6 +162,7 @@ def Residual(layer: Layer) -> Layer:
 @shared
 def _residual_init(layer_init):
     def init(key, input_shape):
+        input_shape = check_init("Residual", key, input_shape)
         output_shape, params = layer_init(key, input_shape)
         if tuple(output_shape) != tuple(input_shape):
             raise ValueError(f"Residual: the layer must keep its input's shape, got "

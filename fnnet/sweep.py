@@ -1,6 +1,6 @@
 """Sweeps: many training runs as one `jax.vmap`, spread over the local devices."""
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -8,19 +8,30 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnet._checks import check_keys, check_shape
 from fnnet._shared import shared
+from fnnet._types import Array
 from fnnet.layers import Layer
+from fnnet.optim import OptState
 
-__all__ = ["init_many", "spread", "vmapped", "sweep"]
+__all__ = ["init_many", "spread", "vmapped", "sweep", "SweepResult"]
 
 
 def init_many(model: Layer, keys, input_shape) -> object:
     """Params of `len(keys)` models stacked on a leading axis: one per key.
 
+    Args:
+      model: a Layer.
+      keys: `(M,)` PRNG keys, e.g. `jax.random.split(key, M)`.
+      input_shape: one member's input shape, e.g. `x.shape`.
+
     Example:
       >>> params = init_many(model, jax.random.split(jax.random.key(0), 8), (1000, 2))
     """
-    return _init_many(model.init, tuple(input_shape))(keys)
+    if not isinstance(model, Layer):
+        raise TypeError(f"init_many: model must be a Layer, got {type(model).__name__}")
+    check_keys("init_many", keys)
+    return _init_many(model.init, check_shape("init_many", input_shape))(keys)
 
 
 @shared
@@ -43,6 +54,12 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
     Returns:
       `f(params, opt_states, x, y, keys) -> run's outputs stacked over members`.
     """
+    if not callable(run):
+        raise TypeError(f"vmapped: run must be a function, got {type(run).__name__}")
+    if not isinstance(per_member_data, bool):
+        raise TypeError(f"vmapped: per_member_data must be True or False, got {per_member_data!r}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"vmapped: groups must be an int >= 1, got {groups!r}")
     return _vmapped(run, per_member_data, groups, jax.default_backend() == "cpu")
 
 
@@ -59,6 +76,10 @@ def _vmapped(run, per_member_data, groups, one_by_one):
                        (params, states, keys))
 
     def run_sweep(params, states, x, y, keys):
+        members = jnp.shape(keys)[0]
+        if members % groups:
+            raise ValueError(f"vmapped: {members} members do not split into {groups} equal "
+                             f"groups; pad them (see spread)")
         split = lambda a: a.reshape((groups, -1) + a.shape[1:])  # noqa: E731
         params, states, keys = jax.tree.map(split, (params, states, keys))
         if per_member_data:
@@ -76,10 +97,10 @@ def spread(tree, devices: Optional[Sequence[jax.Device]] = None):
     the last member; drop the padding from results with `a[:members]`.
     With one device the tree is returned as it is.
     """
-    devices = list(jax.local_devices() if devices is None else devices)
+    devices = _check_devices("spread", devices)
+    members = _members("spread", tree, "tree")
     if len(devices) == 1:
         return tree
-    members = jax.tree.leaves(tree)[0].shape[0]
     size = -(-members // len(devices)) * len(devices)
 
     def pad(a):
@@ -96,8 +117,92 @@ def spread(tree, devices: Optional[Sequence[jax.Device]] = None):
     return jax.tree.map(put, tree)
 
 
+def _check_devices(owner, devices) -> list:
+    devices = jax.local_devices() if devices is None else devices
+    if not isinstance(devices, (list, tuple)) or not devices or not all(
+            isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"{owner}: devices must be a non-empty list of jax devices "
+                        f"(e.g. jax.local_devices()), got {devices!r}")
+    return list(devices)
+
+
+def _members(owner, tree, name, members=None) -> int:
+    """The common leading size of `tree`'s leaves (`members` if given); raise if they differ."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        size = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+        if members is None:
+            members = size
+        if size is None or size != members:
+            raise ValueError(f"{owner}: every leaf of {name} must be stacked on a leading "
+                             f"member axis of size {members}, got "
+                             f"{name}{jax.tree_util.keystr(path)} of shape {jnp.shape(leaf)}")
+    return members
+
+
+def _host(a) -> np.ndarray | None:
+    """`a` on the host, or None for a tracer (inside `jit` or `vmap`)."""
+    return None if isinstance(a, jax.core.Tracer) else np.asarray(a)
+
+
+def _check_values(members, x, y, params, opt_states, per_member_data, opt):
+    """Raise ValueError naming the members whose data, params or hyperparameters (where
+    concrete) are bad: NaN or infinite values, hyperparameters out of their range."""
+    data = [("x", x, per_member_data), ("y", y, per_member_data)]
+    data += [("params" + jax.tree_util.keystr(path), leaf, True)
+             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    for name, a, stacked in data:
+        host = _host(a)
+        if host is None or not np.issubdtype(host.dtype, np.inexact):
+            continue
+        bad = ~np.isfinite(host)
+        if stacked and bad.any():
+            which = np.flatnonzero(bad.reshape(members, -1).any(axis=1)).tolist()
+            raise ValueError(f"sweep: {name} of member(s) {which} holds NaN or infinite values")
+        if bad.any():
+            raise ValueError(f"sweep: {name} holds {int(bad.sum())} NaN or infinite value(s)")
+    if isinstance(opt_states, OptState) and opt is not None:  # the optimizer's own checks
+        rules = opt.hyperparameters or {}
+        for name, value in opt_states.hyperparams.items():
+            host = _host(value)
+            if host is None or name not in rules:
+                continue
+            ok = np.isfinite(host) & rules[name].ok(host.astype(np.float64))
+            if not ok.all():
+                which = np.flatnonzero(~ok).tolist()
+                raise ValueError(f"sweep: member(s) {which} have an invalid {name}: "
+                                 f"{host[which].tolist()} (it must be {rules[name].expected})")
+
+
+class SweepResult(NamedTuple):
+    """What `sweep` returns, stacked over M members.
+
+    params, opt_states: the members' final params and optimizer states.
+    losses: `(M, epochs)`, each member's loss per epoch.
+    finite: `(M,)` bool: True where the member's every loss and param is finite
+      and its hyperparameters are valid (checked on the device, so also for
+      values traced inside `jit`, which no host check sees). A False member
+      diverged or was given bad hyperparameters: do not read it as a result.
+    """
+
+    params: Any
+    opt_states: Any
+    losses: Array
+    finite: Array
+
+
+@jax.jit
+def _finite(params, opt_states, losses):
+    def member(params, opt_state, losses):
+        floats = [leaf for leaf in jax.tree.leaves((params, losses))
+                  if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+        # A member given invalid hyperparameters has NaN losses (from `train`'s run).
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in floats]))
+    return jax.vmap(member)(params, opt_states, losses)
+
+
 def sweep(run: Callable, params, opt_states, x, y, keys,
-          devices: Optional[Sequence[jax.Device]] = None):
+          devices: Optional[Sequence[jax.Device]] = None, *,
+          per_member_data: bool = False) -> SweepResult:
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
 
     Args:
@@ -106,25 +211,46 @@ def sweep(run: Callable, params, opt_states, x, y, keys,
       params, opt_states, keys: stacked on a leading member axis of size M
         (see `init_many`, and `jax.vmap(lambda p, lr: opt.init(p, lr=lr))` for
         hyperparameter grids).
-      x, y: one data set shared by all members, or stacked `(M, n, ...)` per
-        member when `x.ndim == 3`.
+      x, y: one data set shared by all members (any shape: a 3-D x is still
+        shared), or, with `per_member_data=True`, one per member stacked
+        `(M, n, ...)`.
       devices: where to run; default all local devices. Members are sharded
         over them (sweep members never communicate; see `spread`).
+      per_member_data: x and y hold one data set per member.
 
     Returns:
-      `(params, opt_states, losses)` stacked over members; losses `(M, epochs)`.
+      `SweepResult(params, opt_states, losses, finite)`, stacked over members;
+      losses `(M, epochs)`, finite `(M,)`: see `SweepResult`. Before any work,
+      concrete data and hyperparameters are checked on the host, and a bad
+      one raises ValueError naming its members; `finite` covers the rest
+      (a member that diverged, values traced inside `jit`).
 
     Example:
       >>> run = fnnet.train(model, loss, opt, epochs=1000)
-      >>> params, states, losses = sweep(run, params, states, x, y, keys)
+      >>> result = sweep(run, params, states, x, y, keys)
+      >>> result.losses[result.finite, -1]  # the final losses of the members that trained
     """
-    members = jax.tree.leaves(keys)[0].shape[0]
-    per_member_data = x.ndim == 3
+    if not callable(run):
+        raise TypeError(f"sweep: run must be a function such as fnnet.train(...), "
+                        f"got {type(run).__name__}")
+    if not isinstance(per_member_data, bool):
+        raise TypeError(f"sweep: per_member_data must be True or False, got {per_member_data!r}")
+    for name, a in (("x", x), ("y", y)):
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise TypeError(f"sweep: {name} must be an array, got {type(a).__name__}")
+    members = check_keys("sweep", keys)
+    _members("sweep", params, "params", members)
+    _members("sweep", opt_states, "opt_states", members)
+    if per_member_data:
+        _members("sweep", {"x": x, "y": y}, "the per-member data", members)
+    devices = _check_devices("sweep", devices)
+    _check_values(members, x, y, params, opt_states, per_member_data,
+                  getattr(run, "optimizer", None))
     stacked = (params, opt_states, keys) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
     params, opt_states, keys = stacked[:3]
     if per_member_data:
         x, y = stacked[3:]
-    groups = len(devices or jax.local_devices())
-    out = vmapped(run, per_member_data, groups)(params, opt_states, x, y, keys)
-    return jax.tree.map(lambda a: a[:members], out)
+    out = vmapped(run, per_member_data, len(devices))(params, opt_states, x, y, keys)
+    params, opt_states, losses = jax.tree.map(lambda a: a[:members], out)
+    return SweepResult(params, opt_states, losses, _finite(params, opt_states, losses))

@@ -8,15 +8,25 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnet._checks import check_key
+from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet._shared import shared
 from fnnet._types import Array
 from fnnet.grad import check_input, layout, loss_and_grads_in
 from fnnet.layers import Layer
-from fnnet.losses import Loss
-from fnnet.optim import Optimizer, check_schedule
+from fnnet.losses import Loss, check_targets
+from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule
 from fnnet.state import check_update, state_leaves, with_state
 
 __all__ = ["train_step", "train"]
+
+
+def _check_parts(owner, model, loss, opt) -> None:
+    """Raise TypeError unless model, loss and opt are a Layer, a Loss and an Optimizer."""
+    for name, value, kind in (("model", model, Layer), ("loss", loss, Loss), ("opt", opt, Optimizer)):
+        if not isinstance(value, kind):
+            raise TypeError(f"{owner}: {name} must be a {kind.__name__} (a fnnet constructor's "
+                            f"value), got {type(value).__name__}")
 
 
 def step_key(key, count):
@@ -85,6 +95,7 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
     (same update rule, schedule and state layout) with other hyperparameters
     share it, and their states run it without recompiling.
     """
+    _check_parts("train_step", model, loss, opt)
     return _train_step(model, loss, opt)
 
 
@@ -245,11 +256,13 @@ def _runner(model, loss, opt, batch_size, mesh):
 
 
 def place(mesh: Optional[Mesh], x, y, batch_size):
-    """Put x and y on the mesh, sharded along its first axis; checks divisibility."""
+    """Put x and y on the mesh, sharded along its first axis; checks divisibility and, with
+    several processes, that every process passed the same x and y."""
     if mesh is None:
         return x, y
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    check_same_on_every_process("data-parallel training", mesh, {"x": x, "y": y})
     axis = mesh.axis_names[0]
     n_shards = mesh.shape[axis]
     n = x.shape[0]
@@ -284,8 +297,13 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       `fold_in(key, opt_state.count)` and each step draws (Dropout) with
       `step_key(key, opt_state.count)`, so a run continued from a saved state
       repeats the uninterrupted one. `key` defaults to `jax.random.key(0)`.
-      Each call first checks x against y and the lr schedule (if any) over
-      its steps.
+      Each call first makes `fit`'s checks: x against y, the model and the
+      loss, the lr schedule (if any) over its steps and, where they are
+      concrete (not traced inside `vmap` or `jit`), x, y and params finite,
+      y valid targets for the loss and the optimizer's hyperparameters valid;
+      it raises ValueError before any work. A run that diverges returns its
+      non-finite losses (`fit` raises `TrainingDiverged`; `fnnet.sweep.sweep`
+      flags the member).
 
     Example:
       >>> run = train(model, LossBCE(), SGD(lr=0.5), epochs=1000)
@@ -293,22 +311,53 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       >>> keys = jax.random.split(jax.random.key(1), 8)  # a sweep over seeds
       >>> jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, states8, x, y, keys)
     """
+    _check_parts("train", model, loss, opt)
     _check_count("train: epochs", epochs)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     return _train(model, loss, opt, epochs, batch_size, mesh)
+
+
+def _check_run_inputs(model, loss, opt, params, opt_state, x, y, key):
+    """The checks `fit` makes, for a run: trace-time ones always, value ones where the
+    values are concrete (inside `vmap` or `jit` they are not: see `fnnet.sweep`)."""
+    for name, a in (("x", x), ("y", y)):
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+            raise TypeError(f"train: {name} must be an array, got {type(a).__name__}")
+    _check_samples(x, y)  # an integer x: the model's layers refuse it (eval_shape below)
+    if key is not None:
+        check_key("train: run", key)
+    out = jax.eval_shape(model.apply, params, x)
+    try:
+        jax.eval_shape(loss.value, out, y)
+    except ValueError as error:
+        raise ValueError(f"train: y does not fit the model's output on x: {error}") from error
+    for name, tree in (("x", x), ("y", y), ("params", params)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            bad = count_nonfinite(leaf)
+            if bad:
+                where = name + jax.tree_util.keystr(path)
+                raise ValueError(f"train: {where} holds {bad} NaN or infinite value(s)")
+    check_targets(loss, y, out.shape[-1])
+    check_hyperparams(opt, "train", opt_state)
 
 
 @shared
 def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
-        _check_samples(x, y)
-        check_input(model, params, x)  # errors in the shapes the user passed
+        _check_run_inputs(model, loss, opt, params, opt_state, x, y, key)
         size = _check_batch_size(batch_size, x.shape[0])
         check_schedule(opt, epochs * (1 if size is None else -(-x.shape[0] // size)))
         if key is None:
             key = jax.random.key(0)
+        check_same_on_every_process("train", mesh, {"params": params, "opt_state": opt_state})
         x, y = place(mesh, x, y, size)
         result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None)
-        return result.params, result.opt_state, result.losses
+        # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
+        # given invalid ones reports NaN losses, never a result that looks like one.
+        valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True
+        return result.params, result.opt_state, jnp.where(valid, result.losses, jnp.nan)
 
+    run.optimizer = opt  # type: ignore[attr-defined]  # for sweep's checks of stacked states
     return run

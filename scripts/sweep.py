@@ -37,7 +37,11 @@ def sweep_model(name, lrs, decays, seeds, epochs):
     params = fnnet.sweep.init_many(model, keys, (x.shape[1], 2))
     states = jax.jit(jax.vmap(lambda p, lr, decay: opt.init(p, lr=lr, decay=decay)))(params, lr, decay)
     run = fnnet.train(model, loss, opt, epochs=epochs)
-    params, _, losses = fnnet.sweep.sweep(run, params, states, x, jax.jit(targets)(y), keys)
+    result = fnnet.sweep.sweep(run, params, states, x, jax.jit(targets)(y), keys, per_member_data=True)
+    params = result.params
+    if not result.finite.all():
+        print(f"{name}: {int((~result.finite).sum())} of {len(grid)} runs diverged (non-finite loss "
+              f"or params); their accuracy is that of their non-finite params")
     out = jax.jit(jax.vmap(model.apply))(params, x_test)
     test_acc = 100 * np.asarray(accuracy(predict, out, y_test))
     return test_acc.reshape(len(lrs), len(decays), seeds)

@@ -177,7 +177,8 @@ def test_sweep_members_draw_their_own_masks():
     params = fnnet.sweep.init_many(MODEL, jnp.stack([keys[0], keys[0]]), x.shape)  # same init
     states = jax.vmap(opt.init)(params)
     run = fnnet.train(MODEL, LOSS, opt, epochs=3)
-    out_params, _, losses = fnnet.sweep.sweep(run, params, states, x, y, keys)
+    out_params, _, losses, finite = fnnet.sweep.sweep(run, params, states, x, y, keys)
+    assert finite.tolist() == [True, True]
     assert not np.allclose(losses[0], losses[1])  # same init and data: only the masks differ
     alone = run(jax.tree.map(lambda a: a[1], params), opt.init(init(seed=0)), x, y, keys[1])
     np.testing.assert_allclose(losses[1], alone[2], rtol=1e-5)

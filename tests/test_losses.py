@@ -96,6 +96,7 @@ def cast(a, dtype):
        seed=st.integers(0, 2 ** 32 - 1))
 def test_grad_matches_jax_grad(case, dtype, shape, n, seed):
     loss, sample, reference = CASES[case]
+    n = max(n, 2) if case.startswith("CE") else n  # cross-entropy needs 2 classes
     y64, t64 = sample(np.random.default_rng(seed), shape + (n,))
     y, t = cast(y64, dtype), cast(t64, dtype)
     value, grad, oracle = value_grad_and_oracle(loss)(y, t)
@@ -253,3 +254,68 @@ def test_check_targets_accepts_valid_targets():
     assert check_targets(LossCrossEntropy(), np.eye(3), 3) is None  # one-hot rows: not labels
     assert check_targets(LossBCE(), np.zeros((0, 1)), 1) is None  # empty
     assert check_targets(LossMSE(), np.array([-5.0, 7.0]), 2) is None  # any real target
+
+
+# --- issue #12: cross-entropy on one output, float labels, overflow at huge logits -------
+
+
+def test_cross_entropy_refuses_a_single_class():
+    # One output: softmax is 1 whatever the logit, the loss 0 and its gradient 0, so a
+    # model would never move. Refused, naming the fix.
+    y, t = device(np.full((4, 1), 0.3, np.float32)), device(np.ones((4, 1), np.float32))
+    match = (r"LossCrossEntropy: needs at least 2 classes \(logits \(\.\.\., classes\)\), got logits "
+             r"of shape \(4, 1\); for one output use LossBCEWithLogits")
+    for f in (LossCrossEntropy().value, LossCrossEntropy().grad):
+        with pytest.raises(ValueError, match=match):
+            f(y, t)
+    with pytest.raises(ValueError, match=r"LossCrossEntropy: needs at least 2 classes, got a "
+                                         r"model with 1 output\(s\); for one output use "
+                                         r"LossBCEWithLogits"):
+        check_targets(LossCrossEntropy(), np.ones((4, 1), np.float32), 1)
+
+
+def test_cross_entropy_float_labels_are_named_as_such():
+    y, labels = device(np.zeros((4, 3), np.float32)), device(np.array([0.0, 1.0, 2.0, 1.0]))
+    match = (r"LossCrossEntropy: prediction and target must have the same shape, got \(4, 3\) and "
+             r"\(4,\): class labels must be integers, got float64 labels \(convert them, e\.g\. "
+             r"labels\.astype\(jnp\.int32\)\), or give one-hot rows of the model's width, shape "
+             r"\(4, 3\)")
+    for f in (LossCrossEntropy().value, LossCrossEntropy().grad):
+        with pytest.raises(ValueError, match=match):
+            f(y, labels)
+    with pytest.raises(ValueError, match=r"LossCrossEntropy: class labels must be integers, got "
+                                         r"float32 targets of shape \(4,\); or give one-hot rows "
+                                         r"of the model's width 3"):
+        check_targets(LossCrossEntropy(), np.array([0, 1, 2, 1], np.float32), 3)
+
+
+EXTREMES = [(jnp.float32, 3e38), (jnp.float64, 1e308)]
+
+
+@pytest.mark.parametrize("dtype, big", EXTREMES, ids=["f32-3e38", "f64-1e308"])
+def test_bce_with_logits_finite_at_the_largest_logits(dtype, big):
+    # Each element's loss is at most |z|, so their mean is finite; a sum of two such
+    # values before dividing is not.
+    z64 = np.array([big, big, -big, -big, big, -big, big, -big])
+    t64 = np.array([0.0, 0.3, 1.0, 0.7, 1.0, 0.0, 0.5, 0.5])
+    z, t = device(z64, dtype), device(t64, dtype)
+    value, grad, oracle = value_grad_and_oracle(LossBCEWithLogits())(z, t)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    each = (1 - t64) * np.maximum(z64, 0) + t64 * np.maximum(-z64, 0)  # log1p(exp(-|z|)) = 0
+    np.testing.assert_allclose(value, np.sum(each / z64.size), rtol=1e-6)
+    np.testing.assert_allclose(grad, ((z64 > 0) - t64) / z64.size, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(oracle, grad, rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype, big", EXTREMES, ids=["f32-3e38", "f64-1e308"])
+def test_cross_entropy_finite_at_the_largest_logits(dtype, big):
+    # The other class's log-probability is -inf (-2 big overflows); its weight 0 adds 0.
+    y = device([[big, -big], [-big, big]], dtype)
+    for t in (device([0, 1], jnp.int32), device([[1.0, 0.0], [0.0, 1.0]], dtype)):
+        value, grad, oracle = value_grad_and_oracle(LossCrossEntropy())(y, t)
+        assert float(value) == 0.0
+        np.testing.assert_array_equal(grad, np.zeros((2, 2)))
+        np.testing.assert_array_equal(oracle, grad)
+    y = device([[big / 4, -big / 4]] * 3, dtype)  # a loss of big / 2 per example: finite mean
+    value, _, _ = value_grad_and_oracle(LossCrossEntropy())(y, device([1, 1, 1], jnp.int32))
+    np.testing.assert_allclose(value, big / 2, rtol=1e-6)

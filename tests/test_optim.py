@@ -353,3 +353,82 @@ def test_grads_of_another_structure_raise(owner, opt, jit):
         with pytest.raises(ValueError, match=rf"{owner}\.step: grads must have the structure "
                                              r"of params"):
             step(params, grads, state)
+
+
+# --- what slipped past the hyperparameter checks (issue #12) ---------------------------------
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: fnnet.SGD(lr=np.array([0.1, 0.2])), ValueError,
+     (r"SGD: lr must be a scalar \(one value per run; vmap over opt\.init for a sweep\), "
+      r"got an array of shape \(2,\)")),
+    (lambda: fnnet.Adam(lr=0.1, b1=jnp.full((3,), 0.9)), ValueError,
+     r"Adam: b1 must be a scalar .*shape \(3,\)"),
+    (lambda: fnnet.SGD(lr=0.1, nesterov="yes"), TypeError,
+     r"SGD: nesterov must be True or False, got 'yes'"),
+    (lambda: fnnet.SGD(lr=0.1, momentum=0.5, nesterov=1), TypeError,
+     r"SGD: nesterov must be True or False, got 1"),
+])
+def test_constructor_refuses_non_scalar_hyperparameters_and_a_non_bool_nesterov(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+F32 = make_params(0, np.float32)
+
+
+@pytest.mark.parametrize("opt, overrides, error, match", [
+    (fnnet.SGD(lr=0.1), {"lr": jnp.full((8,), 0.1)}, ValueError,
+     r"SGD: lr must be a scalar .*got an array of shape \(8,\)"),
+    (fnnet.SGD(lr=0.1), {"lr": np.full((1,), 0.1)}, ValueError,
+     r"SGD: lr must be a scalar .*got an array of shape \(1,\)"),
+    (fnnet.SGD(lr=0.1), {"lr": jnp.asarray(np.nan)}, ValueError, r"SGD: lr must be > 0, got .*nan"),
+    (fnnet.SGD(lr=0.1), {"lr": np.float32(np.nan)}, ValueError, r"SGD: lr must be > 0, got .*nan"),
+    (fnnet.SGD(lr=0.1), {"lr": jnp.asarray(np.inf)}, ValueError, r"SGD: lr must be > 0, got .*inf"),
+    # Valid as Python floats, but 0, 1 or inf in the params' float32: frozen params or NaN.
+    (fnnet.SGD(lr=0.1), {"lr": 1e-50}, ValueError,
+     r"SGD: lr must be > 0 in the params' dtype float32, got 1e-50, which is 0\.0 there"),
+    (fnnet.SGD(lr=1e-46), {}, ValueError, r"SGD: lr must be > 0 in the params' dtype float32"),
+    (fnnet.SGD(lr=0.1), {"lr": 1e300}, ValueError,
+     r"SGD: lr must be > 0 in the params' dtype float32, got 1e\+300, which is inf there"),
+    (fnnet.Adam(lr=0.1), {"b2": 1 - 1e-9}, ValueError,
+     r"Adam: b2 must be in \[0, 1\) in the params' dtype float32, got 0\.999999999, which is 1\.0"),
+    (fnnet.Adam(lr=0.1), {"eps": 1e-60}, ValueError, r"Adam: eps must be > 0 in the params' dtype"),
+    (fnnet.SGD(lr=0.1), {"momentum": 1 - 1e-10}, ValueError,
+     r"SGD: momentum must be in \[0, 1\) in the params' dtype float32"),
+])
+def test_init_refuses_what_used_to_slip_through(opt, overrides, error, match):
+    with pytest.raises(error, match=match):
+        opt.init(F32, **overrides)
+
+
+def test_init_checks_in_float64_params_dtype_too():
+    assert float(fnnet.SGD(lr=1e-50).init(make_params(0)).hyperparams["lr"]) == 1e-50
+
+
+@pytest.mark.parametrize("params, got", [
+    ({"w": jnp.arange(3)}, r"params\['w'\] of dtype int"),
+    ({"w": jnp.ones(2), "n": 3.0}, r"params\['n'\] of float"),
+    ((jnp.ones(2), jnp.array([True])), r"params\[1\] of dtype bool"),
+])
+def test_init_refuses_params_that_are_not_float_arrays(params, got):
+    with pytest.raises(TypeError, match=r"SGD\.init: params must be floating-point arrays "
+                                        r"\(the optimizer moves them\), got " + got):
+        fnnet.SGD(lr=0.1).init(params)
+
+
+def test_integer_state_leaves_are_fine():
+    params = {"w": jnp.ones(2), "seen": fnnet.State(count=jnp.zeros((), jnp.int32))}
+    assert fnnet.SGD(lr=0.1).init(params).count == 0
+
+
+def test_traced_hyperparameters_are_checked_by_shape_and_flagged_by_the_optimizer():
+    params = jax.tree.map(lambda a: jnp.stack([a] * 4), F32)
+    lrs = jnp.asarray([0.1, np.nan, -0.1, 0.0], jnp.float32)
+    opt = fnnet.SGD(lr=0.1, momentum=0.5)
+    states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(params, lrs)  # traced: no host check
+    valid = opt.valid(states.hyperparams)
+    np.testing.assert_array_equal(valid, [True, False, False, False])
+    np.testing.assert_array_equal(opt.valid(states.hyperparams, numpy=np), valid)
+    with pytest.raises(ValueError, match=r"SGD: lr must be a scalar .*shape \(2,\)"):
+        jax.vmap(lambda p, lr: opt.init(p, lr=lr))(params, jnp.ones((4, 2)))

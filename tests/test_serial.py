@@ -261,6 +261,59 @@ def test_serial_of_a_non_layer():
         serial((Linear(2, 3).init, Linear(2, 3).apply))  # a plain tuple is not a Layer
 
 
+# Every built-in layer (and serial, Residual): `init(key, input_shape)` checks both before any
+# work, naming the layer, what it expected and what came.
+INIT_LAYERS = {
+    "Linear": (Linear(2, 3), r"Linear\(n_in=2, n_out=3\)\.init"),
+    **{type_name: (layer, rf"{type_name}(\(.*\))?\.init") for type_name, layer in [
+        ("ReLU", ReLU()), ("Tanh", Tanh()), ("Sigmoid", Sigmoid()), ("ELU", ELU(0.5)),
+        ("LeakyReLU", LeakyReLU(0.3)), ("Softplus", Softplus()), ("Identity", Identity()),
+        ("Softmax", fnnet.Softmax()), ("LogSoftmax", fnnet.LogSoftmax())]},
+    "Dropout": (fnnet.Dropout(0.1), r"Dropout\(rate=0\.1\)\.init"),
+    "BatchNorm": (fnnet.BatchNorm(), r"BatchNorm\(.*\)\.init"),
+    "LayerNorm": (fnnet.LayerNorm(), r"LayerNorm\(.*\)\.init"),
+    "serial": (serial(Linear(2, 3), ReLU()), r"serial\.init"),
+    "Residual": (fnnet.Residual(ReLU()), r"Residual\.init"),
+}
+
+
+@pytest.mark.parametrize("name", INIT_LAYERS)
+@pytest.mark.parametrize("key, error, got", [
+    (0, TypeError, r"must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
+    (1.5, TypeError, r"must be a PRNG key such as jax\.random\.key\(0\), got 1\.5 \(float\)"),
+    (np.zeros(2, np.float32), TypeError, r"must be a PRNG key .*got an array of dtype float32"),
+    (jax.random.split(jax.random.key(0), 3), ValueError,
+     r"must be one PRNG key, got an array of keys of shape \(3,\); .*init_many"),
+    (jax.random.split(jax.random.PRNGKey(0), 3), ValueError,
+     r"must be one PRNG key, got an array of 3 raw keys"),
+], ids=["int", "float", "float-array", "split-keys", "split-raw-keys"])
+def test_init_refuses_what_is_not_one_key(name, key, error, got):
+    layer, owner = INIT_LAYERS[name]
+    with pytest.raises(error, match=owner + r": key " + got):
+        layer.init(key, (4, 2))
+
+
+@pytest.mark.parametrize("name", INIT_LAYERS)
+@pytest.mark.parametrize("input_shape, error, got", [
+    (2, TypeError, r"must be a tuple of ints, such as x\.shape or \(batch, features\), got 2 \(int\)"),
+    ("4, 2", TypeError, r"must be a tuple of ints.*got '4, 2' \(str\)"),
+    ((4.0, 2), TypeError, r"must be a tuple of ints.*got \(4\.0, 2\) \(tuple\)"),
+    ((-3, 2), ValueError, r"must hold sizes >= 0 \(or -1 for a size not known yet\), got \(-3, 2\)"),
+], ids=["int", "str", "float-size", "negative"])
+def test_init_refuses_what_is_not_a_shape(name, input_shape, error, got):
+    layer, owner = INIT_LAYERS[name]
+    with pytest.raises(error, match=owner + r": input_shape " + got):
+        layer.init(jax.random.key(0), input_shape)
+
+
+def test_init_takes_raw_keys_and_unknown_sizes():
+    model = serial(Linear(2, 3), ReLU())
+    out_shape, params = init_without_compiling(model, (-1, 2))
+    assert out_shape == (-1, 3)
+    raw = jax.eval_shape(lambda key: model.init(key, [5, 2])[1], jax.random.PRNGKey(0))
+    assert jax.tree.map(lambda a: a.shape, raw) == jax.tree.map(lambda a: a.shape, params)
+
+
 # --- shared constructors ----------------------------------------------------------------
 
 

@@ -277,3 +277,91 @@ def test_bad_batch_size_raises(batch_size, error, match):
 def test_bad_epochs_raise(epochs):
     with pytest.raises(ValueError, match=rf"train: epochs must be an int >= 1, got {epochs!r}"):
         fnnet.train(MODEL, LOSS, fnnet.SGD(lr=0.5), epochs=epochs)
+
+
+# --- issue #12: the run makes fit's checks before any work -------------------------------
+
+
+OPT = fnnet.SGD(lr=0.5)
+
+
+@pytest.mark.parametrize("make", [fnnet.train, lambda m, l, o, **kw: fnnet.train_step(m, l, o)],
+                         ids=["train", "train_step"])
+@pytest.mark.parametrize("parts, match", [
+    ((LOSS, MODEL, OPT), r"model must be a Layer \(a fnnet constructor's value\), got Loss"),
+    ((MODEL, OPT, LOSS), r"loss must be a Loss \(a fnnet constructor's value\), got Optimizer"),
+    ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got function"),
+    ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got function"),
+    ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got function"),
+], ids=["loss-as-model", "opt-as-loss", "function-as-opt", "function-as-model", "function-as-loss"])
+def test_train_and_train_step_refuse_misplaced_parts(make, parts, match):
+    owner = "train_step" if make is not fnnet.train else "train"
+    with pytest.raises(TypeError, match=rf"^{owner}: " + match):
+        make(*parts, epochs=EPOCHS)
+
+
+def test_train_refuses_a_mesh_that_is_not_one_when_built():
+    with pytest.raises(TypeError, match=r"train: mesh must be a jax\.sharding\.Mesh, got str"):
+        fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, mesh="mesh")
+
+
+def with_value(a, index, value):
+    a = np.array(a)
+    a[index] = value
+    return jnp.asarray(a)
+
+
+def bad_lr_state(params, lr):
+    """A state whose lr init never saw as a number: made under jit, where it was traced."""
+    return jax.jit(lambda p, lr: OPT.init(p, lr=lr))(params, lr)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda p, s, x, y, k: (p, s, with_value(x, (3, 1), np.nan), y, k), ValueError,
+     r"train: x holds 1 NaN or infinite value\(s\)"),
+    (lambda p, s, x, y, k: (p, s, with_value(x, (0, 0), np.inf), y, k), ValueError,
+     r"train: x holds 1 NaN or infinite value\(s\)"),
+    (lambda p, s, x, y, k: (p, s, x, with_value(y, (2, 0), np.nan), k), ValueError,
+     r"train: y holds 1 NaN or infinite value\(s\)"),
+    (lambda p, s, x, y, k: ((p[0], p[1], {"w": with_value(p[2]["w"], (0, 0), np.nan),
+                                          "b": p[2]["b"]}, p[3]), s, x, y, k), ValueError,
+     r"train: params\[2\]\['w'\] holds 1 NaN or infinite value\(s\)"),
+    (lambda p, s, x, y, k: (p, s, x, with_value(y, (1, 0), 2.0), k), ValueError,
+     r"LossBCE: targets must be in \[0, 1\], got values in \[0\.0, 2\.0\]"),
+    (lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(np.nan)), x, y, k), ValueError,
+     r"train: opt_state: lr must be > 0, got .*nan"),
+    (lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(-0.5)), x, y, k), ValueError,
+     r"train: opt_state: lr must be > 0, got .*-0\.5"),
+    (lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(0.0)), x, y, k), ValueError,
+     r"train: opt_state: lr must be > 0, got .*0\.0"),
+    (lambda p, s, x, y, k: (p, s, x, y[:, 0], k), ValueError,
+     (r"train: y does not fit the model's output on x: LossBCE: prediction and target must have "
+      r"the same shape, got \(10, 1\) and \(10,\)")),
+    (lambda p, s, x, y, k: (p, s, x, y, 0), TypeError,
+     r"train: run: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
+    (lambda p, s, x, y, k: (p, s, x, y, jax.random.split(k, 4)), ValueError,
+     r"train: run: key must be one PRNG key, got an array of keys of shape \(4,\)"),
+    (lambda p, s, x, y, k: (p, s, list(x), y, k), TypeError, r"train: x must be an array, got list"),
+], ids=["nan-x", "inf-x", "nan-y", "nan-params", "bad-target", "nan-lr", "negative-lr", "zero-lr",
+        "y-shape", "int-key", "many-keys", "list-x"])
+@pytest.mark.parametrize("batch_size", [None, 4], ids=["full", "minibatch"])
+def test_run_refuses_bad_inputs_before_any_work(change, error, match, batch_size):
+    x, y = data()
+    params = init()
+    args = change(params, OPT.init(params), x, y, jax.random.key(0))
+    run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=batch_size)
+    with count_compilations() as compiled, pytest.raises(error, match=match):
+        run(*args)
+    assert not [name for name in compiled if "run" in name], compiled  # no work began
+
+
+def test_run_under_vmap_checks_what_is_concrete():
+    # Shared x is concrete inside vmap over the members: still checked on the host.
+    x, y = data()
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = fnnet.sweep.init_many(MODEL, keys, x.shape)
+    states = jax.vmap(OPT.init)(params)
+    run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
+    with pytest.raises(ValueError, match=r"train: x holds 1 NaN or infinite value\(s\)"):
+        jax.vmap(run, in_axes=(0, 0, None, None, 0))(params, states, with_value(x, (0, 0), np.nan),
+                                                     y, keys)
