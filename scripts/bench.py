@@ -10,7 +10,9 @@ as the best of `--repeats` runs; every ratio compares runs of this same process.
 """
 
 import argparse
+import functools
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -40,8 +42,8 @@ W1_SIZES = (2, 25, 25, 25, 25, 1)
 
 def baseline_init(key, sizes):
     params = []
-    for key, n_in, n_out in zip(jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:]):
-        kw, kb = jax.random.split(key)
+    for layer_key, (n_in, n_out) in zip(jax.random.split(key, len(sizes) - 1), itertools.pairwise(sizes)):
+        kw, kb = jax.random.split(layer_key)
         a = 1 / np.sqrt(n_in)
         params.append((jax.random.uniform(kw, (n_in, n_out), minval=-a, maxval=a),
                        jax.random.uniform(kb, (n_out,), minval=-a, maxval=a)))
@@ -171,14 +173,14 @@ def best_time(fn, repeats):
 
 def mlp(sizes, output):
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers += [fnnet.Linear(n_in, n_out), fnnet.ReLU() if i < len(sizes) - 2 else output]
     return fnnet.serial(*layers)
 
 
 def flops_per_epoch(sizes, n):
     """Forward 2*n*sum(n_in*n_out); backward twice that (dw and dx)."""
-    return 6 * n * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 6 * n * sum(a * b for a, b in itertools.pairwise(sizes))
 
 
 def sgemm_rate(size=1024, repeats=20):
@@ -210,7 +212,7 @@ def table(title, header, rows):
 # ---- the benchmarks --------------------------------------------------------------------
 
 def bench_w1(epochs, repeats, lr=0.5, decay=0.9999, torch=True):
-    """The seed's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full batch."""
+    """The disk task's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full batch."""
     x, y = fnnet.data.disk(1000, jax.random.key(1))
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
@@ -237,8 +239,7 @@ def bench_w1(epochs, repeats, lr=0.5, decay=0.9999, torch=True):
     base_params = [(p["w"], p["b"]) for p in params[::2]]
     for name, fm in (("jax.grad batch-major", False), ("jax.grad feature-major", True)):
         run = make_baseline(epochs, fm)
-        call = lambda: run(base_params, x, y, lr, decay)  # noqa: E731
-        seconds, first, result = best_time(call, repeats)
+        seconds, first, result = best_time(functools.partial(run, base_params, x, y, lr, decay), repeats)
         results[name] = (seconds, first, baseline_accuracy(result[0], x, y))
     if torch and importlib.util.find_spec("torch") is not None:
         seconds, torch_accuracy, threads = torch_in_subprocess(base_params, x, y, epochs, lr, decay,
@@ -278,10 +279,10 @@ def bench_scaling(quick, repeats, rate, size):
         opt = fnnet.SGD(lr=0.1)
         run = fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs)
         state = opt.init(params)
-        ours = best_time(lambda: run(params, state, x, y), repeats)[0]
+        ours = best_time(functools.partial(run, params, state, x, y), repeats)[0]
         base = make_baseline(epochs, True)
         base_params = [(p["w"], p["b"]) for p in params[::2]]
-        theirs = best_time(lambda: base(base_params, x, y, 0.1, 1.0), repeats)[0]
+        theirs = best_time(functools.partial(base, base_params, x, y, 0.1, 1.0), repeats)[0]
         gflops = flops * epochs / ours / 1e9
         rows.append([axis, n, "-".join(map(str, sizes)), epochs, f"{1e3 * ours / epochs:.3f}",
                      f"{gflops:.1f}", f"{gflops / rate:.2f}", f"{ours / theirs:.2f}"])
@@ -301,7 +302,7 @@ def bench_sweep(epochs, members, repeats):
         keys = jax.random.split(jax.random.key(0), m)
         params = fnnet.sweep.init_many(model, keys, x.shape)
         states = jax.vmap(opt.init)(params)
-        seconds = best_time(lambda: fnnet.sweep.sweep(run, params, states, x, y, keys), repeats)[0]
+        seconds = best_time(functools.partial(fnnet.sweep.sweep, run, params, states, x, y, keys), repeats)[0]
         rows.append([m, f"{seconds:.3f}", f"{seconds / m:.3f}", f"{seconds / m * 10_000 / epochs:.2f}"])
     return table(f"Sweeps: M models of W1, {epochs} epochs, {len(jax.devices())} device(s)",
                  ["M", "time s", "s per model", "s per model per 10,000 epochs"], rows)
@@ -386,11 +387,12 @@ def operation_shapes(hlo):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: small sizes, few epochs, times include compilation")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per case, after a warm-up")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables here")
     parser.add_argument("--profile", action="store_true",
                         help="only print XLA's per-operation times of one W1 epoch")

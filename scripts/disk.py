@@ -1,26 +1,37 @@
-"""The seed's experiment: classify points of [0,1]^2 by a disk of area 1/2.
+"""The disk task: classify points of [0,1]^2 by a disk of area 1/2.
 
 Trains the report's two models (2-25-25-25-25-1 with 4 ReLU; Sigmoid + BCE and
 Tanh + MSE) and the course handout's 2-25-25-25-2 network (MSE on one-hot
-targets) with decayed SGD, several seeds at once, and prints their train and
-test accuracy beside the report's.
+targets) with decayed SGD, several seeds each, prints their train and test
+accuracy beside the report's, and where the time went.
 
     python scripts/disk.py                      # all models, 10,000 epochs, 5 seeds
     python scripts/disk.py --plot figures       # also write the PNG figures
+
+Each model's seeds train in one compiled program, which also evaluates them
+along the way (the learning curves); every program is compiled before any
+runs, then they run at the same time: one model per device while every device
+gets one, the models left over spread over all devices (3 models on 2 cores:
+one model per core, then the third split over both).
 """
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import sys
 import time
 
+STARTED = time.perf_counter()  # the start-up phase runs from here to main()
+
 if __name__ == "__main__" and "jax" not in sys.modules:
-    # One host device per core, so seeds train in parallel (set before importing jax).
+    # One host device per core, so models and seeds train in parallel (set before importing jax).
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 import fnnet
 
@@ -74,81 +85,175 @@ def data(seeds, n=1000):
     return _data(jnp.arange(seeds))
 
 
-def train_model(name, seeds, epochs, points, lr=None, decay=None):
-    """Train `seeds` copies of a model at once (one vmap, seeds spread over devices).
+def placements(names, devices):
+    """name -> the devices its seeds train on: one device, or all of them.
 
-    Returns stacked params and learning curves, each `(points, seeds)`.
+    Models are dealt to the devices whole, one each, while a full round is
+    left; the rest are spread over every device (`fnnet.sweep.spread`).
     """
-    model, loss, targets, predict, default_lr, default_decay = MODELS[name]
-    opt = fnnet.SGD(lr=lr or default_lr, decay=decay or default_decay)
-    x, y, x_test, y_test = data(seeds)
-    keys = jax.random.split(jax.random.key(1234), seeds)
-    params = fnnet.sweep.init_many(model, keys, (x.shape[1], 2))
-    states = jax.jit(jax.vmap(opt.init))(params)
-    x, y, x_test, y_test, params, states, keys = fnnet.sweep.spread(
-        (x, y, x_test, y_test, params, states, keys))
-    t, t_test = jax.jit(targets)(y), jax.jit(targets)(y_test)
-    evaluate = jax.jit(jax.vmap(lambda p, x, t, labels: (
-        loss.value(model.apply(p, x), t), accuracy(predict, model.apply(p, x), labels))))
-    curves = {k: [] for k in ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")}
-    chunk, done = max(1, epochs // points), 0
-    while done < epochs:
-        run = fnnet.train(model, loss, opt, epochs=min(chunk, epochs - done))
-        params, states, _ = fnnet.sweep.vmapped(run, True, len(jax.devices()))(params, states, x, t, keys)
-        done = min(epochs, done + chunk)
-        train_loss, train_acc = evaluate(params, x, t, y)
-        test_loss, test_acc = evaluate(params, x_test, t_test, y_test)
-        curves["epoch"].append(done)
-        for k, v in zip(list(curves)[1:], (train_loss, test_loss, train_acc, test_acc)):
-            curves[k].append(np.asarray(v)[:seeds])
-    curves = {k: np.asarray(v) for k, v in curves.items()}
-    return jax.tree.map(lambda a: np.asarray(a)[:seeds], params), curves
+    whole = len(names) - len(names) % len(devices)
+    return {name: [devices[i % len(devices)]] if i < whole else list(devices)
+            for i, name in enumerate(names)}
+
+
+def optimizer(name, lr=None, decay=None):
+    """The model's SGD: its lr and decay unless overridden; plain SGD, no momentum buffer."""
+    *_, default_lr, default_decay = MODELS[name]
+    return fnnet.SGD(lr=lr or default_lr, decay=decay or default_decay, momentum=None)
+
+
+def stack(trees):
+    """Trees of one structure stacked leaf by leaf on a new leading axis, as numpy arrays."""
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
+
+
+def starts(name, keys, n_in, lr=None, decay=None):
+    """The seeds' initial params and optimizer states, stacked over seeds.
+
+    Made eagerly, seed by seed: each random draw compiles once per shape, for
+    every seed and model (a jitted, vmapped `init` compiles per model, and
+    about twice as long).
+    """
+    model, opt = MODELS[name][0], optimizer(name, lr, decay)
+    params = [model.init(key, (1, n_in))[1] for key in keys]
+    return stack(params), stack([opt.init(p) for p in params])
+
+
+def member_run(name, epochs, evaluations, lr=None, decay=None):
+    """One seed's whole run, `run(params, opt_state, x, y, key) -> (params, curves)`.
+
+    x `(2, n, 2)` and y `(2, n, 1)` hold the train and the test set. The run
+    is `evaluations` chunks of `epochs // evaluations` full-batch epochs on the
+    train set, each followed by an evaluation on both sets; it returns the
+    final params and the learning curves "train_loss", "test_loss",
+    "train_acc", "test_acc", each `(evaluations,)`.
+    """
+    model, loss, targets, predict, _, _ = MODELS[name]
+    chunk = fnnet.train(model, loss, optimizer(name, lr, decay), epochs=epochs // evaluations)
+
+    def measure(params, x, labels):
+        out = model.apply(params, x)
+        return loss.value(out, targets(labels)), accuracy(predict, out, labels)
+
+    def run(params, opt_state, x, y, key):
+        t = targets(y[0])
+
+        def step(carry, _):
+            params, opt_state, _ = chunk(*carry, x[0], t, key)
+            (train_loss, train_acc), (test_loss, test_acc) = (measure(params, x[0], y[0]),
+                                                              measure(params, x[1], y[1]))
+            return (params, opt_state), {"train_loss": train_loss, "test_loss": test_loss,
+                                         "train_acc": train_acc, "test_acc": test_acc}
+
+        (params, _), curves = lax.scan(step, (params, opt_state), length=evaluations)
+        return params, curves
+
+    return run
+
+
+def prepare(name, sets, keys, epochs, evaluations, devices, lr=None, decay=None):
+    """One model's seeds made ready on `devices`: initial params, data and a compiled program.
+
+    Args:
+      sets: `(x, y, x_test, y_test)`, each `(seeds, n, ...)`, numpy.
+      keys: one random key per seed, for the initial params.
+      devices: one device, or several to spread the seeds over (padded to a
+        multiple of their count).
+
+    Returns:
+      `train()`, which starts every seed's run and returns at once (JAX runs
+      programs asynchronously) with the final params, leaves `(seeds', ...)`,
+      and the learning curves, each `(seeds', evaluations)`; seeds' counts
+      the padding.
+    """
+    x, y, x_test, y_test = sets
+    params, opt_states = starts(name, keys, x.shape[-1], lr, decay)
+    inputs = (params, opt_states, np.stack([x, x_test], 1), np.stack([y, y_test], 1), keys)
+    if len(devices) == 1:
+        inputs = jax.device_put(inputs, devices[0])
+    else:
+        inputs = fnnet.sweep.spread(inputs, devices)
+    run = fnnet.sweep.vmapped(member_run(name, epochs, evaluations, lr, decay), True, len(devices))
+    run = run.lower(*inputs).compile()
+    return lambda: run(*inputs)
+
+
+class Clock:
+    """Wall time by phase, for the closing `time:` line."""
+
+    def __init__(self, start_up):
+        self.began = time.perf_counter() - start_up
+        self.seconds = {"start-up": start_up}
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        began = time.perf_counter()
+        yield
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
+
+    def line(self):
+        parts = ", ".join(f"{phase} {s:.1f} s" for phase, s in self.seconds.items())
+        return f"time: {parts}, total {time.perf_counter() - self.began:.1f} s"
 
 
 def require_matplotlib(parser):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         parser.error('--plot needs matplotlib: pip install -e ".[plot]"')
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--epochs", type=int, default=10_000)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--points", type=int, default=50, help="evaluations along the run")
-    parser.add_argument("--lr", type=float, help="override every model's learning rate")
-    parser.add_argument("--decay", type=float, help="override every model's decay")
+    # Start-up (interpreter and imports) counts when this file runs as the script.
+    clock = Clock(time.perf_counter() - STARTED if __name__ == "__main__" else 0.0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="which of the disk task's models to train")
+    parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
+    parser.add_argument("--seeds", type=int, default=5, help="runs per model, each its own data and init")
+    parser.add_argument("--evaluations", type=int, default=50,
+                        help="evaluations along each run (the points of the learning curves); "
+                             "they must divide --epochs")
+    parser.add_argument("--lr", type=float, help="every model's learning rate; None: each its own (in MODELS)")
+    parser.add_argument("--decay", type=float, help="every model's lr decay; None: each its own (in MODELS)")
     parser.add_argument("--plot", metavar="DIR", help="write Figure 1 and learning curves here")
     args = parser.parse_args(argv)
+    for option in ("epochs", "seeds", "evaluations"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
+    if args.epochs % args.evaluations:
+        parser.error(f"--evaluations ({args.evaluations}) must divide --epochs ({args.epochs})")
     if args.plot:
         require_matplotlib(parser)
 
-    start = time.perf_counter()
+    with clock("compilation"):  # and the data and initial params: small, mostly compilation
+        sets = [np.asarray(a) for a in data(args.seeds)]
+        keys = jax.random.split(jax.random.key(1234), args.seeds)
+        jobs = {name: prepare(name, sets, keys, args.epochs, args.evaluations, devices, args.lr, args.decay)
+                for name, devices in placements(args.models, jax.devices()).items()}
+    with clock("training"):  # with the evaluations along the way
+        done = {name: train() for name, train in jobs.items()}  # all at once: the devices run them
+        jax.block_until_ready(done)
     results = {}
-    for name in args.models:
-        began = time.perf_counter()
-        params, curves = train_model(name, args.seeds, args.epochs, args.points, args.lr, args.decay)
-        jax.block_until_ready(params)
-        results[name] = {"params": params, "curves": curves, "seconds": time.perf_counter() - began}
+    epoch = np.arange(1, args.evaluations + 1) * (args.epochs // args.evaluations)
+    for name, (params, curves) in done.items():
+        c = {"epoch": epoch, **{k: np.asarray(v)[:args.seeds].T for k, v in curves.items()}}
+        results[name] = {"params": jax.tree.map(lambda a: np.asarray(a)[:args.seeds], params),
+                         "curves": c, "train_acc": 100 * c["train_acc"][-1],
+                         "test_acc": 100 * c["test_acc"][-1], "final_loss": c["train_loss"][-1]}
 
     print(f"{args.seeds} seeds, {args.epochs} epochs, {len(jax.devices())} device(s) "
           f"({jax.devices()[0].platform}); mean +- std over seeds")
-    print(f"{'model':<12} {'train acc %':>14} {'test acc %':>14} {'final loss':>18} "
-          f"{'time s':>7} {'report %':>9}")
+    print(f"{'model':<12} {'train acc %':>14} {'test acc %':>14} {'final loss':>18} {'report %':>9}")
     for name, r in results.items():
-        c = r["curves"]
-        tr, te, lo = 100 * c["train_acc"][-1], 100 * c["test_acc"][-1], c["train_loss"][-1]
+        tr, te, lo = r["train_acc"], r["test_acc"], r["final_loss"]
         print(f"{name:<12} {tr.mean():6.2f} +- {tr.std():4.2f} {te.mean():6.2f} +- {te.std():4.2f} "
-              f"{lo.mean():9.5f} +- {lo.std():.5f} {r['seconds']:7.1f} "
-              f"{REPORT.get(name, '-'):>9}")
-        r.update(train_acc=tr, test_acc=te, final_loss=lo)
-    print(f"total wall time {time.perf_counter() - start:.1f} s")
+              f"{lo.mean():9.5f} +- {lo.std():.5f} {REPORT.get(name, '-'):>9}")
     if args.plot:
-        from plots import plot_disk
-        written = plot_disk(results, MODELS, args.plot)
+        with clock("plotting"):
+            from plots import plot_disk
+            written = plot_disk(results, MODELS, args.plot)
         print("wrote", *written)
+    print(clock.line())
     return results
 
 

@@ -21,9 +21,9 @@ if __name__ == "__main__" and "jax" not in sys.modules:
 import jax
 import jax.numpy as jnp
 import numpy as np
+from disk import MODELS, accuracy, data, require_matplotlib
 
 import fnnet
-from disk import MODELS, accuracy, data, require_matplotlib
 
 
 def sweep_model(name, lrs, decays, seeds, epochs):
@@ -48,12 +48,16 @@ def sweep_model(name, lrs, decays, seeds, epochs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["sigmoid_bce", "tanh_mse"])
-    parser.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.5, 1.0])
-    parser.add_argument("--decays", nargs="+", type=float, default=[0.9995, 0.9999, 1.0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["sigmoid_bce", "tanh_mse"],
+                        help="the disk task's models to sweep (each its own program)")
+    parser.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.5, 1.0],
+                        help="learning rates, the grid's rows")
+    parser.add_argument("--decays", nargs="+", type=float, default=[0.9995, 0.9999, 1.0],
+                        help="per-step lr decays, the grid's columns")
+    parser.add_argument("--seeds", type=int, default=5, help="runs per cell, each its own data and init")
+    parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
     parser.add_argument("--plot", metavar="DIR", help="write sweep.png (a heatmap per model) here")
     args = parser.parse_args(argv)
     if args.plot:
