@@ -3,115 +3,191 @@
 Format: a NumPy `.npz` archive (read with `allow_pickle=False`, so loading
 never runs code). Each array leaf is stored under its pytree path, prefixed by
 `params` or `opt_state` (e.g. `params[0]['w']`, `opt_state.count`), plus
-`__fnnet__`, a JSON string `{"format": 1, "metadata": ...}`. Files are written
-to a temporary file in the same folder, synced, then renamed over the target,
-so a crash or a full disk mid-write leaves the previous checkpoint intact.
+`__fnnet__`, a JSON string `{"format": 2, "metadata": ..., "has_opt_state": ...,
+"dtypes": ...}`. Arrays of the dtypes NumPy cannot store (bfloat16, the float8
+types) are stored as their bits (an unsigned integer array of the same width),
+with the dtype's name in `dtypes`; format 1 (no `dtypes`) is read too.
+
+A file is written to a temporary file beside it (`.{name}.fnnet-{pid}-XXXX.tmp`),
+synced, then renamed over the target, so a crash, a SIGKILL or a full disk
+mid-write leaves the previous checkpoint intact; the next save of the same
+checkpoint removes the temporaries that dead processes left of it.
 """
 
+import errno
 import json
 import os
-import tempfile
-import zipfile
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet._atomic import write_atomically
+from fnnet._npz import Archive, open_npz, unreadable
+
 __all__ = ["save", "load"]
 
 _HEADER = "__fnnet__"
-_FORMAT = 1
+_FORMAT = 2
+_READABLE_FORMATS = (1, 2)  # 1: before bfloat16 and float8 were stored as bits
 
 
-def _flatten(prefix: str, tree) -> dict:
+def _bits_dtype(dtype: np.dtype):
+    """The unsigned dtype that stores `dtype`'s bits, for the ml_dtypes NumPy cannot store
+    (bfloat16, float8_*, int4); None for NumPy's own dtypes."""
+    if dtype.type.__module__ == "ml_dtypes" and dtype.itemsize in (1, 2, 4, 8):
+        return np.dtype(f"<u{dtype.itemsize}")
+    return None
+
+
+def _leaf_array(name: str, leaf) -> np.ndarray:
+    if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)):
+        raise TypeError(f"save: {name} must be an array or a number, got {type(leaf).__name__} "
+                        f"{leaf!r:.60}")
+    array = np.asarray(leaf)
+    if array.dtype.kind not in "biufc" and _bits_dtype(array.dtype) is None:
+        raise TypeError(f"save: {name} must be a numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _flatten(prefix: str, tree, dtypes=None) -> dict:
+    """`{name: array}` for the leaves of `tree`, named by their paths; arrays of a dtype
+    NumPy cannot store become their bits, and `dtypes` records their dtype's name."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {prefix + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    arrays = {}
+    for path, leaf in leaves:
+        name = prefix + jax.tree_util.keystr(path)
+        array = _leaf_array(name, leaf)
+        bits = _bits_dtype(array.dtype)
+        if bits is not None:
+            if dtypes is None:
+                raise TypeError(f"save: {name} has dtype {array.dtype}, which needs format 2")
+            dtypes[name] = array.dtype.name
+            array = array.view(bits)
+        arrays[name] = array
+    return arrays
 
 
 def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
     """Write `params`, `opt_state` and JSON-able `metadata` to `path` atomically.
 
+    The file is written beside `path` under a temporary name, synced, and
+    renamed over `path`: a crash, a SIGKILL or a full disk at any moment leaves
+    either the previous file or the new one, never a mix. Temporaries of `path`
+    that killed processes left behind are removed first.
+
     Args:
       path: file to write (conventionally ending in `.npz`).
-      params: a pytree of arrays.
+      params: a pytree of arrays (or numbers): any NumPy dtype, and bfloat16,
+        float16 and the float8 types.
       opt_state: an optimizer state (any pytree of arrays), or None.
       metadata: a dict of JSON values (numbers, strings, lists, dicts), or None.
+
+    Raises:
+      TypeError: a leaf that is not a numeric array or number (a str, an
+        object), or metadata that JSON cannot write.
+      OSError: the file cannot be written (FileNotFoundError, PermissionError,
+        a full disk...); the message names `path`, and no temporary file stays.
     """
     path = os.fspath(path)
-    arrays = {**_flatten("params", params)}
+    dtypes: dict = {}
+    arrays = _flatten("params", params, dtypes)
     if opt_state is not None:
-        arrays.update(_flatten("opt_state", opt_state))
+        arrays.update(_flatten("opt_state", opt_state, dtypes))
     try:
-        header = json.dumps({"format": _FORMAT, "metadata": metadata, "has_opt_state": opt_state is not None})
-    except TypeError as error:
+        header = json.dumps({"format": _FORMAT, "metadata": metadata,
+                             "has_opt_state": opt_state is not None, "dtypes": dtypes})
+    except (TypeError, ValueError) as error:
         raise TypeError(f"save: metadata must be JSON-serializable: {error}") from None
     arrays[_HEADER] = np.array(header)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fnnet-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it 0600; give the usual mode
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    write_atomically(path, lambda file: np.savez(file, **arrays), "save")
 
 
-def _read(path: str) -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"load: checkpoint {path!r} does not exist")
-    try:
-        # Our own handle: np.load leaks the one it opens when the zip is corrupt.
-        with open(path, "rb") as file:
-            archive = np.load(file, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array
-                raise ValueError(f"it holds one {archive.dtype}{list(archive.shape)} array")
-            with archive:
-                arrays = {name: archive[name] for name in archive.files}
-    # NotImplementedError, RuntimeError: zipfile on a corrupt compression or encryption field
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
-            RuntimeError) as error:
-        raise ValueError(f"load: {path!r} is not a readable fnnet checkpoint "
-                         f"(truncated, corrupt or not an .npz): {error}") from None
-    if _HEADER not in arrays:
+# Reading -------------------------------------------------------------------------------------
+
+def _corrupt_header(path: str, why: str) -> ValueError:
+    return ValueError(f"load: {path!r} has a corrupt header: {why}")
+
+
+def _read_header(archive: Archive) -> dict:
+    path = archive.path
+    if _HEADER not in archive.entries:
         raise ValueError(f"load: {path!r} is an .npz file but not an fnnet checkpoint "
                          f"(no {_HEADER!r} entry)")
-    return arrays
+    shape, dtype = archive.header(_HEADER)
+    if shape != () or dtype.kind != "U":
+        raise unreadable(path, f"entry {_HEADER!r} is {dtype}{list(shape)}, not a string")
+    try:
+        header = json.loads(str(archive.data(_HEADER)))
+    except (ValueError, TypeError) as error:
+        raise _corrupt_header(path, str(error)) from None
+    if not isinstance(header, dict):
+        raise _corrupt_header(path, f"{header!r} is not a JSON object")
+    if header.get("format") not in _READABLE_FORMATS:
+        raise ValueError(f"load: {path!r} has format {header.get('format')!r}, expected 1 or 2")
+    if not isinstance(header.get("dtypes", {}), dict):
+        raise _corrupt_header(path, "dtypes is not a JSON object")
+    return header
 
 
-def _unflatten(path, prefix, like, arrays) -> Any:
+def _stored_dtype(path: str, name: str, dtype: np.dtype, recorded) -> np.dtype:
+    """The dtype entry `name` holds: `dtype`, or the one recorded for its bits."""
+    if recorded is None:
+        return dtype
+    try:
+        logical = np.dtype(jnp.dtype(recorded))
+    except (TypeError, ValueError):
+        logical = None
+    if logical is None or _bits_dtype(logical) != dtype:
+        raise _corrupt_header(path, f"entry {name!r} is {dtype}, not the bits of a {recorded!r} "
+                                    f"array")
+    return logical
+
+
+def _like_leaf(leaf):
+    """(shape, dtype) of a leaf of `like`: an array, a ShapeDtypeStruct or a number."""
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+        return tuple(leaf.shape), np.dtype(leaf.dtype)
+    array = np.asarray(leaf)
+    return array.shape, array.dtype
+
+
+def _unflatten(archive: Archive, prefix: str, like, dtypes: dict) -> Any:
+    path = archive.path
     leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
     restored = []
     for key_path, leaf in leaves:
         name = prefix + jax.tree_util.keystr(key_path)
-        if name not in arrays:
+        if name not in archive.entries:
             raise ValueError(f"load: {path!r} has no entry {name!r}: it was saved from "
                              f"another model or optimizer")
-        stored, expected = arrays.pop(name), np.asarray(leaf)
-        if stored.shape != expected.shape or stored.dtype != expected.dtype:
-            raise ValueError(f"load: {path!r} entry {name!r} is {stored.dtype}{list(stored.shape)}, "
-                             f"expected {expected.dtype}{list(expected.shape)}")
-        restored.append(jnp.asarray(stored))
+        shape, stored = archive.header(name)
+        dtype = _stored_dtype(path, name, stored, dtypes.get(name))
+        expected_shape, expected_dtype = _like_leaf(leaf)
+        if shape != expected_shape or dtype != expected_dtype:
+            raise ValueError(f"load: {path!r} entry {name!r} is {dtype}{list(shape)}, "
+                             f"expected {expected_dtype}{list(expected_shape)}")
+        restored.append(jnp.asarray(archive.data(name).view(dtype)))
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
 def load(path, like):
     """Read a checkpoint written by `save`, checked against `like`.
 
+    Each entry's shape and dtype are compared with `like` before its data is
+    read, so a corrupt or hostile file cannot make `load` allocate more than
+    `like` holds; nothing is ever unpickled.
+
     Args:
       path: the checkpoint file.
       like: `(params, opt_state)` with the structure, shapes and dtypes expected
-        (e.g. freshly initialised ones); `opt_state` may be None.
+        (e.g. freshly initialised ones, or `jax.eval_shape` of them);
+        `opt_state` may be None.
 
     Returns:
-      `(params, opt_state, metadata)`.
+      `(params, opt_state, metadata)`, with the dtypes of `like` (bfloat16
+      included).
 
     Raises:
       FileNotFoundError: no file at `path`.
@@ -122,23 +198,30 @@ def load(path, like):
     if not (isinstance(like, tuple) and len(like) == 2):
         raise TypeError("load: like must be a pair (params, opt_state), opt_state may be None; "
                         f"got {type(like).__name__}")
-    arrays = _read(path)
-    try:
-        header = json.loads(str(arrays.pop(_HEADER)))
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"load: {path!r} has a corrupt header: {error}") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"load: {path!r} has a corrupt header: {header!r} is not a JSON object")
-    if header.get("format") != _FORMAT:
-        raise ValueError(f"load: {path!r} has format {header.get('format')!r}, expected {_FORMAT}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, f"load: checkpoint {path!r} does not exist")
+    with open_npz(path) as archive:
+        return _load(archive, like)
+
+
+def _load(archive: Archive, like):
+    path = archive.path
+    header = _read_header(archive)
+    dtypes = header.get("dtypes", {})
     like_params, like_state = like
-    params = _unflatten(path, "params", like_params, arrays)
+    params = _unflatten(archive, "params", like_params, dtypes)
     opt_state = None
     if like_state is not None:
         if not header.get("has_opt_state"):
             raise ValueError(f"load: {path!r} holds no optimizer state, but like asks for one")
-        opt_state = _unflatten(path, "opt_state", like_state, arrays)
-    extra = sorted(k for k in arrays if like_state is not None or not k.startswith("opt_state"))
+        opt_state = _unflatten(archive, "opt_state", like_state, dtypes)
+    expected = ({"params" + jax.tree_util.keystr(p)
+                 for p, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]}
+                | ({"opt_state" + jax.tree_util.keystr(p)
+                    for p, _ in jax.tree_util.tree_flatten_with_path(like_state)[0]}
+                   if like_state is not None else set()))
+    extra = sorted(name for name in archive.entries if name != _HEADER and name not in expected
+                   and (like_state is not None or not name.startswith("opt_state")))
     if extra:
         raise ValueError(f"load: {path!r} has entries {extra[:5]} that like does not: "
                          f"it was saved from another model or optimizer")

@@ -1,21 +1,26 @@
-"""`fit`: a compiled training run in chunks, with progress, checkpoints and a NaN guard."""
+"""`fit`: a compiled training run in chunks, with progress, checkpoints, resume and a NaN guard."""
 
-import math
 import os
+import warnings
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.checkpoint import load, save
-from fnnet.losses import check_targets
+from fnnet import _fitcheck as check
+from fnnet import _resume
+from fnnet._atomic import check_writable
+from fnnet.checkpoint import save
 from fnnet.optim import check_schedule
-from fnnet.train import _check_batch_size, _check_count, _check_samples, _runner, place
+from fnnet.train import _check_batch_size, _check_count, _runner, place
 
-__all__ = ["fit", "FitResult", "TrainingDiverged"]
+__all__ = ["CheckpointError", "FitResult", "LearningRateUnderflow", "TrainingDiverged", "fit"]
 
-_PROGRESS_UPDATES = 20  # chunks per run when not checkpointing
+# Every call of the compiled loop runs this many epochs' worth of loop, the first `active`
+# of them for real: one program for every setting, so the bits cannot depend on them.
+_CHUNK = 100
+_PROGRESS_UPDATES = 20  # a progress update (and NaN check) at least this often per run
 
 
 class FitResult(NamedTuple):
@@ -28,11 +33,13 @@ class FitResult(NamedTuple):
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss or the params became non-finite; carries the last finite state.
+    """The loss, the params or the optimizer state became non-finite.
 
-    Attributes: `epoch` (the first epoch whose loss or result was not finite),
-    `params` and `opt_state` (finite: those at the start of the failing chunk,
-    `start_epoch` epochs in), `losses` (all finite losses up to `start_epoch`).
+    Attributes: `epoch` (the first epoch whose loss was not finite, or whose
+    step made the params or optimizer state non-finite); `params` and
+    `opt_state`, the last ones whose loss was finite: those at the start of
+    epoch `start_epoch` (`start_epoch` epochs in, so the loss at them is that
+    of epoch `start_epoch`); `losses`, the `start_epoch` losses before them.
     """
 
     def __init__(self, message, epoch, start_epoch, params, opt_state, losses):
@@ -41,31 +48,23 @@ class TrainingDiverged(FloatingPointError):
         self.params, self.opt_state, self.losses = params, opt_state, losses
 
 
-def _check_data(name_x, name_y, x, y):
-    """Host-side checks before any work: types, lengths, finiteness."""
-    for name, a in ((name_x, x), (name_y, y)):
-        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            raise TypeError(f"fit: {name} must be an array, got {type(a).__name__}")
-    _check_samples(x, y, "fit", (name_x, name_y))
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"fit: {name_x} must be floating point, got dtype {x.dtype}; "
-                        f"convert it, e.g. {name_x}.astype(jnp.float32)")
-    for name, a in ((name_x, x), (name_y, y)):
-        if jnp.issubdtype(a.dtype, jnp.inexact) and not np.all(np.isfinite(np.asarray(a))):
-            bad = int(np.sum(~np.isfinite(np.asarray(a))))
-            raise ValueError(f"fit: {name} holds {bad} NaN or infinite value(s)")
+class CheckpointError(OSError):
+    """A checkpoint could not be written mid-run (a full disk); training stopped there.
+
+    An OSError with the failed write's errno. Attributes: `epoch` (epochs
+    done), `params`, `opt_state`, `losses` and `val_losses` (None without
+    validation data) of the run up to then: what `FitResult` would hold.
+    """
+
+    def __init__(self, message, *, errno, epoch, params, opt_state, losses, val_losses):
+        super().__init__(errno, message) if errno else super().__init__(message)
+        self.epoch, self.params, self.opt_state = epoch, params, opt_state
+        self.losses, self.val_losses = losses, val_losses
 
 
-def _check_shapes(model, loss, params, name_x, name_y, x, y) -> int:
-    """Trace (not run) the model and loss on all of `x`, `y`: params must fit the model, x the
-    params, y the model's output. Returns the model's number of outputs."""
-    out = jax.eval_shape(model.apply, params, x)
-    try:
-        jax.eval_shape(loss.value, out, y)
-    except ValueError as error:
-        raise ValueError(f"fit: {name_y} does not fit the model's output on {name_x}: "
-                         f"{error}") from error
-    return out.shape[-1]
+class LearningRateUnderflow(UserWarning):
+    """The learning rate decays to exactly 0.0 before the run ends: the epochs after
+    that change nothing."""
 
 
 def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] = None,
@@ -74,113 +73,217 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         mesh=None) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
-    Epochs run inside one compiled loop, a chunk at a time (20 chunks, or
-    `checkpoint_every` epochs each); between chunks the progress bar moves, a
-    checkpoint is written and the loss is checked. The loop's length is part
-    of the program (a GPU then runs it without asking the host each epoch),
-    so a shorter last chunk compiles a second program. Compiled programs are
-    cached by configuration, so a second `fit` with the same model, loss and
-    optimizer kind, shapes and epochs does not recompile, whatever its
-    hyperparameters.
+    Epochs run a chunk at a time in one compiled program (a loop of 100
+    epochs, of which each call runs the first few or all); between chunks the
+    progress bar moves, a checkpoint is written and the run is checked for
+    NaN. Every setting runs the same program, so on one device the result
+    does not change by a bit with `progress`, `checkpoint` or
+    `checkpoint_every`, nor when a run is resumed. Programs are cached by
+    configuration: a second `fit` with the same model, loss and optimizer
+    kind and shapes does not recompile, whatever its hyperparameters and
+    epochs.
 
     Args:
       model, loss, opt: a Layer, a Loss, an Optimizer.
-      params: initial params.
-      x: `(n, n_in)` floating point; y: targets, `(n, ...)`.
+      params: initial params, the tree `model.init` gives: trainable leaves
+        floating point (float32, float64, bfloat16, float16), all finite.
+      x: `(n, n_in)` floating point; y: real targets, `(n, ...)`.
       epochs: number of passes over the data.
       batch_size: None for full batch; else minibatches reshuffled every epoch
-        from `key` (default `jax.random.key(0)`), the last one smaller when
-        `batch_size` does not divide n: every sample once per epoch.
+        from `key`, the last one smaller when `batch_size` does not divide n:
+        every sample once per epoch.
+      key: one JAX PRNG key (default `jax.random.key(0)`): the shuffles and
+        the draws of layers such as Dropout.
       progress: show a tqdm bar (if tqdm is installed).
       opt_state: a state to start from; default `opt.init(params)`.
       validation: optional `(x_val, y_val)`; its loss is recorded each epoch.
-      checkpoint: a path; with `checkpoint_every`, a checkpoint (params,
-        opt_state, and metadata with the epoch and losses) is saved every that
-        many epochs and at the end.
-      resume: continue from `checkpoint` if it exists (else start fresh); the
-        result equals that of an uninterrupted run. The params and optimizer
-        state (hyperparameters included) come from the checkpoint; pass the
-        same `key` as the first run, since it fixes the minibatch order.
+      checkpoint: a path; its folder must be writable (checked before
+        training). The run is saved there at the end and, with
+        `checkpoint_every`, at most that many epochs after the last save (or
+        the resume point): params, opt_state, and metadata with the epochs
+        done, the losses and what defines the run.
+      resume: continue from `checkpoint` if it exists (else start fresh). The
+        checkpoint must come from the same run: the same data (x, y and
+        validation), key, batch_size, model, loss, optimizer and
+        hyperparameters (a mismatch raises ValueError naming it); `epochs`
+        may grow, and `progress`, `checkpoint_every` and `mesh` may change.
+        On the same device the result is bitwise that of an uninterrupted run.
       mesh: a `jax.sharding.Mesh` for data-parallel training (see `train`).
 
     Returns:
       FitResult(params, opt_state, losses, val_losses).
 
     Raises:
-      TrainingDiverged: the loss went NaN or infinite; it carries the last
-        finite params and optimizer state.
+      TypeError, ValueError: bad input (checked before any training).
+      OSError: the checkpoint cannot be written (checked before training).
+      TrainingDiverged: the loss, params or optimizer state went NaN or
+        infinite; it carries the last params whose loss was finite.
+      CheckpointError: a checkpoint failed mid-run; it carries the run so far.
+
+    Warns:
+      LearningRateUnderflow: the learning rate decays to exactly 0.0 within
+        the run (e.g. `SGD(0.1, decay=0.5)` for 300 epochs).
     """
+    check.check_kinds(model, loss, opt)
     _check_count("fit: epochs", epochs)
-    _check_data("x", "y", x, y)
-    n_outputs = _check_shapes(model, loss, params, "x", "y", x, y)
-    check_targets(loss, y, n_outputs)
+    key = check.check_key(key)
+    check.check_data("x", "y", x, y)
+    check.check_param_dtypes(params)
+    n_outputs = check.check_shapes(model, loss, params, "x", "y", x, y)
+    check.check_params(model, params, x)
+    check.check_targets_of(loss, "y", y, n_outputs)
     size = _check_batch_size(batch_size, x.shape[0])
     validate = validation is not None
     if validate:
         if not (isinstance(validation, tuple) and len(validation) == 2):
             raise TypeError("fit: validation must be a pair (x_val, y_val)")
-        _check_data("x_val", "y_val", *validation)
-        _check_shapes(model, loss, params, "x_val", "y_val", *validation)
-        check_targets(loss, validation[1], n_outputs)
+        check.check_data("x_val", "y_val", *validation)
+        check.check_shapes(model, loss, params, "x_val", "y_val", *validation)
+        check.check_targets_of(loss, "y_val", validation[1], n_outputs)
     if checkpoint_every is not None:
         _check_count("fit: checkpoint_every", checkpoint_every)
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"fit: checkpoint must be a path (a str or os.PathLike), got "
+                            f"{type(checkpoint).__name__}")
+        checkpoint = os.fspath(checkpoint)
+        check_writable(checkpoint, "fit")
 
     steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
     check_schedule(opt, epochs * steps_per_epoch)
     opt_state = opt.init(params) if opt_state is None else opt_state
     jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
+    check.check_opt_state(opt_state)
+    spec = None
+    if checkpoint is not None:
+        spec = _resume.run_spec(model, loss, opt, x, y, validation, size, key,
+                                int(getattr(opt_state, "count", 0)))
     losses, val_losses, done = [], [], 0
     if resume and os.path.exists(checkpoint):
-        params, opt_state, metadata = load(checkpoint, like=(params, opt_state))
-        losses, val_losses = list(metadata["losses"]), list(metadata["val_losses"])
-        done = metadata["epochs_done"]
-        if done > epochs:
-            raise ValueError(f"fit: checkpoint {checkpoint!r} has {done} epochs done, "
-                             f"more than epochs={epochs}")
+        params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(
+            checkpoint, params, opt_state, spec, epochs, steps_per_epoch)
+    _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 
-    key = jax.random.key(0) if key is None else key
     x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
-    chunk = checkpoint_every or max(1, math.ceil(epochs / _PROGRESS_UPDATES))
     run = _runner(model, loss, opt, size, mesh)
+
+    def run_chunk(params, opt_state, count):
+        return run(params, opt_state, x, y, key, _CHUNK, validation, np.int32(count))
+
+    plan = list(_chunks(done, epochs, checkpoint_every, checkpoint is not None))
     bar = _progress_bar(progress, epochs, done)
-
-    def save_checkpoint():
-        save(checkpoint, params, opt_state, metadata={
-            "epochs_done": done, "epochs": epochs,
-            "losses": losses, "val_losses": val_losses})
-
+    starts = [(params, opt_state, done)]  # the starts of the last two chunks, for a replay
     try:
-        while done < epochs:
-            count = min(chunk, epochs - done)
-            new = run(params, opt_state, x, y, key, count, validation)
-            chunk_losses = np.asarray(new.losses).tolist()
-            if not (np.all(np.isfinite(chunk_losses)) and bool(new.finite)):
-                first = int(np.argmin(np.isfinite(chunk_losses))) if not np.all(
-                    np.isfinite(chunk_losses)) else count - 1
-                raise TrainingDiverged(
-                    f"fit: the loss became non-finite at epoch {done + first} "
-                    f"(loss {chunk_losses[first]}); the error carries the last finite params "
-                    f"and optimizer state, from epoch {done}. Try a smaller learning rate.",
-                    epoch=done + first, start_epoch=done, params=params,
-                    opt_state=opt_state, losses=np.asarray(losses))
-            params, opt_state = new.params, new.opt_state
-            losses += chunk_losses
+        new = run_chunk(params, opt_state, plan[0][0]) if plan else None
+        for i, (count, save_after) in enumerate(plan):
+            chunk = new
+            if i + 1 < len(plan):  # queued behind this one: the device needs no host to go on
+                new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0])
+            chunk_losses = np.asarray(chunk.losses)[:count]
+            finite = np.asarray(chunk.finite)[:count]
+            if not (np.all(np.isfinite(chunk_losses)) and np.all(finite)):
+                raise _diverged(run_chunk, starts, losses + chunk_losses.tolist(), finite)
+            params, opt_state = chunk.params, chunk.opt_state
+            losses += chunk_losses.tolist()
             if validate:
-                val_losses += np.asarray(new.val_losses).tolist()
+                val_losses += np.asarray(chunk.val_losses)[:count].tolist()
             done += count
+            starts = [starts[-1], (params, opt_state, done)]
             if bar is not None:
                 bar.update(count)
                 bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
-            if checkpoint is not None and (checkpoint_every and done % checkpoint_every == 0
-                                           or done == epochs):
-                save_checkpoint()
+            if save_after:
+                _save(checkpoint, params, opt_state, epochs, losses, val_losses, validate, spec)
     finally:
         if bar is not None:
             bar.close()
     return FitResult(params, opt_state, np.asarray(losses, np.float32),
                      np.asarray(val_losses, np.float32) if validate else None)
+
+
+def _chunks(done, epochs, checkpoint_every, checkpointing):
+    """`(count, save)` for each chunk from epoch `done` to `epochs`: at most `_CHUNK` epochs,
+    a progress update at least `_PROGRESS_UPDATES` times a run, and with `checkpointing`
+    a save at the end and at most `checkpoint_every` epochs after the last (or the start)."""
+    every = max(1, -(-epochs // _PROGRESS_UPDATES))
+    last_save = done
+    while done < epochs:
+        count = min(_CHUNK, every, epochs - done)
+        if checkpoint_every:
+            count = min(count, last_save + checkpoint_every - done)
+        done += count
+        save = checkpointing and (done == epochs or bool(checkpoint_every)
+                                  and done - last_save >= checkpoint_every)
+        if save:
+            last_save = done
+        yield count, save
+
+
+def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
+    try:
+        save(path, params, opt_state, metadata={
+            "epochs_done": len(losses), "epochs": epochs, "losses": losses,
+            "val_losses": val_losses, "run": spec})
+    except OSError as error:
+        raise CheckpointError(
+            f"fit: training stopped at epoch {len(losses)}, as its checkpoint could not be "
+            f"written ({error}); the error carries the params, optimizer state and losses "
+            f"up to there", errno=error.errno, epoch=len(losses), params=params,
+            opt_state=opt_state, losses=np.asarray(losses, np.float32),
+            val_losses=np.asarray(val_losses, np.float32) if validate else None) from error
+
+
+def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
+    if steps <= 0:
+        return
+    found = check.underflow_step(opt, opt_state, steps)
+    if found is not None:
+        step, dtype = found
+        epoch = done + (step - int(opt_state.count)) // steps_per_epoch
+        warnings.warn(f"fit: the learning rate underflows to 0.0 in {dtype} at step {step} "
+                      f"(epoch {epoch}): lr * decay**t (* schedule(t)) is exactly 0 from there "
+                      f"on, and the epochs after it change nothing; use a decay closer to 1 or "
+                      f"fewer epochs", LearningRateUnderflow, stacklevel=3)
+
+
+def _diverged(run_chunk, starts, losses, finite):
+    """The TrainingDiverged for a chunk that went non-finite. `losses` are the run's losses
+    (this chunk's last); `finite[i]`: the params and state after the chunk's epoch i are.
+
+    The params after epoch j (j epochs in) are good when they are finite and the loss
+    at them, losses[j], is; the chunk is replayed (the same program, so the same bits)
+    up to the last good ones before the first bad, from the previous chunk's start if
+    the first bad are the chunk's start."""
+    start = starts[-1][2]
+    bad_loss = [start + i for i, value in enumerate(losses[start:]) if not np.isfinite(value)]
+    bad_state = [start + i + 1 for i in np.flatnonzero(~np.asarray(finite))]
+    first_bad = min(bad_loss + bad_state)
+    if first_bad in bad_state:
+        epoch = first_bad - 1
+        what = (f"the params or optimizer state became non-finite in epoch {epoch} (its loss "
+                f"{losses[epoch]} was finite)")
+    else:
+        epoch = first_bad
+        what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
+    good = first_bad - 1
+    for params, opt_state, at in reversed(starts):
+        if at <= good:
+            if good > at:
+                new = run_chunk(params, opt_state, good - at)
+                params, opt_state = new.params, new.opt_state
+            return TrainingDiverged(
+                f"fit: {what}; the error carries the last params whose loss was finite "
+                f"({losses[good]}), those at the start of epoch {good}, and their optimizer "
+                f"state. Try a smaller learning rate.", epoch=epoch, start_epoch=good,
+                params=params, opt_state=opt_state, losses=np.asarray(losses[:good], np.float32))
+    params, opt_state, at = starts[0]
+    return TrainingDiverged(
+        f"fit: {what}; the loss is not finite even at the params this run started from (epoch "
+        f"{at}): the error carries those, and no params with a finite loss", epoch=epoch,
+        start_epoch=at, params=params, opt_state=opt_state,
+        losses=np.asarray(losses[:at], np.float32))
 
 
 def _progress_bar(progress, epochs, done):

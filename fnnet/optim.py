@@ -137,8 +137,8 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
     traced value (inside vmap or jit) is checked for its shape only (see `Optimizer.valid`)."""
     if isinstance(value, jax.core.Tracer):
         if jnp.shape(value) != ():
-            raise ValueError(f"{owner}: {name} must be a scalar (one value per optimizer state; "
-                             f"vmap opt.init over values for a sweep), got an array of shape "
+            raise ValueError(f"{owner}: {name} must be a scalar (one value per run; vmap over "
+                             f"opt.init for a sweep), got an array of shape "
                              f"{jnp.shape(value)}")
         return value
     # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
@@ -149,11 +149,11 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
     if isinstance(value, bool) or array is None or array.dtype.kind not in "iuf":
         raise TypeError(f"{owner}: {name} must be a number, got {value!r} ({type(value).__name__})")
     if array.ndim != 0:
-        raise ValueError(f"{owner}: {name} must be a scalar (one value per optimizer state; "
-                         f"vmap opt.init over values for a sweep), got an array of shape {array.shape}")
+        raise ValueError(f"{owner}: {name} must be a scalar (one value per run; vmap over "
+                         f"opt.init for a sweep), got an array of shape {array.shape}")
     number = float(array)
     if not (np.isfinite(number) and rule.ok(np.float64(number))):
-        raise ValueError(f"{owner}: {name} must be {rule.expected}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be {rule.expected}, got {number!r}")
     if dtype is not None:
         with np.errstate(over="ignore"):  # an overflow to inf is what this looks for
             cast = np.asarray(number, dtype)
@@ -172,6 +172,12 @@ def check_hyperparams(opt: Optimizer, owner: str, opt_state) -> None:
         for name, value in opt_state.hyperparams.items():
             if name in rules:
                 _check_hyperparam(f"{owner}: opt_state", name, value, rules[name])
+
+
+def _at_least_float32(dtype):
+    """The dtype optimizer arithmetic runs in for params of `dtype` (half and 8-bit floats
+    promote to nothing implicitly)."""
+    return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
 
 def _check_trainable_floats(owner, params):
@@ -251,8 +257,7 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
         # float32 models, even under x64)
         floats = [leaf for leaf in jax.tree.leaves(params)
                   if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
-        dtype = jnp.promote_types(jnp.result_type(*floats) if floats else jnp.result_type(float),
-                                  jnp.float32)
+        dtype = _at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
             count=jnp.zeros((), jnp.int32),
@@ -317,7 +322,7 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
             if moves:  # a leaf under a State stays as it is
                 # The rule runs in p's dtype, at least float32 (in float16 Adam's eps 1e-8
                 # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out.
-                dtype = jnp.promote_types(p.dtype, jnp.float32)
+                dtype = _at_least_float32(p.dtype)
                 new_p, slots = rule(p.astype(dtype), g.astype(dtype),
                                     {name: s.astype(dtype) for name, s in slots.items()},
                                     {name: h.astype(dtype) for name, h in hyper.items()},

@@ -211,7 +211,8 @@ def _epoch(model, loss, opt, batch_size, mesh):
 
 class Run(NamedTuple):
     """What `_runner`'s program returns: `count` losses (and validation losses, None
-    without validation data), and whether every float in the final params is finite."""
+    without validation data), and for each epoch whether every float in the params and
+    optimizer state after it is finite (None when the run was given no `active`)."""
 
     params: Any
     opt_state: Any
@@ -220,30 +221,47 @@ class Run(NamedTuple):
     finite: Array
 
 
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+                              if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [jnp.bool_(True)]))
+
+
 @shared
 def _runner(model, loss, opt, batch_size, mesh):
-    """Jitted `run(params, state, x, y, key, count, validation) -> Run`: `count` epochs.
+    """Jitted `run(params, state, x, y, key, count, validation, active=None) -> Run`.
 
-    `validation` is None or `(x_val, y_val)`, whose loss (in inference mode) is
-    recorded after each epoch. `count` is a static int, one compile per value:
-    a loop of known length runs on a GPU without reading its condition back to
-    the host every epoch.
+    A loop of `count` epochs. `validation` is None or `(x_val, y_val)`, whose
+    loss (in inference mode) is recorded after each epoch. `count` is a static
+    int, one compile per value: a loop of known length runs on a GPU without
+    reading its condition back to the host every epoch. `active` (an int32
+    scalar, traced) runs only the first `active` epochs of the loop: the
+    others pass the params and state through unchanged (`lax.cond`) and record
+    a loss of 0, so one program runs any number of epochs up to `count`.
     """
     prepare, epoch = _epoch(model, loss, opt, batch_size, mesh)
 
-    def run(params, state, x, y, key, count, validation):
+    def run(params, state, x, y, key, count, validation, active=None):
         dtype = jnp.result_type(float)
         x = prepare(x)
 
-        def body(carry, _):
+        def trained(carry):
             params, state, value = epoch(*carry, x, y, key)
             val_value = None if validation is None else loss.value(
                 model.apply(params, validation[0]), validation[1]).astype(dtype)
-            return (params, state), (value.astype(dtype), val_value)
+            return (params, state), value.astype(dtype), val_value
 
-        (params, state), (losses, val_losses) = lax.scan(body, (params, state), length=count)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(params)
-                                    if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [True]))
+        def skipped(carry):
+            return carry, jnp.zeros((), dtype), None if validation is None else jnp.zeros((), dtype)
+
+        def body(carry, i):
+            if active is None:
+                carry, value, val_value = trained(carry)
+                return carry, (value, val_value, None)
+            carry, value, val_value = lax.cond(i < active, trained, skipped, carry)
+            return carry, (value, val_value, _all_finite(carry))
+
+        (params, state), (losses, val_losses, finite) = lax.scan(
+            body, (params, state), jnp.arange(count, dtype=jnp.int32))
         return Run(params, state, losses, val_losses, finite)
 
     shardings = {}
@@ -251,7 +269,7 @@ def _runner(model, loss, opt, batch_size, mesh):
         replicated = NamedSharding(mesh, PartitionSpec())
         data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
         shardings = dict(out_shardings=replicated, in_shardings=(
-            replicated, replicated, data, data, replicated, replicated))
+            replicated, replicated, data, data, replicated, replicated, replicated))
     return jax.jit(run, static_argnums=5, **shardings)
 
 
@@ -353,7 +371,8 @@ def _train(model, loss, opt, epochs, batch_size, mesh):
             key = jax.random.key(0)
         check_same_on_every_process("train", mesh, {"params": params, "opt_state": opt_state})
         x, y = place(mesh, x, y, size)
-        result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None)
+        result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None,
+                                                         None)
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
         # given invalid ones reports NaN losses, never a result that looks like one.
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True

@@ -1,8 +1,12 @@
 """fnnet.save / fnnet.load: exact round trips, and every bad file refused with a ValueError."""
 
+import io
 import json
 import os
 import pathlib
+import subprocess
+import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -169,7 +173,7 @@ def test_npz_without_header_raises(tmp_path):
 
 @pytest.mark.parametrize("header, match", [
     ("{not json", r"has a corrupt header"),
-    (json.dumps({"format": 2, "metadata": None}), r"has format 2, expected 1"),
+    (json.dumps({"format": 3, "metadata": None}), r"has format 3, expected 1 or 2"),
     (json.dumps({"metadata": None}), r"has format None, expected 1"),
     ("5", r"has a corrupt header: 5 is not a JSON object"),
     ("[1, 2]", r"has a corrupt header: \[1, 2\] is not a JSON object"),
@@ -271,3 +275,119 @@ def test_pathlike_paths(tmp_path):
     path = pathlib.PurePath(tmp_path / "p.npz")
     fnnet.save(path, params, state)
     assert_trees_equal(fnnet.load(path, like=(params, state))[1], state)
+
+
+# Dtypes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float8_e4m3fn],
+                         ids=["bfloat16", "float16", "float8_e4m3fn"])
+def test_low_precision_round_trips(tmp_path, dtype):
+    """bfloat16 and float8, which NumPy cannot store, are stored as their bits."""
+    params = {"w": jnp.asarray([[0.5, -3.25, 1e-3]], dtype), "b": jnp.asarray([7.0], dtype)}
+    opt = fnnet.SGD(lr=0.1, momentum=0.5)
+    path = tmp_path / "low.npz"
+    fnnet.save(path, params, opt.init(params))
+    got_params, got_state, _ = fnnet.load(path, like=(params, opt.init(params)))
+    assert_trees_equal(got_params, params)
+    assert got_state.hyperparams["lr"].dtype == jnp.float32  # optimizer arithmetic: >= float32
+    as_float32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+    with pytest.raises(ValueError, match=rf"entry \"params\['b'\]\" is {jnp.dtype(dtype).name}\[1\], "
+                                         r"expected float32\[1\]"):
+        fnnet.load(path, like=(as_float32, None))
+
+
+def test_format_1_files_still_load(tmp_path):
+    params, _ = make_state()
+    path = tmp_path / "old.npz"
+    arrays = {**fnnet.checkpoint._flatten("params", params),
+              "__fnnet__": np.array(json.dumps({"format": 1, "metadata": {"v": 1},
+                                                "has_opt_state": False}))}
+    np.savez(path, **arrays)
+    got, _, metadata = fnnet.load(path, like=(params, None))
+    assert_trees_equal(got, params)
+    assert metadata == {"v": 1}
+
+
+@pytest.mark.parametrize("leaf, match", [
+    ("abc", r"save: params\['name'\] must be an array or a number, got str 'abc'"),
+    (object(), r"save: params\['name'\] must be an array or a number, got object"),
+    (np.array(["a", "b"]), r"save: params\['name'\] must be a numeric array, got dtype <U1"),
+    (np.array([None], dtype=object),
+     r"save: params\['name'\] must be a numeric array, got dtype object"),
+], ids=["str", "object", "str-array", "object-array"])
+def test_a_leaf_that_is_not_an_array_is_refused(tmp_path, leaf, match):
+    with pytest.raises(TypeError, match=match):
+        fnnet.save(tmp_path / "x.npz", {"w": jnp.zeros(2), "name": leaf})
+    assert os.listdir(tmp_path) == []
+
+
+def _npy_claiming(descr, shape, data=b"\0" * 8):
+    """The bytes of an .npy entry whose header claims `descr` and `shape`, with `data` only."""
+    entry = io.BytesIO()
+    np.lib.format.write_array_header_1_0(entry, {"descr": descr, "fortran_order": False,
+                                                 "shape": shape})
+    return entry.getvalue() + data
+
+
+def _replace_entry(path, name, data):
+    with zipfile.ZipFile(path) as source:
+        entries = {info.filename: source.read(info) for info in source.infolist()}
+    entries[name + ".npy"] = data
+    with zipfile.ZipFile(path, "w") as target:
+        for filename, content in entries.items():
+            target.writestr(filename, content)
+
+
+@pytest.mark.parametrize("name, entry, match", [
+    ("params[0]['b']", _npy_claiming("<f4", (10 ** 12,)),
+     r"entry \"params\[0\]\['b'\]\" is float32\[1000000000000\], expected float32\[3\]"),
+    ("params[0]['b']", _npy_claiming("<f4", (3,), data=b""),
+     (r"not a readable fnnet checkpoint .*entry \"params\[0\]\['b'\]\" claims float32\[3\], "
+      r"more than the file holds")),
+    ("__fnnet__", _npy_claiming("<U100000000", ()),
+     r"not a readable fnnet checkpoint .*entry '__fnnet__' claims <U100000000\[\], more than"),
+], ids=["params-entry", "short-entry", "header-entry"])
+def test_a_header_claiming_a_huge_shape_allocates_nothing(saved, monkeypatch, name, entry, match):
+    """An entry whose .npy header claims 10**12 values is refused from its header, before
+    its data is read: compared with like, and with the size of the file."""
+    path, params, state = saved
+    _replace_entry(path, name, entry)
+    real_read_array = np.lib.format.read_array
+
+    def read_array(file, *args, **kwargs):
+        if file.name == name + ".npy":
+            pytest.fail("load read the data of a lying entry")
+        return real_read_array(file, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "read_array", read_array)
+    with pytest.raises(ValueError, match=match):
+        fnnet.load(path, like=(params, state))
+
+
+def test_save_errors_name_the_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"save: cannot write checkpoint "
+                                                r"'[^']*missing/run\.npz': No such file"):
+        fnnet.save(tmp_path / "missing" / "run.npz", {"w": jnp.zeros(2)})
+
+
+# Temporary files ---------------------------------------------------------------------------
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_save_removes_the_temporaries_dead_processes_left_of_it(saved):
+    """A SIGKILL mid-save leaves `.run.npz.fnnet-PID-XXXX.tmp`: the next save of run.npz removes
+    those of dead processes, and leaves a live writer's, other checkpoints' and other files."""
+    path, params, state = saved
+    folder = path.parent
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [f".run.npz.fnnet-{dead}-abc_12.tmp", f".run.npz.fnnet-{dead}-x9.tmp"]
+    kept = [f".run.npz.fnnet-{alive}-abc.tmp", f".other.npz.fnnet-{dead}-abc.tmp",
+            ".fnnet-abc.tmp", f".run.npz.fnnet-{dead}-abc.tmp.keep", "notes.txt"]
+    for name in stale + kept:
+        (folder / name).write_bytes(b"\0" * 1000)
+    fnnet.save(path, params, state)
+    assert sorted(os.listdir(folder)) == sorted(kept + [path.name])

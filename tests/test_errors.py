@@ -139,7 +139,8 @@ def test_fit_wrong_rank_or_features(no_training, x, match):
 
 
 @pytest.mark.parametrize("validation, match", [
-    (lambda x, y: (x[:, :1], y), LINEAR + r"expected input with 2 features .*got shape \(16, 1\)"),
+    (lambda x, y: (x[:, :1], y), r"fit: the model on x_val: " + LINEAR
+     + r"expected input with 2 features .*got shape \(16, 1\)"),
     (lambda x, y: (x, y[:, 0]), r"fit: y_val does not fit the model's output on x_val: LossBCE: "
                                 r"prediction and target must have the same shape, got \(16, 1\) "
                                 r"and \(16,\)"),
@@ -157,6 +158,78 @@ def test_targets_of_the_wrong_shape(no_training):
     with pytest.raises(ValueError, match=r"LossBCE: prediction and target must have the same "
                                          r"shape, got \(16, 1\) and \(16,\)"):
         via_train_step(jnp.asarray(x), jnp.asarray(y[:, 0]))
+
+
+# --- the wrong thing in fit's place: arguments swapped, a key that is not one key ------------
+
+
+@pytest.mark.parametrize("change, error, match", [
+    ({"model": LOSS}, TypeError,
+     r"fit: model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss"),
+    ({"loss": OPT}, TypeError, r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got Optimizer"),
+    ({"opt": LOSS}, TypeError,
+     r"fit: opt must be an Optimizer \(e\.g\. fnnet\.SGD\(lr=0\.1\)\), got Loss"),
+    ({"model": MODEL.apply}, TypeError,
+     r"fit: model must be a Layer .*got the function _compose\.<locals>\.apply"),
+    ({"loss": LOSS.value}, TypeError, r"fit: loss must be a Loss .*got the function "),
+    ({"key": 0}, TypeError, r"fit: key must be a JAX PRNG key such as jax\.random\.key\(0\), got int 0"),
+    ({"key": np.uint32(7)}, TypeError, r"fit: key must be a JAX PRNG key .*got uint32 7"),
+    ({"key": jax.random.split(jax.random.key(0), 3)}, ValueError,
+     r"fit: key must be one key, got an array of 3 keys \(shape \(3,\)\); pass one of them"),
+    ({"key": jax.random.split(jax.random.PRNGKey(0), 4)}, ValueError,
+     r"fit: key must be one key, got an array of 4 keys \(shape \(4, 2\)\)"),
+    ({"params": list(init())}, TypeError,
+     r"fit: params must have the structure model\.init gives, PyTreeDef\(\(\{.*got PyTreeDef\(\[\{"),
+    ({"params": jax.tree.map(lambda p: p.astype(jnp.int32), init())}, TypeError,
+     r"fit: params\[0\]\['b'\] has dtype int32; trainable params must be floating point"),
+    ({"params": jax.tree.map(lambda p: p > 0, init())}, TypeError,
+     r"fit: params\[0\]\['b'\] has dtype bool; trainable params must be floating point"),
+    ({"params": jax.tree.map(lambda p: p.astype(jnp.complex64), init())}, TypeError,
+     r"fit: params\[0\]\['b'\] has dtype complex64; trainable params must be floating point"),
+    ({"checkpoint": 3}, TypeError,
+     r"fit: checkpoint must be a path \(a str or os\.PathLike\), got int"),
+], ids=["Loss-as-model", "Optimizer-as-loss", "Loss-as-opt", "function-as-model",
+        "function-as-loss", "int-key", "numpy-int-key", "split-keys", "split-raw-keys",
+        "list-params", "int-params", "bool-params", "complex-params", "int-checkpoint"])
+def test_fit_wrong_kind_of_argument(no_training, change, error, match):
+    x, y = data()
+    kwargs = {"params": init(), "checkpoint": no_training, "checkpoint_every": 1, **change}
+    with pytest.raises(error, match=match):
+        fit(x, y, **kwargs)
+
+
+def test_fit_accepts_an_old_style_raw_key(monkeypatch):
+    """`jax.random.PRNGKey(3)` is one key (two uint32 words): the same run as `key(3)`."""
+    x, y = data()
+    runs = [fit(x, y, key=key, batch_size=4) for key in (jax.random.PRNGKey(3), jax.random.key(3))]
+    for got, want in zip(jax.tree.leaves(runs[0].params), jax.tree.leaves(runs[1].params)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_fit_complex_targets(no_training):
+    x, y = data()
+    fit_raises(TypeError, r"fit: y must be real, got dtype complex64: the losses are defined on "
+                          r"real targets", x, y.astype(np.complex64), no_training, loss=fnnet.LossMSE())
+    fit_raises(TypeError, r"fit: y_val must be real, got dtype complex64", x, y, no_training,
+               loss=fnnet.LossMSE(), validation=(x, y.astype(np.complex64)))
+
+
+@pytest.mark.parametrize("validation, match", [
+    (lambda x, y: (x, 2 * y), r"fit: y_val: LossBCE: targets must be in \[0, 1\]"),
+    (lambda x, y: (x[:, :1], y), r"fit: the model on x_val: serial layer 0"),
+    (lambda x, y: (x.astype(np.int32), y), r"fit: x_val must be floating point"),
+    (lambda x, y: (x, y[:5]), r"fit: x_val and y_val must have the same number of samples"),
+], ids=["y_val-range", "x_val-features", "x_val-dtype", "lengths"])
+def test_fit_validation_errors_name_the_validation_data(no_training, validation, match):
+    x, y = data()
+    fit_raises((TypeError, ValueError), match, x, y, no_training, validation=validation(x, y))
+
+
+def test_fit_validation_labels_name_the_validation_data(no_training):
+    x, _ = data()
+    fit_raises(ValueError, r"fit: y_val: LossCrossEntropy: labels must be in \[0, 3\)", x,
+               labels(), no_training, model=CLASSIFIER, loss=fnnet.LossCrossEntropy(),
+               validation=(x, labels() + 1))
 
 
 # --- integer or bool inputs ----------------------------------------------------------------

@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 import fnnet
 
@@ -93,3 +94,36 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
         for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(whole.params)):
             assert np.array_equal(np.asarray(a), np.asarray(b))
         assert np.array_equal(resumed.losses, whole.losses)
+
+
+@pytest.mark.slow
+def test_temporaries_of_saves_killed_mid_write_are_removed_by_the_next_save(tmp_path):
+    """A process SIGKILLed while writing run.npz leaves its temporary file; the next save of
+    run.npz (here by a second process, killed too, then by this one) removes it."""
+    path = tmp_path / "run.npz"
+    code = f"""
+    import numpy
+    real_savez = numpy.savez
+    def savez_and_hang(file, **arrays):
+        real_savez(file, **arrays)
+        print("writing", flush=True)
+        time.sleep(120)
+    fnnet.checkpoint.np.savez = savez_and_hang
+    fnnet.save({str(path)!r}, params)
+    """
+    for _ in range(2):
+        child = run_child(code)
+        try:
+            assert child.stdout.readline().strip() == "writing", child.stderr.read()
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+        finally:
+            child.kill()
+            child.communicate()
+        left = os.listdir(tmp_path)
+        assert len(left) == 1 and left[0].startswith(f".run.npz.fnnet-{child.pid}-"), left
+    params = {"w": np.arange(3.0)}
+    fnnet.save(path, params)
+    assert os.listdir(tmp_path) == ["run.npz"]
+    np.testing.assert_array_equal(np.asarray(fnnet.load(path, like=(params, None))[0]["w"]),
+                                  params["w"])

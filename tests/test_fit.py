@@ -1,7 +1,10 @@
 """fnnet.fit: it learns, compiles once per configuration, guards NaNs, checkpoints and resumes."""
 
+import errno
 import importlib
 import os
+import re
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -83,25 +86,27 @@ def manual_sgd(params, x, y, lr, epochs):
     return params, np.asarray(losses, np.float32)
 
 
-def test_a_shorter_last_chunk_is_a_second_program_compiled_once(tmp_path):
-    """Chunks of 5, 5 and 2 epochs: two loop programs (the length is static), each
-    compiled once, none again on a second fit; the result is that of one 12-epoch chunk."""
+def test_one_program_for_every_setting_compiled_once(tmp_path):
+    """Chunks of 5, 5 and 2 epochs, of 12, of 3 epochs, with or without a progress bar: one
+    loop program, compiled once, and bitwise the same result."""
     model = fnnet.serial(fnnet.Linear(2, 5), fnnet.Tanh(), fnnet.Linear(5, 1), fnnet.Sigmoid())
     x, y = data()
     params = init(model)
 
     def run(**kwargs):
-        return fnnet.fit(model, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=12, progress=False,
-                         **kwargs)
+        return fnnet.fit(model, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=12,
+                         **{"progress": False, **kwargs})
 
-    for expected in (2, 0):
-        with count_compilations() as compiled:
-            chunked = run(checkpoint=tmp_path / "run.npz", checkpoint_every=5)
-        assert len([name for name in compiled if "run" in name]) == expected, compiled
-    whole = run(checkpoint=tmp_path / "whole.npz", checkpoint_every=12)
-    np.testing.assert_allclose(chunked.losses, whole.losses, rtol=1e-6)
-    for g, w in zip(jax.tree.leaves(chunked.params), jax.tree.leaves(whole.params)):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6)
+    with count_compilations() as compiled:
+        chunked = run(checkpoint=tmp_path / "run.npz", checkpoint_every=5)
+    assert len([name for name in compiled if "run" in name]) == 1, compiled
+    with count_compilations() as compiled:
+        others = [run(checkpoint=tmp_path / "whole.npz", checkpoint_every=12), run(),
+                  run(checkpoint=tmp_path / "three.npz", checkpoint_every=3), run(progress=True)]
+    assert [name for name in compiled if "run" in name] == [], compiled
+    for other in others:
+        assert_trees_equal(other.params, chunked.params)
+        assert np.array_equal(other.losses, chunked.losses)
 
 
 def test_second_fit_with_new_objects_does_not_recompile():
@@ -136,11 +141,11 @@ def linear_data():
 
 
 @pytest.mark.parametrize("lr", [1e30, 8.0])
-def test_divergence_raises_with_the_last_finite_state(lr):
+def test_divergence_carries_the_last_params_whose_loss_was_finite(lr):
     x, y = linear_data()
     params = init(LINEAR)
     opt = fnnet.SGD(lr=lr)
-    epochs = 100  # chunks of 5 epochs
+    epochs = 100
     with pytest.raises(fnnet.TrainingDiverged,
                        match=r"fit: the loss became non-finite at epoch (\d+) ") as info:
         fnnet.fit(LINEAR, fnnet.LossMSE(), opt, params, x, y, epochs=epochs, progress=False)
@@ -162,10 +167,10 @@ def test_divergence_raises_with_the_last_finite_state(lr):
     first_bad = len(losses) - 1
     assert not np.isfinite(losses[first_bad]), "this learning rate should diverge"
     assert error.epoch == first_bad
-    assert error.start_epoch <= error.epoch < error.start_epoch + 5
-    assert error.start_epoch % 5 == 0
+    assert error.start_epoch == first_bad - 1
+    assert f"those at the start of epoch {error.start_epoch}," in str(error)
     if lr == 8.0:
-        assert error.start_epoch > 0  # the interesting case: diverged after some chunks
+        assert error.start_epoch > 5  # the interesting case: diverged after some chunks
 
     assert all_finite((error.params, error.opt_state))
     assert int(error.opt_state.count) == error.start_epoch
@@ -173,6 +178,73 @@ def test_divergence_raises_with_the_last_finite_state(lr):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5)
     assert error.losses.shape == (error.start_epoch,)
     np.testing.assert_allclose(error.losses, losses[:error.start_epoch], rtol=1e-5)
+    at_params = float(fnnet.LossMSE().value(LINEAR.apply(error.params, x), y))
+    assert np.isfinite(at_params)
+    np.testing.assert_allclose(at_params, losses[error.start_epoch], rtol=1e-5)
+
+
+def test_divergence_at_a_chunk_start_carries_params_with_a_finite_loss():
+    """SGD(1e6) on a linear model: the loss is finite for epochs 0-2 and inf at epoch 3, the
+    start of the second chunk (60 epochs: progress chunks of 3). The params at epoch 3 are
+    finite (about 1e19) but their loss is not; the error carries epoch 2's, replayed from
+    the previous chunk's start."""
+    x, y = linear_data()
+    with pytest.raises(fnnet.TrainingDiverged, match=r"non-finite at epoch 3 .* those at the "
+                                                     r"start of epoch 2,") as info:
+        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.SGD(lr=1e6), init(LINEAR), x, y, epochs=60,
+                  progress=False)
+    error = info.value
+    assert (error.epoch, error.start_epoch, int(error.opt_state.count)) == (3, 2, 2)
+    assert np.isfinite(float(fnnet.LossMSE().value(LINEAR.apply(error.params, x), y)))
+
+
+def test_an_optimizer_state_that_overflows_is_divergence():
+    """Adam's second moment overflows to inf (grads of 1e22) while the loss stays finite (1e24):
+    the params then stop moving. The error names the epoch and carries finite state."""
+    x, _ = data()
+    x, y = x * 1e10, jnp.full((x.shape[0], 1), 1e12, jnp.float32)
+    with pytest.raises(fnnet.TrainingDiverged, match=r"fit: the params or optimizer state "
+                                                     r"became non-finite in epoch 0 \(its loss "
+                                                     r"9\.9\d*e\+23 was finite\)"):
+        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.Adam(lr=0.1), init(LINEAR), x, y, epochs=20,
+                  progress=False)
+
+
+@pytest.mark.parametrize("where", ["params", "opt_state"])
+def test_non_finite_start_is_refused_before_training(where, monkeypatch):
+    monkeypatch.setattr(fit_module, "_runner", lambda *a: pytest.fail("training started"))
+    x, y = linear_data()
+    params = init(LINEAR)
+    state = fnnet.SGD(lr=0.1, momentum=0.5).init(params)
+    if where == "params":
+        params = ({**params[0], "w": params[0]["w"].at[0, 0].set(np.nan)},)
+        match = r"fit: params\[0\]\['w'\] holds 1 NaN or infinite value\(s\); training must start"
+    else:
+        state = state._replace(slots={"velocity": ({**state.slots["velocity"][0],
+                                                    "b": jnp.full((1,), np.inf)},)})
+        match = r"fit: opt_state\.slots\['velocity'\]\[0\]\['b'\] holds 1 NaN or infinite"
+    with pytest.raises(ValueError, match=match):
+        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.SGD(lr=0.1, momentum=0.5), params, x, y,
+                  epochs=5, progress=False, opt_state=state)
+
+
+# The learning rate -------------------------------------------------------------------------------
+
+def test_a_learning_rate_that_underflows_to_zero_is_announced():
+    """SGD(0.1, decay=0.5): lr * 0.5**t is exactly 0.0 in float32 from some step on; fit says
+    which before training, and that step's lr, computed as the optimizer computes it, is 0."""
+    x, y = linear_data()
+    params = init(LINEAR)
+    opt = fnnet.SGD(lr=0.1, decay=0.5)
+    with pytest.warns(fnnet.LearningRateUnderflow,
+                      match=r"fit: the learning rate underflows to 0\.0 in float32 at step "
+                            r"(\d+) \(epoch \1\)") as record:
+        fnnet.fit(LINEAR, fnnet.LossMSE(), opt, params, x, y, epochs=300, progress=False)
+    step = int(re.search(r"at step (\d+)", str(record[0].message)).group(1))
+    hyperparams = opt.init(params).hyperparams
+    lr_at = jax.jit(lambda t: hyperparams["lr"] * hyperparams["decay"] ** t)
+    assert float(lr_at(jnp.int32(step))) == 0.0 < float(lr_at(jnp.int32(step - 1)))
+    assert 100 < step < 160  # 0.1 * 2**-t leaves float32 between 2**-126 and 2**-149
 
 
 # Checkpoints -------------------------------------------------------------------------------------
@@ -283,6 +355,90 @@ def test_resume_checks_the_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r"has no entry .*b1"):  # saved from another optimizer
         fnnet.fit(MODEL, LOSS, fnnet.Adam(lr=0.3), params, x, y, epochs=EPOCHS, progress=False,
                   checkpoint=path, checkpoint_every=EVERY, resume=True)
+
+
+def training_fails(*args):
+    raise AssertionError("fit started training")
+
+
+@pytest.mark.parametrize("where, error, match", [
+    (lambda d: d / "missing" / "run.npz", FileNotFoundError,
+     (r"fit: cannot write checkpoint '[^']*missing/run\.npz': its folder '[^']*missing' does "
+      r"not exist")),
+    (lambda d: d, IsADirectoryError, r"fit: checkpoint '[^']*' is a folder"),
+], ids=["missing-folder", "a-folder"])
+def test_an_unwritable_checkpoint_fails_before_training(tmp_path, monkeypatch, where, error,
+                                                        match):
+    monkeypatch.setattr(fit_module, "_runner", training_fails)
+    x, y = data()
+    with pytest.raises(error, match=match):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, y, epochs=EPOCHS, progress=False,
+                  checkpoint=where(tmp_path), checkpoint_every=EVERY)
+
+
+def test_a_read_only_folder_fails_before_training(tmp_path, monkeypatch):
+    """The error names the checkpoint, not the temporary file that met the refusal. As root
+    (which writes anywhere) the folder's refusal is simulated."""
+    monkeypatch.setattr(fit_module, "_runner", training_fails)
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:
+        def refuse(dir, prefix, suffix):
+            name = os.path.join(dir, prefix + "abcd" + suffix)
+            raise PermissionError(errno.EACCES, "Permission denied", name)
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    x, y = data()
+    try:
+        with pytest.raises(PermissionError, match=r"fit: cannot write checkpoint "
+                                                  r"'[^']*read-only/run\.npz': Permission "
+                                                  r"denied") as info:
+            fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, y, epochs=EPOCHS,
+                      progress=False, checkpoint=folder / "run.npz")
+    finally:
+        folder.chmod(0o700)
+    assert ".tmp" not in str(info.value)
+    assert os.listdir(folder) == []
+
+
+def test_a_checkpoint_that_fails_mid_run_carries_the_run(tmp_path, monkeypatch):
+    """The disk fills up at the second checkpoint (epoch 6): the error carries what the run
+    trained (bitwise that of a 6-epoch run), and the epoch-3 checkpoint stays intact."""
+    x, y = data()
+    x_val, y_val = data(16, seed=3)
+    params = init()
+    path = tmp_path / "run.npz"
+    real_savez, calls = np.savez, []
+
+    def savez_then_fill_the_disk(file, **arrays):
+        calls.append(1)
+        real_savez(file, **arrays)
+        if len(calls) == 2:
+            file.truncate(file.tell() // 2)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def run(epochs, **kwargs):
+        return fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=epochs,
+                         progress=False, validation=(x_val, y_val), **kwargs)
+
+    monkeypatch.setattr(fnnet.checkpoint.np, "savez", savez_then_fill_the_disk)
+    with pytest.raises(fnnet.CheckpointError,
+                       match=r"fit: training stopped at epoch 6, as its checkpoint could not be "
+                             r"written \(\[Errno 28\] save: cannot write checkpoint "
+                             r"'[^']*run\.npz': No space left on device\)") as info:
+        run(EPOCHS, checkpoint=path, checkpoint_every=EVERY)
+    monkeypatch.undo()
+    error = info.value
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert ".tmp" not in str(error)
+    assert error.epoch == 2 * EVERY
+    want = run(2 * EVERY)
+    assert_trees_equal(error.params, want.params)
+    assert_trees_equal(error.opt_state, want.opt_state)
+    assert np.array_equal(error.losses, want.losses)
+    assert np.array_equal(error.val_losses, want.val_losses)
+    assert sorted(os.listdir(tmp_path)) == ["run.npz"]
+    assert fnnet.load(path, like=(params, None))[2]["epochs_done"] == EVERY
 
 
 # Progress and input errors -----------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""Writing a checkpoint atomically: a temporary file beside it, synced, renamed over it.
+
+The temporary is named `.{name}.fnnet-{pid}-XXXX.tmp`, so it can be tied to its
+checkpoint and its writer: a SIGKILL mid-write leaves it behind, and the next
+write of the same checkpoint removes those whose writer has ended. Errors name
+the checkpoint, never the temporary file.
+"""
+
+import errno
+import os
+import re
+import tempfile
+
+
+def named_error(error: OSError, path: str, owner: str) -> OSError:
+    """`error` again (the same class, as OSError picks it from errno), naming the
+    checkpoint rather than the temporary file."""
+    message = f"{owner}: cannot write checkpoint {path!r}: {error.strerror or error}"
+    return OSError(error.errno, message) if error.errno else type(error)(message)
+
+
+def _temporary(folder: str, base: str) -> tuple:
+    """`(handle, path)` of a new temporary file for checkpoint `base` in `folder`."""
+    return tempfile.mkstemp(dir=folder, prefix=f".{base}.fnnet-{os.getpid()}-", suffix=".tmp")
+
+
+def _remove_stale_temporaries(folder: str, base: str) -> None:
+    """Remove the temporaries of checkpoint `base` left by processes that have ended
+    (a SIGKILL mid-write); a live writer's temporary stays. POSIX only."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(re.escape(f".{base}.fnnet-") + r"(\d+)-[A-Za-z0-9_]+\.tmp")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+        except OSError:  # alive, another user's process
+            pass
+
+
+def check_writable(path, owner: str) -> None:
+    """Raise the OSError a write of `path` would meet (a missing or read-only folder, `path`
+    a folder), naming `path`, by creating and removing a temporary file beside it."""
+    path = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{owner}: checkpoint {path!r} is a folder")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, f"{owner}: cannot write checkpoint {path!r}: "
+                                              f"its folder {folder!r} does not exist")
+    try:
+        handle, temporary = _temporary(folder, base)
+        os.close(handle)
+        os.remove(temporary)
+    except OSError as error:
+        raise named_error(error, path, owner) from error
+
+
+def write_atomically(path: str, write, owner: str) -> None:
+    """`write(file)` into a temporary file beside `path`, then rename it over `path`."""
+    folder, base = os.path.split(os.path.abspath(path))
+    _remove_stale_temporaries(folder, base)
+    try:
+        handle, temporary = _temporary(folder, base)
+    except OSError as error:
+        raise named_error(error, path, owner) from error
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it 0600; give the usual mode
+        os.replace(temporary, path)
+    except BaseException as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if isinstance(error, OSError):
+            raise named_error(error, path, owner) from error
+        raise
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: str) -> None:
+    """Make the rename durable (a power cut after it keeps the new file); POSIX only."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

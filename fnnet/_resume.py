@@ -1,0 +1,201 @@
+"""Resuming `fit`: what defines a run, stored in its checkpoints and compared on resume.
+
+A run is defined by its data, its key, its batch size, and what its model,
+loss and optimizer compute. The last three are functions; `describe` writes
+one as text that is the same in every process: a function by its module and
+qualified name, the values it closes over (sizes, rates, names, other
+functions and layers) and, for code outside fnnet, the numbers and names its
+body uses. A `Layer`'s `init` and an `Optimizer`'s `init` (how params are
+drawn, default hyperparameters) are left out, as in their equality: a
+resumed run takes params and optimizer state from the checkpoint.
+"""
+
+import functools
+import hashlib
+import types
+
+import jax
+import numpy as np
+
+from fnnet.checkpoint import load
+from fnnet.layers import Layer
+from fnnet.optim import Optimizer
+
+
+class _Describer:
+    """Writes values as text. A layer, optimizer or function inside another is written as
+    a hash of its own text (computed once per object), so the text grows with the
+    model, not with how often its parts are referenced, and equal parts read the same
+    whether or not they are one object."""
+
+    def __init__(self):
+        self.tokens, self.alive = {}, []
+
+    def __call__(self, value, top=False) -> str:
+        if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+            return repr(value)
+        if isinstance(value, (Layer, Optimizer, types.FunctionType)) and not top:
+            if id(value) not in self.tokens:
+                self.tokens[id(value)] = "<cycle>"  # until its text is done
+                self.alive.append(value)  # its id stays its own while we run
+                text = self(value, top=True)
+                self.tokens[id(value)] = "#" + hashlib.sha256(text.encode()).hexdigest()[:16]
+            return self.tokens[id(value)]
+        if isinstance(value, Layer):  # as in Layer's equality: not how params are drawn
+            return "Layer" + self(tuple(value[1:]))
+        if isinstance(value, Optimizer):
+            return "Optimizer" + self(tuple(value[1:]))
+        if isinstance(value, (tuple, list)):
+            return f"{type(value).__name__}({', '.join(self(v) for v in value)})"
+        if type(value) is dict:
+            items = sorted((repr(k), self(v)) for k, v in value.items())
+            return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+        if isinstance(value, np.dtype):
+            return f"dtype({value})"
+        if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+            array = np.asarray(value)
+            bits = hashlib.sha256(array.tobytes()).hexdigest()[:16]
+            return f"array({array.dtype}{list(array.shape)}, {bits})"
+        if isinstance(value, functools.partial):
+            return f"partial({self(value.func)}, {self(value.args)}, {self(value.keywords)})"
+        if isinstance(value, types.FunctionType):
+            return self.function(value)
+        # anything else (a jax-wrapped function, a class): its type and name, never its
+        # repr, which may hold a memory address
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+        return f"{kind}:{getattr(value, '__module__', None)}.{name}" if isinstance(name, str) else kind
+
+    def function(self, f) -> str:
+        parts = []
+        for cell in f.__closure__ or ():
+            try:
+                parts.append(self(cell.cell_contents))
+            except ValueError:  # an empty cell
+                parts.append("<empty>")
+        parts += [self(default) for default in f.__defaults__ or ()]
+        parts += [self(item) for item in sorted((f.__kwdefaults__ or {}).items())]
+        if not (f.__module__ or "").startswith("fnnet"):
+            # user code: what its body uses, e.g. the 3 of `lambda x: x ** 3`
+            code = f.__code__
+            parts.append(repr([c for c in code.co_consts if isinstance(c, (int, float, complex))]))
+            parts.append(repr(code.co_names))
+        return f"{f.__module__}.{f.__qualname__}({', '.join(parts)})"
+
+
+def describe(value) -> str:
+    """A text identifying what `value` (a Layer, Loss, Optimizer, function) computes, the
+    same in every process for equal constructions."""
+    return _Describer()(value, top=True)
+
+
+def digest(value) -> str:
+    """A short hash of `describe(value)`."""
+    return hashlib.sha256(describe(value).encode()).hexdigest()[:32]
+
+
+def data_digest(*arrays) -> str:
+    """A hash of arrays' shapes, dtypes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype}{list(a.shape)};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+def key_spec(key) -> list:
+    """A key as JSON: `[implementation, [its uint32 words]]`."""
+    return [str(jax.random.key_impl(key)), np.asarray(jax.random.key_data(key)).tolist()]
+
+
+def run_spec(model, loss, opt, x, y, validation, batch_size, key, count) -> dict:
+    """What defines a run, as JSON: compared by `differences` when it resumes."""
+    return {
+        "n": int(x.shape[0]),
+        "batch_size": batch_size,
+        "key": key_spec(key),
+        "data": data_digest(x, y),
+        "validation": None if validation is None else data_digest(*validation),
+        "model": digest(model),
+        "loss": digest(loss),
+        "optimizer": digest(opt),
+        "start_count": int(count),
+    }
+
+
+_WHAT = {  # field -> how an error names it when it differs
+    "n": "the number of samples (n)",
+    "batch_size": "batch_size",
+    "key": "key",
+    "data": "the data (x, y)",
+    "validation": "the validation data",
+    "model": "the model (its layers or their settings)",
+    "loss": "the loss",
+    "optimizer": "the optimizer (its kind, update rule or lr schedule)",
+}
+
+
+def differences(stored: dict, current: dict) -> list:
+    """What differs between a checkpoint's run and this one, as phrases."""
+    found = []
+    for field, what in _WHAT.items():
+        was, now = stored.get(field), current[field]
+        if was == now:
+            continue
+        if field == "validation" and (was is None) != (now is None):
+            found.append("validation data " + ("given now, none in the checkpoint's run"
+                                               if was is None else "given in the checkpoint's "
+                                                                   "run, none now"))
+        elif field in ("n", "batch_size", "key"):
+            found.append(f"{what} is {now} now, {was} in the checkpoint's run")
+        else:
+            found.append(f"{what} differs")
+    return found
+
+
+def _refusal(path, why) -> ValueError:
+    return ValueError(f"fit: cannot resume from {path!r}: {why}")
+
+
+def resume(path, params, opt_state, spec, epochs, steps_per_epoch):
+    """`(params, opt_state, losses, val_losses, epochs_done, start_count)` from the
+    checkpoint at `path`, after checking that it is this run's."""
+    loaded_params, loaded_state, metadata = load(path, like=(params, opt_state))
+    if not (isinstance(metadata, dict) and isinstance(metadata.get("run"), dict)):
+        raise _refusal(path, "it holds no fit metadata (a file written by save, not by fit, or "
+                             "by an older fnnet)")
+    stored = metadata["run"]
+    found = differences(stored, spec) + _hyperparam_differences(loaded_state, opt_state)
+    if found:
+        raise _refusal(path, f"it is another run's: {'; '.join(found)}. Resume with the same "
+                             f"settings, or start a new checkpoint")
+    done, losses, val_losses = (metadata.get(k) for k in ("epochs_done", "losses", "val_losses"))
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise _refusal(path, f"corrupt metadata: epochs_done is {done!r}, not an int >= 0")
+    if done > epochs:
+        raise ValueError(f"fit: checkpoint {path!r} has {done} epochs done, more than "
+                         f"epochs={epochs}")
+    for name, values, length in (("losses", losses, done),
+                                 ("val_losses", val_losses, 0 if spec["validation"] is None
+                                  else done)):
+        if not (isinstance(values, list) and len(values) == length and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise _refusal(path, f"corrupt metadata: {name} must be a list of {length} numbers, "
+                                 f"got {values!r:.80}")
+    start_count = stored.get("start_count")
+    count = getattr(loaded_state, "count", None)
+    if count is not None and (not isinstance(start_count, int)
+                              or int(count) != start_count + done * steps_per_epoch):
+        raise _refusal(path, f"corrupt metadata: the optimizer took {int(count)} steps, not the "
+                             f"{done} epochs x {steps_per_epoch} steps the metadata says (from "
+                             f"step {start_count!r})")
+    return loaded_params, loaded_state, losses, val_losses, done, start_count
+
+
+def _hyperparam_differences(stored_state, state) -> list:
+    stored, given = (getattr(s, "hyperparams", {}) for s in (stored_state, state))
+    return [f"{name} is {np.asarray(given[name])!s} now, {np.asarray(stored[name])!s} in the "
+            f"checkpoint's run"
+            for name in sorted(stored) if name in given
+            and not np.array_equal(np.asarray(stored[name]), np.asarray(given[name]))]
