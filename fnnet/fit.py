@@ -182,9 +182,8 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
             if i + 1 < len(plan):  # queued behind this one: the device needs no host to go on
                 new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0])
             chunk_losses = np.asarray(chunk.losses)[:count]
-            finite = np.asarray(chunk.finite)[:count]
-            if not (np.all(np.isfinite(chunk_losses)) and np.all(finite)):
-                raise _diverged(run_chunk, starts, losses + chunk_losses.tolist(), finite)
+            if not (np.all(np.isfinite(chunk_losses)) and bool(chunk.finite)):
+                raise _diverged(run_chunk, starts, losses + chunk_losses.tolist(), count)
             params, opt_state = chunk.params, chunk.opt_state
             losses += chunk_losses.tolist()
             if validate:
@@ -248,37 +247,44 @@ def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
                       f"fewer epochs", LearningRateUnderflow, stacklevel=3)
 
 
-def _diverged(run_chunk, starts, losses, finite):
-    """The TrainingDiverged for a chunk that went non-finite. `losses` are the run's losses
-    (this chunk's last); `finite[i]`: the params and state after the chunk's epoch i are.
+def _diverged(run_chunk, starts, losses, count):
+    """The TrainingDiverged for a chunk of `count` epochs that went non-finite. `losses`
+    are the run's losses, this chunk's last.
 
-    The params after epoch j (j epochs in) are good when they are finite and the loss
-    at them, losses[j], is; the chunk is replayed (the same program, so the same bits)
-    up to the last good ones before the first bad, from the previous chunk's start if
-    the first bad are the chunk's start."""
+    The params at the start of epoch g are good when they, their optimizer state and the
+    loss at them, losses[g], are finite. The first non-finite loss (or, if every loss is
+    finite, the chunk's non-finite end) bounds the last good g; replays of the chunk (the
+    same program, so the same bits) from its start, or the previous chunk's, then find
+    the last g whose params and state are finite, by bisection: only after a divergence.
+    """
     start = starts[-1][2]
     bad_loss = [start + i for i, value in enumerate(losses[start:]) if not np.isfinite(value)]
-    bad_state = [start + i + 1 for i in np.flatnonzero(~np.asarray(finite))]
-    first_bad = min(bad_loss + bad_state)
-    if first_bad in bad_state:
-        epoch = first_bad - 1
-        what = (f"the params or optimizer state became non-finite in epoch {epoch} (its loss "
-                f"{losses[epoch]} was finite)")
-    else:
-        epoch = first_bad
-        what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
-    good = first_bad - 1
+    epoch = bad_loss[0] if bad_loss else start + count - 1
+    good = epoch - 1 if bad_loss else epoch
     for params, opt_state, at in reversed(starts):
-        if at <= good:
-            if good > at:
-                new = run_chunk(params, opt_state, good - at)
-                params, opt_state = new.params, new.opt_state
-            return TrainingDiverged(
-                f"fit: {what}; the error carries the last params whose loss was finite "
-                f"({losses[good]}), those at the start of epoch {good}, and their optimizer "
-                f"state. Try a smaller learning rate.", epoch=epoch, start_epoch=good,
-                params=params, opt_state=opt_state, losses=np.asarray(losses[:good], np.float32))
+        if at > good:
+            continue
+        low, high, best = at, good, (params, opt_state)  # the state at `at` is finite
+        while low < high:  # the last g in [low, high] whose params and state are finite
+            middle = (low + high + 1) // 2
+            new = run_chunk(params, opt_state, middle - at)
+            if bool(new.finite):
+                low, best = middle, (new.params, new.opt_state)
+            else:
+                high = middle - 1
+        if bad_loss:
+            what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
+        else:  # the step of epoch `low` made them non-finite
+            epoch = low
+            what = (f"the params or optimizer state became non-finite in epoch {epoch} (its "
+                    f"loss {losses[epoch]} was finite)")
+        return TrainingDiverged(
+            f"fit: {what}; the error carries the last params whose loss and state were finite "
+            f"({losses[low]}), those at the start of epoch {low}, and their optimizer state. "
+            f"Try a smaller learning rate.", epoch=epoch, start_epoch=low,
+            params=best[0], opt_state=best[1], losses=np.asarray(losses[:low], np.float32))
     params, opt_state, at = starts[0]
+    what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
     return TrainingDiverged(
         f"fit: {what}; the loss is not finite even at the params this run started from (epoch "
         f"{at}): the error carries those, and no params with a finite loss", epoch=epoch,
