@@ -19,7 +19,7 @@ __all__ = ["CheckpointError", "FitResult", "LearningRateUnderflow", "TrainingDiv
 
 # Every call of the compiled loop runs this many epochs' worth of loop, the first `active`
 # of them for real: one program for every setting, so the bits cannot depend on them.
-_CHUNK = 100
+_CHUNK = 500
 _PROGRESS_UPDATES = 20  # a progress update (and NaN check) at least this often per run
 
 
@@ -73,7 +73,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         mesh=None) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
-    Epochs run a chunk at a time in one compiled program (a loop of 100
+    Epochs run a chunk at a time in one compiled program (a loop of 500
     epochs, of which each call runs the first few or all); between chunks the
     progress bar moves, a checkpoint is written and the run is checked for
     NaN. Every setting runs the same program, so on one device the result
