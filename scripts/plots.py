@@ -5,10 +5,10 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from fnnet.data import DISK_CENTRE, DISK_RADIUS  # noqa: E402
+from fnnet.data import DISK_CENTRE, DISK_RADIUS
 
 
 def plot_disk(results, models, folder, grid=200):

@@ -21,9 +21,9 @@ if __name__ == "__main__" and "jax" not in sys.modules:
 import jax
 import jax.numpy as jnp
 import numpy as np
+from disk import MODELS, accuracy, data, require_matplotlib
 
 import fnnet
-from disk import MODELS, accuracy, data, require_matplotlib
 
 
 def sweep_model(name, lrs, decays, seeds, epochs):
@@ -37,7 +37,7 @@ def sweep_model(name, lrs, decays, seeds, epochs):
     params = fnnet.sweep.init_many(model, keys, (x.shape[1], 2))
     states = jax.jit(jax.vmap(lambda p, lr, decay: opt.init(p, lr=lr, decay=decay)))(params, lr, decay)
     run = fnnet.train(model, loss, opt, epochs=epochs)
-    params, _, losses = fnnet.sweep.sweep(run, params, states, x, jax.jit(targets)(y), keys)
+    params, _, _ = fnnet.sweep.sweep(run, params, states, x, jax.jit(targets)(y), keys)
     out = jax.jit(jax.vmap(model.apply))(params, x_test)
     test_acc = 100 * np.asarray(accuracy(predict, out, y_test))
     return test_acc.reshape(len(lrs), len(decays), seeds)
