@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The GPU checks, in one run of about 5 minutes on a machine with an NVIDIA GPU
-# and JAX's CUDA build (plus pytest, hypothesis, tqdm, matplotlib):
+# The GPU checks, in one run of about 6 minutes on a machine with an NVIDIA GPU
+# and JAX's CUDA build (plus pytest, hypothesis, tqdm, matplotlib; scikit-learn
+# for W4 and W5, which train on its bundled digits and are skipped without it):
 #   1. the test suite, unchanged (in parallel when pytest-xdist is installed);
-#   2. scripts/bench.py: W1, sweeps and the scaling table against the card's
-#      measured matmul rate, with jax.grad as the baseline.
+#   2. scripts/bench.py (and the bench_*.py modules beside it): W1, W4, W5, BN,
+#      sweeps and the scaling table against the card's measured matmul rate,
+#      with jax.grad as the baseline, 3 interleaved rounds per table.
 # Writes devices.txt, tests.txt, bench.txt and bench.md to $OUT (default
 # gpu-results/ in the repository).
 #   bash scripts/gpu_check.sh
@@ -22,8 +24,8 @@ if $python -c "import xdist" 2>/dev/null; then parallel=(-n 8); fi
 timeout "${TEST_SECONDS:-240}" $python -m pytest -q -p no:cacheprovider -p no:benchmark "${parallel[@]}" tests 2>&1 \
     | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
-timeout "${BENCH_SECONDS:-180}" $python scripts/bench.py --no-torch --markdown "$out/bench.md" 2>&1 \
-    | grep -v "epoch/s" | tee "$out/bench.txt"
+timeout "${BENCH_SECONDS:-300}" $python scripts/bench.py --no-torch --rounds 3 --markdown "$out/bench.md" 2>&1 \
+    | tee "$out/bench.txt"
 bench=${PIPESTATUS[0]}
 echo "tests exit $tests, bench exit $bench"
 exit $(( tests || bench ))
