@@ -114,31 +114,46 @@ def _out_size(size: int, pad: tuple, k: int, s: int) -> int:
 # --- correlation and its two transposes -----------------------------------------------
 
 
+def _as_hwio(w, w_spec):
+    """The kernel laid out (kh, kw, c_in, c_out): XLA's CPU backend runs other layouts of a
+    convolution inside a training loop many times slower, so kernels are transposed here."""
+    return w if w_spec == "HWIO" else jnp.transpose(w, (0, 1, 3, 2))  # HWOI -> HWIO
+
+
 def _correlate(x, w, stride, pads, w_spec="HWIO"):
     """y[n, i, j, o] = sum_{a, b, c} xpad[n, i*sh + a, j*sw + b, c] w[a, b, c, o]."""
-    return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=("NHWC", w_spec, "NHWC"))
+    return lax.conv_general_dilated(x, _as_hwio(w, w_spec), stride, pads,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
     """`_correlate`'s transpose in x, for x of spatial size `in_hw`: dy dilated by the
     stride, correlated with the flipped kernel (input and output channels swapped)."""
+    w = _as_hwio(w, w_spec)
     k_hw, out_hw = w.shape[:2], dy.shape[1:3]
     # Before dy: k - 1 - lo zeros (x row 0 met kernel row lo; negative = a cut). After:
     # zeros up to x's last row, past dy's last window when the forward dropped rows.
     pads_t = [(k - 1 - lo, size + lo - (out - 1) * s - 1)
               for k, (lo, _), size, out, s in zip(k_hw, pads, in_hw, out_hw, stride)]
-    swapped = w_spec[:2] + w_spec[3] + w_spec[2]
-    return lax.conv_general_dilated(dy, lax.rev(w, (0, 1)), (1, 1), pads_t, lhs_dilation=stride,
-                                    dimension_numbers=("NHWC", swapped, "NHWC"))
+    flipped = jnp.transpose(lax.rev(w, (0, 1)), (0, 1, 3, 2))  # (kh, kw, c_out, c_in)
+    return lax.conv_general_dilated(dy, flipped, (1, 1), pads_t, lhs_dilation=stride,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _correlate_dw(x, dy, stride, pads, k_hw):
-    """`_correlate`'s transpose in w, shape (kh, kw, c_x, c_dy): the batch is contracted,
-    dy is the kernel, dilated by the stride; rows the forward dropped are cut (hi < 0)."""
-    pads_w = [(lo, k + (out - 1) * s - size - lo)
-              for k, (lo, _), size, out, s in zip(k_hw, pads, x.shape[1:3], dy.shape[1:3], stride)]
-    return lax.conv_general_dilated(x, dy, (1, 1), pads_w, rhs_dilation=stride,
-                                    dimension_numbers=("CHWN", "IHWO", "HWNC"))
+    """`_correlate`'s transpose in w, shape (kh, kw, c_x, c_dy):
+    dw[a, b] = sum_{n, i, j} xpad[n, i*sh + a, j*sw + b]^T dy[n, i, j], one product of
+    the kh kw strided patches of the padded x with dy (rows the forward dropped are
+    never read)."""
+    (kh, kw), (sh, sw), (oh, ow) = k_hw, stride, dy.shape[1:3]
+    xpad = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads)
+                   + ((0, 0, 0),))
+    patches = jnp.stack([
+        lax.slice(xpad, (0, a, b, 0), (x.shape[0], a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1,
+                                       x.shape[3]), (1, sh, sw, 1))
+        for a in range(kh) for b in range(kw)])  # (kh kw, n, oh, ow, c_x)
+    dw = jnp.einsum("knijc,nijd->kcd", patches, dy)
+    return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
 
 
 def _promoted(*arrays):
