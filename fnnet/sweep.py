@@ -226,9 +226,12 @@ def sweep(run: Callable, params, opt_states, x, y, keys,
       (a member that diverged, values traced inside `jit`).
 
     Example:
-      >>> run = fnnet.train(model, loss, opt, epochs=1000)
+      >>> keys = jax.random.split(jax.random.key(0), 4)
+      >>> params = init_many(model, keys, x.shape)
+      >>> states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(params, jnp.array([0.05, 0.1, 0.2, 0.5]))
+      >>> run = fnnet.train(model, loss, opt, epochs=100)
       >>> result = sweep(run, params, states, x, y, keys)
-      >>> result.losses[result.finite, -1]  # the final losses of the members that trained
+      >>> final = result.losses[result.finite, -1]  # the final losses of the members that trained
     """
     if not callable(run):
         raise TypeError(f"sweep: run must be a function such as fnnet.train(...), "

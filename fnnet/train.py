@@ -325,10 +325,15 @@ def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
       flags the member).
 
     Example:
-      >>> run = train(model, LossBCE(), SGD(lr=0.5), epochs=1000)
+      >>> opt = SGD(lr=0.5)
+      >>> run = train(model, LossBCE(), opt, epochs=100)
       >>> params, state, losses = run(params, opt.init(params), x, y, jax.random.key(0))
       >>> keys = jax.random.split(jax.random.key(1), 8)  # a sweep over seeds
-      >>> jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, states8, x, y, keys)
+      >>> params8 = fnnet.sweep.init_many(model, keys, x.shape)
+      >>> out = jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, jax.vmap(opt.init)(params8),
+      ...                                                    x, y, keys)
+      >>> out[2].shape  # losses: 8 members, 100 epochs
+      (8, 100)
     """
     _check_parts("train", model, loss, opt)
     _check_count("train: epochs", epochs)

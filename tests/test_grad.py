@@ -244,7 +244,7 @@ def test_no_autodiff_in_fnnet():
     for path in files:
         source = path.read_text()
         if path.name == ORACLE:
-            assert [use.split(": ")[1] for use in autodiff_uses(source)] == ["jax.vjp"]
+            assert {use.split(": ")[1] for use in autodiff_uses(source)} == {"jax.vjp"}
             continue
         assert autodiff_uses(source) == [], path
         assert GREP.findall(code_only(source)) == [], path

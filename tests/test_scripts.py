@@ -99,23 +99,21 @@ def test_sweep_script_finds_the_cell_that_learns(capsys):
 
 def test_bench_quick_runs_and_every_variant_learns(capsys):
     import bench
-    results = bench.main(["--quick", "--no-torch"])
+    # W4 and W5 (the digits) are left to tests/test_examples.py's runs of the same models:
+    # here they would double this test's time.
+    results = bench.main(["--quick", "--no-torch", "--only", "W1", "BN", "sweeps", "scaling",
+                          "memory"])
     out, err = capsys.readouterr()
     assert "times include compilation" in out and "Targets:" in out
     for title in ("### W1:", "### BN:", "### Sweeps:", "### Scaling", "### Compile time"):
         assert title in out, title
+    assert "W4" not in results and "W5" not in results
     assert "epoch/s" not in out + err  # the progress-bar row's bar went to a null stream
     assert {"fnnet fit", "fnnet fit, progress bar on", "jax.grad batch-major",
             "jax.grad feature-major"} <= set(results["W1"])
     assert set(results["BN"]) == {"fnnet fit", "jax.grad batch-major", "jax.grad feature-major"}
-    if importlib.util.find_spec("sklearn") is None:  # the digits come with scikit-learn
-        assert "W4" not in results and "W5" not in results
-    else:
-        for workload in ("W4", "W5"):
-            assert {"fnnet fit", "jax.grad, Adam inline, one scan"} <= set(results[workload])
-        assert any(name.startswith("scikit-learn MLPClassifier") for name in results["W4"])
-    # a few epochs in --quick: W1 3000, W4 and W5 3, BN 300
-    floors = {"W1": 0.9, "W4": 0.85, "W5": 0.7, "BN": 0.9}
+    # a few epochs in --quick: W1 3000, BN 300
+    floors = {"W1": 0.9, "BN": 0.9}
     for workload, rows in results.items():
         for name, row in rows.items():
             assert row.accuracy >= floors[workload], (workload, name, row.accuracy)
