@@ -41,8 +41,25 @@ from fnnet.train import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-__all__ = [name for module in (_layers, _activations, _norm, _dropout, _conv, _pool, _serial,
-                               _losses, _grad, _optim, _train, _fit, _checkpoint, _testing)
-           for name in module.__all__] + ["State", "schedules", "data", "sweep"]
+__all__ = [
+    name
+    for module in (
+        _layers,
+        _activations,
+        _norm,
+        _dropout,
+        _conv,
+        _pool,
+        _serial,
+        _losses,
+        _grad,
+        _optim,
+        _train,
+        _fit,
+        _checkpoint,
+        _testing,
+    )
+    for name in module.__all__
+] + ["State", "schedules", "data", "sweep"]
 del _activations, _checkpoint, _conv, _dropout, _fit, _grad, _layers, _losses, _norm, _optim, _serial
 del _pool, _state, _testing, _train

@@ -57,8 +57,9 @@ def check_writable(path, owner: str) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, f"{owner}: checkpoint {path!r} is a folder")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, f"{owner}: cannot write checkpoint {path!r}: "
-                                              f"its folder {folder!r} does not exist")
+        raise FileNotFoundError(
+            errno.ENOENT, f"{owner}: cannot write checkpoint {path!r}: its folder {folder!r} does not exist"
+        )
     try:
         handle, temporary = _temporary(folder, base)
         os.close(handle)

@@ -23,16 +23,18 @@ def check_key(owner: str, key, name: str = "key") -> None:
     dtype = getattr(key, "dtype", None)
     if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
         if jnp.shape(key) != ():
-            raise ValueError(f"{owner}: {name} must be one PRNG key, got an array of keys of "
-                             f"shape {jnp.shape(key)}; {_MANY}")
+            raise ValueError(
+                f"{owner}: {name} must be one PRNG key, got an array of keys of "
+                f"shape {jnp.shape(key)}; {_MANY}"
+            )
         return
     if dtype == np.uint32 and jnp.ndim(key) == 1:  # a raw key, as jax.random.PRNGKey makes
         return
     if dtype == np.uint32 and jnp.ndim(key) == 2:
-        raise ValueError(f"{owner}: {name} must be one PRNG key, got an array of "
-                         f"{jnp.shape(key)[0]} raw keys; {_MANY}")
-    raise TypeError(f"{owner}: {name} must be a PRNG key such as jax.random.key(0), "
-                    f"got {_describe(key)}")
+        raise ValueError(
+            f"{owner}: {name} must be one PRNG key, got an array of {jnp.shape(key)[0]} raw keys; {_MANY}"
+        )
+    raise TypeError(f"{owner}: {name} must be a PRNG key such as jax.random.key(0), got {_describe(key)}")
 
 
 def check_keys(owner: str, keys, name: str = "keys") -> int:
@@ -41,21 +43,29 @@ def check_keys(owner: str, keys, name: str = "keys") -> int:
     dtype = getattr(keys, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     if not (typed and jnp.ndim(keys) == 1 or dtype == np.uint32 and jnp.ndim(keys) == 2):
-        raise TypeError(f"{owner}: {name} must be an array of PRNG keys, one per member, such as "
-                        f"jax.random.split(jax.random.key(0), 8), got {_describe(keys)}")
+        raise TypeError(
+            f"{owner}: {name} must be an array of PRNG keys, one per member, such as "
+            f"jax.random.split(jax.random.key(0), 8), got {_describe(keys)}"
+        )
     return jnp.shape(keys)[0]
 
 
 def check_shape(owner: str, input_shape, name: str = "input_shape") -> tuple:
     """`input_shape` as a tuple of ints; raise unless it is a sequence of sizes >= 0 or -1 (a
     size not known yet, such as the batch's, as in stax)."""
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)) or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape):
-        raise TypeError(f"{owner}: {name} must be a tuple of ints, such as x.shape or "
-                        f"(batch, features), got {_describe(input_shape)}")
+    if (
+        isinstance(input_shape, (str, bytes))
+        or not isinstance(input_shape, (tuple, list))
+        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape)
+    ):
+        raise TypeError(
+            f"{owner}: {name} must be a tuple of ints, such as x.shape or "
+            f"(batch, features), got {_describe(input_shape)}"
+        )
     if any(d < -1 for d in input_shape):
-        raise ValueError(f"{owner}: {name} must hold sizes >= 0 (or -1 for a size not known "
-                         f"yet), got {tuple(input_shape)}")
+        raise ValueError(
+            f"{owner}: {name} must hold sizes >= 0 (or -1 for a size not known yet), got {tuple(input_shape)}"
+        )
     return tuple(int(d) for d in input_shape)
 
 

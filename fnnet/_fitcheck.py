@@ -22,13 +22,16 @@ def _what(value) -> str:
 
 
 def check_kinds(model, loss, opt) -> None:
-    for name, value, kind, example in (("model", model, Layer, "fnnet.serial(...)"),
-                                       ("loss", loss, Loss, "fnnet.LossMSE()"),
-                                       ("opt", opt, Optimizer, "fnnet.SGD(lr=0.1)")):
+    for name, value, kind, example in (
+        ("model", model, Layer, "fnnet.serial(...)"),
+        ("loss", loss, Loss, "fnnet.LossMSE()"),
+        ("opt", opt, Optimizer, "fnnet.SGD(lr=0.1)"),
+    ):
         if not isinstance(value, kind):
             article = "an" if kind.__name__[0] in "AEIOU" else "a"
-            raise TypeError(f"fit: {name} must be {article} {kind.__name__} (e.g. {example}), "
-                            f"got {_what(value)}")
+            raise TypeError(
+                f"fit: {name} must be {article} {kind.__name__} (e.g. {example}), got {_what(value)}"
+            )
 
 
 def check_key(key):
@@ -42,12 +45,15 @@ def check_key(key):
             return key
         if not typed and key.dtype == np.uint32 and key.shape == raw_shape:
             return jax.random.wrap_key_data(key)  # an old-style raw key: the same key
-        if typed or (key.dtype == np.uint32 and key.shape[-len(raw_shape):] == raw_shape):
+        if typed or (key.dtype == np.uint32 and key.shape[-len(raw_shape) :] == raw_shape):
             count = key.size if typed else key.size // int(np.prod(raw_shape))
-            raise ValueError(f"fit: key must be one key, got an array of {count} keys "
-                             f"(shape {key.shape}); pass one of them, e.g. keys[0]")
-    raise TypeError(f"fit: key must be a JAX PRNG key such as jax.random.key(0), got "
-                    f"{_what(key)} {key!s:.40}")
+            raise ValueError(
+                f"fit: key must be one key, got an array of {count} keys "
+                f"(shape {key.shape}); pass one of them, e.g. keys[0]"
+            )
+    raise TypeError(
+        f"fit: key must be a JAX PRNG key such as jax.random.key(0), got {_what(key)} {key!s:.40}"
+    )
 
 
 def check_data(name_x, name_y, x, y) -> None:
@@ -57,11 +63,14 @@ def check_data(name_x, name_y, x, y) -> None:
             raise TypeError(f"fit: {name} must be an array, got {type(a).__name__}")
     _check_samples(x, y, "fit", (name_x, name_y))
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"fit: {name_x} must be floating point, got dtype {x.dtype}; "
-                        f"convert it, e.g. {name_x}.astype(jnp.float32)")
+        raise TypeError(
+            f"fit: {name_x} must be floating point, got dtype {x.dtype}; "
+            f"convert it, e.g. {name_x}.astype(jnp.float32)"
+        )
     if jnp.issubdtype(y.dtype, jnp.complexfloating):
-        raise TypeError(f"fit: {name_y} must be real, got dtype {y.dtype}: the losses are "
-                        f"defined on real targets")
+        raise TypeError(
+            f"fit: {name_y} must be real, got dtype {y.dtype}: the losses are defined on real targets"
+        )
     for name, a in ((name_x, x), (name_y, y)):
         if jnp.issubdtype(a.dtype, jnp.inexact) and not np.all(np.isfinite(np.asarray(a))):
             bad = int(np.sum(~np.isfinite(np.asarray(a))))
@@ -80,8 +89,7 @@ def check_shapes(model, loss, params, name_x, name_y, x, y) -> int:
     try:
         jax.eval_shape(loss.value, out, y)
     except ValueError as error:
-        raise ValueError(f"fit: {name_y} does not fit the model's output on {name_x}: "
-                         f"{error}") from error
+        raise ValueError(f"fit: {name_y} does not fit the model's output on {name_x}: {error}") from error
     return out.shape[-1]
 
 
@@ -97,8 +105,10 @@ def _non_finite(name, tree) -> None:
         if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             bad = int(np.sum(~np.isfinite(np.asarray(leaf))))
             if bad:
-                raise ValueError(f"fit: {name}{jax.tree_util.keystr(path)} holds {bad} NaN or "
-                                 f"infinite value(s); training must start from finite values")
+                raise ValueError(
+                    f"fit: {name}{jax.tree_util.keystr(path)} holds {bad} NaN or "
+                    f"infinite value(s); training must start from finite values"
+                )
 
 
 def check_param_dtypes(params) -> None:
@@ -109,10 +119,12 @@ def check_param_dtypes(params) -> None:
         if not hasattr(leaf, "dtype"):
             raise TypeError(f"fit: {name} must be an array, got {_what(leaf)}")
         if trainable and not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise TypeError(f"fit: {name} has dtype {leaf.dtype}; trainable params must be "
-                            f"floating point (the gradient of an integer or a bool is zero or "
-                            f"undefined): convert them, e.g. jax.tree.map(lambda p: "
-                            f"p.astype(jnp.float32), params)")
+            raise TypeError(
+                f"fit: {name} has dtype {leaf.dtype}; trainable params must be "
+                f"floating point (the gradient of an integer or a bool is zero or "
+                f"undefined): convert them, e.g. jax.tree.map(lambda p: "
+                f"p.astype(jnp.float32), params)"
+            )
 
 
 def check_params(model, params, x) -> None:
@@ -120,14 +132,15 @@ def check_params(model, params, x) -> None:
     shape = (1,) + tuple(x.shape[1:])
     expected = jax.eval_shape(lambda key: model.init(key, shape)[1], jax.random.key(0))
     got, want = jax.tree.structure(params), jax.tree.structure(expected)
-    if got != want:
-        raise TypeError(f"fit: params must have the structure model.init gives, {want}; "
-                        f"got {got}")
+    if got != want:  # type: ignore[operator]
+        raise TypeError(f"fit: params must have the structure model.init gives, {want}; got {got}")
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, leaf), spec in zip(paths, jax.tree.leaves(expected)):
         if jnp.shape(leaf) != spec.shape:
-            raise ValueError(f"fit: params{jax.tree_util.keystr(path)} has shape "
-                             f"{jnp.shape(leaf)}, model.init gives {spec.shape}")
+            raise ValueError(
+                f"fit: params{jax.tree_util.keystr(path)} has shape "
+                f"{jnp.shape(leaf)}, model.init gives {spec.shape}"
+            )
     _non_finite("params", params)
 
 

@@ -45,18 +45,22 @@ def check_same_on_every_process(owner: str, mesh, trees: dict) -> None:
     for name, tree in trees.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
             if isinstance(leaf, jax.core.Tracer) or (
-                    isinstance(leaf, jax.Array) and not leaf.is_fully_addressable):
+                isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+            ):
                 continue
             a = np.ascontiguousarray(leaf)
             names.append(name + jax.tree_util.keystr(path))
-            sums.append(zlib.crc32(a.view(np.uint8), zlib.crc32(f"{a.shape}{a.dtype}".encode())))
+            sums.append(zlib.crc32(a.tobytes(), zlib.crc32(f"{a.shape}{a.dtype}".encode())))
     from jax.experimental import multihost_utils
+
     every = np.asarray(multihost_utils.process_allgather(np.asarray(sums, np.uint32)))
     differ = [name for i, name in enumerate(names) if len(set(every[:, i].tolist())) > 1]
     if differ:
-        raise ValueError(f"{owner}: every process must pass the same {', '.join(differ)}, but they "
-                         f"differ between processes (each device would take its own process's "
-                         f"copy); load or draw them identically everywhere")
+        raise ValueError(
+            f"{owner}: every process must pass the same {', '.join(differ)}, but they "
+            f"differ between processes (each device would take its own process's "
+            f"copy); load or draw them identically everywhere"
+        )
 
 
 def is_writer() -> bool:
@@ -78,9 +82,11 @@ def on_writer(write: Callable, *args, **kwargs) -> None:
             error = caught
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
         if error is None and int(failed):
-            raise RuntimeError(f"{getattr(write, '__name__', 'write')} failed on process 0, "
-                               f"the writer; see its error")
+            raise RuntimeError(
+                f"{getattr(write, '__name__', 'write')} failed on process 0, the writer; see its error"
+            )
     if error is not None:
         raise error

@@ -15,15 +15,24 @@ import zlib
 import numpy as np
 
 # Raised by zipfile, zlib and numpy's .npy reader on a truncated or corrupt file.
-_CORRUPT = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
-            NotImplementedError, RuntimeError)
+_CORRUPT = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+)
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_DEFLATE_RATIO = 1032  # the most a deflated zip member can grow
 
 
 def unreadable(path: str, why) -> ValueError:
-    return ValueError(f"load: {path!r} is not a readable fnnet checkpoint "
-                      f"(truncated, corrupt or not an .npz): {why}")
+    return ValueError(
+        f"load: {path!r} is not a readable fnnet checkpoint (truncated, corrupt or not an .npz): {why}"
+    )
 
 
 def _npy_header(file):
@@ -47,8 +56,11 @@ class Archive:
 
     def __init__(self, path: str, archive: zipfile.ZipFile, size: int):
         self.path, self.archive, self.size = path, archive, size
-        self.entries = {info.filename[:-len(".npy")]: info for info in archive.infolist()
-                        if info.filename.endswith(".npy")}
+        self.entries = {
+            info.filename[: -len(".npy")]: info
+            for info in archive.infolist()
+            if info.filename.endswith(".npy")
+        }
 
     def header(self, name: str):
         """(shape, dtype) of entry `name`, reading no data."""
@@ -69,10 +81,11 @@ class Archive:
             with self.archive.open(info) as member:
                 shape, dtype = _npy_header(member)
                 claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if (claimed > info.file_size - member.tell()
-                        or info.file_size > _MAX_DEFLATE_RATIO * self.size):
-                    raise _Lying(f"entry {name!r} claims {dtype}{list(shape)}, more than the "
-                                 f"file holds")
+                if (
+                    claimed > info.file_size - member.tell()
+                    or info.file_size > _MAX_DEFLATE_RATIO * self.size
+                ):
+                    raise _Lying(f"entry {name!r} claims {dtype}{list(shape)}, more than the file holds")
                 member.seek(0)
                 return np.lib.format.read_array(member, allow_pickle=False)
         except _Lying as error:
@@ -90,7 +103,7 @@ def open_npz(path: str):
             if file.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
                 file.seek(0)
                 shape, dtype = _npy_header(file)
-                archive = f"it holds one {dtype}{list(shape)} array"
+                archive: "str | zipfile.ZipFile" = f"it holds one {dtype}{list(shape)} array"
             else:
                 file.seek(0)
                 archive = zipfile.ZipFile(file)

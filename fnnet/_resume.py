@@ -144,9 +144,14 @@ def differences(stored: dict, current: dict) -> list:
         if was == now:
             continue
         if field == "validation" and (was is None) != (now is None):
-            found.append("validation data " + ("given now, none in the checkpoint's run"
-                                               if was is None else "given in the checkpoint's "
-                                                                   "run, none now"))
+            found.append(
+                "validation data "
+                + (
+                    "given now, none in the checkpoint's run"
+                    if was is None
+                    else "given in the checkpoint's run, none now"
+                )
+            )
         elif field in ("n", "batch_size", "key"):
             found.append(f"{what} is {now} now, {was} in the checkpoint's run")
         else:
@@ -163,39 +168,52 @@ def resume(path, params, opt_state, spec, epochs, steps_per_epoch):
     checkpoint at `path`, after checking that it is this run's."""
     loaded_params, loaded_state, metadata = load(path, like=(params, opt_state))
     if not (isinstance(metadata, dict) and isinstance(metadata.get("run"), dict)):
-        raise _refusal(path, "it holds no fit metadata (a file written by save, not by fit, or "
-                             "by an older fnnet)")
+        raise _refusal(
+            path, "it holds no fit metadata (a file written by save, not by fit, or by an older fnnet)"
+        )
     stored = metadata["run"]
     found = differences(stored, spec) + _hyperparam_differences(loaded_state, opt_state)
     if found:
-        raise _refusal(path, f"it is another run's: {'; '.join(found)}. Resume with the same "
-                             f"settings, or start a new checkpoint")
+        raise _refusal(
+            path,
+            f"it is another run's: {'; '.join(found)}. Resume with the same "
+            f"settings, or start a new checkpoint",
+        )
     done, losses, val_losses = (metadata.get(k) for k in ("epochs_done", "losses", "val_losses"))
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise _refusal(path, f"corrupt metadata: epochs_done is {done!r}, not an int >= 0")
     if done > epochs:
-        raise ValueError(f"fit: checkpoint {path!r} has {done} epochs done, more than "
-                         f"epochs={epochs}")
-    for name, values, length in (("losses", losses, done),
-                                 ("val_losses", val_losses, 0 if spec["validation"] is None
-                                  else done)):
-        if not (isinstance(values, list) and len(values) == length and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-            raise _refusal(path, f"corrupt metadata: {name} must be a list of {length} numbers, "
-                                 f"got {values!r:.80}")
+        raise ValueError(f"fit: checkpoint {path!r} has {done} epochs done, more than epochs={epochs}")
+    for name, values, length in (
+        ("losses", losses, done),
+        ("val_losses", val_losses, 0 if spec["validation"] is None else done),
+    ):
+        if not (
+            isinstance(values, list)
+            and len(values) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ):
+            raise _refusal(
+                path, f"corrupt metadata: {name} must be a list of {length} numbers, got {values!r:.80}"
+            )
     start_count = stored.get("start_count")
     count = getattr(loaded_state, "count", None)
-    if count is not None and (not isinstance(start_count, int)
-                              or int(count) != start_count + done * steps_per_epoch):
-        raise _refusal(path, f"corrupt metadata: the optimizer took {int(count)} steps, not the "
-                             f"{done} epochs x {steps_per_epoch} steps the metadata says (from "
-                             f"step {start_count!r})")
+    if count is not None and (
+        not isinstance(start_count, int) or int(count) != start_count + done * steps_per_epoch
+    ):
+        raise _refusal(
+            path,
+            f"corrupt metadata: the optimizer took {int(count)} steps, not the "
+            f"{done} epochs x {steps_per_epoch} steps the metadata says (from "
+            f"step {start_count!r})",
+        )
     return loaded_params, loaded_state, losses, val_losses, done, start_count
 
 
 def _hyperparam_differences(stored_state, state) -> list:
     stored, given = (getattr(s, "hyperparams", {}) for s in (stored_state, state))
-    return [f"{name} is {np.asarray(given[name])!s} now, {np.asarray(stored[name])!s} in the "
-            f"checkpoint's run"
-            for name in sorted(stored) if name in given
-            and not np.array_equal(np.asarray(stored[name]), np.asarray(given[name]))]
+    return [
+        f"{name} is {np.asarray(given[name])!s} now, {np.asarray(stored[name])!s} in the checkpoint's run"
+        for name in sorted(stored)
+        if name in given and not np.array_equal(np.asarray(stored[name]), np.asarray(given[name]))
+    ]

@@ -10,8 +10,18 @@ from jax import lax
 from fnnet._shared import shared
 from fnnet.layers import Layer, _check_float, _check_floating, no_params_init
 
-__all__ = ["elementwise", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "Softplus", "Identity",
-           "Softmax", "LogSoftmax"]
+__all__ = [
+    "elementwise",
+    "ReLU",
+    "Tanh",
+    "Sigmoid",
+    "LeakyReLU",
+    "ELU",
+    "Softplus",
+    "Identity",
+    "Softmax",
+    "LogSoftmax",
+]
 
 
 def _check_no_params(name: str, params) -> None:
@@ -78,9 +88,11 @@ def Sigmoid() -> Layer:
 def LeakyReLU(slope: float = 0.01) -> Layer:
     """x for x > 0, else slope * x."""
     slope = _check_float("LeakyReLU: slope", slope)
-    return elementwise(f"LeakyReLU(slope={slope})",
-                       lambda x: jnp.where(x > 0, x, slope * x),
-                       lambda x, y: jnp.where(x > 0, 1.0, slope).astype(x.dtype))
+    return elementwise(
+        f"LeakyReLU(slope={slope})",
+        lambda x: jnp.where(x > 0, x, slope * x),
+        lambda x, y: jnp.where(x > 0, 1.0, slope).astype(x.dtype),
+    )
 
 
 @shared
@@ -88,9 +100,11 @@ def ELU(alpha: float = 1.0) -> Layer:
     """x for x > 0, else alpha * (exp(x) - 1)."""
     alpha = _check_float("ELU: alpha", alpha)
     # exp only of min(x, 0), so large x never overflows the unused branch.
-    return elementwise(f"ELU(alpha={alpha})",
-                       lambda x: jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
-                       lambda x, y: jnp.where(x > 0, 1.0, y + alpha).astype(x.dtype))  # y + alpha = alpha e^x
+    return elementwise(
+        f"ELU(alpha={alpha})",
+        lambda x: jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
+        lambda x, y: jnp.where(x > 0, 1.0, y + alpha).astype(x.dtype),
+    )  # y + alpha = alpha e^x
 
 
 @shared
@@ -140,15 +154,19 @@ def _log_softmax(x, axis):
 def Softmax() -> Layer:
     """exp(x) / sum(exp(x)) over the last axis, stable for any finite x."""
     return _along_features(
-        "Softmax", lambda x, axis: jnp.exp(_log_softmax(x, axis)),
+        "Softmax",
+        lambda x, axis: jnp.exp(_log_softmax(x, axis)),
         # dx = y * (dy - sum(dy * y))
-        lambda y, dy, axis: y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True)))
+        lambda y, dy, axis: y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True)),
+    )
 
 
 @shared
 def LogSoftmax() -> Layer:
     """x - log(sum(exp(x))) over the last axis, stable for any finite x."""
     return _along_features(
-        "LogSoftmax", _log_softmax,
+        "LogSoftmax",
+        _log_softmax,
         # dx = dy - softmax(x) * sum(dy)
-        lambda y, dy, axis: dy - jnp.exp(y) * jnp.sum(dy, axis=axis, keepdims=True))
+        lambda y, dy, axis: dy - jnp.exp(y) * jnp.sum(dy, axis=axis, keepdims=True),
+    )

@@ -43,8 +43,7 @@ def _bits_dtype(dtype: np.dtype):
 
 def _leaf_array(name: str, leaf) -> np.ndarray:
     if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)):
-        raise TypeError(f"save: {name} must be an array or a number, got {type(leaf).__name__} "
-                        f"{leaf!r:.60}")
+        raise TypeError(f"save: {name} must be an array or a number, got {type(leaf).__name__} {leaf!r:.60}")
     array = np.asarray(leaf)
     if array.dtype.kind not in "biufc" and _bits_dtype(array.dtype) is None:
         raise TypeError(f"save: {name} must be a numeric array, got dtype {array.dtype}")
@@ -96,8 +95,14 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
     if opt_state is not None:
         arrays.update(_flatten("opt_state", opt_state, dtypes))
     try:
-        header = json.dumps({"format": _FORMAT, "metadata": metadata,
-                             "has_opt_state": opt_state is not None, "dtypes": dtypes})
+        header = json.dumps(
+            {
+                "format": _FORMAT,
+                "metadata": metadata,
+                "has_opt_state": opt_state is not None,
+                "dtypes": dtypes,
+            }
+        )
     except (TypeError, ValueError) as error:
         raise TypeError(f"save: metadata must be JSON-serializable: {error}") from None
     arrays[_HEADER] = np.array(header)
@@ -106,6 +111,7 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
 
 # Reading -------------------------------------------------------------------------------------
 
+
 def _corrupt_header(path: str, why: str) -> ValueError:
     return ValueError(f"load: {path!r} has a corrupt header: {why}")
 
@@ -113,8 +119,7 @@ def _corrupt_header(path: str, why: str) -> ValueError:
 def _read_header(archive: Archive) -> dict:
     path = archive.path
     if _HEADER not in archive.entries:
-        raise ValueError(f"load: {path!r} is an .npz file but not an fnnet checkpoint "
-                         f"(no {_HEADER!r} entry)")
+        raise ValueError(f"load: {path!r} is an .npz file but not an fnnet checkpoint (no {_HEADER!r} entry)")
     shape, dtype = archive.header(_HEADER)
     if shape != () or dtype.kind != "U":
         raise unreadable(path, f"entry {_HEADER!r} is {dtype}{list(shape)}, not a string")
@@ -140,8 +145,7 @@ def _stored_dtype(path: str, name: str, dtype: np.dtype, recorded) -> np.dtype:
     except (TypeError, ValueError):
         logical = None
     if logical is None or _bits_dtype(logical) != dtype:
-        raise _corrupt_header(path, f"entry {name!r} is {dtype}, not the bits of a {recorded!r} "
-                                    f"array")
+        raise _corrupt_header(path, f"entry {name!r} is {dtype}, not the bits of a {recorded!r} array")
     return logical
 
 
@@ -160,14 +164,17 @@ def _unflatten(archive: Archive, prefix: str, like, dtypes: dict) -> Any:
     for key_path, leaf in leaves:
         name = prefix + jax.tree_util.keystr(key_path)
         if name not in archive.entries:
-            raise ValueError(f"load: {path!r} has no entry {name!r}: it was saved from "
-                             f"another model or optimizer")
+            raise ValueError(
+                f"load: {path!r} has no entry {name!r}: it was saved from another model or optimizer"
+            )
         shape, stored = archive.header(name)
         dtype = _stored_dtype(path, name, stored, dtypes.get(name))
         expected_shape, expected_dtype = _like_leaf(leaf)
         if shape != expected_shape or dtype != expected_dtype:
-            raise ValueError(f"load: {path!r} entry {name!r} is {dtype}{list(shape)}, "
-                             f"expected {expected_dtype}{list(expected_shape)}")
+            raise ValueError(
+                f"load: {path!r} entry {name!r} is {dtype}{list(shape)}, "
+                f"expected {expected_dtype}{list(expected_shape)}"
+            )
         restored.append(jnp.asarray(archive.data(name).view(dtype)))
     return jax.tree_util.tree_unflatten(treedef, restored)
 
@@ -196,8 +203,9 @@ def load(path, like):
     """
     path = os.fspath(path)
     if not (isinstance(like, tuple) and len(like) == 2):
-        raise TypeError("load: like must be a pair (params, opt_state), opt_state may be None; "
-                        f"got {type(like).__name__}")
+        raise TypeError(
+            f"load: like must be a pair (params, opt_state), opt_state may be None; got {type(like).__name__}"
+        )
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, f"load: checkpoint {path!r} does not exist")
     with open_npz(path) as archive:
@@ -215,14 +223,26 @@ def _load(archive: Archive, like):
         if not header.get("has_opt_state"):
             raise ValueError(f"load: {path!r} holds no optimizer state, but like asks for one")
         opt_state = _unflatten(archive, "opt_state", like_state, dtypes)
-    expected = ({"params" + jax.tree_util.keystr(p)
-                 for p, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]}
-                | ({"opt_state" + jax.tree_util.keystr(p)
-                    for p, _ in jax.tree_util.tree_flatten_with_path(like_state)[0]}
-                   if like_state is not None else set()))
-    extra = sorted(name for name in archive.entries if name != _HEADER and name not in expected
-                   and (like_state is not None or not name.startswith("opt_state")))
+    expected = {
+        "params" + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]
+    } | (
+        {
+            "opt_state" + jax.tree_util.keystr(p)
+            for p, _ in jax.tree_util.tree_flatten_with_path(like_state)[0]
+        }
+        if like_state is not None
+        else set()
+    )
+    extra = sorted(
+        name
+        for name in archive.entries
+        if name != _HEADER
+        and name not in expected
+        and (like_state is not None or not name.startswith("opt_state"))
+    )
     if extra:
-        raise ValueError(f"load: {path!r} has entries {extra[:5]} that like does not: "
-                         f"it was saved from another model or optimizer")
+        raise ValueError(
+            f"load: {path!r} has entries {extra[:5]} that like does not: "
+            f"it was saved from another model or optimizer"
+        )
     return params, opt_state, header.get("metadata")

@@ -17,7 +17,6 @@ and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from fnnet._shared import shared
@@ -76,25 +75,27 @@ def _check_image(name: str, shape, channels=None) -> tuple:
 def _check_fits(name: str, hw, pads, window) -> None:
     padded = tuple(size + lo + hi for size, (lo, hi) in zip(hw, pads))
     if any(size < k for size, k in zip(padded, window)):
-        raise ValueError(f"{name}: input of spatial size {tuple(hw)} (padded {padded}) is "
-                         f"smaller than the window {window}")
+        raise ValueError(
+            f"{name}: input of spatial size {tuple(hw)} (padded {padded}) is smaller than the window {window}"
+        )
 
 
 def _check_weights(name: str, params, w_shape, b_shape):
     if not isinstance(params, dict) or set(params) != {"w", "b"}:
-        raise ValueError(f"{name}: params must be a dict with keys 'w' and 'b', "
-                         f"got {jax.tree.structure(params)}")
+        raise ValueError(
+            f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
+        )
     w, b = params["w"], params["b"]
     if jnp.shape(w) != w_shape or jnp.shape(b) != b_shape:
-        raise ValueError(f"{name}: params must have w {w_shape} and b {b_shape}, "
-                         f"got w {jnp.shape(w)} and b {jnp.shape(b)}")
+        raise ValueError(
+            f"{name}: params must have w {w_shape} and b {b_shape}, got w {jnp.shape(w)} and b {jnp.shape(b)}"
+        )
     return w, b
 
 
 def _check_cotangent(name: str, dy, y_shape) -> None:
     if jnp.shape(dy) != tuple(y_shape):
-        raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, "
-                         f"got {jnp.shape(dy)}")
+        raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, got {jnp.shape(dy)}")
 
 
 def _pads(padding, size: int, k: int, s: int) -> tuple:
@@ -122,8 +123,9 @@ def _as_hwio(w, w_spec):
 
 def _correlate(x, w, stride, pads, w_spec="HWIO"):
     """y[n, i, j, o] = sum_{a, b, c} xpad[n, i*sh + a, j*sw + b, c] w[a, b, c, o]."""
-    return lax.conv_general_dilated(x, _as_hwio(w, w_spec), stride, pads,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, _as_hwio(w, w_spec), stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
@@ -133,11 +135,14 @@ def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
     k_hw, out_hw = w.shape[:2], dy.shape[1:3]
     # Before dy: k - 1 - lo zeros (x row 0 met kernel row lo; negative = a cut). After:
     # zeros up to x's last row, past dy's last window when the forward dropped rows.
-    pads_t = [(k - 1 - lo, size + lo - (out - 1) * s - 1)
-              for k, (lo, _), size, out, s in zip(k_hw, pads, in_hw, out_hw, stride)]
+    pads_t = [
+        (k - 1 - lo, size + lo - (out - 1) * s - 1)
+        for k, (lo, _), size, out, s in zip(k_hw, pads, in_hw, out_hw, stride)
+    ]
     flipped = jnp.transpose(lax.rev(w, (0, 1)), (0, 1, 3, 2))  # (kh, kw, c_out, c_in)
-    return lax.conv_general_dilated(dy, flipped, (1, 1), pads_t, lhs_dilation=stride,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        dy, flipped, (1, 1), pads_t, lhs_dilation=stride, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _correlate_dw(x, dy, stride, pads, k_hw):
@@ -146,12 +151,21 @@ def _correlate_dw(x, dy, stride, pads, k_hw):
     the kh kw strided patches of the padded x with dy (rows the forward dropped are
     never read)."""
     (kh, kw), (sh, sw), (oh, ow) = k_hw, stride, dy.shape[1:3]
-    xpad = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads)
-                   + ((0, 0, 0),))
-    patches = jnp.stack([
-        lax.slice(xpad, (0, a, b, 0), (x.shape[0], a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1,
-                                       x.shape[3]), (1, sh, sw, 1))
-        for a in range(kh) for b in range(kw)])  # (kh kw, n, oh, ow, c_x)
+    xpad = lax.pad(
+        x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads) + ((0, 0, 0),)
+    )
+    patches = jnp.stack(
+        [
+            lax.slice(
+                xpad,
+                (0, a, b, 0),
+                (x.shape[0], a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, x.shape[3]),
+                (1, sh, sw, 1),
+            )
+            for a in range(kh)
+            for b in range(kw)
+        ]
+    )  # (kh kw, n, oh, ow, c_x)
     dw = jnp.einsum("knijc,nijd->kcd", patches, dy)
     return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
 
@@ -165,8 +179,17 @@ def _promoted(*arrays):
 # --- convolutions ---------------------------------------------------------------------
 
 
-def Conv2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_init=None, b_init=None,
-           dtype=jnp.float32) -> Layer:
+def Conv2D(
+    c_in: int,
+    c_out: int,
+    kernel_size,
+    stride=1,
+    padding="SAME",
+    *,
+    w_init=None,
+    b_init=None,
+    dtype=jnp.float32,
+) -> Layer:
     """A 2-D convolution: `y = correlate(x, w) + b`, with stride and zero padding.
 
     Args:
@@ -190,20 +213,30 @@ def Conv2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_in
     """
     kernel = _pair("Conv2D: kernel_size", kernel_size)
     c_in = _check_size("Conv2D: c_in", c_in)
-    layer, output_shape = _conv2d(c_in, _check_size("Conv2D: c_out", c_out), kernel,
-                                  _pair("Conv2D: stride", stride),
-                                  _check_padding("Conv2D: padding", padding, allow_int=True))
-    return layer._replace(init=_weights_init(
-        f"Conv2D(c_in={c_in}, c_out={c_out})", output_shape, kernel + (c_in, c_out),
-        kernel[0] * kernel[1] * c_in, _check_init("Conv2D: w_init", w_init), _check_init("Conv2D: b_init", b_init),
-        _check_dtype("Conv2D: dtype", dtype)))
+    layer, output_shape = _conv2d(
+        c_in,
+        _check_size("Conv2D: c_out", c_out),
+        kernel,
+        _pair("Conv2D: stride", stride),
+        _check_padding("Conv2D: padding", padding, allow_int=True),
+    )
+    return layer._replace(
+        init=_weights_init(
+            f"Conv2D(c_in={c_in}, c_out={c_out})",
+            output_shape,
+            kernel + (c_in, c_out),
+            kernel[0] * kernel[1] * c_in,
+            _check_init("Conv2D: w_init", w_init),
+            _check_init("Conv2D: b_init", b_init),
+            _check_dtype("Conv2D: dtype", dtype),
+        )
+    )
 
 
 @shared
 def _conv2d(c_in, c_out, kernel, stride, padding):
     """The layer (its init with the default initializers) and its output shape function."""
-    name = (f"Conv2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
-            f"padding={padding!r})")
+    name = f"Conv2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, padding={padding!r})"
     w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
 
     def geometry(input_shape):
@@ -236,13 +269,23 @@ def _conv2d(c_in, c_out, kernel, stride, padding):
         dx = _correlate_dx(dyp, wp, stride, pads, jnp.shape(x)[1:3])
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    init = _weights_init(name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
-                         jnp.dtype(jnp.float32))
+    init = _weights_init(
+        name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None, jnp.dtype(jnp.float32)
+    )
     return Layer(init, apply, vjp), output_shape
 
 
-def ConvTranspose2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME", *, w_init=None,
-                    b_init=None, dtype=jnp.float32) -> Layer:
+def ConvTranspose2D(
+    c_in: int,
+    c_out: int,
+    kernel_size,
+    stride=1,
+    padding="SAME",
+    *,
+    w_init=None,
+    b_init=None,
+    dtype=jnp.float32,
+) -> Layer:
     """The transpose of a strided convolution: each input pixel adds `x[n, i, j] @ w[a, b]`
     to output pixel `(i*sh + a - lo_h, j*sw + b - lo_w)`, then `+ b`.
 
@@ -272,19 +315,32 @@ def ConvTranspose2D(c_in: int, c_out: int, kernel_size, stride=1, padding="SAME"
     kernel = _pair(f"{name}: kernel_size", kernel_size)
     c_in = _check_size(f"{name}: c_in", c_in)
     layer, output_shape = _conv_transpose2d(
-        c_in, _check_size(f"{name}: c_out", c_out), kernel, _pair(f"{name}: stride", stride),
-        _check_padding(f"{name}: padding", padding, allow_int=False))
-    return layer._replace(init=_weights_init(
-        f"{name}(c_in={c_in}, c_out={c_out})", output_shape, kernel + (c_in, c_out),
-        kernel[0] * kernel[1] * c_in, _check_init(f"{name}: w_init", w_init), _check_init(f"{name}: b_init", b_init),
-        _check_dtype(f"{name}: dtype", dtype)))
+        c_in,
+        _check_size(f"{name}: c_out", c_out),
+        kernel,
+        _pair(f"{name}: stride", stride),
+        _check_padding(f"{name}: padding", padding, allow_int=False),
+    )
+    return layer._replace(
+        init=_weights_init(
+            f"{name}(c_in={c_in}, c_out={c_out})",
+            output_shape,
+            kernel + (c_in, c_out),
+            kernel[0] * kernel[1] * c_in,
+            _check_init(f"{name}: w_init", w_init),
+            _check_init(f"{name}: b_init", b_init),
+            _check_dtype(f"{name}: dtype", dtype),
+        )
+    )
 
 
 @shared
 def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
     """The layer (its init with the default initializers) and its output shape function."""
-    name = (f"ConvTranspose2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
-            f"padding={padding!r})")
+    name = (
+        f"ConvTranspose2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
+        f"padding={padding!r})"
+    )
     w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
 
     def geometry(input_shape):
@@ -292,8 +348,10 @@ def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
         n, h, w, _ = _check_image(name, input_shape, c_in)
         if h < 1 or w < 1:
             raise ValueError(f"{name}: expected an image of at least 1 x 1 pixels, got shape {input_shape}")
-        out_hw = tuple(size * s if padding == "SAME" else (size - 1) * s + k
-                       for size, k, s in zip((h, w), kernel, stride))
+        out_hw = tuple(
+            size * s if padding == "SAME" else (size - 1) * s + k
+            for size, k, s in zip((h, w), kernel, stride)
+        )
         pads = tuple(_pads(padding, size, k, s) for size, k, s in zip(out_hw, kernel, stride))
         return pads, (n,) + out_hw + (c_out,)
 
@@ -320,6 +378,7 @@ def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
         dx = _correlate(dyp, wp, stride, pads, w_spec="HWOI")
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    init = _weights_init(name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None,
-                         jnp.dtype(jnp.float32))
+    init = _weights_init(
+        name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None, jnp.dtype(jnp.float32)
+    )
     return Layer(init, apply, vjp), output_shape

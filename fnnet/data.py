@@ -28,5 +28,5 @@ def disk(n: int, key) -> tuple:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"disk: n must be an int >= 1, got {n!r}")
     x = jax.random.uniform(key, (n, 2), jnp.float32)
-    inside = jnp.sum((x - jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS ** 2
+    inside = jnp.sum((x - jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
     return x, inside.astype(jnp.float32)

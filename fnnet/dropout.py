@@ -28,11 +28,9 @@ def Dropout(rate: float) -> Layer:
       >>> model = serial(Linear(2, 25), ReLU(), Dropout(0.1), Linear(25, 1))
     """
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise TypeError(f"Dropout: rate must be a float in [0, 1), got {rate!r} "
-                        f"({type(rate).__name__})")
+        raise TypeError(f"Dropout: rate must be a float in [0, 1), got {rate!r} ({type(rate).__name__})")
     if not 0 <= rate < 1:
-        raise ValueError(f"Dropout: rate (the probability of dropping a unit) must be in [0, 1), "
-                         f"got {rate}")
+        raise ValueError(f"Dropout: rate (the probability of dropping a unit) must be in [0, 1), got {rate}")
     return _dropout(float(rate))
 
 
@@ -49,8 +47,9 @@ def _dropout(rate: float) -> Layer:
             if not _check_train(name, train) or rate == 0:
                 return None
             if key is None:
-                raise ValueError(f"{name}: training mode draws a mask and needs a key; "
-                                 f"pass key=jax.random.key(...)")
+                raise ValueError(
+                    f"{name}: training mode draws a mask and needs a key; pass key=jax.random.key(...)"
+                )
             # Drawn in the batch-major shape, so both layouts drop the same units.
             shape = x.shape[::-1] if feature_major else x.shape
             keep = jax.random.bernoulli(key, 1 - rate, shape)

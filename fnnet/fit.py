@@ -67,10 +67,25 @@ class LearningRateUnderflow(UserWarning):
     that change nothing."""
 
 
-def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] = None,
-        key=None, progress: bool = True, *, opt_state=None, validation=None,
-        checkpoint=None, checkpoint_every: Optional[int] = None, resume: bool = False,
-        mesh=None) -> FitResult:
+def fit(
+    model,
+    loss,
+    opt,
+    params,
+    x,
+    y,
+    epochs: int,
+    batch_size: Optional[int] = None,
+    key=None,
+    progress: bool = True,
+    *,
+    opt_state=None,
+    validation=None,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume: bool = False,
+    mesh=None,
+) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
     Epochs run a chunk at a time in one compiled program (a loop of 500
@@ -146,8 +161,9 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
-            raise TypeError(f"fit: checkpoint must be a path (a str or os.PathLike), got "
-                            f"{type(checkpoint).__name__}")
+            raise TypeError(
+                f"fit: checkpoint must be a path (a str or os.PathLike), got {type(checkpoint).__name__}"
+            )
         checkpoint = os.fspath(checkpoint)
         check_writable(checkpoint, "fit")
 
@@ -156,14 +172,16 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
     opt_state = opt.init(params) if opt_state is None else opt_state
     jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
     check.check_opt_state(opt_state)
-    spec = None
+    spec: Optional[dict] = None
     if checkpoint is not None:
-        spec = _resume.run_spec(model, loss, opt, x, y, validation, size, key,
-                                int(getattr(opt_state, "count", 0)))
+        spec = _resume.run_spec(
+            model, loss, opt, x, y, validation, size, key, int(getattr(opt_state, "count", 0))
+        )
     losses, val_losses, done = [], [], 0
-    if resume and os.path.exists(checkpoint):
+    if resume and spec is not None and os.path.exists(checkpoint):
         params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(
-            checkpoint, params, opt_state, spec, epochs, steps_per_epoch)
+            checkpoint, params, opt_state, spec, epochs, steps_per_epoch
+        )
     _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 
     x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
@@ -179,6 +197,7 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
         new = run_chunk(params, opt_state, plan[0][0]) if plan else None
         for i, (count, save_after) in enumerate(plan):
             chunk = new
+            assert chunk is not None  # queued by the previous turn (plan is not empty here)
             if i + 1 < len(plan):  # queued behind this one: the device needs no host to go on
                 new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0])
             chunk_losses = np.asarray(chunk.losses)[:count]
@@ -198,8 +217,12 @@ def fit(model, loss, opt, params, x, y, epochs: int, batch_size: Optional[int] =
     finally:
         if bar is not None:
             bar.close()
-    return FitResult(params, opt_state, np.asarray(losses, np.float32),
-                     np.asarray(val_losses, np.float32) if validate else None)
+    return FitResult(
+        params,
+        opt_state,
+        np.asarray(losses, np.float32),
+        np.asarray(val_losses, np.float32) if validate else None,
+    )
 
 
 def _chunks(done, epochs, checkpoint_every, checkpointing):
@@ -213,8 +236,9 @@ def _chunks(done, epochs, checkpoint_every, checkpointing):
         if checkpoint_every:
             count = min(count, last_save + checkpoint_every - done)
         done += count
-        save = checkpointing and (done == epochs or bool(checkpoint_every)
-                                  and done - last_save >= checkpoint_every)
+        save = checkpointing and (
+            done == epochs or bool(checkpoint_every) and done - last_save >= checkpoint_every
+        )
         if save:
             last_save = done
         yield count, save
@@ -222,16 +246,30 @@ def _chunks(done, epochs, checkpoint_every, checkpointing):
 
 def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
     try:
-        save(path, params, opt_state, metadata={
-            "epochs_done": len(losses), "epochs": epochs, "losses": losses,
-            "val_losses": val_losses, "run": spec})
+        save(
+            path,
+            params,
+            opt_state,
+            metadata={
+                "epochs_done": len(losses),
+                "epochs": epochs,
+                "losses": losses,
+                "val_losses": val_losses,
+                "run": spec,
+            },
+        )
     except OSError as error:
         raise CheckpointError(
             f"fit: training stopped at epoch {len(losses)}, as its checkpoint could not be "
             f"written ({error}); the error carries the params, optimizer state and losses "
-            f"up to there", errno=error.errno, epoch=len(losses), params=params,
-            opt_state=opt_state, losses=np.asarray(losses, np.float32),
-            val_losses=np.asarray(val_losses, np.float32) if validate else None) from error
+            f"up to there",
+            errno=error.errno,
+            epoch=len(losses),
+            params=params,
+            opt_state=opt_state,
+            losses=np.asarray(losses, np.float32),
+            val_losses=np.asarray(val_losses, np.float32) if validate else None,
+        ) from error
 
 
 def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
@@ -241,10 +279,14 @@ def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
     if found is not None:
         step, dtype = found
         epoch = done + (step - int(opt_state.count)) // steps_per_epoch
-        warnings.warn(f"fit: the learning rate underflows to 0.0 in {dtype} at step {step} "
-                      f"(epoch {epoch}): lr * decay**t (* schedule(t)) is exactly 0 from there "
-                      f"on, and the epochs after it change nothing; use a decay closer to 1 or "
-                      f"fewer epochs", LearningRateUnderflow, stacklevel=3)
+        warnings.warn(
+            f"fit: the learning rate underflows to 0.0 in {dtype} at step {step} "
+            f"(epoch {epoch}): lr * decay**t (* schedule(t)) is exactly 0 from there "
+            f"on, and the epochs after it change nothing; use a decay closer to 1 or "
+            f"fewer epochs",
+            LearningRateUnderflow,
+            stacklevel=3,
+        )
 
 
 def _diverged(run_chunk, starts, losses, count):
@@ -276,20 +318,31 @@ def _diverged(run_chunk, starts, losses, count):
             what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
         else:  # the step of epoch `low` made them non-finite
             epoch = low
-            what = (f"the params or optimizer state became non-finite in epoch {epoch} (its "
-                    f"loss {losses[epoch]} was finite)")
+            what = (
+                f"the params or optimizer state became non-finite in epoch {epoch} (its "
+                f"loss {losses[epoch]} was finite)"
+            )
         return TrainingDiverged(
             f"fit: {what}; the error carries the last params whose loss and state were finite "
             f"({losses[low]}), those at the start of epoch {low}, and their optimizer state. "
-            f"Try a smaller learning rate.", epoch=epoch, start_epoch=low,
-            params=best[0], opt_state=best[1], losses=np.asarray(losses[:low], np.float32))
+            f"Try a smaller learning rate.",
+            epoch=epoch,
+            start_epoch=low,
+            params=best[0],
+            opt_state=best[1],
+            losses=np.asarray(losses[:low], np.float32),
+        )
     params, opt_state, at = starts[0]
     what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
     return TrainingDiverged(
         f"fit: {what}; the loss is not finite even at the params this run started from (epoch "
-        f"{at}): the error carries those, and no params with a finite loss", epoch=epoch,
-        start_epoch=at, params=params, opt_state=opt_state,
-        losses=np.asarray(losses[:at], np.float32))
+        f"{at}): the error carries those, and no params with a finite loss",
+        epoch=epoch,
+        start_epoch=at,
+        params=params,
+        opt_state=opt_state,
+        losses=np.asarray(losses[:at], np.float32),
+    )
 
 
 def _progress_bar(progress, epochs, done):

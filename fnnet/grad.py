@@ -32,8 +32,10 @@ def check_input(model: Layer, params, x) -> None:
     empty, and `model.apply` traced (not run) on it, so shape errors speak of the
     user's shapes."""
     if jnp.size(x) == 0:
-        raise ValueError(f"an empty batch: x of shape {jnp.shape(x)} holds no values, and the "
-                         f"mean loss over no samples is undefined")
+        raise ValueError(
+            f"an empty batch: x of shape {jnp.shape(x)} holds no values, and the "
+            f"mean loss over no samples is undefined"
+        )
     jax.eval_shape(model.apply, params, x)
 
 
@@ -46,15 +48,16 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, target, *, train: bool =
     twin = layout(model, x)
     if twin is None:
         return loss_and_grads_in(model, loss, params, x, target, train=train, key=key)
-    return loss_and_grads_in(twin, loss, params, x.T, target, train=train, key=key,
-                             transposed=True)
+    return loss_and_grads_in(twin, loss, params, x.T, target, train=train, key=key, transposed=True)
 
 
-def loss_and_grads_in(layer: Layer, loss: Loss, params, x, target, *, train: bool, key,
-                      transposed: bool = False):
+def loss_and_grads_in(
+    layer: Layer, loss: Loss, params, x, target, *, train: bool, key, transposed: bool = False
+):
     """`loss_and_grads` for x already in `layer`'s layout: `x.T` when `transposed` (a
     feature-major twin on `(features, batch)`). A training loop transposes once, before
     the loop, and calls this: XLA does not hoist the transpose out of the loop itself."""
+
     def user(a):  # the twin's (outputs, batch) <-> the loss's (batch, outputs)
         return a.T if transposed else a
 
@@ -87,8 +90,10 @@ def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> Callable:
     Example:
       >>> value, grads = jax.jit(value_and_grad(model, LossBCE()))(params, x, y)
     """
+
     def f(params, x, target, key=None):
         return loss_and_grads(model, loss, params, x, target, train=train, key=key)
+
     return f
 
 
@@ -108,6 +113,7 @@ def as_jax(model: Layer, *, train: bool = False) -> Callable:
       >>> # JAX's grad of `loss` now runs model.vjp for the model's part
     """
     if train:
+
         @jax.custom_vjp
         def f_train(params, x, key):
             return model.apply(params, x, train=True, key=key)

@@ -95,15 +95,19 @@ def contract_hint():
     except TypeError as error:
         if type(error) is not TypeError or "unexpected keyword argument" not in str(error):
             raise
-        raise TypeError(f"{error} (a layer's apply and vjp take the keywords train and key, "
-                        f"update_state the keyword key: see fnnet.layers)") from error
+        raise TypeError(
+            f"{error} (a layer's apply and vjp take the keywords train and key, "
+            f"update_state the keyword key: see fnnet.layers)"
+        ) from error
 
 
 def _check_train(name: str, train) -> bool:
     """`train` selects a Python branch: it must be a bool, not an array or a tracer."""
     if not isinstance(train, bool):
-        raise TypeError(f"{name}: train must be a Python bool (True for a training step), "
-                        f"got {train!r} ({type(train).__name__})")
+        raise TypeError(
+            f"{name}: train must be a Python bool (True for a training step), "
+            f"got {train!r} ({type(train).__name__})"
+        )
     return train
 
 
@@ -128,21 +132,25 @@ def _check_floating(name: str, x) -> None:
     cotangent (its fraction cut off) from `vjp`."""
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name}: input must be floating point, got dtype {dtype}; "
-                        f"convert it, e.g. x.astype(jnp.float32)")
+        raise TypeError(
+            f"{name}: input must be floating point, got dtype {dtype}; convert it, e.g. x.astype(jnp.float32)"
+        )
 
 
 @shared
 def no_params_init(owner: str) -> Callable:
     """The `init` of a parameter-free layer named `owner`: shape in, shape out, params ()."""
+
     def init(key, input_shape):
         return check_init(owner, key, input_shape), ()
+
     return init
 
 
 def _uniform(bound: float):
     def init(key, shape, dtype):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
+
     return init
 
 
@@ -170,14 +178,21 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
     _check_size("Linear: n_in", n_in)
     _check_size("Linear: n_out", n_out)
     layer, output_shape = _linear(n_in, n_out)
-    return layer._replace(init=_weights_init(f"Linear(n_in={n_in}, n_out={n_out})", output_shape,
-                                             (n_in, n_out), n_in, w_init, b_init,
-                                             jnp.dtype(dtype)))
+    return layer._replace(
+        init=_weights_init(
+            f"Linear(n_in={n_in}, n_out={n_out})",
+            output_shape,
+            (n_in, n_out),
+            n_in,
+            w_init,
+            b_init,
+            jnp.dtype(dtype),
+        )
+    )
 
 
 @shared
-def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init,
-                  dtype):
+def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init, dtype):
     """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
     `w_init` and `b_init`, by default U[-1/sqrt(fan_in), 1/sqrt(fan_in)]. It lives apart
     from the layer's program: initializers change init only."""
@@ -205,19 +220,23 @@ def _linear(n_in, n_out):
 
     def check_params(params):
         if not isinstance(params, dict) or set(params) != {"w", "b"}:
-            raise ValueError(f"{name}: params must be a dict with keys 'w' and 'b', "
-                             f"got {jax.tree.structure(params)}")
+            raise ValueError(
+                f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
+            )
         w, b = params["w"], params["b"]
         if jnp.shape(w) != (n_in, n_out) or jnp.shape(b) != (n_out,):
-            raise ValueError(f"{name}: params must have w {(n_in, n_out)} and b {(n_out,)}, "
-                             f"got w {jnp.shape(w)} and b {jnp.shape(b)}")
+            raise ValueError(
+                f"{name}: params must have w {(n_in, n_out)} and b {(n_out,)}, "
+                f"got w {jnp.shape(w)} and b {jnp.shape(b)}"
+            )
         return w, b
 
     def check_input(x, axis):
         _check_floating(name, x)
         if jnp.ndim(x) < 1 or jnp.shape(x)[axis] != n_in:
-            raise ValueError(f"{name}: expected input with {n_in} features "
-                             f"on axis {axis}, got shape {jnp.shape(x)}")
+            raise ValueError(
+                f"{name}: expected input with {n_in} features on axis {axis}, got shape {jnp.shape(x)}"
+            )
 
     def apply(params, x, *, train=False, key=None):
         w, b = check_params(params)
@@ -250,9 +269,10 @@ def _linear(n_in, n_out):
         check_input(x, 0)
         with jax.named_scope(name):
             # dw = x dy^T, db = sum over batch of dy, dx = w dy
-            return ({"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
-                    (w @ dy).astype(x.dtype))
+            return (
+                {"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
+                (w @ dy).astype(x.dtype),
+            )
 
     init = _weights_init(name, output_shape, (n_in, n_out), n_in, None, None, jnp.dtype(jnp.float32))
     return Layer(init, apply, vjp, feature_major=Layer(init, apply_fm, vjp_fm)), output_shape
-

@@ -31,6 +31,7 @@ def _check_probabilities(name):
     def check(t, n_outputs):
         if t.size and not (np.all(t >= 0) and np.all(t <= 1)):
             raise ValueError(f"{name}: targets must be in [0, 1], got values in [{t.min()}, {t.max()}]")
+
     return check
 
 
@@ -52,8 +53,10 @@ class Loss(NamedTuple):
 
 def _check_same_shape(name, y, target):
     if jnp.shape(y) != jnp.shape(target):
-        raise ValueError(f"{name}: prediction and target must have the same shape, "
-                         f"got {jnp.shape(y)} and {jnp.shape(target)}")
+        raise ValueError(
+            f"{name}: prediction and target must have the same shape, "
+            f"got {jnp.shape(y)} and {jnp.shape(target)}"
+        )
 
 
 def _mean(values):
@@ -125,8 +128,7 @@ def LossBCEWithLogits() -> Loss:
     return _mean_loss(
         "LossBCEWithLogits",
         # = max(z, 0) - t z + log1p(exp(-|z|)), written so no term exceeds |z|
-        lambda z, t: ((1 - t) * jnp.maximum(z, 0) + t * jnp.maximum(-z, 0)
-                      + jnp.log1p(jnp.exp(-jnp.abs(z)))),
+        lambda z, t: (1 - t) * jnp.maximum(z, 0) + t * jnp.maximum(-z, 0) + jnp.log1p(jnp.exp(-jnp.abs(z))),
         lambda z, t: lax.logistic(z) - t,
     )._replace(check_targets=_check_probabilities("LossBCEWithLogits"))
 
@@ -147,20 +149,27 @@ def LossCrossEntropy() -> Loss:
         if jnp.ndim(y) < 1:
             raise ValueError(f"{name}: logits need a class axis, got shape {jnp.shape(y)}")
         if jnp.shape(y)[-1] < 2:
-            raise ValueError(f"{name}: needs at least 2 classes (logits (..., classes)), got "
-                             f"logits of shape {jnp.shape(y)}; for one output use "
-                             f"LossBCEWithLogits (or LossBCE after a Sigmoid)")
+            raise ValueError(
+                f"{name}: needs at least 2 classes (logits (..., classes)), got "
+                f"logits of shape {jnp.shape(y)}; for one output use "
+                f"LossBCEWithLogits (or LossBCE after a Sigmoid)"
+            )
         if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer) and (
-                jnp.shape(target) == jnp.shape(y)[:-1]):
-            raise ValueError(f"{name}: prediction and target must have the same shape, got "
-                             f"{jnp.shape(y)} and {jnp.shape(target)}: class labels must be "
-                             f"integers, got {jnp.asarray(target).dtype} labels (convert them, "
-                             f"e.g. labels.astype(jnp.int32)), or give one-hot rows of the "
-                             f"model's width, shape {jnp.shape(y)}")
+            jnp.shape(target) == jnp.shape(y)[:-1]
+        ):
+            raise ValueError(
+                f"{name}: prediction and target must have the same shape, got "
+                f"{jnp.shape(y)} and {jnp.shape(target)}: class labels must be "
+                f"integers, got {jnp.asarray(target).dtype} labels (convert them, "
+                f"e.g. labels.astype(jnp.int32)), or give one-hot rows of the "
+                f"model's width, shape {jnp.shape(y)}"
+            )
         if jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer):
             if jnp.shape(target) != jnp.shape(y)[:-1]:
-                raise ValueError(f"{name}: integer labels must have shape {jnp.shape(y)[:-1]} "
-                                 f"for logits {jnp.shape(y)}, got {jnp.shape(target)}")
+                raise ValueError(
+                    f"{name}: integer labels must have shape {jnp.shape(y)[:-1]} "
+                    f"for logits {jnp.shape(y)}, got {jnp.shape(target)}"
+                )
             classes = jnp.arange(y.shape[-1]).reshape((1,) * jnp.ndim(target) + (-1,))
             return (jnp.asarray(target)[..., None] == classes).astype(y.dtype)
         _check_same_shape(name, y, target)
@@ -184,19 +193,25 @@ def LossCrossEntropy() -> Loss:
 
     def check_labels(t, n_classes):
         if n_classes < 2:
-            raise ValueError(f"{name}: needs at least 2 classes, got a model with {n_classes} "
-                             f"output(s); for one output use LossBCEWithLogits")
+            raise ValueError(
+                f"{name}: needs at least 2 classes, got a model with {n_classes} "
+                f"output(s); for one output use LossBCEWithLogits"
+            )
         if not np.issubdtype(t.dtype, np.integer) and (t.ndim == 0 or t.shape[-1] != n_classes):
-            raise ValueError(f"{name}: class labels must be integers, got {t.dtype} targets of "
-                             f"shape {t.shape}; or give one-hot rows of the model's width "
-                             f"{n_classes}")
-        if np.issubdtype(t.dtype, np.integer) and t.size and not (
-                t.min() >= 0 and t.max() < n_classes):
-            raise ValueError(f"{name}: labels must be in [0, {n_classes}) for {n_classes} "
-                             f"classes, got values in [{t.min()}, {t.max()}]")
+            raise ValueError(
+                f"{name}: class labels must be integers, got {t.dtype} targets of "
+                f"shape {t.shape}; or give one-hot rows of the model's width "
+                f"{n_classes}"
+            )
+        if np.issubdtype(t.dtype, np.integer) and t.size and not (t.min() >= 0 and t.max() < n_classes):
+            raise ValueError(
+                f"{name}: labels must be in [0, {n_classes}) for {n_classes} "
+                f"classes, got values in [{t.min()}, {t.max()}]"
+            )
         if np.issubdtype(t.dtype, np.floating) and t.size and not np.all(t >= 0):
-            raise ValueError(f"{name}: target rows (probabilities or weights) must be >= 0, "
-                             f"got values in [{t.min()}, {t.max()}]")
+            raise ValueError(
+                f"{name}: target rows (probabilities or weights) must be >= 0, "
+                f"got values in [{t.min()}, {t.max()}]"
+            )
 
     return Loss(value, grad, check_labels)
-

@@ -56,8 +56,9 @@ def _normalize(x, axes, eps):
 
 def _normalize_vjp(g, xhat, s, axes):
     # dx = (g - mean(g) - xhat * mean(g * xhat)) / s
-    return (g - jnp.mean(g, axis=axes, keepdims=True)
-            - xhat * jnp.mean(g * xhat, axis=axes, keepdims=True)) / s
+    return (
+        g - jnp.mean(g, axis=axes, keepdims=True) - xhat * jnp.mean(g * xhat, axis=axes, keepdims=True)
+    ) / s
 
 
 def _other_axes(x, feature_axis):
@@ -68,33 +69,46 @@ def _scale_shift_init(owner, min_rank, dtype, running):
     def init(key, input_shape):
         input_shape = check_init(owner, key, input_shape)
         if len(input_shape) < min_rank:
-            raise ValueError(f"{owner}: expected input_shape with at least {min_rank} axes "
-                             f"(..., features), got {input_shape}")
+            raise ValueError(
+                f"{owner}: expected input_shape with at least {min_rank} axes "
+                f"(..., features), got {input_shape}"
+            )
         c = input_shape[-1]
         params = {"scale": jnp.ones((c,), dtype), "shift": jnp.zeros((c,), dtype)}
         if running:
             params["running"] = State(mean=jnp.zeros((c,), dtype), var=jnp.ones((c,), dtype))
         return input_shape, params
+
     return init
 
 
 def _check(owner, params, x, feature_axis, min_rank, running):
     _check_floating(owner, x)
     keys = {"scale", "shift"} | ({"running"} if running else set())
-    if not isinstance(params, dict) or set(params) != keys or (
-            running and not (isinstance(params["running"], State)
-                             and set(params["running"]) == {"mean", "var"})):
-        raise ValueError(f"{owner}: params must be a dict with keys {sorted(keys)}"
-                         + (" ('running' a State with 'mean' and 'var')" if running else "")
-                         + f", got {jax.tree.structure(params)}")
+    if (
+        not isinstance(params, dict)
+        or set(params) != keys
+        or (
+            running
+            and not (isinstance(params["running"], State) and set(params["running"]) == {"mean", "var"})
+        )
+    ):
+        raise ValueError(
+            f"{owner}: params must be a dict with keys {sorted(keys)}"
+            + (" ('running' a State with 'mean' and 'var')" if running else "")
+            + f", got {jax.tree.structure(params)}"
+        )
     if jnp.ndim(x) < min_rank:
-        raise ValueError(f"{owner}: expected input with at least {min_rank} axes "
-                         f"(..., features), got shape {jnp.shape(x)}")
+        raise ValueError(
+            f"{owner}: expected input with at least {min_rank} axes (..., features), got shape {jnp.shape(x)}"
+        )
     c = jnp.shape(x)[feature_axis]
     for name, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if jnp.shape(leaf) != (c,):
-            raise ValueError(f"{owner}: params{jax.tree_util.keystr(name)} must have shape ({c},) "
-                             f"for input of shape {jnp.shape(x)}, got {jnp.shape(leaf)}")
+            raise ValueError(
+                f"{owner}: params{jax.tree_util.keystr(name)} must have shape ({c},) "
+                f"for input of shape {jnp.shape(x)}, got {jnp.shape(leaf)}"
+            )
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
@@ -136,10 +150,12 @@ def _batch_norm(momentum, eps, dtype) -> Layer:
             _check(name, params, x, feature_axis, 2, True)
             axes = _other_axes(x, feature_axis)
             if _check_train(name, train) and math.prod(x.shape[a] for a in axes) < 2:
-                raise ValueError(f"{name}: training normalizes by the batch and needs more than "
-                                 f"one value per feature, got input of shape {x.shape} (a batch "
-                                 f"of one: use a larger batch, or a batch_size that leaves no "
-                                 f"single-sample last batch)")
+                raise ValueError(
+                    f"{name}: training normalizes by the batch and needs more than "
+                    f"one value per feature, got input of shape {x.shape} (a batch "
+                    f"of one: use a larger batch, or a batch_size that leaves no "
+                    f"single-sample last batch)"
+                )
             if train:
                 xhat, mean, var, s = _normalize(x, axes, eps)
                 return xhat, s, mean, var, axes
@@ -150,8 +166,9 @@ def _batch_norm(momentum, eps, dtype) -> Layer:
         def apply(params, x, *, train=False, key=None):
             with jax.named_scope(name):
                 xhat = statistics(params, x, train)[0]
-                return (_along(params["scale"], x, feature_axis) * xhat
-                        + _along(params["shift"], x, feature_axis))
+                return _along(params["scale"], x, feature_axis) * xhat + _along(
+                    params["shift"], x, feature_axis
+                )
 
         def vjp(params, x, dy, *, train=False, key=None):
             with jax.named_scope(name):
@@ -160,24 +177,29 @@ def _batch_norm(momentum, eps, dtype) -> Layer:
                 running = params["running"]
                 if train:  # the running statistics are not used: zero cotangents
                     dx = _normalize_vjp(g, xhat, s, axes)
-                    drunning = State(mean=jnp.zeros_like(running["mean"]),
-                                     var=jnp.zeros_like(running["var"]))
+                    drunning = State(mean=jnp.zeros_like(running["mean"]), var=jnp.zeros_like(running["var"]))
                 else:  # y = scale (x - m) / s + shift, s = sqrt(v + eps)
                     dx = g / s
                     # dm = -sum(g) / s; dv = -sum(g * xhat) / (2 s^2)
-                    drunning = State(mean=(-jnp.sum(g / s, axis=axes)).astype(running["mean"].dtype),
-                                     var=(-jnp.sum(g * xhat / (2 * s * s), axis=axes)
-                                          ).astype(running["var"].dtype))
-                dparams = {"scale": jnp.sum(dy * xhat, axis=axes).astype(params["scale"].dtype),
-                           "shift": jnp.sum(dy, axis=axes).astype(params["shift"].dtype),
-                           "running": drunning}
+                    drunning = State(
+                        mean=(-jnp.sum(g / s, axis=axes)).astype(running["mean"].dtype),
+                        var=(-jnp.sum(g * xhat / (2 * s * s), axis=axes)).astype(running["var"].dtype),
+                    )
+                dparams = {
+                    "scale": jnp.sum(dy * xhat, axis=axes).astype(params["scale"].dtype),
+                    "shift": jnp.sum(dy, axis=axes).astype(params["shift"].dtype),
+                    "running": drunning,
+                }
                 return dparams, dx.astype(x.dtype)
 
         def update_state(params, x, *, key=None):
             _, _, mean, var, _ = statistics(params, x, True)
             running = params["running"]
-            moved = {stat: momentum * running[stat] + (1 - momentum) * batch.reshape(-1)
-                     .astype(running[stat].dtype) for stat, batch in (("mean", mean), ("var", var))}
+            moved = {
+                stat: momentum * running[stat]
+                + (1 - momentum) * batch.reshape(-1).astype(running[stat].dtype)
+                for stat, batch in (("mean", mean), ("var", var))
+            }
             return {**params, "running": State(moved)}
 
         return Layer(_scale_shift_init(name, 2, dtype, True), apply, vjp, update_state)
@@ -216,8 +238,9 @@ def _layer_norm(eps, dtype) -> Layer:
         def apply(params, x, *, train=False, key=None):
             with jax.named_scope(name):
                 xhat = forward(params, x)[0]
-                return (_along(params["scale"], x, feature_axis) * xhat
-                        + _along(params["shift"], x, feature_axis))
+                return _along(params["scale"], x, feature_axis) * xhat + _along(
+                    params["shift"], x, feature_axis
+                )
 
         def vjp(params, x, dy, *, train=False, key=None):
             with jax.named_scope(name):
@@ -225,9 +248,13 @@ def _layer_norm(eps, dtype) -> Layer:
                 g = dy * _along(params["scale"], x, feature_axis)
                 dx = _normalize_vjp(g, xhat, s, (feature_axis % x.ndim,))
                 others = _other_axes(x, feature_axis)
-                return ({"scale": jnp.sum(dy * xhat, axis=others).astype(params["scale"].dtype),
-                         "shift": jnp.sum(dy, axis=others).astype(params["shift"].dtype)},
-                        dx.astype(x.dtype))
+                return (
+                    {
+                        "scale": jnp.sum(dy * xhat, axis=others).astype(params["scale"].dtype),
+                        "shift": jnp.sum(dy, axis=others).astype(params["shift"].dtype),
+                    },
+                    dx.astype(x.dtype),
+                )
 
         return Layer(_scale_shift_init(name, 1, dtype, False), apply, vjp)
 

@@ -33,8 +33,18 @@ from fnnet._shared import shared
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet.state import trainable_mask
 
-__all__ = ["Optimizer", "OptState", "Hyperparameter", "optimizer", "SGD", "Adam",
-           "positive", "nonnegative", "fraction", "decay_factor"]
+__all__ = [
+    "Optimizer",
+    "OptState",
+    "Hyperparameter",
+    "optimizer",
+    "SGD",
+    "Adam",
+    "positive",
+    "nonnegative",
+    "fraction",
+    "decay_factor",
+]
 
 
 class Optimizer(NamedTuple):
@@ -78,7 +88,7 @@ class Optimizer(NamedTuple):
 class OptState(NamedTuple):
     """count: int32 steps taken; hyperparams: name -> array; slots: name -> params-like buffer."""
 
-    count: Array
+    count: Array  # type: ignore[assignment]  # the field shadows tuple.count, by design
     hyperparams: dict
     slots: dict
 
@@ -91,7 +101,7 @@ class Hyperparameter(NamedTuple):
     """
 
     value: Any
-    ok: Callable[[np.ndarray], np.ndarray]
+    ok: Callable[[Any], Any]
     expected: str
 
 
@@ -137,9 +147,11 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
     traced value (inside vmap or jit) is checked for its shape only (see `Optimizer.valid`)."""
     if isinstance(value, jax.core.Tracer):
         if jnp.shape(value) != ():
-            raise ValueError(f"{owner}: {name} must be a scalar (one value per run; vmap over "
-                             f"opt.init for a sweep), got an array of shape "
-                             f"{jnp.shape(value)}")
+            raise ValueError(
+                f"{owner}: {name} must be a scalar (one value per run; vmap over "
+                f"opt.init for a sweep), got an array of shape "
+                f"{jnp.shape(value)}"
+            )
         return value
     # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
     try:
@@ -149,8 +161,10 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
     if isinstance(value, bool) or array is None or array.dtype.kind not in "iuf":
         raise TypeError(f"{owner}: {name} must be a number, got {value!r} ({type(value).__name__})")
     if array.ndim != 0:
-        raise ValueError(f"{owner}: {name} must be a scalar (one value per run; vmap over "
-                         f"opt.init for a sweep), got an array of shape {array.shape}")
+        raise ValueError(
+            f"{owner}: {name} must be a scalar (one value per run; vmap over "
+            f"opt.init for a sweep), got an array of shape {array.shape}"
+        )
     number = float(array)
     if not (np.isfinite(number) and rule.ok(np.float64(number))):
         raise ValueError(f"{owner}: {name} must be {rule.expected}, got {number!r}")
@@ -158,8 +172,10 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
         with np.errstate(over="ignore"):  # an overflow to inf is what this looks for
             cast = np.asarray(number, dtype)
         if not (np.isfinite(cast) and rule.ok(np.float64(cast))):
-            raise ValueError(f"{owner}: {name} must be {rule.expected} in the params' dtype "
-                             f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there")
+            raise ValueError(
+                f"{owner}: {name} must be {rule.expected} in the params' dtype "
+                f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there"
+            )
     return value
 
 
@@ -185,11 +201,14 @@ def _check_trainable_floats(owner, params):
     cut an integer leaf's update to an integer (or fail on a Python number)."""
     paths_and_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, leaf), trainable in zip(paths_and_leaves, jax.tree.leaves(trainable_mask(params))):
-        if trainable and not (hasattr(leaf, "dtype") and hasattr(leaf, "shape")
-                              and jnp.issubdtype(leaf.dtype, jnp.floating)):
+        if trainable and not (
+            hasattr(leaf, "dtype") and hasattr(leaf, "shape") and jnp.issubdtype(leaf.dtype, jnp.floating)
+        ):
             what = f"dtype {leaf.dtype}" if hasattr(leaf, "dtype") else type(leaf).__name__
-            raise TypeError(f"{owner}: params must be floating-point arrays (the optimizer "
-                            f"moves them), got params{jax.tree_util.keystr(path)} of {what}")
+            raise TypeError(
+                f"{owner}: params must be floating-point arrays (the optimizer "
+                f"moves them), got params{jax.tree_util.keystr(path)} of {what}"
+            )
 
 
 def _check_schedule(owner, schedule, steps=1):
@@ -197,13 +216,17 @@ def _check_schedule(owner, schedule, steps=1):
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
         lrs = np.asarray(schedule(jnp.arange(steps, dtype=jnp.int32)))
     if lrs.shape != (steps,):
-        raise ValueError(f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
-                         f"({steps},) to lrs of shape ({steps},)), got lrs of shape {lrs.shape}")
+        raise ValueError(
+            f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
+            f"({steps},) to lrs of shape ({steps},)), got lrs of shape {lrs.shape}"
+        )
     bad = ~(np.isfinite(lrs) & (lrs > 0))
     if bad.any():
         first = int(np.argmax(bad))
-        raise ValueError(f"{owner}: the lr schedule must give a finite lr > 0 at every step, "
-                         f"got {lrs[first]} at step {first}")
+        raise ValueError(
+            f"{owner}: the lr schedule must give a finite lr > 0 at every step, "
+            f"got {lrs[first]} at step {first}"
+        )
 
 
 def check_schedule(opt: Optimizer, steps: int) -> None:
@@ -212,8 +235,15 @@ def check_schedule(opt: Optimizer, steps: int) -> None:
         _check_schedule(opt.name, opt.schedule, steps)
 
 
-def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
-              hints: Optional[Dict[str, str]] = None, **hyperparams: Hyperparameter) -> Optimizer:
+def optimizer(
+    name: str,
+    rule: Callable,
+    lr: ScalarOrSchedule,
+    slots=(),
+    *,
+    hints: Optional[Dict[str, str]] = None,
+    **hyperparams: Hyperparameter,
+) -> Optimizer:
     """Lift a per-leaf `rule` to an `Optimizer` over parameter pytrees.
 
     Args:
@@ -236,8 +266,10 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
     """
     for hyper_name, hyper in hyperparams.items():
         if not isinstance(hyper, Hyperparameter):
-            raise TypeError(f"{name}: hyperparameter {hyper_name} must be a Hyperparameter "
-                            f"(e.g. fnnet.optim.positive(value)), got {hyper!r}")
+            raise TypeError(
+                f"{name}: hyperparameter {hyper_name} must be a Hyperparameter "
+                f"(e.g. fnnet.optim.positive(value)), got {hyper!r}"
+            )
     schedule: Optional[Callable] = None
     if callable(lr):
         _check_schedule(name, lr)
@@ -250,19 +282,23 @@ def optimizer(name: str, rule: Callable, lr: ScalarOrSchedule, slots=(), *,
         unknown = sorted(set(overrides) - set(rules))
         if unknown:
             why = "".join(f"; {hints[n]}" for n in unknown if n in (hints or {}))
-            raise TypeError(f"{name}.init: unknown hyperparameter(s) {unknown}; "
-                            f"expected some of {sorted(rules)}{why}")
+            raise TypeError(
+                f"{name}.init: unknown hyperparameter(s) {unknown}; expected some of {sorted(rules)}{why}"
+            )
         _check_trainable_floats(f"{name}.init", params)
         # hyperparameters in the params' float dtype, at least float32 (float32 for
         # float32 models, even under x64)
-        floats = [leaf for leaf in jax.tree.leaves(params)
-                  if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+        floats = [
+            leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+        ]
         dtype = _at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
             count=jnp.zeros((), jnp.int32),
-            hyperparams={n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
-                         for n, v in values.items()},
+            hyperparams={
+                n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
+                for n, v in values.items()
+            },
             slots={slot: jax.tree.map(jnp.zeros_like, params) for slot in slots},
         )
 
@@ -274,31 +310,39 @@ def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
     """Trace-time checks of `step`'s arguments: grads and state must fit params."""
     params_tree, grads_tree = jax.tree.structure(params), jax.tree.structure(grads)
     if params_tree != grads_tree:
-        raise ValueError(f"{owner}.step: grads must have the structure of params; "
-                         f"params {params_tree}, grads {grads_tree}")
+        raise ValueError(
+            f"{owner}.step: grads must have the structure of params; params {params_tree}, grads {grads_tree}"
+        )
     paths_and_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, p), g in zip(paths_and_leaves, jax.tree.leaves(grads)):
         if jnp.shape(p) != jnp.shape(g):  # else p - lr * g would broadcast silently
-            raise ValueError(f"{owner}.step: grads must have the shapes of params; "
-                             f"params{jax.tree_util.keystr(path)} is {jnp.shape(p)}, "
-                             f"its grad {jnp.shape(g)}")
+            raise ValueError(
+                f"{owner}.step: grads must have the shapes of params; "
+                f"params{jax.tree_util.keystr(path)} is {jnp.shape(p)}, "
+                f"its grad {jnp.shape(g)}"
+            )
     if not isinstance(state, OptState):
-        raise TypeError(f"{owner}.step: opt_state must be an OptState (from {owner}.init), "
-                        f"got {type(state).__name__}")
+        raise TypeError(
+            f"{owner}.step: opt_state must be an OptState (from {owner}.init), got {type(state).__name__}"
+        )
     if tuple(sorted(state.hyperparams)) != hyperparam_names or set(state.slots) != set(slot_names):
-        raise ValueError(f"{owner}.step: opt_state was made by another optimizer: it has "
-                         f"hyperparams {sorted(state.hyperparams)} and slots "
-                         f"{sorted(state.slots)}, expected {list(hyperparam_names)} and "
-                         f"{sorted(slot_names)}")
+        raise ValueError(
+            f"{owner}.step: opt_state was made by another optimizer: it has "
+            f"hyperparams {sorted(state.hyperparams)} and slots "
+            f"{sorted(state.slots)}, expected {list(hyperparam_names)} and "
+            f"{sorted(slot_names)}"
+        )
     for name in slot_names:
         slot = state.slots[name]
         if jax.tree.structure(slot) != params_tree or any(
-                jnp.shape(p) != jnp.shape(v) for p, v in zip(jax.tree.leaves(params),
-                                                             jax.tree.leaves(slot))):
-            raise ValueError(f"{owner}.step: opt_state was made for other params (another "
-                             f"model): slots[{name!r}] has shapes "
-                             f"{jax.tree.map(jnp.shape, slot)}, params "
-                             f"{jax.tree.map(jnp.shape, params)}")
+            jnp.shape(p) != jnp.shape(v) for p, v in zip(jax.tree.leaves(params), jax.tree.leaves(slot))
+        ):
+            raise ValueError(
+                f"{owner}.step: opt_state was made for other params (another "
+                f"model): slots[{name!r}] has shapes "
+                f"{jax.tree.map(jnp.shape, slot)}, params "
+                f"{jax.tree.map(jnp.shape, params)}"
+            )
 
 
 @shared
@@ -316,25 +360,31 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
         grad_leaves = treedef.flatten_up_to(grads)
         slot_leaves = {name: treedef.flatten_up_to(state.slots[name]) for name in slot_names}
         new_leaves, new_slots = [], {name: [] for name in slot_names}
-        for i, (p, g, moves) in enumerate(zip(leaves, grad_leaves,
-                                              jax.tree.leaves(trainable_mask(params)))):
+        for i, (p, g, moves) in enumerate(zip(leaves, grad_leaves, jax.tree.leaves(trainable_mask(params)))):
             slots = {name: slot_leaves[name][i] for name in slot_names}
             if moves:  # a leaf under a State stays as it is
                 # The rule runs in p's dtype, at least float32 (in float16 Adam's eps 1e-8
                 # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out.
                 dtype = _at_least_float32(p.dtype)
-                new_p, slots = rule(p.astype(dtype), g.astype(dtype),
-                                    {name: s.astype(dtype) for name, s in slots.items()},
-                                    {name: h.astype(dtype) for name, h in hyper.items()},
-                                    jnp.asarray(lr, dtype), t)
+                new_p, slots = rule(
+                    p.astype(dtype),
+                    g.astype(dtype),
+                    {name: s.astype(dtype) for name, s in slots.items()},
+                    {name: h.astype(dtype) for name, h in hyper.items()},
+                    jnp.asarray(lr, dtype),
+                    t,
+                )
                 p = new_p.astype(p.dtype)
                 slots = {name: slots[name].astype(slot_leaves[name][i].dtype) for name in slot_names}
             new_leaves.append(p)
             for name in slot_names:
                 new_slots[name].append(slots[name])
-        return (jax.tree.unflatten(treedef, new_leaves),
-                OptState(t + 1, hyper, {name: jax.tree.unflatten(treedef, new_slots[name])
-                                        for name in slot_names}))
+        return (
+            jax.tree.unflatten(treedef, new_leaves),
+            OptState(
+                t + 1, hyper, {name: jax.tree.unflatten(treedef, new_slots[name]) for name in slot_names}
+            ),
+        )
 
     return step
 
@@ -355,8 +405,13 @@ def _nesterov_sgd(p, g, slots, h, lr, t):
     return p - lr * (d + h["momentum"] * velocity), {"velocity": velocity}
 
 
-def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.0,
-        nesterov: bool = False, weight_decay: float = 0.0) -> Optimizer:
+def SGD(
+    lr: ScalarOrSchedule,
+    decay: float = 1.0,
+    momentum: Optional[float] = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> Optimizer:
     """Stochastic gradient descent with learning-rate decay (the report's SGD).
 
     With lr_t = lr * decay**t and d = grad + weight_decay * p:
@@ -381,13 +436,28 @@ def SGD(lr: ScalarOrSchedule, decay: float = 1.0, momentum: Optional[float] = 0.
         raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
     if nesterov and (momentum is None or (isinstance(momentum, numbers.Real) and momentum == 0)):
         raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
-    common = dict(decay=decay_factor(decay), weight_decay=nonnegative(weight_decay))
+    decay_rule, weight_decay_rule = decay_factor(decay), nonnegative(weight_decay)
     if momentum is None:
-        return optimizer("SGD", _plain_sgd, lr, **common, hints={
-            "momentum": "an SGD built with momentum=None keeps no velocity: build it with a "
-                        "momentum (0 included) to set it here"})
-    return optimizer("SGD", _nesterov_sgd if nesterov else _momentum_sgd, lr, ["velocity"],
-                     momentum=fraction(momentum), **common)
+        return optimizer(
+            "SGD",
+            _plain_sgd,
+            lr,
+            decay=decay_rule,
+            weight_decay=weight_decay_rule,
+            hints={
+                "momentum": "an SGD built with momentum=None keeps no velocity: "
+                "build it with a momentum (0 included) to set it here"
+            },
+        )
+    return optimizer(
+        "SGD",
+        _nesterov_sgd if nesterov else _momentum_sgd,
+        lr,
+        ["velocity"],
+        momentum=fraction(momentum),
+        decay=decay_rule,
+        weight_decay=weight_decay_rule,
+    )
 
 
 def _adam(p, g, slots, h, lr, t):
@@ -397,12 +467,21 @@ def _adam(p, g, slots, h, lr, t):
     return p - lr * (mu / c1) / (jnp.sqrt(nu / c2) + h["eps"]), {"mu": mu, "nu": nu}
 
 
-def Adam(lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         decay: float = 1.0) -> Optimizer:
+def Adam(
+    lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, decay: float = 1.0
+) -> Optimizer:
     """Adam (Kingma & Ba) with learning-rate decay, lr_t = lr * decay**t.
 
     mu <- b1 mu + (1 - b1) g; nu <- b2 nu + (1 - b2) g**2;
     p <- p - lr_t * mu_hat / (sqrt(nu_hat) + eps), with bias-corrected hats.
     """
-    return optimizer("Adam", _adam, lr, ["mu", "nu"], decay=decay_factor(decay), b1=fraction(b1),
-                     b2=fraction(b2), eps=positive(eps))
+    return optimizer(
+        "Adam",
+        _adam,
+        lr,
+        ["mu", "nu"],
+        decay=decay_factor(decay),
+        b1=fraction(b1),
+        b2=fraction(b2),
+        eps=positive(eps),
+    )

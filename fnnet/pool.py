@@ -85,8 +85,12 @@ def _window_pixel(x, a, b, stride, out_hw):
 def _window_pixel_transpose(part, a, b, stride, in_hw):
     """`_window_pixel`'s transpose: part[:, i, j] put back at pixel (i*sh + a, j*sw + b)."""
     (oh, ow), (sh, sw) = part.shape[1:3], stride
-    pads = ((0, 0, 0), (a, in_hw[0] - a - (oh - 1) * sh - 1, sh - 1),
-            (b, in_hw[1] - b - (ow - 1) * sw - 1, sw - 1), (0, 0, 0))
+    pads = (
+        (0, 0, 0),
+        (a, in_hw[0] - a - (oh - 1) * sh - 1, sh - 1),
+        (b, in_hw[1] - b - (ow - 1) * sw - 1, sw - 1),
+        (0, 0, 0),
+    )
     return lax.pad(part, jnp.zeros((), part.dtype), pads)
 
 
@@ -139,8 +143,10 @@ def _max_pool2d(window, stride) -> Layer:
         pixels = jnp.stack([_window_pixel(x, a, b, stride, y_shape[1:3]) for a, b in offsets])
         first_max = jnp.argmax(pixels, axis=0)  # ties: the first in row-major window order
         # dx[p] = sum over the windows whose first max sits at p of their dy
-        dx = sum(_window_pixel_transpose(jnp.where(first_max == i, dy, 0), a, b, stride, x.shape[1:3])
-                 for i, (a, b) in enumerate(offsets))
+        dx = sum(
+            _window_pixel_transpose(jnp.where(first_max == i, dy, 0), a, b, stride, x.shape[1:3])
+            for i, (a, b) in enumerate(offsets)
+        )
         return (), dx.astype(x.dtype)
 
     return Layer(init, apply, vjp)
@@ -171,7 +177,9 @@ def _avg_pool2d(window, stride) -> Layer:
         _check_floating(name, x)
         _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
         # dx[p] = sum over the windows holding p of dy / (kh kw)
-        dx = sum(_window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window))
+        dx = sum(
+            _window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window)
+        )
         return (), dx.astype(x.dtype)
 
     return Layer(init, apply, vjp)

@@ -14,8 +14,11 @@ __all__ = ["constant", "exponential", "inverse_time", "step", "cosine"]
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and value > 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
+    ):
         raise ValueError(f"schedules: {name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -55,8 +58,7 @@ def cosine(lr: float, total_steps: int, final_lr: float = 0.0) -> Schedule:
     lr_t = final_lr + (lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2.
     """
     lr = _positive("lr", lr)
-    if (isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
-            or total_steps < 1):
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
         raise ValueError(f"schedules.cosine: total_steps must be an int >= 1, got {total_steps!r}")
     total_steps = int(total_steps)
     if not 0 <= final_lr <= lr:

@@ -12,10 +12,15 @@ __all__ = ["serial", "Sequential", "Residual"]
 
 def _check_params(params, n_layers):
     if not isinstance(params, (tuple, list)) or len(params) != n_layers:
-        got = f"{type(params).__name__} of length {len(params)}" if isinstance(
-            params, (tuple, list)) else jax.tree.structure(params)
-        raise ValueError(f"serial of {n_layers} layers: params must be a tuple of "
-                         f"{n_layers} entries (one per layer), got {got}")
+        got = (
+            f"{type(params).__name__} of length {len(params)}"
+            if isinstance(params, (tuple, list))
+            else jax.tree.structure(params)
+        )
+        raise ValueError(
+            f"serial of {n_layers} layers: params must be a tuple of "
+            f"{n_layers} entries (one per layer), got {got}"
+        )
 
 
 def _naming_layer(position, fn, *args, **kwargs):
@@ -45,6 +50,7 @@ def _serial_init(inits):
             shape, layer_params = _naming_layer(i, layer_init, layer_key, shape)
             params.append(layer_params)
         return shape, tuple(params)
+
     return init
 
 
@@ -69,8 +75,9 @@ def _compose(layers) -> Layer:
         inputs, keys, _ = forward(params, x, train, key)
         dparams = [None] * n
         for i in reversed(range(n)):
-            dparams[i], dy = _naming_layer(i, layers[i].vjp, params[i], inputs[i], dy,
-                                           train=train, key=keys[i])
+            dparams[i], dy = _naming_layer(
+                i, layers[i].vjp, params[i], inputs[i], dy, train=train, key=keys[i]
+            )
         return tuple(dparams), dy
 
     stateful = [i for i, layer in enumerate(layers) if layer.update_state is not None]
@@ -82,19 +89,30 @@ def _compose(layers) -> Layer:
         # the forward only up to the last stateful layer's input
         inputs, keys, last_input = forward(params, x, True, key, upto=stateful[-1])
         inputs.append(last_input)
-        return tuple(_naming_layer(i, _updated, layers[i], p, inputs[i], keys[i])
-                     if i in stateful else p for i, p in enumerate(params))
+        return tuple(
+            _naming_layer(i, _updated, layers[i], p, inputs[i], keys[i]) if i in stateful else p
+            for i, p in enumerate(params)
+        )
+
     # A layer's own twin, when it agrees with the layer about state; else the layer
     # itself, run transposed inside the serial's twin.
-    twins = [layer.feature_major if layer.feature_major is not None and (
-        layer.feature_major.update_state is None) == (layer.update_state is None) else None
-        for layer in layers]
+    twins = [
+        layer.feature_major
+        if layer.feature_major is not None
+        and (layer.feature_major.update_state is None) == (layer.update_state is None)
+        else None
+        for layer in layers
+    ]
     twin = None
     if any(t is not None for t in twins):
-        twin = _compose(tuple(t if t is not None else _transposed(layer)
-                              for t, layer in zip(twins, layers)))
-    return Layer(_serial_init(tuple(layer.init for layer in layers)), apply, vjp,
-                 update_state if stateful else None, twin)
+        twin = _compose(tuple(t if t is not None else _transposed(layer) for t, layer in zip(twins, layers)))
+    return Layer(
+        _serial_init(tuple(layer.init for layer in layers)),
+        apply,
+        vjp,
+        update_state if stateful else None,
+        twin,
+    )
 
 
 @shared
@@ -136,9 +154,10 @@ def serial(*layers: Layer) -> Layer:
         raise ValueError("serial needs at least one layer, got none")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise TypeError(f"serial: argument {i} must be a Layer, got {type(layer).__name__}"
-                            + (" (did you forget to call the constructor, e.g. ReLU()?)"
-                               if callable(layer) else ""))
+            raise TypeError(
+                f"serial: argument {i} must be a Layer, got {type(layer).__name__}"
+                + (" (did you forget to call the constructor, e.g. ReLU()?)" if callable(layer) else "")
+            )
     return _compose(tuple(layers))._replace(init=_serial_init(tuple(layer.init for layer in layers)))
 
 
@@ -165,9 +184,12 @@ def _residual_init(layer_init):
         input_shape = check_init("Residual", key, input_shape)
         output_shape, params = layer_init(key, input_shape)
         if tuple(output_shape) != tuple(input_shape):
-            raise ValueError(f"Residual: the layer must keep its input's shape, got "
-                             f"{tuple(input_shape)} -> {tuple(output_shape)}")
+            raise ValueError(
+                f"Residual: the layer must keep its input's shape, got "
+                f"{tuple(input_shape)} -> {tuple(output_shape)}"
+            )
         return tuple(input_shape), params
+
     return init
 
 
@@ -176,8 +198,7 @@ def _residual(layer: Layer) -> Layer:
     def apply(params, x, *, train=False, key=None):
         y = layer.apply(params, x, train=train, key=key)
         if y.shape != x.shape:
-            raise ValueError(f"Residual: the layer must keep its input's shape, got "
-                             f"{x.shape} -> {y.shape}")
+            raise ValueError(f"Residual: the layer must keep its input's shape, got {x.shape} -> {y.shape}")
         return x + y
 
     def vjp(params, x, dy, *, train=False, key=None):

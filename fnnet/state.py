@@ -47,8 +47,11 @@ def _is_state(node) -> bool:
 
 def trainable_mask(params) -> Any:
     """A tree like `params` of Python bools: True where an optimizer may change the leaf."""
-    return jax.tree.map(lambda node: jax.tree.map(lambda _: False, node) if _is_state(node) else True,
-                        params, is_leaf=_is_state)
+    return jax.tree.map(
+        lambda node: jax.tree.map(lambda _: False, node) if _is_state(node) else True,
+        params,
+        is_leaf=_is_state,
+    )
 
 
 def state_leaves(params) -> List:
@@ -64,19 +67,24 @@ def with_state(params, leaves: List) -> Any:
     replacements = iter(leaves)
     flat = [leaf if trainable else next(replacements, None) for trainable, leaf in zip(mask, flat)]
     if any(leaf is None for leaf in flat) or next(replacements, None) is not None:
-        raise ValueError(f"with_state: {len(leaves)} leaves given for the "
-                         f"{mask.count(False)} under State in params")
+        raise ValueError(
+            f"with_state: {len(leaves)} leaves given for the {mask.count(False)} under State in params"
+        )
     return jax.tree.unflatten(treedef, flat)
 
 
 def check_update(params, updated) -> Any:
     """Return `updated` (what a layer's `update_state` gave for `params`), checked: the
     same tree as params, with something under a `State` for it to update."""
-    if jax.tree.structure(updated) != jax.tree.structure(params):
-        raise ValueError(f"update_state must return params of the structure it was given, "
-                         f"{jax.tree.structure(params)}; got {jax.tree.structure(updated)}")
+    if jax.tree.structure(updated) != jax.tree.structure(params):  # type: ignore[operator]
+        raise ValueError(
+            f"update_state must return params of the structure it was given, "
+            f"{jax.tree.structure(params)}; got {jax.tree.structure(updated)}"
+        )
     if not state_leaves(params):
-        raise ValueError("a layer with update_state keeps its state under fnnet.State nodes in "
-                         "its params (optimizers leave those alone); its params hold none: "
-                         f"{jax.tree.structure(params)}")
+        raise ValueError(
+            "a layer with update_state keeps its state under fnnet.State nodes in "
+            "its params (optimizers leave those alone); its params hold none: "
+            f"{jax.tree.structure(params)}"
+        )
     return updated

@@ -72,14 +72,14 @@ def _vmapped(run, per_member_data, groups, one_by_one):
     def group(params, states, x, y, keys):  # one group's members, one after another
         if per_member_data:
             return lax.map(lambda member: run(*member), (params, states, x, y, keys))
-        return lax.map(lambda member: run(member[0], member[1], x, y, member[2]),
-                       (params, states, keys))
+        return lax.map(lambda member: run(member[0], member[1], x, y, member[2]), (params, states, keys))
 
     def run_sweep(params, states, x, y, keys):
         members = jnp.shape(keys)[0]
         if members % groups:
-            raise ValueError(f"vmapped: {members} members do not split into {groups} equal "
-                             f"groups; pad them (see spread)")
+            raise ValueError(
+                f"vmapped: {members} members do not split into {groups} equal groups; pad them (see spread)"
+            )
         split = lambda a: a.reshape((groups, -1) + a.shape[1:])  # noqa: E731
         params, states, keys = jax.tree.map(split, (params, states, keys))
         if per_member_data:
@@ -119,10 +119,15 @@ def spread(tree, devices: Optional[Sequence[jax.Device]] = None):
 
 def _check_devices(owner, devices) -> list:
     devices = jax.local_devices() if devices is None else devices
-    if not isinstance(devices, (list, tuple)) or not devices or not all(
-            isinstance(d, jax.Device) for d in devices):
-        raise TypeError(f"{owner}: devices must be a non-empty list of jax devices "
-                        f"(e.g. jax.local_devices()), got {devices!r}")
+    if (
+        not isinstance(devices, (list, tuple))
+        or not devices
+        or not all(isinstance(d, jax.Device) for d in devices)
+    ):
+        raise TypeError(
+            f"{owner}: devices must be a non-empty list of jax devices "
+            f"(e.g. jax.local_devices()), got {devices!r}"
+        )
     return list(devices)
 
 
@@ -133,9 +138,11 @@ def _members(owner, tree, name, members=None) -> int:
         if members is None:
             members = size
         if size is None or size != members:
-            raise ValueError(f"{owner}: every leaf of {name} must be stacked on a leading "
-                             f"member axis of size {members}, got "
-                             f"{name}{jax.tree_util.keystr(path)} of shape {jnp.shape(leaf)}")
+            raise ValueError(
+                f"{owner}: every leaf of {name} must be stacked on a leading "
+                f"member axis of size {members}, got "
+                f"{name}{jax.tree_util.keystr(path)} of shape {jnp.shape(leaf)}"
+            )
     return members
 
 
@@ -148,8 +155,10 @@ def _check_values(members, x, y, params, opt_states, per_member_data, opt):
     """Raise ValueError naming the members whose data, params or hyperparameters (where
     concrete) are bad: NaN or infinite values, hyperparameters out of their range."""
     data = [("x", x, per_member_data), ("y", y, per_member_data)]
-    data += [("params" + jax.tree_util.keystr(path), leaf, True)
-             for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+    data += [
+        ("params" + jax.tree_util.keystr(path), leaf, True)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    ]
     for name, a, stacked in data:
         host = _host(a)
         if host is None or not np.issubdtype(host.dtype, np.inexact):
@@ -169,8 +178,10 @@ def _check_values(members, x, y, params, opt_states, per_member_data, opt):
             ok = np.isfinite(host) & rules[name].ok(host.astype(np.float64))
             if not ok.all():
                 which = np.flatnonzero(~ok).tolist()
-                raise ValueError(f"sweep: member(s) {which} have an invalid {name}: "
-                                 f"{host[which].tolist()} (it must be {rules[name].expected})")
+                raise ValueError(
+                    f"sweep: member(s) {which} have an invalid {name}: "
+                    f"{host[which].tolist()} (it must be {rules[name].expected})"
+                )
 
 
 class SweepResult(NamedTuple):
@@ -193,16 +204,26 @@ class SweepResult(NamedTuple):
 @jax.jit
 def _finite(params, opt_states, losses):
     def member(params, opt_state, losses):
-        floats = [leaf for leaf in jax.tree.leaves((params, losses))
-                  if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+        floats = [
+            leaf for leaf in jax.tree.leaves((params, losses)) if jnp.issubdtype(leaf.dtype, jnp.inexact)
+        ]
         # A member given invalid hyperparameters has NaN losses (from `train`'s run).
         return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in floats]))
+
     return jax.vmap(member)(params, opt_states, losses)
 
 
-def sweep(run: Callable, params, opt_states, x, y, keys,
-          devices: Optional[Sequence[jax.Device]] = None, *,
-          per_member_data: bool = False) -> SweepResult:
+def sweep(
+    run: Callable,
+    params,
+    opt_states,
+    x,
+    y,
+    keys,
+    devices: Optional[Sequence[jax.Device]] = None,
+    *,
+    per_member_data: bool = False,
+) -> SweepResult:
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
 
     Args:
@@ -234,8 +255,7 @@ def sweep(run: Callable, params, opt_states, x, y, keys,
       >>> final = result.losses[result.finite, -1]  # the final losses of the members that trained
     """
     if not callable(run):
-        raise TypeError(f"sweep: run must be a function such as fnnet.train(...), "
-                        f"got {type(run).__name__}")
+        raise TypeError(f"sweep: run must be a function such as fnnet.train(...), got {type(run).__name__}")
     if not isinstance(per_member_data, bool):
         raise TypeError(f"sweep: per_member_data must be True or False, got {per_member_data!r}")
     for name, a in (("x", x), ("y", y)):
@@ -247,8 +267,7 @@ def sweep(run: Callable, params, opt_states, x, y, keys,
     if per_member_data:
         _members("sweep", {"x": x, "y": y}, "the per-member data", members)
     devices = _check_devices("sweep", devices)
-    _check_values(members, x, y, params, opt_states, per_member_data,
-                  getattr(run, "optimizer", None))
+    _check_values(members, x, y, params, opt_states, per_member_data, getattr(run, "optimizer", None))
     stacked = (params, opt_states, keys) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
     params, opt_states, keys = stacked[:3]

@@ -43,18 +43,20 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"check_vjp: layer must be a Layer, got {type(layer).__name__}")
-    if not (isinstance(input_shape, (tuple, list)) and all(
-            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in input_shape)):
+    if not (
+        isinstance(input_shape, (tuple, list))
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in input_shape)
+    ):
         raise TypeError(f"check_vjp: input_shape must be a tuple of ints, got {input_shape!r}")
-    if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                            or key.shape == (2,))):
+    if not (
+        isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,))
+    ):
         raise TypeError(f"check_vjp: key must be a jax.random key, got {key!r}")
     init_key, x_key, dy_key, train_key = jax.random.split(key, 4)
     with contract_hint():
         _, params = layer.init(init_key, tuple(input_shape))
     dtype = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
-    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-                          params)
+    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
     x = jax.random.normal(x_key, tuple(input_shape), dtype)
     mode = dict(train=train, key=train_key if train else None)
     if rtol is None:
@@ -69,22 +71,32 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
         twin = layer.feature_major
         if twin is not None and len(input_shape) == 2:
             y_twin, pullback = jax.vjp(lambda p, x: twin.apply(p, x, **mode), params, x.T)
-            _assert_close("the feature-major twin's output (transposed)", y_twin.T, y, rtol, atol,
-                          "differs from the layer's")
-            _compare("the feature-major twin's ", pullback(dy.T), twin.vjp(params, x.T, dy.T, **mode),
-                     rtol, atol)
+            _assert_close(
+                "the feature-major twin's output (transposed)",
+                y_twin.T,
+                y,
+                rtol,
+                atol,
+                "differs from the layer's",
+            )
+            _compare(
+                "the feature-major twin's ", pullback(dy.T), twin.vjp(params, x.T, dy.T, **mode), rtol, atol
+            )
 
 
 def _compare(whose, expected, actual, rtol, atol):
     what = "vjp"
     if not (isinstance(actual, tuple) and len(actual) == 2):
-        raise AssertionError(f"check_vjp: {whose}{what} must return a pair (dparams, dx), got "
-                             f"{type(actual).__name__}"
-                             + (f" of length {len(actual)}" if isinstance(actual, tuple) else ""))
+        raise AssertionError(
+            f"check_vjp: {whose}{what} must return a pair (dparams, dx), got "
+            f"{type(actual).__name__}" + (f" of length {len(actual)}" if isinstance(actual, tuple) else "")
+        )
     expected_leaves, actual_leaves = _named_leaves(expected), _named_leaves(actual)
     if [name for name, _ in actual_leaves] != [name for name, _ in expected_leaves]:
-        raise AssertionError(f"check_vjp: {whose}{what} returned {jax.tree.structure(actual)}, "
-                             f"expected (dparams, dx) with the structure {jax.tree.structure(expected)}")
+        raise AssertionError(
+            f"check_vjp: {whose}{what} returned {jax.tree.structure(actual)}, "
+            f"expected (dparams, dx) with the structure {jax.tree.structure(expected)}"
+        )
     for (name, a), (_, e) in zip(actual_leaves, expected_leaves):
         if jnp.issubdtype(jnp.result_type(e), jnp.floating):  # integer leaves: JAX's float0
             _assert_close(whose + name, a, e, rtol, atol, "differs from JAX's autodiff")
@@ -101,7 +113,8 @@ def _assert_close(name, actual, expected, rtol, atol, differs):
         raise AssertionError(
             f"check_vjp: {name} {differs} in {int(bad.sum())} of {a.size} entries; largest "
             f"error {float(error.max()):.3g} (rtol={rtol}, atol={atol} times the leaf's scale "
-            f"{scale:.3g})")
+            f"{scale:.3g})"
+        )
 
 
 def _named_leaves(dparams_and_dx):

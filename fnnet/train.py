@@ -25,8 +25,10 @@ def _check_parts(owner, model, loss, opt) -> None:
     """Raise TypeError unless model, loss and opt are a Layer, a Loss and an Optimizer."""
     for name, value, kind in (("model", model, Layer), ("loss", loss, Loss), ("opt", opt, Optimizer)):
         if not isinstance(value, kind):
-            raise TypeError(f"{owner}: {name} must be a {kind.__name__} (a fnnet constructor's "
-                            f"value), got {type(value).__name__}")
+            raise TypeError(
+                f"{owner}: {name} must be a {kind.__name__} (a fnnet constructor's "
+                f"value), got {type(value).__name__}"
+            )
 
 
 def step_key(key, count):
@@ -44,18 +46,22 @@ def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh])
     `layer.update_state`), or None for a stateless layer. x is in `layer`'s
     layout (`transposed`: a feature-major twin on `(features, batch)`).
     """
+
     def core(params, x, y, key):
-        value, grads = loss_and_grads_in(layer, loss, params, x, y, train=True, key=key,
-                                         transposed=transposed)
-        state = (None if layer.update_state is None
-                 else state_leaves(check_update(params, layer.update_state(params, x, key=key))))
+        value, grads = loss_and_grads_in(
+            layer, loss, params, x, y, train=True, key=key, transposed=transposed
+        )
+        state = (
+            None
+            if layer.update_state is None
+            else state_leaves(check_update(params, layer.update_state(params, x, key=key)))
+        )
         return value, grads, state
 
     return _data_parallel(core, mesh, x_batch_axis=1 if transposed else 0)
 
 
-def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool,
-          mesh: Optional[Mesh]) -> Callable:
+def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Optional[Mesh]) -> Callable:
     """One training step: `(params, opt_state, x, y, key) -> (params, opt_state, value)`,
     with `key` the step's own key. The optimizer moves the trainable leaves; the
     leaves under `State` take their new values from the same forward pass."""
@@ -80,6 +86,7 @@ def _train_step(model, loss, opt):
         if twin is None:
             return _step(model, loss, opt, False, None)(params, opt_state, x, y, key)
         return _step(twin, loss, opt, True, None)(params, opt_state, x.T, y, key)
+
     return jax.jit(step, donate_argnums=(0, 1))
 
 
@@ -103,11 +110,12 @@ def _check_samples(x, y, owner="train", names=("x", "y")):
     """Raise ValueError unless x and y hold the same number of samples, at least one."""
     for name, a in zip(names, (x, y)):
         if jnp.ndim(a) < 1:
-            raise ValueError(f"{owner}: {name} must have a leading sample axis, "
-                             f"got shape {jnp.shape(a)}")
+            raise ValueError(f"{owner}: {name} must have a leading sample axis, got shape {jnp.shape(a)}")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{owner}: {names[0]} and {names[1]} must have the same number of "
-                         f"samples, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"{owner}: {names[0]} and {names[1]} must have the same number of "
+            f"samples, got {x.shape[0]} and {y.shape[0]}"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{owner}: {names[0]} is empty (0 samples)")
 
@@ -150,8 +158,12 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
         return unflatten(lax.psum(flat, axis) / n_shards)
 
     x_spec = PartitionSpec(*[None] * x_batch_axis, axis)
-    return jax.shard_map(local, mesh=mesh, out_specs=PartitionSpec(),
-                         in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis), PartitionSpec()))
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        out_specs=PartitionSpec(),
+        in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis), PartitionSpec()),
+    )
 
 
 def _epoch(model, loss, opt, batch_size, mesh):
@@ -169,6 +181,7 @@ def _epoch(model, loss, opt, batch_size, mesh):
     their sizes, each taken before its step. Each step draws with
     `step_key(key, count)`.
     """
+
     def transposed(x):  # the same answer for x and prepare(x)
         return layout(model, x, minibatches=batch_size is not None) is not None
 
@@ -186,23 +199,26 @@ def _epoch(model, loss, opt, batch_size, mesh):
         x, y = jnp.take(x, order, axis=sample_axis), jnp.take(y, order, axis=0)
 
         def samples(start, size):
-            return (lax.dynamic_slice_in_dim(x, start, size, axis=sample_axis),
-                    lax.dynamic_slice_in_dim(y, start, size, axis=0))
+            return (
+                lax.dynamic_slice_in_dim(x, start, size, axis=sample_axis),
+                lax.dynamic_slice_in_dim(y, start, size, axis=0),
+            )
 
         def batch(carry, start):
             params, state = carry
-            params, state, value = step(params, state, *samples(start, batch_size),
-                                        step_key(key, state.count))
+            params, state, value = step(
+                params, state, *samples(start, batch_size), step_key(key, state.count)
+            )
             return (params, state), value
 
         n_full = n // batch_size
-        (params, state), values = lax.scan(batch, (params, state),
-                                           jnp.arange(n_full) * batch_size)
+        (params, state), values = lax.scan(batch, (params, state), jnp.arange(n_full) * batch_size)
         total = jnp.sum(values) * batch_size
         rest = n - n_full * batch_size
         if rest:
-            params, state, value = step(params, state, *samples(n_full * batch_size, rest),
-                                        step_key(key, state.count))
+            params, state, value = step(
+                params, state, *samples(n_full * batch_size, rest), step_key(key, state.count)
+            )
             total = total + value * rest
         return params, state, total / n
 
@@ -223,8 +239,16 @@ class Run(NamedTuple):
 
 
 def _all_finite(tree) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-                              if jnp.issubdtype(leaf.dtype, jnp.inexact)] or [jnp.bool_(True)]))
+    return jnp.all(
+        jnp.stack(
+            [
+                jnp.all(jnp.isfinite(leaf))
+                for leaf in jax.tree.leaves(tree)
+                if jnp.issubdtype(leaf.dtype, jnp.inexact)
+            ]
+            or [jnp.bool_(True)]
+        )
+    )
 
 
 @shared
@@ -247,8 +271,11 @@ def _runner(model, loss, opt, batch_size, mesh):
 
         def trained(carry):
             params, state, value = epoch(*carry, x, y, key)
-            val_value = None if validation is None else loss.value(
-                model.apply(params, validation[0]), validation[1]).astype(dtype)
+            val_value = (
+                None
+                if validation is None
+                else loss.value(model.apply(params, validation[0]), validation[1]).astype(dtype)
+            )
             return (params, state), value.astype(dtype), val_value
 
         def skipped(carry):
@@ -262,15 +289,18 @@ def _runner(model, loss, opt, batch_size, mesh):
             return carry, (value, val_value)
 
         (params, state), (losses, val_losses) = lax.scan(
-            body, (params, state), jnp.arange(count, dtype=jnp.int32))
+            body, (params, state), jnp.arange(count, dtype=jnp.int32)
+        )
         return Run(params, state, losses, val_losses, _all_finite((params, state)))
 
     shardings = {}
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
         data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-        shardings = dict(out_shardings=replicated, in_shardings=(
-            replicated, replicated, data, data, replicated, replicated, replicated))
+        shardings = dict(
+            out_shardings=replicated,
+            in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated),
+        )
     return jax.jit(run, static_argnums=5, **shardings)
 
 
@@ -288,15 +318,23 @@ def place(mesh: Optional[Mesh], x, y, batch_size):
     sizes = [n] if batch_size is None else [batch_size] + ([n % batch_size] if n % batch_size else [])
     for size in sizes:
         if size % n_shards:
-            raise ValueError(f"data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
-                             f"needs every batch divisible by {n_shards}, got a batch of {size} "
-                             f"(n={n}, batch_size={batch_size}); drop or pad samples to fit")
+            raise ValueError(
+                f"data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
+                f"needs every batch divisible by {n_shards}, got a batch of {size} "
+                f"(n={n}, batch_size={batch_size}); drop or pad samples to fit"
+            )
     data = NamedSharding(mesh, PartitionSpec(axis))
     return jax.device_put(x, data), jax.device_put(y, data)
 
 
-def train(model: Layer, loss: Loss, opt: Optimizer, epochs: int,
-          batch_size: Optional[int] = None, mesh: Optional[Mesh] = None) -> Callable:
+def train(
+    model: Layer,
+    loss: Loss,
+    opt: Optimizer,
+    epochs: int,
+    batch_size: Optional[int] = None,
+    mesh: Optional[Mesh] = None,
+) -> Callable:
     """A whole training run as one pure, jitted, vmappable function.
 
     Args:
@@ -377,8 +415,7 @@ def _train(model, loss, opt, epochs, batch_size, mesh):
             key = jax.random.key(0)
         check_same_on_every_process("train", mesh, {"params": params, "opt_state": opt_state})
         x, y = place(mesh, x, y, size)
-        result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None,
-                                                         None)
+        result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None, None)
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
         # given invalid ones reports NaN losses, never a result that looks like one.
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True

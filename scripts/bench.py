@@ -33,48 +33,78 @@ from bench_scaling import bench_compile_memory, bench_scaling, bench_sweep, sgem
 from bench_workloads import bench_bn, bench_digits, bench_w1
 
 TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory")
-TARGETS = ("W1: fnnet <= 0.5x batch-major jax.grad, no slower than feature-major jax.grad, "
-           ">= 5x faster than PyTorch eager. W4: fnnet <= 0.7x plain jax.grad, >= 5x faster than "
-           "PyTorch eager, >= 3x faster than MLPClassifier. W5: fnnet <= 1.0x plain jax.grad, "
-           ">= 3x faster than PyTorch eager. BN: fnnet no slower than jax.grad.")
+TARGETS = (
+    "W1: fnnet <= 0.5x batch-major jax.grad, no slower than feature-major jax.grad, "
+    ">= 5x faster than PyTorch eager. W4: fnnet <= 0.7x plain jax.grad, >= 5x faster than "
+    "PyTorch eager, >= 3x faster than MLPClassifier. W5: fnnet <= 1.0x plain jax.grad, "
+    ">= 3x faster than PyTorch eager. BN: fnnet no slower than jax.grad."
+)
 
 
 def header(args, skipped):
     device = jax.devices()[0]
-    flags = "".join(f" {flag}" for flag, on in (("--quick", args.quick), ("--no-torch", args.no_torch),
-                                                ("--no-sklearn", args.no_sklearn)) if on)
-    return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{device.platform} ({getattr(device, 'device_kind', '')}), {len(jax.devices())} device(s); "
-            f"jax {jax.__version__}; float32 products at precision "
-            f"{jax.config.jax_default_matmul_precision or 'default'} (TF32 on recent NVIDIA GPUs); "
-            f"{time.strftime('%Y-%m-%d')}; command: python scripts/bench.py{flags}"
-            + (f"; rounds: {args.rounds}" if not args.quick else
-               "; --quick: one call per variant, times include compilation")
-            + (f"; no {' or '.join(skipped)} rows (not installed or switched off)" if skipped else "")
-            + f"\n\nTargets: {TARGETS}\n")
+    flags = "".join(
+        f" {flag}"
+        for flag, on in (
+            ("--quick", args.quick),
+            ("--no-torch", args.no_torch),
+            ("--no-sklearn", args.no_sklearn),
+        )
+        if on
+    )
+    return (
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{device.platform} ({getattr(device, 'device_kind', '')}), {len(jax.devices())} device(s); "
+        f"jax {jax.__version__}; float32 products at precision "
+        f"{jax.config.jax_default_matmul_precision or 'default'} (TF32 on recent NVIDIA GPUs); "
+        f"{time.strftime('%Y-%m-%d')}; command: python scripts/bench.py{flags}"
+        + (
+            f"; rounds: {args.rounds}"
+            if not args.quick
+            else "; --quick: one call per variant, times include compilation"
+        )
+        + (f"; no {' or '.join(skipped)} rows (not installed or switched off)" if skipped else "")
+        + f"\n\nTargets: {TARGETS}\n"
+    )
 
 
 def main(argv=None):
     """Run the benchmarks; returns {workload: {variant: Row(seconds, accuracy)}} for W1, W4, W5, BN."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke test: small sizes, few epochs, times include compilation")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: small sizes, few epochs, times include compilation",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    parser.add_argument("--no-sklearn", action="store_true",
-                        help="skip scikit-learn's MLPClassifier even if installed (W4 and W5 still "
-                             "need scikit-learn for the digits)")
+    parser.add_argument(
+        "--no-sklearn",
+        action="store_true",
+        help="skip scikit-learn's MLPClassifier even if installed (W4 and W5 still "
+        "need scikit-learn for the digits)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
-    parser.add_argument("--only", nargs="+", choices=TABLES, default=TABLES, metavar="TABLE",
-                        help=f"run only these tables, of {', '.join(TABLES)}")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=TABLES,
+        default=TABLES,
+        metavar="TABLE",
+        help=f"run only these tables, of {', '.join(TABLES)}",
+    )
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables here")
-    parser.add_argument("--profile", action="store_true",
-                        help="only print XLA's per-operation times of one W1 epoch")
+    parser.add_argument(
+        "--profile", action="store_true", help="only print XLA's per-operation times of one W1 epoch"
+    )
     args = parser.parse_args(argv)
     if args.profile:
         return profile_w1()
     rounds = 0 if args.quick else args.rounds
     peers, skipped = set(), []
-    for name, package, off in (("PyTorch", "torch", args.no_torch), ("scikit-learn", "sklearn", args.no_sklearn)):
+    for name, package, off in (
+        ("PyTorch", "torch", args.no_torch),
+        ("scikit-learn", "sklearn", args.no_sklearn),
+    ):
         if off or not installed(package):
             skipped.append(name)
         else:
@@ -88,7 +118,9 @@ def main(argv=None):
         if workload not in args.only:
             continue
         if not installed("sklearn"):
-            print(f"({workload} skipped: scikit-learn, whose bundled digits it trains on, is not installed)\n")
+            print(
+                f"({workload} skipped: scikit-learn, whose bundled digits it trains on, is not installed)\n"
+            )
             continue
         text, results[workload] = bench_digits(workload, epochs, rounds, peers)
         texts.append(text)

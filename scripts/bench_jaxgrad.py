@@ -11,6 +11,7 @@ from jax import lax
 
 # ---- W1 and the scaling table: an MLP, full-batch SGD ---------------------------------
 
+
 def mlp_forward(params, x, feature_major=False, output=jax.nn.sigmoid):
     """ReLU between the layers `params = [(w, b), ...]`, `output` at the end; x `(n, d)`,
     or `(d, n)` if feature_major."""
@@ -28,6 +29,7 @@ def bce(p, t):
 def sgd_full_batch(epochs, feature_major):
     """`run(params, x, t, lr, decay) -> (params, losses)`: `epochs` full-batch SGD steps of the
     Sigmoid MLP under BCE, lr_i = lr * decay**i."""
+
     def loss(params, x, t):
         return bce(mlp_forward(params, x, feature_major), t)
 
@@ -38,7 +40,7 @@ def sgd_full_batch(epochs, feature_major):
 
         def epoch(params, i):
             value, grads = jax.value_and_grad(loss)(params, x, t)
-            lr_i = lr * decay ** i
+            lr_i = lr * decay**i
             return jax.tree.map(lambda p, g: p - (lr_i * g).astype(p.dtype), params, grads), value
 
         return lax.scan(epoch, params, jnp.arange(epochs))
@@ -51,6 +53,7 @@ def binary_accuracy(params, x, y):
 
 
 # ---- W4 and W5: minibatch Adam on softmax cross-entropy ---------------------------------
+
 
 def logits_mlp(params, x):
     """The MLP of W4: ReLU between the layers, logits out."""
@@ -77,8 +80,9 @@ def adam(params, grads, mu, nu, t, lr, b1=0.9, b2=0.999, eps=1e-8):
     mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
     nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
     c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)
-    params = jax.tree.map(lambda p, m, v: p - (lr * (m / c1) / (jnp.sqrt(v / c2) + eps)).astype(p.dtype),
-                          params, mu, nu)
+    params = jax.tree.map(
+        lambda p, m, v: p - (lr * (m / c1) / (jnp.sqrt(v / c2) + eps)).astype(p.dtype), params, mu, nu
+    )
     return params, mu, nu
 
 
@@ -87,6 +91,7 @@ def adam_minibatch(logits, epochs, batch_size):
     softmax cross-entropy. Each epoch shuffles with `fold_in(key, epoch)`, scans over the
     full batches, then takes one step on the smaller last batch when `batch_size` does not
     divide n: every sample once per epoch, as fnnet's minibatches."""
+
     def loss(params, x, labels):
         return cross_entropy(logits(params, x), labels)
 
@@ -103,10 +108,10 @@ def adam_minibatch(logits, epochs, batch_size):
 
         def epoch(carry, e):
             order = jax.random.permutation(jax.random.fold_in(key, e), n)
-            carry, values = lax.scan(step, carry, order[:n_full * batch_size].reshape(n_full, batch_size))
+            carry, values = lax.scan(step, carry, order[: n_full * batch_size].reshape(n_full, batch_size))
             total = jnp.sum(values) * batch_size
             if rest:
-                carry, value = step(carry, order[n_full * batch_size:])
+                carry, value = step(carry, order[n_full * batch_size :])
                 total = total + value * rest
             return carry, total / n
 
@@ -123,6 +128,7 @@ def class_accuracy(logits, params, x, labels):
 
 
 # ---- the BatchNorm row: Linear BN ReLU, Linear BN ReLU, Linear Sigmoid; full-batch SGD ----
+
 
 def bn_mlp_forward(params, running, x, train, feature_major=False, momentum=0.9, eps=1e-5):
     """`(p, running)`: training normalizes by the batch's mean and biased variance and
@@ -142,8 +148,9 @@ def bn_mlp_forward(params, running, x, train, feature_major=False, momentum=0.9,
         x = linear(w, b, x)
         if train:
             batch_mean, batch_var = jnp.mean(x, axis=batch_axis), jnp.var(x, axis=batch_axis)
-            moved.append((momentum * mean + (1 - momentum) * batch_mean,
-                          momentum * var + (1 - momentum) * batch_var))
+            moved.append(
+                (momentum * mean + (1 - momentum) * batch_mean, momentum * var + (1 - momentum) * batch_var)
+            )
             mean, var = batch_mean, batch_var
         x = jax.nn.relu(along(scale) * (x - along(mean)) / jnp.sqrt(along(var) + eps) + along(shift))
     return jax.nn.sigmoid(linear(*params["linear"][-1], x)), moved if train else running
@@ -152,6 +159,7 @@ def bn_mlp_forward(params, running, x, train, feature_major=False, momentum=0.9,
 def bn_sgd_full_batch(epochs, feature_major):
     """`run(params, running, x, t, lr) -> ((params, running), losses)`: `epochs` full-batch
     SGD steps under BCE, the running statistics as jax.grad's aux."""
+
     def loss(params, running, x, t):
         p, running = bn_mlp_forward(params, running, x, True, feature_major)
         return bce(p, t), running

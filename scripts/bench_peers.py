@@ -36,16 +36,20 @@ class Peer:
         path = os.path.join(self._folder.name, "arrays.npz")
         np.savez(path, **{name: np.asarray(a) for name, a in arrays.items()})
         self.task = task
-        self._process = subprocess.Popen([sys.executable, os.path.abspath(__file__), task, path,
-                                          json.dumps(options)],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), task, path, json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.info = self._answer()
 
     def _answer(self) -> dict:
         line = self._process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the {self.task} peer exited with status {self._process.wait()} "
-                               f"(its error is above)")
+            raise RuntimeError(
+                f"the {self.task} peer exited with status {self._process.wait()} (its error is above)"
+            )
         return json.loads(line)
 
     def run(self):
@@ -69,6 +73,7 @@ class Peer:
 
 
 # ---- in the peer's process ----------------------------------------------------------------
+
 
 def _faster_threads(default, set_threads, run_short):
     """Set the library's default thread count or one thread, whichever runs `run_short`
@@ -95,6 +100,7 @@ def _params(torch, arrays):
 def w1_torch(arrays, epochs, lr, decay):
     """W1 as the report wrote it: full-batch SGD, the backward written by hand, no autograd."""
     import torch
+
     initial = _params(torch, arrays)
     x, y = torch.tensor(arrays["x"]), torch.tensor(arrays["y"])
 
@@ -108,7 +114,7 @@ def w1_torch(arrays, epochs, lr, decay):
                     z = h @ w + b
                     h = torch.relu(z) if i < len(ws) - 1 else torch.sigmoid(z)
                 dz = (h.clamp(1e-7, 1 - 1e-7) - y) / y.numel()  # BCE after Sigmoid
-                step = lr * decay ** epoch
+                step = lr * decay**epoch
                 for i in reversed(range(len(ws))):
                     dw, db = inputs[i].T @ dz, dz.sum(0)
                     if i:
@@ -126,6 +132,7 @@ def _classifier_torch(arrays, epochs, batch_size, lr, forward, images):
     epoch a fresh permutation, the last batch smaller when batch_size does not divide n."""
     import torch
     import torch.nn.functional as F
+
     initial = _params(torch, arrays)
     if images:  # NHWC -> NCHW, HWIO kernels -> OIHW
         initial = [p.permute(3, 2, 0, 1).contiguous() if p.ndim == 4 else p for p in initial]
@@ -142,7 +149,7 @@ def _classifier_torch(arrays, epochs, batch_size, lr, forward, images):
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, batch_size):
-                batch = order[start:start + batch_size]
+                batch = order[start : start + batch_size]
                 loss = F.cross_entropy(forward(params, x[batch]), y[batch])
                 opt.zero_grad()
                 loss.backward()
@@ -192,9 +199,16 @@ def mlp_sklearn(arrays, epochs, batch_size, lr, hidden):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     def run(epochs=epochs):
-        model = MLPClassifier(hidden_layer_sizes=tuple(hidden), solver="adam", batch_size=batch_size,
-                              learning_rate_init=lr, max_iter=epochs, tol=0, n_iter_no_change=100000,
-                              random_state=0)
+        model = MLPClassifier(
+            hidden_layer_sizes=tuple(hidden),
+            solver="adam",
+            batch_size=batch_size,
+            learning_rate_init=lr,
+            max_iter=epochs,
+            tol=0,
+            n_iter_no_change=100000,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # it ran the epochs it was told to
             model.fit(arrays["x_train"], arrays["y_train"])
@@ -218,8 +232,11 @@ def serve(task, path, options):
     for _ in sys.stdin:
         start = time.perf_counter()
         accuracy = run()
-        print(json.dumps({"seconds": time.perf_counter() - start, "accuracy": accuracy}),
-              file=answers, flush=True)
+        print(
+            json.dumps({"seconds": time.perf_counter() - start, "accuracy": accuracy}),
+            file=answers,
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

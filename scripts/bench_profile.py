@@ -30,8 +30,12 @@ def profile_w1(epochs=300, top=20):
         jax.profiler.start_trace(folder)
         jax.block_until_ready(compiled(*args))
         jax.profiler.stop_trace()
-        path = next(os.path.join(root, name) for root, _, names in os.walk(folder)
-                    for name in names if name.endswith(".xplane.pb"))
+        path = next(
+            os.path.join(root, name)
+            for root, _, names in os.walk(folder)
+            for name in names
+            if name.endswith(".xplane.pb")
+        )
         trace = jax.profiler.ProfileData.from_file(path)
     totals = {}
     for plane in trace.planes:
@@ -40,21 +44,29 @@ def profile_w1(epochs=300, top=20):
                 for event in line.events:
                     totals[event.name] = totals.get(event.name, 0) + event.duration_ns
     shapes = operation_shapes(compiled.as_text())
-    rows = [[name, shapes.get(name, ""), f"{ns / 1e3 / epochs:.1f}"] for name, ns in
-            sorted(totals.items(), key=lambda item: -item[1])[:top]]
-    return table(f"Where a W1 epoch goes (fnnet, XLA's profiler, {epochs} epochs; tracing adds "
-                 f"to the times; the loop and executor rows contain the others)",
-                 ["operation", "operands -> result", "us per epoch"], rows)
+    rows = [
+        [name, shapes.get(name, ""), f"{ns / 1e3 / epochs:.1f}"]
+        for name, ns in sorted(totals.items(), key=lambda item: -item[1])[:top]
+    ]
+    return table(
+        f"Where a W1 epoch goes (fnnet, XLA's profiler, {epochs} epochs; tracing adds "
+        f"to the times; the loop and executor rows contain the others)",
+        ["operation", "operands -> result", "us per epoch"],
+        rows,
+    )
 
 
 def operation_shapes(hlo):
     """Operation name -> '(operand shapes) -> result shape', from compiled HLO text."""
     signatures = dict(re.findall(r"^%?([\w.-]+) \((.*)\) -> \S+ \{", hlo, re.MULTILINE))
-    signatures = {name: "(" + ", ".join(re.findall(r": (\w+\[[\d,]*\])", params)) + ")"
-                  for name, params in signatures.items()}
+    signatures = {
+        name: "(" + ", ".join(re.findall(r": (\w+\[[\d,]*\])", params)) + ")"
+        for name, params in signatures.items()
+    }
     shapes = {}
-    for name, result, rest in re.findall(r"^\s+(?:ROOT )?%([\w.-]+) = (\w+\[[\d,]*\])\S* (.*)$",
-                                         hlo, re.MULTILINE):
+    for name, result, rest in re.findall(
+        r"^\s+(?:ROOT )?%([\w.-]+) = (\w+\[[\d,]*\])\S* (.*)$", hlo, re.MULTILINE
+    ):
         called = re.search(r"calls=%([\w.-]+)", rest)
         dims = re.search(r"(lhs_contracting_dims=\{\d*\}, rhs_contracting_dims=\{\d*\})", rest)
         operands = signatures.get(called.group(1), "") if called else ""

@@ -18,7 +18,7 @@ def sgemm_rate(size=1024, rounds=20):
     (NumPy: nan above 2048, where the CPU would take long)."""
     a = jnp.ones((size, size), jnp.float32)
     dot = jax.jit(lambda a: a @ a)
-    flops = 2 * size ** 3
+    flops = 2 * size**3
     xla = flops / interleaved({"xla": lambda: dot(a)}, rounds)["xla"].best / 1e9
     if size > 2048:
         return xla, float("nan")
@@ -41,12 +41,18 @@ def bench_sweep(epochs, members, rounds):
         params = fnnet.sweep.init_many(model, keys, x.shape)
         states = jax.vmap(opt.init)(params)
         variants[m] = lambda params=params, states=states, keys=keys: fnnet.sweep.sweep(
-            run, params, states, x, y, keys)
+            run, params, states, x, y, keys
+        )
     timings = interleaved(variants, rounds)
-    rows = [[m, f"{t.best:.3f}", f"{t.best / m:.3f}", f"{t.best / m * 10_000 / epochs:.2f}"]
-            for m, t in timings.items()]
-    return table(f"Sweeps: M models of W1, {epochs} epochs, {len(jax.devices())} device(s)",
-                 ["M", "time s", "s per model", "s per model per 10,000 epochs"], rows)
+    rows = [
+        [m, f"{t.best:.3f}", f"{t.best / m:.3f}", f"{t.best / m * 10_000 / epochs:.2f}"]
+        for m, t in timings.items()
+    ]
+    return table(
+        f"Sweeps: M models of W1, {epochs} epochs, {len(jax.devices())} device(s)",
+        ["M", "time s", "s per model", "s per model per 10,000 epochs"],
+        rows,
+    )
 
 
 def bench_scaling(quick, rounds, rate, size):
@@ -68,12 +74,32 @@ def bench_scaling(quick, rounds, rate, size):
         epochs = int(np.clip(work / flops, 2, 2000))
         timings = _time_against_jaxgrad(n, sizes, epochs, rounds)
         gflops = flops * epochs / timings["fnnet"].best / 1e9
-        rows.append([axis, n, "-".join(map(str, sizes)), epochs,
-                     f"{1e3 * timings['fnnet'].best / epochs:.3f}", f"{gflops:.1f}",
-                     f"{gflops / rate:.2f}", f"{ratio(timings, 'fnnet', 'jax.grad'):.2f}"])
-    return table(f"Scaling (sgemm rate {rate:.0f} GFLOP/s, XLA, {size}x{size})",
-                 ["grows", "batch", "sizes", "epochs", "ms/epoch", "GFLOP/s",
-                  "fraction of sgemm", "time / jax.grad (feature-major)"], rows)
+        rows.append(
+            [
+                axis,
+                n,
+                "-".join(map(str, sizes)),
+                epochs,
+                f"{1e3 * timings['fnnet'].best / epochs:.3f}",
+                f"{gflops:.1f}",
+                f"{gflops / rate:.2f}",
+                f"{ratio(timings, 'fnnet', 'jax.grad'):.2f}",
+            ]
+        )
+    return table(
+        f"Scaling (sgemm rate {rate:.0f} GFLOP/s, XLA, {size}x{size})",
+        [
+            "grows",
+            "batch",
+            "sizes",
+            "epochs",
+            "ms/epoch",
+            "GFLOP/s",
+            "fraction of sgemm",
+            "time / jax.grad (feature-major)",
+        ],
+        rows,
+    )
 
 
 def _time_against_jaxgrad(n, sizes, epochs, rounds):
@@ -85,8 +111,13 @@ def _time_against_jaxgrad(n, sizes, epochs, rounds):
     opt = fnnet.SGD(lr=0.1)
     run, state = fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs), opt.init(params)
     base = jg.sgd_full_batch(epochs, True)
-    return interleaved({"fnnet": lambda: run(params, state, x, y),
-                        "jax.grad": lambda: base(weights(params), x, y, 0.1, 1.0)}, rounds)
+    return interleaved(
+        {
+            "fnnet": lambda: run(params, state, x, y),
+            "jax.grad": lambda: base(weights(params), x, y, 0.1, 1.0),
+        },
+        rounds,
+    )
 
 
 def bench_compile_memory(epochs):
@@ -99,22 +130,34 @@ def bench_compile_memory(epochs):
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
     variants = []
-    for name, momentum in (("fnnet, SGD (momentum 0, sweepable)", 0.0),
-                           ("fnnet, SGD(momentum=None)", None)):
+    for name, momentum in (("fnnet, SGD (momentum 0, sweepable)", 0.0), ("fnnet, SGD(momentum=None)", None)):
         opt = fnnet.SGD(lr=0.5, decay=0.9999, momentum=momentum)
         run = jax.jit(fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs))
         variants.append((name, run.lower(params, opt.init(params), x, y, jax.random.key(0))))
-    variants.append(("jax.grad batch-major", jg.sgd_full_batch(epochs, False).lower(
-        weights(params), x, y, 0.5, 0.9999)))
+    variants.append(
+        ("jax.grad batch-major", jg.sgd_full_batch(epochs, False).lower(weights(params), x, y, 0.5, 0.9999))
+    )
     rows = []
     for name, lowered in variants:
         start = time.perf_counter()
         compiled = lowered.compile()
         seconds = time.perf_counter() - start
         memory = compiled.memory_analysis()
-        peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                + memory.output_size_in_bytes) if memory is not None else float("nan")
-        rows.append([name, f"{seconds:.2f}", f"{peak / 1024:.0f}",
-                     f"{memory.temp_size_in_bytes / 1024:.0f}" if memory else "n/a"])
-    return table("Compile time and memory (XLA memory analysis, one W1 run)",
-                 ["variant", "compile s", "arguments + outputs + temporaries KiB", "temporaries KiB"], rows)
+        peak = (
+            (memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes)
+            if memory is not None
+            else float("nan")
+        )
+        rows.append(
+            [
+                name,
+                f"{seconds:.2f}",
+                f"{peak / 1024:.0f}",
+                f"{memory.temp_size_in_bytes / 1024:.0f}" if memory else "n/a",
+            ]
+        )
+    return table(
+        "Compile time and memory (XLA memory analysis, one W1 run)",
+        ["variant", "compile s", "arguments + outputs + temporaries KiB", "temporaries KiB"],
+        rows,
+    )

@@ -65,10 +65,12 @@ def peer_variant(peer):
 
 
 def quick_note(rounds):
-    return ("--quick: one call per variant, so every time includes compilation (and the "
-            "ratios mean little)" if rounds == 0 else
-            f"best and median of {rounds} interleaved rounds after a warm-up call; each ratio is "
-            f"the median over rounds of the two times in the same round")
+    return (
+        "--quick: one call per variant, so every time includes compilation (and the ratios mean little)"
+        if rounds == 0
+        else f"best and median of {rounds} interleaved rounds after a warm-up call; each ratio is "
+        f"the median over rounds of the two times in the same round"
+    )
 
 
 def bench_w1(epochs, rounds, peers, lr=0.5, decay=0.9999):
@@ -78,8 +80,17 @@ def bench_w1(epochs, rounds, peers, lr=0.5, decay=0.9999):
     _, params = model.init(jax.random.key(0), x.shape)
 
     def fit(progress=False, mesh=None):
-        return fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=lr, decay=decay), params, x, y,
-                         epochs=epochs, progress=progress, mesh=mesh)
+        return fnnet.fit(
+            model,
+            fnnet.LossBCE(),
+            fnnet.SGD(lr=lr, decay=decay),
+            params,
+            x,
+            y,
+            epochs=epochs,
+            progress=progress,
+            mesh=mesh,
+        )
 
     def fit_with_bar():  # the bar is drawn, to a null stream: nothing between the tables
         with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
@@ -88,30 +99,52 @@ def bench_w1(epochs, rounds, peers, lr=0.5, decay=0.9999):
     def fit_accuracy(result):
         return float(jnp.mean((model.apply(result.params, x) > 0.5) == (y > 0.5)))
 
-    variants = {"fnnet fit": (fit, fit_accuracy),
-                "fnnet fit, progress bar on": (fit_with_bar, fit_accuracy)}
+    variants = {"fnnet fit": (fit, fit_accuracy), "fnnet fit, progress bar on": (fit_with_bar, fit_accuracy)}
     devices = jax.devices()
     if len(devices) > 1 and 1000 % len(devices) == 0:  # one model's batch split over the cores
         mesh = Mesh(np.array(devices), ("batch",))
         variants[f"fnnet fit, data-parallel over {len(devices)} devices"] = (
-            lambda: fit(mesh=mesh), fit_accuracy)
+            lambda: fit(mesh=mesh),
+            fit_accuracy,
+        )
     for name, feature_major in (("jax.grad batch-major", False), ("jax.grad feature-major", True)):
         run = jg.sgd_full_batch(epochs, feature_major)
-        variants[name] = (lambda run=run: run(weights(params), x, y, lr, decay),
-                          lambda result: jg.binary_accuracy(result[0], x, y))
+        variants[name] = (
+            lambda run=run: run(weights(params), x, y, lr, decay),
+            lambda result: jg.binary_accuracy(result[0], x, y),
+        )
     with contextlib.ExitStack() as stack:
         if "torch" in peers:
-            peer = stack.enter_context(Peer("w1_torch", {"x": x, "y": y, **as_arrays(weights(params))},
-                                            epochs=epochs, lr=lr, decay=decay))
+            peer = stack.enter_context(
+                Peer(
+                    "w1_torch",
+                    {"x": x, "y": y, **as_arrays(weights(params))},
+                    epochs=epochs,
+                    lr=lr,
+                    decay=decay,
+                )
+            )
             variants[f"PyTorch eager, hand backward, {peer.info['threads']} thread(s)"] = peer_variant(peer)
         timings, accuracies = measure(variants, rounds)
     flops = flops_per_epoch(W1_SIZES, 1000) * epochs
-    rows = [[name, f"{t.best:.3f}", f"{t.median:.3f}", f"{1e6 * t.best / epochs:.0f}",
-             f"{flops / t.best / 1e9:.1f}", f"{ratio(timings, name, 'fnnet fit'):.2f}",
-             f"{100 * accuracies[name]:.1f}"] for name, t in timings.items()]
-    text = table(f"W1: {epochs} full-batch SGD epochs, 1000 points, 2-25-25-25-25-1",
-                 ["variant", "best s", "median s", "us/epoch", "GFLOP/s", "time / fnnet", "train acc %"],
-                 rows, quick_note(rounds))
+    rows = [
+        [
+            name,
+            f"{t.best:.3f}",
+            f"{t.median:.3f}",
+            f"{1e6 * t.best / epochs:.0f}",
+            f"{flops / t.best / 1e9:.1f}",
+            f"{ratio(timings, name, 'fnnet fit'):.2f}",
+            f"{100 * accuracies[name]:.1f}",
+        ]
+        for name, t in timings.items()
+    ]
+    text = table(
+        f"W1: {epochs} full-batch SGD epochs, 1000 points, 2-25-25-25-25-1",
+        ["variant", "best s", "median s", "us/epoch", "GFLOP/s", "time / fnnet", "train acc %"],
+        rows,
+        quick_note(rounds),
+    )
     return text, {name: Row(t.best, accuracies[name]) for name, t in timings.items()}
 
 
@@ -119,17 +152,25 @@ def digits():
     """scikit-learn's bundled digits (1797 8x8 images), pixels / 16, split 80/20 by a fixed
     permutation: x_train (1437, 64) float32, y_train (1437,) int32, x_test, y_test (360)."""
     from sklearn.datasets import load_digits
+
     data = load_digits()
     x, y = (data.data / 16).astype(np.float32), data.target.astype(np.int32)
     order = np.random.default_rng(0).permutation(len(y))
-    train, test = order[:int(0.8 * len(y))], order[int(0.8 * len(y)):]
+    train, test = order[: int(0.8 * len(y))], order[int(0.8 * len(y)) :]
     return x[train], y[train], x[test], y[test]
 
 
 def cnn():
-    return fnnet.serial(fnnet.Conv2D(1, 16, 3), fnnet.ReLU(), fnnet.MaxPool2D(2),
-                        fnnet.Conv2D(16, 32, 3), fnnet.ReLU(), fnnet.MaxPool2D(2),
-                        fnnet.Flatten(), fnnet.Linear(32 * 2 * 2, 10))
+    return fnnet.serial(
+        fnnet.Conv2D(1, 16, 3),
+        fnnet.ReLU(),
+        fnnet.MaxPool2D(2),
+        fnnet.Conv2D(16, 32, 3),
+        fnnet.ReLU(),
+        fnnet.MaxPool2D(2),
+        fnnet.Flatten(),
+        fnnet.Linear(32 * 2 * 2, 10),
+    )
 
 
 def bench_digits(workload, epochs, rounds, peers):
@@ -150,13 +191,27 @@ def bench_digits(workload, epochs, rounds, peers):
     run = jg.adam_minibatch(logits, epochs, BATCH_SIZE)
 
     def fit():
-        return fnnet.fit(model, fnnet.LossCrossEntropy(), fnnet.Adam(lr=ADAM_LR), params, x, y,
-                         epochs=epochs, batch_size=BATCH_SIZE, progress=False)
+        return fnnet.fit(
+            model,
+            fnnet.LossCrossEntropy(),
+            fnnet.Adam(lr=ADAM_LR),
+            params,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=BATCH_SIZE,
+            progress=False,
+        )
 
     variants = {
-        "fnnet fit": (fit, lambda r: float(jnp.mean(jnp.argmax(model.apply(r.params, x_test), -1) == y_test))),
-        "jax.grad, Adam inline, one scan": (lambda: run(weights(params), x, y, jax.random.key(0), ADAM_LR),
-                                            lambda r: jg.class_accuracy(logits, r[0], x_test, y_test)),
+        "fnnet fit": (
+            fit,
+            lambda r: float(jnp.mean(jnp.argmax(model.apply(r.params, x_test), -1) == y_test)),
+        ),
+        "jax.grad, Adam inline, one scan": (
+            lambda: run(weights(params), x, y, jax.random.key(0), ADAM_LR),
+            lambda r: jg.class_accuracy(logits, r[0], x_test, y_test),
+        ),
     }
     data = {"x_train": x, "y_train": y, "x_test": x_test, "y_test": y_test}
     options = {"epochs": epochs, "batch_size": BATCH_SIZE, "lr": ADAM_LR}
@@ -167,20 +222,35 @@ def bench_digits(workload, epochs, rounds, peers):
         if "sklearn" in peers and workload == "W4":
             peer = stack.enter_context(Peer("mlp_sklearn", data, hidden=W4_SIZES[1:-1], **options))
             variants[f"scikit-learn MLPClassifier, {peer.info['threads']} thread(s), its own init"] = (
-                peer_variant(peer))
+                peer_variant(peer)
+            )
         timings, accuracies = measure(variants, rounds)
     rows = []
     for name, t in timings.items():
         limit = next((v for k, v in targets.items() if name.startswith(k)), None)
-        check = "" if limit is None else target(ratio(timings, "fnnet fit", name), limit,
-                                               f"fnnet <= {limit:.2f}x this")
-        rows.append([name, f"{1e3 * t.best / epochs:.2f}", f"{1e3 * t.median / epochs:.2f}",
-                     f"{ratio(timings, name, 'fnnet fit'):.2f}", f"{100 * accuracies[name]:.1f}", check])
+        check = (
+            ""
+            if limit is None
+            else target(ratio(timings, "fnnet fit", name), limit, f"fnnet <= {limit:.2f}x this")
+        )
+        rows.append(
+            [
+                name,
+                f"{1e3 * t.best / epochs:.2f}",
+                f"{1e3 * t.median / epochs:.2f}",
+                f"{ratio(timings, name, 'fnnet fit'):.2f}",
+                f"{100 * accuracies[name]:.1f}",
+                check,
+            ]
+        )
     goals = "; ".join(f"fnnet <= {v:.2f}x {k}" for k, v in targets.items())
-    text = table(f"{workload}: digits, {title}; Adam lr {ADAM_LR}, batch {BATCH_SIZE}, {epochs} epochs, "
-                 f"{len(y)} train / {len(y_test)} test", ["variant", "ms/epoch", "median ms/epoch",
-                                                          "time / fnnet", "test acc %", "target"],
-                 rows, f"Targets: {goals}. {quick_note(rounds)}.")
+    text = table(
+        f"{workload}: digits, {title}; Adam lr {ADAM_LR}, batch {BATCH_SIZE}, {epochs} epochs, "
+        f"{len(y)} train / {len(y_test)} test",
+        ["variant", "ms/epoch", "median ms/epoch", "time / fnnet", "test acc %", "target"],
+        rows,
+        f"Targets: {goals}. {quick_note(rounds)}.",
+    )
     return text, {name: Row(t.best, accuracies[name]) for name, t in timings.items()}
 
 
@@ -189,32 +259,61 @@ def bench_bn(epochs, rounds, lr=0.5):
     BatchNorm (hand VJP, running statistics from `update_state`) against jax.grad through
     the same forward, its running statistics returned as aux."""
     x, y = fnnet.data.disk(1000, jax.random.key(1))
-    model = fnnet.serial(fnnet.Linear(2, 64), fnnet.BatchNorm(), fnnet.ReLU(),
-                         fnnet.Linear(64, 64), fnnet.BatchNorm(), fnnet.ReLU(),
-                         fnnet.Linear(64, 1), fnnet.Sigmoid())
+    model = fnnet.serial(
+        fnnet.Linear(2, 64),
+        fnnet.BatchNorm(),
+        fnnet.ReLU(),
+        fnnet.Linear(64, 64),
+        fnnet.BatchNorm(),
+        fnnet.ReLU(),
+        fnnet.Linear(64, 1),
+        fnnet.Sigmoid(),
+    )
     _, params = model.init(jax.random.key(0), x.shape)
     norms = [p for p in params if isinstance(p, dict) and "running" in p]
     base = {"linear": weights(params), "bn": [(p["scale"], p["shift"]) for p in norms]}
     running = [(p["running"]["mean"], p["running"]["var"]) for p in norms]
 
     def fit():
-        return fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=lr), params, x, y, epochs=epochs,
-                         progress=False)
+        return fnnet.fit(
+            model, fnnet.LossBCE(), fnnet.SGD(lr=lr), params, x, y, epochs=epochs, progress=False
+        )
 
     variants = {"fnnet fit": (fit, lambda r: float(jnp.mean((model.apply(r.params, x) > 0.5) == (y > 0.5))))}
     for name, feature_major in (("jax.grad batch-major", False), ("jax.grad feature-major", True)):
         run = jg.bn_sgd_full_batch(epochs, feature_major)
-        variants[name] = (lambda run=run: run(base, running, x, y, lr),
-                          lambda result: jg.bn_accuracy(*result[0], x, y))
+        variants[name] = (
+            lambda run=run: run(base, running, x, y, lr),
+            lambda result: jg.bn_accuracy(*result[0], x, y),
+        )
     timings, accuracies = measure(variants, rounds)
-    rows = [[name, f"{t.best:.3f}", f"{t.median:.3f}", f"{1e6 * t.best / epochs:.0f}",
-             f"{ratio(timings, name, 'fnnet fit'):.2f}", f"{100 * accuracies[name]:.1f}",
-             "" if name == "fnnet fit" else target(ratio(timings, "fnnet fit", name), 1.0,
-                                                   "fnnet <= 1.00x this")]
-            for name, t in timings.items()]
-    text = table(f"BN: {epochs} full-batch SGD epochs (lr {lr}), W1's 1000 points, "
-                 f"2-64-BatchNorm-ReLU-64-BatchNorm-ReLU-1 Sigmoid, BCE",
-                 ["variant", "best s", "median s", "us/epoch", "time / fnnet",
-                  "train acc % (running statistics)", "target"], rows,
-                 f"Target: fnnet no slower than jax.grad. {quick_note(rounds)}.")
+    rows = [
+        [
+            name,
+            f"{t.best:.3f}",
+            f"{t.median:.3f}",
+            f"{1e6 * t.best / epochs:.0f}",
+            f"{ratio(timings, name, 'fnnet fit'):.2f}",
+            f"{100 * accuracies[name]:.1f}",
+            ""
+            if name == "fnnet fit"
+            else target(ratio(timings, "fnnet fit", name), 1.0, "fnnet <= 1.00x this"),
+        ]
+        for name, t in timings.items()
+    ]
+    text = table(
+        f"BN: {epochs} full-batch SGD epochs (lr {lr}), W1's 1000 points, "
+        f"2-64-BatchNorm-ReLU-64-BatchNorm-ReLU-1 Sigmoid, BCE",
+        [
+            "variant",
+            "best s",
+            "median s",
+            "us/epoch",
+            "time / fnnet",
+            "train acc % (running statistics)",
+            "target",
+        ],
+        rows,
+        f"Target: fnnet no slower than jax.grad. {quick_note(rounds)}.",
+    )
     return text, {name: Row(t.best, accuracies[name]) for name, t in timings.items()}

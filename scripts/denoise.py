@@ -38,10 +38,15 @@ def denoiser():
     """(n, 8, 8, 1) -> (n, 8, 8, 1) in (0, 1): down to 4x4 by a strided conv, back up by a
     transposed one."""
     return fnnet.Sequential(
-        fnnet.Conv2D(1, 16, 3), fnnet.ReLU(),                       # (n, 8, 8, 16)
-        fnnet.Conv2D(16, 32, 3, stride=2), fnnet.ReLU(),            # (n, 4, 4, 32)
-        fnnet.ConvTranspose2D(32, 16, 2, stride=2), fnnet.ReLU(),   # (n, 8, 8, 16)
-        fnnet.Conv2D(16, 1, 3), fnnet.Sigmoid())                    # (n, 8, 8, 1)
+        fnnet.Conv2D(1, 16, 3),
+        fnnet.ReLU(),  # (n, 8, 8, 16)
+        fnnet.Conv2D(16, 32, 3, stride=2),
+        fnnet.ReLU(),  # (n, 4, 4, 32)
+        fnnet.ConvTranspose2D(32, 16, 2, stride=2),
+        fnnet.ReLU(),  # (n, 8, 8, 16)
+        fnnet.Conv2D(16, 1, 3),
+        fnnet.Sigmoid(),
+    )  # (n, 8, 8, 1)
 
 
 def noisy(x, sigma, key, clip):
@@ -68,20 +73,38 @@ def train_seed(x, y, seed, args):
     opt_state = None
     for epoch in range(args.epochs):  # one epoch per fit: fresh noise each epoch
         x_noisy = noisy(x_train, args.sigma, jax.random.fold_in(noise_key, epoch), args.clip)
-        fitted = fnnet.fit(model, loss, opt, params, x_noisy, x_train, 1, BATCH_SIZE, key=batch_key,
-                           progress=False, opt_state=opt_state)
+        fitted = fnnet.fit(
+            model,
+            loss,
+            opt,
+            params,
+            x_noisy,
+            x_train,
+            1,
+            BATCH_SIZE,
+            key=batch_key,
+            progress=False,
+            opt_state=opt_state,
+        )
         params, opt_state = fitted.params, fitted.opt_state
     jax.block_until_ready(params)
     seconds = time.perf_counter() - began
     denoised = np.asarray(model.apply(params, x_test_noisy))
-    return {"input_psnr": psnr(x_test_noisy, x_test), "output_psnr": psnr(denoised, x_test),
-            "seconds": seconds, "x_test": x_test, "noisy": x_test_noisy, "denoised": denoised,
-            "final_loss": float(fitted.losses[-1])}
+    return {
+        "input_psnr": psnr(x_test_noisy, x_test),
+        "output_psnr": psnr(denoised, x_test),
+        "seconds": seconds,
+        "x_test": x_test,
+        "noisy": x_test_noisy,
+        "denoised": denoised,
+        "final_loss": float(fitted.losses[-1]),
+    }
 
 
 def plot(result, folder, n=12):
     """denoise.png: rows of noisy / denoised / clean test images (seed 0)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -93,8 +116,11 @@ def plot(result, folder, n=12):
             ax.imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=1)
             ax.set(xticks=[], yticks=[])
         row[0].set_ylabel(label, fontsize=8)
-    fig.suptitle(f"seed 0 test images: PSNR noisy {result['input_psnr']:.2f} dB, "
-                 f"denoised {result['output_psnr']:.2f} dB", fontsize=9)
+    fig.suptitle(
+        f"seed 0 test images: PSNR noisy {result['input_psnr']:.2f} dB, "
+        f"denoised {result['output_psnr']:.2f} dB",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = os.path.join(folder, "denoise.png")
     fig.savefig(path, dpi=100)
@@ -103,8 +129,9 @@ def plot(result, folder, n=12):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds (splits, noise and inits)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per seed")
     parser.add_argument("--sigma", type=float, default=0.3, help="noise standard deviation")
@@ -126,19 +153,31 @@ def main(argv=None):
     runs = [train_seed(x, y, seed, args) for seed in range(args.seeds)]
     table = {k: np.asarray([r[k] for r in runs]) for k in ("input_psnr", "output_psnr", "seconds")}
     table["gain"] = table["output_psnr"] - table["input_psnr"]
-    print(f"denoise: sigma {args.sigma} ({'clipped to [0, 1]' if args.clip else 'not clipped'}), "
-          f"{args.seeds} seed(s), {args.epochs} epochs, fresh training noise each epoch, "
-          f"Adam lr={args.lr}, batch {BATCH_SIZE}; test PSNR mean +- std over seeds")
-    print(f"{'noisy dB':>14} {'denoised dB':>14} {'gain dB':>13} {'wall s':>7} {'1st seed s':>10} "
-          f"{'ms/epoch':>9}")
-    per_epoch = (f"{1000 * table['seconds'][1:].mean() / args.epochs:.1f}" if args.seeds > 1 else "-")
-    cells = [f"{table[k].mean():7.2f} +- {table[k].std():4.2f}" for k in ("input_psnr", "output_psnr", "gain")]
-    print(f"{cells[0]:>14} {cells[1]:>14} {cells[2]:>13} {table['seconds'].sum():7.1f} "
-          f"{table['seconds'][0]:10.1f} {per_epoch:>9}")
-    print("wall s: all seeds; 1st seed s: its training, compilation included; "
-          "ms/epoch: the later seeds' epochs, a fit call each ('-' for one seed)")
-    print(f"total wall time {time.perf_counter() - start:.1f} s, CPU time {time.process_time() - cpu_start:.1f} s "
-          f"(this process, all threads)")
+    print(
+        f"denoise: sigma {args.sigma} ({'clipped to [0, 1]' if args.clip else 'not clipped'}), "
+        f"{args.seeds} seed(s), {args.epochs} epochs, fresh training noise each epoch, "
+        f"Adam lr={args.lr}, batch {BATCH_SIZE}; test PSNR mean +- std over seeds"
+    )
+    print(
+        f"{'noisy dB':>14} {'denoised dB':>14} {'gain dB':>13} {'wall s':>7} {'1st seed s':>10} "
+        f"{'ms/epoch':>9}"
+    )
+    per_epoch = f"{1000 * table['seconds'][1:].mean() / args.epochs:.1f}" if args.seeds > 1 else "-"
+    cells = [
+        f"{table[k].mean():7.2f} +- {table[k].std():4.2f}" for k in ("input_psnr", "output_psnr", "gain")
+    ]
+    print(
+        f"{cells[0]:>14} {cells[1]:>14} {cells[2]:>13} {table['seconds'].sum():7.1f} "
+        f"{table['seconds'][0]:10.1f} {per_epoch:>9}"
+    )
+    print(
+        "wall s: all seeds; 1st seed s: its training, compilation included; "
+        "ms/epoch: the later seeds' epochs, a fit call each ('-' for one seed)"
+    )
+    print(
+        f"total wall time {time.perf_counter() - start:.1f} s, CPU time {time.process_time() - cpu_start:.1f} s "
+        f"(this process, all threads)"
+    )
     if args.plot:
         print("wrote", *plot(runs[0], args.plot))
     return dict(table, runs=runs)

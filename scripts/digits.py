@@ -32,8 +32,9 @@ LR = 3e-3
 
 def mlp():
     """64-128-128-10, ReLU, logits."""
-    return fnnet.Sequential(fnnet.Linear(64, 128), fnnet.ReLU(), fnnet.Linear(128, 128), fnnet.ReLU(),
-                            fnnet.Linear(128, 10))
+    return fnnet.Sequential(
+        fnnet.Linear(64, 128), fnnet.ReLU(), fnnet.Linear(128, 128), fnnet.ReLU(), fnnet.Linear(128, 10)
+    )
 
 
 def cnn():
@@ -44,9 +45,17 @@ def cnn():
     Dropout variants alike); with them it has 99.0% after 10 epochs at lr 3e-3.
     """
     return fnnet.Sequential(
-        fnnet.Conv2D(1, 16, 3), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.MaxPool2D(2),   # (n, 4, 4, 16)
-        fnnet.Conv2D(16, 32, 3), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.MaxPool2D(2),  # (n, 2, 2, 32)
-        fnnet.Flatten(), fnnet.Linear(2 * 2 * 32, 10))
+        fnnet.Conv2D(1, 16, 3),
+        fnnet.BatchNorm(),
+        fnnet.ReLU(),
+        fnnet.MaxPool2D(2),  # (n, 4, 4, 16)
+        fnnet.Conv2D(16, 32, 3),
+        fnnet.BatchNorm(),
+        fnnet.ReLU(),
+        fnnet.MaxPool2D(2),  # (n, 2, 2, 32)
+        fnnet.Flatten(),
+        fnnet.Linear(2 * 2 * 32, 10),
+    )
 
 
 # name -> (model, the shape of one input, default epochs)
@@ -62,7 +71,9 @@ def epochs_arg(text):
     for item in text.split(","):
         name, _, value = item.partition("=")
         if name not in MODELS:
-            raise argparse.ArgumentTypeError(f"unknown model {name!r} in {text!r}; models: {', '.join(MODELS)}")
+            raise argparse.ArgumentTypeError(
+                f"unknown model {name!r} in {text!r}; models: {', '.join(MODELS)}"
+            )
         epochs[name] = int(value)
     if any(n < 1 for n in epochs.values()):
         raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
@@ -80,6 +91,7 @@ def require(parser, module, package, what):
 def load_digits():
     """x (1797, 64) float32 in [0, 1]; y (1797,) int32 labels 0..9."""
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     return (digits.data / 16).astype(np.float32), digits.target.astype(np.int32)
 
@@ -87,6 +99,7 @@ def load_digits():
 def split(x, y, seed):
     """The seed's stratified 75/25 split: x_train, x_test, y_train, y_test."""
     from sklearn.model_selection import train_test_split
+
     return train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
 
 
@@ -106,15 +119,29 @@ def train_model(name, x, y, seeds, epochs):
         began = time.perf_counter()
         key = jax.random.key(seed)
         _, params = model.init(jax.random.fold_in(key, 0), x_train.shape)
-        fitted = fnnet.fit(model, loss, opt, params, x_train, y_train, epochs, BATCH_SIZE,
-                           key=jax.random.fold_in(key, 1), progress=False)
+        fitted = fnnet.fit(
+            model,
+            loss,
+            opt,
+            params,
+            x_train,
+            y_train,
+            epochs,
+            BATCH_SIZE,
+            key=jax.random.fold_in(key, 1),
+            progress=False,
+        )
         jax.block_until_ready(fitted.params)
         result["seconds"].append(time.perf_counter() - began)
         result["test_acc"].append(accuracy(model, fitted.params, x_test, y_test))
         result["train_acc"].append(accuracy(model, fitted.params, x_train, y_train))
         if seed == 0:
-            result.update(params=fitted.params, x_test=x_test, y_test=y_test,
-                          predicted=np.argmax(np.asarray(model.apply(fitted.params, x_test)), axis=-1))
+            result.update(
+                params=fitted.params,
+                x_test=x_test,
+                y_test=y_test,
+                predicted=np.argmax(np.asarray(model.apply(fitted.params, x_test)), axis=-1),
+            )
     for k in ("test_acc", "train_acc", "seconds"):
         result[k] = np.asarray(result[k])
     return result
@@ -127,21 +154,30 @@ def per_epoch_ms(seconds, epochs):
 
 
 def print_table(results, args):
-    print(f"digits: {args.seeds} seed(s), stratified 75/25 splits, Adam lr={LR}, batch {BATCH_SIZE}, "
-          f"{jax.devices()[0].platform}; accuracy mean +- std over seeds")
-    print(f"{'model':<6} {'epochs':>6} {'test acc %':>15} {'train acc %':>15} {'wall s':>7} "
-          f"{'1st seed s':>10} {'ms/epoch':>9}")
+    print(
+        f"digits: {args.seeds} seed(s), stratified 75/25 splits, Adam lr={LR}, batch {BATCH_SIZE}, "
+        f"{jax.devices()[0].platform}; accuracy mean +- std over seeds"
+    )
+    print(
+        f"{'model':<6} {'epochs':>6} {'test acc %':>15} {'train acc %':>15} {'wall s':>7} "
+        f"{'1st seed s':>10} {'ms/epoch':>9}"
+    )
     for name, r in results.items():
         te, tr, s = r["test_acc"], r["train_acc"], r["seconds"]
-        print(f"{name:<6} {r['epochs']:>6} {te.mean():7.2f} +- {te.std():4.2f} {tr.mean():7.2f} +- "
-              f"{tr.std():4.2f} {s.sum():7.1f} {s[0]:10.1f} {per_epoch_ms(s, r['epochs']):>9}")
-    print("wall s: all seeds; 1st seed s: its training, compilation included; "
-          "ms/epoch: the later seeds' epochs, compiled ('-' for one seed)")
+        print(
+            f"{name:<6} {r['epochs']:>6} {te.mean():7.2f} +- {te.std():4.2f} {tr.mean():7.2f} +- "
+            f"{tr.std():4.2f} {s.sum():7.1f} {s[0]:10.1f} {per_epoch_ms(s, r['epochs']):>9}"
+        )
+    print(
+        "wall s: all seeds; 1st seed s: its training, compilation included; "
+        "ms/epoch: the later seeds' epochs, compiled ('-' for one seed)"
+    )
 
 
 def plot(results, folder):
     """Per model, seed 0's test set: confusion_<model>.png and misclassified_<model>.png."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -156,10 +192,22 @@ def plot(results, folder):
         for i in range(10):
             for j in range(10):
                 if counts[i, j]:
-                    ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=8,
-                            color="white" if counts[i, j] > counts.max() / 2 else "black")
-        ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
-               title=f"{name}, seed 0: test accuracy {r['test_acc'][0]:.2f}%")
+                    ax.text(
+                        j,
+                        i,
+                        counts[i, j],
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if counts[i, j] > counts.max() / 2 else "black",
+                    )
+        ax.set(
+            xticks=range(10),
+            yticks=range(10),
+            xlabel="predicted",
+            ylabel="true",
+            title=f"{name}, seed 0: test accuracy {r['test_acc'][0]:.2f}%",
+        )
         fig.colorbar(image, ax=ax, fraction=0.046)
         fig.tight_layout()
         written.append(os.path.join(folder, f"confusion_{name}.png"))
@@ -184,16 +232,22 @@ def plot(results, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
-                        help="models to train")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to train"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds (splits and inits)")
-    parser.add_argument("--epochs", type=epochs_arg,
-                        default=",".join(f"{name}={n}" for name, n in MODELS_EPOCHS.items()),
-                        help="N for every model, or per model: mlp=N,cnn=M")
-    parser.add_argument("--plot", metavar="DIR", help="write seed 0's confusion matrix and "
-                        "misclassified test images here")
+    parser.add_argument(
+        "--epochs",
+        type=epochs_arg,
+        default=",".join(f"{name}={n}" for name, n in MODELS_EPOCHS.items()),
+        help="N for every model, or per model: mlp=N,cnn=M",
+    )
+    parser.add_argument(
+        "--plot", metavar="DIR", help="write seed 0's confusion matrix and misclassified test images here"
+    )
     args = parser.parse_args(argv)
     require(parser, "sklearn", "scikit-learn", "digits.py")
     if args.plot:
@@ -208,8 +262,10 @@ def main(argv=None):
         epochs = args.epochs[name]
         results[name] = dict(train_model(name, x, y, args.seeds, epochs), epochs=epochs)
     print_table(results, args)
-    print(f"total wall time {time.perf_counter() - start:.1f} s, CPU time {time.process_time() - cpu_start:.1f} s "
-          f"(this process, all threads)")
+    print(
+        f"total wall time {time.perf_counter() - start:.1f} s, CPU time {time.process_time() - cpu_start:.1f} s "
+        f"(this process, all threads)"
+    )
     if args.plot:
         print("wrote", *plot(results, args.plot))
     return results

@@ -41,29 +41,60 @@ REPORT = {"sigmoid_bce": 96.0, "tanh_mse": 97.7}
 def report_model(output):
     """The report's network: 5 Linear layers 2-25-25-25-25-1, 4 ReLU, then `output`."""
     return fnnet.Sequential(
-        fnnet.Linear(2, 25), fnnet.ReLU(), fnnet.Linear(25, 25), fnnet.ReLU(),
-        fnnet.Linear(25, 25), fnnet.ReLU(), fnnet.Linear(25, 25), fnnet.ReLU(),
-        fnnet.Linear(25, 1), output)
+        fnnet.Linear(2, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 1),
+        output,
+    )
 
 
 def handout_model():
     """The course handout's network: 2 inputs, three hidden layers of 25, 2 outputs."""
     return fnnet.Sequential(
-        fnnet.Linear(2, 25), fnnet.ReLU(), fnnet.Linear(25, 25), fnnet.ReLU(),
-        fnnet.Linear(25, 25), fnnet.ReLU(), fnnet.Linear(25, 2))
+        fnnet.Linear(2, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 25),
+        fnnet.ReLU(),
+        fnnet.Linear(25, 2),
+    )
 
 
 # name -> (model, loss, targets from 0/1 labels, 0/1 prediction from outputs, lr, decay).
 # lr and decay: the best cells of `python scripts/sweep.py` and `python scripts/sweep.py
 # --models handout` (5 lr x 3 decay x 5 seeds, 10,000 epochs; the tables are in README.md).
 MODELS = {
-    "sigmoid_bce": (report_model(fnnet.Sigmoid()), fnnet.LossBCE(),
-                    lambda y: y, lambda out: out[..., 0] > 0.5, 0.5, 0.9995),
-    "tanh_mse": (report_model(fnnet.Tanh()), fnnet.LossMSE(),
-                 lambda y: 2 * y - 1, lambda out: out[..., 0] > 0, 0.2, 0.9995),
-    "handout": (handout_model(), fnnet.LossMSE(),
-                lambda y: jnp.concatenate([1 - y, y], axis=-1),
-                lambda out: out[..., 1] > out[..., 0], 0.5, 0.9999),
+    "sigmoid_bce": (
+        report_model(fnnet.Sigmoid()),
+        fnnet.LossBCE(),
+        lambda y: y,
+        lambda out: out[..., 0] > 0.5,
+        0.5,
+        0.9995,
+    ),
+    "tanh_mse": (
+        report_model(fnnet.Tanh()),
+        fnnet.LossMSE(),
+        lambda y: 2 * y - 1,
+        lambda out: out[..., 0] > 0,
+        0.2,
+        0.9995,
+    ),
+    "handout": (
+        handout_model(),
+        fnnet.LossMSE(),
+        lambda y: jnp.concatenate([1 - y, y], axis=-1),
+        lambda out: out[..., 1] > out[..., 0],
+        0.5,
+        0.9999,
+    ),
 }
 
 
@@ -77,6 +108,7 @@ def _data(seeds, n=1000):
     def one(seed):
         key = jax.random.key(seed)
         return fnnet.data.disk(n, jax.random.fold_in(key, 0)) + fnnet.data.disk(n, jax.random.fold_in(key, 1))
+
     return jax.vmap(one)(seeds)
 
 
@@ -92,8 +124,7 @@ def placements(names, devices):
     left; the rest are spread over every device (`fnnet.sweep.spread`).
     """
     whole = len(names) - len(names) % len(devices)
-    return {name: [devices[i % len(devices)]] if i < whole else list(devices)
-            for i, name in enumerate(names)}
+    return {name: [devices[i % len(devices)]] if i < whole else list(devices) for i, name in enumerate(names)}
 
 
 def optimizer(name, lr=None, decay=None):
@@ -140,10 +171,16 @@ def member_run(name, epochs, evaluations, lr=None, decay=None):
 
         def step(carry, _):
             params, opt_state, _ = chunk(*carry, x[0], t, key)
-            (train_loss, train_acc), (test_loss, test_acc) = (measure(params, x[0], y[0]),
-                                                              measure(params, x[1], y[1]))
-            return (params, opt_state), {"train_loss": train_loss, "test_loss": test_loss,
-                                         "train_acc": train_acc, "test_acc": test_acc}
+            (train_loss, train_acc), (test_loss, test_acc) = (
+                measure(params, x[0], y[0]),
+                measure(params, x[1], y[1]),
+            )
+            return (params, opt_state), {
+                "train_loss": train_loss,
+                "test_loss": test_loss,
+                "train_acc": train_acc,
+                "test_acc": test_acc,
+            }
 
         (params, _), curves = lax.scan(step, (params, opt_state), length=evaluations)
         return params, curves
@@ -204,16 +241,27 @@ def require_matplotlib(parser):
 def main(argv=None):
     # Start-up (interpreter and imports) counts when this file runs as the script.
     clock = Clock(time.perf_counter() - STARTED if __name__ == "__main__" else 0.0)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
-                        help="which of the disk task's models to train")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        help="which of the disk task's models to train",
+    )
     parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
     parser.add_argument("--seeds", type=int, default=5, help="runs per model, each its own data and init")
-    parser.add_argument("--evaluations", type=int, default=50,
-                        help="evaluations along each run (the points of the learning curves); "
-                             "they must divide --epochs")
-    parser.add_argument("--lr", type=float, help="every model's learning rate; None: each its own (in MODELS)")
+    parser.add_argument(
+        "--evaluations",
+        type=int,
+        default=50,
+        help="evaluations along each run (the points of the learning curves); they must divide --epochs",
+    )
+    parser.add_argument(
+        "--lr", type=float, help="every model's learning rate; None: each its own (in MODELS)"
+    )
     parser.add_argument("--decay", type=float, help="every model's lr decay; None: each its own (in MODELS)")
     parser.add_argument("--plot", metavar="DIR", help="write Figure 1 and learning curves here")
     args = parser.parse_args(argv)
@@ -228,29 +276,40 @@ def main(argv=None):
     with clock("compilation"):  # and the data and initial params: small, mostly compilation
         sets = [np.asarray(a) for a in data(args.seeds)]
         keys = jax.random.split(jax.random.key(1234), args.seeds)
-        jobs = {name: prepare(name, sets, keys, args.epochs, args.evaluations, devices, args.lr, args.decay)
-                for name, devices in placements(args.models, jax.devices()).items()}
+        jobs = {
+            name: prepare(name, sets, keys, args.epochs, args.evaluations, devices, args.lr, args.decay)
+            for name, devices in placements(args.models, jax.devices()).items()
+        }
     with clock("training"):  # with the evaluations along the way
         done = {name: train() for name, train in jobs.items()}  # all at once: the devices run them
         jax.block_until_ready(done)
     results = {}
     epoch = np.arange(1, args.evaluations + 1) * (args.epochs // args.evaluations)
     for name, (params, curves) in done.items():
-        c = {"epoch": epoch, **{k: np.asarray(v)[:args.seeds].T for k, v in curves.items()}}
-        results[name] = {"params": jax.tree.map(lambda a: np.asarray(a)[:args.seeds], params),
-                         "curves": c, "train_acc": 100 * c["train_acc"][-1],
-                         "test_acc": 100 * c["test_acc"][-1], "final_loss": c["train_loss"][-1]}
+        c = {"epoch": epoch, **{k: np.asarray(v)[: args.seeds].T for k, v in curves.items()}}
+        results[name] = {
+            "params": jax.tree.map(lambda a: np.asarray(a)[: args.seeds], params),
+            "curves": c,
+            "train_acc": 100 * c["train_acc"][-1],
+            "test_acc": 100 * c["test_acc"][-1],
+            "final_loss": c["train_loss"][-1],
+        }
 
-    print(f"{args.seeds} seeds, {args.epochs} epochs, {len(jax.devices())} device(s) "
-          f"({jax.devices()[0].platform}); mean +- std over seeds")
+    print(
+        f"{args.seeds} seeds, {args.epochs} epochs, {len(jax.devices())} device(s) "
+        f"({jax.devices()[0].platform}); mean +- std over seeds"
+    )
     print(f"{'model':<12} {'train acc %':>14} {'test acc %':>14} {'final loss':>18} {'report %':>9}")
     for name, r in results.items():
         tr, te, lo = r["train_acc"], r["test_acc"], r["final_loss"]
-        print(f"{name:<12} {tr.mean():6.2f} +- {tr.std():4.2f} {te.mean():6.2f} +- {te.std():4.2f} "
-              f"{lo.mean():9.5f} +- {lo.std():.5f} {REPORT.get(name, '-'):>9}")
+        print(
+            f"{name:<12} {tr.mean():6.2f} +- {tr.std():4.2f} {te.mean():6.2f} +- {te.std():4.2f} "
+            f"{lo.mean():9.5f} +- {lo.std():.5f} {REPORT.get(name, '-'):>9}"
+        )
     if args.plot:
         with clock("plotting"):
             from plots import plot_disk
+
             written = plot_disk(results, MODELS, args.plot)
         print("wrote", *written)
     print(clock.line())

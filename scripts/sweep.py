@@ -40,22 +40,40 @@ def sweep_model(name, lrs, decays, seeds, epochs):
     result = fnnet.sweep.sweep(run, params, states, x, jax.jit(targets)(y), keys, per_member_data=True)
     params = result.params
     if not result.finite.all():
-        print(f"{name}: {int((~result.finite).sum())} of {len(grid)} runs diverged (non-finite loss "
-              f"or params); their accuracy is that of their non-finite params")
+        print(
+            f"{name}: {int((~result.finite).sum())} of {len(grid)} runs diverged (non-finite loss "
+            f"or params); their accuracy is that of their non-finite params"
+        )
     out = jax.jit(jax.vmap(model.apply))(params, x_test)
     test_acc = 100 * np.asarray(accuracy(predict, out, y_test))
     return test_acc.reshape(len(lrs), len(decays), seeds)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["sigmoid_bce", "tanh_mse"],
-                        help="the disk task's models to sweep (each its own program)")
-    parser.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.5, 1.0],
-                        help="learning rates, the grid's rows")
-    parser.add_argument("--decays", nargs="+", type=float, default=[0.9995, 0.9999, 1.0],
-                        help="per-step lr decays, the grid's columns")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=["sigmoid_bce", "tanh_mse"],
+        help="the disk task's models to sweep (each its own program)",
+    )
+    parser.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=[0.05, 0.1, 0.2, 0.5, 1.0],
+        help="learning rates, the grid's rows",
+    )
+    parser.add_argument(
+        "--decays",
+        nargs="+",
+        type=float,
+        default=[0.9995, 0.9999, 1.0],
+        help="per-step lr decays, the grid's columns",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="runs per cell, each its own data and init")
     parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
     parser.add_argument("--plot", metavar="DIR", help="write sweep.png (a heatmap per model) here")
@@ -68,19 +86,32 @@ def main(argv=None):
         acc = sweep_model(name, args.lrs, args.decays, args.seeds, args.epochs)
         table[name] = acc.mean(axis=-1)
         members = acc.size
-        print(f"\n{name}: test accuracy %, mean +- std over {args.seeds} seeds, {args.epochs} epochs "
-              f"({members} runs in {time.perf_counter() - start:.1f} s)")
+        print(
+            f"\n{name}: test accuracy %, mean +- std over {args.seeds} seeds, {args.epochs} epochs "
+            f"({members} runs in {time.perf_counter() - start:.1f} s)"
+        )
         print(f"{'lr / decay':>10} " + " ".join(f"{d:>15}" for d in args.decays))
         for i, lr in enumerate(args.lrs):
-            cells = " ".join(f"{acc[i, j].mean():7.2f} +- {acc[i, j].std():4.2f}" for j in range(len(args.decays)))
+            cells = " ".join(
+                f"{acc[i, j].mean():7.2f} +- {acc[i, j].std():4.2f}" for j in range(len(args.decays))
+            )
             print(f"{lr:>10} {cells}")
         i, j = np.unravel_index(np.argmax(table[name]), table[name].shape)
         print(f"best: lr={args.lrs[i]} decay={args.decays[j]} ({table[name][i, j]:.2f}%)")
     if args.plot:
         from plots import plot_heatmap
+
         os.makedirs(args.plot, exist_ok=True)
-        print("wrote", plot_heatmap(table, args.lrs, args.decays, os.path.join(args.plot, "sweep.png"),
-                                    f"mean test accuracy % over {args.seeds} seeds, {args.epochs} epochs"))
+        print(
+            "wrote",
+            plot_heatmap(
+                table,
+                args.lrs,
+                args.decays,
+                os.path.join(args.plot, "sweep.png"),
+                f"mean test accuracy % over {args.seeds} seeds, {args.epochs} epochs",
+            ),
+        )
     return table
 
 

@@ -27,9 +27,14 @@ HEARTBEAT_S = 10  # a silent process is declared dead after this long
 
 
 def main(process_id, port, out):
-    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
-                               process_id=process_id, initialization_timeout=60,
-                               heartbeat_timeout_seconds=HEARTBEAT_S, shutdown_timeout_seconds=10)
+    jax.distributed.initialize(
+        coordinator_address=f"127.0.0.1:{port}",
+        num_processes=2,
+        process_id=process_id,
+        initialization_timeout=60,
+        heartbeat_timeout_seconds=HEARTBEAT_S,
+        shutdown_timeout_seconds=10,
+    )
     import numpy as np
     from jax.sharding import Mesh
 
@@ -53,8 +58,19 @@ def main(process_id, port, out):
     assert len(jax.devices()) == 2 and len(jax.local_devices()) == 1, jax.devices()
 
     def train(mesh, batch_size, epochs=EPOCHS, **kwargs):
-        return fnnet.fit(model, loss, opt, params, x, y, epochs=epochs, batch_size=batch_size,
-                         progress=False, mesh=mesh, **kwargs)
+        return fnnet.fit(
+            model,
+            loss,
+            opt,
+            params,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            progress=False,
+            mesh=mesh,
+            **kwargs,
+        )
 
     arrays = {}
     for batch_size in (None, 16):
@@ -68,12 +84,16 @@ def main(process_id, port, out):
     checkpoint = os.path.join(out, "checkpoint.npz")  # one path: a file system both share
     train(mesh, 16, EPOCHS // 2, checkpoint=checkpoint, checkpoint_every=1)
     resumed = train(mesh, 16, checkpoint=checkpoint, checkpoint_every=1, resume=True)
-    np.savez(os.path.join(out, f"resumed_{process_id}.npz"),
-             *[np.asarray(leaf) for leaf in jax.tree.leaves(resumed.params)], losses=resumed.losses)
+    np.savez(
+        os.path.join(out, f"resumed_{process_id}.npz"),
+        *[np.asarray(leaf) for leaf in jax.tree.leaves(resumed.params)],
+        losses=resumed.losses,
+    )
 
     try:  # process 1 passes other targets
-        fnnet.fit(model, loss, opt, params, x, 1 - y if process_id else y, epochs=1,
-                  progress=False, mesh=mesh)
+        fnnet.fit(
+            model, loss, opt, params, x, 1 - y if process_id else y, epochs=1, progress=False, mesh=mesh
+        )
         other_data = None
     except ValueError as error:
         other_data = str(error)

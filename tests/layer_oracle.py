@@ -12,8 +12,10 @@ import jax
 import numpy as np
 
 # float64 held tight; float32 to a few ulps of O(1) sums.
-TOLERANCES = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
-              np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5)}
+TOLERANCES = {
+    np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
+    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5),
+}
 
 
 def device(a, dtype=None):
@@ -33,10 +35,12 @@ def assert_trees_close(actual, expected, dtype):
 @functools.lru_cache(maxsize=None)
 def oracle_and_hand(layer, train):
     """Jitted `(params, x, dy, key) -> ((y, vjp) by jax.vjp, (y, vjp) by layer.vjp)`."""
+
     def both(params, x, dy, key):
         mode = dict(train=train, key=key)
         y, pullback = jax.vjp(lambda p, x: layer.apply(p, x, **mode), params, x)
         return (y, pullback(dy)), (layer.apply(params, x, **mode), layer.vjp(params, x, dy, **mode))
+
     return jax.jit(both)
 
 
@@ -56,8 +60,11 @@ def twin_and_layer(layer, train):
     def both(params, x, dy, key):
         mode = dict(train=train, key=key)
         dparams, dx_fm = twin.vjp(params, x.T, dy.T, **mode)
-        return ((twin.apply(params, x.T, **mode).T, (dparams, dx_fm.T)),
-                (layer.apply(params, x, **mode), layer.vjp(params, x, dy, **mode)))
+        return (
+            (twin.apply(params, x.T, **mode).T, (dparams, dx_fm.T)),
+            (layer.apply(params, x, **mode), layer.vjp(params, x, dy, **mode)),
+        )
+
     return jax.jit(both)
 
 

@@ -16,22 +16,34 @@ import pytest
 import fnnet
 import fnnet.checkpoint
 
-METADATA = {"epochs_done": 7, "losses": [0.5, 0.25, 1e-300], "name": "run-α",
-            "nested": {"a": None}, "flag": True}
+METADATA = {
+    "epochs_done": 7,
+    "losses": [0.5, 0.25, 1e-300],
+    "name": "run-α",
+    "nested": {"a": None},
+    "flag": True,
+}
 
 
 def linear(rng, n_in, n_out, dtype=jnp.float32):
     """Params of fnnet.Linear(n_in, n_out), random."""
-    return {"w": jnp.asarray(rng.normal(size=(n_in, n_out)), dtype),
-            "b": jnp.asarray(rng.normal(size=(n_out,)), dtype)}
+    return {
+        "w": jnp.asarray(rng.normal(size=(n_in, n_out)), dtype),
+        "b": jnp.asarray(rng.normal(size=(n_out,)), dtype),
+    }
 
 
 def make_state(seed=0, hidden=3):
     """Params of serial(Linear(2, hidden), Tanh(), Linear(hidden, 1), Sigmoid()) plus a float64
     leaf, and an Adam state after one step (non-zero slots, count 1)."""
     rng = np.random.default_rng(seed)
-    params = (linear(rng, 2, hidden), (), linear(rng, hidden, 1), (),
-              {"scale": jnp.asarray([1.5, -2.0], jnp.float64)})
+    params = (
+        linear(rng, 2, hidden),
+        (),
+        linear(rng, hidden, 1),
+        (),
+        {"scale": jnp.asarray([1.5, -2.0], jnp.float64)},
+    )
     opt = fnnet.Adam(lr=0.1, decay=0.9)
     _, state = jax.jit(opt.step)(params, params, opt.init(params))
     return params, state
@@ -102,11 +114,17 @@ def test_overwrite_replaces(saved):
 def test_like_of_another_model_raises(saved):
     path, params, state = saved
     other = (*params[:4], linear(np.random.default_rng(1), 1, 1))  # a last layer of another kind
-    with pytest.raises(ValueError, match=r"has no entry \"params\[4\]\['b'\]\": it was saved from "
-                                         r"another model or optimizer"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no entry \"params\[4\]\['b'\]\": it was saved from "
+        r"another model or optimizer",
+    ):
         fnnet.load(path, like=(other, None))
-    with pytest.raises(ValueError, match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that like "
-                                         r"does not"):
+    with pytest.raises(
+        ValueError,
+        match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that like "
+        r"does not",
+    ):
         fnnet.load(path, like=(params[:4], None))  # fewer leaves than saved
     sgd_state = fnnet.SGD(lr=0.1).init(params)  # another optimizer
     with pytest.raises(ValueError, match=r"has no entry \"opt_state\.hyperparams\['momentum'\]\""):
@@ -116,12 +134,18 @@ def test_like_of_another_model_raises(saved):
 def test_wrong_shape_or_dtype_raises(saved):
     path, params, state = saved
     wider, _ = make_state(hidden=4)
-    with pytest.raises(ValueError, match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
-                                         r"expected float32\[4\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
+        r"expected float32\[4\]",
+    ):
         fnnet.load(path, like=(wider, None))
     as_float64 = jax.tree.map(lambda p: p.astype(jnp.float64), params)
-    with pytest.raises(ValueError, match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
-                                         r"expected float64\[3\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
+        r"expected float64\[3\]",
+    ):
         fnnet.load(path, like=(as_float64, None))
 
 
@@ -131,8 +155,11 @@ def test_truncated_file_raises(saved, keep):
     data = path.read_bytes()
     cut = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
     path.write_bytes(data[:cut])
-    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint \(truncated, corrupt "
-                                         r"or not an \.npz\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"is not a readable fnnet checkpoint \(truncated, corrupt "
+        r"or not an \.npz\)",
+    ):
         fnnet.load(path, like=(params, state))
 
 
@@ -157,8 +184,11 @@ def test_corrupt_zip_field_raises(saved):
 def test_npy_file_raises(tmp_path):
     path = tmp_path / "array.npy"
     np.save(path, np.zeros(3))
-    with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint .*one float64\[3\] "
-                                         r"array"):
+    with pytest.raises(
+        ValueError,
+        match=r"is not a readable fnnet checkpoint .*one float64\[3\] "
+        r"array",
+    ):
         fnnet.load(path, like=make_state())
 
 
@@ -166,18 +196,24 @@ def test_npz_without_header_raises(tmp_path):
     params, state = make_state()
     path = tmp_path / "plain.npz"
     np.savez(path, **fnnet.checkpoint._flatten("params", params))
-    with pytest.raises(ValueError, match=r"is an \.npz file but not an fnnet checkpoint "
-                                         r"\(no '__fnnet__' entry\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"is an \.npz file but not an fnnet checkpoint "
+        r"\(no '__fnnet__' entry\)",
+    ):
         fnnet.load(path, like=(params, None))
 
 
-@pytest.mark.parametrize("header, match", [
-    ("{not json", r"has a corrupt header"),
-    (json.dumps({"format": 3, "metadata": None}), r"has format 3, expected 1 or 2"),
-    (json.dumps({"metadata": None}), r"has format None, expected 1"),
-    ("5", r"has a corrupt header: 5 is not a JSON object"),
-    ("[1, 2]", r"has a corrupt header: \[1, 2\] is not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "header, match",
+    [
+        ("{not json", r"has a corrupt header"),
+        (json.dumps({"format": 3, "metadata": None}), r"has format 3, expected 1 or 2"),
+        (json.dumps({"metadata": None}), r"has format None, expected 1"),
+        ("5", r"has a corrupt header: 5 is not a JSON object"),
+        ("[1, 2]", r"has a corrupt header: \[1, 2\] is not a JSON object"),
+    ],
+)
 def test_bad_header_raises(tmp_path, header, match):
     path = tmp_path / "bad-header.npz"
     np.savez(path, __fnnet__=np.array(header))
@@ -206,8 +242,10 @@ class Payload:
 @pytest.mark.parametrize("where", ["header", "entry"])
 def test_pickled_objects_are_never_unpickled(tmp_path, where):
     params, state = make_state()
-    arrays = {**fnnet.checkpoint._flatten("params", params),
-              "__fnnet__": np.array(json.dumps({"format": 1, "metadata": None}))}
+    arrays = {
+        **fnnet.checkpoint._flatten("params", params),
+        "__fnnet__": np.array(json.dumps({"format": 1, "metadata": None})),
+    }
     if where == "header":
         arrays["__fnnet__"] = np.array(Payload("header"), dtype=object)
     else:
@@ -243,8 +281,9 @@ def test_metadata_must_be_json(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("error", [OSError("No space left on device"), KeyboardInterrupt()],
-                         ids=["OSError", "KeyboardInterrupt"])
+@pytest.mark.parametrize(
+    "error", [OSError("No space left on device"), KeyboardInterrupt()], ids=["OSError", "KeyboardInterrupt"]
+)
 def test_failed_write_keeps_previous_checkpoint(saved, monkeypatch, error):
     """A write that dies half-way leaves the old file intact and no temporary file behind."""
     path, params, state = saved
@@ -279,8 +318,10 @@ def test_pathlike_paths(tmp_path):
 
 # Dtypes ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float8_e4m3fn],
-                         ids=["bfloat16", "float16", "float8_e4m3fn"])
+
+@pytest.mark.parametrize(
+    "dtype", [jnp.bfloat16, jnp.float16, jnp.float8_e4m3fn], ids=["bfloat16", "float16", "float8_e4m3fn"]
+)
 def test_low_precision_round_trips(tmp_path, dtype):
     """bfloat16 and float8, which NumPy cannot store, are stored as their bits."""
     params = {"w": jnp.asarray([[0.5, -3.25, 1e-3]], dtype), "b": jnp.asarray([7.0], dtype)}
@@ -291,30 +332,37 @@ def test_low_precision_round_trips(tmp_path, dtype):
     assert_trees_equal(got_params, params)
     assert got_state.hyperparams["lr"].dtype == jnp.float32  # optimizer arithmetic: >= float32
     as_float32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
-    with pytest.raises(ValueError, match=rf"entry \"params\['b'\]\" is {jnp.dtype(dtype).name}\[1\], "
-                                         r"expected float32\[1\]"):
+    with pytest.raises(
+        ValueError,
+        match=rf"entry \"params\['b'\]\" is {jnp.dtype(dtype).name}\[1\], "
+        r"expected float32\[1\]",
+    ):
         fnnet.load(path, like=(as_float32, None))
 
 
 def test_format_1_files_still_load(tmp_path):
     params, _ = make_state()
     path = tmp_path / "old.npz"
-    arrays = {**fnnet.checkpoint._flatten("params", params),
-              "__fnnet__": np.array(json.dumps({"format": 1, "metadata": {"v": 1},
-                                                "has_opt_state": False}))}
+    arrays = {
+        **fnnet.checkpoint._flatten("params", params),
+        "__fnnet__": np.array(json.dumps({"format": 1, "metadata": {"v": 1}, "has_opt_state": False})),
+    }
     np.savez(path, **arrays)
     got, _, metadata = fnnet.load(path, like=(params, None))
     assert_trees_equal(got, params)
     assert metadata == {"v": 1}
 
 
-@pytest.mark.parametrize("leaf, match", [
-    ("abc", r"save: params\['name'\] must be an array or a number, got str 'abc'"),
-    (object(), r"save: params\['name'\] must be an array or a number, got object"),
-    (np.array(["a", "b"]), r"save: params\['name'\] must be a numeric array, got dtype <U1"),
-    (np.array([None], dtype=object),
-     r"save: params\['name'\] must be a numeric array, got dtype object"),
-], ids=["str", "object", "str-array", "object-array"])
+@pytest.mark.parametrize(
+    "leaf, match",
+    [
+        ("abc", r"save: params\['name'\] must be an array or a number, got str 'abc'"),
+        (object(), r"save: params\['name'\] must be an array or a number, got object"),
+        (np.array(["a", "b"]), r"save: params\['name'\] must be a numeric array, got dtype <U1"),
+        (np.array([None], dtype=object), r"save: params\['name'\] must be a numeric array, got dtype object"),
+    ],
+    ids=["str", "object", "str-array", "object-array"],
+)
 def test_a_leaf_that_is_not_an_array_is_refused(tmp_path, leaf, match):
     with pytest.raises(TypeError, match=match):
         fnnet.save(tmp_path / "x.npz", {"w": jnp.zeros(2), "name": leaf})
@@ -324,8 +372,7 @@ def test_a_leaf_that_is_not_an_array_is_refused(tmp_path, leaf, match):
 def _npy_claiming(descr, shape, data=b"\0" * 8):
     """The bytes of an .npy entry whose header claims `descr` and `shape`, with `data` only."""
     entry = io.BytesIO()
-    np.lib.format.write_array_header_1_0(entry, {"descr": descr, "fortran_order": False,
-                                                 "shape": shape})
+    np.lib.format.write_array_header_1_0(entry, {"descr": descr, "fortran_order": False, "shape": shape})
     return entry.getvalue() + data
 
 
@@ -338,15 +385,30 @@ def _replace_entry(path, name, data):
             target.writestr(filename, content)
 
 
-@pytest.mark.parametrize("name, entry, match", [
-    ("params[0]['b']", _npy_claiming("<f4", (10 ** 12,)),
-     r"entry \"params\[0\]\['b'\]\" is float32\[1000000000000\], expected float32\[3\]"),
-    ("params[0]['b']", _npy_claiming("<f4", (3,), data=b""),
-     (r"not a readable fnnet checkpoint .*entry \"params\[0\]\['b'\]\" claims float32\[3\], "
-      r"more than the file holds")),
-    ("__fnnet__", _npy_claiming("<U100000000", ()),
-     r"not a readable fnnet checkpoint .*entry '__fnnet__' claims <U100000000\[\], more than"),
-], ids=["params-entry", "short-entry", "header-entry"])
+@pytest.mark.parametrize(
+    "name, entry, match",
+    [
+        (
+            "params[0]['b']",
+            _npy_claiming("<f4", (10**12,)),
+            r"entry \"params\[0\]\['b'\]\" is float32\[1000000000000\], expected float32\[3\]",
+        ),
+        (
+            "params[0]['b']",
+            _npy_claiming("<f4", (3,), data=b""),
+            (
+                r"not a readable fnnet checkpoint .*entry \"params\[0\]\['b'\]\" claims float32\[3\], "
+                r"more than the file holds"
+            ),
+        ),
+        (
+            "__fnnet__",
+            _npy_claiming("<U100000000", ()),
+            r"not a readable fnnet checkpoint .*entry '__fnnet__' claims <U100000000\[\], more than",
+        ),
+    ],
+    ids=["params-entry", "short-entry", "header-entry"],
+)
 def test_a_header_claiming_a_huge_shape_allocates_nothing(saved, monkeypatch, name, entry, match):
     """An entry whose .npy header claims 10**12 values is refused from its header, before
     its data is read: compared with like, and with the size of the file."""
@@ -365,12 +427,16 @@ def test_a_header_claiming_a_huge_shape_allocates_nothing(saved, monkeypatch, na
 
 
 def test_save_errors_name_the_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"save: cannot write checkpoint "
-                                                r"'[^']*missing/run\.npz': No such file"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"save: cannot write checkpoint "
+        r"'[^']*missing/run\.npz': No such file",
+    ):
         fnnet.save(tmp_path / "missing" / "run.npz", {"w": jnp.zeros(2)})
 
 
 # Temporary files ---------------------------------------------------------------------------
+
 
 def _dead_pid():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -385,8 +451,13 @@ def test_a_save_removes_the_temporaries_dead_processes_left_of_it(saved):
     folder = path.parent
     dead, alive = _dead_pid(), os.getppid()
     stale = [f".run.npz.fnnet-{dead}-abc_12.tmp", f".run.npz.fnnet-{dead}-x9.tmp"]
-    kept = [f".run.npz.fnnet-{alive}-abc.tmp", f".other.npz.fnnet-{dead}-abc.tmp",
-            ".fnnet-abc.tmp", f".run.npz.fnnet-{dead}-abc.tmp.keep", "notes.txt"]
+    kept = [
+        f".run.npz.fnnet-{alive}-abc.tmp",
+        f".other.npz.fnnet-{dead}-abc.tmp",
+        ".fnnet-abc.tmp",
+        f".run.npz.fnnet-{dead}-abc.tmp.keep",
+        "notes.txt",
+    ]
     for name in stale + kept:
         (folder / name).write_bytes(b"\0" * 1000)
     fnnet.save(path, params, state)

@@ -17,8 +17,14 @@ import fnnet
 from fnnet.train import step_key
 
 # Linear-BatchNorm-ReLU-Dropout-Linear-Sigmoid: every mechanism at once.
-MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.BatchNorm(momentum=0.8), fnnet.ReLU(),
-                     fnnet.Dropout(0.25), fnnet.Linear(8, 1), fnnet.Sigmoid())
+MODEL = fnnet.serial(
+    fnnet.Linear(2, 8),
+    fnnet.BatchNorm(momentum=0.8),
+    fnnet.ReLU(),
+    fnnet.Dropout(0.25),
+    fnnet.Linear(8, 1),
+    fnnet.Sigmoid(),
+)
 LOSS = fnnet.LossBCE()
 STATE_PATH = (1, "running")  # where MODEL's State sits in its params
 
@@ -55,6 +61,7 @@ def assert_trees_equal(actual, expected):
 
 # --- value_and_grad in training mode ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("batch_shape", [(32,), (4, 8)], ids=["2-D, feature-major", "3-D"])
 def test_training_mode_gradients_match_autodiff(batch_shape):
     params = init()
@@ -81,8 +88,11 @@ def test_inference_mode_gradients_match_autodiff():
 
 def test_training_mode_needs_a_key_for_dropout():
     x, y = data()
-    with pytest.raises(ValueError, match=r"serial layer 3: Dropout\(rate=0.25\): training mode "
-                                         r"draws a mask and needs a key"):
+    with pytest.raises(
+        ValueError,
+        match=r"serial layer 3: Dropout\(rate=0.25\): training mode "
+        r"draws a mask and needs a key",
+    ):
         fnnet.value_and_grad(MODEL, LOSS)(init(), x, y)
 
 
@@ -96,6 +106,7 @@ def test_inference_is_deterministic_and_per_example():
 
 
 # --- train_step, train, fit ------------------------------------------------------------------
+
 
 def manual_step(params, opt_state, x, y, key, opt=fnnet.SGD(lr=0.1)):
     """What one training step must do, spelt out with the oracle's gradients."""
@@ -155,8 +166,11 @@ def test_minibatches_draw_new_masks_each_step_and_depend_on_the_key():
     assert not np.allclose(a[2], other[2])
 
 
-@pytest.mark.parametrize("opt", [fnnet.SGD(lr=0.5, momentum=0.9, weight_decay=0.5),
-                                 fnnet.Adam(lr=0.1, decay=0.99)], ids=["SGD", "Adam"])
+@pytest.mark.parametrize(
+    "opt",
+    [fnnet.SGD(lr=0.5, momentum=0.9, weight_decay=0.5), fnnet.Adam(lr=0.1, decay=0.99)],
+    ids=["SGD", "Adam"],
+)
 def test_no_optimizer_moves_state_even_given_a_gradient_for_it(opt):
     params = init()
     grads = jax.tree.map(jnp.ones_like, params)  # a gradient for everything, state included
@@ -169,6 +183,7 @@ def test_no_optimizer_moves_state_even_given_a_gradient_for_it(opt):
 
 
 # --- sweeps, checkpoints, as_jax, data parallel ----------------------------------------------
+
 
 def test_sweep_members_draw_their_own_masks():
     opt = fnnet.SGD(lr=0.2)
@@ -213,6 +228,7 @@ def test_data_parallel_averages_the_running_statistics(tmp_path):
     import subprocess
     import sys
     import textwrap
+
     script = textwrap.dedent("""
         import jax, numpy as np
         from jax.sharding import Mesh
@@ -232,22 +248,29 @@ def test_data_parallel_averages_the_running_statistics(tmp_path):
         assert got["mean"].sharding.is_fully_replicated
         print("ok")
     """)
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-           "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env = {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 # --- the layout, in one place ----------------------------------------------------------------
+
 
 def test_errors_speak_of_the_shapes_the_user_passed():
     model = fnnet.serial(fnnet.Linear(2, 4), fnnet.ReLU(), fnnet.Linear(4, 1))
     params = model.init(jax.random.key(0), (16, 2))[1]
     x = jnp.ones((16, 3))
     y = jnp.ones((16, 1))
-    message = r"serial layer 0: Linear\(n_in=2, n_out=4\): expected input with 2 features on " \
-              r"axis -1, got shape \(16, 3\)"
+    message = (
+        r"serial layer 0: Linear\(n_in=2, n_out=4\): expected input with 2 features on "
+        r"axis -1, got shape \(16, 3\)"
+    )
     with pytest.raises(ValueError, match=message):
         fnnet.value_and_grad(model, fnnet.LossMSE())(params, x, y)
     opt = fnnet.SGD(lr=0.1)
@@ -263,23 +286,31 @@ def test_a_users_layer_declares_its_feature_major_form_and_a_loss_its_target_che
         used.append(x.shape)
         return lin.feature_major.apply(params, x)
 
-    mine = fnnet.Layer(lin.init, lin.apply, lin.vjp,
-                       feature_major=fnnet.Layer(lin.init, apply_fm, lin.feature_major.vjp))
+    mine = fnnet.Layer(
+        lin.init, lin.apply, lin.vjp, feature_major=fnnet.Layer(lin.init, apply_fm, lin.feature_major.vjp)
+    )
     checked = []
     loss = fnnet.LossMSE()._replace(check_targets=lambda t, n: checked.append((t.shape, n)))
     x, y = data()
-    fnnet.fit(mine, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y,
-              epochs=2, progress=False)
+    fnnet.fit(
+        mine, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y, epochs=2, progress=False
+    )
     assert used == [(2, 32)]  # traced once, feature-major
     assert checked == [((32, 1), 1)]
 
 
 # --- compiled programs shared by value -------------------------------------------------------
 
+
 def test_models_with_fresh_initializers_share_one_compiled_program():
     def build():
-        return fnnet.serial(fnnet.Linear(2, 5, w_init=jax.nn.initializers.glorot_normal()),
-                            fnnet.BatchNorm(), fnnet.Tanh(), fnnet.Linear(5, 1), fnnet.Sigmoid())
+        return fnnet.serial(
+            fnnet.Linear(2, 5, w_init=jax.nn.initializers.glorot_normal()),
+            fnnet.BatchNorm(),
+            fnnet.Tanh(),
+            fnnet.Linear(5, 1),
+            fnnet.Sigmoid(),
+        )
 
     x, y = data()
     params = build().init(jax.random.key(0), x.shape)[1]
@@ -290,6 +321,7 @@ def test_models_with_fresh_initializers_share_one_compiled_program():
 
 
 # --- what a user's layer gets wrong is caught -----------------------------------------------
+
 
 def _tracking(update, twin_update=None, state=True):
     """A layer that records its input's mean in a State (or a plain dict), with a twin."""
@@ -309,8 +341,7 @@ def _tracking(update, twin_update=None, state=True):
         return x
 
     twin = fnnet.Layer(init, apply_fm, vjp, twin_update)
-    return fnnet.serial(lin, fnnet.Layer(init, apply, vjp, update, feature_major=twin),
-                        fnnet.Linear(3, 1))
+    return fnnet.serial(lin, fnnet.Layer(init, apply, vjp, update, feature_major=twin), fnnet.Linear(3, 1))
 
 
 def _mean_update(params, x, *, key=None):
@@ -321,27 +352,38 @@ def test_a_twin_that_forgets_the_state_is_not_used():
     model = _tracking(_mean_update, twin_update=None)
     x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
     params = model.init(jax.random.key(0), x.shape)[1]
-    out = fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1,
-                    progress=False)
+    out = fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1, progress=False)
     moved = x @ params[0]["w"] + params[0]["b"][None, :]
     np.testing.assert_allclose(out.params[1]["run"]["m"], moved.mean(axis=0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("update, state, match", [
-    (lambda p, x, *, key=None: {"run": fnnet.State(m=x.mean(0), extra=x.mean(0))}, True,
-     r"serial layer 1: update_state must return params of the structure it was given"),
-    (lambda p, x, *, key=None: {"run": {"m": x.mean(0)}}, True,
-     r"serial layer 1: update_state must return params of the structure it was given"),
-    (lambda p, x, *, key=None: {"run": {"m": x.mean(0)}}, False,
-     r"serial layer 1: a layer with update_state keeps its state under fnnet.State"),
-], ids=["an extra leaf", "a dict for a State", "state outside a State"])
+@pytest.mark.parametrize(
+    "update, state, match",
+    [
+        (
+            lambda p, x, *, key=None: {"run": fnnet.State(m=x.mean(0), extra=x.mean(0))},
+            True,
+            r"serial layer 1: update_state must return params of the structure it was given",
+        ),
+        (
+            lambda p, x, *, key=None: {"run": {"m": x.mean(0)}},
+            True,
+            r"serial layer 1: update_state must return params of the structure it was given",
+        ),
+        (
+            lambda p, x, *, key=None: {"run": {"m": x.mean(0)}},
+            False,
+            r"serial layer 1: a layer with update_state keeps its state under fnnet.State",
+        ),
+    ],
+    ids=["an extra leaf", "a dict for a State", "state outside a State"],
+)
 def test_a_wrong_update_state_is_refused(update, state, match):
     model = _tracking(update, update, state=state)
     x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
     params = model.init(jax.random.key(0), x.shape)[1]
     with pytest.raises(ValueError, match=match):
-        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1,
-                  progress=False)
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1, progress=False)
 
 
 def test_errors_in_train_and_sweep_speak_of_the_users_shapes():
@@ -351,18 +393,25 @@ def test_errors_in_train_and_sweep_speak_of_the_users_shapes():
     x, y = jnp.ones((16, 3)), jnp.ones((16, 1))
     for batch_size in (None, 4):
         run = fnnet.train(model, fnnet.LossMSE(), opt, epochs=1, batch_size=batch_size)
-        with pytest.raises(ValueError, match=r"expected input with 2 features on axis -1, got "
-                                             r"shape \(16, 3\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"expected input with 2 features on axis -1, got "
+            r"shape \(16, 3\)",
+        ):
             run(params, opt.init(params), x, y)
 
 
 def test_a_layer_of_the_older_contract_gets_a_hint():
     lin = fnnet.Linear(2, 1)
-    old = fnnet.Layer(lin.init, lambda params, x: lin.apply(params, x),
-                      lambda params, x, dy: lin.vjp(params, x, dy))
+    old = fnnet.Layer(
+        lin.init, lambda params, x: lin.apply(params, x), lambda params, x, dy: lin.vjp(params, x, dy)
+    )
     x, y = data()
-    with pytest.raises(TypeError, match=r"unexpected keyword argument .* \(a layer's apply and "
-                                        r"vjp take the keywords train and key"):
+    with pytest.raises(
+        TypeError,
+        match=r"unexpected keyword argument .* \(a layer's apply and "
+        r"vjp take the keywords train and key",
+    ):
         fnnet.value_and_grad(old, fnnet.LossMSE())(lin.init(jax.random.key(0), x.shape)[1], x, y)
 
 
@@ -373,11 +422,13 @@ def test_train_must_be_a_bool():
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 def test_half_precision_params_train_with_adam(dtype):
-    model = fnnet.serial(fnnet.Linear(2, 8, dtype=dtype), fnnet.Tanh(),
-                         fnnet.Linear(8, 1, dtype=dtype), fnnet.Sigmoid())
+    model = fnnet.serial(
+        fnnet.Linear(2, 8, dtype=dtype), fnnet.Tanh(), fnnet.Linear(8, 1, dtype=dtype), fnnet.Sigmoid()
+    )
     x, y = data(64)
     params = model.init(jax.random.key(0), x.shape)[1]
-    out = fnnet.fit(model, LOSS, fnnet.Adam(lr=0.01), params, x.astype(dtype), y.astype(dtype),
-                    epochs=30, progress=False)
+    out = fnnet.fit(
+        model, LOSS, fnnet.Adam(lr=0.01), params, x.astype(dtype), y.astype(dtype), epochs=30, progress=False
+    )
     assert out.losses[-1] < out.losses[0]
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(out.params))

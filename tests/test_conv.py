@@ -40,6 +40,7 @@ def shapes_of(layer, input_shape):
     def init(key):
         found["out_shape"], params = layer.init(key, input_shape)
         return params
+
     return found, jax.eval_shape(init, jax.random.key(0))
 
 
@@ -56,9 +57,11 @@ def random_case(layer, input_shape, dtype, seed=0):
 @functools.cache
 def oracle_and_hand(layer):
     """One jitted function per layer: `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by hand)`."""
+
     def both(params, x, dy):
         y, pullback = jax.vjp(lambda p, x: layer.apply(p, x), params, x)
         return (y, pullback(dy)), (layer.apply(params, x), layer.vjp(params, x, dy))
+
     return jax.jit(both)
 
 
@@ -143,10 +146,16 @@ def test_pool_vjp_matches_jax(pool, case):
     assert_vjp_matches_jax(pool(window, stride), (2,) + hw + (3,), dtype)
 
 
-@pytest.mark.parametrize("layer, input_shape, dtype", [
-    (Upsample2D(2), (2, 3, 4, 2), F64), (Upsample2D((3, 1)), (1, 5, 3, 3), F32),
-    (Flatten(), (2, 3, 4, 5), F64), (Flatten(), (3, 7), F32),
-], ids=["Upsample2D(2)", "Upsample2D(3,1)", "Flatten-4d", "Flatten-2d"])
+@pytest.mark.parametrize(
+    "layer, input_shape, dtype",
+    [
+        (Upsample2D(2), (2, 3, 4, 2), F64),
+        (Upsample2D((3, 1)), (1, 5, 3, 3), F32),
+        (Flatten(), (2, 3, 4, 5), F64),
+        (Flatten(), (3, 7), F32),
+    ],
+    ids=["Upsample2D(2)", "Upsample2D(3,1)", "Flatten-4d", "Flatten-2d"],
+)
 def test_reshaping_vjp_matches_jax(layer, input_shape, dtype):
     assert_vjp_matches_jax(layer, input_shape, dtype)
 
@@ -162,13 +171,17 @@ def test_conv2d_vjp_mixed_dtypes_match_jax():
     assert_trees_close(actual, expected, F32)
 
 
-@pytest.mark.parametrize("layer, input_shape", [
-    (Conv2D(2, 3, 3, 2), (2, 7, 5, 2)),
-    (Conv2D(2, 2, (2, 3), 3, "VALID"), (1, 8, 7, 2)),
-    (ConvTranspose2D(2, 3, 3, 2), (2, 3, 4, 2)),
-    (MaxPool2D(3, 2), (2, 7, 7, 2)),
-    (AvgPool2D(3, 2), (2, 7, 7, 2)),
-], ids=["Conv2D", "Conv2D-VALID", "ConvTranspose2D", "MaxPool2D", "AvgPool2D"])
+@pytest.mark.parametrize(
+    "layer, input_shape",
+    [
+        (Conv2D(2, 3, 3, 2), (2, 7, 5, 2)),
+        (Conv2D(2, 2, (2, 3), 3, "VALID"), (1, 8, 7, 2)),
+        (ConvTranspose2D(2, 3, 3, 2), (2, 3, 4, 2)),
+        (MaxPool2D(3, 2), (2, 7, 7, 2)),
+        (AvgPool2D(3, 2), (2, 7, 7, 2)),
+    ],
+    ids=["Conv2D", "Conv2D-VALID", "ConvTranspose2D", "MaxPool2D", "AvgPool2D"],
+)
 def test_vjp_finite_differences(layer, input_shape):
     params, x, _, _ = random_case(layer, input_shape, F64, seed=1)
     check_vjp(jax.jit(layer.apply), hand_vjp(layer), (params, x), atol=1e-7, rtol=1e-7)
@@ -181,20 +194,28 @@ def test_finite_difference_check_catches_a_wrong_vjp():
 
     def wrong(params, x, dy):
         dparams, _ = layer.vjp(params, x, dy)
-        return dparams, lax.conv_general_dilated(dy, params["w"], (1, 1), "SAME",
-                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return dparams, lax.conv_general_dilated(
+            dy, params["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
     wrong = jax.jit(wrong)
     with pytest.raises(AssertionError):
-        check_vjp(jax.jit(layer.apply), lambda p, x: (layer.apply(p, x), lambda dy: wrong(p, x, dy)),
-                  (params, x), atol=1e-7, rtol=1e-7)
+        check_vjp(
+            jax.jit(layer.apply),
+            lambda p, x: (layer.apply(p, x), lambda dy: wrong(p, x, dy)),
+            (params, x),
+            atol=1e-7,
+            rtol=1e-7,
+        )
 
 
 def test_max_pool_ties_go_to_the_first_max():
     # Documented choice: all of a window's gradient goes to its first maximum, row by row.
-    x = device(np.array([[1.0, 2.0, 2.0, 0.0],
-                         [2.0, 0.0, 2.0, 2.0],
-                         [5.0, 5.0, 3.0, 3.0],
-                         [5.0, 5.0, 3.0, 3.0]]).reshape(1, 4, 4, 1))
+    x = device(
+        np.array(
+            [[1.0, 2.0, 2.0, 0.0], [2.0, 0.0, 2.0, 2.0], [5.0, 5.0, 3.0, 3.0], [5.0, 5.0, 3.0, 3.0]]
+        ).reshape(1, 4, 4, 1)
+    )
     _, dx = jax.jit(MaxPool2D(2).vjp)((), x, device(np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 2, 2, 1)))
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 1, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]])
 
@@ -205,7 +226,12 @@ def test_serial_cnn_composes_and_matches_jax():
     model = serial(Conv2D(1, 4, 3), ReLU(), MaxPool2D(2), Flatten(), Linear(4 * 3 * 3, 5))
     params, x, dy, out_shape = random_case(model, (2, 7, 6, 1), F64, seed=3)  # init threads the shapes
     assert out_shape == (2, 5) and [jax.tree.map(jnp.shape, p) for p in params] == [
-        {"w": (3, 3, 1, 4), "b": (4,)}, (), (), (), {"w": (36, 5), "b": (5,)}]
+        {"w": (3, 3, 1, 4), "b": (4,)},
+        (),
+        (),
+        (),
+        {"w": (36, 5), "b": (5,)},
+    ]
     expected, actual = oracle_and_hand(model)(params, x, dy)
     assert_trees_close(actual, expected, F64)
 
@@ -235,8 +261,9 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d(padding, k, s):
     y = layer.apply(params, x)
     np.testing.assert_allclose(jnp.vdot(y, z), jnp.vdot(x, conv_z), rtol=1e-12)
     if k >= s or padding == "SAME":
-        expected = lax.conv_transpose(x, params["w"], (s, s), padding,
-                                      dimension_numbers=("NHWC", "HWOI", "NHWC"), transpose_kernel=True)
+        expected = lax.conv_transpose(
+            x, params["w"], (s, s), padding, dimension_numbers=("NHWC", "HWOI", "NHWC"), transpose_kernel=True
+        )
         np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -298,8 +325,8 @@ def test_init_params_shapes_dtype_and_bounds(make):
     w, b = np.asarray(params["w"], np.float64).ravel(), np.asarray(params["b"], np.float64)
     assert np.all(np.abs(b) <= bound)
     assert 0.99 * bound < np.abs(w).max() <= bound
-    assert abs(w.var() - bound ** 2 / 3) < 5 * bound ** 2 * math.sqrt(4 / 45) / math.sqrt(w.size)
-    assert abs(np.mean(w ** 4) / bound ** 4 - 1 / 5) < 0.02
+    assert abs(w.var() - bound**2 / 3) < 5 * bound**2 * math.sqrt(4 / 45) / math.sqrt(w.size)
+    assert abs(np.mean(w**4) / bound**4 - 1 / 5) < 0.02
 
 
 def test_init_overrides():
@@ -331,44 +358,85 @@ def test_equal_configurations_share_one_layer():
     assert fresh[0].init is not fresh[1].init
 
 
-@pytest.mark.parametrize("layer", [Conv2D(2, 3, 3, 2), ConvTranspose2D(2, 3, 3, 2), Upsample2D(2),
-                                   MaxPool2D(2), AvgPool2D(2), Flatten()], ids=ALL_NAMES)
+@pytest.mark.parametrize(
+    "layer",
+    [Conv2D(2, 3, 3, 2), ConvTranspose2D(2, 3, 3, 2), Upsample2D(2), MaxPool2D(2), AvgPool2D(2), Flatten()],
+    ids=ALL_NAMES,
+)
 def test_train_and_key_are_accepted_and_ignored(layer):
     params, x, dy, _ = random_case(layer, (2, 4, 4, 2), F32)
     key = jax.random.key(1)
-    for plain, keyed in [(lambda p, x: layer.apply(p, x), lambda p, x: layer.apply(p, x, train=True, key=key)),
-                         (lambda p, x: layer.vjp(p, x, dy), lambda p, x: layer.vjp(p, x, dy, train=True, key=key))]:
+    for plain, keyed in [
+        (lambda p, x: layer.apply(p, x), lambda p, x: layer.apply(p, x, train=True, key=key)),
+        (lambda p, x: layer.vjp(p, x, dy), lambda p, x: layer.vjp(p, x, dy, train=True, key=key)),
+    ]:
         assert str(jax.make_jaxpr(plain)(params, x)) == str(jax.make_jaxpr(keyed)(params, x))
 
 
 # --- errors ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: Conv2D(0, 3, 3), ValueError, r"Conv2D: c_in must be >= 1, got 0"),
-    (lambda: Conv2D(2, 2.5, 3), TypeError, r"Conv2D: c_out must be an int, got 2.5 \(float\)"),
-    (lambda: Conv2D(2, 3, 0), ValueError, r"Conv2D: kernel_size must be >= 1, got 0"),
-    (lambda: Conv2D(2, 3, (3, 0)), ValueError, r"Conv2D: kernel_size\[1\] must be >= 1, got 0"),
-    (lambda: Conv2D(2, 3, (3,)), TypeError, r"Conv2D: kernel_size must be an int or a pair of ints, got \(3,\)"),
-    (lambda: Conv2D(2, 3, "3"), TypeError, r"Conv2D: kernel_size must be an int or a pair of ints, got '3'"),
-    (lambda: Conv2D(2, 3, 3, stride=0), ValueError, r"Conv2D: stride must be >= 1, got 0"),
-    (lambda: Conv2D(2, 3, 3, stride=True), TypeError, r"Conv2D: stride must be an int or a pair of ints, got True"),
-    (lambda: Conv2D(2, 3, 3, padding="FULL"), ValueError,
-     r"Conv2D: padding must be 'SAME', 'VALID' or an int >= 0, got 'FULL'"),
-    (lambda: Conv2D(2, 3, 3, padding=-1), ValueError, r"Conv2D: padding must be >= 0, got -1"),
-    (lambda: Conv2D(2, 3, 3, padding=1.5), TypeError,
-     r"Conv2D: padding must be 'SAME', 'VALID' or an int >= 0, got 1.5 \(float\)"),
-    (lambda: Conv2D(2, 3, 3, dtype=jnp.int32), TypeError, r"Conv2D: dtype must be a floating dtype, got int32"),
-    (lambda: Conv2D(2, 3, 3, w_init="uniform"), TypeError, r"Conv2D: w_init must be None or a \(key, shape"),
-    (lambda: ConvTranspose2D(2, 3, 3, padding=1), TypeError,
-     r"ConvTranspose2D: padding must be 'SAME', 'VALID', got 1 \(int\)"),
-    (lambda: ConvTranspose2D(2, 3, 3, stride=(2, -1)), ValueError, r"ConvTranspose2D: stride\[1\] must be >= 1"),
-    (lambda: MaxPool2D(0), ValueError, r"MaxPool2D: window must be >= 1, got 0"),
-    (lambda: MaxPool2D((2, 2, 2)), TypeError, r"MaxPool2D: window must be an int or a pair of ints"),
-    (lambda: AvgPool2D(2, stride=0), ValueError, r"AvgPool2D: stride must be >= 1, got 0"),
-    (lambda: Upsample2D(0), ValueError, r"Upsample2D: factor must be >= 1, got 0"),
-    (lambda: Upsample2D(1.5), TypeError, r"Upsample2D: factor must be an int or a pair of ints, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: Conv2D(0, 3, 3), ValueError, r"Conv2D: c_in must be >= 1, got 0"),
+        (lambda: Conv2D(2, 2.5, 3), TypeError, r"Conv2D: c_out must be an int, got 2.5 \(float\)"),
+        (lambda: Conv2D(2, 3, 0), ValueError, r"Conv2D: kernel_size must be >= 1, got 0"),
+        (lambda: Conv2D(2, 3, (3, 0)), ValueError, r"Conv2D: kernel_size\[1\] must be >= 1, got 0"),
+        (
+            lambda: Conv2D(2, 3, (3,)),
+            TypeError,
+            r"Conv2D: kernel_size must be an int or a pair of ints, got \(3,\)",
+        ),
+        (
+            lambda: Conv2D(2, 3, "3"),
+            TypeError,
+            r"Conv2D: kernel_size must be an int or a pair of ints, got '3'",
+        ),
+        (lambda: Conv2D(2, 3, 3, stride=0), ValueError, r"Conv2D: stride must be >= 1, got 0"),
+        (
+            lambda: Conv2D(2, 3, 3, stride=True),
+            TypeError,
+            r"Conv2D: stride must be an int or a pair of ints, got True",
+        ),
+        (
+            lambda: Conv2D(2, 3, 3, padding="FULL"),
+            ValueError,
+            r"Conv2D: padding must be 'SAME', 'VALID' or an int >= 0, got 'FULL'",
+        ),
+        (lambda: Conv2D(2, 3, 3, padding=-1), ValueError, r"Conv2D: padding must be >= 0, got -1"),
+        (
+            lambda: Conv2D(2, 3, 3, padding=1.5),
+            TypeError,
+            r"Conv2D: padding must be 'SAME', 'VALID' or an int >= 0, got 1.5 \(float\)",
+        ),
+        (
+            lambda: Conv2D(2, 3, 3, dtype=jnp.int32),
+            TypeError,
+            r"Conv2D: dtype must be a floating dtype, got int32",
+        ),
+        (
+            lambda: Conv2D(2, 3, 3, w_init="uniform"),
+            TypeError,
+            r"Conv2D: w_init must be None or a \(key, shape",
+        ),
+        (
+            lambda: ConvTranspose2D(2, 3, 3, padding=1),
+            TypeError,
+            r"ConvTranspose2D: padding must be 'SAME', 'VALID', got 1 \(int\)",
+        ),
+        (
+            lambda: ConvTranspose2D(2, 3, 3, stride=(2, -1)),
+            ValueError,
+            r"ConvTranspose2D: stride\[1\] must be >= 1",
+        ),
+        (lambda: MaxPool2D(0), ValueError, r"MaxPool2D: window must be >= 1, got 0"),
+        (lambda: MaxPool2D((2, 2, 2)), TypeError, r"MaxPool2D: window must be an int or a pair of ints"),
+        (lambda: AvgPool2D(2, stride=0), ValueError, r"AvgPool2D: stride must be >= 1, got 0"),
+        (lambda: Upsample2D(0), ValueError, r"Upsample2D: factor must be >= 1, got 0"),
+        (lambda: Upsample2D(1.5), TypeError, r"Upsample2D: factor must be an int or a pair of ints, got 1.5"),
+    ],
+)
 def test_bad_constructor_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
@@ -377,24 +445,61 @@ def test_bad_constructor_arguments(make, error, match):
 CONV = r"Conv2D\(c_in=3, c_out=2, kernel_size=\(3, 3\), stride=\(2, 2\), padding='SAME'\)"
 
 
-@pytest.mark.parametrize("layer, name, shape, match", [
-    (Conv2D(3, 2, 3, 2), CONV, (2, 8, 8, 4),
-     r"expected input with 3 channels \(n, h, w, 3\), got shape \(2, 8, 8, 4\)"),
-    (Conv2D(3, 2, 3, 2), CONV, (8, 8, 3), r"expected 4-D input \(n, h, w, 3\), got shape \(8, 8, 3\)"),
-    (Conv2D(3, 2, 5, padding="VALID"), r"Conv2D\(.*padding='VALID'\)", (1, 4, 6, 3),
-     r"input of spatial size \(4, 6\) \(padded \(4, 6\)\) is smaller than the window \(5, 5\)"),
-    (ConvTranspose2D(3, 2, 3), r"ConvTranspose2D\(c_in=3, .*\)", (2, 4, 4, 2),
-     r"expected input with 3 channels \(n, h, w, 3\), got shape \(2, 4, 4, 2\)"),
-    (ConvTranspose2D(3, 2, 3), r"ConvTranspose2D\(c_in=3, .*\)", (2, 0, 4, 3),
-     r"expected an image of at least 1 x 1 pixels, got shape \(2, 0, 4, 3\)"),
-    (MaxPool2D(3, 2), r"MaxPool2D\(window=\(3, 3\), stride=\(2, 2\)\)", (2, 9, 2, 1),
-     r"input of spatial size \(9, 2\) \(padded \(9, 2\)\) is smaller than the window \(3, 3\)"),
-    (AvgPool2D(2), r"AvgPool2D\(window=\(2, 2\), stride=\(2, 2\)\)", (4, 4),
-     r"expected 4-D input \(n, h, w, c\), got shape \(4, 4\)"),
-    (Upsample2D(2), r"Upsample2D\(factor=\(2, 2\)\)", (2, 4, 4, 1, 1), r"expected 4-D input"),
-    (Flatten(), "Flatten", (5,), r"expected input \(n, \.\.\.\) of at least 2 dims, got shape \(5,\)"),
-], ids=["channels", "rank", "too-small", "T-channels", "T-empty", "pool-small", "pool-rank", "upsample-rank",
-        "flatten-rank"])
+@pytest.mark.parametrize(
+    "layer, name, shape, match",
+    [
+        (
+            Conv2D(3, 2, 3, 2),
+            CONV,
+            (2, 8, 8, 4),
+            r"expected input with 3 channels \(n, h, w, 3\), got shape \(2, 8, 8, 4\)",
+        ),
+        (Conv2D(3, 2, 3, 2), CONV, (8, 8, 3), r"expected 4-D input \(n, h, w, 3\), got shape \(8, 8, 3\)"),
+        (
+            Conv2D(3, 2, 5, padding="VALID"),
+            r"Conv2D\(.*padding='VALID'\)",
+            (1, 4, 6, 3),
+            r"input of spatial size \(4, 6\) \(padded \(4, 6\)\) is smaller than the window \(5, 5\)",
+        ),
+        (
+            ConvTranspose2D(3, 2, 3),
+            r"ConvTranspose2D\(c_in=3, .*\)",
+            (2, 4, 4, 2),
+            r"expected input with 3 channels \(n, h, w, 3\), got shape \(2, 4, 4, 2\)",
+        ),
+        (
+            ConvTranspose2D(3, 2, 3),
+            r"ConvTranspose2D\(c_in=3, .*\)",
+            (2, 0, 4, 3),
+            r"expected an image of at least 1 x 1 pixels, got shape \(2, 0, 4, 3\)",
+        ),
+        (
+            MaxPool2D(3, 2),
+            r"MaxPool2D\(window=\(3, 3\), stride=\(2, 2\)\)",
+            (2, 9, 2, 1),
+            r"input of spatial size \(9, 2\) \(padded \(9, 2\)\) is smaller than the window \(3, 3\)",
+        ),
+        (
+            AvgPool2D(2),
+            r"AvgPool2D\(window=\(2, 2\), stride=\(2, 2\)\)",
+            (4, 4),
+            r"expected 4-D input \(n, h, w, c\), got shape \(4, 4\)",
+        ),
+        (Upsample2D(2), r"Upsample2D\(factor=\(2, 2\)\)", (2, 4, 4, 1, 1), r"expected 4-D input"),
+        (Flatten(), "Flatten", (5,), r"expected input \(n, \.\.\.\) of at least 2 dims, got shape \(5,\)"),
+    ],
+    ids=[
+        "channels",
+        "rank",
+        "too-small",
+        "T-channels",
+        "T-empty",
+        "pool-small",
+        "pool-rank",
+        "upsample-rank",
+        "flatten-rank",
+    ],
+)
 def test_bad_input_shapes(layer, name, shape, match):
     match = name + ": " + match
     with pytest.raises(ValueError, match=match):
@@ -407,8 +512,11 @@ def test_bad_input_shapes(layer, name, shape, match):
         jax.eval_shape(layer.vjp, param_structs, x, x)
 
 
-@pytest.mark.parametrize("layer", [Conv2D(2, 3, 3), ConvTranspose2D(2, 3, 3), Upsample2D(2), MaxPool2D(2),
-                                   AvgPool2D(2), Flatten()], ids=ALL_NAMES)
+@pytest.mark.parametrize(
+    "layer",
+    [Conv2D(2, 3, 3), ConvTranspose2D(2, 3, 3), Upsample2D(2), MaxPool2D(2), AvgPool2D(2), Flatten()],
+    ids=ALL_NAMES,
+)
 def test_integer_input_and_wrong_dy(layer):
     _, param_structs = shapes_of(layer, (1, 4, 4, 2))
     x = jax.ShapeDtypeStruct((1, 4, 4, 2), jnp.int32)
@@ -419,12 +527,18 @@ def test_integer_input_and_wrong_dy(layer):
         jax.eval_shape(layer.vjp, param_structs, x, jax.ShapeDtypeStruct((1, 3), F32))
 
 
-@pytest.mark.parametrize("make_bad, match", [
-    (lambda p: (p["w"], p["b"]), r"params must be a dict with keys 'w' and 'b'"),
-    (lambda p: {"w": p["w"]}, r"params must be a dict with keys 'w' and 'b'"),
-    (lambda p: {"w": jax.ShapeDtypeStruct((3, 3, 4, 2), F32), "b": p["b"]},
-     r"params must have w \(3, 3, 2, 4\) and b \(4,\), got w \(3, 3, 4, 2\) and b \(4,\)"),
-], ids=["tuple", "missing-b", "w-channels-swapped"])
+@pytest.mark.parametrize(
+    "make_bad, match",
+    [
+        (lambda p: (p["w"], p["b"]), r"params must be a dict with keys 'w' and 'b'"),
+        (lambda p: {"w": p["w"]}, r"params must be a dict with keys 'w' and 'b'"),
+        (
+            lambda p: {"w": jax.ShapeDtypeStruct((3, 3, 4, 2), F32), "b": p["b"]},
+            r"params must have w \(3, 3, 2, 4\) and b \(4,\), got w \(3, 3, 4, 2\) and b \(4,\)",
+        ),
+    ],
+    ids=["tuple", "missing-b", "w-channels-swapped"],
+)
 @pytest.mark.parametrize("make", [Conv2D, ConvTranspose2D])
 def test_wrong_params(make, make_bad, match):
     layer = make(2, 4, 3)

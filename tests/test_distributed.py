@@ -43,9 +43,14 @@ def run(tmp_path_factory):
         logs.callback(stop, children)  # run last, whatever happens
         for i in range(2):
             log_file = logs.enter_context(open(out / f"log_{i}.txt", "w"))
-            children.append(subprocess.Popen(
-                [sys.executable, os.path.join(HERE, "distributed_child.py"), str(i), str(port), str(out)],
-                env=env, stdout=log_file, stderr=subprocess.STDOUT))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.join(HERE, "distributed_child.py"), str(i), str(port), str(out)],
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+            )
 
         def log(i):
             return (out / f"log_{i}.txt").read_text()
@@ -53,7 +58,8 @@ def run(tmp_path_factory):
         while not all("looping" in log(i) for i in range(2)):
             failed = [i for i, child in enumerate(children) if child.poll() is not None]
             assert not failed and time.monotonic() - start < READY_S, "\n\n".join(
-                f"process {i} (exit {child.poll()}):\n{log(i)[-5000:]}" for i, child in enumerate(children))
+                f"process {i} (exit {child.poll()}):\n{log(i)[-5000:]}" for i, child in enumerate(children)
+            )
             time.sleep(0.2)
         ready_s = time.monotonic() - start
         children[1].send_signal(signal.SIGKILL)
@@ -63,8 +69,14 @@ def run(tmp_path_factory):
         except subprocess.TimeoutExpired:
             code = None  # hung: the test below says so
         results = [json.loads((out / f"result_{i}.json").read_text()) for i in range(2)]
-        yield {"out": out, "results": results, "ready_s": ready_s, "survivor_code": code,
-               "survivor_s": time.monotonic() - killed, "survivor_log": log(0)}
+        yield {
+            "out": out,
+            "results": results,
+            "ready_s": ready_s,
+            "survivor_code": code,
+            "survivor_s": time.monotonic() - killed,
+            "survivor_log": log(0),
+        }
 
 
 def load(path):
@@ -85,8 +97,9 @@ def test_two_processes_train_like_one(run):
         names = sorted(k for k in first if k.startswith(f"alone_{batch_size}_"))
         assert len(names) == 5  # 4 params and the losses
         for name in names:  # each device's half of the batch, averaged: float rounding apart
-            np.testing.assert_allclose(first[name.replace("alone", "mesh")], first[name],
-                                       rtol=2e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(
+                first[name.replace("alone", "mesh")], first[name], rtol=2e-5, atol=1e-6, err_msg=name
+            )
     assert sorted(second) == sorted(k for k in first if k.startswith("mesh"))
     for name in second:  # both processes hold the same result
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
@@ -102,8 +115,11 @@ def test_resume_with_two_processes_equals_the_uninterrupted_run(run):
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-@pytest.mark.xfail(strict=True, reason="fit writes its checkpoint from every process until it "
-                                       "calls fnnet._hosts.on_writer (see fnnet/_hosts.py)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="fit writes its checkpoint from every process until it "
+    "calls fnnet._hosts.on_writer (see fnnet/_hosts.py)",
+)
 def test_only_process_0_writes_the_checkpoint(run):
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert run["results"][1]["saves"] == []
@@ -114,15 +130,23 @@ def test_processes_must_pass_the_same_data(run):
         assert run["results"][i]["other_data"] == (
             "data-parallel training: every process must pass the same y, but they differ between "
             "processes (each device would take its own process's copy); load or draw them "
-            "identically everywhere")
+            "identically everywhere"
+        )
 
 
 def test_a_killed_process_stops_the_other_with_an_error(run):
     assert run["survivor_code"] is not None, (
-        f"process 0 still running {DEAD_S} s after process 1 was killed:\n{run['survivor_log'][-5000:]}")
+        f"process 0 still running {DEAD_S} s after process 1 was killed:\n{run['survivor_log'][-5000:]}"
+    )
     assert run["survivor_code"] != 0
     assert run["survivor_s"] < DEAD_S
     # gloo's broken connection, or the coordination service's missed heartbeats
-    assert any(sign in run["survivor_log"] for sign in (
-        "Connection reset by peer", "Connection closed by peer", "heartbeat timeout",
-        "another task died")), run["survivor_log"][-5000:]
+    assert any(
+        sign in run["survivor_log"]
+        for sign in (
+            "Connection reset by peer",
+            "Connection closed by peer",
+            "heartbeat timeout",
+            "another task died",
+        )
+    ), run["survivor_log"][-5000:]

@@ -12,8 +12,9 @@ import pytest
 
 import fnnet
 
-MODULES = sorted(path.stem for path in pathlib.Path(fnnet.__file__).parent.glob("*.py")
-                 if not path.stem.startswith("_"))
+MODULES = sorted(
+    path.stem for path in pathlib.Path(fnnet.__file__).parent.glob("*.py") if not path.stem.startswith("_")
+)
 
 
 def namespace():
@@ -22,9 +23,20 @@ def namespace():
     params = model.init(jax.random.key(0), x.shape)[1]
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.1)
     _, grads = fnnet.value_and_grad(model, loss)(params, x, y)
-    return {**{name: getattr(fnnet, name) for name in fnnet.__all__}, "fnnet": fnnet, "jax": jax,
-            "jnp": jnp, "np": np, "x": x, "y": y, "model": model, "params": params, "loss": loss,
-            "opt": opt, "grads": grads}
+    return {
+        **{name: getattr(fnnet, name) for name in fnnet.__all__},
+        "fnnet": fnnet,
+        "jax": jax,
+        "jnp": jnp,
+        "np": np,
+        "x": x,
+        "y": y,
+        "model": model,
+        "params": params,
+        "loss": loss,
+        "opt": opt,
+        "grads": grads,
+    }
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -41,6 +53,14 @@ def test_docstring_examples_run(name):
 
 
 def test_the_examples_are_found():
-    found = sum(len([t for t in doctest.DocTestFinder().find(
-        importlib.import_module(f"fnnet.{name}"), name) if t.examples]) for name in MODULES)
+    found = sum(
+        len(
+            [
+                t
+                for t in doctest.DocTestFinder().find(importlib.import_module(f"fnnet.{name}"), name)
+                if t.examples
+            ]
+        )
+        for name in MODULES
+    )
     assert found >= 20, found

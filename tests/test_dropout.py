@@ -22,10 +22,16 @@ def random_point(seed, shape, dtype):
 # --- VJPs against jax.vjp -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype, shape, train", [
-    (np.float64, (6, 5), True), (np.float64, (2, 3, 4, 5), True), (np.float32, (6, 5), True),
-    (np.float64, (6, 5), False)],
-    ids=["f64-2d-train", "f64-4d-train", "f32-2d-train", "f64-2d-infer"])
+@pytest.mark.parametrize(
+    "dtype, shape, train",
+    [
+        (np.float64, (6, 5), True),
+        (np.float64, (2, 3, 4, 5), True),
+        (np.float32, (6, 5), True),
+        (np.float64, (6, 5), False),
+    ],
+    ids=["f64-2d-train", "f64-4d-train", "f32-2d-train", "f64-2d-infer"],
+)
 def test_dropout_vjp_matches_jax(dtype, shape, train):
     x, dy = random_point(1, shape, dtype)
     assert_vjp_matches_jax(LAYER, (), x, dy, train=train, key=KEY if train else None)
@@ -89,16 +95,24 @@ def test_training_without_a_key_fails():
         serial(Identity(), LAYER).apply(((), ()), x, train=True)
 
 
-@pytest.mark.parametrize("rate, error, match", [
-    (-0.1, ValueError, r"Dropout: rate \(the probability of dropping a unit\) must be in "
-                       r"\[0, 1\), got -0.1"),
-    (1.0, ValueError, r"must be in \[0, 1\), got 1.0"),
-    (1.5, ValueError, r"must be in \[0, 1\), got 1.5"),
-    (math.nan, ValueError, r"must be in \[0, 1\), got nan"),
-    (True, TypeError, r"Dropout: rate must be a float in \[0, 1\), got True \(bool\)"),
-    ("0.5", TypeError, r"Dropout: rate must be a float in \[0, 1\), got '0.5' \(str\)"),
-    (None, TypeError, r"Dropout: rate must be a float in \[0, 1\), got None \(NoneType\)"),
-], ids=["negative", "one", "above-one", "nan", "bool", "str", "none"])
+@pytest.mark.parametrize(
+    "rate, error, match",
+    [
+        (
+            -0.1,
+            ValueError,
+            r"Dropout: rate \(the probability of dropping a unit\) must be in "
+            r"\[0, 1\), got -0.1",
+        ),
+        (1.0, ValueError, r"must be in \[0, 1\), got 1.0"),
+        (1.5, ValueError, r"must be in \[0, 1\), got 1.5"),
+        (math.nan, ValueError, r"must be in \[0, 1\), got nan"),
+        (True, TypeError, r"Dropout: rate must be a float in \[0, 1\), got True \(bool\)"),
+        ("0.5", TypeError, r"Dropout: rate must be a float in \[0, 1\), got '0.5' \(str\)"),
+        (None, TypeError, r"Dropout: rate must be a float in \[0, 1\), got None \(NoneType\)"),
+    ],
+    ids=["negative", "one", "above-one", "nan", "bool", "str", "none"],
+)
 def test_bad_rates(rate, error, match):
     with pytest.raises(error, match=match):
         Dropout(rate)
@@ -127,6 +141,7 @@ def test_vmap_over_keys_draws_one_mask_per_key():
 
     def apply(key):
         return LAYER.apply((), x, train=True, key=key)
+
     masks = np.asarray(jax.jit(jax.vmap(apply))(keys)) == 0
     for i in range(6):
         np.testing.assert_array_equal(masks[i], np.asarray(apply(keys[i])) == 0)

@@ -54,8 +54,10 @@ def leaves_alive(tree):
 def no_training(monkeypatch, tmp_path):
     """`fit` must raise before it builds its compiled runner; yields a checkpoint path that
     must still not exist afterwards."""
+
     def runner(*args):
         raise AssertionError("fit started training before raising")
+
     monkeypatch.setattr(fit_module, "_runner", runner)
     path = tmp_path / "run.npz"
     yield path
@@ -111,8 +113,11 @@ ENTRY_POINTS = [via_apply, via_vjp, via_value_and_grad, via_as_jax, via_train_st
 
 
 @pytest.mark.parametrize("call", ENTRY_POINTS)
-@pytest.mark.parametrize("shape, got", [((N, 3), r"(\(16, 3\)|\(3, 16\))"), ((N,), r"\(16,\)"),
-                                        ((), r"\(\)")], ids=["3-features", "rank-1", "rank-0"])
+@pytest.mark.parametrize(
+    "shape, got",
+    [((N, 3), r"(\(16, 3\)|\(3, 16\))"), ((N,), r"\(16,\)"), ((), r"\(\)")],
+    ids=["3-features", "rank-1", "rank-0"],
+)
 def test_wrong_rank_or_features(call, shape, got):
     match = LINEAR + r"expected input with 2 features on axis (-1|0), got shape " + got
     if call is via_train and shape == ():
@@ -122,29 +127,48 @@ def test_wrong_rank_or_features(call, shape, got):
 
 
 def test_wrong_input_shape_at_init():
-    with pytest.raises(ValueError, match=LINEAR + r"expected input_shape \(\.\.\., 2\), got "
-                                              r"\(16, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=LINEAR + r"expected input_shape \(\.\.\., 2\), got "
+        r"\(16, 3\)",
+    ):
         MODEL.init(jax.random.key(0), (N, 3))
 
 
-@pytest.mark.parametrize("x, match", [
-    (lambda x: x[:, :1], LINEAR + r"expected input with 2 features on axis -1, got shape "
-                                  r"\(16, 1\)"),
-    (lambda x: x[:, 0], LINEAR + r"expected input .* got shape \(16,\)"),
-    (lambda x: x[0, 0], r"fit: x must have a leading sample axis, got shape \(\)"),
-], ids=["1-feature", "rank-1", "rank-0"])
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (
+            lambda x: x[:, :1],
+            LINEAR + r"expected input with 2 features on axis -1, got shape "
+            r"\(16, 1\)",
+        ),
+        (lambda x: x[:, 0], LINEAR + r"expected input .* got shape \(16,\)"),
+        (lambda x: x[0, 0], r"fit: x must have a leading sample axis, got shape \(\)"),
+    ],
+    ids=["1-feature", "rank-1", "rank-0"],
+)
 def test_fit_wrong_rank_or_features(no_training, x, match):
     x0, y = data()
     fit_raises(ValueError, match, x(x0), y, no_training)
 
 
-@pytest.mark.parametrize("validation, match", [
-    (lambda x, y: (x[:, :1], y), r"fit: the model on x_val: " + LINEAR
-     + r"expected input with 2 features .*got shape \(16, 1\)"),
-    (lambda x, y: (x, y[:, 0]), r"fit: y_val does not fit the model's output on x_val: LossBCE: "
-                                r"prediction and target must have the same shape, got \(16, 1\) "
-                                r"and \(16,\)"),
-], ids=["x_val-features", "y_val-shape"])
+@pytest.mark.parametrize(
+    "validation, match",
+    [
+        (
+            lambda x, y: (x[:, :1], y),
+            r"fit: the model on x_val: " + LINEAR + r"expected input with 2 features .*got shape \(16, 1\)",
+        ),
+        (
+            lambda x, y: (x, y[:, 0]),
+            r"fit: y_val does not fit the model's output on x_val: LossBCE: "
+            r"prediction and target must have the same shape, got \(16, 1\) "
+            r"and \(16,\)",
+        ),
+    ],
+    ids=["x_val-features", "y_val-shape"],
+)
 def test_fit_bad_validation_shapes_raise_before_training(no_training, validation, match):
     x, y = data()
     fit_raises(ValueError, match, x, y, no_training, validation=validation(x, y))
@@ -152,45 +176,96 @@ def test_fit_bad_validation_shapes_raise_before_training(no_training, validation
 
 def test_targets_of_the_wrong_shape(no_training):
     x, y = data()
-    fit_raises(ValueError, r"fit: y does not fit the model's output on x: LossBCE: prediction "
-                           r"and target must have the same shape, got \(16, 1\) and \(16,\)",
-               x, y[:, 0], no_training)
-    with pytest.raises(ValueError, match=r"LossBCE: prediction and target must have the same "
-                                         r"shape, got \(16, 1\) and \(16,\)"):
+    fit_raises(
+        ValueError,
+        r"fit: y does not fit the model's output on x: LossBCE: prediction "
+        r"and target must have the same shape, got \(16, 1\) and \(16,\)",
+        x,
+        y[:, 0],
+        no_training,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"LossBCE: prediction and target must have the same "
+        r"shape, got \(16, 1\) and \(16,\)",
+    ):
         via_train_step(jnp.asarray(x), jnp.asarray(y[:, 0]))
 
 
 # --- the wrong thing in fit's place: arguments swapped, a key that is not one key ------------
 
 
-@pytest.mark.parametrize("change, error, match", [
-    ({"model": LOSS}, TypeError,
-     r"fit: model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss"),
-    ({"loss": OPT}, TypeError, r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got Optimizer"),
-    ({"opt": LOSS}, TypeError,
-     r"fit: opt must be an Optimizer \(e\.g\. fnnet\.SGD\(lr=0\.1\)\), got Loss"),
-    ({"model": MODEL.apply}, TypeError,
-     r"fit: model must be a Layer .*got the function _compose\.<locals>\.apply"),
-    ({"loss": LOSS.value}, TypeError, r"fit: loss must be a Loss .*got the function "),
-    ({"key": 0}, TypeError, r"fit: key must be a JAX PRNG key such as jax\.random\.key\(0\), got int 0"),
-    ({"key": np.uint32(7)}, TypeError, r"fit: key must be a JAX PRNG key .*got uint32 7"),
-    ({"key": jax.random.split(jax.random.key(0), 3)}, ValueError,
-     r"fit: key must be one key, got an array of 3 keys \(shape \(3,\)\); pass one of them"),
-    ({"key": jax.random.split(jax.random.PRNGKey(0), 4)}, ValueError,
-     r"fit: key must be one key, got an array of 4 keys \(shape \(4, 2\)\)"),
-    ({"params": list(init())}, TypeError,
-     r"fit: params must have the structure model\.init gives, PyTreeDef\(\(\{.*got PyTreeDef\(\[\{"),
-    ({"params": jax.tree.map(lambda p: p.astype(jnp.int32), init())}, TypeError,
-     r"fit: params\[0\]\['b'\] has dtype int32; trainable params must be floating point"),
-    ({"params": jax.tree.map(lambda p: p > 0, init())}, TypeError,
-     r"fit: params\[0\]\['b'\] has dtype bool; trainable params must be floating point"),
-    ({"params": jax.tree.map(lambda p: p.astype(jnp.complex64), init())}, TypeError,
-     r"fit: params\[0\]\['b'\] has dtype complex64; trainable params must be floating point"),
-    ({"checkpoint": 3}, TypeError,
-     r"fit: checkpoint must be a path \(a str or os\.PathLike\), got int"),
-], ids=["Loss-as-model", "Optimizer-as-loss", "Loss-as-opt", "function-as-model",
-        "function-as-loss", "int-key", "numpy-int-key", "split-keys", "split-raw-keys",
-        "list-params", "int-params", "bool-params", "complex-params", "int-checkpoint"])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (
+            {"model": LOSS},
+            TypeError,
+            r"fit: model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss",
+        ),
+        ({"loss": OPT}, TypeError, r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got Optimizer"),
+        (
+            {"opt": LOSS},
+            TypeError,
+            r"fit: opt must be an Optimizer \(e\.g\. fnnet\.SGD\(lr=0\.1\)\), got Loss",
+        ),
+        (
+            {"model": MODEL.apply},
+            TypeError,
+            r"fit: model must be a Layer .*got the function _compose\.<locals>\.apply",
+        ),
+        ({"loss": LOSS.value}, TypeError, r"fit: loss must be a Loss .*got the function "),
+        ({"key": 0}, TypeError, r"fit: key must be a JAX PRNG key such as jax\.random\.key\(0\), got int 0"),
+        ({"key": np.uint32(7)}, TypeError, r"fit: key must be a JAX PRNG key .*got uint32 7"),
+        (
+            {"key": jax.random.split(jax.random.key(0), 3)},
+            ValueError,
+            r"fit: key must be one key, got an array of 3 keys \(shape \(3,\)\); pass one of them",
+        ),
+        (
+            {"key": jax.random.split(jax.random.PRNGKey(0), 4)},
+            ValueError,
+            r"fit: key must be one key, got an array of 4 keys \(shape \(4, 2\)\)",
+        ),
+        (
+            {"params": list(init())},
+            TypeError,
+            r"fit: params must have the structure model\.init gives, PyTreeDef\(\(\{.*got PyTreeDef\(\[\{",
+        ),
+        (
+            {"params": jax.tree.map(lambda p: p.astype(jnp.int32), init())},
+            TypeError,
+            r"fit: params\[0\]\['b'\] has dtype int32; trainable params must be floating point",
+        ),
+        (
+            {"params": jax.tree.map(lambda p: p > 0, init())},
+            TypeError,
+            r"fit: params\[0\]\['b'\] has dtype bool; trainable params must be floating point",
+        ),
+        (
+            {"params": jax.tree.map(lambda p: p.astype(jnp.complex64), init())},
+            TypeError,
+            r"fit: params\[0\]\['b'\] has dtype complex64; trainable params must be floating point",
+        ),
+        ({"checkpoint": 3}, TypeError, r"fit: checkpoint must be a path \(a str or os\.PathLike\), got int"),
+    ],
+    ids=[
+        "Loss-as-model",
+        "Optimizer-as-loss",
+        "Loss-as-opt",
+        "function-as-model",
+        "function-as-loss",
+        "int-key",
+        "numpy-int-key",
+        "split-keys",
+        "split-raw-keys",
+        "list-params",
+        "int-params",
+        "bool-params",
+        "complex-params",
+        "int-checkpoint",
+    ],
+)
 def test_fit_wrong_kind_of_argument(no_training, change, error, match):
     x, y = data()
     kwargs = {"params": init(), "checkpoint": no_training, "checkpoint_every": 1, **change}
@@ -208,18 +283,36 @@ def test_fit_accepts_an_old_style_raw_key(monkeypatch):
 
 def test_fit_complex_targets(no_training):
     x, y = data()
-    fit_raises(TypeError, r"fit: y must be real, got dtype complex64: the losses are defined on "
-                          r"real targets", x, y.astype(np.complex64), no_training, loss=fnnet.LossMSE())
-    fit_raises(TypeError, r"fit: y_val must be real, got dtype complex64", x, y, no_training,
-               loss=fnnet.LossMSE(), validation=(x, y.astype(np.complex64)))
+    fit_raises(
+        TypeError,
+        r"fit: y must be real, got dtype complex64: the losses are defined on "
+        r"real targets",
+        x,
+        y.astype(np.complex64),
+        no_training,
+        loss=fnnet.LossMSE(),
+    )
+    fit_raises(
+        TypeError,
+        r"fit: y_val must be real, got dtype complex64",
+        x,
+        y,
+        no_training,
+        loss=fnnet.LossMSE(),
+        validation=(x, y.astype(np.complex64)),
+    )
 
 
-@pytest.mark.parametrize("validation, match", [
-    (lambda x, y: (x, 2 * y), r"fit: y_val: LossBCE: targets must be in \[0, 1\]"),
-    (lambda x, y: (x[:, :1], y), r"fit: the model on x_val: serial layer 0"),
-    (lambda x, y: (x.astype(np.int32), y), r"fit: x_val must be floating point"),
-    (lambda x, y: (x, y[:5]), r"fit: x_val and y_val must have the same number of samples"),
-], ids=["y_val-range", "x_val-features", "x_val-dtype", "lengths"])
+@pytest.mark.parametrize(
+    "validation, match",
+    [
+        (lambda x, y: (x, 2 * y), r"fit: y_val: LossBCE: targets must be in \[0, 1\]"),
+        (lambda x, y: (x[:, :1], y), r"fit: the model on x_val: serial layer 0"),
+        (lambda x, y: (x.astype(np.int32), y), r"fit: x_val must be floating point"),
+        (lambda x, y: (x, y[:5]), r"fit: x_val and y_val must have the same number of samples"),
+    ],
+    ids=["y_val-range", "x_val-features", "x_val-dtype", "lengths"],
+)
 def test_fit_validation_errors_name_the_validation_data(no_training, validation, match):
     x, y = data()
     fit_raises((TypeError, ValueError), match, x, y, no_training, validation=validation(x, y))
@@ -227,9 +320,16 @@ def test_fit_validation_errors_name_the_validation_data(no_training, validation,
 
 def test_fit_validation_labels_name_the_validation_data(no_training):
     x, _ = data()
-    fit_raises(ValueError, r"fit: y_val: LossCrossEntropy: labels must be in \[0, 3\)", x,
-               labels(), no_training, model=CLASSIFIER, loss=fnnet.LossCrossEntropy(),
-               validation=(x, labels() + 1))
+    fit_raises(
+        ValueError,
+        r"fit: y_val: LossCrossEntropy: labels must be in \[0, 3\)",
+        x,
+        labels(),
+        no_training,
+        model=CLASSIFIER,
+        loss=fnnet.LossCrossEntropy(),
+        validation=(x, labels() + 1),
+    )
 
 
 # --- integer or bool inputs ----------------------------------------------------------------
@@ -239,8 +339,11 @@ def test_fit_validation_labels_name_the_validation_data(no_training):
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_], ids=["int32", "bool"])
 def test_integer_or_bool_inputs(call, dtype):
     x, y = data()
-    with pytest.raises(TypeError, match=LINEAR + r"input must be floating point, got dtype "
-                                              rf"{jnp.dtype(dtype)}; convert it"):
+    with pytest.raises(
+        TypeError,
+        match=LINEAR + r"input must be floating point, got dtype "
+        rf"{jnp.dtype(dtype)}; convert it",
+    ):
         call(jnp.asarray(x > 0.5).astype(dtype), jnp.asarray(y))
 
 
@@ -248,17 +351,25 @@ def test_integer_or_bool_inputs(call, dtype):
 def test_integer_inputs_to_an_activation(name):
     layer = getattr(fnnet, name)()
     for call in (lambda x: layer.apply((), x), lambda x: layer.vjp((), x, x)):
-        with pytest.raises(TypeError, match=rf"{name}: input must be floating point, got dtype "
-                                            r"int32"):
+        with pytest.raises(
+            TypeError,
+            match=rf"{name}: input must be floating point, got dtype "
+            r"int32",
+        ):
             call(jnp.arange(3, dtype=jnp.int32))
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.bool_, np.complex64])
 def test_fit_integer_bool_or_complex_x(no_training, dtype):
     x, y = data()
-    fit_raises(TypeError, rf"fit: x must be floating point, got dtype {np.dtype(dtype)}; "
-                          r"convert it, e.g\. x\.astype\(jnp\.float32\)",
-               x.astype(dtype), y, no_training)
+    fit_raises(
+        TypeError,
+        rf"fit: x must be floating point, got dtype {np.dtype(dtype)}; "
+        r"convert it, e.g\. x\.astype\(jnp\.float32\)",
+        x.astype(dtype),
+        y,
+        no_training,
+    )
 
 
 def test_fit_x_not_an_array(no_training):
@@ -275,67 +386,116 @@ def _spoil(a, value, count=1):
     return a
 
 
-@pytest.mark.parametrize("which, value, count", [
-    ("x", np.nan, 1), ("x", np.inf, 2), ("x", -np.inf, 1), ("y", np.nan, 3),
-    ("x_val", np.inf, 1), ("y_val", np.nan, 1),
-])
+@pytest.mark.parametrize(
+    "which, value, count",
+    [
+        ("x", np.nan, 1),
+        ("x", np.inf, 2),
+        ("x", -np.inf, 1),
+        ("y", np.nan, 3),
+        ("x_val", np.inf, 1),
+        ("y_val", np.nan, 1),
+    ],
+)
 def test_non_finite_data(no_training, which, value, count):
     x, y = data()
     arrays = {"x": x, "y": y, "x_val": x, "y_val": y}
     arrays[which] = _spoil(arrays[which], value, count)
-    fit_raises(ValueError, rf"fit: {which} holds {count} NaN or infinite value\(s\)",
-               arrays["x"], arrays["y"], no_training, validation=(arrays["x_val"], arrays["y_val"]))
+    fit_raises(
+        ValueError,
+        rf"fit: {which} holds {count} NaN or infinite value\(s\)",
+        arrays["x"],
+        arrays["y"],
+        no_training,
+        validation=(arrays["x_val"], arrays["y_val"]),
+    )
 
 
 def test_non_finite_data_as_jax_arrays(no_training):
     x, y = data()
-    fit_raises(ValueError, r"fit: x holds 1 NaN or infinite value\(s\)",
-               jnp.asarray(_spoil(x, np.nan)), jnp.asarray(y), no_training)
+    fit_raises(
+        ValueError,
+        r"fit: x holds 1 NaN or infinite value\(s\)",
+        jnp.asarray(_spoil(x, np.nan)),
+        jnp.asarray(y),
+        no_training,
+    )
 
 
 # --- BCE targets outside [0, 1] (also test_losses.py) --------------------------------------
 
 
-@pytest.mark.parametrize("loss, name", [(fnnet.LossBCE(), "LossBCE"),
-                                        (fnnet.LossBCEWithLogits(), "LossBCEWithLogits")])
-@pytest.mark.parametrize("spoil, values", [
-    (lambda y: 2 * y, r"\[0\.0, 2\.0\]"),
-    (lambda y: y - 1, r"\[-1\.0, 0\.0\]"),
-    (lambda y: _spoil(y, 1 + 1e-6), r"\[0\.0, 1\.00000"),
-], ids=["twice", "minus-one", "just-above-1"])
+@pytest.mark.parametrize(
+    "loss, name", [(fnnet.LossBCE(), "LossBCE"), (fnnet.LossBCEWithLogits(), "LossBCEWithLogits")]
+)
+@pytest.mark.parametrize(
+    "spoil, values",
+    [
+        (lambda y: 2 * y, r"\[0\.0, 2\.0\]"),
+        (lambda y: y - 1, r"\[-1\.0, 0\.0\]"),
+        (lambda y: _spoil(y, 1 + 1e-6), r"\[0\.0, 1\.00000"),
+    ],
+    ids=["twice", "minus-one", "just-above-1"],
+)
 @pytest.mark.parametrize("where", ["y", "y_val"])
 def test_bce_targets_outside_unit_interval(no_training, loss, name, spoil, values, where):
     x, y = data()
     bad = spoil(y)
     y_train, y_val = (bad, y) if where == "y" else (y, bad)
-    fit_raises(ValueError, name + r": targets must be in \[0, 1\], got values in " + values,
-               x, y_train, no_training, loss=loss, validation=(x, y_val))
+    fit_raises(
+        ValueError,
+        name + r": targets must be in \[0, 1\], got values in " + values,
+        x,
+        y_train,
+        no_training,
+        loss=loss,
+        validation=(x, y_val),
+    )
 
 
 # --- labels out of range for cross-entropy (also test_losses.py) ----------------------------
 # Checked by fit on the host; inside jit a label cannot be checked, so fit is the guard.
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda t: t + 1, r"labels must be in \[0, 3\) for 3 classes, got values in \[1, 3\]"),
-    (lambda t: t - 1, r"labels must be in \[0, 3\) for 3 classes, got values in \[-1, 1\]"),
-    (lambda t: -np.eye(3)[t], r"target rows \(probabilities or weights\) must be >= 0, "
-                              r"got values in \[-1\.0, -?0\.0\]"),
-    (lambda t: t.astype(np.float32), r"fit: y does not fit the model's output on x: "
-                                     r"LossCrossEntropy: prediction and target must have the "
-                                     r"same shape, got \(16, 3\) and \(16,\)"),
-], ids=["too-high", "negative", "negative-one-hot", "float-labels"])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda t: t + 1, r"labels must be in \[0, 3\) for 3 classes, got values in \[1, 3\]"),
+        (lambda t: t - 1, r"labels must be in \[0, 3\) for 3 classes, got values in \[-1, 1\]"),
+        (
+            lambda t: -np.eye(3)[t],
+            r"target rows \(probabilities or weights\) must be >= 0, "
+            r"got values in \[-1\.0, -?0\.0\]",
+        ),
+        (
+            lambda t: t.astype(np.float32),
+            r"fit: y does not fit the model's output on x: "
+            r"LossCrossEntropy: prediction and target must have the "
+            r"same shape, got \(16, 3\) and \(16,\)",
+        ),
+    ],
+    ids=["too-high", "negative", "negative-one-hot", "float-labels"],
+)
 def test_cross_entropy_labels_out_of_range(no_training, bad, match):
     x, _ = data()
-    fit_raises(ValueError, match, x, bad(labels()), no_training, model=CLASSIFIER,
-               loss=fnnet.LossCrossEntropy())
+    fit_raises(
+        ValueError, match, x, bad(labels()), no_training, model=CLASSIFIER, loss=fnnet.LossCrossEntropy()
+    )
 
 
 def test_cross_entropy_validation_labels_out_of_range(no_training):
     x, _ = data()
-    fit_raises(ValueError, r"LossCrossEntropy: labels must be in \[0, 3\) for 3 classes, "
-                           r"got values in \[0, 7\]", x, labels(), no_training, model=CLASSIFIER,
-               loss=fnnet.LossCrossEntropy(), validation=(x, _spoil(labels(), 7)))
+    fit_raises(
+        ValueError,
+        r"LossCrossEntropy: labels must be in \[0, 3\) for 3 classes, "
+        r"got values in \[0, 7\]",
+        x,
+        labels(),
+        no_training,
+        model=CLASSIFIER,
+        loss=fnnet.LossCrossEntropy(),
+        validation=(x, _spoil(labels(), 7)),
+    )
 
 
 # --- x and y of different lengths; an empty dataset -----------------------------------------
@@ -345,26 +505,44 @@ def test_cross_entropy_validation_labels_out_of_range(no_training):
 def test_x_and_y_of_different_lengths(no_training, batch_size):
     x, y = data()
     for y_bad in (y[:-2], np.concatenate([y, y])):
-        fit_raises(ValueError, rf"fit: x and y must have the same number of samples, "
-                               rf"got 16 and {len(y_bad)}", x, y_bad, no_training,
-                   batch_size=batch_size)
+        fit_raises(
+            ValueError,
+            rf"fit: x and y must have the same number of samples, "
+            rf"got 16 and {len(y_bad)}",
+            x,
+            y_bad,
+            no_training,
+            batch_size=batch_size,
+        )
         # A minibatch gather past the end of y would clamp, not fail: train checks first.
         run = fnnet.train(MODEL, LOSS, OPT, epochs=2, batch_size=batch_size)
-        with pytest.raises(ValueError, match=rf"train: x and y must have the same number of "
-                                             rf"samples, got 16 and {len(y_bad)}"):
+        with pytest.raises(
+            ValueError,
+            match=rf"train: x and y must have the same number of "
+            rf"samples, got 16 and {len(y_bad)}",
+        ):
             run(init(), OPT.init(init()), x, y_bad, jax.random.key(0))
-    fit_raises(ValueError, r"fit: x_val and y_val must have the same number of samples, got 5 "
-                           r"and 4", x, y, no_training, validation=(x[:5], y[:4]))
-    with pytest.raises(ValueError, match=r"LossBCE: prediction and target must have the same "
-                                         r"shape, got \(16, 1\) and \(14, 1\)"):
+    fit_raises(
+        ValueError,
+        r"fit: x_val and y_val must have the same number of samples, got 5 "
+        r"and 4",
+        x,
+        y,
+        no_training,
+        validation=(x[:5], y[:4]),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"LossBCE: prediction and target must have the same "
+        r"shape, got \(16, 1\) and \(14, 1\)",
+    ):
         via_train_step(jnp.asarray(x), jnp.asarray(y[:-2]))
 
 
 def test_empty_dataset(no_training):
     x, y = data()
     fit_raises(ValueError, r"fit: x is empty \(0 samples\)", x[:0], y[:0], no_training)
-    fit_raises(ValueError, r"fit: x_val is empty \(0 samples\)", x, y, no_training,
-               validation=(x[:0], y[:0]))
+    fit_raises(ValueError, r"fit: x_val is empty \(0 samples\)", x, y, no_training, validation=(x[:0], y[:0]))
     for batch_size in (None, 4):
         run = fnnet.train(MODEL, LOSS, OPT, epochs=2, batch_size=batch_size)
         with pytest.raises(ValueError, match=r"train: x is empty \(0 samples\)"):
@@ -378,13 +556,16 @@ def test_empty_dataset(no_training):
 # --- batch_size <= 0 or larger than the data (also test_train.py, test_fit.py) ---------------
 
 
-@pytest.mark.parametrize("batch_size, error, match", [
-    (0, ValueError, r"batch_size must be in \[1, 16\] \(the number of samples\), got 0"),
-    (-1, ValueError, r"batch_size must be in \[1, 16\] \(the number of samples\), got -1"),
-    (17, ValueError, r"batch_size must be in \[1, 16\] \(the number of samples\), got 17"),
-    (4.0, TypeError, r"batch_size must be an int or None, got 4\.0"),
-    (True, TypeError, r"batch_size must be an int or None, got True"),
-])
+@pytest.mark.parametrize(
+    "batch_size, error, match",
+    [
+        (0, ValueError, r"batch_size must be in \[1, 16\] \(the number of samples\), got 0"),
+        (-1, ValueError, r"batch_size must be in \[1, 16\] \(the number of samples\), got -1"),
+        (17, ValueError, r"batch_size must be in \[1, 16\] \(the number of samples\), got 17"),
+        (4.0, TypeError, r"batch_size must be an int or None, got 4\.0"),
+        (True, TypeError, r"batch_size must be an int or None, got True"),
+    ],
+)
 def test_bad_batch_size(no_training, batch_size, error, match):
     x, y = data()
     fit_raises(error, match, x, y, no_training, batch_size=batch_size)
@@ -395,19 +576,33 @@ def test_bad_batch_size(no_training, batch_size, error, match):
 
 # --- a params pytree or optimizer state from another model ----------------------------------
 
-FOREIGN = r"serial of 4 layers: params must be a tuple of 4 entries \(one per layer\), got " \
-          r"tuple of length 3"
-SHAPES = r"serial layer 0: Linear\(n_in=2, n_out=4\): params must have w \(2, 4\) and b " \
-         r"\(4,\), got w \(2, 5\) and b \(5,\)"
+FOREIGN = (
+    r"serial of 4 layers: params must be a tuple of 4 entries \(one per layer\), got "
+    r"tuple of length 3"
+)
+SHAPES = (
+    r"serial layer 0: Linear\(n_in=2, n_out=4\): params must have w \(2, 4\) and b "
+    r"\(4,\), got w \(2, 5\) and b \(5,\)"
+)
 
 
-@pytest.mark.parametrize("params, match", [
-    (lambda: fnnet.serial(fnnet.Linear(2, 5), fnnet.Tanh(), fnnet.Linear(5, 1)).init(
-        jax.random.key(0), (1, 2))[1], FOREIGN),
-    (lambda: init(OTHER), SHAPES),
-    (lambda: ({**init()[0], "scale": jnp.ones(4)},) + init()[1:],
-     r"serial layer 0: Linear\(n_in=2, n_out=4\): params must be a dict with keys 'w' and 'b'"),
-], ids=["3-layers", "other-sizes", "extra-key"])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (
+            lambda: fnnet.serial(fnnet.Linear(2, 5), fnnet.Tanh(), fnnet.Linear(5, 1)).init(
+                jax.random.key(0), (1, 2)
+            )[1],
+            FOREIGN,
+        ),
+        (lambda: init(OTHER), SHAPES),
+        (
+            lambda: ({**init()[0], "scale": jnp.ones(4)},) + init()[1:],
+            r"serial layer 0: Linear\(n_in=2, n_out=4\): params must be a dict with keys 'w' and 'b'",
+        ),
+    ],
+    ids=["3-layers", "other-sizes", "extra-key"],
+)
 def test_params_of_another_model(no_training, params, match):
     x, y = data()
     foreign = params()
@@ -424,26 +619,60 @@ def test_params_of_another_model(no_training, params, match):
     fit_raises(ValueError, match, x, y, no_training, params=foreign)
 
 
-@pytest.mark.parametrize("opt, state, error, match", [
-    (OPT, lambda: OPT.init(init(OTHER)), ValueError,
-     r"SGD\.step: opt_state was made for other params \(another model\): slots\['velocity'\]"),
-    (OPT, lambda: fnnet.Adam(lr=0.1).init(init()), ValueError,
-     r"SGD\.step: opt_state was made by another optimizer: it has hyperparams \['b1', 'b2', "
-     r"'decay', 'eps', 'lr'\] and slots \['mu', 'nu'\], expected \['decay', 'lr', 'momentum', "
-     r"'weight_decay'\] and \['velocity'\]"),
-    (fnnet.Adam(lr=0.1), lambda: OPT.init(init()), ValueError,
-     r"Adam\.step: opt_state was made by another optimizer"),
-    (OPT, lambda: PLAIN.init(init()), ValueError,
-     r"SGD\.step: opt_state was made by another optimizer: it has hyperparams \['decay', 'lr', "
-     r"'weight_decay'\] and slots \[\], expected \['decay', 'lr', 'momentum', 'weight_decay'\] "
-     r"and \['velocity'\]"),
-    (PLAIN, lambda: OPT.init(init()), ValueError,
-     r"SGD\.step: opt_state was made by another optimizer: .* expected \['decay', 'lr', "
-     r"'weight_decay'\] and \[\]"),
-    (OPT, lambda: tuple(OPT.init(init())), TypeError,
-     r"SGD\.step: opt_state must be an OptState \(from SGD\.init\), got tuple"),
-], ids=["other-model", "Adam-state-to-SGD", "SGD-state-to-Adam", "plain-SGD-state-to-SGD",
-        "SGD-state-to-plain-SGD", "not-an-OptState"])
+@pytest.mark.parametrize(
+    "opt, state, error, match",
+    [
+        (
+            OPT,
+            lambda: OPT.init(init(OTHER)),
+            ValueError,
+            r"SGD\.step: opt_state was made for other params \(another model\): slots\['velocity'\]",
+        ),
+        (
+            OPT,
+            lambda: fnnet.Adam(lr=0.1).init(init()),
+            ValueError,
+            r"SGD\.step: opt_state was made by another optimizer: it has hyperparams \['b1', 'b2', "
+            r"'decay', 'eps', 'lr'\] and slots \['mu', 'nu'\], expected \['decay', 'lr', 'momentum', "
+            r"'weight_decay'\] and \['velocity'\]",
+        ),
+        (
+            fnnet.Adam(lr=0.1),
+            lambda: OPT.init(init()),
+            ValueError,
+            r"Adam\.step: opt_state was made by another optimizer",
+        ),
+        (
+            OPT,
+            lambda: PLAIN.init(init()),
+            ValueError,
+            r"SGD\.step: opt_state was made by another optimizer: it has hyperparams \['decay', 'lr', "
+            r"'weight_decay'\] and slots \[\], expected \['decay', 'lr', 'momentum', 'weight_decay'\] "
+            r"and \['velocity'\]",
+        ),
+        (
+            PLAIN,
+            lambda: OPT.init(init()),
+            ValueError,
+            r"SGD\.step: opt_state was made by another optimizer: .* expected \['decay', 'lr', "
+            r"'weight_decay'\] and \[\]",
+        ),
+        (
+            OPT,
+            lambda: tuple(OPT.init(init())),
+            TypeError,
+            r"SGD\.step: opt_state must be an OptState \(from SGD\.init\), got tuple",
+        ),
+    ],
+    ids=[
+        "other-model",
+        "Adam-state-to-SGD",
+        "SGD-state-to-Adam",
+        "plain-SGD-state-to-SGD",
+        "SGD-state-to-plain-SGD",
+        "not-an-OptState",
+    ],
+)
 def test_optimizer_state_of_another_model_or_optimizer(no_training, opt, state, error, match):
     x, y = data()
     params, foreign = init(), state()
@@ -460,18 +689,27 @@ def test_optimizer_state_of_another_model_or_optimizer(no_training, opt, state, 
 # --- grads and params of different structure (also test_optim.py) ---------------------------
 
 
-@pytest.mark.parametrize("owner, opt", [("SGD", fnnet.SGD(lr=0.1, momentum=0.5)),
-                                        ("Adam", fnnet.Adam(lr=0.1))], ids=["SGD", "Adam"])
+@pytest.mark.parametrize(
+    "owner, opt",
+    [("SGD", fnnet.SGD(lr=0.1, momentum=0.5)), ("Adam", fnnet.Adam(lr=0.1))],
+    ids=["SGD", "Adam"],
+)
 def test_grads_of_another_structure_or_shape(owner, opt):
     params = init()
     state = opt.init(params)
     structure = rf"{owner}\.step: grads must have the structure of params"
     # Same structure, other shapes: p - lr * g would broadcast (1, 4) against (2, 4) silently.
-    shapes = (rf"{owner}\.step: grads must have the shapes of params; params\[0\]\['w'\] is "
-              r"\(2, 4\), its grad \(1, 4\)")
+    shapes = (
+        rf"{owner}\.step: grads must have the shapes of params; params\[0\]\['w'\] is "
+        r"\(2, 4\), its grad \(1, 4\)"
+    )
     narrow = jax.tree.map(lambda a: a[:1] if a.ndim == 2 else a, params)
-    for grads, match in ((list(params), structure), (params[:2], structure),
-                         (jax.tree.leaves(params), structure), (narrow, shapes)):
+    for grads, match in (
+        (list(params), structure),
+        (params[:2], structure),
+        (jax.tree.leaves(params), structure),
+        (narrow, shapes),
+    ):
         for step in (opt.step, jax.jit(opt.step)):
             with pytest.raises(ValueError, match=match):
                 step(params, grads, state)
@@ -480,44 +718,59 @@ def test_grads_of_another_structure_or_shape(owner, opt):
 # --- bad hyperparameters (also test_optim.py, test_layers.py, test_schedules.py) -------------
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: fnnet.SGD(lr=0.0), ValueError, r"SGD: lr must be > 0, got 0\.0"),
-    (lambda: fnnet.SGD(lr=-0.1), ValueError, r"SGD: lr must be > 0, got -0\.1"),
-    (lambda: fnnet.SGD(lr=float("nan")), ValueError, r"SGD: lr must be > 0, got nan"),
-    (lambda: fnnet.SGD(lr=float("inf")), ValueError, r"SGD: lr must be > 0, got inf"),
-    (lambda: fnnet.SGD(lr="0.1"), TypeError, r"SGD: lr must be a number, got '0\.1'"),
-    (lambda: fnnet.SGD(lr=True), TypeError, r"SGD: lr must be a number, got True"),
-    (lambda: fnnet.SGD(lr=None), TypeError, r"SGD: lr must be a number, got None"),
-    (lambda: fnnet.SGD(lr=0.1, decay=1.5), ValueError, r"SGD: decay must be in \(0, 1\]"),
-    (lambda: fnnet.SGD(lr=0.1, momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
-    (lambda: fnnet.SGD(lr=0.1, weight_decay=-1e-4), ValueError, r"weight_decay must be >= 0"),
-    (lambda: fnnet.SGD(lr=0.1, nesterov=True), ValueError, r"nesterov=True needs momentum > 0"),
-    (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
-    (lambda: fnnet.Adam(lr=0.1, b2=float("nan")), ValueError, r"Adam: b2 must be in \[0, 1\)"),
-    (lambda: fnnet.Adam(lr=0.1, eps=0.0), ValueError, r"Adam: eps must be > 0"),
-    (lambda: OPT.init(init(), lr=-1.0), ValueError, r"SGD: lr must be > 0, got -1\.0"),
-    (lambda: OPT.init(init(), learning_rate=0.1), TypeError,
-     r"SGD\.init: unknown hyperparameter\(s\) \['learning_rate'\]"),
-    (lambda: fnnet.LossBCE(eps=0.0), ValueError, r"LossBCE: eps must be in \(0, 0\.5\), got 0\.0"),
-    (lambda: fnnet.LossBCE(eps="1e-7"), TypeError, r"LossBCE: eps must be a float, got '1e-7'"),
-    (lambda: fnnet.LeakyReLU(float("nan")), ValueError, r"LeakyReLU: slope must be finite"),
-    (lambda: fnnet.ELU("1"), TypeError, r"ELU: alpha must be a float, got '1'"),
-    (lambda: fnnet.Linear(0, 3), ValueError, r"Linear: n_in must be >= 1, got 0"),
-    (lambda: fnnet.train(MODEL, LOSS, OPT, epochs=0), ValueError,
-     r"train: epochs must be an int >= 1, got 0"),
-    (lambda: fnnet.schedules.cosine(0.1, 0), ValueError,
-     r"cosine: total_steps must be an int >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: fnnet.SGD(lr=0.0), ValueError, r"SGD: lr must be > 0, got 0\.0"),
+        (lambda: fnnet.SGD(lr=-0.1), ValueError, r"SGD: lr must be > 0, got -0\.1"),
+        (lambda: fnnet.SGD(lr=float("nan")), ValueError, r"SGD: lr must be > 0, got nan"),
+        (lambda: fnnet.SGD(lr=float("inf")), ValueError, r"SGD: lr must be > 0, got inf"),
+        (lambda: fnnet.SGD(lr="0.1"), TypeError, r"SGD: lr must be a number, got '0\.1'"),
+        (lambda: fnnet.SGD(lr=True), TypeError, r"SGD: lr must be a number, got True"),
+        (lambda: fnnet.SGD(lr=None), TypeError, r"SGD: lr must be a number, got None"),
+        (lambda: fnnet.SGD(lr=0.1, decay=1.5), ValueError, r"SGD: decay must be in \(0, 1\]"),
+        (lambda: fnnet.SGD(lr=0.1, momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+        (lambda: fnnet.SGD(lr=0.1, weight_decay=-1e-4), ValueError, r"weight_decay must be >= 0"),
+        (lambda: fnnet.SGD(lr=0.1, nesterov=True), ValueError, r"nesterov=True needs momentum > 0"),
+        (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
+        (lambda: fnnet.Adam(lr=0.1, b2=float("nan")), ValueError, r"Adam: b2 must be in \[0, 1\)"),
+        (lambda: fnnet.Adam(lr=0.1, eps=0.0), ValueError, r"Adam: eps must be > 0"),
+        (lambda: OPT.init(init(), lr=-1.0), ValueError, r"SGD: lr must be > 0, got -1\.0"),
+        (
+            lambda: OPT.init(init(), learning_rate=0.1),
+            TypeError,
+            r"SGD\.init: unknown hyperparameter\(s\) \['learning_rate'\]",
+        ),
+        (lambda: fnnet.LossBCE(eps=0.0), ValueError, r"LossBCE: eps must be in \(0, 0\.5\), got 0\.0"),
+        (lambda: fnnet.LossBCE(eps="1e-7"), TypeError, r"LossBCE: eps must be a float, got '1e-7'"),
+        (lambda: fnnet.LeakyReLU(float("nan")), ValueError, r"LeakyReLU: slope must be finite"),
+        (lambda: fnnet.ELU("1"), TypeError, r"ELU: alpha must be a float, got '1'"),
+        (lambda: fnnet.Linear(0, 3), ValueError, r"Linear: n_in must be >= 1, got 0"),
+        (
+            lambda: fnnet.train(MODEL, LOSS, OPT, epochs=0),
+            ValueError,
+            r"train: epochs must be an int >= 1, got 0",
+        ),
+        (
+            lambda: fnnet.schedules.cosine(0.1, 0),
+            ValueError,
+            r"cosine: total_steps must be an int >= 1, got 0",
+        ),
+    ],
+)
 def test_bad_hyperparameters(make, error, match):
     with pytest.raises(error, match=match):
         make()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(epochs=0), r"fit: epochs must be an int >= 1, got 0"),
-    (dict(epochs=2.0), r"fit: epochs must be an int >= 1, got 2\.0"),
-    (dict(checkpoint_every=0), r"fit: checkpoint_every must be an int >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epochs=0), r"fit: epochs must be an int >= 1, got 0"),
+        (dict(epochs=2.0), r"fit: epochs must be an int >= 1, got 2\.0"),
+        (dict(checkpoint_every=0), r"fit: checkpoint_every must be an int >= 1, got 0"),
+    ],
+)
 def test_fit_bad_settings(no_training, kwargs, match):
     x, y = data()
     with pytest.raises(ValueError, match=match):
@@ -533,8 +786,10 @@ def test_fit_bad_settings(no_training, kwargs, match):
 @pytest.mark.parametrize("make", [fnnet.SGD, fnnet.Adam], ids=["SGD", "Adam"])
 def test_schedule_with_a_bad_lr(no_training, bad, make):
     owner = make.__name__
-    message = (rf"{owner}: the lr schedule must give a finite lr > 0 at every step, "
-               rf"got {bad} at step {{}}")
+    message = (
+        rf"{owner}: the lr schedule must give a finite lr > 0 at every step, "
+        rf"got {bad} at step {{}}"
+    )
     with pytest.raises(ValueError, match=message.format(0)):
         make(lr=lambda t: jnp.full(jnp.shape(t), bad))
     opt = make(lr=lambda t: jnp.where(t < 10, 0.1, bad))  # fine for 10 steps
@@ -560,8 +815,9 @@ def checkpoint(tmp_path):
     params = init()
     state = OPT.init(params)
     path = tmp_path / "run.npz"
-    fnnet.save(path, params, state, metadata={"epochs_done": 2, "epochs": 4,
-                                              "losses": [0.7, 0.6], "val_losses": []})
+    fnnet.save(
+        path, params, state, metadata={"epochs_done": 2, "epochs": 4, "losses": [0.7, 0.6], "val_losses": []}
+    )
     return path, params, state
 
 
@@ -586,22 +842,39 @@ def _replace_header(path, header):
     np.savez(path, **arrays)
 
 
-@pytest.mark.parametrize("spoil, match", [
-    (lambda p: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2]), UNREADABLE),
-    (lambda p: p.write_bytes(p.read_bytes()[:-1]), UNREADABLE),
-    (lambda p: p.write_bytes(b""), UNREADABLE),
-    (lambda p: p.write_bytes(_flip_compression_method(p.read_bytes())), UNREADABLE),
-    (lambda p: p.write_text("epoch 3, loss 0.25\n"), UNREADABLE),
-    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(2048)), UNREADABLE),
-    (lambda p: _write(p, np.save, arr=np.zeros(3)), UNREADABLE + r": it holds one float64\[3\]"),
-    (lambda p: _write(p, np.savez, w=np.zeros(3)), r"is an \.npz file but not an fnnet "
-                                                   r"checkpoint \(no '__fnnet__' entry\)"),
-    (lambda p: _replace_header(p, np.array("{not json")), r"has a corrupt header"),
-    (lambda p: _replace_header(p, np.array(json.dumps({"format": 9}))),
-     r"has format 9, expected 1"),
-    (lambda p: _replace_header(p, np.array([{"format": 1}], dtype=object)), UNREADABLE),
-], ids=["half", "last-byte", "empty", "zip-field", "text", "noise", "npy", "plain-npz",
-        "header-json", "header-format", "pickled-header"])
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), UNREADABLE),
+        (lambda p: p.write_bytes(p.read_bytes()[:-1]), UNREADABLE),
+        (lambda p: p.write_bytes(b""), UNREADABLE),
+        (lambda p: p.write_bytes(_flip_compression_method(p.read_bytes())), UNREADABLE),
+        (lambda p: p.write_text("epoch 3, loss 0.25\n"), UNREADABLE),
+        (lambda p: p.write_bytes(np.random.default_rng(0).bytes(2048)), UNREADABLE),
+        (lambda p: _write(p, np.save, arr=np.zeros(3)), UNREADABLE + r": it holds one float64\[3\]"),
+        (
+            lambda p: _write(p, np.savez, w=np.zeros(3)),
+            r"is an \.npz file but not an fnnet "
+            r"checkpoint \(no '__fnnet__' entry\)",
+        ),
+        (lambda p: _replace_header(p, np.array("{not json")), r"has a corrupt header"),
+        (lambda p: _replace_header(p, np.array(json.dumps({"format": 9}))), r"has format 9, expected 1"),
+        (lambda p: _replace_header(p, np.array([{"format": 1}], dtype=object)), UNREADABLE),
+    ],
+    ids=[
+        "half",
+        "last-byte",
+        "empty",
+        "zip-field",
+        "text",
+        "noise",
+        "npy",
+        "plain-npz",
+        "header-json",
+        "header-format",
+        "pickled-header",
+    ],
+)
 def test_unreadable_checkpoint(checkpoint, spoil, match):
     path, params, state = checkpoint
     spoil(path)
@@ -612,14 +885,23 @@ def test_unreadable_checkpoint(checkpoint, spoil, match):
 def test_checkpoint_of_another_model_or_optimizer(checkpoint):
     path, params, state = checkpoint
     other = init(OTHER)
-    with pytest.raises(ValueError, match=r"entry \"params\[0\]\['b'\]\" is float32\[4\], "
-                                         r"expected float32\[5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"entry \"params\[0\]\['b'\]\" is float32\[4\], "
+        r"expected float32\[5\]",
+    ):
         fnnet.load(path, like=(other, OPT.init(other)))
-    with pytest.raises(ValueError, match=r"has no entry \"opt_state\.hyperparams\['b1'\]\": it "
-                                         r"was saved from another model or optimizer"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no entry \"opt_state\.hyperparams\['b1'\]\": it "
+        r"was saved from another model or optimizer",
+    ):
         fnnet.load(path, like=(params, fnnet.Adam(lr=0.1).init(params)))
-    with pytest.raises(ValueError, match=r"has entries \[\"params\[2\]\['b'\]\", "
-                                         r"\"params\[2\]\['w'\]\"\] that like does not"):
+    with pytest.raises(
+        ValueError,
+        match=r"has entries \[\"params\[2\]\['b'\]\", "
+        r"\"params\[2\]\['w'\]\"\] that like does not",
+    ):
         fnnet.load(path, like=(params[:1], None))
 
 
@@ -650,10 +932,14 @@ def test_pickled_checkpoint_is_never_unpickled(checkpoint):
     assert UNPICKLED == ["unpickled"]
 
 
-@pytest.mark.parametrize("spoil, match", [
-    (lambda p: p.write_bytes(p.read_bytes()[:100]), UNREADABLE),
-    (lambda p: fnnet.save(p, init(OTHER), OPT.init(init(OTHER))), r"expected float32\[4\]"),
-], ids=["truncated", "other-model"])
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:100]), UNREADABLE),
+        (lambda p: fnnet.save(p, init(OTHER), OPT.init(init(OTHER))), r"expected float32\[4\]"),
+    ],
+    ids=["truncated", "other-model"],
+)
 def test_resume_from_a_bad_checkpoint_leaves_it_intact(checkpoint, monkeypatch, spoil, match):
     path, params, _ = checkpoint
     spoil(path)
@@ -672,7 +958,14 @@ def test_bad_input_leaves_an_existing_checkpoint_intact(checkpoint, monkeypatch)
     monkeypatch.setattr(fit_module, "_runner", lambda *a: pytest.fail("training started"))
     x, y = data()
     with pytest.raises(ValueError, match=r"fit: x_val holds 1 NaN"):
-        fit(x, y, params=params, checkpoint=path, checkpoint_every=1, resume=True,
-            validation=(_spoil(x, np.nan), y))
+        fit(
+            x,
+            y,
+            params=params,
+            checkpoint=path,
+            checkpoint_every=1,
+            resume=True,
+            validation=(_spoil(x, np.nan), y),
+        )
     assert path.read_bytes() == before
     assert fnnet.load(path, like=(params, state))[2]["epochs_done"] == 2

@@ -26,8 +26,14 @@ FIT = dict(epochs=400, batch_size=32, progress=False, checkpoint_every=20)
 
 def run_child(code, **kwargs):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.Popen([sys.executable, "-c", SETUP + textwrap.dedent(code)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", SETUP + textwrap.dedent(code)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_same_key_gives_bitwise_identical_params_across_processes():
@@ -39,9 +45,16 @@ def test_same_key_gives_bitwise_identical_params_across_processes():
     print(hashlib.sha256(b"".join(a.tobytes() for a in leaves)).hexdigest())
     """
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    digests = [subprocess.run([sys.executable, "-c", SETUP + textwrap.dedent(code), str(seed)],
-                              env=env, capture_output=True, text=True, timeout=120)
-               for seed in (7, 7, 8)]
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", SETUP + textwrap.dedent(code), str(seed)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for seed in (7, 7, 8)
+    ]
     for done in digests:
         assert done.returncode == 0, done.stderr
     first, again, other = (done.stdout.strip() for done in digests)
@@ -76,8 +89,7 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
                 time.sleep(0.05)
                 if path.exists():
                     done = fnnet.load(path, like=(params, opt.init(params)))[2]["epochs_done"]
-            assert child.poll() is None, ("the child ended before it could be killed: "
-                                          + child.stderr.read())
+            assert child.poll() is None, "the child ended before it could be killed: " + child.stderr.read()
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
         finally:
@@ -87,10 +99,29 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
         # readable after the kill
         _, _, metadata = fnnet.load(path, like=(params, opt.init(params)))
         assert 60 <= metadata["epochs_done"] < FIT["epochs"]
-        resumed = fnnet.fit(model, fnnet.LossBCE(), opt, params, x, y, key=jax.random.key(3),
-                            checkpoint=path, resume=True, **FIT)
-        whole = fnnet.fit(model, fnnet.LossBCE(), opt, params, x, y, key=jax.random.key(3),
-                          checkpoint=tmp_path / "whole.npz", **FIT)
+        resumed = fnnet.fit(
+            model,
+            fnnet.LossBCE(),
+            opt,
+            params,
+            x,
+            y,
+            key=jax.random.key(3),
+            checkpoint=path,
+            resume=True,
+            **FIT,
+        )
+        whole = fnnet.fit(
+            model,
+            fnnet.LossBCE(),
+            opt,
+            params,
+            x,
+            y,
+            key=jax.random.key(3),
+            checkpoint=tmp_path / "whole.npz",
+            **FIT,
+        )
         for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(whole.params)):
             assert np.array_equal(np.asarray(a), np.asarray(b))
         assert np.array_equal(resumed.losses, whole.losses)
@@ -125,5 +156,4 @@ def test_temporaries_of_saves_killed_mid_write_are_removed_by_the_next_save(tmp_
     params = {"w": np.arange(3.0)}
     fnnet.save(path, params)
     assert os.listdir(tmp_path) == ["run.npz"]
-    np.testing.assert_array_equal(np.asarray(fnnet.load(path, like=(params, None))[0]["w"]),
-                                  params["w"])
+    np.testing.assert_array_equal(np.asarray(fnnet.load(path, like=(params, None))[0]["w"]), params["w"])

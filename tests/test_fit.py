@@ -47,8 +47,17 @@ def test_fit_learns_the_disk_and_records_validation():
     x, y = data(256)
     x_val, y_val = data(256, seed=2)
     params = init()
-    result = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.5, momentum=0.9), params, x, y, epochs=200,
-                       progress=False, validation=(x_val, y_val))
+    result = fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.SGD(lr=0.5, momentum=0.9),
+        params,
+        x,
+        y,
+        epochs=200,
+        progress=False,
+        validation=(x_val, y_val),
+    )
     assert isinstance(result, fnnet.FitResult)
     assert result.losses.shape == (200,) and result.val_losses.shape == (200,)
     assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.val_losses))
@@ -66,8 +75,17 @@ def test_validation_loss_is_taken_after_each_epoch():
     """Validating on the training data, full batch: val_losses[i] is the loss after step i,
     which is the training loss before step i + 1."""
     x, y = data(256)
-    result = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.5, momentum=0.9), init(), x, y, epochs=200,
-                       progress=False, validation=(x, y))
+    result = fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.SGD(lr=0.5, momentum=0.9),
+        init(),
+        x,
+        y,
+        epochs=200,
+        progress=False,
+        validation=(x, y),
+    )
     np.testing.assert_allclose(result.val_losses[:-1], result.losses[1:], rtol=1e-5)
 
 
@@ -94,15 +112,20 @@ def test_one_program_for_every_setting_compiled_once(tmp_path):
     params = init(model)
 
     def run(**kwargs):
-        return fnnet.fit(model, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=12,
-                         **{"progress": False, **kwargs})
+        return fnnet.fit(
+            model, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=12, **{"progress": False, **kwargs}
+        )
 
     with count_compilations() as compiled:
         chunked = run(checkpoint=tmp_path / "run.npz", checkpoint_every=5)
     assert len([name for name in compiled if "run" in name]) == 1, compiled
     with count_compilations() as compiled:
-        others = [run(checkpoint=tmp_path / "whole.npz", checkpoint_every=12), run(),
-                  run(checkpoint=tmp_path / "three.npz", checkpoint_every=3), run(progress=True)]
+        others = [
+            run(checkpoint=tmp_path / "whole.npz", checkpoint_every=12),
+            run(),
+            run(checkpoint=tmp_path / "three.npz", checkpoint_every=3),
+            run(progress=True),
+        ]
     assert [name for name in compiled if "run" in name] == [], compiled
     for other in others:
         assert_trees_equal(other.params, chunked.params)
@@ -112,12 +135,12 @@ def test_one_program_for_every_setting_compiled_once(tmp_path):
 def test_second_fit_with_new_objects_does_not_recompile():
     x, y = data()
     params = init()
-    first = fnnet.fit(MODEL, fnnet.LossBCE(), fnnet.SGD(lr=0.1), params, x, y, epochs=EPOCHS,
-                      progress=False)
+    first = fnnet.fit(MODEL, fnnet.LossBCE(), fnnet.SGD(lr=0.1), params, x, y, epochs=EPOCHS, progress=False)
     model = fnnet.serial(fnnet.Linear(2, 16), fnnet.Tanh(), fnnet.Linear(16, 1), fnnet.Sigmoid())
     with count_compilations() as compiled:
-        second = fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.2), params, x, y,
-                           epochs=EPOCHS, progress=False)
+        second = fnnet.fit(
+            model, fnnet.LossBCE(), fnnet.SGD(lr=0.2), params, x, y, epochs=EPOCHS, progress=False
+        )
     assert compiled == []
     # Each run used its own learning rate, not a cached one.
     for result, lr in ((first, 0.1), (second, 0.2)):
@@ -146,8 +169,9 @@ def test_divergence_carries_the_last_params_whose_loss_was_finite(lr):
     params = init(LINEAR)
     opt = fnnet.SGD(lr=lr)
     epochs = 100
-    with pytest.raises(fnnet.TrainingDiverged,
-                       match=r"fit: the loss became non-finite at epoch (\d+) ") as info:
+    with pytest.raises(
+        fnnet.TrainingDiverged, match=r"fit: the loss became non-finite at epoch (\d+) "
+    ) as info:
         fnnet.fit(LINEAR, fnnet.LossMSE(), opt, params, x, y, epochs=epochs, progress=False)
     error = info.value
     assert isinstance(error, FloatingPointError)
@@ -177,7 +201,7 @@ def test_divergence_carries_the_last_params_whose_loss_was_finite(lr):
     for g, w in zip(jax.tree.leaves(error.params), jax.tree.leaves(history[error.start_epoch])):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5)
     assert error.losses.shape == (error.start_epoch,)
-    np.testing.assert_allclose(error.losses, losses[:error.start_epoch], rtol=1e-5)
+    np.testing.assert_allclose(error.losses, losses[: error.start_epoch], rtol=1e-5)
     at_params = float(fnnet.LossMSE().value(LINEAR.apply(error.params, x), y))
     assert np.isfinite(at_params)
     np.testing.assert_allclose(at_params, losses[error.start_epoch], rtol=1e-5)
@@ -189,10 +213,12 @@ def test_divergence_at_a_chunk_start_carries_params_with_a_finite_loss():
     finite (about 1e19) but their loss is not; the error carries epoch 2's, replayed from
     the previous chunk's start."""
     x, y = linear_data()
-    with pytest.raises(fnnet.TrainingDiverged, match=r"non-finite at epoch 3 .* those at the "
-                                                     r"start of epoch 2,") as info:
-        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.SGD(lr=1e6), init(LINEAR), x, y, epochs=60,
-                  progress=False)
+    with pytest.raises(
+        fnnet.TrainingDiverged,
+        match=r"non-finite at epoch 3 .* those at the "
+        r"start of epoch 2,",
+    ) as info:
+        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.SGD(lr=1e6), init(LINEAR), x, y, epochs=60, progress=False)
     error = info.value
     assert (error.epoch, error.start_epoch, int(error.opt_state.count)) == (3, 2, 2)
     assert np.isfinite(float(fnnet.LossMSE().value(LINEAR.apply(error.params, x), y)))
@@ -203,11 +229,13 @@ def test_an_optimizer_state_that_overflows_is_divergence():
     the params then stop moving. The error names the epoch and carries finite state."""
     x, _ = data()
     x, y = x * 1e10, jnp.full((x.shape[0], 1), 1e12, jnp.float32)
-    with pytest.raises(fnnet.TrainingDiverged, match=r"fit: the params or optimizer state "
-                                                     r"became non-finite in epoch 0 \(its loss "
-                                                     r"9\.9\d*e\+23 was finite\)"):
-        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.Adam(lr=0.1), init(LINEAR), x, y, epochs=20,
-                  progress=False)
+    with pytest.raises(
+        fnnet.TrainingDiverged,
+        match=r"fit: the params or optimizer state "
+        r"became non-finite in epoch 0 \(its loss "
+        r"9\.9\d*e\+23 was finite\)",
+    ):
+        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.Adam(lr=0.1), init(LINEAR), x, y, epochs=20, progress=False)
 
 
 @pytest.mark.parametrize("where", ["params", "opt_state"])
@@ -220,15 +248,26 @@ def test_non_finite_start_is_refused_before_training(where, monkeypatch):
         params = ({**params[0], "w": params[0]["w"].at[0, 0].set(np.nan)},)
         match = r"fit: params\[0\]\['w'\] holds 1 NaN or infinite value\(s\); training must start"
     else:
-        state = state._replace(slots={"velocity": ({**state.slots["velocity"][0],
-                                                    "b": jnp.full((1,), np.inf)},)})
+        state = state._replace(
+            slots={"velocity": ({**state.slots["velocity"][0], "b": jnp.full((1,), np.inf)},)}
+        )
         match = r"fit: opt_state\.slots\['velocity'\]\[0\]\['b'\] holds 1 NaN or infinite"
     with pytest.raises(ValueError, match=match):
-        fnnet.fit(LINEAR, fnnet.LossMSE(), fnnet.SGD(lr=0.1, momentum=0.5), params, x, y,
-                  epochs=5, progress=False, opt_state=state)
+        fnnet.fit(
+            LINEAR,
+            fnnet.LossMSE(),
+            fnnet.SGD(lr=0.1, momentum=0.5),
+            params,
+            x,
+            y,
+            epochs=5,
+            progress=False,
+            opt_state=state,
+        )
 
 
 # The learning rate -------------------------------------------------------------------------------
+
 
 def test_a_learning_rate_that_underflows_to_zero_is_announced():
     """SGD(0.1, decay=0.5): lr * 0.5**t is exactly 0.0 in float32 from some step on; fit says
@@ -236,9 +275,11 @@ def test_a_learning_rate_that_underflows_to_zero_is_announced():
     x, y = linear_data()
     params = init(LINEAR)
     opt = fnnet.SGD(lr=0.1, decay=0.5)
-    with pytest.warns(fnnet.LearningRateUnderflow,
-                      match=r"fit: the learning rate underflows to 0\.0 in float32 at step "
-                            r"(\d+) \(epoch \1\)") as record:
+    with pytest.warns(
+        fnnet.LearningRateUnderflow,
+        match=r"fit: the learning rate underflows to 0\.0 in float32 at step "
+        r"(\d+) \(epoch \1\)",
+    ) as record:
         fnnet.fit(LINEAR, fnnet.LossMSE(), opt, params, x, y, epochs=300, progress=False)
     step = int(re.search(r"at step (\d+)", str(record[0].message)).group(1))
     hyperparams = opt.init(params).hyperparams
@@ -248,6 +289,7 @@ def test_a_learning_rate_that_underflows_to_zero_is_announced():
 
 
 # Checkpoints -------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def saves(monkeypatch):
@@ -269,8 +311,9 @@ def test_checkpoint_every_writes_checkpoints(tmp_path, saves, epochs, expected):
     params = init()
     opt = fnnet.SGD(lr=0.3)
     path = tmp_path / "run.npz"
-    result = fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=epochs, progress=False,
-                       checkpoint=path, checkpoint_every=EVERY)
+    result = fnnet.fit(
+        MODEL, LOSS, opt, params, x, y, epochs=epochs, progress=False, checkpoint=path, checkpoint_every=EVERY
+    )
     assert saves == expected
     assert sorted(os.listdir(tmp_path)) == ["run.npz"]
     got_params, got_state, metadata = fnnet.load(path, like=(params, opt.init(params)))
@@ -302,10 +345,22 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, ba
     key = jax.random.key(4)
 
     def run(path, epochs=EPOCHS, resume=False):
-        return fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3, momentum=0.5), params, x, y,
-                         epochs=epochs, batch_size=batch_size, key=key, progress=False,
-                         validation=(x_val, y_val), checkpoint=path, checkpoint_every=EVERY,
-                         resume=resume)
+        return fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.SGD(lr=0.3, momentum=0.5),
+            params,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            key=key,
+            progress=False,
+            validation=(x_val, y_val),
+            checkpoint=path,
+            checkpoint_every=EVERY,
+            resume=resume,
+        )
 
     reference = run(tmp_path / "reference.npz")
 
@@ -335,10 +390,10 @@ def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
     x, y = data()
     params = init()
     kwargs = dict(epochs=EPOCHS, progress=False, checkpoint_every=EVERY)
-    fresh = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y,
-                      checkpoint=tmp_path / "a.npz", **kwargs)
-    resumed = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y,
-                        checkpoint=tmp_path / "b.npz", resume=True, **kwargs)
+    fresh = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, checkpoint=tmp_path / "a.npz", **kwargs)
+    resumed = fnnet.fit(
+        MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, checkpoint=tmp_path / "b.npz", resume=True, **kwargs
+    )
     assert_trees_equal(resumed.params, fresh.params)
     assert np.array_equal(resumed.losses, fresh.losses)
 
@@ -347,33 +402,83 @@ def test_resume_checks_the_checkpoint(tmp_path):
     x, y = data()
     params = init()
     path = tmp_path / "run.npz"
-    fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=EPOCHS, progress=False,
-              checkpoint=path, checkpoint_every=EVERY)
+    fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.SGD(lr=0.3),
+        params,
+        x,
+        y,
+        epochs=EPOCHS,
+        progress=False,
+        checkpoint=path,
+        checkpoint_every=EVERY,
+    )
     with pytest.raises(ValueError, match=rf"has {EPOCHS} epochs done, more than epochs={EVERY}"):
-        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=EVERY, progress=False,
-                  checkpoint=path, checkpoint_every=EVERY, resume=True)
+        fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.SGD(lr=0.3),
+            params,
+            x,
+            y,
+            epochs=EVERY,
+            progress=False,
+            checkpoint=path,
+            checkpoint_every=EVERY,
+            resume=True,
+        )
     with pytest.raises(ValueError, match=r"has no entry .*b1"):  # saved from another optimizer
-        fnnet.fit(MODEL, LOSS, fnnet.Adam(lr=0.3), params, x, y, epochs=EPOCHS, progress=False,
-                  checkpoint=path, checkpoint_every=EVERY, resume=True)
+        fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.Adam(lr=0.3),
+            params,
+            x,
+            y,
+            epochs=EPOCHS,
+            progress=False,
+            checkpoint=path,
+            checkpoint_every=EVERY,
+            resume=True,
+        )
 
 
 def training_fails(*args):
     raise AssertionError("fit started training")
 
 
-@pytest.mark.parametrize("where, error, match", [
-    (lambda d: d / "missing" / "run.npz", FileNotFoundError,
-     (r"fit: cannot write checkpoint '[^']*missing/run\.npz': its folder '[^']*missing' does "
-      r"not exist")),
-    (lambda d: d, IsADirectoryError, r"fit: checkpoint '[^']*' is a folder"),
-], ids=["missing-folder", "a-folder"])
-def test_an_unwritable_checkpoint_fails_before_training(tmp_path, monkeypatch, where, error,
-                                                        match):
+@pytest.mark.parametrize(
+    "where, error, match",
+    [
+        (
+            lambda d: d / "missing" / "run.npz",
+            FileNotFoundError,
+            (
+                r"fit: cannot write checkpoint '[^']*missing/run\.npz': its folder '[^']*missing' does "
+                r"not exist"
+            ),
+        ),
+        (lambda d: d, IsADirectoryError, r"fit: checkpoint '[^']*' is a folder"),
+    ],
+    ids=["missing-folder", "a-folder"],
+)
+def test_an_unwritable_checkpoint_fails_before_training(tmp_path, monkeypatch, where, error, match):
     monkeypatch.setattr(fit_module, "_runner", training_fails)
     x, y = data()
     with pytest.raises(error, match=match):
-        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, y, epochs=EPOCHS, progress=False,
-                  checkpoint=where(tmp_path), checkpoint_every=EVERY)
+        fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.SGD(lr=0.3),
+            init(),
+            x,
+            y,
+            epochs=EPOCHS,
+            progress=False,
+            checkpoint=where(tmp_path),
+            checkpoint_every=EVERY,
+        )
 
 
 def test_a_read_only_folder_fails_before_training(tmp_path, monkeypatch):
@@ -384,17 +489,31 @@ def test_a_read_only_folder_fails_before_training(tmp_path, monkeypatch):
     folder.mkdir()
     folder.chmod(0o500)
     if os.geteuid() == 0:
+
         def refuse(dir, prefix, suffix):
             name = os.path.join(dir, prefix + "abcd" + suffix)
             raise PermissionError(errno.EACCES, "Permission denied", name)
+
         monkeypatch.setattr(tempfile, "mkstemp", refuse)
     x, y = data()
     try:
-        with pytest.raises(PermissionError, match=r"fit: cannot write checkpoint "
-                                                  r"'[^']*read-only/run\.npz': Permission "
-                                                  r"denied") as info:
-            fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, y, epochs=EPOCHS,
-                      progress=False, checkpoint=folder / "run.npz")
+        with pytest.raises(
+            PermissionError,
+            match=r"fit: cannot write checkpoint "
+            r"'[^']*read-only/run\.npz': Permission "
+            r"denied",
+        ) as info:
+            fnnet.fit(
+                MODEL,
+                LOSS,
+                fnnet.SGD(lr=0.3),
+                init(),
+                x,
+                y,
+                epochs=EPOCHS,
+                progress=False,
+                checkpoint=folder / "run.npz",
+            )
     finally:
         folder.chmod(0o700)
     assert ".tmp" not in str(info.value)
@@ -418,14 +537,26 @@ def test_a_checkpoint_that_fails_mid_run_carries_the_run(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     def run(epochs, **kwargs):
-        return fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=epochs,
-                         progress=False, validation=(x_val, y_val), **kwargs)
+        return fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.SGD(lr=0.3),
+            params,
+            x,
+            y,
+            epochs=epochs,
+            progress=False,
+            validation=(x_val, y_val),
+            **kwargs,
+        )
 
     monkeypatch.setattr(fnnet.checkpoint.np, "savez", savez_then_fill_the_disk)
-    with pytest.raises(fnnet.CheckpointError,
-                       match=r"fit: training stopped at epoch 6, as its checkpoint could not be "
-                             r"written \(\[Errno 28\] save: cannot write checkpoint "
-                             r"'[^']*run\.npz': No space left on device\)") as info:
+    with pytest.raises(
+        fnnet.CheckpointError,
+        match=r"fit: training stopped at epoch 6, as its checkpoint could not be "
+        r"written \(\[Errno 28\] save: cannot write checkpoint "
+        r"'[^']*run\.npz': No space left on device\)",
+    ) as info:
         run(EPOCHS, checkpoint=path, checkpoint_every=EVERY)
     monkeypatch.undo()
     error = info.value
@@ -442,6 +573,7 @@ def test_a_checkpoint_that_fails_mid_run_carries_the_run(tmp_path, monkeypatch):
 
 
 # Progress and input errors -----------------------------------------------------------------------
+
 
 def test_progress_bar_runs_without_warnings(capsys):
     x, y = data()
@@ -465,36 +597,57 @@ def _with_nan(a, value=np.nan):
     return a
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (dict(x=lambda: _x().astype(jnp.int32)), TypeError,
-     r"fit: x must be floating point, got dtype int32; convert it"),
-    (dict(x=lambda: np.asarray(_x()).tolist()), TypeError, r"fit: x must be an array, got list"),
-    (dict(x=lambda: _with_nan(_x())), ValueError, r"fit: x holds 1 NaN or infinite value\(s\)"),
-    (dict(y=lambda: _with_nan(_y(), np.inf)), ValueError,
-     r"fit: y holds 1 NaN or infinite value\(s\)"),
-    (dict(y=lambda: _y()[:-1]), ValueError,
-     r"fit: x and y must have the same number of samples, got 64 and 63"),
-    (dict(x=lambda: _x()[:0], y=lambda: _y()[:0]), ValueError, r"fit: x is empty \(0 samples\)"),
-    (dict(y=lambda: 2 * _y()), ValueError, r"LossBCE: targets must be in \[0, 1\]"),
-    (dict(validation=lambda: [_x(), _y()]), TypeError,
-     r"fit: validation must be a pair \(x_val, y_val\)"),
-    (dict(validation=lambda: (_x(),)), TypeError, r"fit: validation must be a pair"),
-    (dict(validation=lambda: (_with_nan(_x()), _y())), ValueError,
-     r"fit: x_val holds 1 NaN or infinite value\(s\)"),
-    (dict(validation=lambda: (_x()[:5], _y()[:4])), ValueError,
-     r"fit: x_val and y_val must have the same number of samples, got 5 and 4"),
-    (dict(validation=lambda: (_x(), -_y() - 1)), ValueError,
-     r"LossBCE: targets must be in \[0, 1\]"),
-    (dict(checkpoint_every=lambda: 3), ValueError,
-     r"fit: checkpoint_every and resume need a checkpoint path"),
-    (dict(resume=lambda: True), ValueError,
-     r"fit: checkpoint_every and resume need a checkpoint path"),
-    (dict(checkpoint_every=lambda: 0, checkpoint=lambda: "unused.npz"), ValueError,
-     r"fit: checkpoint_every must be an int >= 1, got 0"),
-    (dict(epochs=lambda: 0), ValueError, r"fit: epochs must be an int >= 1, got 0"),
-    (dict(epochs=lambda: 5.0), ValueError, r"fit: epochs must be an int >= 1, got 5\.0"),
-    (dict(batch_size=lambda: 65), ValueError, r"batch_size must be in \[1, 64\]"),
-])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (
+            dict(x=lambda: _x().astype(jnp.int32)),
+            TypeError,
+            r"fit: x must be floating point, got dtype int32; convert it",
+        ),
+        (dict(x=lambda: np.asarray(_x()).tolist()), TypeError, r"fit: x must be an array, got list"),
+        (dict(x=lambda: _with_nan(_x())), ValueError, r"fit: x holds 1 NaN or infinite value\(s\)"),
+        (dict(y=lambda: _with_nan(_y(), np.inf)), ValueError, r"fit: y holds 1 NaN or infinite value\(s\)"),
+        (
+            dict(y=lambda: _y()[:-1]),
+            ValueError,
+            r"fit: x and y must have the same number of samples, got 64 and 63",
+        ),
+        (dict(x=lambda: _x()[:0], y=lambda: _y()[:0]), ValueError, r"fit: x is empty \(0 samples\)"),
+        (dict(y=lambda: 2 * _y()), ValueError, r"LossBCE: targets must be in \[0, 1\]"),
+        (
+            dict(validation=lambda: [_x(), _y()]),
+            TypeError,
+            r"fit: validation must be a pair \(x_val, y_val\)",
+        ),
+        (dict(validation=lambda: (_x(),)), TypeError, r"fit: validation must be a pair"),
+        (
+            dict(validation=lambda: (_with_nan(_x()), _y())),
+            ValueError,
+            r"fit: x_val holds 1 NaN or infinite value\(s\)",
+        ),
+        (
+            dict(validation=lambda: (_x()[:5], _y()[:4])),
+            ValueError,
+            r"fit: x_val and y_val must have the same number of samples, got 5 and 4",
+        ),
+        (dict(validation=lambda: (_x(), -_y() - 1)), ValueError, r"LossBCE: targets must be in \[0, 1\]"),
+        (
+            dict(checkpoint_every=lambda: 3),
+            ValueError,
+            r"fit: checkpoint_every and resume need a checkpoint path",
+        ),
+        (dict(resume=lambda: True), ValueError, r"fit: checkpoint_every and resume need a checkpoint path"),
+        (
+            dict(checkpoint_every=lambda: 0, checkpoint=lambda: "unused.npz"),
+            ValueError,
+            r"fit: checkpoint_every must be an int >= 1, got 0",
+        ),
+        (dict(epochs=lambda: 0), ValueError, r"fit: epochs must be an int >= 1, got 0"),
+        (dict(epochs=lambda: 5.0), ValueError, r"fit: epochs must be an int >= 1, got 5\.0"),
+        (dict(batch_size=lambda: 65), ValueError, r"batch_size must be in \[1, 64\]"),
+    ],
+)
 def test_bad_input_raises_before_any_work(tmp_path, monkeypatch, change, error, match):
     monkeypatch.chdir(tmp_path)
     args = dict(x=_x, y=_y, epochs=lambda: EPOCHS)

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import (Layer, Linear, LossBCE, LossCrossEntropy, LossMSE, ReLU, Sigmoid, Tanh,
-                   as_jax, serial)
+from fnnet import Layer, Linear, LossBCE, LossCrossEntropy, LossMSE, ReLU, Sigmoid, Tanh, as_jax, serial
 
 TIGHT = dict(rtol=1e-10, atol=1e-14)
 
@@ -24,7 +23,6 @@ def device(a, dtype=None):
     """A jax array of host data, converted on the host (jnp.asarray compiles a program
     per new shape, and compiling is most of this file's run time)."""
     return jax.device_put(np.asarray(a, dtype))
-
 
 
 def mlp(widths, hidden, output=None):
@@ -74,6 +72,7 @@ def init_params(model, n_in, seed):
     def draw(s):
         bound = 1 / np.sqrt(s.shape[0]) if len(s.shape) == 2 else 0.5
         return device(rng.uniform(-bound, bound, size=s.shape), s.dtype)
+
     return jax.tree.map(draw, found)
 
 
@@ -149,6 +148,7 @@ def test_as_jax_grad_equals_value_and_grad(case):
     def both(params, x, t):
         value_and_dx = jax.value_and_grad(lambda x: loss.value(model.apply(params, x), t))
         return grad_through_as_jax(model, loss)(params, x, t), value_and_dx(x)
+
     (dparams, dx), (value, dx_expected) = both(params, x, t)
     assert_value_and_grads_close((value, dparams), jitted_value_and_grad(model, loss)(params, x, t))
     # d loss / dx, which value_and_grad does not return, against the oracle.
@@ -160,12 +160,16 @@ def test_as_jax_under_vmap_over_stacked_params():
     model, loss, _, x, t = problem("handout-ce-labels", seed=4)
     param_sets = [init_params(model, 2, seed) for seed in (10, 11, 12)]
     stacked = jax.tree.map(lambda *a: device(np.stack(a)), *param_sets)
-    grad_params = lambda p: grad_through_as_jax(model, loss)(p, x, t)[0]
+
+    def grad_params(p):
+        return grad_through_as_jax(model, loss)(p, x, t)[0]
+
     batched = jax.jit(jax.vmap(grad_params))(stacked)
     for i, params in enumerate(param_sets):
         expected = oracle(model, loss)(params, x, t)
-        assert_value_and_grads_close((0.0, jax.tree.map(lambda a: np.asarray(a)[i], batched)),
-                                     (0.0, expected[1]))
+        assert_value_and_grads_close(
+            (0.0, jax.tree.map(lambda a: np.asarray(a)[i], batched)), (0.0, expected[1])
+        )
     # The three parameter sets give three different gradients (vmap did not just broadcast).
     assert not np.allclose(batched[0]["w"][0], batched[0]["w"][1])
 
@@ -189,8 +193,7 @@ def test_hand_vjp_is_what_jax_calls():
     assert calls == [(64, 2)]
     assert_value_and_grads_close((value, dparams), (value, twice))
 
-    assert_value_and_grads_close(jax.jit(fnnet.value_and_grad(doubled, loss))(params, x, t),
-                                 (value, twice))
+    assert_value_and_grads_close(jax.jit(fnnet.value_and_grad(doubled, loss))(params, x, t), (value, twice))
     assert calls == [(64, 2), (64, 2)]
 
 
@@ -215,8 +218,11 @@ def autodiff_uses(source):
             if isinstance(node.value, ast.Name) and node.value.id == "jax":
                 found.append(f"line {node.lineno}: jax.{node.attr}")
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jax"):
-            found += [f"line {node.lineno}: from {node.module} import {a.name}"
-                      for a in node.names if a.name in AUTODIFF]
+            found += [
+                f"line {node.lineno}: from {node.module} import {a.name}"
+                for a in node.names
+                if a.name in AUTODIFF
+            ]
     return found
 
 
@@ -250,8 +256,11 @@ def test_no_autodiff_in_fnnet():
         assert GREP.findall(code_only(source)) == [], path
         if path.name != "__init__.py":  # the package exports check_vjp; no module uses it
             assert "fnnet.testing" not in code_only(source) and "testing" not in [
-                alias.name for node in ast.walk(ast.parse(source))
-                if isinstance(node, ast.ImportFrom) for alias in node.names], path
+                alias.name
+                for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom)
+                for alias in node.names
+            ], path
 
 
 def test_autodiff_scan_would_catch_a_use():

@@ -17,17 +17,23 @@ from hypothesis import strategies as st
 from jax.test_util import check_vjp
 
 import fnnet
-from fnnet import (ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh,
-                   elementwise)
+from fnnet import ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh, elementwise
 
 # Custom layers built with `elementwise`: one derivative from x, one from y = f(x).
-Cube = elementwise("Cube", lambda x: x ** 3, lambda x, y: 3 * x * x)  # dx = dy * 3 x**2
+Cube = elementwise("Cube", lambda x: x**3, lambda x, y: 3 * x * x)  # dx = dy * 3 x**2
 Exp = elementwise("Exp", jnp.exp, lambda x, y: y)  # dx = dy * e^x, read from the output
 
 # Non-default slope and alpha, so a derivative that ignores them fails.
 ACTIVATIONS = {
-    "ReLU": ReLU(), "Tanh": Tanh(), "Sigmoid": Sigmoid(), "LeakyReLU(0.3)": LeakyReLU(0.3),
-    "ELU(0.5)": ELU(0.5), "Softplus": Softplus(), "Identity": Identity(), "Cube": Cube, "Exp": Exp,
+    "ReLU": ReLU(),
+    "Tanh": Tanh(),
+    "Sigmoid": Sigmoid(),
+    "LeakyReLU(0.3)": LeakyReLU(0.3),
+    "ELU(0.5)": ELU(0.5),
+    "Softplus": Softplus(),
+    "Identity": Identity(),
+    "Cube": Cube,
+    "Exp": Exp,
 }
 WITH_DEFAULTS = {**ACTIVATIONS, "LeakyReLU()": LeakyReLU(), "ELU()": ELU()}
 
@@ -41,7 +47,7 @@ FEW_EXAMPLES = settings(max_examples=3, deadline=None)
 
 batch_shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple)
 sizes = st.integers(1, 8)
-seeds = st.integers(0, 2 ** 32 - 1)
+seeds = st.integers(0, 2**32 - 1)
 
 
 def device(a, dtype=None):
@@ -70,9 +76,11 @@ def assert_trees_close(actual, expected, dtype):
 def oracle_and_hand(layer):
     """One jitted function per layer (compiling costs more than running here):
     `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by the layer's hand vjp)`."""
+
     def both(params, x, dy):
         y, pullback = jax.vjp(layer.apply, params, x)
         return (y, pullback(dy)), (layer.apply(params, x), layer.vjp(params, x, dy))
+
     return jax.jit(both)
 
 
@@ -94,12 +102,12 @@ def oracle_and_twin(layer):
     def both(params, x_fm, dy_fm):
         y, pullback = jax.vjp(lambda p, x: layer.apply(p, x.T).T, params, x_fm)
         return (y, pullback(dy_fm)), (twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm))
+
     return jax.jit(both)
 
 
 def random_linear_params(rng, n_in, n_out, dtype):
-    return {"w": device(rng.normal(size=(n_in, n_out)), dtype),
-            "b": device(rng.normal(size=(n_out,)), dtype)}
+    return {"w": device(rng.normal(size=(n_in, n_out)), dtype), "b": device(rng.normal(size=(n_out,)), dtype)}
 
 
 # --- VJPs against jax.vjp -------------------------------------------------------------
@@ -256,7 +264,7 @@ def test_linear_init_distribution_is_uniform():
     # Fills the whole interval: P(max |w| < 0.999 a) = 0.999**200000 ~ e^-200.
     assert 0.999 * a < np.abs(w).max() <= a and np.abs(b).max() <= a
     # Fourth moment of U[-a, a] is a^4/5 (a normal of the same variance: a^4/3).
-    assert abs(np.mean(w ** 4) / a ** 4 - 1 / 5) < 0.01
+    assert abs(np.mean(w**4) / a**4 - 1 / 5) < 0.01
 
 
 def test_linear_init_overrides():
@@ -271,7 +279,8 @@ def test_linear_init_overrides():
         return jnp.arange(shape[0], dtype=dtype)
 
     out_shape, params = Linear(3, 4, w_init=w_init, b_init=b_init, dtype=jnp.float64).init(
-        jax.random.key(0), (7, 3))
+        jax.random.key(0), (7, 3)
+    )
     assert out_shape == (7, 4)
     np.testing.assert_array_equal(params["w"], np.full((3, 4), 0.5))
     np.testing.assert_array_equal(params["b"], np.arange(4.0))
@@ -312,10 +321,14 @@ def softplus64(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-@pytest.mark.parametrize("layer, f, df", [
-    (Sigmoid(), sigmoid64, dsigmoid64),
-    (Softplus(), softplus64, sigmoid64),
-], ids=["Sigmoid", "Softplus"])
+@pytest.mark.parametrize(
+    "layer, f, df",
+    [
+        (Sigmoid(), sigmoid64, dsigmoid64),
+        (Softplus(), softplus64, sigmoid64),
+    ],
+    ids=["Sigmoid", "Softplus"],
+)
 def test_sigmoid_and_softplus_extreme_inputs_float32(layer, f, df):
     x = device(EXTREMES, jnp.float32)
     dy = device(np.linspace(0.5, 1.5, EXTREMES.size), jnp.float32)
@@ -333,14 +346,17 @@ def test_sigmoid_and_softplus_extreme_inputs_float32(layer, f, df):
 # --- errors ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, error, match", [
-    ((0, 3), ValueError, r"Linear: n_in must be >= 1, got 0"),
-    ((2, 0), ValueError, r"Linear: n_out must be >= 1, got 0"),
-    ((-1, 3), ValueError, r"Linear: n_in must be >= 1, got -1"),
-    ((2.5, 3), TypeError, r"Linear: n_in must be an int, got 2.5 \(float\)"),
-    ((True, 3), TypeError, r"Linear: n_in must be an int, got True \(bool\)"),
-    ((2, "3"), TypeError, r"Linear: n_out must be an int, got '3' \(str\)"),
-])
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((0, 3), ValueError, r"Linear: n_in must be >= 1, got 0"),
+        ((2, 0), ValueError, r"Linear: n_out must be >= 1, got 0"),
+        ((-1, 3), ValueError, r"Linear: n_in must be >= 1, got -1"),
+        ((2.5, 3), TypeError, r"Linear: n_in must be an int, got 2.5 \(float\)"),
+        ((True, 3), TypeError, r"Linear: n_in must be an int, got True \(bool\)"),
+        ((2, "3"), TypeError, r"Linear: n_out must be an int, got '3' \(str\)"),
+    ],
+)
 def test_linear_bad_sizes(args, error, match):
     with pytest.raises(error, match=match):
         Linear(*args)
@@ -361,12 +377,18 @@ def test_linear_wrong_number_of_features(linear_2_3):
         layer.apply(params, x)
     with pytest.raises(ValueError, match=match):
         layer.vjp(params, x, device(np.ones((5, 3), np.float32)))
-    with pytest.raises(ValueError, match=r"Linear\(n_in=2, n_out=3\): expected input_shape "
-                                         r"\(\.\.\., 2\), got \(5, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Linear\(n_in=2, n_out=3\): expected input_shape "
+        r"\(\.\.\., 2\), got \(5, 4\)",
+    ):
         layer.init(jax.random.key(0), (5, 4))
     twin = layer.feature_major
-    with pytest.raises(ValueError, match=r"Linear\(n_in=2, n_out=3\): expected input with 2 "
-                                         r"features on axis 0, got shape \(4, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Linear\(n_in=2, n_out=3\): expected input with 2 "
+        r"features on axis 0, got shape \(4, 5\)",
+    ):
         twin.apply(params, x.T)
 
 
@@ -378,16 +400,24 @@ def test_linear_rank0_input(linear_2_3):
         layer.init(jax.random.key(0), ())
 
 
-@pytest.mark.parametrize("make_bad, match", [
-    (lambda p: (p["w"], p["b"]), r"params must be a dict with keys 'w' and 'b'"),
-    (lambda p: {"w": p["w"]}, r"params must be a dict with keys 'w' and 'b'"),
-    (lambda p: {"W": p["w"], "b": p["b"]}, r"params must be a dict with keys 'w' and 'b'"),
-    (lambda p: (), r"params must be a dict with keys 'w' and 'b'"),
-    (lambda p: {"w": p["w"].T, "b": p["b"]},
-     r"params must have w \(2, 3\) and b \(3,\), got w \(3, 2\) and b \(3,\)"),
-    (lambda p: {"w": p["w"], "b": p["b"][:, None]},
-     r"params must have w \(2, 3\) and b \(3,\), got w \(2, 3\) and b \(3, 1\)"),
-], ids=["tuple", "missing-b", "wrong-key", "empty", "w-transposed", "b-2d"])
+@pytest.mark.parametrize(
+    "make_bad, match",
+    [
+        (lambda p: (p["w"], p["b"]), r"params must be a dict with keys 'w' and 'b'"),
+        (lambda p: {"w": p["w"]}, r"params must be a dict with keys 'w' and 'b'"),
+        (lambda p: {"W": p["w"], "b": p["b"]}, r"params must be a dict with keys 'w' and 'b'"),
+        (lambda p: (), r"params must be a dict with keys 'w' and 'b'"),
+        (
+            lambda p: {"w": p["w"].T, "b": p["b"]},
+            r"params must have w \(2, 3\) and b \(3,\), got w \(3, 2\) and b \(3,\)",
+        ),
+        (
+            lambda p: {"w": p["w"], "b": p["b"][:, None]},
+            r"params must have w \(2, 3\) and b \(3,\), got w \(2, 3\) and b \(3, 1\)",
+        ),
+    ],
+    ids=["tuple", "missing-b", "wrong-key", "empty", "w-transposed", "b-2d"],
+)
 def test_linear_wrong_params(linear_2_3, make_bad, match):
     layer, params = linear_2_3
     bad = make_bad(params)
@@ -411,13 +441,16 @@ def test_activation_rejects_params(name, bad):
         layer.vjp(bad, x, x)
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: LeakyReLU("a"), TypeError, r"LeakyReLU: slope must be a float, got 'a' \(str\)"),
-    (lambda: LeakyReLU(True), TypeError, r"LeakyReLU: slope must be a float, got True \(bool\)"),
-    (lambda: LeakyReLU(float("nan")), ValueError, r"LeakyReLU: slope must be finite, got nan"),
-    (lambda: ELU([1.0]), TypeError, r"ELU: alpha must be a float, got \[1.0\] \(list\)"),
-    (lambda: ELU(float("inf")), ValueError, r"ELU: alpha must be finite, got inf"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: LeakyReLU("a"), TypeError, r"LeakyReLU: slope must be a float, got 'a' \(str\)"),
+        (lambda: LeakyReLU(True), TypeError, r"LeakyReLU: slope must be a float, got True \(bool\)"),
+        (lambda: LeakyReLU(float("nan")), ValueError, r"LeakyReLU: slope must be finite, got nan"),
+        (lambda: ELU([1.0]), TypeError, r"ELU: alpha must be a float, got \[1.0\] \(list\)"),
+        (lambda: ELU(float("inf")), ValueError, r"ELU: alpha must be finite, got inf"),
+    ],
+)
 def test_activation_bad_hyperparameters(make, error, match):
     with pytest.raises(error, match=match):
         make()
@@ -429,9 +462,23 @@ def test_activation_init_passes_shape_through():
 
 
 def test_public_names_are_exported():
-    for module, names in ((fnnet.layers, ["Layer", "Linear"]),
-                          (fnnet.activations, ["ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU",
-                                               "Softplus", "Identity", "elementwise", "Softmax",
-                                               "LogSoftmax"])):
+    for module, names in (
+        (fnnet.layers, ["Layer", "Linear"]),
+        (
+            fnnet.activations,
+            [
+                "ReLU",
+                "Tanh",
+                "Sigmoid",
+                "LeakyReLU",
+                "ELU",
+                "Softplus",
+                "Identity",
+                "elementwise",
+                "Softmax",
+                "LogSoftmax",
+            ],
+        ),
+    ):
         for name in names:
             assert name in fnnet.__all__ and getattr(fnnet, name) is getattr(module, name)

@@ -26,7 +26,6 @@ def device(a, dtype=None):
     return jax.device_put(np.asarray(a, dtype))
 
 
-
 def np_log_softmax(y):
     shifted = y - y.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -71,8 +70,7 @@ def ce_reference(y, t):
 CASES = {
     "MSE": (LossMSE(), sample_mse, lambda y, t: np.mean((y - t) ** 2)),
     "BCE": (LossBCE(), sample_bce, lambda p, t: -np.mean(t * np.log(p) + (1 - t) * np.log(1 - p))),
-    "BCEWithLogits": (LossBCEWithLogits(), sample_logits,
-                      lambda z, t: np.mean(np.logaddexp(0, z) - t * z)),
+    "BCEWithLogits": (LossBCEWithLogits(), sample_logits, lambda z, t: np.mean(np.logaddexp(0, z) - t * z)),
     "CE-labels": (LossCrossEntropy(), sample_labels, ce_reference),
     "CE-one-hot": (LossCrossEntropy(), sample_one_hot, ce_reference),
     "CE-weights": (LossCrossEntropy(), sample_weights, ce_reference),
@@ -92,8 +90,11 @@ def cast(a, dtype):
 @pytest.mark.parametrize("case", CASES)
 @DTYPES
 @settings(max_examples=3, deadline=None)  # each example compiles: keep it small
-@given(shape=st.lists(st.integers(1, 4), max_size=2).map(tuple), n=st.integers(1, 8),
-       seed=st.integers(0, 2 ** 32 - 1))
+@given(
+    shape=st.lists(st.integers(1, 4), max_size=2).map(tuple),
+    n=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_grad_matches_jax_grad(case, dtype, shape, n, seed):
     loss, sample, reference = CASES[case]
     n = max(n, 2) if case.startswith("CE") else n  # cross-entropy needs 2 classes
@@ -178,8 +179,11 @@ def test_bce_with_logits_equals_bce_of_sigmoid():
         p = fnnet.Sigmoid().apply((), z)
         # Chain rule through fnnet's Sigmoid: d/dz BCE(sigmoid(z)) = (sigmoid(z) - t) / n.
         _, dz = fnnet.Sigmoid().vjp((), z, LossBCE().grad(p, t))
-        return ((LossBCEWithLogits().value(z, t), LossBCEWithLogits().grad(z, t)),
-                (LossBCE().value(p, t), dz))
+        return (
+            (LossBCEWithLogits().value(z, t), LossBCEWithLogits().grad(z, t)),
+            (LossBCE().value(p, t), dz),
+        )
+
     (value, grad), (value_bce, grad_bce) = both(z, t)
     np.testing.assert_allclose(value, value_bce, rtol=1e-10)
     np.testing.assert_allclose(grad, grad_bce, rtol=1e-9, atol=1e-15)
@@ -191,14 +195,19 @@ def test_bce_with_logits_equals_bce_of_sigmoid():
 SHAPE_PAIRS = [((4, 1), (4,)), ((3,), (3, 1)), ((2, 3), (3, 2))]
 
 
-@pytest.mark.parametrize("name, y_shape, t_shape", [
-    (name, y_shape, t_shape) for name in ("LossMSE", "LossBCE", "LossBCEWithLogits")
-    for y_shape, t_shape in SHAPE_PAIRS] + [("LossCrossEntropy", (4, 3), (4, 2))])  # one-hot
+@pytest.mark.parametrize(
+    "name, y_shape, t_shape",
+    [
+        (name, y_shape, t_shape)
+        for name in ("LossMSE", "LossBCE", "LossBCEWithLogits")
+        for y_shape, t_shape in SHAPE_PAIRS
+    ]
+    + [("LossCrossEntropy", (4, 3), (4, 2))],
+)  # one-hot
 def test_shape_mismatch(name, y_shape, t_shape):
     loss = getattr(fnnet, name)()
     y, t = device(np.full(y_shape, 0.5)), device(np.full(t_shape, 0.5))
-    match = re.escape(f"{name}: prediction and target must have the same shape, "
-                      f"got {y_shape} and {t_shape}")
+    match = re.escape(f"{name}: prediction and target must have the same shape, got {y_shape} and {t_shape}")
     with pytest.raises(ValueError, match=match):
         loss.value(y, t)
     with pytest.raises(ValueError, match=match):
@@ -209,8 +218,9 @@ def test_shape_mismatch(name, y_shape, t_shape):
 def test_cross_entropy_wrong_label_shape(labels_shape):
     loss = LossCrossEntropy()
     y, labels = device(np.zeros((4, 3))), device(np.zeros(labels_shape, np.int32))
-    match = re.escape(f"LossCrossEntropy: integer labels must have shape (4,) for logits (4, 3), "
-                      f"got {labels_shape}")
+    match = re.escape(
+        f"LossCrossEntropy: integer labels must have shape (4,) for logits (4, 3), got {labels_shape}"
+    )
     with pytest.raises(ValueError, match=match):
         loss.value(y, labels)
     with pytest.raises(ValueError, match=match):
@@ -226,18 +236,22 @@ def test_cross_entropy_needs_a_class_axis():
 
 
 @pytest.mark.parametrize("name", ["LossBCE", "LossBCEWithLogits"])
-@pytest.mark.parametrize("target, values", [
-    ([0.0, 1.5, 0.5], r"\[0\.0, 1\.5\]"),
-    ([-0.1, 1.0], r"\[-0\.1, 1\.0\]"),
-    ([0.5, np.nan], r"\[nan, nan\]"),
-])
+@pytest.mark.parametrize(
+    "target, values",
+    [
+        ([0.0, 1.5, 0.5], r"\[0\.0, 1\.5\]"),
+        ([-0.1, 1.0], r"\[-0\.1, 1\.0\]"),
+        ([0.5, np.nan], r"\[nan, nan\]"),
+    ],
+)
 def test_check_targets_probabilities_outside_unit_interval(name, target, values):
     with pytest.raises(ValueError, match=name + r": targets must be in \[0, 1\], got values in " + values):
         check_targets(getattr(fnnet, name)(), np.asarray(target), 1)
 
 
-@pytest.mark.parametrize("labels, values", [([0, 1, 3], r"\[0, 3\]"), ([-1, 0, 2], r"\[-1, 2\]"),
-                                            ([[5]], r"\[5, 5\]")])
+@pytest.mark.parametrize(
+    "labels, values", [([0, 1, 3], r"\[0, 3\]"), ([-1, 0, 2], r"\[-1, 2\]"), ([[5]], r"\[5, 5\]")]
+)
 def test_check_targets_labels_outside_classes(labels, values):
     match = r"LossCrossEntropy: labels must be in \[0, 3\) for 3 classes, got values in " + values
     with pytest.raises(ValueError, match=match):
@@ -263,29 +277,39 @@ def test_cross_entropy_refuses_a_single_class():
     # One output: softmax is 1 whatever the logit, the loss 0 and its gradient 0, so a
     # model would never move. Refused, naming the fix.
     y, t = device(np.full((4, 1), 0.3, np.float32)), device(np.ones((4, 1), np.float32))
-    match = (r"LossCrossEntropy: needs at least 2 classes \(logits \(\.\.\., classes\)\), got logits "
-             r"of shape \(4, 1\); for one output use LossBCEWithLogits")
+    match = (
+        r"LossCrossEntropy: needs at least 2 classes \(logits \(\.\.\., classes\)\), got logits "
+        r"of shape \(4, 1\); for one output use LossBCEWithLogits"
+    )
     for f in (LossCrossEntropy().value, LossCrossEntropy().grad):
         with pytest.raises(ValueError, match=match):
             f(y, t)
-    with pytest.raises(ValueError, match=r"LossCrossEntropy: needs at least 2 classes, got a "
-                                         r"model with 1 output\(s\); for one output use "
-                                         r"LossBCEWithLogits"):
+    with pytest.raises(
+        ValueError,
+        match=r"LossCrossEntropy: needs at least 2 classes, got a "
+        r"model with 1 output\(s\); for one output use "
+        r"LossBCEWithLogits",
+    ):
         check_targets(LossCrossEntropy(), np.ones((4, 1), np.float32), 1)
 
 
 def test_cross_entropy_float_labels_are_named_as_such():
     y, labels = device(np.zeros((4, 3), np.float32)), device(np.array([0.0, 1.0, 2.0, 1.0]))
-    match = (r"LossCrossEntropy: prediction and target must have the same shape, got \(4, 3\) and "
-             r"\(4,\): class labels must be integers, got float64 labels \(convert them, e\.g\. "
-             r"labels\.astype\(jnp\.int32\)\), or give one-hot rows of the model's width, shape "
-             r"\(4, 3\)")
+    match = (
+        r"LossCrossEntropy: prediction and target must have the same shape, got \(4, 3\) and "
+        r"\(4,\): class labels must be integers, got float64 labels \(convert them, e\.g\. "
+        r"labels\.astype\(jnp\.int32\)\), or give one-hot rows of the model's width, shape "
+        r"\(4, 3\)"
+    )
     for f in (LossCrossEntropy().value, LossCrossEntropy().grad):
         with pytest.raises(ValueError, match=match):
             f(y, labels)
-    with pytest.raises(ValueError, match=r"LossCrossEntropy: class labels must be integers, got "
-                                         r"float32 targets of shape \(4,\); or give one-hot rows "
-                                         r"of the model's width 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"LossCrossEntropy: class labels must be integers, got "
+        r"float32 targets of shape \(4,\); or give one-hot rows "
+        r"of the model's width 3",
+    ):
         check_targets(LossCrossEntropy(), np.array([0, 1, 2, 1], np.float32), 3)
 
 

@@ -68,8 +68,9 @@ SCRIPT = textwrap.dedent("""
 
 def test_sharded_fit_matches_single_device_fit():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout + done.stderr
 
 
@@ -77,9 +78,9 @@ def test_sharded_fit_matches_single_device_fit():
 def test_mesh_must_be_a_mesh(bad):
     import jax
     import fnnet
+
     model = fnnet.serial(fnnet.Linear(2, 16), fnnet.ReLU(), fnnet.Linear(16, 1), fnnet.Sigmoid())
     x, y = fnnet.data.disk(8, jax.random.key(1))
     params = model.init(jax.random.key(0), x.shape)[1]
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
-        fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, epochs=1,
-                  progress=False, mesh=bad)
+        fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, epochs=1, progress=False, mesh=bad)

@@ -15,8 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
-from layer_oracle import (assert_trees_close, assert_twin_matches, assert_vjp_matches_jax,
-                          device, hand_vjp)
+from layer_oracle import assert_trees_close, assert_twin_matches, assert_vjp_matches_jax, device, hand_vjp
 
 import fnnet
 from fnnet import BatchNorm, LayerNorm, State
@@ -26,16 +25,19 @@ MODES = pytest.mark.parametrize("train", [True, False], ids=["train", "infer"])
 BN = BatchNorm(momentum=0.8, eps=1e-3)
 LN = LayerNorm(eps=1e-3)
 KEY = jax.random.key(0)
-seeds = st.integers(0, 2 ** 32 - 1)
+seeds = st.integers(0, 2**32 - 1)
 
 
 def random_params(rng, c, dtype, running=True):
     """scale of either sign and away from 1, shift, running mean and var away from 0 and 1."""
-    params = {"scale": device(rng.uniform(0.5, 2, c) * rng.choice([-1, 1], c), dtype),
-              "shift": device(rng.normal(size=c), dtype)}
+    params = {
+        "scale": device(rng.uniform(0.5, 2, c) * rng.choice([-1, 1], c), dtype),
+        "shift": device(rng.normal(size=c), dtype),
+    }
     if running:
-        params["running"] = State(mean=device(rng.normal(size=c), dtype),
-                                  var=device(rng.uniform(0.3, 3, c), dtype))
+        params["running"] = State(
+            mean=device(rng.normal(size=c), dtype), var=device(rng.uniform(0.3, 3, c), dtype)
+        )
     return params
 
 
@@ -47,8 +49,11 @@ def random_input(rng, shape, dtype):
 
 def random_point(seed, shape, dtype, running=True):
     rng = np.random.default_rng(seed)
-    return (random_params(rng, shape[-1], dtype, running), random_input(rng, shape, dtype),
-            device(rng.normal(size=shape), dtype))
+    return (
+        random_params(rng, shape[-1], dtype, running),
+        random_input(rng, shape, dtype),
+        device(rng.normal(size=shape), dtype),
+    )
 
 
 # --- VJPs against jax.vjp -------------------------------------------------------------
@@ -56,33 +61,39 @@ def random_point(seed, shape, dtype, running=True):
 
 # (dtype, shape): float64 on 2-D, 4-D (BatchNorm normalizes over all of (2, 3, 4)) and a
 # batch of one example; float32 on 4-D. Each configuration compiles a program.
-CASES = pytest.mark.parametrize("dtype, shape", [
-    (np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float64, (1, 4)),
-    (np.float32, (2, 3, 4, 5))], ids=["f64-2d", "f64-4d", "f64-batch1", "f32-4d"])
+CASES = pytest.mark.parametrize(
+    "dtype, shape",
+    [(np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float64, (1, 4)), (np.float32, (2, 3, 4, 5))],
+    ids=["f64-2d", "f64-4d", "f64-batch1", "f32-4d"],
+)
 
 
 @CASES
 @MODES
 def test_batchnorm_vjp_matches_jax(dtype, shape, train):
     if train and math.prod(shape[:-1]) == 1:  # one value per feature: no batch statistics
-        with pytest.raises(ValueError, match=r"BatchNorm\(momentum=0\.8, eps=0\.001\): training "
-                                             r"normalizes by the batch and needs more than one"):
+        with pytest.raises(
+            ValueError,
+            match=r"BatchNorm\(momentum=0\.8, eps=0\.001\): training "
+            r"normalizes by the batch and needs more than one",
+        ):
             assert_vjp_matches_jax(BN, *random_point(1, shape, dtype), train=train, key=KEY)
         return
     assert_vjp_matches_jax(BN, *random_point(1, shape, dtype), train=train, key=KEY)
 
 
 @settings(max_examples=2, deadline=None)  # each new shape compiles
-@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), seed=seeds,
-       train=st.booleans())
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), seed=seeds, train=st.booleans())
 def test_batchnorm_vjp_matches_jax_random_shapes(shape, seed, train):
     assume(not train or math.prod(shape[:-1]) > 1)  # a batch of one is refused in training
     assert_vjp_matches_jax(BN, *random_point(seed, shape, np.float64), train=train, key=KEY)
 
 
-@pytest.mark.parametrize("dtype, shape", [
-    (np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float32, (2, 3, 4, 5))],
-    ids=["f64-2d", "f64-4d", "f32-4d"])
+@pytest.mark.parametrize(
+    "dtype, shape",
+    [(np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float32, (2, 3, 4, 5))],
+    ids=["f64-2d", "f64-4d", "f32-4d"],
+)
 def test_layernorm_vjp_matches_jax(dtype, shape):
     # LayerNorm is the same in both modes (its apply and vjp ignore train and key), and
     # each example is normalized on its own (a batch of one is no special case).
@@ -98,13 +109,13 @@ def test_layernorm_vjp_matches_jax_random_shapes(shape, seed):
 # --- finite differences (no autodiff at all) ------------------------------------------
 
 
-@pytest.mark.parametrize("train, shape", [(True, (2, 3, 3)), (False, (4, 3))],
-                         ids=["train", "infer"])
+@pytest.mark.parametrize("train, shape", [(True, (2, 3, 3)), (False, (4, 3))], ids=["train", "infer"])
 def test_batchnorm_vjp_finite_differences(train, shape):
     params, x, _ = random_point(3, shape, np.float64)
     mode = dict(train=train, key=KEY)
-    check_vjp(jax.jit(lambda p, x: BN.apply(p, x, **mode)), hand_vjp(BN, **mode), (params, x),
-              atol=1e-6, rtol=1e-6)
+    check_vjp(
+        jax.jit(lambda p, x: BN.apply(p, x, **mode)), hand_vjp(BN, **mode), (params, x), atol=1e-6, rtol=1e-6
+    )
 
 
 def test_layernorm_vjp_finite_differences():
@@ -115,9 +126,11 @@ def test_layernorm_vjp_finite_differences():
 # --- feature-major twins --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype, train", [
-    (np.float64, True), (np.float64, False), (np.float32, True)],
-    ids=["f64-train", "f64-infer", "f32-train"])
+@pytest.mark.parametrize(
+    "dtype, train",
+    [(np.float64, True), (np.float64, False), (np.float32, True)],
+    ids=["f64-train", "f64-infer", "f32-train"],
+)
 def test_batchnorm_twin_matches_batch_major(dtype, train):
     assert_twin_matches(BN, *random_point(5, (7, 3), dtype), train=train, key=KEY)
 
@@ -128,8 +141,7 @@ def test_layernorm_twin_matches_batch_major():
 
 def test_batchnorm_twin_update_state_matches_batch_major():
     params, x, _ = random_point(7, (9, 4), np.float64)
-    assert_trees_close(BN.feature_major.update_state(params, x.T), BN.update_state(params, x),
-                       np.float64)
+    assert_trees_close(BN.feature_major.update_state(params, x.T), BN.update_state(params, x), np.float64)
 
 
 # --- BatchNorm: params, inference, training -------------------------------------------
@@ -141,21 +153,28 @@ def test_batchnorm_params_structure(dtype):
     assert out_shape == (8, 5)
     assert set(params) == {"scale", "shift", "running"}
     assert isinstance(params["running"], State) and set(params["running"]) == {"mean", "var"}
-    for name, leaf, value in [("scale", params["scale"], 1.0), ("shift", params["shift"], 0.0),
-                              ("mean", params["running"]["mean"], 0.0),
-                              ("var", params["running"]["var"], 1.0)]:
+    for name, leaf, value in [
+        ("scale", params["scale"], 1.0),
+        ("shift", params["shift"], 0.0),
+        ("mean", params["running"]["mean"], 0.0),
+        ("var", params["running"]["var"], 1.0),
+    ]:
         assert leaf.shape == (5,) and leaf.dtype == dtype, name
         np.testing.assert_array_equal(leaf, np.full(5, value), err_msg=name)
     assert fnnet.state.trainable_mask(params) == {
-        "scale": True, "shift": True, "running": State(mean=False, var=False)}
+        "scale": True,
+        "shift": True,
+        "running": State(mean=False, var=False),
+    }
 
 
 def test_batchnorm_inference_uses_the_running_statistics():
     params, _, _ = random_point(8, (1, 3), np.float64)
     x = device(np.random.default_rng(9).normal(size=(1, 3)))  # one example: no batch statistics
     p = jax.tree.map(np.asarray, params)
-    expected = (p["scale"] * (np.asarray(x) - p["running"]["mean"])
-                / np.sqrt(p["running"]["var"] + 1e-3) + p["shift"])
+    expected = (
+        p["scale"] * (np.asarray(x) - p["running"]["mean"]) / np.sqrt(p["running"]["var"] + 1e-3) + p["shift"]
+    )
     y = BN.apply(params, x)
     np.testing.assert_allclose(y, expected, rtol=1e-12)
     np.testing.assert_array_equal(BN.apply(params, x), y)  # deterministic
@@ -180,25 +199,30 @@ def test_batchnorm_training_normalizes_by_the_batch(shape):
     # Scaled and shifted: mean shift, standard deviation |scale| (up to eps).
     y = np.asarray(BN.apply(params, x, train=True))
     np.testing.assert_allclose(y.mean(axis=axes), params["shift"], rtol=1e-10)
-    np.testing.assert_allclose(y.std(axis=axes),
-                               np.abs(params["scale"]) * np.sqrt(var / (var + 1e-3)), rtol=1e-10)
+    np.testing.assert_allclose(
+        y.std(axis=axes), np.abs(params["scale"]) * np.sqrt(var / (var + 1e-3)), rtol=1e-10
+    )
 
 
-@pytest.mark.parametrize("dtype, shape", [(np.float64, (2, 3, 4, 3)), (np.float32, (6, 3))],
-                         ids=["f64-4d", "f32-2d"])
+@pytest.mark.parametrize(
+    "dtype, shape", [(np.float64, (2, 3, 4, 3)), (np.float32, (6, 3))], ids=["f64-4d", "f32-2d"]
+)
 def test_batchnorm_update_state_moves_the_running_statistics(shape, dtype):
     params, x, _ = random_point(11, shape, dtype)
     new = BN.update_state(params, x)
     xs = np.asarray(x, np.float64)
     axes = tuple(range(len(shape) - 1))
     running = jax.tree.map(lambda a: np.asarray(a, np.float64), params["running"])
-    expected = {"mean": 0.8 * running["mean"] + 0.2 * xs.mean(axis=axes),
-                "var": 0.8 * running["var"] + 0.2 * xs.var(axis=axes)}  # biased (ddof=0)
+    expected = {
+        "mean": 0.8 * running["mean"] + 0.2 * xs.mean(axis=axes),
+        "var": 0.8 * running["var"] + 0.2 * xs.var(axis=axes),
+    }  # biased (ddof=0)
     assert isinstance(new["running"], State) and set(new) == set(params)
     for stat in ("mean", "var"):
         assert new["running"][stat].dtype == dtype
-        np.testing.assert_allclose(new["running"][stat], expected[stat],
-                                   rtol=1e-12 if dtype == np.float64 else 1e-6)
+        np.testing.assert_allclose(
+            new["running"][stat], expected[stat], rtol=1e-12 if dtype == np.float64 else 1e-6
+        )
     # scale and shift are the very same arrays
     assert new["scale"] is params["scale"] and new["shift"] is params["shift"]
 
@@ -211,8 +235,9 @@ def test_batchnorm_update_state_uses_the_biased_variance():
     np.testing.assert_allclose(new["running"]["var"], [1.0], rtol=1e-15)
 
 
-@pytest.mark.parametrize("opt", [fnnet.SGD(0.1, momentum=0.9, weight_decay=0.1), fnnet.Adam(0.01)],
-                         ids=["SGD", "Adam"])
+@pytest.mark.parametrize(
+    "opt", [fnnet.SGD(0.1, momentum=0.9, weight_decay=0.1), fnnet.Adam(0.01)], ids=["SGD", "Adam"]
+)
 def test_optimizers_never_change_the_running_statistics(opt):
     params, _, _ = random_point(13, (4, 3), np.float32)
     model_params = (params, {"w": device(np.ones((3, 2)), np.float32)})
@@ -237,16 +262,18 @@ def test_optimizers_never_change_the_running_statistics(opt):
 # --- errors ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: BatchNorm(momentum=1.0), ValueError,
-     r"BatchNorm: momentum must be in \[0, 1\), got 1.0"),
-    (lambda: BatchNorm(momentum=-0.1), ValueError, r"BatchNorm: momentum must be in \[0, 1\)"),
-    (lambda: BatchNorm(momentum=True), TypeError, r"BatchNorm: momentum must be a float, got True"),
-    (lambda: BatchNorm(eps=0.0), ValueError, r"BatchNorm: eps must be > 0, got 0.0"),
-    (lambda: BatchNorm(eps=math.nan), ValueError, r"BatchNorm: eps must be > 0, got nan"),
-    (lambda: LayerNorm(eps=-1.0), ValueError, r"LayerNorm: eps must be > 0, got -1.0"),
-    (lambda: LayerNorm(eps="1e-5"), TypeError, r"LayerNorm: eps must be a float, got '1e-5'"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: BatchNorm(momentum=1.0), ValueError, r"BatchNorm: momentum must be in \[0, 1\), got 1.0"),
+        (lambda: BatchNorm(momentum=-0.1), ValueError, r"BatchNorm: momentum must be in \[0, 1\)"),
+        (lambda: BatchNorm(momentum=True), TypeError, r"BatchNorm: momentum must be a float, got True"),
+        (lambda: BatchNorm(eps=0.0), ValueError, r"BatchNorm: eps must be > 0, got 0.0"),
+        (lambda: BatchNorm(eps=math.nan), ValueError, r"BatchNorm: eps must be > 0, got nan"),
+        (lambda: LayerNorm(eps=-1.0), ValueError, r"LayerNorm: eps must be > 0, got -1.0"),
+        (lambda: LayerNorm(eps="1e-5"), TypeError, r"LayerNorm: eps must be a float, got '1e-5'"),
+    ],
+)
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
@@ -256,11 +283,17 @@ def test_batchnorm_wrong_input_and_params():
     params, x, _ = random_point(14, (4, 3), np.float64)
     with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected input with at least 2 axes"):
         BN.apply(params, x[0])
-    with pytest.raises(ValueError, match=r"BatchNorm\(.*\): params\[.*\] must have shape "
-                                         r"\(5,\) for input of shape \(4, 5\), got \(3,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"BatchNorm\(.*\): params\[.*\] must have shape "
+        r"\(5,\) for input of shape \(4, 5\), got \(3,\)",
+    ):
         BN.apply(params, device(np.ones((4, 5))))
-    plain = {"scale": params["scale"], "shift": params["shift"],
-             "running": dict(params["running"])}  # a dict, not a State
+    plain = {
+        "scale": params["scale"],
+        "shift": params["shift"],
+        "running": dict(params["running"]),
+    }  # a dict, not a State
     with pytest.raises(ValueError, match=r"'running' a State with 'mean' and 'var'"):
         BN.apply(plain, x)
     with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected input_shape with at least 2"):

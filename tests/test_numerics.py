@@ -30,10 +30,22 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import fnnet
-from fnnet import (ELU, Identity, LeakyReLU, Linear, LossBCE, LossBCEWithLogits,
-                   LossCrossEntropy, LossMSE, ReLU, Sigmoid, Softplus, Tanh)
+from fnnet import (
+    ELU,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LossBCE,
+    LossBCEWithLogits,
+    LossCrossEntropy,
+    LossMSE,
+    ReLU,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
 
-U = 2.0 ** -24
+U = 2.0**-24
 TINY = 1e-36
 EXAMPLES = settings(max_examples=40, deadline=None)
 FEW_EXAMPLES = settings(max_examples=15, deadline=None)  # per activation: 9 of them
@@ -55,17 +67,21 @@ def assert_within(name, got, want, bound):
     bad = ~(error <= bound)
     if bad.any():
         i = np.unravel_index(np.argmax(bad), bad.shape)
-        raise AssertionError(f"{name}{list(i)}: float32 {got[i]!r}, float64 oracle {want[i]!r}, "
-                             f"error {error[i]:.3g} > bound {bound[i]:.3g} "
-                             f"({int(bad.sum())} of {bad.size} elements out)")
+        raise AssertionError(
+            f"{name}{list(i)}: float32 {got[i]!r}, float64 oracle {want[i]!r}, "
+            f"error {error[i]:.3g} > bound {bound[i]:.3g} "
+            f"({int(bad.sum())} of {bad.size} elements out)"
+        )
 
 
 def highest_precision(f):
     """Trace `f` with float32 matmuls in full float32 (no TF32 or bf16 passes on accelerators)."""
+
     @functools.wraps(f)
     def traced(*args):
         with jax.default_matmul_precision("highest"):
             return f(*args)
+
     return traced
 
 
@@ -141,8 +157,7 @@ def compare_linear(params, x, dy):
 
 
 @EXAMPLES
-@given(w=floats32((N_IN, N_OUT)), b=floats32((N_OUT,)), x=floats32((B, N_IN)),
-       dy=floats32((B, N_OUT)))
+@given(w=floats32((N_IN, N_OUT)), b=floats32((N_OUT,)), x=floats32((B, N_IN)), dy=floats32((B, N_OUT)))
 def test_linear_matches_float64_oracle(w, b, x, dy):
     params = {"w": w, "b": b}
     hands, (y64, (dparams64, dx64)) = compare_linear(params, x, dy)
@@ -268,16 +283,14 @@ def ce_bounds(y, t):
     log_softmax = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     ls_error = 16 * U * (np.abs(log_softmax) + CLASSES)
     n = y.shape[0]
-    value_bound = ((np.abs(t) * ls_error).sum() + (t.size + 2) * U * np.abs(t * log_softmax).sum()
-                   ) / n + TINY
+    value_bound = ((np.abs(t) * ls_error).sum() + (t.size + 2) * U * np.abs(t * log_softmax).sum()) / n + TINY
     softmax = np.exp(log_softmax) * t.sum(axis=-1, keepdims=True)
     grad_bound = (softmax * (ls_error + 10 * U) + 4 * U * np.abs(t)) / n + TINY
     return value_bound, grad_bound
 
 
 @EXAMPLES
-@given(y=floats32((8, CLASSES)),
-       labels=arrays(np.int32, (8,), elements=st.integers(0, CLASSES - 1)))
+@given(y=floats32((8, CLASSES)), labels=arrays(np.int32, (8,), elements=st.integers(0, CLASSES - 1)))
 def test_cross_entropy_labels_match_float64_oracle(y, labels):
     compare = compare_loss(LossCrossEntropy(), cross_entropy_reference)
     (value, grad), (value64, grad64) = compare(y, labels)
@@ -287,8 +300,7 @@ def test_cross_entropy_labels_match_float64_oracle(y, labels):
 
 
 @EXAMPLES
-@given(y=floats32((8, CLASSES)),
-       t=floats32((8, CLASSES), 0, 1))
+@given(y=floats32((8, CLASSES)), t=floats32((8, CLASSES), 0, 1))
 def test_cross_entropy_probabilities_match_float64_oracle(y, t):
     compare = compare_loss(LossCrossEntropy(), cross_entropy_reference)
     (value, grad), (value64, grad64) = compare(y, t)
@@ -304,8 +316,9 @@ def test_cross_entropy_probabilities_match_float64_oracle(y, t):
 
 WIDTHS = (4, 8, 8, CLASSES)
 ACTS = (Tanh(), Softplus(), Sigmoid())
-MODEL_LAYERS = [layer for n_in, n_out, act in zip(WIDTHS, WIDTHS[1:], ACTS)
-                for layer in (Linear(n_in, n_out), act)]
+MODEL_LAYERS = [
+    layer for n_in, n_out, act in zip(WIDTHS, WIDTHS[1:], ACTS) for layer in (Linear(n_in, n_out), act)
+]
 MODEL = fnnet.serial(*MODEL_LAYERS)
 REFERENCES = (jnp.tanh, jax.nn.softplus, jax.nn.sigmoid)
 
@@ -350,9 +363,12 @@ def serial_bounds(params, x, dy):
             w = jnp.abs(p["w"])
             n = a.shape[0]
             dparams_bounds[i] = {
-                "w": a_error.T @ jnp.abs(g) + jnp.abs(a).T @ g_error
-                     + (n + 1) * U * jnp.abs(a).T @ jnp.abs(g) + TINY,
-                "b": g_error.sum(axis=0) + (n + 1) * U * jnp.abs(g).sum(axis=0) + TINY}
+                "w": a_error.T @ jnp.abs(g)
+                + jnp.abs(a).T @ g_error
+                + (n + 1) * U * jnp.abs(a).T @ jnp.abs(g)
+                + TINY,
+                "b": g_error.sum(axis=0) + (n + 1) * U * jnp.abs(g).sum(axis=0) + TINY,
+            }
             g_error = g_error @ w.T + (w.shape[1] + 1) * U * jnp.abs(g) @ w.T + TINY
         else:
             dparams_bounds[i] = ()
@@ -367,22 +383,26 @@ def serial_bounds(params, x, dy):
 def compare_serial(params, x, dy):
     twin = MODEL.feature_major
     dparams_fm, dx_fm = twin.vjp(params, x.T, dy.T)
-    hand = ((MODEL.apply(params, x), MODEL.vjp(params, x, dy)),
-            (twin.apply(params, x.T).T, (dparams_fm, dx_fm.T)))
+    hand = (
+        (MODEL.apply(params, x), MODEL.vjp(params, x, dy)),
+        (twin.apply(params, x.T).T, (dparams_fm, dx_fm.T)),
+    )
     params64, x64, dy64 = jax.tree.map(lambda a: a.astype(F64), (params, x, dy))
     return hand, oracle_vjp(serial_reference, params, x, dy), serial_bounds(params64, x64, dy64)
 
 
 def serial_params():
     shapes = [(n_in, n_out) for n_in, n_out in zip(WIDTHS, WIDTHS[1:])]
-    return st.tuples(*(st.fixed_dictionaries({"w": floats32(shape, -2, 2),
-                                              "b": floats32(shape[1:], -2, 2)})
-                       for shape in shapes))
+    return st.tuples(
+        *(
+            st.fixed_dictionaries({"w": floats32(shape, -2, 2), "b": floats32(shape[1:], -2, 2)})
+            for shape in shapes
+        )
+    )
 
 
 @EXAMPLES
-@given(linears=serial_params(), x=floats32((B_SERIAL, WIDTHS[0])),
-       dy=floats32((B_SERIAL, WIDTHS[-1])))
+@given(linears=serial_params(), x=floats32((B_SERIAL, WIDTHS[0])), dy=floats32((B_SERIAL, WIDTHS[-1])))
 def test_serial_matches_float64_oracle(linears, x, dy):
     # Weights within +-2, as training gives; the data and cotangents span +-1e4. The bounds
     # are first order (products of two errors dropped), hence the factor 2.
@@ -390,6 +410,9 @@ def test_serial_matches_float64_oracle(linears, x, dy):
     hands, (y64, grads64), (y_bound, grad_bounds) = compare_serial(params, x, dy)
     for layout, (y, grads) in zip(["batch-major", "feature-major"], hands):
         assert_within(f"{layout} y", y, y64, 2 * y_bound)
-        for (path, got), want, bound in zip(jax.tree_util.tree_flatten_with_path(grads)[0],
-                                            jax.tree.leaves(grads64), jax.tree.leaves(grad_bounds)):
+        for (path, got), want, bound in zip(
+            jax.tree_util.tree_flatten_with_path(grads)[0],
+            jax.tree.leaves(grads64),
+            jax.tree.leaves(grad_bounds),
+        ):
             assert_within(f"{layout} {jax.tree_util.keystr(path)}", got, want, 2 * bound)

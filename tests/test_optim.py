@@ -16,18 +16,23 @@ def make_params(seed, dtype=np.float64):
     """A small params pytree with dict and tuple nesting and a scalar leaf."""
     rng = np.random.default_rng(seed)
     return {
-        "dense": {"w": jnp.asarray(rng.normal(size=(3, 4)), dtype),
-                  "b": jnp.asarray(rng.normal(size=(4,)), dtype)},
-        "stack": (jnp.asarray(rng.normal(size=(2,)), dtype),
-                  (jnp.asarray(rng.normal(size=(2, 2)), dtype), jnp.asarray(rng.normal(), dtype))),
+        "dense": {
+            "w": jnp.asarray(rng.normal(size=(3, 4)), dtype),
+            "b": jnp.asarray(rng.normal(size=(4,)), dtype),
+        },
+        "stack": (
+            jnp.asarray(rng.normal(size=(2,)), dtype),
+            (jnp.asarray(rng.normal(size=(2, 2)), dtype), jnp.asarray(rng.normal(), dtype)),
+        ),
     }
 
 
 def make_noise(seed, params, n_steps=N_STEPS):
     """n_steps pytrees of random numbers shaped like params."""
     rng = np.random.default_rng(seed)
-    return [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
-            for _ in range(n_steps)]
+    return [
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params) for _ in range(n_steps)
+    ]
 
 
 @jax.jit
@@ -36,15 +41,27 @@ def gradient(params, noise):
     return jax.tree.map(lambda p, n: 0.5 * p + n, params, noise)
 
 
-def reference(kind, params, noises, lr, schedule=None, decay=1.0, momentum=0.0, nesterov=False,
-              weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8):
+def reference(
+    kind,
+    params,
+    noises,
+    lr,
+    schedule=None,
+    decay=1.0,
+    momentum=0.0,
+    nesterov=False,
+    weight_decay=0.0,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+):
     """len(noises) optimizer steps in NumPy float64, straight from the textbook formulas."""
     leaves, treedef = jax.tree.flatten(params)
     p = [np.asarray(leaf, np.float64) for leaf in leaves]
     slot_a = [np.zeros_like(x) for x in p]  # velocity, or Adam's first moment
     slot_b = [np.zeros_like(x) for x in p]  # Adam's second moment
     for t, noise in enumerate(noises):
-        lr_t = lr * decay ** t * (1.0 if schedule is None else schedule(t))
+        lr_t = lr * decay**t * (1.0 if schedule is None else schedule(t))
         for i, n in enumerate(jax.tree.leaves(noise)):
             g = 0.5 * p[i] + np.asarray(n, np.float64)
             if kind == "SGD":
@@ -81,8 +98,7 @@ CONFIGS = {
     "sgd_momentum": ("SGD", dict(lr=0.05, momentum=0.9)),
     "sgd_nesterov": ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
     "sgd_weight_decay": ("SGD", dict(lr=0.1, weight_decay=0.3)),
-    "sgd_everything": ("SGD", dict(lr=0.05, decay=0.98, momentum=0.8, nesterov=True,
-                                   weight_decay=0.05)),
+    "sgd_everything": ("SGD", dict(lr=0.05, decay=0.98, momentum=0.8, nesterov=True, weight_decay=0.05)),
     "adam": ("Adam", dict(lr=0.01)),
     "adam_everything": ("Adam", dict(lr=0.02, b1=0.8, b2=0.99, eps=1e-6, decay=0.99)),
 }
@@ -152,12 +168,12 @@ def test_schedule_lr_scaled_by_state_lr_and_decay(kind):
     opt = OPTIMIZERS[kind](lr=schedule, decay=0.95)
 
     got, _ = run(opt, params, noises)
-    want = reference(kind, params, noises, lr=1.0, schedule=lambda t: 0.3 * 0.9 ** t, decay=0.95)
+    want = reference(kind, params, noises, lr=1.0, schedule=lambda t: 0.3 * 0.9**t, decay=0.95)
     assert_trees_close(got, want, rtol=1e-11, atol=1e-13)
 
     # The state's lr scales the schedule.
     got, _ = run(opt, params, noises, state=opt.init(params, lr=2.0))
-    want = reference(kind, params, noises, lr=2.0, schedule=lambda t: 0.3 * 0.9 ** t, decay=0.95)
+    want = reference(kind, params, noises, lr=2.0, schedule=lambda t: 0.3 * 0.9**t, decay=0.95)
     assert_trees_close(got, want, rtol=1e-11, atol=1e-13)
 
 
@@ -172,24 +188,27 @@ def test_step_schedule_changes_at_its_boundary():
     np.testing.assert_allclose(moves, [0.5, 0.5, 0.05, 0.05], rtol=1e-15)
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(lr=0.03, decay=0.9),
-    dict(lr=jnp.asarray(0.03), decay=np.float64(0.9), momentum=jnp.asarray(0.5)),
-    dict(lr=np.asarray(0.07, np.float32), weight_decay=0.2, momentum=0.7),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(lr=0.03, decay=0.9),
+        dict(lr=jnp.asarray(0.03), decay=np.float64(0.9), momentum=jnp.asarray(0.5)),
+        dict(lr=np.asarray(0.07, np.float32), weight_decay=0.2, momentum=0.7),
+    ],
+)
 def test_init_overrides_hyperparameters(overrides):
     opt = fnnet.SGD(lr=1.0, decay=0.5, momentum=0.1, nesterov=True)
     params = make_params(8)
     noises = make_noise(9, params, n_steps=20)
     state = opt.init(params, **overrides)
-    for name, value in {"lr": 1.0, "decay": 0.5, "momentum": 0.1, "weight_decay": 0.0,
-                        **overrides}.items():
+    for name, value in {"lr": 1.0, "decay": 0.5, "momentum": 0.1, "weight_decay": 0.0, **overrides}.items():
         assert state.hyperparams[name].shape == ()
         assert state.hyperparams[name].dtype == jnp.float64
         assert float(state.hyperparams[name]) == float(value), name
     got, _ = run(opt, params, noises, state=state)
-    want = reference("SGD", params, noises, **{"lr": 1.0, "decay": 0.5, "momentum": 0.1,
-                                                "nesterov": True, **overrides})
+    want = reference(
+        "SGD", params, noises, **{"lr": 1.0, "decay": 0.5, "momentum": 0.1, "nesterov": True, **overrides}
+    )
     assert_trees_close(got, want, rtol=1e-11, atol=1e-13)
 
 
@@ -215,8 +234,7 @@ def test_sgd_without_momentum_keeps_no_velocity():
     got, _ = run(fnnet.SGD(lr=0.1, decay=0.9, momentum=None), params, noises)
     want, _ = run(fnnet.SGD(lr=0.1, decay=0.9), params, noises)
     assert_trees_close(got, want, rtol=1e-12, atol=1e-14)
-    assert_trees_close(got, reference("SGD", params, noises, lr=0.1, decay=0.9),
-                       rtol=1e-11, atol=1e-13)
+    assert_trees_close(got, reference("SGD", params, noises, lr=0.1, decay=0.9), rtol=1e-11, atol=1e-13)
 
 
 def test_hyperparameters_are_data_no_recompilation():
@@ -265,15 +283,25 @@ def test_vmap_over_hyperparameters(kind):
 
     for i, member in enumerate(members):
         own_noises = [jax.tree.map(lambda a: a[i], noise) for noise in noises]
-        want, _ = run(opt, member, own_noises,
-                      state=opt.init(member, lr=float(lrs[i]), decay=float(decays[i])))
+        want, _ = run(
+            opt, member, own_noises, state=opt.init(member, lr=float(lrs[i]), decay=float(decays[i]))
+        )
         got = jax.tree.map(lambda a: a[i], params)
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-13, atol=1e-14)
-        assert_trees_close(got, reference(kind, member, own_noises, lr=float(lrs[i]),
-                                          decay=float(decays[i]),
-                                          **({"momentum": 0.9} if kind == "SGD" else {})),
-                           rtol=1e-11, atol=1e-13)
+        assert_trees_close(
+            got,
+            reference(
+                kind,
+                member,
+                own_noises,
+                lr=float(lrs[i]),
+                decay=float(decays[i]),
+                **({"momentum": 0.9} if kind == "SGD" else {}),
+            ),
+            rtol=1e-11,
+            atol=1e-13,
+        )
 
 
 def test_float64_grads_keep_float32_params_and_slots():
@@ -285,60 +313,98 @@ def test_float64_grads_keep_float32_params_and_slots():
         assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves((new, state.slots)))
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: fnnet.SGD(lr=0.0), ValueError, r"SGD: lr must be > 0, got 0\.0"),
-    (lambda: fnnet.SGD(lr=-0.1), ValueError, r"SGD: lr must be > 0, got -0\.1"),
-    (lambda: fnnet.SGD(lr=float("nan")), ValueError, r"SGD: lr must be > 0, got nan"),
-    (lambda: fnnet.SGD(lr="0.1x"), TypeError, r"SGD: lr must be a number"),
-    (lambda: fnnet.SGD(lr=0.1, decay=0.0), ValueError, r"SGD: decay must be in \(0, 1\]"),
-    (lambda: fnnet.SGD(lr=0.1, decay=1.01), ValueError, r"SGD: decay must be in \(0, 1\]"),
-    (lambda: fnnet.SGD(lr=0.1, momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
-    (lambda: fnnet.SGD(lr=0.1, momentum=-0.1), ValueError, r"SGD: momentum must be in \[0, 1\)"),
-    (lambda: fnnet.SGD(lr=0.1, nesterov=True), ValueError,
-     r"SGD: nesterov=True needs momentum > 0, got momentum=0"),
-    (lambda: fnnet.SGD(lr=0.1, momentum=0.0, nesterov=True), ValueError,
-     r"nesterov=True needs momentum > 0"),
-    (lambda: fnnet.SGD(lr=0.1, momentum=None, nesterov=True), ValueError,
-     r"nesterov=True needs momentum > 0, got momentum=None"),
-    (lambda: fnnet.SGD(lr=0.1, weight_decay=-0.1), ValueError, r"SGD: weight_decay must be >= 0"),
-    (lambda: fnnet.Adam(lr=0.0), ValueError, r"Adam: lr must be > 0"),
-    (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
-    (lambda: fnnet.Adam(lr=0.1, b2=-0.5), ValueError, r"Adam: b2 must be in \[0, 1\)"),
-    (lambda: fnnet.Adam(lr=0.1, eps=0.0), ValueError, r"Adam: eps must be > 0"),
-    (lambda: fnnet.Adam(lr=0.1, decay=2.0), ValueError, r"Adam: decay must be in \(0, 1\]"),
-    (lambda: fnnet.SGD(lr=lambda t: 0.0 * t), ValueError, r"SGD: the lr schedule must .*> 0"),
-    (lambda: fnnet.SGD(lr=lambda t: jnp.ones(2)), ValueError, r"SGD: the lr schedule must "),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: fnnet.SGD(lr=0.0), ValueError, r"SGD: lr must be > 0, got 0\.0"),
+        (lambda: fnnet.SGD(lr=-0.1), ValueError, r"SGD: lr must be > 0, got -0\.1"),
+        (lambda: fnnet.SGD(lr=float("nan")), ValueError, r"SGD: lr must be > 0, got nan"),
+        (lambda: fnnet.SGD(lr="0.1x"), TypeError, r"SGD: lr must be a number"),
+        (lambda: fnnet.SGD(lr=0.1, decay=0.0), ValueError, r"SGD: decay must be in \(0, 1\]"),
+        (lambda: fnnet.SGD(lr=0.1, decay=1.01), ValueError, r"SGD: decay must be in \(0, 1\]"),
+        (lambda: fnnet.SGD(lr=0.1, momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+        (lambda: fnnet.SGD(lr=0.1, momentum=-0.1), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+        (
+            lambda: fnnet.SGD(lr=0.1, nesterov=True),
+            ValueError,
+            r"SGD: nesterov=True needs momentum > 0, got momentum=0",
+        ),
+        (
+            lambda: fnnet.SGD(lr=0.1, momentum=0.0, nesterov=True),
+            ValueError,
+            r"nesterov=True needs momentum > 0",
+        ),
+        (
+            lambda: fnnet.SGD(lr=0.1, momentum=None, nesterov=True),
+            ValueError,
+            r"nesterov=True needs momentum > 0, got momentum=None",
+        ),
+        (lambda: fnnet.SGD(lr=0.1, weight_decay=-0.1), ValueError, r"SGD: weight_decay must be >= 0"),
+        (lambda: fnnet.Adam(lr=0.0), ValueError, r"Adam: lr must be > 0"),
+        (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
+        (lambda: fnnet.Adam(lr=0.1, b2=-0.5), ValueError, r"Adam: b2 must be in \[0, 1\)"),
+        (lambda: fnnet.Adam(lr=0.1, eps=0.0), ValueError, r"Adam: eps must be > 0"),
+        (lambda: fnnet.Adam(lr=0.1, decay=2.0), ValueError, r"Adam: decay must be in \(0, 1\]"),
+        (lambda: fnnet.SGD(lr=lambda t: 0.0 * t), ValueError, r"SGD: the lr schedule must .*> 0"),
+        (lambda: fnnet.SGD(lr=lambda t: jnp.ones(2)), ValueError, r"SGD: the lr schedule must "),
+    ],
+)
 def test_bad_hyperparameters_raise(make, error, match):
     with pytest.raises(error, match=match):
         make()
 
 
-@pytest.mark.parametrize("opt, overrides, error, match", [
-    (fnnet.SGD(lr=0.1), dict(lrr=0.1), TypeError,
-     r"SGD\.init: unknown hyperparameter\(s\) \['lrr'\]; expected some of "
-     r"\['decay', 'lr', 'momentum', 'weight_decay'\]"),
-    (fnnet.SGD(lr=0.1, momentum=None), dict(momentum=0.5), TypeError,
-     r"SGD\.init: unknown hyperparameter\(s\) \['momentum'\]; .* an SGD built with "
-     r"momentum=None keeps no velocity: build it with a momentum \(0 included\) to set it here"),
-    (fnnet.Adam(lr=0.1), dict(momentum=0.9), TypeError,
-     r"Adam\.init: unknown hyperparameter\(s\) \['momentum'\]"),
-    (fnnet.SGD(lr=0.1), dict(lr=0.0), ValueError, r"SGD: lr must be > 0"),
-    (fnnet.SGD(lr=0.1), dict(lr=jnp.asarray(-0.5)), ValueError, r"SGD: lr must be > 0"),
-    (fnnet.SGD(lr=0.1), dict(decay=jnp.asarray([0.5, 1.5])), ValueError,
-     r"SGD: decay must be a scalar .*got an array of shape \(2,\)"),
-    (fnnet.SGD(lr=0.1), dict(lr=jnp.full((8,), 0.1)), ValueError,
-     r"SGD: lr must be a scalar .*got an array of shape \(8,\)"),
-    (fnnet.SGD(lr=0.1), dict(momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
-    (fnnet.Adam(lr=0.1), dict(b2=1.0), ValueError, r"Adam: b2 must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "opt, overrides, error, match",
+    [
+        (
+            fnnet.SGD(lr=0.1),
+            dict(lrr=0.1),
+            TypeError,
+            r"SGD\.init: unknown hyperparameter\(s\) \['lrr'\]; expected some of "
+            r"\['decay', 'lr', 'momentum', 'weight_decay'\]",
+        ),
+        (
+            fnnet.SGD(lr=0.1, momentum=None),
+            dict(momentum=0.5),
+            TypeError,
+            r"SGD\.init: unknown hyperparameter\(s\) \['momentum'\]; .* an SGD built with "
+            r"momentum=None keeps no velocity: build it with a momentum \(0 included\) to set it here",
+        ),
+        (
+            fnnet.Adam(lr=0.1),
+            dict(momentum=0.9),
+            TypeError,
+            r"Adam\.init: unknown hyperparameter\(s\) \['momentum'\]",
+        ),
+        (fnnet.SGD(lr=0.1), dict(lr=0.0), ValueError, r"SGD: lr must be > 0"),
+        (fnnet.SGD(lr=0.1), dict(lr=jnp.asarray(-0.5)), ValueError, r"SGD: lr must be > 0"),
+        (
+            fnnet.SGD(lr=0.1),
+            dict(decay=jnp.asarray([0.5, 1.5])),
+            ValueError,
+            r"SGD: decay must be a scalar .*got an array of shape \(2,\)",
+        ),
+        (
+            fnnet.SGD(lr=0.1),
+            dict(lr=jnp.full((8,), 0.1)),
+            ValueError,
+            r"SGD: lr must be a scalar .*got an array of shape \(8,\)",
+        ),
+        (fnnet.SGD(lr=0.1), dict(momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
+        (fnnet.Adam(lr=0.1), dict(b2=1.0), ValueError, r"Adam: b2 must be in \[0, 1\)"),
+    ],
+)
 def test_bad_init_overrides_raise(opt, overrides, error, match):
     with pytest.raises(error, match=match):
         opt.init(make_params(0), **overrides)
 
 
-@pytest.mark.parametrize("owner, opt", [("SGD", fnnet.SGD(lr=0.1, momentum=0.5)),
-                                        ("Adam", fnnet.Adam(lr=0.1))], ids=["SGD", "Adam"])
+@pytest.mark.parametrize(
+    "owner, opt",
+    [("SGD", fnnet.SGD(lr=0.1, momentum=0.5)), ("Adam", fnnet.Adam(lr=0.1))],
+    ids=["SGD", "Adam"],
+)
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_grads_of_another_structure_raise(owner, opt, jit):
     params = make_params(0)
@@ -350,25 +416,45 @@ def test_grads_of_another_structure_raise(owner, opt, jit):
         jax.tree.leaves(params),  # flat
     ]
     for grads in wrong:
-        with pytest.raises(ValueError, match=rf"{owner}\.step: grads must have the structure "
-                                             r"of params"):
+        with pytest.raises(
+            ValueError,
+            match=rf"{owner}\.step: grads must have the structure "
+            r"of params",
+        ):
             step(params, grads, state)
 
 
 # --- what slipped past the hyperparameter checks (issue #12) ---------------------------------
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: fnnet.SGD(lr=np.array([0.1, 0.2])), ValueError,
-     (r"SGD: lr must be a scalar \(one value per run; vmap over opt\.init for a sweep\), "
-      r"got an array of shape \(2,\)")),
-    (lambda: fnnet.Adam(lr=0.1, b1=jnp.full((3,), 0.9)), ValueError,
-     r"Adam: b1 must be a scalar .*shape \(3,\)"),
-    (lambda: fnnet.SGD(lr=0.1, nesterov="yes"), TypeError,
-     r"SGD: nesterov must be True or False, got 'yes'"),
-    (lambda: fnnet.SGD(lr=0.1, momentum=0.5, nesterov=1), TypeError,
-     r"SGD: nesterov must be True or False, got 1"),
-])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (
+            lambda: fnnet.SGD(lr=np.array([0.1, 0.2])),
+            ValueError,
+            (
+                r"SGD: lr must be a scalar \(one value per run; vmap over opt\.init for a sweep\), "
+                r"got an array of shape \(2,\)"
+            ),
+        ),
+        (
+            lambda: fnnet.Adam(lr=0.1, b1=jnp.full((3,), 0.9)),
+            ValueError,
+            r"Adam: b1 must be a scalar .*shape \(3,\)",
+        ),
+        (
+            lambda: fnnet.SGD(lr=0.1, nesterov="yes"),
+            TypeError,
+            r"SGD: nesterov must be True or False, got 'yes'",
+        ),
+        (
+            lambda: fnnet.SGD(lr=0.1, momentum=0.5, nesterov=1),
+            TypeError,
+            r"SGD: nesterov must be True or False, got 1",
+        ),
+    ],
+)
 def test_constructor_refuses_non_scalar_hyperparameters_and_a_non_bool_nesterov(make, error, match):
     with pytest.raises(error, match=match):
         make()
@@ -377,26 +463,53 @@ def test_constructor_refuses_non_scalar_hyperparameters_and_a_non_bool_nesterov(
 F32 = make_params(0, np.float32)
 
 
-@pytest.mark.parametrize("opt, overrides, error, match", [
-    (fnnet.SGD(lr=0.1), {"lr": jnp.full((8,), 0.1)}, ValueError,
-     r"SGD: lr must be a scalar .*got an array of shape \(8,\)"),
-    (fnnet.SGD(lr=0.1), {"lr": np.full((1,), 0.1)}, ValueError,
-     r"SGD: lr must be a scalar .*got an array of shape \(1,\)"),
-    (fnnet.SGD(lr=0.1), {"lr": jnp.asarray(np.nan)}, ValueError, r"SGD: lr must be > 0, got .*nan"),
-    (fnnet.SGD(lr=0.1), {"lr": np.float32(np.nan)}, ValueError, r"SGD: lr must be > 0, got .*nan"),
-    (fnnet.SGD(lr=0.1), {"lr": jnp.asarray(np.inf)}, ValueError, r"SGD: lr must be > 0, got .*inf"),
-    # Valid as Python floats, but 0, 1 or inf in the params' float32: frozen params or NaN.
-    (fnnet.SGD(lr=0.1), {"lr": 1e-50}, ValueError,
-     r"SGD: lr must be > 0 in the params' dtype float32, got 1e-50, which is 0\.0 there"),
-    (fnnet.SGD(lr=1e-46), {}, ValueError, r"SGD: lr must be > 0 in the params' dtype float32"),
-    (fnnet.SGD(lr=0.1), {"lr": 1e300}, ValueError,
-     r"SGD: lr must be > 0 in the params' dtype float32, got 1e\+300, which is inf there"),
-    (fnnet.Adam(lr=0.1), {"b2": 1 - 1e-9}, ValueError,
-     r"Adam: b2 must be in \[0, 1\) in the params' dtype float32, got 0\.999999999, which is 1\.0"),
-    (fnnet.Adam(lr=0.1), {"eps": 1e-60}, ValueError, r"Adam: eps must be > 0 in the params' dtype"),
-    (fnnet.SGD(lr=0.1), {"momentum": 1 - 1e-10}, ValueError,
-     r"SGD: momentum must be in \[0, 1\) in the params' dtype float32"),
-])
+@pytest.mark.parametrize(
+    "opt, overrides, error, match",
+    [
+        (
+            fnnet.SGD(lr=0.1),
+            {"lr": jnp.full((8,), 0.1)},
+            ValueError,
+            r"SGD: lr must be a scalar .*got an array of shape \(8,\)",
+        ),
+        (
+            fnnet.SGD(lr=0.1),
+            {"lr": np.full((1,), 0.1)},
+            ValueError,
+            r"SGD: lr must be a scalar .*got an array of shape \(1,\)",
+        ),
+        (fnnet.SGD(lr=0.1), {"lr": jnp.asarray(np.nan)}, ValueError, r"SGD: lr must be > 0, got .*nan"),
+        (fnnet.SGD(lr=0.1), {"lr": np.float32(np.nan)}, ValueError, r"SGD: lr must be > 0, got .*nan"),
+        (fnnet.SGD(lr=0.1), {"lr": jnp.asarray(np.inf)}, ValueError, r"SGD: lr must be > 0, got .*inf"),
+        # Valid as Python floats, but 0, 1 or inf in the params' float32: frozen params or NaN.
+        (
+            fnnet.SGD(lr=0.1),
+            {"lr": 1e-50},
+            ValueError,
+            r"SGD: lr must be > 0 in the params' dtype float32, got 1e-50, which is 0\.0 there",
+        ),
+        (fnnet.SGD(lr=1e-46), {}, ValueError, r"SGD: lr must be > 0 in the params' dtype float32"),
+        (
+            fnnet.SGD(lr=0.1),
+            {"lr": 1e300},
+            ValueError,
+            r"SGD: lr must be > 0 in the params' dtype float32, got 1e\+300, which is inf there",
+        ),
+        (
+            fnnet.Adam(lr=0.1),
+            {"b2": 1 - 1e-9},
+            ValueError,
+            r"Adam: b2 must be in \[0, 1\) in the params' dtype float32, got 0\.999999999, which is 1\.0",
+        ),
+        (fnnet.Adam(lr=0.1), {"eps": 1e-60}, ValueError, r"Adam: eps must be > 0 in the params' dtype"),
+        (
+            fnnet.SGD(lr=0.1),
+            {"momentum": 1 - 1e-10},
+            ValueError,
+            r"SGD: momentum must be in \[0, 1\) in the params' dtype float32",
+        ),
+    ],
+)
 def test_init_refuses_what_used_to_slip_through(opt, overrides, error, match):
     with pytest.raises(error, match=match):
         opt.init(F32, **overrides)
@@ -406,14 +519,20 @@ def test_init_checks_in_float64_params_dtype_too():
     assert float(fnnet.SGD(lr=1e-50).init(make_params(0)).hyperparams["lr"]) == 1e-50
 
 
-@pytest.mark.parametrize("params, got", [
-    ({"w": jnp.arange(3)}, r"params\['w'\] of dtype int"),
-    ({"w": jnp.ones(2), "n": 3.0}, r"params\['n'\] of float"),
-    ((jnp.ones(2), jnp.array([True])), r"params\[1\] of dtype bool"),
-])
+@pytest.mark.parametrize(
+    "params, got",
+    [
+        ({"w": jnp.arange(3)}, r"params\['w'\] of dtype int"),
+        ({"w": jnp.ones(2), "n": 3.0}, r"params\['n'\] of float"),
+        ((jnp.ones(2), jnp.array([True])), r"params\[1\] of dtype bool"),
+    ],
+)
 def test_init_refuses_params_that_are_not_float_arrays(params, got):
-    with pytest.raises(TypeError, match=r"SGD\.init: params must be floating-point arrays "
-                                        r"\(the optimizer moves them\), got " + got):
+    with pytest.raises(
+        TypeError,
+        match=r"SGD\.init: params must be floating-point arrays "
+        r"\(the optimizer moves them\), got " + got,
+    ):
         fnnet.SGD(lr=0.1).init(params)
 
 

@@ -12,8 +12,9 @@ import pytest
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
 # Blocks inside list items are indented: dedented, they run as pasted.
-BLOCKS = [textwrap.dedent(block) for block in
-          re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)]
+BLOCKS = [
+    textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+]
 
 # Each block runs in its own namespace, all in one process (start-up is the slow part);
 # a block that fails names itself.
@@ -38,11 +39,16 @@ def test_readme_has_the_blocks_we_run():
 
 
 def test_every_readme_python_block_runs_alone():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", RUNNER], input="\n#---block---\n".join(BLOCKS),
-                          capture_output=True, text=True, env=env, timeout=600,
-                          cwd=README.parent)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input="\n#---block---\n".join(BLOCKS),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=README.parent,
+    )
     assert done.returncode == 0, done.stderr[-4000:] + done.stdout[-2000:]
     assert f"ran {len(BLOCKS)} blocks" in done.stdout
     assert "2 devices, final loss" in done.stdout  # the data-parallel block saw both

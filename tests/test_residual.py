@@ -4,8 +4,7 @@ shape check, and modes, keys and state passed through to the inner layer."""
 import jax
 import numpy as np
 import pytest
-from layer_oracle import (assert_trees_close, assert_twin_matches, assert_vjp_matches_jax,
-                          device)
+from layer_oracle import assert_trees_close, assert_twin_matches, assert_vjp_matches_jax, device
 
 from fnnet import BatchNorm, Dropout, Layer, Linear, Residual, State, Tanh, serial
 
@@ -17,14 +16,15 @@ BLOCK = Residual(serial(Linear(C, C), Tanh()))
 def random_point(seed, shape, dtype):
     """Linear params of the block, x and dy."""
     rng = np.random.default_rng(seed)
-    params = ({"w": device(rng.normal(size=(C, C)), dtype), "b": device(rng.normal(size=C), dtype)},
-              ())
+    params = ({"w": device(rng.normal(size=(C, C)), dtype), "b": device(rng.normal(size=C), dtype)}, ())
     return params, device(rng.normal(size=shape), dtype), device(rng.normal(size=shape), dtype)
 
 
-@pytest.mark.parametrize("dtype, shape", [
-    (np.float64, (6, C)), (np.float64, (2, 3, 5, C)), (np.float32, (6, C))],
-    ids=["f64-2d", "f64-4d", "f32-2d"])
+@pytest.mark.parametrize(
+    "dtype, shape",
+    [(np.float64, (6, C)), (np.float64, (2, 3, 5, C)), (np.float32, (6, C))],
+    ids=["f64-2d", "f64-4d", "f32-2d"],
+)
 def test_vjp_matches_jax(dtype, shape):
     assert_vjp_matches_jax(BLOCK, *random_point(1, shape, dtype))
 
@@ -35,8 +35,11 @@ def test_vjp_matches_jax_with_dropout_and_batchnorm_inside(train):
     block = Residual(serial(Linear(C, C), BatchNorm(), Dropout(0.5)))
     (linear, _), x, dy = random_point(2, (6, C), np.float64)
     rng = np.random.default_rng(3)
-    norm = {"scale": device(rng.uniform(0.5, 2, C)), "shift": device(rng.normal(size=C)),
-            "running": State(mean=device(rng.normal(size=C)), var=device(rng.uniform(0.5, 2, C)))}
+    norm = {
+        "scale": device(rng.uniform(0.5, 2, C)),
+        "shift": device(rng.normal(size=C)),
+        "running": State(mean=device(rng.normal(size=C)), var=device(rng.uniform(0.5, 2, C))),
+    }
     assert_vjp_matches_jax(block, (linear, norm, ()), x, dy, train=train, key=KEY)
 
 
@@ -64,8 +67,7 @@ def test_update_state_is_the_inner_layers():
     block = Residual(BatchNorm())
     _, params = block.init(KEY, (5, 3))
     x = device(np.random.default_rng(6).normal(size=(5, 3)), np.float32)
-    assert_trees_close(block.update_state(params, x), BatchNorm().update_state(params, x),
-                       np.float32)
+    assert_trees_close(block.update_state(params, x), BatchNorm().update_state(params, x), np.float32)
     assert BLOCK.update_state is None
 
 
@@ -77,8 +79,7 @@ def test_shape_changing_layer_is_refused():
     # A layer whose init keeps the shape but whose apply does not: refused at apply.
     lin = Linear(3, 4)
     liar = Layer(lambda key, shape: (tuple(shape), lin.init(key, shape)[1]), lin.apply, lin.vjp)
-    params = {"w": jax.ShapeDtypeStruct((3, 4), np.float32),
-              "b": jax.ShapeDtypeStruct((4,), np.float32)}
+    params = {"w": jax.ShapeDtypeStruct((3, 4), np.float32), "b": jax.ShapeDtypeStruct((4,), np.float32)}
     with pytest.raises(ValueError, match=match):
         jax.eval_shape(Residual(liar).apply, params, jax.ShapeDtypeStruct((5, 3), np.float32))
 

@@ -14,8 +14,9 @@ import fnnet
 fit_module = importlib.import_module("fnnet.fit")  # `fnnet.fit` is the function
 
 # Dropout: a resumed run must redraw the masks of the uninterrupted one.
-MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Dropout(0.25), fnnet.Linear(8, 1),
-                     fnnet.Sigmoid())
+MODEL = fnnet.serial(
+    fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Dropout(0.25), fnnet.Linear(8, 1), fnnet.Sigmoid()
+)
 LOSS = fnnet.LossBCE()
 OPT = fnnet.SGD(lr=0.3, momentum=0.5)
 KEY = jax.random.key(4)
@@ -32,18 +33,39 @@ PARAMS = MODEL.init(jax.random.key(0), (1, 2))[1]
 
 
 def fit(epochs, path=None, every=None, resume=False, **kwargs):
-    settings = {"model": MODEL, "loss": LOSS, "opt": OPT, "params": PARAMS, "x": X, "y": Y,
-                "batch_size": BATCH, "key": KEY, "progress": False, "validation": VALIDATION}
+    settings = {
+        "model": MODEL,
+        "loss": LOSS,
+        "opt": OPT,
+        "params": PARAMS,
+        "x": X,
+        "y": Y,
+        "batch_size": BATCH,
+        "key": KEY,
+        "progress": False,
+        "validation": VALIDATION,
+    }
     settings.update(kwargs)
-    return fnnet.fit(settings.pop("model"), settings.pop("loss"), settings.pop("opt"),
-                     settings.pop("params"), settings.pop("x"), settings.pop("y"), epochs=epochs,
-                     checkpoint=path, checkpoint_every=every, resume=resume, **settings)
+    return fnnet.fit(
+        settings.pop("model"),
+        settings.pop("loss"),
+        settings.pop("opt"),
+        settings.pop("params"),
+        settings.pop("x"),
+        settings.pop("y"),
+        epochs=epochs,
+        checkpoint=path,
+        checkpoint_every=every,
+        resume=resume,
+        **settings,
+    )
 
 
 def assert_same_run(got, want):
     """Bitwise: params, optimizer state, losses, validation losses."""
-    for g, w in zip(jax.tree.leaves((got.params, got.opt_state)),
-                    jax.tree.leaves((want.params, want.opt_state))):
+    for g, w in zip(
+        jax.tree.leaves((got.params, got.opt_state)), jax.tree.leaves((want.params, want.opt_state))
+    ):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
     np.testing.assert_array_equal(got.losses, want.losses)
     if want.val_losses is not None:
@@ -65,6 +87,7 @@ def saves(monkeypatch):
 
 
 # Checkpoints after a resume (item 1) -------------------------------------------------------
+
 
 def test_checkpoints_keep_coming_after_a_resume(tmp_path, saves):
     """Saved at most `checkpoint_every` epochs apart after the resume point, whatever its
@@ -106,8 +129,12 @@ def test_a_resumed_run_is_bitwise_an_uninterrupted_one(tmp_path, settings, stop,
 
 
 def test_bfloat16_params_checkpoint_and_resume(tmp_path):
-    model = fnnet.serial(fnnet.Linear(2, 8, dtype=jnp.bfloat16), fnnet.Tanh(),
-                         fnnet.Linear(8, 1, dtype=jnp.bfloat16), fnnet.Sigmoid())
+    model = fnnet.serial(
+        fnnet.Linear(2, 8, dtype=jnp.bfloat16),
+        fnnet.Tanh(),
+        fnnet.Linear(8, 1, dtype=jnp.bfloat16),
+        fnnet.Sigmoid(),
+    )
     params = model.init(jax.random.key(0), (1, 2))[1]
     path = tmp_path / "run.npz"
     settings = {"model": model, "params": params, "x": X.astype(jnp.bfloat16), "validation": None}
@@ -119,22 +146,25 @@ def test_bfloat16_params_checkpoint_and_resume(tmp_path):
 
 def test_batchnorm_state_round_trips_and_resumes(tmp_path):
     """The running statistics (a State node in params) are saved, loaded and resumed."""
-    model = fnnet.serial(fnnet.Linear(2, 6), fnnet.BatchNorm(), fnnet.Tanh(), fnnet.Linear(6, 1),
-                         fnnet.Sigmoid())
+    model = fnnet.serial(
+        fnnet.Linear(2, 6), fnnet.BatchNorm(), fnnet.Tanh(), fnnet.Linear(6, 1), fnnet.Sigmoid()
+    )
     params = model.init(jax.random.key(0), (1, 2))[1]
     path = tmp_path / "run.npz"
     settings = {"model": model, "params": params, "validation": None}
     first = fit(4, path, 2, **settings)
     loaded, _, _ = fnnet.load(path, like=(params, None))
     assert isinstance(loaded[1]["running"], fnnet.State)
-    assert not np.array_equal(np.asarray(loaded[1]["running"]["mean"]),
-                              np.asarray(params[1]["running"]["mean"]))  # it moved
+    assert not np.array_equal(
+        np.asarray(loaded[1]["running"]["mean"]), np.asarray(params[1]["running"]["mean"])
+    )  # it moved
     for g, w in zip(jax.tree.leaves(loaded), jax.tree.leaves(first.params)):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
     assert_same_run(fit(7, path, 2, resume=True, **settings), fit(7, **settings))
 
 
 # Another run's checkpoint (item 4) ---------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
@@ -149,8 +179,9 @@ def resumable(tmp_path, checkpoint, monkeypatch):
     """A fresh copy of the reference checkpoint; training fails the test if it starts."""
     path = tmp_path / "run.npz"
     path.write_bytes(checkpoint)
-    monkeypatch.setattr(fit_module, "_runner",
-                        lambda *args: pytest.fail("fit started training before refusing"))
+    monkeypatch.setattr(
+        fit_module, "_runner", lambda *args: pytest.fail("fit started training before refusing")
+    )
     return path
 
 
@@ -159,32 +190,57 @@ def _other_data():
     return {"x": x, "y": y}
 
 
-SAME_SHAPES = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Dropout(0.25),
-                           fnnet.Linear(8, 1), fnnet.Sigmoid())
-OTHER_RATE = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Dropout(0.5),
-                          fnnet.Linear(8, 1), fnnet.Sigmoid())
+SAME_SHAPES = fnnet.serial(
+    fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Dropout(0.25), fnnet.Linear(8, 1), fnnet.Sigmoid()
+)
+OTHER_RATE = fnnet.serial(
+    fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Dropout(0.5), fnnet.Linear(8, 1), fnnet.Sigmoid()
+)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda: {"opt": fnnet.SGD(lr=0.1, momentum=0.5)},
-     r"lr is 0\.1 now, 0\.3 in the checkpoint's run"),
-    (lambda: {"opt_state": OPT.init(PARAMS, momentum=0.9)}, r"momentum is 0\.9 now, 0\.5 in"),
-    (lambda: {"batch_size": 16}, r"batch_size is 16 now, 20 in the checkpoint's run"),
-    (lambda: {"key": jax.random.key(5)},
-     (r"key is \['threefry2x32', \[0, 5\]\] now, \['threefry2x32', \[0, 4\]\] in the "
-      r"checkpoint's run")),
-    (lambda: {"x": X[:40], "y": Y[:40]},
-     r"the number of samples \(n\) is 40 now, 48 in the checkpoint's run; the data \(x, y\) differs"),
-    (_other_data, r"it is another run's: the data \(x, y\) differs\. Resume with the same"),
-    (lambda: {"loss": fnnet.LossMSE()}, r"it is another run's: the loss differs"),
-    (lambda: {"model": SAME_SHAPES}, r"the model \(its layers or their settings\) differs"),
-    (lambda: {"model": OTHER_RATE}, r"the model \(its layers or their settings\) differs"),
-    (lambda: {"opt": fnnet.SGD(lr=0.3, momentum=0.5, nesterov=True)},
-     r"the optimizer \(its kind, update rule or lr schedule\) differs"),
-    (lambda: {"validation": None}, r"validation data given in the checkpoint's run, none now"),
-    (lambda: {"validation": data(16, seed=4)}, r"the validation data differs"),
-], ids=["lr", "momentum", "batch_size", "key", "n", "data", "loss", "model-same-shapes",
-        "dropout-rate", "nesterov", "validation-dropped", "validation-other"])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda: {"opt": fnnet.SGD(lr=0.1, momentum=0.5)}, r"lr is 0\.1 now, 0\.3 in the checkpoint's run"),
+        (lambda: {"opt_state": OPT.init(PARAMS, momentum=0.9)}, r"momentum is 0\.9 now, 0\.5 in"),
+        (lambda: {"batch_size": 16}, r"batch_size is 16 now, 20 in the checkpoint's run"),
+        (
+            lambda: {"key": jax.random.key(5)},
+            (
+                r"key is \['threefry2x32', \[0, 5\]\] now, \['threefry2x32', \[0, 4\]\] in the "
+                r"checkpoint's run"
+            ),
+        ),
+        (
+            lambda: {"x": X[:40], "y": Y[:40]},
+            r"the number of samples \(n\) is 40 now, 48 in the checkpoint's run; the data \(x, y\) differs",
+        ),
+        (_other_data, r"it is another run's: the data \(x, y\) differs\. Resume with the same"),
+        (lambda: {"loss": fnnet.LossMSE()}, r"it is another run's: the loss differs"),
+        (lambda: {"model": SAME_SHAPES}, r"the model \(its layers or their settings\) differs"),
+        (lambda: {"model": OTHER_RATE}, r"the model \(its layers or their settings\) differs"),
+        (
+            lambda: {"opt": fnnet.SGD(lr=0.3, momentum=0.5, nesterov=True)},
+            r"the optimizer \(its kind, update rule or lr schedule\) differs",
+        ),
+        (lambda: {"validation": None}, r"validation data given in the checkpoint's run, none now"),
+        (lambda: {"validation": data(16, seed=4)}, r"the validation data differs"),
+    ],
+    ids=[
+        "lr",
+        "momentum",
+        "batch_size",
+        "key",
+        "n",
+        "data",
+        "loss",
+        "model-same-shapes",
+        "dropout-rate",
+        "nesterov",
+        "validation-dropped",
+        "validation-other",
+    ],
+)
 def test_resume_refuses_another_runs_checkpoint(resumable, change, match):
     before = resumable.read_bytes()
     with pytest.raises(ValueError, match=r"fit: cannot resume from '[^']*run\.npz': .*" + match):
@@ -207,17 +263,22 @@ def _rewrite_metadata(path, change):
     fnnet.save(path, params, state, metadata)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda m: m.update(epochs_done=-5), r"corrupt metadata: epochs_done is -5, not an int >= 0"),
-    (lambda m: m.update(epochs_done="3"), r"corrupt metadata: epochs_done is '3'"),
-    (lambda m: m.update(epochs_done=2), r"corrupt metadata: losses must be a list of 2 numbers"),
-    (lambda m: m.update(losses=m["losses"][:-1]), r"corrupt metadata: losses must be a list of 3"),
-    (lambda m: m.update(losses=["a"] * 3), r"corrupt metadata: losses must be a list of 3 "),
-    (lambda m: m.update(val_losses=[]), r"corrupt metadata: val_losses must be a list of 3"),
-    (lambda m: m["run"].update(start_count=1),
-     r"corrupt metadata: the optimizer took 9 steps, not the 3 epochs x 3 steps"),
-    (lambda m: m.pop("run"), r"it holds no fit metadata \(a file written by save, not by fit"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda m: m.update(epochs_done=-5), r"corrupt metadata: epochs_done is -5, not an int >= 0"),
+        (lambda m: m.update(epochs_done="3"), r"corrupt metadata: epochs_done is '3'"),
+        (lambda m: m.update(epochs_done=2), r"corrupt metadata: losses must be a list of 2 numbers"),
+        (lambda m: m.update(losses=m["losses"][:-1]), r"corrupt metadata: losses must be a list of 3"),
+        (lambda m: m.update(losses=["a"] * 3), r"corrupt metadata: losses must be a list of 3 "),
+        (lambda m: m.update(val_losses=[]), r"corrupt metadata: val_losses must be a list of 3"),
+        (
+            lambda m: m["run"].update(start_count=1),
+            r"corrupt metadata: the optimizer took 9 steps, not the 3 epochs x 3 steps",
+        ),
+        (lambda m: m.pop("run"), r"it holds no fit metadata \(a file written by save, not by fit"),
+    ],
+)
 def test_resume_refuses_corrupt_metadata(resumable, change, match):
     _rewrite_metadata(resumable, change)
     with pytest.raises(ValueError, match=r"fit: cannot resume from '[^']*': " + match):
@@ -235,5 +296,9 @@ def test_the_metadata_describes_the_run(resumable):
     assert metadata["epochs_done"] == 3 and len(metadata["losses"]) == 3
     run = metadata["run"]
     assert (run["n"], run["batch_size"], run["key"], run["start_count"]) == (
-        N, BATCH, ["threefry2x32", [0, 4]], 0)
+        N,
+        BATCH,
+        ["threefry2x32", [0, 4]],
+        0,
+    )
     assert json.loads(json.dumps(run)) == run

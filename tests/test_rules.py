@@ -13,6 +13,7 @@ def RMSProp(lr, rho=0.9, eps=1e-8):  # the whole optimizer: a rule for one leaf,
     def rule(p, g, slots, h, lr, t):
         ms = h["rho"] * slots["ms"] + (1 - h["rho"]) * g * g  # ms <- rho ms + (1 - rho) g^2
         return p - lr * g / (jnp.sqrt(ms) + h["eps"]), {"ms": ms}
+
     return optimizer("RMSProp", rule, lr, ["ms"], rho=fraction(rho), eps=positive(eps))
 
 

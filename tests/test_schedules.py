@@ -11,22 +11,20 @@ STEPS = np.arange(0, 1001)  # t = 0 .. 1000
 
 # name -> (schedule, closed form in NumPy float64)
 CASES = {
-    "constant": (lambda: schedules.constant(0.3),
-                 lambda t: np.full(t.shape, 0.3)),
-    "exponential": (lambda: schedules.exponential(0.5, 0.995),
-                    lambda t: 0.5 * 0.995 ** t),
-    "exponential_no_decay": (lambda: schedules.exponential(0.5, 1.0),
-                             lambda t: np.full(t.shape, 0.5)),
-    "inverse_time": (lambda: schedules.inverse_time(0.2, 0.03),
-                     lambda t: 0.2 / (1 + 0.03 * t)),
-    "step": (lambda: schedules.step(0.4, 0.5, 100),
-             lambda t: 0.4 * 0.5 ** np.floor(t / 100)),
-    "step_growing": (lambda: schedules.step(0.01, 3.0, 250),
-                     lambda t: 0.01 * 3.0 ** np.floor(t / 250)),
-    "cosine": (lambda: schedules.cosine(0.1, 600),
-               lambda t: 0.1 * (1 + np.cos(np.pi * np.minimum(t, 600) / 600)) / 2),
-    "cosine_final": (lambda: schedules.cosine(0.1, 600, final_lr=0.02),
-                     lambda t: 0.02 + 0.08 * (1 + np.cos(np.pi * np.minimum(t, 600) / 600)) / 2),
+    "constant": (lambda: schedules.constant(0.3), lambda t: np.full(t.shape, 0.3)),
+    "exponential": (lambda: schedules.exponential(0.5, 0.995), lambda t: 0.5 * 0.995**t),
+    "exponential_no_decay": (lambda: schedules.exponential(0.5, 1.0), lambda t: np.full(t.shape, 0.5)),
+    "inverse_time": (lambda: schedules.inverse_time(0.2, 0.03), lambda t: 0.2 / (1 + 0.03 * t)),
+    "step": (lambda: schedules.step(0.4, 0.5, 100), lambda t: 0.4 * 0.5 ** np.floor(t / 100)),
+    "step_growing": (lambda: schedules.step(0.01, 3.0, 250), lambda t: 0.01 * 3.0 ** np.floor(t / 250)),
+    "cosine": (
+        lambda: schedules.cosine(0.1, 600),
+        lambda t: 0.1 * (1 + np.cos(np.pi * np.minimum(t, 600) / 600)) / 2,
+    ),
+    "cosine_final": (
+        lambda: schedules.cosine(0.1, 600, final_lr=0.02),
+        lambda t: 0.02 + 0.08 * (1 + np.cos(np.pi * np.minimum(t, 600) / 600)) / 2,
+    ),
 }
 
 
@@ -36,8 +34,7 @@ def test_closed_form_on_an_array_of_steps(name):
     got = make()(jnp.asarray(STEPS))
     assert got.shape == STEPS.shape
     assert got.dtype == jnp.float64  # conftest enables x64: schedules compute in the float dtype
-    np.testing.assert_allclose(np.asarray(got), closed_form(STEPS.astype(np.float64)),
-                               rtol=1e-12, atol=0)
+    np.testing.assert_allclose(np.asarray(got), closed_form(STEPS.astype(np.float64)), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -72,30 +69,37 @@ def test_numpy_scalars_are_accepted():
     assert float(schedules.step(0.4, 0.5, np.int32(100))(100)) == 0.2
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: schedules.constant(0.0), r"lr must be a finite number > 0, got 0\.0"),
-    (lambda: schedules.constant(-0.1), r"lr must be a finite number > 0, got -0\.1"),
-    (lambda: schedules.constant(float("nan")), r"lr must be a finite number > 0, got nan"),
-    (lambda: schedules.constant(float("inf")), r"lr must be a finite number > 0, got inf"),
-    (lambda: schedules.constant(True), r"lr must be a finite number > 0, got True"),
-    (lambda: schedules.constant("0.1"), r"lr must be a finite number > 0, got '0\.1'"),
-    (lambda: schedules.exponential(0.1, 1.5), r"exponential: decay must be in \(0, 1\], got 1\.5"),
-    (lambda: schedules.exponential(0.1, 0.0), r"decay must be a finite number > 0, got 0\.0"),
-    (lambda: schedules.exponential(-1.0, 0.9), r"lr must be a finite number > 0, got -1\.0"),
-    (lambda: schedules.inverse_time(0.1, 0.0), r"k must be a finite number > 0, got 0\.0"),
-    (lambda: schedules.inverse_time(0.1, -2), r"k must be a finite number > 0, got -2"),
-    (lambda: schedules.step(0.1, 0.0, 10), r"factor must be a finite number > 0, got 0\.0"),
-    (lambda: schedules.step(0.1, 0.5, 0), r"step: every must be an int >= 1, got 0"),
-    (lambda: schedules.step(0.1, 0.5, 2.5), r"step: every must be an int >= 1, got 2\.5"),
-    (lambda: schedules.step(0.1, 0.5, True), r"step: every must be an int >= 1, got True"),
-    (lambda: schedules.cosine(0.1, 0), r"cosine: total_steps must be an int >= 1, got 0"),
-    (lambda: schedules.cosine(0.1, 100.0), r"cosine: total_steps must be an int >= 1, got 100\.0"),
-    (lambda: schedules.cosine(0.1, 100, final_lr=-0.01),
-     r"cosine: final_lr must be in \[0, lr=0\.1\], got -0\.01"),
-    (lambda: schedules.cosine(0.1, 100, final_lr=0.2),
-     r"cosine: final_lr must be in \[0, lr=0\.1\], got 0\.2"),
-    (lambda: schedules.cosine(0.1, 100, final_lr=float("nan")), r"final_lr must be in"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: schedules.constant(0.0), r"lr must be a finite number > 0, got 0\.0"),
+        (lambda: schedules.constant(-0.1), r"lr must be a finite number > 0, got -0\.1"),
+        (lambda: schedules.constant(float("nan")), r"lr must be a finite number > 0, got nan"),
+        (lambda: schedules.constant(float("inf")), r"lr must be a finite number > 0, got inf"),
+        (lambda: schedules.constant(True), r"lr must be a finite number > 0, got True"),
+        (lambda: schedules.constant("0.1"), r"lr must be a finite number > 0, got '0\.1'"),
+        (lambda: schedules.exponential(0.1, 1.5), r"exponential: decay must be in \(0, 1\], got 1\.5"),
+        (lambda: schedules.exponential(0.1, 0.0), r"decay must be a finite number > 0, got 0\.0"),
+        (lambda: schedules.exponential(-1.0, 0.9), r"lr must be a finite number > 0, got -1\.0"),
+        (lambda: schedules.inverse_time(0.1, 0.0), r"k must be a finite number > 0, got 0\.0"),
+        (lambda: schedules.inverse_time(0.1, -2), r"k must be a finite number > 0, got -2"),
+        (lambda: schedules.step(0.1, 0.0, 10), r"factor must be a finite number > 0, got 0\.0"),
+        (lambda: schedules.step(0.1, 0.5, 0), r"step: every must be an int >= 1, got 0"),
+        (lambda: schedules.step(0.1, 0.5, 2.5), r"step: every must be an int >= 1, got 2\.5"),
+        (lambda: schedules.step(0.1, 0.5, True), r"step: every must be an int >= 1, got True"),
+        (lambda: schedules.cosine(0.1, 0), r"cosine: total_steps must be an int >= 1, got 0"),
+        (lambda: schedules.cosine(0.1, 100.0), r"cosine: total_steps must be an int >= 1, got 100\.0"),
+        (
+            lambda: schedules.cosine(0.1, 100, final_lr=-0.01),
+            r"cosine: final_lr must be in \[0, lr=0\.1\], got -0\.01",
+        ),
+        (
+            lambda: schedules.cosine(0.1, 100, final_lr=0.2),
+            r"cosine: final_lr must be in \[0, lr=0\.1\], got 0\.2",
+        ),
+        (lambda: schedules.cosine(0.1, 100, final_lr=float("nan")), r"final_lr must be in"),
+    ],
+)
 def test_bad_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()

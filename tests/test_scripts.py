@@ -1,6 +1,5 @@
 """The scripts run through their main(argv): short runs that must still learn the task."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -33,8 +32,7 @@ def time_line(out):
 
 def test_disk_short_run_learns_plots_and_says_where_the_time_went(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    results = disk.main(["--epochs", "1500", "--seeds", "1", "--evaluations", "5",
-                         "--plot", str(tmp_path)])
+    results = disk.main(["--epochs", "1500", "--seeds", "1", "--evaluations", "5", "--plot", str(tmp_path)])
     out = capsys.readouterr().out
     assert set(results) == {"sigmoid_bce", "tanh_mse", "handout"}
     for name, r in results.items():
@@ -75,8 +73,18 @@ def test_disk_deals_whole_models_to_devices_and_spreads_the_rest():
 
 def test_disk_as_a_script_times_its_start_up_and_spreads_seeds_over_the_cores():
     # As the command line runs it: one host device per core, 3 seeds spread (padded) over them.
-    command = [sys.executable, os.path.join(SCRIPTS, "disk.py"), "--models", "tanh_mse",
-               "--seeds", "3", "--epochs", "20", "--evaluations", "2"]
+    command = [
+        sys.executable,
+        os.path.join(SCRIPTS, "disk.py"),
+        "--models",
+        "tanh_mse",
+        "--seeds",
+        "3",
+        "--epochs",
+        "20",
+        "--evaluations",
+        "2",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120, env=env).stdout
     assert f"3 seeds, 20 epochs, {os.cpu_count()} device(s)" in out
@@ -88,8 +96,22 @@ def test_disk_as_a_script_times_its_start_up_and_spreads_seeds_over_the_cores():
 
 def test_sweep_script_finds_the_cell_that_learns(capsys):
     import sweep
-    table = sweep.main(["--models", "sigmoid_bce", "--lrs", "0.002", "0.5", "--decays", "0.9995",
-                        "--seeds", "2", "--epochs", "800"])
+
+    table = sweep.main(
+        [
+            "--models",
+            "sigmoid_bce",
+            "--lrs",
+            "0.002",
+            "0.5",
+            "--decays",
+            "0.9995",
+            "--seeds",
+            "2",
+            "--epochs",
+            "800",
+        ]
+    )
     acc = table["sigmoid_bce"]
     assert acc.shape == (2, 1)
     assert acc[1, 0] > 90, acc  # lr 0.5 learns the disk in 800 epochs
@@ -99,18 +121,22 @@ def test_sweep_script_finds_the_cell_that_learns(capsys):
 
 def test_bench_quick_runs_and_every_variant_learns(capsys):
     import bench
+
     # W4 and W5 (the digits) are left to tests/test_examples.py's runs of the same models:
     # here they would double this test's time.
-    results = bench.main(["--quick", "--no-torch", "--only", "W1", "BN", "sweeps", "scaling",
-                          "memory"])
+    results = bench.main(["--quick", "--no-torch", "--only", "W1", "BN", "sweeps", "scaling", "memory"])
     out, err = capsys.readouterr()
     assert "times include compilation" in out and "Targets:" in out
     for title in ("### W1:", "### BN:", "### Sweeps:", "### Scaling", "### Compile time"):
         assert title in out, title
     assert "W4" not in results and "W5" not in results
     assert "epoch/s" not in out + err  # the progress-bar row's bar went to a null stream
-    assert {"fnnet fit", "fnnet fit, progress bar on", "jax.grad batch-major",
-            "jax.grad feature-major"} <= set(results["W1"])
+    assert {
+        "fnnet fit",
+        "fnnet fit, progress bar on",
+        "jax.grad batch-major",
+        "jax.grad feature-major",
+    } <= set(results["W1"])
     assert set(results["BN"]) == {"fnnet fit", "jax.grad batch-major", "jax.grad feature-major"}
     # a few epochs in --quick: W1 3000, BN 300
     floors = {"W1": 0.9, "BN": 0.9}

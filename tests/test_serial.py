@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fnnet
-from fnnet import (ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus,
-                   Tanh, serial)
+from fnnet import ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh, serial
 
 ACTIVATIONS = [ReLU(), Tanh(), Sigmoid(), ELU(0.5), LeakyReLU(0.3), Softplus(), Identity()]
 TIGHT = dict(rtol=1e-10, atol=1e-12)
@@ -23,7 +22,6 @@ def device(a, dtype=None):
     return jax.device_put(np.asarray(a, dtype))
 
 
-
 def init_without_compiling(model, input_shape):
     """`model.init`'s output shape and its params' shapes and dtypes, by tracing only."""
     found = {}
@@ -31,24 +29,29 @@ def init_without_compiling(model, input_shape):
     def init(key):
         found["out_shape"], params = model.init(key, input_shape)
         return params
+
     param_structs = jax.eval_shape(init, jax.random.key(0))
     return found["out_shape"], param_structs
 
 
 def random_params(rng, param_structs):
     """Random normal params with the given shapes and dtypes, scaled like an init."""
+
     def draw(s):
         scale = 1 / np.sqrt(s.shape[0]) if len(s.shape) == 2 else 0.5
         return device(scale * rng.normal(size=s.shape), s.dtype)
+
     return jax.tree.map(draw, param_structs)
 
 
 @functools.lru_cache(maxsize=None)
 def oracle_and_hand(model):
     """Jitted `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by model.vjp)`."""
+
     def both(params, x, dy):
         y, pullback = jax.vjp(model.apply, params, x)
         return (y, pullback(dy)), (model.apply(params, x), model.vjp(params, x, dy))
+
     return jax.jit(both)
 
 
@@ -73,9 +76,11 @@ def models(draw):
 
 
 @settings(max_examples=8, deadline=None)  # each example compiles a new model
-@given(model_widths=models(),
-       batch_shape=st.lists(st.integers(1, 4), max_size=2).map(tuple) | st.just((0,)),
-       seed=st.integers(0, 2 ** 32 - 1))
+@given(
+    model_widths=models(),
+    batch_shape=st.lists(st.integers(1, 4), max_size=2).map(tuple) | st.just((0,)),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_serial_vjp_matches_jax(model_widths, batch_shape, seed):
     model, widths = model_widths
     rng = np.random.default_rng(seed)
@@ -100,7 +105,8 @@ def test_init_shape_matches_apply(input_shape):
     assert y.shape == tuple(7 if n == -1 else n for n in out_shape)
     # ... and the structure: one entry per layer, () for activations.
     assert jax.tree.structure(param_structs) == jax.tree.structure(
-        ({"w": 0, "b": 0}, (), {"w": 0, "b": 0}, (), {"w": 0, "b": 0}))
+        ({"w": 0, "b": 0}, (), {"w": 0, "b": 0}, (), {"w": 0, "b": 0})
+    )
     assert param_structs[2]["w"].shape == (6, 3) and param_structs[4]["b"].shape == (4,)
 
 
@@ -128,7 +134,8 @@ def test_nested_serial():
     out_shape, structs = init_without_compiling(nested, (4, 3))
     assert out_shape == (4, 2)
     assert jax.tree.structure(structs) == jax.tree.structure(
-        (({"w": 0, "b": 0}, ()), {"w": 0, "b": 0}, ((),)))
+        (({"w": 0, "b": 0}, ()), {"w": 0, "b": 0}, ((),))
+    )
     params = random_params(rng, structs)
     flat_params = (params[0][0], (), params[1], ())
     x, dy = device(rng.normal(size=(4, 3))), device(rng.normal(size=(4, 2)))
@@ -153,6 +160,7 @@ def test_feature_major_twin_of_serial():
     def both(params, x_fm, dy_fm):  # the batch-major model, transposed, is the oracle
         y, pullback = jax.vjp(lambda p, x: model.apply(p, x.T).T, params, x_fm)
         return (y, pullback(dy_fm)), (twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm))
+
     expected, actual = both(params, x_fm, dy_fm)
     assert_trees_close(actual, expected)
 
@@ -169,8 +177,7 @@ def test_a_layer_without_a_twin_runs_transposed_inside_the_serials_twin():
     params = random_params(rng, init_without_compiling(model, (3,))[1])
     x_fm, dy_fm = device(rng.normal(size=(3, 7))), device(rng.normal(size=(2, 7)))
     y, pullback = jax.vjp(lambda p, x: model.apply(p, x.T).T, params, x_fm)
-    assert_trees_close((twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm)),
-                       (y, pullback(dy_fm)))
+    assert_trees_close((twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm)), (y, pullback(dy_fm)))
 
 
 def test_keys_split_per_layer():
@@ -197,8 +204,11 @@ def test_sequential_is_serial():
 
 def test_size_mismatch_fails_at_init_naming_the_layer():
     model = serial(Linear(2, 25), Linear(30, 1))
-    with pytest.raises(ValueError, match=r"serial layer 1: Linear\(n_in=30, n_out=1\): expected "
-                                         r"input_shape \(\.\.\., 30\), got \(10, 25\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"serial layer 1: Linear\(n_in=30, n_out=1\): expected "
+        r"input_shape \(\.\.\., 30\), got \(10, 25\)",
+    ):
         model.init(jax.random.key(0), (10, 2))
 
 
@@ -218,13 +228,17 @@ def test_wrong_input_names_the_layer(model_and_params):
         model.vjp(params, x, device(np.ones((4, 1), np.float32)))
 
 
-@pytest.mark.parametrize("make_bad, got", [
-    (lambda p: p[:2], r"tuple of length 2"),
-    (lambda p: p + ((),), r"tuple of length 4"),
-    (lambda p: {"layers": p}, r"PyTreeDef"),
-    (lambda p: p[0], r"PyTreeDef"),
-    (lambda p: None, r"PyTreeDef"),
-], ids=["short", "long", "dict", "one-layer-params", "None"])
+@pytest.mark.parametrize(
+    "make_bad, got",
+    [
+        (lambda p: p[:2], r"tuple of length 2"),
+        (lambda p: p + ((),), r"tuple of length 4"),
+        (lambda p: {"layers": p}, r"PyTreeDef"),
+        (lambda p: p[0], r"PyTreeDef"),
+        (lambda p: None, r"PyTreeDef"),
+    ],
+    ids=["short", "long", "dict", "one-layer-params", "None"],
+)
 def test_wrong_params(model_and_params, make_bad, got):
     model, params = model_and_params
     bad = make_bad(params)
@@ -249,8 +263,11 @@ def test_serial_needs_a_layer():
 
 
 def test_serial_of_an_uncalled_constructor():
-    with pytest.raises(TypeError, match=r"serial: argument 1 must be a Layer, got function "
-                                        r"\(did you forget to call the constructor, e\.g\. ReLU\(\)\?\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"serial: argument 1 must be a Layer, got function "
+        r"\(did you forget to call the constructor, e\.g\. ReLU\(\)\?\)",
+    ):
         serial(Linear(2, 3), ReLU)
 
 
@@ -265,10 +282,20 @@ def test_serial_of_a_non_layer():
 # work, naming the layer, what it expected and what came.
 INIT_LAYERS = {
     "Linear": (Linear(2, 3), r"Linear\(n_in=2, n_out=3\)\.init"),
-    **{type_name: (layer, rf"{type_name}(\(.*\))?\.init") for type_name, layer in [
-        ("ReLU", ReLU()), ("Tanh", Tanh()), ("Sigmoid", Sigmoid()), ("ELU", ELU(0.5)),
-        ("LeakyReLU", LeakyReLU(0.3)), ("Softplus", Softplus()), ("Identity", Identity()),
-        ("Softmax", fnnet.Softmax()), ("LogSoftmax", fnnet.LogSoftmax())]},
+    **{
+        type_name: (layer, rf"{type_name}(\(.*\))?\.init")
+        for type_name, layer in [
+            ("ReLU", ReLU()),
+            ("Tanh", Tanh()),
+            ("Sigmoid", Sigmoid()),
+            ("ELU", ELU(0.5)),
+            ("LeakyReLU", LeakyReLU(0.3)),
+            ("Softplus", Softplus()),
+            ("Identity", Identity()),
+            ("Softmax", fnnet.Softmax()),
+            ("LogSoftmax", fnnet.LogSoftmax()),
+        ]
+    },
     "Dropout": (fnnet.Dropout(0.1), r"Dropout\(rate=0\.1\)\.init"),
     "BatchNorm": (fnnet.BatchNorm(), r"BatchNorm\(.*\)\.init"),
     "LayerNorm": (fnnet.LayerNorm(), r"LayerNorm\(.*\)\.init"),
@@ -278,15 +305,25 @@ INIT_LAYERS = {
 
 
 @pytest.mark.parametrize("name", INIT_LAYERS)
-@pytest.mark.parametrize("key, error, got", [
-    (0, TypeError, r"must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
-    (1.5, TypeError, r"must be a PRNG key such as jax\.random\.key\(0\), got 1\.5 \(float\)"),
-    (np.zeros(2, np.float32), TypeError, r"must be a PRNG key .*got an array of dtype float32"),
-    (jax.random.split(jax.random.key(0), 3), ValueError,
-     r"must be one PRNG key, got an array of keys of shape \(3,\); .*init_many"),
-    (jax.random.split(jax.random.PRNGKey(0), 3), ValueError,
-     r"must be one PRNG key, got an array of 3 raw keys"),
-], ids=["int", "float", "float-array", "split-keys", "split-raw-keys"])
+@pytest.mark.parametrize(
+    "key, error, got",
+    [
+        (0, TypeError, r"must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
+        (1.5, TypeError, r"must be a PRNG key such as jax\.random\.key\(0\), got 1\.5 \(float\)"),
+        (np.zeros(2, np.float32), TypeError, r"must be a PRNG key .*got an array of dtype float32"),
+        (
+            jax.random.split(jax.random.key(0), 3),
+            ValueError,
+            r"must be one PRNG key, got an array of keys of shape \(3,\); .*init_many",
+        ),
+        (
+            jax.random.split(jax.random.PRNGKey(0), 3),
+            ValueError,
+            r"must be one PRNG key, got an array of 3 raw keys",
+        ),
+    ],
+    ids=["int", "float", "float-array", "split-keys", "split-raw-keys"],
+)
 def test_init_refuses_what_is_not_one_key(name, key, error, got):
     layer, owner = INIT_LAYERS[name]
     with pytest.raises(error, match=owner + r": key " + got):
@@ -294,12 +331,16 @@ def test_init_refuses_what_is_not_one_key(name, key, error, got):
 
 
 @pytest.mark.parametrize("name", INIT_LAYERS)
-@pytest.mark.parametrize("input_shape, error, got", [
-    (2, TypeError, r"must be a tuple of ints, such as x\.shape or \(batch, features\), got 2 \(int\)"),
-    ("4, 2", TypeError, r"must be a tuple of ints.*got '4, 2' \(str\)"),
-    ((4.0, 2), TypeError, r"must be a tuple of ints.*got \(4\.0, 2\) \(tuple\)"),
-    ((-3, 2), ValueError, r"must hold sizes >= 0 \(or -1 for a size not known yet\), got \(-3, 2\)"),
-], ids=["int", "str", "float-size", "negative"])
+@pytest.mark.parametrize(
+    "input_shape, error, got",
+    [
+        (2, TypeError, r"must be a tuple of ints, such as x\.shape or \(batch, features\), got 2 \(int\)"),
+        ("4, 2", TypeError, r"must be a tuple of ints.*got '4, 2' \(str\)"),
+        ((4.0, 2), TypeError, r"must be a tuple of ints.*got \(4\.0, 2\) \(tuple\)"),
+        ((-3, 2), ValueError, r"must hold sizes >= 0 \(or -1 for a size not known yet\), got \(-3, 2\)"),
+    ],
+    ids=["int", "str", "float-size", "negative"],
+)
 def test_init_refuses_what_is_not_a_shape(name, input_shape, error, got):
     layer, owner = INIT_LAYERS[name]
     with pytest.raises(error, match=owner + r": input_shape " + got):
@@ -351,6 +392,7 @@ def test_unhashable_initializers_still_give_equal_layers():
 def test_constructor_caches_are_bounded():
     from fnnet._shared import MAX_ENTRIES
     from fnnet.layers import _linear
+
     for n in range(1, MAX_ENTRIES + 20):
         Linear(n, 1)
     assert len(_linear.cache) == MAX_ENTRIES
@@ -359,8 +401,9 @@ def test_constructor_caches_are_bounded():
 
 def test_rebuilt_model_hits_the_jit_cache():
     traces = []
-    counting = fnnet.elementwise("Counting", lambda x: traces.append(x.shape) or x,
-                                 lambda x, y: jnp.ones_like(x))
+    counting = fnnet.elementwise(
+        "Counting", lambda x: traces.append(x.shape) or x, lambda x, y: jnp.ones_like(x)
+    )
 
     def build():
         return serial(Linear(2, 3), counting, ReLU())

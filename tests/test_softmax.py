@@ -20,18 +20,22 @@ def random_point(seed, shape, dtype, spread=3.0):
 
 
 @LAYERS
-@pytest.mark.parametrize("dtype, shape", [
-    (np.float64, (6, 5)), (np.float64, (2, 3, 4, 5)), (np.float32, (6, 5))],
-    ids=["f64-2d", "f64-4d", "f32-2d"])
+@pytest.mark.parametrize(
+    "dtype, shape",
+    [(np.float64, (6, 5)), (np.float64, (2, 3, 4, 5)), (np.float32, (6, 5))],
+    ids=["f64-2d", "f64-4d", "f32-2d"],
+)
 def test_vjp_matches_jax(layer, dtype, shape):
     # Both layers ignore train and key: one mode to test.
     assert_vjp_matches_jax(layer, (), *random_point(1, shape, dtype))
 
 
 @settings(max_examples=2, deadline=None)  # each new shape compiles
-@given(layer=st.sampled_from([Softmax(), LogSoftmax()]),
-       shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
-       seed=st.integers(0, 2 ** 32 - 1))
+@given(
+    layer=st.sampled_from([Softmax(), LogSoftmax()]),
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_vjp_matches_jax_random_shapes(layer, shape, seed):
     assert_vjp_matches_jax(layer, (), *random_point(seed, shape, np.float64))
 

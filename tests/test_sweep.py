@@ -46,8 +46,9 @@ def test_sweep_with_per_member_data():
     swept = fnnet.sweep.sweep(run, params, states, xs, ys, keys, per_member_data=True)
     assert swept[2].shape == (3, EPOCHS)
     for i in range(3):
-        alone = run(jax.tree.map(lambda a: a[i], params), jax.tree.map(lambda a: a[i], states),
-                    xs[i], ys[i], keys[i])
+        alone = run(
+            jax.tree.map(lambda a: a[i], params), jax.tree.map(lambda a: a[i], states), xs[i], ys[i], keys[i]
+        )
         np.testing.assert_allclose(swept[2][i], alone[2], rtol=1e-5)
 
 
@@ -108,14 +109,18 @@ def test_invalid_hyperparameters_traced_under_jit_are_flagged():
     assert result.finite.tolist() == [True, False, True, False]
 
 
-@pytest.mark.parametrize("lrs, which, values", [
-    ([0.3, -0.3, 0.1], [1], [-0.3]),
-    ([np.nan, 0.3, 0.0], [0, 2], [np.nan, 0.0]),
-])
+@pytest.mark.parametrize(
+    "lrs, which, values",
+    [
+        ([0.3, -0.3, 0.1], [1], [-0.3]),
+        ([np.nan, 0.3, 0.0], [0, 2], [np.nan, 0.0]),
+    ],
+)
 def test_concrete_invalid_hyperparameters_raise_naming_the_members(lrs, which, values):
     run, params, states, x, y, keys = grid(lrs)  # vmap(opt.init): lr traced, unchecked there
-    match = re.escape(f"sweep: member(s) {which} have an invalid lr: "
-                      f"{np.asarray(values, np.float32).tolist()}")
+    match = re.escape(
+        f"sweep: member(s) {which} have an invalid lr: {np.asarray(values, np.float32).tolist()}"
+    )
     with count_compilations() as compiled, pytest.raises(ValueError, match=match):
         fnnet.sweep.sweep(run, params, states, x, y, keys)
     assert not [name for name in compiled if "run" in name], compiled
@@ -129,8 +134,12 @@ def test_nan_data_or_params_raise_naming_the_members():
         fnnet.sweep.sweep(run, params, states, xs, ys, keys, per_member_data=True)
     with pytest.raises(ValueError, match=r"sweep: x holds 1 NaN or infinite value\(s\)"):
         fnnet.sweep.sweep(run, params, states, xs[2], ys[2], keys)
-    bad = (params[0], params[1], {"w": params[2]["w"].at[1, 0, 0].set(jnp.inf), "b": params[2]["b"]},
-           params[3])
+    bad = (
+        params[0],
+        params[1],
+        {"w": params[2]["w"].at[1, 0, 0].set(jnp.inf), "b": params[2]["b"]},
+        params[3],
+    )
     with pytest.raises(ValueError, match=r"sweep: params\[2\]\['w'\] of member\(s\) \[1\] holds NaN"):
         fnnet.sweep.sweep(run, bad, states, x, y, keys)
 
@@ -140,29 +149,76 @@ def arguments():
     return {"run": run, "params": params, "opt_states": states, "x": x, "y": y, "keys": keys}
 
 
-@pytest.mark.parametrize("change, error, match", [
-    ({"keys": [0, 1, 2]}, TypeError, (r"sweep: keys must be an array of PRNG keys, one per member, "
-                                      r"such as jax\.random\.split\(jax\.random\.key\(0\), 8\), "
-                                      r"got \[0, 1, 2\] \(list\)")),
-    ({"keys": jax.random.key(0)}, TypeError, (r"sweep: keys must be an array of PRNG keys, one per "
-                                              r"member")),
-    ({"keys": jax.random.split(jax.random.key(0), 2)}, ValueError,
-     (r"sweep: every leaf of params must be stacked on a leading member axis of size 2, got "
-      r"params\[0\]\['b'\] of shape \(3, 8\)")),
-    (lambda a: {"opt_states": jax.tree.map(lambda v: v[:2] if jnp.ndim(v) else v, a["opt_states"])},
-     ValueError, (r"sweep: every leaf of opt_states must be stacked on a leading member axis of size 3, "
-                  r"got opt_states\.count of shape \(2,\)")),
-    (lambda a: {"per_member_data": True}, ValueError,
-     (r"sweep: every leaf of the per-member data must be stacked on a leading member axis of size 3, "
-      r"got the per-member data\['x'\] of shape \(64, 2\)")),
-    ({"per_member_data": 1}, TypeError, r"sweep: per_member_data must be True or False, got 1"),
-    ({"run": MODEL}, TypeError, (r"sweep: run must be a function such as fnnet\.train\(\.\.\.\), "
-                                 r"got Layer")),
-    ({"x": [[0.0, 1.0]]}, TypeError, r"sweep: x must be an array, got list"),
-    ({"devices": ["cpu"]}, TypeError, r"sweep: devices must be a non-empty list of jax devices"),
-    ({"devices": []}, TypeError, r"sweep: devices must be a non-empty list of jax devices"),
-], ids=["int-keys", "one-key", "fewer-keys", "short-states", "shared-data-as-per-member",
-        "int-flag", "layer-as-run", "list-x", "str-device", "no-device"])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (
+            {"keys": [0, 1, 2]},
+            TypeError,
+            (
+                r"sweep: keys must be an array of PRNG keys, one per member, "
+                r"such as jax\.random\.split\(jax\.random\.key\(0\), 8\), "
+                r"got \[0, 1, 2\] \(list\)"
+            ),
+        ),
+        (
+            {"keys": jax.random.key(0)},
+            TypeError,
+            (
+                r"sweep: keys must be an array of PRNG keys, one per "
+                r"member"
+            ),
+        ),
+        (
+            {"keys": jax.random.split(jax.random.key(0), 2)},
+            ValueError,
+            (
+                r"sweep: every leaf of params must be stacked on a leading member axis of size 2, got "
+                r"params\[0\]\['b'\] of shape \(3, 8\)"
+            ),
+        ),
+        (
+            lambda a: {"opt_states": jax.tree.map(lambda v: v[:2] if jnp.ndim(v) else v, a["opt_states"])},
+            ValueError,
+            (
+                r"sweep: every leaf of opt_states must be stacked on a leading member axis of size 3, "
+                r"got opt_states\.count of shape \(2,\)"
+            ),
+        ),
+        (
+            lambda a: {"per_member_data": True},
+            ValueError,
+            (
+                r"sweep: every leaf of the per-member data must be stacked on a leading member axis of size 3, "
+                r"got the per-member data\['x'\] of shape \(64, 2\)"
+            ),
+        ),
+        ({"per_member_data": 1}, TypeError, r"sweep: per_member_data must be True or False, got 1"),
+        (
+            {"run": MODEL},
+            TypeError,
+            (
+                r"sweep: run must be a function such as fnnet\.train\(\.\.\.\), "
+                r"got Layer"
+            ),
+        ),
+        ({"x": [[0.0, 1.0]]}, TypeError, r"sweep: x must be an array, got list"),
+        ({"devices": ["cpu"]}, TypeError, r"sweep: devices must be a non-empty list of jax devices"),
+        ({"devices": []}, TypeError, r"sweep: devices must be a non-empty list of jax devices"),
+    ],
+    ids=[
+        "int-keys",
+        "one-key",
+        "fewer-keys",
+        "short-states",
+        "shared-data-as-per-member",
+        "int-flag",
+        "layer-as-run",
+        "list-x",
+        "str-device",
+        "no-device",
+    ],
+)
 def test_sweep_refuses_bad_arguments_before_any_work(change, error, match):
     kwargs = arguments()
     kwargs.update(change(kwargs) if callable(change) else change)
@@ -171,31 +227,55 @@ def test_sweep_refuses_bad_arguments_before_any_work(change, error, match):
     assert not [name for name in compiled if "run" in name], compiled
 
 
-@pytest.mark.parametrize("args, error, match", [
-    ((MODEL, [0, 1], (64, 2)), TypeError, (r"init_many: keys must be an array of PRNG keys, one per "
-                                           r"member.*got \[0, 1\] \(list\)")),
-    ((MODEL, jax.random.key(0), (64, 2)), TypeError, r"init_many: keys must be an array of PRNG keys"),
-    ((MODEL, jax.random.split(jax.random.key(0), 2), 2), TypeError,
-     (r"init_many: input_shape must be a tuple of ints, such as x\.shape or \(batch, features\), got 2 "
-      r"\(int\)")),
-    ((LOSS, jax.random.split(jax.random.key(0), 2), (64, 2)), TypeError,
-     r"init_many: model must be a Layer, got Loss"),
-], ids=["int-keys", "one-key", "int-shape", "loss-as-model"])
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (
+            (MODEL, [0, 1], (64, 2)),
+            TypeError,
+            (
+                r"init_many: keys must be an array of PRNG keys, one per "
+                r"member.*got \[0, 1\] \(list\)"
+            ),
+        ),
+        ((MODEL, jax.random.key(0), (64, 2)), TypeError, r"init_many: keys must be an array of PRNG keys"),
+        (
+            (MODEL, jax.random.split(jax.random.key(0), 2), 2),
+            TypeError,
+            (
+                r"init_many: input_shape must be a tuple of ints, such as x\.shape or \(batch, features\), got 2 "
+                r"\(int\)"
+            ),
+        ),
+        (
+            (LOSS, jax.random.split(jax.random.key(0), 2), (64, 2)),
+            TypeError,
+            r"init_many: model must be a Layer, got Loss",
+        ),
+    ],
+    ids=["int-keys", "one-key", "int-shape", "loss-as-model"],
+)
 def test_init_many_refuses_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
         fnnet.sweep.init_many(*args)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"per_member_data": "yes"}, TypeError, r"vmapped: per_member_data must be True or False"),
-    ({"groups": 0}, ValueError, r"vmapped: groups must be an int >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"per_member_data": "yes"}, TypeError, r"vmapped: per_member_data must be True or False"),
+        ({"groups": 0}, ValueError, r"vmapped: groups must be an int >= 1, got 0"),
+    ],
+)
 def test_vmapped_refuses_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         fnnet.sweep.vmapped(fnnet.train(MODEL, LOSS, OPT, epochs=1), **kwargs)
 
 
 def test_spread_refuses_members_of_different_counts():
-    with pytest.raises(ValueError, match=r"spread: every leaf of tree must be stacked on a leading "
-                                         r"member axis of size 3, got tree\[1\] of shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"spread: every leaf of tree must be stacked on a leading "
+        r"member axis of size 3, got tree\[1\] of shape \(2,\)",
+    ):
         fnnet.sweep.spread((jnp.zeros(3), jnp.zeros(2)))

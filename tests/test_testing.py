@@ -6,50 +6,97 @@ import jax.numpy as jnp
 import pytest
 
 import fnnet
-from fnnet import (ELU, BatchNorm, Dropout, Identity, Layer, LayerNorm, LeakyReLU, Linear,
-                   LogSoftmax, ReLU, Residual, Sigmoid, Softmax, Softplus, Tanh, check_vjp,
-                   elementwise, serial)
+from fnnet import (
+    ELU,
+    BatchNorm,
+    Dropout,
+    Identity,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    ReLU,
+    Residual,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+    check_vjp,
+    elementwise,
+    serial,
+)
 
 KEY = jax.random.key(0)
 # One input shape throughout: check_vjp runs eagerly, and each op compiles once per shape.
 SHAPE = (5, 3)
-Cube = elementwise("Cube", lambda x: x ** 3, lambda x, y: 3 * x * x)  # a user's layer
+Cube = elementwise("Cube", lambda x: x**3, lambda x, y: 3 * x * x)  # a user's layer
 
 
-@pytest.mark.parametrize("layer, shape, train", [
-    (Linear(3, 3), SHAPE, False),
-    (ReLU(), SHAPE, False), (Tanh(), SHAPE, False), (Sigmoid(), SHAPE, False),
-    (LeakyReLU(0.3), SHAPE, False), (ELU(0.5), SHAPE, False), (Softplus(), SHAPE, False),
-    (Identity(), SHAPE, False),
-    (BatchNorm(), SHAPE, True), (BatchNorm(), SHAPE, False),
-    (LayerNorm(), SHAPE, False),
-    (Dropout(0.4), SHAPE, True),
-    (Softmax(), SHAPE, False), (LogSoftmax(), SHAPE, False),
-    (Residual(serial(Linear(3, 3), Tanh())), SHAPE, False),
-    (serial(Linear(3, 3), BatchNorm(), Dropout(0.2), ReLU()), SHAPE, True),
-    (Cube, SHAPE, False),
-], ids=["Linear", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "Softplus", "Identity",
-        "BatchNorm-train", "BatchNorm-infer", "LayerNorm", "Dropout-train", "Softmax",
-        "LogSoftmax", "Residual", "serial-train", "user-Cube"])
+@pytest.mark.parametrize(
+    "layer, shape, train",
+    [
+        (Linear(3, 3), SHAPE, False),
+        (ReLU(), SHAPE, False),
+        (Tanh(), SHAPE, False),
+        (Sigmoid(), SHAPE, False),
+        (LeakyReLU(0.3), SHAPE, False),
+        (ELU(0.5), SHAPE, False),
+        (Softplus(), SHAPE, False),
+        (Identity(), SHAPE, False),
+        (BatchNorm(), SHAPE, True),
+        (BatchNorm(), SHAPE, False),
+        (LayerNorm(), SHAPE, False),
+        (Dropout(0.4), SHAPE, True),
+        (Softmax(), SHAPE, False),
+        (LogSoftmax(), SHAPE, False),
+        (Residual(serial(Linear(3, 3), Tanh())), SHAPE, False),
+        (serial(Linear(3, 3), BatchNorm(), Dropout(0.2), ReLU()), SHAPE, True),
+        (Cube, SHAPE, False),
+    ],
+    ids=[
+        "Linear",
+        "ReLU",
+        "Tanh",
+        "Sigmoid",
+        "LeakyReLU",
+        "ELU",
+        "Softplus",
+        "Identity",
+        "BatchNorm-train",
+        "BatchNorm-infer",
+        "LayerNorm",
+        "Dropout-train",
+        "Softmax",
+        "LogSoftmax",
+        "Residual",
+        "serial-train",
+        "user-Cube",
+    ],
+)
 def test_passes_on_correct_layers(layer, shape, train):
     check_vjp(layer, KEY, shape, train=train)
 
 
 def wrong_in(layer, leaf):
     """`layer` with its vjp doubled in one leaf: a key of dparams, or "dx"."""
+
     def vjp(params, x, dy, *, train=False, key=None):
         dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
         if leaf == "dx":
             return dparams, 2 * dx
         return {**dparams, leaf: 2 * dparams[leaf]}, dx
+
     return Layer(layer.init, layer.apply, vjp)
 
 
-@pytest.mark.parametrize("leaf, named", [
-    ("w", r"dparams\['w'\]"), ("b", r"dparams\['b'\]"), ("dx", r"dx")])
+@pytest.mark.parametrize("leaf, named", [("w", r"dparams\['w'\]"), ("b", r"dparams\['b'\]"), ("dx", r"dx")])
 def test_fails_naming_the_wrong_leaf(leaf, named):
-    with pytest.raises(AssertionError, match=r"check_vjp: " + named + r" differs from JAX's "
-                                             r"autodiff in \d+ of \d+ entries; largest error"):
+    with pytest.raises(
+        AssertionError,
+        match=r"check_vjp: " + named + r" differs from JAX's "
+        r"autodiff in \d+ of \d+ entries; largest error",
+    ):
         check_vjp(wrong_in(Linear(3, 3), leaf), KEY, SHAPE)
 
 
@@ -62,8 +109,7 @@ def test_fails_naming_the_leaf_inside_a_serial():
 def test_train_checks_the_training_vjp():
     # BatchNorm's vjp in inference mode whatever it is asked: right in inference only.
     bn = BatchNorm()
-    frozen = Layer(bn.init, bn.apply,
-                   lambda params, x, dy, *, train=False, key=None: bn.vjp(params, x, dy))
+    frozen = Layer(bn.init, bn.apply, lambda params, x, dy, *, train=False, key=None: bn.vjp(params, x, dy))
     check_vjp(frozen, KEY, SHAPE)
     with pytest.raises(AssertionError, match=r"dparams\['running'\]\['mean'\] differs"):
         check_vjp(frozen, KEY, SHAPE, train=True)
@@ -72,25 +118,41 @@ def test_train_checks_the_training_vjp():
 def test_train_gives_apply_and_vjp_the_same_key():
     # A Dropout whose vjp draws its mask from another key.
     drop = Dropout(0.5)
-    other_key = Layer(drop.init, drop.apply, lambda params, x, dy, *, train=False, key=None:
-                      drop.vjp(params, x, dy, train=train, key=jax.random.fold_in(key, 1)))
+    other_key = Layer(
+        drop.init,
+        drop.apply,
+        lambda params, x, dy, *, train=False, key=None: drop.vjp(
+            params, x, dy, train=train, key=jax.random.fold_in(key, 1)
+        ),
+    )
     with pytest.raises(AssertionError, match=r"check_vjp: dx differs"):
         check_vjp(other_key, KEY, SHAPE, train=True)
 
 
 def test_fails_on_a_wrong_structure():
     lin = Linear(3, 3)
-    dropped_b = Layer(lin.init, lin.apply, lambda params, x, dy, *, train=False, key=None: (
-        {"w": lin.vjp(params, x, dy)[0]["w"]}, lin.vjp(params, x, dy)[1]))
-    with pytest.raises(AssertionError,
-                       match=r"check_vjp: vjp returned .* expected \(dparams, dx\)"):
+    dropped_b = Layer(
+        lin.init,
+        lin.apply,
+        lambda params, x, dy, *, train=False, key=None: (
+            {"w": lin.vjp(params, x, dy)[0]["w"]},
+            lin.vjp(params, x, dy)[1],
+        ),
+    )
+    with pytest.raises(AssertionError, match=r"check_vjp: vjp returned .* expected \(dparams, dx\)"):
         check_vjp(dropped_b, KEY, SHAPE)
 
 
 def test_fails_on_a_wrong_shape():
     lin = Linear(3, 3)
-    summed = Layer(lin.init, lin.apply, lambda params, x, dy, *, train=False, key=None: (
-        lin.vjp(params, x, dy)[0], jnp.sum(lin.vjp(params, x, dy)[1], axis=0)))
+    summed = Layer(
+        lin.init,
+        lin.apply,
+        lambda params, x, dy, *, train=False, key=None: (
+            lin.vjp(params, x, dy)[0],
+            jnp.sum(lin.vjp(params, x, dy)[1], axis=0),
+        ),
+    )
     with pytest.raises(AssertionError, match=r"check_vjp: dx has shape \(3,\), expected \(5, 3\)"):
         check_vjp(summed, KEY, SHAPE)
 
@@ -109,14 +171,24 @@ def test_is_exported():
 def test_a_wrong_feature_major_twin_is_caught():
     lin = Linear(3, 2)
     twin = lin.feature_major
-    wrong_vjp = twin._replace(vjp=lambda p, x, dy, *, train=False, key=None: (
-        jax.tree.map(lambda g: 2 * g, twin.vjp(p, x, dy)[0]), twin.vjp(p, x, dy)[1]))
-    with pytest.raises(AssertionError, match=r"check_vjp: the feature-major twin's dparams\['b'\] "
-                                             r"differs from JAX's autodiff"):
+    wrong_vjp = twin._replace(
+        vjp=lambda p, x, dy, *, train=False, key=None: (
+            jax.tree.map(lambda g: 2 * g, twin.vjp(p, x, dy)[0]),
+            twin.vjp(p, x, dy)[1],
+        )
+    )
+    with pytest.raises(
+        AssertionError,
+        match=r"check_vjp: the feature-major twin's dparams\['b'\] "
+        r"differs from JAX's autodiff",
+    ):
         check_vjp(lin._replace(feature_major=wrong_vjp), KEY, (5, 3))
     wrong_apply = twin._replace(apply=lambda p, x, *, train=False, key=None: 2 * twin.apply(p, x))
-    with pytest.raises(AssertionError, match=r"check_vjp: the feature-major twin's output "
-                                             r"\(transposed\) differs from the layer's"):
+    with pytest.raises(
+        AssertionError,
+        match=r"check_vjp: the feature-major twin's output "
+        r"\(transposed\) differs from the layer's",
+    ):
         check_vjp(lin._replace(feature_major=wrong_apply), KEY, (5, 3))
 
 

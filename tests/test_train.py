@@ -12,8 +12,12 @@ import fnnet
 
 # One configuration for most tests, so compiled programs are shared between them.
 MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Linear(8, 1), fnnet.Sigmoid())
-MODEL64 = fnnet.serial(fnnet.Linear(2, 8, dtype=jnp.float64), fnnet.Tanh(),
-                       fnnet.Linear(8, 1, dtype=jnp.float64), fnnet.Sigmoid())
+MODEL64 = fnnet.serial(
+    fnnet.Linear(2, 8, dtype=jnp.float64),
+    fnnet.Tanh(),
+    fnnet.Linear(8, 1, dtype=jnp.float64),
+    fnnet.Sigmoid(),
+)
 LOSS = fnnet.LossBCE()
 N = 10
 EPOCHS = 5
@@ -82,6 +86,7 @@ def test_count_compilations_sees_a_compile():
 
 # train_step ---------------------------------------------------------------------------------------
 
+
 def test_train_step_is_jitted_and_never_recompiles_for_new_hyperparameters():
     x, y = data()
     params = init()
@@ -90,13 +95,11 @@ def test_train_step_is_jitted_and_never_recompiles_for_new_hyperparameters():
     assert isinstance(step.lower(params, opt.init(params), x, y), jax.stages.Lowered)  # a jit
     step(copy(params), opt.init(params), x, y)  # compiles here (or earlier in the session)
 
-    for other in (fnnet.SGD(lr=0.1), fnnet.SGD(lr=0.05, decay=0.5, momentum=0.9,
-                                               weight_decay=1e-3)):
+    for other in (fnnet.SGD(lr=0.1), fnnet.SGD(lr=0.05, decay=0.5, momentum=0.9, weight_decay=1e-3)):
         state = other.init(params)
         donated = copy(params)
         with count_compilations() as compiled:
-            new_params, new_state, value = fnnet.train_step(MODEL, LOSS, other)(
-                donated, state, x, y)
+            new_params, new_state, value = fnnet.train_step(MODEL, LOSS, other)(donated, state, x, y)
             jax.block_until_ready(new_params)
         assert compiled == []
         assert int(new_state.count) == 1
@@ -105,12 +108,14 @@ def test_train_step_is_jitted_and_never_recompiles_for_new_hyperparameters():
     want_value, grads = jitted_value_and_grad(MODEL, LOSS)(params, x, y)
     np.testing.assert_allclose(float(value), float(want_value), rtol=1e-6)
     want_params = jax.tree.map(
-        lambda p, g: np.asarray(p) - 0.05 * (np.asarray(g) + 1e-3 * np.asarray(p)), params, grads)
+        lambda p, g: np.asarray(p) - 0.05 * (np.asarray(g) + 1e-3 * np.asarray(p)), params, grads
+    )
     for got, want in zip(jax.tree.leaves(new_params), jax.tree.leaves(want_params)):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-7)
 
 
 # train, full batch -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-6), (jnp.float64, 1e-12)])
 def test_full_batch_equals_manual_steps(dtype, rtol):
@@ -119,9 +124,11 @@ def test_full_batch_equals_manual_steps(dtype, rtol):
     params = init(model)
     opt = fnnet.SGD(lr=0.5, decay=0.99, momentum=0.9)
     got_params, got_state, losses = fnnet.train(model, LOSS, opt, epochs=EPOCHS)(
-        params, opt.init(params), x, y, None)
-    want_params, want_state, want_losses = manual_run(model, LOSS, opt, params, opt.init(params),
-                                                      [(x, y)] * EPOCHS)
+        params, opt.init(params), x, y, None
+    )
+    want_params, want_state, want_losses = manual_run(
+        model, LOSS, opt, params, opt.init(params), [(x, y)] * EPOCHS
+    )
     assert losses.shape == (EPOCHS,)
     assert_trees_close(got_params, want_params, rtol=rtol, atol=rtol / 10)
     assert_trees_close(got_state.slots, want_state.slots, rtol=rtol, atol=rtol / 10)
@@ -172,8 +179,11 @@ def probe_epoch(batch_size, key, params=None, state=None):
     np.testing.assert_allclose(moved, expected[step_of], rtol=1e-12)
     batches = [np.flatnonzero(np.asarray(step_of) == k) for k in range(len(sizes))]
     assert [len(b) for b in batches] == sizes  # the last batch is the smaller rest
-    np.testing.assert_allclose(float(params["b"][0] - new_params["b"][0]),
-                               sum(0.9 ** (t0 + k) for k in range(len(sizes))), rtol=1e-12)
+    np.testing.assert_allclose(
+        float(params["b"][0] - new_params["b"][0]),
+        sum(0.9 ** (t0 + k) for k in range(len(sizes))),
+        rtol=1e-12,
+    )
     return new_params, new_state, float(losses[0]), batches
 
 
@@ -203,12 +213,12 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     GPU, a loop whose length XLA cannot see reads its condition back to the host every
     epoch (W1 on an H200: 0.66 s, 0.53 s with the length known)."""
     from fnnet.train import _runner
+
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
     runner = _runner(MODEL, LOSS, opt, batch_size, None)
     for count in (EPOCHS, 2):
-        hlo = runner.lower(params, opt.init(params), x, y, jax.random.key(0), count,
-                           None).compile().as_text()
+        hlo = runner.lower(params, opt.init(params), x, y, jax.random.key(0), count, None).compile().as_text()
         trips = re.findall(r'"known_trip_count":\{"n":"(\d+)"\}', hlo)
         assert len(trips) == hlo.count(" while("), (trips, hlo.count(" while("))  # every loop
         assert str(count) in trips
@@ -219,7 +229,8 @@ def test_multi_epoch_run_continues_like_separate_epochs():
     key = jax.random.key(5)
     params = {"w": jnp.zeros((N, 1)), "b": jnp.zeros(1)}
     both = fnnet.train(PROBE, PROBE_LOSS, PROBE_OPT, epochs=2, batch_size=4)(
-        params, PROBE_OPT.init(params), jnp.eye(N), jnp.zeros((N, 1)), key)
+        params, PROBE_OPT.init(params), jnp.eye(N), jnp.zeros((N, 1)), key
+    )
     one_params, one_state, _, _ = probe_epoch(4, key)
     two_params, two_state, _, _ = probe_epoch(4, key, one_params, one_state)
     assert_trees_close(both[0], two_params, rtol=1e-13)
@@ -234,9 +245,11 @@ def test_minibatch_run_equals_manual_steps_on_its_batches():
     params = init()
     opt = fnnet.SGD(lr=0.5, momentum=0.5)
     got_params, got_state, losses = fnnet.train(MODEL, LOSS, opt, epochs=1, batch_size=4)(
-        params, opt.init(params), x, y, key)
-    want_params, _, values = manual_run(MODEL, LOSS, opt, params, opt.init(params),
-                                        [(x[b], y[b]) for b in batches])
+        params, opt.init(params), x, y, key
+    )
+    want_params, _, values = manual_run(
+        MODEL, LOSS, opt, params, opt.init(params), [(x[b], y[b]) for b in batches]
+    )
     assert_trees_close(got_params, want_params, rtol=1e-6, atol=1e-7)
     assert int(got_state.count) == 3
     sizes = np.asarray([len(b) for b in batches])
@@ -256,14 +269,17 @@ def test_same_key_same_result_other_key_other_result():
     assert not np.array_equal(np.asarray(a[2]), np.asarray(c[2]))
 
 
-@pytest.mark.parametrize("batch_size, error, match", [
-    (0, ValueError, r"batch_size must be in \[1, 10\] \(the number of samples\), got 0"),
-    (11, ValueError, r"batch_size must be in \[1, 10\] \(the number of samples\), got 11"),
-    (-3, ValueError, r"batch_size must be in \[1, 10\]"),
-    (2.0, TypeError, r"batch_size must be an int or None, got 2\.0"),
-    (True, TypeError, r"batch_size must be an int or None, got True"),
-    ("4", TypeError, r"batch_size must be an int or None, got '4'"),
-])
+@pytest.mark.parametrize(
+    "batch_size, error, match",
+    [
+        (0, ValueError, r"batch_size must be in \[1, 10\] \(the number of samples\), got 0"),
+        (11, ValueError, r"batch_size must be in \[1, 10\] \(the number of samples\), got 11"),
+        (-3, ValueError, r"batch_size must be in \[1, 10\]"),
+        (2.0, TypeError, r"batch_size must be an int or None, got 2\.0"),
+        (True, TypeError, r"batch_size must be an int or None, got True"),
+        ("4", TypeError, r"batch_size must be an int or None, got '4'"),
+    ],
+)
 def test_bad_batch_size_raises(batch_size, error, match):
     x, y = data()
     params = init()
@@ -285,15 +301,20 @@ def test_bad_epochs_raise(epochs):
 OPT = fnnet.SGD(lr=0.5)
 
 
-@pytest.mark.parametrize("make", [fnnet.train, lambda m, l, o, **kw: fnnet.train_step(m, l, o)],
-                         ids=["train", "train_step"])
-@pytest.mark.parametrize("parts, match", [
-    ((LOSS, MODEL, OPT), r"model must be a Layer \(a fnnet constructor's value\), got Loss"),
-    ((MODEL, OPT, LOSS), r"loss must be a Loss \(a fnnet constructor's value\), got Optimizer"),
-    ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got function"),
-    ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got function"),
-    ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got function"),
-], ids=["loss-as-model", "opt-as-loss", "function-as-opt", "function-as-model", "function-as-loss"])
+@pytest.mark.parametrize(
+    "make", [fnnet.train, lambda m, loss, o, **kw: fnnet.train_step(m, loss, o)], ids=["train", "train_step"]
+)
+@pytest.mark.parametrize(
+    "parts, match",
+    [
+        ((LOSS, MODEL, OPT), r"model must be a Layer \(a fnnet constructor's value\), got Loss"),
+        ((MODEL, OPT, LOSS), r"loss must be a Loss \(a fnnet constructor's value\), got Optimizer"),
+        ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got function"),
+        ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got function"),
+        ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got function"),
+    ],
+    ids=["loss-as-model", "opt-as-loss", "function-as-opt", "function-as-model", "function-as-loss"],
+)
 def test_train_and_train_step_refuse_misplaced_parts(make, parts, match):
     owner = "train_step" if make is not fnnet.train else "train"
     with pytest.raises(TypeError, match=rf"^{owner}: " + match):
@@ -316,34 +337,90 @@ def bad_lr_state(params, lr):
     return jax.jit(lambda p, lr: OPT.init(p, lr=lr))(params, lr)
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (lambda p, s, x, y, k: (p, s, with_value(x, (3, 1), np.nan), y, k), ValueError,
-     r"train: x holds 1 NaN or infinite value\(s\)"),
-    (lambda p, s, x, y, k: (p, s, with_value(x, (0, 0), np.inf), y, k), ValueError,
-     r"train: x holds 1 NaN or infinite value\(s\)"),
-    (lambda p, s, x, y, k: (p, s, x, with_value(y, (2, 0), np.nan), k), ValueError,
-     r"train: y holds 1 NaN or infinite value\(s\)"),
-    (lambda p, s, x, y, k: ((p[0], p[1], {"w": with_value(p[2]["w"], (0, 0), np.nan),
-                                          "b": p[2]["b"]}, p[3]), s, x, y, k), ValueError,
-     r"train: params\[2\]\['w'\] holds 1 NaN or infinite value\(s\)"),
-    (lambda p, s, x, y, k: (p, s, x, with_value(y, (1, 0), 2.0), k), ValueError,
-     r"LossBCE: targets must be in \[0, 1\], got values in \[0\.0, 2\.0\]"),
-    (lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(np.nan)), x, y, k), ValueError,
-     r"train: opt_state: lr must be > 0, got .*nan"),
-    (lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(-0.5)), x, y, k), ValueError,
-     r"train: opt_state: lr must be > 0, got .*-0\.5"),
-    (lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(0.0)), x, y, k), ValueError,
-     r"train: opt_state: lr must be > 0, got .*0\.0"),
-    (lambda p, s, x, y, k: (p, s, x, y[:, 0], k), ValueError,
-     (r"train: y does not fit the model's output on x: LossBCE: prediction and target must have "
-      r"the same shape, got \(10, 1\) and \(10,\)")),
-    (lambda p, s, x, y, k: (p, s, x, y, 0), TypeError,
-     r"train: run: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
-    (lambda p, s, x, y, k: (p, s, x, y, jax.random.split(k, 4)), ValueError,
-     r"train: run: key must be one PRNG key, got an array of keys of shape \(4,\)"),
-    (lambda p, s, x, y, k: (p, s, list(x), y, k), TypeError, r"train: x must be an array, got list"),
-], ids=["nan-x", "inf-x", "nan-y", "nan-params", "bad-target", "nan-lr", "negative-lr", "zero-lr",
-        "y-shape", "int-key", "many-keys", "list-x"])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (
+            lambda p, s, x, y, k: (p, s, with_value(x, (3, 1), np.nan), y, k),
+            ValueError,
+            r"train: x holds 1 NaN or infinite value\(s\)",
+        ),
+        (
+            lambda p, s, x, y, k: (p, s, with_value(x, (0, 0), np.inf), y, k),
+            ValueError,
+            r"train: x holds 1 NaN or infinite value\(s\)",
+        ),
+        (
+            lambda p, s, x, y, k: (p, s, x, with_value(y, (2, 0), np.nan), k),
+            ValueError,
+            r"train: y holds 1 NaN or infinite value\(s\)",
+        ),
+        (
+            lambda p, s, x, y, k: (
+                (p[0], p[1], {"w": with_value(p[2]["w"], (0, 0), np.nan), "b": p[2]["b"]}, p[3]),
+                s,
+                x,
+                y,
+                k,
+            ),
+            ValueError,
+            r"train: params\[2\]\['w'\] holds 1 NaN or infinite value\(s\)",
+        ),
+        (
+            lambda p, s, x, y, k: (p, s, x, with_value(y, (1, 0), 2.0), k),
+            ValueError,
+            r"LossBCE: targets must be in \[0, 1\], got values in \[0\.0, 2\.0\]",
+        ),
+        (
+            lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(np.nan)), x, y, k),
+            ValueError,
+            r"train: opt_state: lr must be > 0, got .*nan",
+        ),
+        (
+            lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(-0.5)), x, y, k),
+            ValueError,
+            r"train: opt_state: lr must be > 0, got .*-0\.5",
+        ),
+        (
+            lambda p, s, x, y, k: (p, bad_lr_state(p, np.float32(0.0)), x, y, k),
+            ValueError,
+            r"train: opt_state: lr must be > 0, got .*0\.0",
+        ),
+        (
+            lambda p, s, x, y, k: (p, s, x, y[:, 0], k),
+            ValueError,
+            (
+                r"train: y does not fit the model's output on x: LossBCE: prediction and target must have "
+                r"the same shape, got \(10, 1\) and \(10,\)"
+            ),
+        ),
+        (
+            lambda p, s, x, y, k: (p, s, x, y, 0),
+            TypeError,
+            r"train: run: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)",
+        ),
+        (
+            lambda p, s, x, y, k: (p, s, x, y, jax.random.split(k, 4)),
+            ValueError,
+            r"train: run: key must be one PRNG key, got an array of keys of shape \(4,\)",
+        ),
+        (lambda p, s, x, y, k: (p, s, list(x), y, k), TypeError, r"train: x must be an array, got list"),
+    ],
+    ids=[
+        "nan-x",
+        "inf-x",
+        "nan-y",
+        "nan-params",
+        "bad-target",
+        "nan-lr",
+        "negative-lr",
+        "zero-lr",
+        "y-shape",
+        "int-key",
+        "many-keys",
+        "list-x",
+    ],
+)
 @pytest.mark.parametrize("batch_size", [None, 4], ids=["full", "minibatch"])
 def test_run_refuses_bad_inputs_before_any_work(change, error, match, batch_size):
     x, y = data()
@@ -363,5 +440,4 @@ def test_run_under_vmap_checks_what_is_concrete():
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"train: x holds 1 NaN or infinite value\(s\)"):
-        jax.vmap(run, in_axes=(0, 0, None, None, 0))(params, states, with_value(x, (0, 0), np.nan),
-                                                     y, keys)
+        jax.vmap(run, in_axes=(0, 0, None, None, 0))(params, states, with_value(x, (0, 0), np.nan), y, keys)
