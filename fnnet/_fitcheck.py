@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet._hosts import count_nonfinite
 from fnnet.layers import Layer
 from fnnet.losses import Loss, check_targets
 from fnnet.optim import Optimizer, OptState
@@ -72,8 +73,8 @@ def check_data(name_x, name_y, x, y) -> None:
             f"fit: {name_y} must be real, got dtype {y.dtype}: the losses are defined on real targets"
         )
     for name, a in ((name_x, x), (name_y, y)):
-        if jnp.issubdtype(a.dtype, jnp.inexact) and not np.all(np.isfinite(np.asarray(a))):
-            bad = int(np.sum(~np.isfinite(np.asarray(a))))
+        bad = count_nonfinite(a)  # this process's part of a global array
+        if bad:
             raise ValueError(f"fit: {name} holds {bad} NaN or infinite value(s)")
 
 

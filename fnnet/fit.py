@@ -11,6 +11,7 @@ import numpy as np
 from fnnet import _fitcheck as check
 from fnnet import _resume
 from fnnet._atomic import check_writable
+from fnnet._hosts import on_writer
 from fnnet.checkpoint import save
 from fnnet.optim import check_schedule
 from fnnet.train import _check_batch_size, _check_count, _runner, place
@@ -246,7 +247,8 @@ def _chunks(done, epochs, checkpoint_every, checkpointing):
 
 def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
     try:
-        save(
+        on_writer(  # with several processes, process 0 alone writes; the others wait
+            save,
             path,
             params,
             opt_state,

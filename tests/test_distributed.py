@@ -115,11 +115,6 @@ def test_resume_with_two_processes_equals_the_uninterrupted_run(run):
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fit writes its checkpoint from every process until it "
-    "calls fnnet._hosts.on_writer (see fnnet/_hosts.py)",
-)
 def test_only_process_0_writes_the_checkpoint(run):
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert run["results"][1]["saves"] == []
