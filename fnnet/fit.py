@@ -25,12 +25,33 @@ _PROGRESS_UPDATES = 20  # a progress update (and NaN check) at least this often 
 
 
 class FitResult(NamedTuple):
-    """params, opt_state; losses: `(epochs,)` numpy; val_losses: `(epochs,)` or None."""
+    """What `fit` returns.
+
+    params: the trained params (with any `State`, e.g. BatchNorm's running statistics);
+    opt_state: the optimizer state after the last step (resume from it);
+    losses: `(epochs,)` NumPy, each epoch's training loss (before its steps);
+    val_losses: `(epochs,)` NumPy, each epoch's validation loss (after it), or None.
+    Printed, it is a one-line summary.
+    """
 
     params: object
     opt_state: object
     losses: np.ndarray
     val_losses: Optional[np.ndarray]
+
+    def __repr__(self):
+        leaves = jax.tree.leaves(self.params)
+        values = sum(int(np.size(leaf)) for leaf in leaves)
+        loss = f"loss {self.losses[0]:.4g} -> {self.losses[-1]:.4g}" if len(self.losses) else "no epochs"
+        val = (
+            ""
+            if self.val_losses is None or not len(self.val_losses)
+            else (f", validation loss {self.val_losses[-1]:.4g}")
+        )
+        return (
+            f"FitResult({len(self.losses)} epochs, {loss}{val}; params: {len(leaves)} arrays, "
+            f"{values} values)"
+        )
 
 
 class TrainingDiverged(FloatingPointError):

@@ -657,3 +657,13 @@ def test_bad_input_raises_before_any_work(tmp_path, monkeypatch, change, error, 
     with pytest.raises(error, match=match):
         fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.1), init(), x, y, epochs, progress=False, **args)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_printed_fit_result_is_a_short_summary():
+    x, y = data()
+    result = fnnet.fit(
+        MODEL, LOSS, fnnet.SGD(lr=0.5), init(), x, y, epochs=3, progress=False, validation=(x, y)
+    )
+    text = repr(result)
+    assert text.startswith("FitResult(3 epochs, loss ") and "validation loss" in text, text
+    assert "params: 4 arrays, 65 values)" in text and "Array(" not in text and len(text) < 150, text
