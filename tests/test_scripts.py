@@ -5,8 +5,11 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
+
+import fnnet
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
 sys.path.insert(0, SCRIPTS)
@@ -143,3 +146,17 @@ def test_bench_quick_runs_and_every_variant_learns(capsys):
     for workload, rows in results.items():
         for name, row in rows.items():
             assert row.accuracy >= floors[workload], (workload, name, row.accuracy)
+
+
+def test_disk_regularized_model_trains_with_batchnorm_and_dropout_and_infers_deterministically():
+    results = disk.main(["--models", "regularized", "--epochs", "300", "--seeds", "1", "--evaluations", "3"])
+    r = results["regularized"]
+    assert r["test_acc"][0] >= 90, r["test_acc"]
+    model = disk.MODELS["regularized"][0]
+    params = jax.tree.map(lambda a: a[0], r["params"])
+    running = params[1]["running"]
+    assert not np.allclose(running["mean"], 0) and not np.allclose(running["var"], 1)
+    x, _ = fnnet.data.disk(64, jax.random.key(3))
+    out = model.apply(params, x)  # inference: running statistics, no dropout
+    np.testing.assert_array_equal(out, model.apply(params, x))
+    np.testing.assert_allclose(model.apply(params, x[:1]), out[:1], rtol=1e-5)
