@@ -140,8 +140,9 @@ def LossCrossEntropy() -> Loss:
     `y` holds logits `(..., classes)`, at least 2 classes (a single output
     has a softmax of 1 and a loss of 0 whatever it is: use `LossBCEWithLogits`);
     `target` is either integer labels `(...)` or one-hot / probability rows
-    `(..., classes)`. value = mean(logsumexp(y) - sum(t * y));
-    grad = (softmax(y) - t) / n_examples.
+    `(..., classes)` (weights >= 0). Per example, with s = sum(t) (1 for labels
+    and probability rows): value = mean(s * logsumexp(y) - sum(t * y));
+    grad = (softmax(y) * s - t) / n_examples.
     """
     name = "LossCrossEntropy"
 
