@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.layers import Layer, _check_float, _check_floating, no_params_init
 
 __all__ = [
@@ -29,7 +29,7 @@ def _check_no_params(name: str, params) -> None:
         raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
 
 
-@shared
+@interned
 def elementwise(name: str, f: Callable, df: Callable) -> Layer:
     """A parameter-free layer applying `f` to every element.
 
@@ -66,25 +66,25 @@ def _sigmoid(x):
     return lax.logistic(x)  # stable for any |x|
 
 
-@shared
+@interned
 def ReLU() -> Layer:
     """max(x, 0); derivative 0 at x = 0."""
     return elementwise("ReLU", lambda x: jnp.maximum(x, 0), lambda x, y: (x > 0).astype(x.dtype))
 
 
-@shared
+@interned
 def Tanh() -> Layer:
     """tanh(x)."""
     return elementwise("Tanh", jnp.tanh, lambda x, y: 1 - y * y)  # dx = dy * (1 - y**2)
 
 
-@shared
+@interned
 def Sigmoid() -> Layer:
     """1 / (1 + exp(-x)), finite for any finite x."""
     return elementwise("Sigmoid", _sigmoid, lambda x, y: y * (1 - y))  # dx = dy * y (1 - y)
 
 
-@shared
+@interned
 def LeakyReLU(slope: float = 0.01) -> Layer:
     """x for x > 0, else slope * x."""
     slope = _check_float("LeakyReLU: slope", slope)
@@ -95,7 +95,7 @@ def LeakyReLU(slope: float = 0.01) -> Layer:
     )
 
 
-@shared
+@interned
 def ELU(alpha: float = 1.0) -> Layer:
     """x for x > 0, else alpha * (exp(x) - 1)."""
     alpha = _check_float("ELU: alpha", alpha)
@@ -107,13 +107,13 @@ def ELU(alpha: float = 1.0) -> Layer:
     )  # y + alpha = alpha e^x
 
 
-@shared
+@interned
 def Softplus() -> Layer:
     """log(1 + exp(x)), finite for any finite x."""
     return elementwise("Softplus", lambda x: jnp.logaddexp(x, 0), lambda x, y: _sigmoid(x))
 
 
-@shared
+@interned
 def Identity() -> Layer:
     """y = x."""
     return elementwise("Identity", lambda x: x, lambda x, y: jnp.ones_like(x))
@@ -150,7 +150,7 @@ def _log_softmax(x, axis):
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
 
 
-@shared
+@interned
 def Softmax() -> Layer:
     """exp(x) / sum(exp(x)) over the last axis, stable for any finite x."""
     return _along_features(
@@ -161,7 +161,7 @@ def Softmax() -> Layer:
     )
 
 
-@shared
+@interned
 def LogSoftmax() -> Layer:
     """x - log(sum(exp(x))) over the last axis, stable for any finite x."""
     return _along_features(

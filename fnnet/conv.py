@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.layers import Layer, _check_floating, _check_size, _weights_init
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
@@ -233,7 +233,7 @@ def Conv2D(
     )
 
 
-@shared
+@interned
 def _conv2d(c_in, c_out, kernel, stride, padding):
     """The layer (its init with the default initializers) and its output shape function."""
     name = f"Conv2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, padding={padding!r})"
@@ -334,7 +334,7 @@ def ConvTranspose2D(
     )
 
 
-@shared
+@interned
 def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
     """The layer (its init with the default initializers) and its output shape function."""
     name = (

@@ -4,7 +4,7 @@ import numbers
 
 import jax
 
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.layers import Layer, _check_floating, _check_train, no_params_init
 
 __all__ = ["Dropout"]
@@ -34,7 +34,7 @@ def Dropout(rate: float) -> Layer:
     return _dropout(float(rate))
 
 
-@shared
+@interned
 def _dropout(rate: float) -> Layer:
     name = f"Dropout(rate={rate})"
 

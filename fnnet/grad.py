@@ -5,7 +5,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.layers import Layer, contract_hint
 from fnnet.losses import Loss
 
@@ -67,7 +67,7 @@ def loss_and_grads_in(
     return loss.value(y, target), dparams
 
 
-@shared
+@interned
 def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> Callable:
     """Build `f(params, x, target, key=None) -> (value, grads)`; jittable and vmappable.
 
@@ -97,7 +97,7 @@ def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> Callable:
     return f
 
 
-@shared
+@interned
 def as_jax(model: Layer, *, train: bool = False) -> Callable:
     """`f(params, x) = model.apply(params, x)` whose JAX derivative is the hand VJP.
 

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet._checks import check_init
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet._types import Array, Params, PRNGKey, Shape
 
 __all__ = ["Layer", "Linear"]
@@ -137,7 +137,7 @@ def _check_floating(name: str, x) -> None:
         )
 
 
-@shared
+@interned
 def no_params_init(owner: str) -> Callable:
     """The `init` of a parameter-free layer named `owner`: shape in, shape out, params ()."""
 
@@ -191,7 +191,7 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
     )
 
 
-@shared
+@interned
 def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init, dtype):
     """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
     `w_init` and `b_init`, by default U[-1/sqrt(fan_in), 1/sqrt(fan_in)]. It lives apart
@@ -208,7 +208,7 @@ def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int
     return init
 
 
-@shared
+@interned
 def _linear(n_in, n_out):
     """The layer (its init with the default initializers) and its output shape function."""
     name = f"Linear(n_in={n_in}, n_out={n_out})"

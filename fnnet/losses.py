@@ -12,7 +12,7 @@ import numpy as np
 from jax import lax
 
 from fnnet._hosts import host_parts
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet._types import Array
 
 __all__ = ["Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
@@ -79,13 +79,13 @@ def _mean_loss(name: str, f: Callable, df: Callable) -> Loss:
     return Loss(value, grad)
 
 
-@shared
+@interned
 def LossMSE() -> Loss:
     """Mean squared error, mean((y - target)**2)."""
     return _mean_loss("LossMSE", lambda y, t: (y - t) ** 2, lambda y, t: 2 * (y - t))
 
 
-@shared
+@interned
 def LossBCE(eps: float = 1e-7) -> Loss:
     """Binary cross-entropy on probabilities, -mean(t log p + (1 - t) log(1 - p)).
 
@@ -117,7 +117,7 @@ def LossBCE(eps: float = 1e-7) -> Loss:
     return _mean_loss("LossBCE", f, df)._replace(check_targets=_check_probabilities("LossBCE"))
 
 
-@shared
+@interned
 def LossBCEWithLogits() -> Loss:
     """Binary cross-entropy on logits z, the fused stable form.
 
@@ -133,7 +133,7 @@ def LossBCEWithLogits() -> Loss:
     )._replace(check_targets=_check_probabilities("LossBCEWithLogits"))
 
 
-@shared
+@interned
 def LossCrossEntropy() -> Loss:
     """Softmax cross-entropy over the last axis, mean over examples.
 

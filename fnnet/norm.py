@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._checks import check_init
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.layers import Layer, _check_floating, _check_train
 from fnnet.state import State
 
@@ -140,7 +140,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) ->
     return _batch_norm(momentum, eps, _check_dtype(owner, dtype))
 
 
-@shared
+@interned
 def _batch_norm(momentum, eps, dtype) -> Layer:
     name = f"BatchNorm(momentum={momentum}, eps={eps})"
 
@@ -226,7 +226,7 @@ def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
     return _layer_norm(eps, _check_dtype("LayerNorm", dtype))
 
 
-@shared
+@interned
 def _layer_norm(eps, dtype) -> Layer:
     name = f"LayerNorm(eps={eps})"
 

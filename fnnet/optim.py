@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet.state import trainable_mask
 
@@ -345,7 +345,7 @@ def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
             )
 
 
-@shared
+@interned
 def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
     """`rule` lifted to pytrees: the step shared by every optimizer with the same rule,
     schedule and state layout."""

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.activations import _check_no_params
 from fnnet.conv import _check_cotangent, _check_fits, _check_image, _out_size, _pair
 from fnnet.layers import Layer, _check_floating
@@ -37,7 +37,7 @@ def Upsample2D(factor) -> Layer:
     return _upsample2d(_pair("Upsample2D: factor", factor))
 
 
-@shared
+@interned
 def _upsample2d(factor) -> Layer:
     name = f"Upsample2D(factor={factor})"
     fh, fw = factor
@@ -120,7 +120,7 @@ def MaxPool2D(window, stride=None) -> Layer:
     return _max_pool2d(*_pool_args("MaxPool2D", window, stride))
 
 
-@shared
+@interned
 def _max_pool2d(window, stride) -> Layer:
     name = f"MaxPool2D(window={window}, stride={stride})"
     dims, strides = (1,) + window + (1,), (1,) + stride + (1,)
@@ -158,7 +158,7 @@ def AvgPool2D(window, stride=None) -> Layer:
     return _avg_pool2d(*_pool_args("AvgPool2D", window, stride))
 
 
-@shared
+@interned
 def _avg_pool2d(window, stride) -> Layer:
     name = f"AvgPool2D(window={window}, stride={stride})"
     dims, strides, size = (1,) + window + (1,), (1,) + stride + (1,), window[0] * window[1]
@@ -185,7 +185,7 @@ def _avg_pool2d(window, stride) -> Layer:
     return Layer(init, apply, vjp)
 
 
-@shared
+@interned
 def Flatten() -> Layer:
     """`(n, d1, d2, ...) -> (n, d1 * d2 * ...)`, row-major (`x.reshape(n, -1)`).
 

@@ -3,7 +3,7 @@
 import jax
 
 from fnnet._checks import check_init
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet.layers import Layer, contract_hint
 from fnnet.state import check_update
 
@@ -41,7 +41,7 @@ def _layer_keys(key, n):
     return [None] * n if key is None else list(jax.random.split(key, n))
 
 
-@shared
+@interned
 def _serial_init(inits):
     def init(key, input_shape):
         shape, params = check_init("serial", key, input_shape), []
@@ -54,7 +54,7 @@ def _serial_init(inits):
     return init
 
 
-@shared
+@interned
 def _compose(layers) -> Layer:
     """The serial of `layers` (init left to the caller: equal layers may have other inits)."""
     n = len(layers)
@@ -115,7 +115,7 @@ def _compose(layers) -> Layer:
     )
 
 
-@shared
+@interned
 def _transposed(layer: Layer) -> Layer:
     """`layer` on a feature-major 2-D input: transposed in, run batch-major, transposed out."""
 
@@ -178,7 +178,7 @@ def Residual(layer: Layer) -> Layer:
     return _residual(layer)._replace(init=_residual_init(layer.init))
 
 
-@shared
+@interned
 def _residual_init(layer_init):
     def init(key, input_shape):
         input_shape = check_init("Residual", key, input_shape)
@@ -193,7 +193,7 @@ def _residual_init(layer_init):
     return init
 
 
-@shared
+@interned
 def _residual(layer: Layer) -> Layer:
     def apply(params, x, *, train=False, key=None):
         y = layer.apply(params, x, train=train, key=key)

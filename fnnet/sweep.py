@@ -9,7 +9,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_keys, check_shape
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.optim import OptState
@@ -34,7 +34,7 @@ def init_many(model: Layer, keys, input_shape) -> object:
     return _init_many(model.init, check_shape("init_many", input_shape))(keys)
 
 
-@shared
+@interned
 def _init_many(init, input_shape):  # by init: equal layers may draw their params otherwise
     return jax.jit(jax.vmap(lambda key: init(key, input_shape)[1]))
 
@@ -63,7 +63,7 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
     return _vmapped(run, per_member_data, groups, jax.default_backend() == "cpu")
 
 
-@shared
+@interned
 def _vmapped(run, per_member_data, groups, one_by_one):
     data_axis = 0 if per_member_data else None
     if not one_by_one:

@@ -10,7 +10,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_key
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
-from fnnet._shared import shared
+from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.grad import check_input, layout, loss_and_grads_in
 from fnnet.layers import Layer
@@ -77,7 +77,7 @@ def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Opti
     return step
 
 
-@shared
+@interned
 def _train_step(model, loss, opt):
     def step(params, opt_state, x, y, key=None):
         key = step_key(key, opt_state.count)
@@ -251,7 +251,7 @@ def _all_finite(tree) -> Array:
     )
 
 
-@shared
+@interned
 def _runner(model, loss, opt, batch_size, mesh):
     """Jitted `run(params, state, x, y, key, count, validation, active=None) -> Run`.
 
@@ -404,7 +404,7 @@ def _check_run_inputs(model, loss, opt, params, opt_state, x, y, key):
     check_hyperparams(opt, "train", opt_state)
 
 
-@shared
+@interned
 def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.

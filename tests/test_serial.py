@@ -390,7 +390,7 @@ def test_unhashable_initializers_still_give_equal_layers():
 
 
 def test_constructor_caches_are_bounded():
-    from fnnet._shared import MAX_ENTRIES
+    from fnnet._intern import MAX_ENTRIES
     from fnnet.layers import _linear
 
     for n in range(1, MAX_ENTRIES + 20):

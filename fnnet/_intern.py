@@ -19,7 +19,7 @@ import functools
 MAX_ENTRIES = 256
 
 
-def shared(constructor):
+def interned(constructor):
     """Decorate `constructor` so equal hashable arguments give the same object."""
     cache: collections.OrderedDict = collections.OrderedDict()
 
