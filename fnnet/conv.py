@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_floating, _check_size, _weights_init
+from fnnet.layers import Layer, _check_dtype, _check_floating, _check_size, _weights_init
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
 
@@ -47,13 +47,6 @@ def _check_padding(name: str, padding, allow_int: bool):
     if allow_int and isinstance(padding, int) and not isinstance(padding, bool):
         return _check_size(name, padding, 0)
     raise TypeError(f"{name} must be {expected}, got {padding!r} ({type(padding).__name__})")
-
-
-def _check_dtype(name: str, dtype):
-    dtype = jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating dtype, got {dtype}")
-    return dtype
 
 
 def _check_init(name: str, init):
@@ -170,6 +163,21 @@ def _correlate_dw(x, dy, stride, pads, k_hw):
     return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
 
 
+def _with_initializers(name, layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype) -> Layer:
+    """`layer` whose `init` draws w `(kh, kw, c_in, c_out)` and b with `w_init`, `b_init` (by
+    default U[-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = kh kw c_in) in `dtype`."""
+    init = _weights_init(
+        f"{name}(c_in={c_in}, c_out={c_out})",
+        output_shape,
+        kernel + (c_in, c_out),
+        kernel[0] * kernel[1] * c_in,
+        _check_init(f"{name}: w_init", w_init),
+        _check_init(f"{name}: b_init", b_init),
+        _check_dtype(f"{name}: dtype", dtype),
+    )
+    return layer._replace(init=init)
+
+
 def _promoted(*arrays):
     """The arrays in their common dtype (lax's convolutions take one dtype)."""
     dtype = jnp.result_type(*arrays)
@@ -220,17 +228,7 @@ def Conv2D(
         _pair("Conv2D: stride", stride),
         _check_padding("Conv2D: padding", padding, allow_int=True),
     )
-    return layer._replace(
-        init=_weights_init(
-            f"Conv2D(c_in={c_in}, c_out={c_out})",
-            output_shape,
-            kernel + (c_in, c_out),
-            kernel[0] * kernel[1] * c_in,
-            _check_init("Conv2D: w_init", w_init),
-            _check_init("Conv2D: b_init", b_init),
-            _check_dtype("Conv2D: dtype", dtype),
-        )
-    )
+    return _with_initializers("Conv2D", layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype)
 
 
 @interned
@@ -321,17 +319,7 @@ def ConvTranspose2D(
         _pair(f"{name}: stride", stride),
         _check_padding(f"{name}: padding", padding, allow_int=False),
     )
-    return layer._replace(
-        init=_weights_init(
-            f"{name}(c_in={c_in}, c_out={c_out})",
-            output_shape,
-            kernel + (c_in, c_out),
-            kernel[0] * kernel[1] * c_in,
-            _check_init(f"{name}: w_init", w_init),
-            _check_init(f"{name}: b_init", b_init),
-            _check_dtype(f"{name}: dtype", dtype),
-        )
-    )
+    return _with_initializers(name, layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype)
 
 
 @interned

@@ -111,6 +111,14 @@ def _check_train(name: str, train) -> bool:
     return train
 
 
+def _check_dtype(name: str, dtype):
+    """`dtype` as a NumPy dtype; TypeError unless floating (params must be)."""
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating dtype, got {dtype}")
+    return dtype
+
+
 def _check_size(name: str, value, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")

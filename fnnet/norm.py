@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from fnnet._checks import check_init
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_floating, _check_train
+from fnnet.layers import Layer, _check_dtype, _check_floating, _check_train
 from fnnet.state import State
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -30,13 +30,6 @@ def _check_number(owner, name, value, ok, expected):
     if not (math.isfinite(value) and ok(value)):
         raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
     return float(value)
-
-
-def _check_dtype(owner, dtype):
-    dtype = jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{owner}: dtype must be a floating dtype, got {dtype}")
-    return dtype
 
 
 def _along(v, x, feature_axis):
@@ -137,7 +130,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) ->
     owner = "BatchNorm"
     momentum = _check_number(owner, "momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
     eps = _check_number(owner, "eps", eps, lambda v: v > 0, "> 0")
-    return _batch_norm(momentum, eps, _check_dtype(owner, dtype))
+    return _batch_norm(momentum, eps, _check_dtype(f"{owner}: dtype", dtype))
 
 
 @interned
@@ -223,7 +216,7 @@ def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
       >>> model = serial(Linear(2, 25), LayerNorm(), ReLU(), Linear(25, 1))
     """
     eps = _check_number("LayerNorm", "eps", eps, lambda v: v > 0, "> 0")
-    return _layer_norm(eps, _check_dtype("LayerNorm", dtype))
+    return _layer_norm(eps, _check_dtype("LayerNorm: dtype", dtype))
 
 
 @interned

@@ -13,6 +13,7 @@ from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.optim import OptState
+from fnnet.train import _all_finite
 
 __all__ = ["init_many", "spread", "vmapped", "sweep", "SweepResult"]
 
@@ -203,14 +204,8 @@ class SweepResult(NamedTuple):
 
 @jax.jit
 def _finite(params, opt_states, losses):
-    def member(params, opt_state, losses):
-        floats = [
-            leaf for leaf in jax.tree.leaves((params, losses)) if jnp.issubdtype(leaf.dtype, jnp.inexact)
-        ]
-        # A member given invalid hyperparameters has NaN losses (from `train`'s run).
-        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in floats]))
-
-    return jax.vmap(member)(params, opt_states, losses)
+    # Per member; one given invalid hyperparameters has NaN losses (from `train`'s run).
+    return jax.vmap(lambda params, losses: _all_finite((params, losses)))(params, losses)
 
 
 def sweep(
