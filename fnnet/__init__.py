@@ -9,35 +9,37 @@ module's own `__all__`.
 
 from fnnet import activations as _activations
 from fnnet import checkpoint as _checkpoint
+from fnnet import combinators as _combinators
 from fnnet import conv as _conv
-from fnnet import data, schedules, sweep
+from fnnet import data, schedules
 from fnnet import dropout as _dropout
-from fnnet import fit as _fit
+from fnnet import fitting as _fitting
 from fnnet import grad as _grad
 from fnnet import layers as _layers
 from fnnet import losses as _losses
 from fnnet import norm as _norm
 from fnnet import optim as _optim
 from fnnet import pool as _pool
-from fnnet import serial as _serial
 from fnnet import state as _state
+from fnnet import sweeps as _sweeps
 from fnnet import testing as _testing
-from fnnet import train as _train
+from fnnet import training as _training
 from fnnet.activations import *  # noqa: F401,F403
 from fnnet.checkpoint import *  # noqa: F401,F403
+from fnnet.combinators import *  # noqa: F401,F403
 from fnnet.conv import *  # noqa: F401,F403
 from fnnet.dropout import *  # noqa: F401,F403
-from fnnet.fit import *  # noqa: F401,F403
+from fnnet.fitting import *  # noqa: F401,F403
 from fnnet.grad import *  # noqa: F401,F403
 from fnnet.layers import *  # noqa: F401,F403
 from fnnet.losses import *  # noqa: F401,F403
 from fnnet.norm import *  # noqa: F401,F403
 from fnnet.optim import *  # noqa: F401,F403
 from fnnet.pool import *  # noqa: F401,F403
-from fnnet.serial import *  # noqa: F401,F403
 from fnnet.state import State
+from fnnet.sweeps import *  # noqa: F401,F403
 from fnnet.testing import *  # noqa: F401,F403
-from fnnet.train import *  # noqa: F401,F403
+from fnnet.training import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
@@ -50,16 +52,17 @@ __all__ = [
         _dropout,
         _conv,
         _pool,
-        _serial,
+        _combinators,
         _losses,
         _grad,
         _optim,
-        _train,
-        _fit,
+        _training,
+        _fitting,
+        _sweeps,
         _checkpoint,
         _testing,
     )
     for name in module.__all__
-] + ["State", "schedules", "data", "sweep"]
-del _activations, _checkpoint, _conv, _dropout, _fit, _grad, _layers, _losses, _norm, _optim, _serial
-del _pool, _state, _testing, _train
+] + ["State", "schedules", "data"]
+del _activations, _checkpoint, _combinators, _conv, _dropout, _fitting, _grad, _layers, _losses, _norm
+del _optim, _pool, _state, _sweeps, _testing, _training

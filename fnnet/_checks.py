@@ -1,5 +1,6 @@
 """Checks of the arguments every `init` takes: one PRNG key and an input shape."""
 
+import math
 import numbers
 
 import jax
@@ -14,25 +15,24 @@ def _describe(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-_MANY = "one run per key is a sweep (fnnet.sweep.init_many, fnnet.sweep.sweep, jax.vmap)"
+_MANY = "one run per key is a sweep (fnnet.init_many, fnnet.sweep, jax.vmap)"
 
 
-def check_key(owner: str, key, name: str = "key") -> None:
-    """Raise unless `key` is one PRNG key: `jax.random.key(0)`, or a raw `PRNGKey(0)`
-    (uint32, one axis). Tracers pass when their shape and dtype fit (inside `vmap`)."""
+def check_key(owner: str, key, name: str = "key"):
+    """Return `key` if it is one PRNG key: `jax.random.key(0)`, or a raw `PRNGKey(0)`
+    (uint32, one axis); raise TypeError for anything else, ValueError for several keys.
+    Tracers pass when their shape and dtype fit (inside `vmap`)."""
     dtype = getattr(key, "dtype", None)
-    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
-        if jnp.shape(key) != ():
-            raise ValueError(
-                f"{owner}: {name} must be one PRNG key, got an array of keys of "
-                f"shape {jnp.shape(key)}; {_MANY}"
-            )
-        return
-    if dtype == np.uint32 and jnp.ndim(key) == 1:  # a raw key, as jax.random.PRNGKey makes
-        return
-    if dtype == np.uint32 and jnp.ndim(key) == 2:
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == np.uint32 and jnp.ndim(key) >= 1
+    if typed and jnp.shape(key) == () or raw and jnp.ndim(key) == 1:
+        return key
+    if typed or raw:
+        shape = jnp.shape(key)
+        count, kind = (math.prod(shape), "keys") if typed else (math.prod(shape[:-1]), "raw keys")
         raise ValueError(
-            f"{owner}: {name} must be one PRNG key, got an array of {jnp.shape(key)[0]} raw keys; {_MANY}"
+            f"{owner}: {name} must be one PRNG key, got an array of {count} {kind} (shape "
+            f"{shape}); pass one of them, e.g. {name}s[0]; {_MANY}"
         )
     raise TypeError(f"{owner}: {name} must be a PRNG key such as jax.random.key(0), got {_describe(key)}")
 

@@ -38,9 +38,9 @@ def bench_sweep(epochs, members, rounds):
     variants = {}
     for m in members:
         keys = jax.random.split(jax.random.key(0), m)
-        params = fnnet.sweep.init_many(model, keys, x.shape)
+        params = fnnet.init_many(model, keys, x.shape)
         states = jax.vmap(opt.init)(params)
-        variants[m] = lambda params=params, states=states, keys=keys: fnnet.sweep.sweep(
+        variants[m] = lambda params=params, states=states, keys=keys: fnnet.sweep(
             run, params, states, x, y, keys
         )
     timings = interleaved(variants, rounds)

@@ -140,7 +140,7 @@ def placements(names, devices):
     """name -> the devices its seeds train on: one device, or all of them.
 
     Models are dealt to the devices whole, one each, while a full round is
-    left; the rest are spread over every device (`fnnet.sweep.spread`).
+    left; the rest are spread over every device (`fnnet.spread`).
     """
     whole = len(names) - len(names) % len(devices)
     return {name: [devices[i % len(devices)]] if i < whole else list(devices) for i, name in enumerate(names)}
@@ -228,8 +228,8 @@ def prepare(name, sets, keys, epochs, evaluations, devices, lr=None, decay=None)
     if len(devices) == 1:
         inputs = jax.device_put(inputs, devices[0])
     else:
-        inputs = fnnet.sweep.spread(inputs, devices)
-    run = fnnet.sweep.vmapped(member_run(name, epochs, evaluations, lr, decay), True, len(devices))
+        inputs = fnnet.spread(inputs, devices)
+    run = fnnet.vmapped(member_run(name, epochs, evaluations, lr, decay), True, len(devices))
     run = run.lower(*inputs).compile()
     return lambda: run(*inputs)
 

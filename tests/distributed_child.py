@@ -40,7 +40,7 @@ def main(process_id, port, out):
 
     import fnnet
 
-    fit_module = sys.modules["fnnet.fit"]
+    fit_module = sys.modules["fnnet.fitting"]
     saves = []
     save = fit_module.save
 

@@ -4,6 +4,7 @@ import contextlib
 import logging
 
 import jax
+import numpy as np
 
 # jax records this event around every XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT),
 # and only then: a program served from jit's caches does not record it.
@@ -58,3 +59,41 @@ def count_compilations():
         logger.removeHandler(handler)
         jax.monitoring.unregister_event_duration_listener(listener)
         names.extend(from_events if len(from_events) >= len(handler.names) else handler.names)
+
+
+# The oracle comparisons' tolerances: float64 tight, float32 a few ulps of accumulated error.
+TOLERANCES = {
+    np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
+    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5),
+}
+
+
+def device(a, dtype=None):
+    """A jax array of host data, converted on the host (jnp.asarray compiles a program per
+    new shape, and compiling is most of the oracle tests' run time)."""
+    return jax.device_put(np.asarray(a, dtype))
+
+
+def assert_trees_close(actual, expected, dtype=None, *, rtol=None, atol=None, scaled=False, same_dtypes=True):
+    """Same structure and shapes (and dtypes, unless `same_dtypes=False`); values within
+    `rtol`/`atol`, by default `TOLERANCES[dtype]`. `scaled`: atol relative to the expected
+    leaf's largest magnitude (at least 1), for leaves whose values run large."""
+    tolerance = dict(TOLERANCES[np.dtype(dtype)]) if dtype is not None else {}
+    tolerance.update({k: v for k, v in dict(rtol=rtol, atol=atol).items() if v is not None})
+    if "rtol" not in tolerance:
+        raise TypeError("assert_trees_close needs a dtype or rtol")
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        a, e = np.asarray(a), np.asarray(e)
+        assert a.shape == e.shape, (a.shape, e.shape)
+        assert a.dtype == e.dtype or not same_dtypes, (a.dtype, e.dtype)
+        atol_here = tolerance.get("atol", 0.0) * (max(1.0, float(np.abs(e).max(initial=0))) if scaled else 1)
+        np.testing.assert_allclose(a, e, rtol=tolerance["rtol"], atol=atol_here)
+
+
+def assert_trees_equal(actual, expected):
+    """Same structure, shapes, dtypes and bits."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
+        assert np.array_equal(np.asarray(a), np.asarray(e)), "values differ"

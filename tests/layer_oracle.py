@@ -9,27 +9,7 @@ Compiling costs far more than running here, so each comparison is one jitted pro
 import functools
 
 import jax
-import numpy as np
-
-# float64 held tight; float32 to a few ulps of O(1) sums.
-TOLERANCES = {
-    np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
-    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5),
-}
-
-
-def device(a, dtype=None):
-    """A jax array of host data, converted on the host (jnp.asarray compiles a program
-    per new shape)."""
-    return jax.device_put(np.asarray(a, dtype))
-
-
-def assert_trees_close(actual, expected, dtype):
-    """Same structure, shapes and dtypes; values within `TOLERANCES[dtype]`."""
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        assert a.shape == e.shape and a.dtype == e.dtype, (a.shape, a.dtype, e.shape, e.dtype)
-        np.testing.assert_allclose(a, e, **TOLERANCES[np.dtype(dtype)])
+from helpers import assert_trees_close
 
 
 @functools.lru_cache(maxsize=None)

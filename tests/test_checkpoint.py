@@ -15,6 +15,7 @@ import pytest
 
 import fnnet
 import fnnet.checkpoint
+from helpers import assert_trees_equal
 
 METADATA = {
     "epochs_done": 7,
@@ -49,15 +50,6 @@ def make_state(seed=0, hidden=3):
     return params, state
 
 
-def assert_trees_equal(got, want):
-    """Same structure, dtypes, shapes and bits."""
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert isinstance(g, jax.Array)
-        assert g.dtype == w.dtype and g.shape == w.shape
-        assert np.array_equal(np.asarray(g), np.asarray(w))
-
-
 @pytest.fixture
 def saved(tmp_path):
     """A checkpoint on disk: (path, params, opt_state)."""
@@ -73,6 +65,7 @@ def test_round_trip_is_exact(saved):
     assert_trees_equal(got_params, params)
     assert_trees_equal(got_state, state)
     assert isinstance(got_state, fnnet.OptState)
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves((got_params, got_state)))
     assert got_state.count.dtype == jnp.int32 and int(got_state.count) == 1
     assert metadata == METADATA
 

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import count_compilations
+from helpers import assert_trees_close, assert_trees_equal, count_compilations
 
 import fnnet
-from fnnet.train import step_key
+from fnnet.training import step_key
 
 # Linear-BatchNorm-ReLU-Dropout-Linear-Sigmoid: every mechanism at once.
 MODEL = fnnet.serial(
@@ -26,6 +26,7 @@ MODEL = fnnet.serial(
     fnnet.Sigmoid(),
 )
 LOSS = fnnet.LossBCE()
+CLOSE = dict(rtol=1e-5, atol=1e-6)  # float32 runs compared with float32 references
 STATE_PATH = (1, "running")  # where MODEL's State sits in its params
 
 
@@ -47,18 +48,6 @@ def oracle(model, loss, params, x, y, key):
     return jax.value_and_grad(lambda p: loss.value(model.apply(p, x, train=True, key=key), y))(params)
 
 
-def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-6):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
-
-
-def assert_trees_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(a, e)
-
-
 # --- value_and_grad in training mode ---------------------------------------------------------
 
 
@@ -71,7 +60,7 @@ def test_training_mode_gradients_match_autodiff(batch_shape):
     value, grads = jax.jit(fnnet.value_and_grad(MODEL, LOSS))(params, x, y, key)
     want_value, want_grads = oracle(MODEL, LOSS, params, x, y, key)
     np.testing.assert_allclose(value, want_value, rtol=1e-5)
-    assert_trees_close(grads, want_grads)
+    assert_trees_close(grads, want_grads, **CLOSE)
     # the running statistics are not used in training: their gradient is zero
     assert all(not np.any(leaf) for leaf in jax.tree.leaves(running(grads)))
 
@@ -82,7 +71,7 @@ def test_inference_mode_gradients_match_autodiff():
     value, grads = jax.jit(fnnet.value_and_grad(MODEL, LOSS, train=False))(params, x, y)
     want_value, want_grads = jax.value_and_grad(lambda p: LOSS.value(MODEL.apply(p, x), y))(params)
     np.testing.assert_allclose(value, want_value, rtol=1e-5)
-    assert_trees_close(grads, want_grads)
+    assert_trees_close(grads, want_grads, **CLOSE)
     assert any(np.any(leaf) for leaf in jax.tree.leaves(running(grads)))  # used in inference
 
 
@@ -128,7 +117,7 @@ def test_train_step_moves_the_running_statistics_and_equals_manual_steps():
     for _ in range(3):
         got, state, _ = step(got, state, x, y, key)
         want, want_state = manual_step(want, want_state, x, y, key)
-    assert_trees_close(got, want)
+    assert_trees_close(got, want, **CLOSE)
     # momentum 0.8 from mean 0, var 1: the running mean moved towards the batch's
     first_layer = x @ params[0]["w"] + params[0]["b"][None, :]
     assert not np.allclose(running(got)["mean"], 0)
@@ -143,7 +132,7 @@ def test_fit_result_params_hold_the_state_and_train_equals_fit():
     result = fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=6, key=key, progress=False)
     run = fnnet.train(MODEL, LOSS, opt, epochs=6)
     trained, _, losses = run(params, opt.init(params), x, y, key)
-    assert_trees_close(result.params, trained, rtol=1e-6)  # fit runs in chunks
+    assert_trees_close(result.params, trained, rtol=1e-6, atol=1e-6)  # fit runs in chunks
     np.testing.assert_allclose(result.losses, losses, rtol=1e-6)
     assert isinstance(running(result.params), fnnet.State)
     assert not np.allclose(running(result.params)["var"], 1)
@@ -189,10 +178,10 @@ def test_sweep_members_draw_their_own_masks():
     opt = fnnet.SGD(lr=0.2)
     x, y = data()
     keys = jax.random.split(jax.random.key(0), 2)
-    params = fnnet.sweep.init_many(MODEL, jnp.stack([keys[0], keys[0]]), x.shape)  # same init
+    params = fnnet.init_many(MODEL, jnp.stack([keys[0], keys[0]]), x.shape)  # same init
     states = jax.vmap(opt.init)(params)
     run = fnnet.train(MODEL, LOSS, opt, epochs=3)
-    out_params, _, losses, finite = fnnet.sweep.sweep(run, params, states, x, y, keys)
+    out_params, _, losses, finite = fnnet.sweep(run, params, states, x, y, keys)
     assert finite.tolist() == [True, True]
     assert not np.allclose(losses[0], losses[1])  # same init and data: only the masks differ
     alone = run(jax.tree.map(lambda a: a[1], params), opt.init(init(seed=0)), x, y, keys[1])
@@ -218,7 +207,7 @@ def test_as_jax_in_training_mode_uses_the_hand_vjp():
     f = fnnet.as_jax(MODEL, train=True)
     grads = jax.jit(jax.grad(lambda p: LOSS.value(f(p, x, key), y)))(params)
     _, want = fnnet.value_and_grad(MODEL, LOSS)(params, x, y, key)
-    assert_trees_close(grads, want)
+    assert_trees_close(grads, want, **CLOSE)
     np.testing.assert_array_equal(f(params, x, key), MODEL.apply(params, x, train=True, key=key))
 
 

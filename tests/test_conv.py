@@ -19,14 +19,9 @@ from jax.test_util import check_vjp
 
 from fnnet import Linear, ReLU, serial
 from fnnet import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
+from helpers import assert_trees_close, device
 
 F64, F32 = jnp.float64, jnp.float32
-TOLERANCES = {F64: (1e-10, 1e-12), F32: (1e-5, 1e-5)}  # (rtol, atol relative to the leaf's max)
-
-
-def device(a, dtype=None):
-    """A jax array of host data, converted on the host (no program compiled per shape)."""
-    return jax.device_put(np.asarray(a, dtype))
 
 
 def random_like(rng, structs, dtype):
@@ -65,19 +60,11 @@ def oracle_and_hand(layer):
     return jax.jit(both)
 
 
-def assert_trees_close(actual, expected, dtype):
-    rtol, atol = TOLERANCES[dtype]
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        assert a.shape == e.shape and a.dtype == e.dtype, (a.shape, a.dtype, e.shape, e.dtype)
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * max(1.0, float(np.abs(e).max(initial=0))))
-
-
 def assert_vjp_matches_jax(layer, input_shape, dtype):
     params, x, dy, out_shape = random_case(layer, input_shape, dtype)
     expected, actual = oracle_and_hand(layer)(params, x, dy)
     assert expected[0].shape == out_shape  # init's shape is the real one
-    assert_trees_close(actual, expected, dtype)
+    assert_trees_close(actual, expected, dtype, scaled=True)
 
 
 ALL_NAMES = ["Conv2D", "ConvTranspose2D", "Upsample2D", "MaxPool2D", "AvgPool2D", "Flatten"]
@@ -168,7 +155,7 @@ def test_conv2d_vjp_mixed_dtypes_match_jax():
     params = jax.tree.map(lambda p: p.astype(F32), params)
     expected, actual = oracle_and_hand(layer)(params, x, dy)
     assert jax.tree.map(lambda a: a.dtype, actual) == jax.tree.map(lambda a: a.dtype, expected)
-    assert_trees_close(actual, expected, F32)
+    assert_trees_close(actual, expected, F32, scaled=True)
 
 
 @pytest.mark.parametrize(
@@ -233,7 +220,7 @@ def test_serial_cnn_composes_and_matches_jax():
         {"w": (36, 5), "b": (5,)},
     ]
     expected, actual = oracle_and_hand(model)(params, x, dy)
-    assert_trees_close(actual, expected, F64)
+    assert_trees_close(actual, expected, F64, scaled=True)
 
 
 # --- forward semantics ----------------------------------------------------------------

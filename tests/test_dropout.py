@@ -6,7 +6,8 @@ import math
 import jax
 import numpy as np
 import pytest
-from layer_oracle import assert_twin_matches, assert_vjp_matches_jax, device
+from helpers import device
+from layer_oracle import assert_twin_matches, assert_vjp_matches_jax
 
 from fnnet import Dropout, Identity, serial
 

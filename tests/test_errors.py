@@ -11,7 +11,6 @@ A run that diverges is not bad input: `TrainingDiverged` and the finite params i
 are tested in test_fit.py (`test_divergence_raises_with_the_last_finite_state`).
 """
 
-import importlib
 import json
 
 import jax
@@ -21,7 +20,7 @@ import pytest
 
 import fnnet
 
-fit_module = importlib.import_module("fnnet.fit")  # `fnnet.fit` is the function
+from fnnet import fitting as fit_module
 
 N = 16
 MODEL = fnnet.serial(fnnet.Linear(2, 4), fnnet.Tanh(), fnnet.Linear(4, 1), fnnet.Sigmoid())
@@ -215,17 +214,21 @@ def test_targets_of_the_wrong_shape(no_training):
             r"fit: model must be a Layer .*got the function _compose\.<locals>\.apply",
         ),
         ({"loss": LOSS.value}, TypeError, r"fit: loss must be a Loss .*got the function "),
-        ({"key": 0}, TypeError, r"fit: key must be a JAX PRNG key such as jax\.random\.key\(0\), got int 0"),
-        ({"key": np.uint32(7)}, TypeError, r"fit: key must be a JAX PRNG key .*got uint32 7"),
+        ({"key": 0}, TypeError, r"fit: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
+        (
+            {"key": np.uint32(7)},
+            TypeError,
+            r"fit: key must be a PRNG key .*got an array of dtype uint32 and shape \(\)",
+        ),
         (
             {"key": jax.random.split(jax.random.key(0), 3)},
             ValueError,
-            r"fit: key must be one key, got an array of 3 keys \(shape \(3,\)\); pass one of them",
+            r"fit: key must be one PRNG key, got an array of 3 keys \(shape \(3,\)\); pass one of them",
         ),
         (
             {"key": jax.random.split(jax.random.PRNGKey(0), 4)},
             ValueError,
-            r"fit: key must be one key, got an array of 4 keys \(shape \(4, 2\)\)",
+            r"fit: key must be one PRNG key, got an array of 4 raw keys \(shape \(4, 2\)\)",
         ),
         (
             {"params": list(init())},
@@ -339,10 +342,11 @@ def test_fit_validation_labels_name_the_validation_data(no_training):
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_], ids=["int32", "bool"])
 def test_integer_or_bool_inputs(call, dtype):
     x, y = data()
+    # a run checks its data before any layer sees it (one preparation for train and fit)
+    where = r"train: x " if call is via_train else LINEAR + r"input "
     with pytest.raises(
         TypeError,
-        match=LINEAR + r"input must be floating point, got dtype "
-        rf"{jnp.dtype(dtype)}; convert it",
+        match=where + rf"must be floating point, got dtype {jnp.dtype(dtype)}; convert it",
     ):
         call(jnp.asarray(x > 0.5).astype(dtype), jnp.asarray(y))
 

@@ -16,6 +16,7 @@ import fnnet
 SETUP = """
 import hashlib, sys, time, jax, numpy as np
 import fnnet, fnnet.checkpoint
+from fnnet import fitting
 model = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
 x, y = fnnet.data.disk(96, jax.random.key(1))
 params = model.init(jax.random.key(0), x.shape)[1]
@@ -67,11 +68,11 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
     path = tmp_path / "run.npz"
     # The child saves a checkpoint every 20 epochs and, to be caught mid-run, pauses after each.
     child = run_child(f"""
-    real_save = fnnet.fit.__globals__["save"]
+    real_save = fitting.save
     def slow_save(*args, **kwargs):
         real_save(*args, **kwargs)
         time.sleep(0.3)
-    fnnet.fit.__globals__["save"] = slow_save
+    fitting.save = slow_save
     fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, key=jax.random.key(3),
               checkpoint={str(path)!r}, **{FIT!r})
     print("finished")

@@ -1,7 +1,6 @@
 """fnnet.fit: it learns, compiles once per configuration, guards NaNs, checkpoints and resumes."""
 
 import errno
-import importlib
 import os
 import re
 import tempfile
@@ -10,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import count_compilations
+from helpers import assert_trees_equal, count_compilations
 
 import fnnet
 
-fit_module = importlib.import_module("fnnet.fit")  # `fnnet.fit` is the function
+from fnnet import fitting as fit_module
 
 # One configuration for most tests, so compiled programs are shared between them.
 MODEL = fnnet.serial(fnnet.Linear(2, 16), fnnet.Tanh(), fnnet.Linear(16, 1), fnnet.Sigmoid())
@@ -29,14 +28,6 @@ def data(n=64, seed=1):
 
 def init(model=MODEL, seed=0):
     return model.init(jax.random.key(seed), (1, 2))[1]
-
-
-def assert_trees_equal(got, want):
-    """Bitwise equal, same structure and dtypes."""
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert g.dtype == w.dtype
-        assert np.array_equal(np.asarray(g), np.asarray(w))
 
 
 def all_finite(tree):

@@ -15,14 +15,9 @@ import pytest
 
 import fnnet
 from fnnet import Layer, Linear, LossBCE, LossCrossEntropy, LossMSE, ReLU, Sigmoid, Tanh, as_jax, serial
+from helpers import device
 
 TIGHT = dict(rtol=1e-10, atol=1e-14)
-
-
-def device(a, dtype=None):
-    """A jax array of host data, converted on the host (jnp.asarray compiles a program
-    per new shape, and compiling is most of this file's run time)."""
-    return jax.device_put(np.asarray(a, dtype))
 
 
 def mlp(widths, hidden, output=None):

@@ -18,6 +18,7 @@ from jax.test_util import check_vjp
 
 import fnnet
 from fnnet import ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh, elementwise
+from helpers import assert_trees_close, device
 
 # Custom layers built with `elementwise`: one derivative from x, one from y = f(x).
 Cube = elementwise("Cube", lambda x: x**3, lambda x, y: 3 * x * x)  # dx = dy * 3 x**2
@@ -39,7 +40,6 @@ WITH_DEFAULTS = {**ACTIVATIONS, "LeakyReLU()": LeakyReLU(), "ELU()": ELU()}
 
 # atol: Linear's dw sums up to 64 products of O(1) numbers, each sum carrying up to
 # ~64 ulps of absolute error, where an element near 0 has no relative precision.
-TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-12), jnp.float32: dict(rtol=1e-5, atol=1e-5)}
 DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
 # Each example compiles a fresh XLA program (~0.1 s), so the counts stay small.
 EXAMPLES = settings(max_examples=8, deadline=None)
@@ -50,12 +50,6 @@ sizes = st.integers(1, 8)
 seeds = st.integers(0, 2**32 - 1)
 
 
-def device(a, dtype=None):
-    """A jax array of host data, converted on the host (jnp.asarray compiles a program
-    per new shape, and compiling is most of this file's run time)."""
-    return jax.device_put(np.asarray(a, dtype))
-
-
 def away_from_kinks(x):
     """x moved at least 0.05 away from 0, where ReLU-like layers have a kink."""
     return np.where(x >= 0, x + 0.05, x - 0.05)
@@ -63,13 +57,6 @@ def away_from_kinks(x):
 
 def random_input(rng, shape, dtype):
     return device(away_from_kinks(rng.normal(size=shape)), dtype)
-
-
-def assert_trees_close(actual, expected, dtype):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        assert a.shape == e.shape and a.dtype == e.dtype, (a.shape, a.dtype, e.shape, e.dtype)
-        np.testing.assert_allclose(a, e, **TOLERANCES[dtype])
 
 
 @functools.lru_cache(maxsize=None)
@@ -482,3 +469,18 @@ def test_public_names_are_exported():
     ):
         for name in names:
             assert name in fnnet.__all__ and getattr(fnnet, name) is getattr(module, name)
+
+
+def test_no_public_name_hides_a_module():
+    """One convention: functions and classes are `fnnet.<name>`, modules are named for their
+    subject; `fnnet.X` is never a function for one module and a module for another."""
+    import pkgutil
+    import types
+
+    modules = {info.name for info in pkgutil.iter_modules(fnnet.__path__)}
+    public = [name for name in fnnet.__all__ if not isinstance(getattr(fnnet, name), types.ModuleType)]
+    assert not modules & set(public), modules & set(public)
+    for name in modules - {"schedules", "data"}:
+        assert name not in fnnet.__all__, f"fnnet.{name} is a module in __all__"
+    for name in ("fit", "train", "serial", "sweep", "init_many", "train_step", "Residual"):
+        assert callable(getattr(fnnet, name)) and name in fnnet.__all__

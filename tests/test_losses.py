@@ -13,17 +13,12 @@ from hypothesis import strategies as st
 import fnnet
 from fnnet import LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
 from fnnet.losses import check_targets
+from helpers import device
 
 # atol: the oracle's formulas differ from the hand ones (e.g. -t/p + (1-t)/(1-p) against
 # (p-t)/(p(1-p))), so an element near 0 keeps only an absolute error of a few ulps of O(1).
 TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-13), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
 DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
-
-
-def device(a, dtype=None):
-    """A jax array of host data, converted on the host (jnp.asarray compiles a program
-    per new shape, and compiling is most of this file's run time)."""
-    return jax.device_put(np.asarray(a, dtype))
 
 
 def np_log_softmax(y):

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
             assert leaf.sharding.is_fully_replicated, leaf.sharding
     opt = fnnet.SGD(lr=0.5)
     # the data really is split: each device holds a quarter of x
-    from fnnet.train import place
+    from fnnet._setup import place
     xs, ys = place(mesh, x, y, None)
     assert xs.sharding.spec == PartitionSpec("data"), xs.sharding
     assert {s.data.shape for s in xs.addressable_shards} == {(16, 2)}
@@ -55,9 +55,9 @@ SCRIPT = textwrap.dedent("""
             raise AssertionError("no error for an indivisible batch")
     # a sweep of 3 members over 4 devices: padded to 4, one member per device, padding dropped
     keys = jax.random.split(jax.random.key(2), 3)
-    stacked = fnnet.sweep.init_many(model, keys, x.shape)
+    stacked = fnnet.init_many(model, keys, x.shape)
     run = fnnet.train(model, loss, opt, epochs=20)
-    swept = fnnet.sweep.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys)
+    swept = fnnet.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys)
     assert swept[2].shape == (3, 20)
     for i in range(3):
         p_i = jax.tree.map(lambda a: a[i], stacked)

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
-from layer_oracle import assert_trees_close, assert_twin_matches, assert_vjp_matches_jax, device, hand_vjp
+from helpers import assert_trees_close, device
+from layer_oracle import assert_twin_matches, assert_vjp_matches_jax, hand_vjp
 
 import fnnet
 from fnnet import BatchNorm, LayerNorm, State

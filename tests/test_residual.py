@@ -4,7 +4,8 @@ shape check, and modes, keys and state passed through to the inner layer."""
 import jax
 import numpy as np
 import pytest
-from layer_oracle import assert_trees_close, assert_twin_matches, assert_vjp_matches_jax, device
+from helpers import assert_trees_close, device
+from layer_oracle import assert_twin_matches, assert_vjp_matches_jax
 
 from fnnet import BatchNorm, Dropout, Layer, Linear, Residual, State, Tanh, serial
 

@@ -1,7 +1,6 @@
 """fit's checkpoints and resume: bits that do not depend on chunking, checkpoints that keep
 coming after a resume, and a resume that refuses another run's checkpoint."""
 
-import importlib
 import json
 
 import jax
@@ -11,7 +10,7 @@ import pytest
 
 import fnnet
 
-fit_module = importlib.import_module("fnnet.fit")  # `fnnet.fit` is the function
+from fnnet import fitting as fit_module
 
 # Dropout: a resumed run must redraw the masks of the uninterrupted one.
 MODEL = fnnet.serial(

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
-from layer_oracle import assert_twin_matches, assert_vjp_matches_jax, device, hand_vjp
+from helpers import device
+from layer_oracle import assert_twin_matches, assert_vjp_matches_jax, hand_vjp
 
 from fnnet import LogSoftmax, Softmax
 

@@ -21,11 +21,11 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
     lrs = jnp.asarray([0.1, 0.3, 0.5, 0.1])
     decays = jnp.asarray([1.0, 0.99, 0.999, 0.95])
     keys = jax.random.split(jax.random.key(0), 4)
-    params = fnnet.sweep.init_many(MODEL, keys, x.shape)
+    params = fnnet.init_many(MODEL, keys, x.shape)
     states = jax.vmap(lambda p, lr, d: OPT.init(p, lr=lr, decay=d))(params, lrs, decays)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=16)
     with count_compilations() as compiled:
-        swept = fnnet.sweep.sweep(run, params, states, x, y, keys)
+        swept = fnnet.sweep(run, params, states, x, y, keys)
     assert len([name for name in compiled if "run" in name]) == 1, compiled
     for i in range(4):
         p_i = MODEL.init(keys[i], x.shape)[1]
@@ -40,10 +40,10 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
 def test_sweep_with_per_member_data():
     keys = jax.random.split(jax.random.key(1), 3)
     xs, ys = jax.vmap(lambda k: fnnet.data.disk(32, k))(keys)
-    params = fnnet.sweep.init_many(MODEL, keys, (32, 2))
+    params = fnnet.init_many(MODEL, keys, (32, 2))
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
-    swept = fnnet.sweep.sweep(run, params, states, xs, ys, keys, per_member_data=True)
+    swept = fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
     assert swept[2].shape == (3, EPOCHS)
     for i in range(3):
         alone = run(
@@ -65,9 +65,9 @@ def seq_sweep(lrs):
     x = jax.random.normal(jax.random.key(4), (3, 5, 2))
     y = jnp.tanh(x[..., :1])
     keys = jax.random.split(jax.random.key(5), 3)
-    params = fnnet.sweep.init_many(SEQ_MODEL, keys, x.shape)
+    params = fnnet.init_many(SEQ_MODEL, keys, x.shape)
     states = jax.vmap(lambda p, lr: SEQ_OPT.init(p, lr=lr))(params, jnp.asarray(lrs, jnp.float32))
-    return (params, states, x, y, keys), fnnet.sweep.sweep(SEQ_RUN, params, states, x, y, keys)
+    return (params, states, x, y, keys), fnnet.sweep(SEQ_RUN, params, states, x, y, keys)
 
 
 def test_shared_3d_data_is_shared_unless_said_otherwise():
@@ -83,7 +83,7 @@ def test_shared_3d_data_is_shared_unless_said_otherwise():
 def test_result_names_its_parts_and_flags_members_that_diverged():
     # lr 1e30 sends the member's outputs past float32's range, its loss to inf, then NaN.
     _, result = seq_sweep([0.1, 1e30, 0.05])
-    assert isinstance(result, fnnet.sweep.SweepResult)
+    assert isinstance(result, fnnet.SweepResult)
     assert result._fields == ("params", "opt_states", "losses", "finite")
     assert result.losses.shape == (3, 3) and result.finite.dtype == jnp.bool_
     assert result.finite.tolist() == [True, False, True]
@@ -96,7 +96,7 @@ def grid(lrs, run=None):
     compiled program for both when there are 4 members)."""
     x, y = fnnet.data.disk(64, jax.random.key(3))
     keys = jax.random.split(jax.random.key(0), len(lrs))
-    params = fnnet.sweep.init_many(MODEL, keys, x.shape)
+    params = fnnet.init_many(MODEL, keys, x.shape)
     states = jax.vmap(lambda p, lr: OPT.init(p, lr=lr))(params, jnp.asarray(lrs, jnp.float32))
     run = run or fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=16)
     return run, params, states, x, y, keys
@@ -105,7 +105,7 @@ def grid(lrs, run=None):
 def test_invalid_hyperparameters_traced_under_jit_are_flagged():
     # Under jit no host check sees the values: the result's finite flag says it.
     run, params, states, x, y, keys = grid([0.3, -0.3, 0.1, 0.0], fnnet.train(MODEL, LOSS, OPT, epochs=1))
-    result = jax.jit(lambda states: fnnet.sweep.sweep(run, params, states, x, y, keys))(states)
+    result = jax.jit(lambda states: fnnet.sweep(run, params, states, x, y, keys))(states)
     assert result.finite.tolist() == [True, False, True, False]
 
 
@@ -122,7 +122,7 @@ def test_concrete_invalid_hyperparameters_raise_naming_the_members(lrs, which, v
         f"sweep: member(s) {which} have an invalid lr: {np.asarray(values, np.float32).tolist()}"
     )
     with count_compilations() as compiled, pytest.raises(ValueError, match=match):
-        fnnet.sweep.sweep(run, params, states, x, y, keys)
+        fnnet.sweep(run, params, states, x, y, keys)
     assert not [name for name in compiled if "run" in name], compiled
 
 
@@ -131,9 +131,9 @@ def test_nan_data_or_params_raise_naming_the_members():
     xs, ys = np.stack([np.asarray(x)] * 3), np.stack([np.asarray(y)] * 3)
     xs[2, 3, 0] = np.nan
     with pytest.raises(ValueError, match=r"sweep: x of member\(s\) \[2\] holds NaN or infinite values"):
-        fnnet.sweep.sweep(run, params, states, xs, ys, keys, per_member_data=True)
+        fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
     with pytest.raises(ValueError, match=r"sweep: x holds 1 NaN or infinite value\(s\)"):
-        fnnet.sweep.sweep(run, params, states, xs[2], ys[2], keys)
+        fnnet.sweep(run, params, states, xs[2], ys[2], keys)
     bad = (
         params[0],
         params[1],
@@ -141,7 +141,7 @@ def test_nan_data_or_params_raise_naming_the_members():
         params[3],
     )
     with pytest.raises(ValueError, match=r"sweep: params\[2\]\['w'\] of member\(s\) \[1\] holds NaN"):
-        fnnet.sweep.sweep(run, bad, states, x, y, keys)
+        fnnet.sweep(run, bad, states, x, y, keys)
 
 
 def arguments():
@@ -223,7 +223,7 @@ def test_sweep_refuses_bad_arguments_before_any_work(change, error, match):
     kwargs = arguments()
     kwargs.update(change(kwargs) if callable(change) else change)
     with count_compilations() as compiled, pytest.raises(error, match=match):
-        fnnet.sweep.sweep(**kwargs)
+        fnnet.sweep(**kwargs)
     assert not [name for name in compiled if "run" in name], compiled
 
 
@@ -257,7 +257,7 @@ def test_sweep_refuses_bad_arguments_before_any_work(change, error, match):
 )
 def test_init_many_refuses_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
-        fnnet.sweep.init_many(*args)
+        fnnet.init_many(*args)
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_init_many_refuses_bad_arguments(args, error, match):
 )
 def test_vmapped_refuses_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
-        fnnet.sweep.vmapped(fnnet.train(MODEL, LOSS, OPT, epochs=1), **kwargs)
+        fnnet.vmapped(fnnet.train(MODEL, LOSS, OPT, epochs=1), **kwargs)
 
 
 def test_spread_refuses_members_of_different_counts():
@@ -278,4 +278,4 @@ def test_spread_refuses_members_of_different_counts():
         match=r"spread: every leaf of tree must be stacked on a leading "
         r"member axis of size 3, got tree\[1\] of shape \(2,\)",
     ):
-        fnnet.sweep.spread((jnp.zeros(3), jnp.zeros(2)))
+        fnnet.spread((jnp.zeros(3), jnp.zeros(2)))

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import count_compilations
+from helpers import assert_trees_close, assert_trees_equal, count_compilations
 
 import fnnet
 
@@ -57,19 +57,6 @@ def manual_run(model, loss, opt, params, state, batches):
         params, state = step(params, grads, state)
         values.append(float(value))
     return params, state, np.asarray(values)
-
-
-def assert_trees_close(got, want, rtol, atol=0.0):
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert g.dtype == w.dtype
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
-
-
-def assert_trees_equal(got, want):
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert np.array_equal(np.asarray(g), np.asarray(w))
 
 
 def test_count_compilations_sees_a_compile():
@@ -212,7 +199,7 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     """The loop over epochs runs a static count of times, each count its own program: on a
     GPU, a loop whose length XLA cannot see reads its condition back to the host every
     epoch (W1 on an H200: 0.66 s, 0.53 s with the length known)."""
-    from fnnet.train import _runner
+    from fnnet.training import _runner
 
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
@@ -307,11 +294,11 @@ OPT = fnnet.SGD(lr=0.5)
 @pytest.mark.parametrize(
     "parts, match",
     [
-        ((LOSS, MODEL, OPT), r"model must be a Layer \(a fnnet constructor's value\), got Loss"),
-        ((MODEL, OPT, LOSS), r"loss must be a Loss \(a fnnet constructor's value\), got Optimizer"),
-        ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got function"),
-        ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got function"),
-        ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got function"),
+        ((LOSS, MODEL, OPT), r"model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss"),
+        ((MODEL, OPT, LOSS), r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got Optimizer"),
+        ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got the function"),
+        ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got the function"),
+        ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got the function"),
     ],
     ids=["loss-as-model", "opt-as-loss", "function-as-opt", "function-as-model", "function-as-loss"],
 )
@@ -397,12 +384,12 @@ def bad_lr_state(params, lr):
         (
             lambda p, s, x, y, k: (p, s, x, y, 0),
             TypeError,
-            r"train: run: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)",
+            r"train: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)",
         ),
         (
             lambda p, s, x, y, k: (p, s, x, y, jax.random.split(k, 4)),
             ValueError,
-            r"train: run: key must be one PRNG key, got an array of keys of shape \(4,\)",
+            r"train: key must be one PRNG key, got an array of 4 keys \(shape \(4,\)\)",
         ),
         (lambda p, s, x, y, k: (p, s, list(x), y, k), TypeError, r"train: x must be an array, got list"),
     ],
@@ -436,7 +423,7 @@ def test_run_under_vmap_checks_what_is_concrete():
     # Shared x is concrete inside vmap over the members: still checked on the host.
     x, y = data()
     keys = jax.random.split(jax.random.key(0), 2)
-    params = fnnet.sweep.init_many(MODEL, keys, x.shape)
+    params = fnnet.init_many(MODEL, keys, x.shape)
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"train: x holds 1 NaN or infinite value\(s\)"):

@@ -8,27 +8,16 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_key
-from fnnet._hosts import check_same_on_every_process, count_nonfinite
+from fnnet._setup import check_count, check_kinds, prepare_run
 from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.grad import check_input, layout, loss_and_grads_in
 from fnnet.layers import Layer
-from fnnet.losses import Loss, check_targets
-from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule
+from fnnet.losses import Loss
+from fnnet.optim import Optimizer, OptState
 from fnnet.state import check_update, state_leaves, with_state
 
 __all__ = ["train_step", "train"]
-
-
-def _check_parts(owner, model, loss, opt) -> None:
-    """Raise TypeError unless model, loss and opt are a Layer, a Loss and an Optimizer."""
-    for name, value, kind in (("model", model, Layer), ("loss", loss, Loss), ("opt", opt, Optimizer)):
-        if not isinstance(value, kind):
-            raise TypeError(
-                f"{owner}: {name} must be a {kind.__name__} (a fnnet constructor's "
-                f"value), got {type(value).__name__}"
-            )
 
 
 def step_key(key, count):
@@ -102,38 +91,8 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
     (same update rule, schedule and state layout) with other hyperparameters
     share it, and their states run it without recompiling.
     """
-    _check_parts("train_step", model, loss, opt)
+    check_kinds("train_step", model, loss, opt)
     return _train_step(model, loss, opt)
-
-
-def _check_samples(x, y, owner="train", names=("x", "y")):
-    """Raise ValueError unless x and y hold the same number of samples, at least one."""
-    for name, a in zip(names, (x, y)):
-        if jnp.ndim(a) < 1:
-            raise ValueError(f"{owner}: {name} must have a leading sample axis, got shape {jnp.shape(a)}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{owner}: {names[0]} and {names[1]} must have the same number of "
-            f"samples, got {x.shape[0]} and {y.shape[0]}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"{owner}: {names[0]} is empty (0 samples)")
-
-
-def _check_count(name, value):
-    """Raise ValueError unless `value` is an int >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
-def _check_batch_size(batch_size, n):
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise TypeError(f"batch_size must be an int or None, got {batch_size!r}")
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be in [1, {n}] (the number of samples), got {batch_size}")
-    return None if batch_size == n else batch_size
 
 
 def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
@@ -304,29 +263,6 @@ def _runner(model, loss, opt, batch_size, mesh):
     return jax.jit(run, static_argnums=5, **shardings)
 
 
-def place(mesh: Optional[Mesh], x, y, batch_size):
-    """Put x and y on the mesh, sharded along its first axis; checks divisibility and, with
-    several processes, that every process passed the same x and y."""
-    if mesh is None:
-        return x, y
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    check_same_on_every_process("data-parallel training", mesh, {"x": x, "y": y})
-    axis = mesh.axis_names[0]
-    n_shards = mesh.shape[axis]
-    n = x.shape[0]
-    sizes = [n] if batch_size is None else [batch_size] + ([n % batch_size] if n % batch_size else [])
-    for size in sizes:
-        if size % n_shards:
-            raise ValueError(
-                f"data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
-                f"needs every batch divisible by {n_shards}, got a batch of {size} "
-                f"(n={n}, batch_size={batch_size}); drop or pad samples to fit"
-            )
-    data = NamedSharding(mesh, PartitionSpec(axis))
-    return jax.device_put(x, data), jax.device_put(y, data)
-
-
 def train(
     model: Layer,
     loss: Loss,
@@ -354,12 +290,14 @@ def train(
       `fold_in(key, opt_state.count)` and each step draws (Dropout) with
       `step_key(key, opt_state.count)`, so a run continued from a saved state
       repeats the uninterrupted one. `key` defaults to `jax.random.key(0)`.
-      Each call first makes `fit`'s checks: x against y, the model and the
-      loss, the lr schedule (if any) over its steps and, where they are
-      concrete (not traced inside `vmap` or `jit`), x, y and params finite,
-      y valid targets for the loss and the optimizer's hyperparameters valid;
-      it raises ValueError before any work. A run that diverges returns its
-      non-finite losses (`fit` raises `TrainingDiverged`; `fnnet.sweep.sweep`
+      Each call first makes the checks `fit` makes (one preparation serves
+      both): x floating point and against y, params against the model, the
+      model against the loss, the lr schedule (if any) over its steps and,
+      where they are concrete (not traced inside `vmap` or `jit`), x, y,
+      params and opt_state finite, y valid targets for the loss and the
+      optimizer's hyperparameters valid; it raises TypeError or ValueError
+      before any work. A run that diverges returns its
+      non-finite losses (`fit` raises `TrainingDiverged`; `fnnet.sweep`
       flags the member).
 
     Example:
@@ -367,55 +305,40 @@ def train(
       >>> run = train(model, LossBCE(), opt, epochs=100)
       >>> params, state, losses = run(params, opt.init(params), x, y, jax.random.key(0))
       >>> keys = jax.random.split(jax.random.key(1), 8)  # a sweep over seeds
-      >>> params8 = fnnet.sweep.init_many(model, keys, x.shape)
+      >>> params8 = fnnet.init_many(model, keys, x.shape)
       >>> out = jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, jax.vmap(opt.init)(params8),
       ...                                                    x, y, keys)
       >>> out[2].shape  # losses: 8 members, 100 epochs
       (8, 100)
     """
-    _check_parts("train", model, loss, opt)
-    _check_count("train: epochs", epochs)
+    check_kinds("train", model, loss, opt)
+    check_count("train: epochs", epochs)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     return _train(model, loss, opt, epochs, batch_size, mesh)
-
-
-def _check_run_inputs(model, loss, opt, params, opt_state, x, y, key):
-    """The checks `fit` makes, for a run: trace-time ones always, value ones where the
-    values are concrete (inside `vmap` or `jit` they are not: see `fnnet.sweep`)."""
-    for name, a in (("x", x), ("y", y)):
-        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
-            raise TypeError(f"train: {name} must be an array, got {type(a).__name__}")
-    _check_samples(x, y)  # an integer x: the model's layers refuse it (eval_shape below)
-    if key is not None:
-        check_key("train: run", key)
-    out = jax.eval_shape(model.apply, params, x)
-    try:
-        jax.eval_shape(loss.value, out, y)
-    except ValueError as error:
-        raise ValueError(f"train: y does not fit the model's output on x: {error}") from error
-    for name, tree in (("x", x), ("y", y), ("params", params)):
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            bad = count_nonfinite(leaf)
-            if bad:
-                where = name + jax.tree_util.keystr(path)
-                raise ValueError(f"train: {where} holds {bad} NaN or infinite value(s)")
-    check_targets(loss, y, out.shape[-1])
-    check_hyperparams(opt, "train", opt_state)
 
 
 @interned
 def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
-        _check_run_inputs(model, loss, opt, params, opt_state, x, y, key)
-        size = _check_batch_size(batch_size, x.shape[0])
-        check_schedule(opt, epochs * (1 if size is None else -(-x.shape[0] // size)))
-        if key is None:
-            key = jax.random.key(0)
-        check_same_on_every_process("train", mesh, {"params": params, "opt_state": opt_state})
-        x, y = place(mesh, x, y, size)
-        result = _runner(model, loss, opt, size, mesh)(params, opt_state, x, y, key, epochs, None, None)
+        setup = prepare_run(
+            "train",
+            model,
+            loss,
+            opt,
+            params,
+            opt_state,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            key=key,
+            mesh=mesh,
+        )
+        result = _runner(model, loss, opt, setup.batch_size, mesh)(
+            params, setup.opt_state, setup.x, setup.y, setup.key, epochs, None, None
+        )
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
         # given invalid ones reports NaN losses, never a result that looks like one.
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True

@@ -5,16 +5,14 @@ import warnings
 from typing import NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fnnet import _fitcheck as check
 from fnnet import _resume
 from fnnet._atomic import check_writable
 from fnnet._hosts import on_writer
 from fnnet.checkpoint import save
-from fnnet.optim import check_schedule
-from fnnet.train import _check_batch_size, _check_count, _runner, place
+from fnnet._setup import check_count, prepare_run, underflow_step
+from fnnet.training import _runner
 
 __all__ = ["CheckpointError", "FitResult", "LearningRateUnderflow", "TrainingDiverged", "fit"]
 
@@ -161,26 +159,33 @@ def fit(
       LearningRateUnderflow: the learning rate decays to exactly 0.0 within
         the run (e.g. `SGD(0.1, decay=0.5)` for 300 epochs).
     """
-    check.check_kinds(model, loss, opt)
-    _check_count("fit: epochs", epochs)
-    key = check.check_key(key)
-    check.check_data("x", "y", x, y)
-    check.check_param_dtypes(params)
-    n_outputs = check.check_shapes(model, loss, params, "x", "y", x, y)
-    check.check_params(model, params, x)
-    check.check_targets_of(loss, "y", y, n_outputs)
-    size = _check_batch_size(batch_size, x.shape[0])
+    setup = prepare_run(
+        "fit",
+        model,
+        loss,
+        opt,
+        params,
+        opt_state,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        key=key,
+        mesh=mesh,
+        validation=validation,
+    )
+    key, size, steps_per_epoch, opt_state = (
+        setup.key,
+        setup.batch_size,
+        setup.steps_per_epoch,
+        setup.opt_state,
+    )
     validate = validation is not None
-    if validate:
-        if not (isinstance(validation, tuple) and len(validation) == 2):
-            raise TypeError("fit: validation must be a pair (x_val, y_val)")
-        check.check_data("x_val", "y_val", *validation)
-        check.check_shapes(model, loss, params, "x_val", "y_val", *validation)
-        check.check_targets_of(loss, "y_val", validation[1], n_outputs)
     if checkpoint_every is not None:
-        _check_count("fit: checkpoint_every", checkpoint_every)
+        check_count("fit: checkpoint_every", checkpoint_every)
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
+    spec: Optional[dict] = None
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(
@@ -188,14 +193,6 @@ def fit(
             )
         checkpoint = os.fspath(checkpoint)
         check_writable(checkpoint, "fit")
-
-    steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
-    check_schedule(opt, epochs * steps_per_epoch)
-    opt_state = opt.init(params) if opt_state is None else opt_state
-    jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
-    check.check_opt_state(opt_state)
-    spec: Optional[dict] = None
-    if checkpoint is not None:
         spec = _resume.run_spec(
             model, loss, opt, x, y, validation, size, key, int(getattr(opt_state, "count", 0))
         )
@@ -206,11 +203,10 @@ def fit(
         )
     _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 
-    x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
     run = _runner(model, loss, opt, size, mesh)
 
     def run_chunk(params, opt_state, count):
-        return run(params, opt_state, x, y, key, _CHUNK, validation, np.int32(count))
+        return run(params, opt_state, setup.x, setup.y, key, _CHUNK, validation, np.int32(count))
 
     plan = list(_chunks(done, epochs, checkpoint_every, checkpoint is not None))
     bar = _progress_bar(progress, epochs, done)
@@ -298,7 +294,7 @@ def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
 def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
     if steps <= 0:
         return
-    found = check.underflow_step(opt, opt_state, steps)
+    found = underflow_step(opt, opt_state, steps)
     if found is not None:
         step, dtype = found
         epoch = done + (step - int(opt_state.count)) // steps_per_epoch

@@ -13,7 +13,7 @@ from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.optim import OptState
-from fnnet.train import _all_finite
+from fnnet.training import _all_finite
 
 __all__ = ["init_many", "spread", "vmapped", "sweep", "SweepResult"]
 

@@ -1,0 +1,267 @@
+"""The one preparation of a training run, shared by `fit` and `train`'s run: every check
+names the argument, what was expected and what came, and runs before any work.
+
+Checks of values (finiteness, valid targets, hyperparameters) run where the values are
+concrete; inside `vmap` or `jit` (a sweep) they are tracers and pass: `fnnet.sweep`
+checks the stacked values before it vmaps, and `Optimizer.valid` judges traced
+hyperparameters on the device.
+"""
+
+import types
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fnnet._checks import check_key
+from fnnet._hosts import check_same_on_every_process, count_nonfinite
+from fnnet.layers import Layer
+from fnnet.losses import Loss, check_targets
+from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule
+from fnnet.state import trainable_mask
+
+
+class Setup(NamedTuple):
+    """A checked run: x and y placed on the mesh (if any), one typed PRNG key, the batch
+    size (None for full batch, also when it equals n), the steps per epoch and the
+    optimizer state to start from."""
+
+    x: Any
+    y: Any
+    key: Any
+    batch_size: Optional[int]
+    steps_per_epoch: int
+    opt_state: Any
+
+
+def prepare_run(
+    owner, model, loss, opt, params, opt_state, x, y, *, epochs, batch_size, key, mesh, validation=None
+) -> Setup:
+    """Check a run's arguments, in the order a reader would, and prepare it (see `Setup`).
+
+    `opt_state` None is `opt.init(params)`; `key` None is `jax.random.key(0)`;
+    `validation` None or `(x_val, y_val)`, checked like `(x, y)`.
+    """
+    check_kinds(owner, model, loss, opt)
+    check_count(f"{owner}: epochs", epochs)
+    key = _typed_key(owner, key)
+    check_data(owner, "x", "y", x, y)
+    check_param_dtypes(owner, params)
+    n_outputs = check_shapes(owner, model, loss, params, "x", "y", x, y)
+    check_params(owner, model, params, x)
+    check_targets_of(owner, loss, "y", y, n_outputs)
+    size = check_batch_size(owner, batch_size, x.shape[0])
+    if validation is not None:
+        if not (isinstance(validation, tuple) and len(validation) == 2):
+            raise TypeError(f"{owner}: validation must be a pair (x_val, y_val), got {_what(validation)}")
+        check_data(owner, "x_val", "y_val", *validation)
+        check_shapes(owner, model, loss, params, "x_val", "y_val", *validation)
+        check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
+    steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
+    check_schedule(opt, epochs * steps_per_epoch)
+    opt_state = opt.init(params) if opt_state is None else opt_state
+    jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
+    check_hyperparams(opt, owner, opt_state)
+    _non_finite(owner, "opt_state", opt_state)
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {_what(mesh)}")
+    check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
+    x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
+    return Setup(x, y, key, size, steps_per_epoch, opt_state)
+
+
+def _what(value) -> str:
+    """How an error names a value that came: its type, and its name for a function."""
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+        return f"the function {value.__qualname__}"
+    return type(value).__name__
+
+
+def check_kinds(owner, model, loss, opt) -> None:
+    """Raise TypeError unless model, loss and opt are a Layer, a Loss and an Optimizer."""
+    for name, value, kind, example in (
+        ("model", model, Layer, "fnnet.serial(...)"),
+        ("loss", loss, Loss, "fnnet.LossMSE()"),
+        ("opt", opt, Optimizer, "fnnet.SGD(lr=0.1)"),
+    ):
+        if not isinstance(value, kind):
+            article = "an" if kind.__name__[0] in "AEIOU" else "a"
+            raise TypeError(
+                f"{owner}: {name} must be {article} {kind.__name__} (e.g. {example}), got {_what(value)}"
+            )
+
+
+def check_count(name, value) -> None:
+    """Raise ValueError unless `value` is an int >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def check_batch_size(owner, batch_size, n) -> Optional[int]:
+    """The batch size to run: None for full batch (also for `batch_size == n`)."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"{owner}: batch_size must be an int or None, got {batch_size!r}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"{owner}: batch_size must be in [1, {n}] (the number of samples), got {batch_size}")
+    return None if batch_size == n else batch_size
+
+
+def _typed_key(owner, key):
+    """The run's key: `jax.random.key(0)` for None, a typed key for a raw one."""
+    if key is None:
+        return jax.random.key(0)
+    key = check_key(owner, key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    raw_shape = jax.random.key_data(jax.random.key(0)).shape
+    if key.shape != raw_shape:
+        raise ValueError(
+            f"{owner}: key is a raw key of shape {key.shape}, the default PRNG's are "
+            f"{raw_shape}; pass a typed key such as jax.random.key(0)"
+        )
+    return jax.random.wrap_key_data(key)  # an old-style raw key: the same key
+
+
+def check_data(owner, name_x, name_y, x, y) -> None:
+    """Types, lengths and, where concrete, finiteness (this process's part)."""
+    for name, a in ((name_x, x), (name_y, y)):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(f"{owner}: {name} must be an array, got {_what(a)}")
+        if jnp.ndim(a) < 1:
+            raise ValueError(f"{owner}: {name} must have a leading sample axis, got shape {jnp.shape(a)}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{owner}: {name_x} and {name_y} must have the same number of "
+            f"samples, got {x.shape[0]} and {y.shape[0]}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{owner}: {name_x} is empty (0 samples)")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{owner}: {name_x} must be floating point, got dtype {x.dtype}; "
+            f"convert it, e.g. {name_x}.astype(jnp.float32)"
+        )
+    if jnp.issubdtype(y.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{owner}: {name_y} must be real, got dtype {y.dtype}: the losses are defined on real targets"
+        )
+    for name, a in ((name_x, x), (name_y, y)):
+        bad = count_nonfinite(a)
+        if bad:
+            raise ValueError(f"{owner}: {name} holds {bad} NaN or infinite value(s)")
+
+
+def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
+    """Trace (not run) the model and loss on all of `x`, `y`: params must fit the model, x the
+    params, y the model's output. Returns the model's number of outputs."""
+    try:
+        out = jax.eval_shape(model.apply, params, x)
+    except (TypeError, ValueError) as error:
+        if name_x == "x":
+            raise
+        raise type(error)(f"{owner}: the model on {name_x}: {error}") from error
+    try:
+        jax.eval_shape(loss.value, out, y)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {name_y} does not fit the model's output on {name_x}: {error}") from error
+    return out.shape[-1]
+
+
+def check_targets_of(owner, loss, name_y, y, n_outputs) -> None:
+    try:
+        check_targets(loss, y, n_outputs)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {name_y}: {error}") from error
+
+
+def _non_finite(owner, name, tree) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        bad = count_nonfinite(leaf)
+        if bad:
+            raise ValueError(
+                f"{owner}: {name}{jax.tree_util.keystr(path)} holds {bad} NaN or "
+                f"infinite value(s); training must start from finite values"
+            )
+
+
+def check_param_dtypes(owner, params) -> None:
+    """Every leaf an array, the trainable ones floating point."""
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), trainable in zip(paths, jax.tree.leaves(trainable_mask(params))):
+        name = "params" + jax.tree_util.keystr(path)
+        if not hasattr(leaf, "dtype"):
+            raise TypeError(f"{owner}: {name} must be an array, got {_what(leaf)}")
+        if trainable and not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(
+                f"{owner}: {name} has dtype {leaf.dtype}; trainable params must be "
+                f"floating point (the gradient of an integer or a bool is zero or "
+                f"undefined): convert them, e.g. jax.tree.map(lambda p: "
+                f"p.astype(jnp.float32), params)"
+            )
+
+
+def check_params(owner, model, params, x) -> None:
+    """params: the tree and shapes `model.init` gives, all finite."""
+    shape = (1,) + tuple(x.shape[1:])
+    expected = jax.eval_shape(lambda key: model.init(key, shape)[1], jax.random.key(0))
+    got, want = jax.tree.structure(params), jax.tree.structure(expected)
+    if got != want:  # type: ignore[operator]
+        raise TypeError(f"{owner}: params must have the structure model.init gives, {want}; got {got}")
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), spec in zip(paths, jax.tree.leaves(expected)):
+        if jnp.shape(leaf) != spec.shape:
+            raise ValueError(
+                f"{owner}: params{jax.tree_util.keystr(path)} has shape "
+                f"{jnp.shape(leaf)}, model.init gives {spec.shape}"
+            )
+    _non_finite(owner, "params", params)
+
+
+def place(mesh: Optional[Mesh], x, y, batch_size):
+    """Put x and y on the mesh, sharded along its first axis; checks divisibility and, with
+    several processes, that every process passed the same x and y."""
+    if mesh is None:
+        return x, y
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    check_same_on_every_process("data-parallel training", mesh, {"x": x, "y": y})
+    axis = mesh.axis_names[0]
+    n_shards = mesh.shape[axis]
+    n = x.shape[0]
+    sizes = [n] if batch_size is None else [batch_size] + ([n % batch_size] if n % batch_size else [])
+    for size in sizes:
+        if size % n_shards:
+            raise ValueError(
+                f"data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
+                f"needs every batch divisible by {n_shards}, got a batch of {size} "
+                f"(n={n}, batch_size={batch_size}); drop or pad samples to fit"
+            )
+    data = NamedSharding(mesh, PartitionSpec(axis))
+    return jax.device_put(x, data), jax.device_put(y, data)
+
+
+def underflow_step(opt, opt_state, steps: int):
+    """The first of the next `steps` steps whose learning rate is exactly 0.0, with that
+    lr's dtype, or None. The lr of step t is `lr * decay**t`, times `schedule(t)` for
+    a scheduled lr (see fnnet.optim), computed here the way the optimizer computes it,
+    in its hyperparameters' dtype."""
+    if not (isinstance(opt_state, OptState) and {"lr", "decay"} <= set(opt_state.hyperparams)):
+        return None
+    h = opt_state.hyperparams
+    if opt.schedule is None and np.all(np.asarray(h["decay"]) == 1):
+        return None  # a constant lr, checked > 0 when set
+    start = int(opt_state.count)
+    if opt.schedule is None and float(h["lr"] * h["decay"] ** jnp.int32(start + steps - 1)) != 0:
+        return None  # lr * decay**t only falls with t: not 0 at the last step, never 0
+    size = 1 << max(10, (steps - 1).bit_length())  # padded: few shapes, few compilations
+    t = jnp.arange(start, start + size, dtype=jnp.int32)
+    with jax.ensure_compile_time_eval():
+        lrs = h["lr"] * h["decay"] ** t
+        if opt.schedule is not None:
+            lrs = lrs * opt.schedule(t)
+    zero = np.flatnonzero(np.asarray(lrs)[:steps] == 0)
+    return (start + int(zero[0]), lrs.dtype) if zero.size else None

@@ -1,0 +1,130 @@
+"""One preparation for `fit` and `train`'s run: the same arguments get the same error, word
+for word after the owner's name, before any work."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import count_compilations
+
+import fnnet
+
+MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Linear(8, 1), fnnet.Sigmoid())
+LOSS, OPT, EPOCHS = fnnet.LossBCE(), fnnet.SGD(lr=0.5), 3
+
+
+def arguments():
+    x, y = fnnet.data.disk(12, jax.random.key(1))
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    return dict(params=params, opt_state=OPT.init(params), x=x, y=y, key=jax.random.key(2))
+
+
+def via_fit(params, opt_state, x, y, key, batch_size=None):
+    return fnnet.fit(
+        MODEL, LOSS, OPT, params, x, y, EPOCHS, batch_size, key, progress=False, opt_state=opt_state
+    )
+
+
+def via_train(params, opt_state, x, y, key, batch_size=None):
+    return fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=batch_size)(params, opt_state, x, y, key)
+
+
+def nan_at(a, index):
+    a = np.array(a)
+    a[index] = np.nan
+    return jnp.asarray(a)
+
+
+BAD = {  # name: (how the arguments change, the error, its message: OWNER is fit or train)
+    "integer-x": (dict(x=lambda a: a["x"].astype(jnp.int32)), TypeError, "OWNER: x must be floating point"),
+    "complex-y": (dict(y=lambda a: a["y"].astype(jnp.complex64)), TypeError, "OWNER: y must be real"),
+    "list-x": (dict(x=lambda a: a["x"].tolist()), TypeError, "OWNER: x must be an array, got list"),
+    "fewer-targets": (dict(y=lambda a: a["y"][:-1]), ValueError, "OWNER: x and y must have the same number"),
+    "nan-x": (dict(x=lambda a: nan_at(a["x"], (0, 0))), ValueError, r"OWNER: x holds 1 NaN"),
+    "bad-targets": (
+        dict(y=lambda a: a["y"] * 3),
+        ValueError,
+        r"OWNER: y: LossBCE: targets must be in \[0, 1\]",
+    ),
+    "params-list": (
+        dict(params=lambda a: list(a["params"])),
+        TypeError,
+        "OWNER: params must have the structure",
+    ),
+    "params-shape": (
+        dict(params=lambda a: (a["params"][0], (), dict(a["params"][2], b=jnp.zeros(2)), ())),
+        ValueError,
+        r"serial layer 2: Linear\(n_in=8, n_out=1\): params must have w \(8, 1\) and b \(1,\), got w \(8, 1\) and b \(2,\)",
+    ),
+    "nan-params": (
+        dict(params=lambda a: (dict(a["params"][0], b=nan_at(a["params"][0]["b"], 3)),) + a["params"][1:]),
+        ValueError,
+        r"OWNER: params\[0\]\['b'\] holds 1 NaN",
+    ),
+    "integer-params": (
+        dict(params=lambda a: (dict(a["params"][0], b=jnp.zeros(8, jnp.int32)),) + a["params"][1:]),
+        TypeError,
+        r"OWNER: params\[0\]\['b'\] has dtype int32; trainable params must be floating point",
+    ),
+    "int-key": (
+        dict(key=lambda a: 7),
+        TypeError,
+        r"OWNER: key must be a PRNG key such as jax\.random\.key\(0\)",
+    ),
+    "split-keys": (
+        dict(key=lambda a: jax.random.split(a["key"], 2)),
+        ValueError,
+        "OWNER: key must be one PRNG key, got an array of 2 keys",
+    ),
+    "batch-too-big": (dict(batch_size=lambda a: 13), ValueError, r"OWNER: batch_size must be in \[1, 12\]"),
+    "batch-float": (dict(batch_size=lambda a: 4.0), TypeError, "OWNER: batch_size must be an int or None"),
+    "negative-lr-state": (
+        dict(
+            opt_state=lambda a: a["opt_state"]._replace(
+                hyperparams=dict(a["opt_state"].hyperparams, lr=jnp.float32(-1.0))
+            )
+        ),
+        ValueError,
+        "OWNER: opt_state: lr must be > 0",
+    ),
+    "foreign-state": (
+        dict(opt_state=lambda a: fnnet.Adam(1e-3).init(a["params"])),
+        ValueError,
+        r"SGD.step: opt_state was made by another optimizer",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_fit_and_train_refuse_the_same_arguments_with_the_same_words(name):
+    changes, error, says = BAD[name]
+    messages = []
+    for owner, call in (("fit", via_fit), ("train", via_train)):
+        args = arguments()
+        args.update({key: change(args) for key, change in changes.items()})
+        with (
+            count_compilations() as compiled,
+            pytest.raises(error, match="^" + says.replace("OWNER", owner)) as caught,
+        ):
+            call(**args)
+        assert not [c for c in compiled if "run" in c], f"{owner} compiled its loop before refusing"
+        messages.append(re.sub(rf"^{owner}\b", "OWNER", str(caught.value)))
+    assert messages[0] == messages[1], messages
+
+
+def test_train_inside_vmap_passes_what_it_cannot_see_yet():
+    """Traced values (a sweep) are not judged on the host; everything with a shape still is."""
+    args = arguments()
+    keys = jax.random.split(jax.random.key(0), 2)
+    stacked = fnnet.init_many(MODEL, keys, args["x"].shape)
+    run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
+    params, _, losses = jax.vmap(run, in_axes=(0, 0, None, None, 0))(
+        stacked, jax.vmap(OPT.init)(stacked), args["x"], args["y"], keys
+    )
+    assert losses.shape == (2, EPOCHS) and bool(jnp.all(jnp.isfinite(losses)))
+    with pytest.raises(TypeError, match=r"^train: x must be floating point"):
+        jax.vmap(run, in_axes=(0, 0, None, None, 0))(
+            stacked, jax.vmap(OPT.init)(stacked), args["x"].astype(jnp.int32), args["y"], keys
+        )
