@@ -36,9 +36,9 @@ SIZES, N = (2, 4, 4, 1), 16  # a small W1: Linear layers of SIZES, N points
 
 def compiled_tanh_ops(tanh):
     """tanh instructions in the optimized HLO of a jitted value_and_grad through 2 `tanh` layers."""
-    model = fnnet.serial(*bench_forward.w1_layers(tanh, SIZES))
-    params, x, y = bench_forward.numpy_inputs(bench_forward.w1_layers(tanh, SIZES), N)
-    f = fnnet.value_and_grad(model, fnnet.LossBCE())
+    layers = bench_forward.w1_layers(tanh, SIZES)
+    params, x, y = bench_forward.numpy_inputs(layers, N)
+    f = fnnet.value_and_grad(fnnet.serial(*layers), fnnet.LossBCE())
     return bench_forward.hlo_ops(f, params, x, y, ops=("tanh",))["tanh"]
 
 
@@ -47,6 +47,7 @@ def test_jitted_value_and_grad_computes_each_activation_once():
 
 
 def test_the_hlo_count_sees_an_activation_computed_twice():
+    # per layer: apply's tanh (the serial vjp's forward merged with it) and the vjp's own
     assert compiled_tanh_ops(TANH_TWICE) == 4
 
 
