@@ -1,6 +1,6 @@
 """The training workloads: fnnet against what its users would run instead, in interleaved rounds.
 
-W1: the seed's disk (1000 points), an MLP, full-batch SGD. W4: scikit-learn's
+W1: the report's disk task (1000 points), an MLP, full-batch SGD. W4: scikit-learn's
 bundled digits, an MLP, minibatch Adam. W5: the digits as 8x8 images, a CNN.
 BN: W1's data through an MLP with BatchNorm. Each `bench_*` prints its table
 and returns `(text, {variant: Row})`.
@@ -74,7 +74,7 @@ def quick_note(rounds):
 
 
 def bench_w1(epochs, rounds, peers, lr=0.5, decay=0.9999):
-    """The seed's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full-batch SGD."""
+    """The report's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full-batch SGD."""
     x, y = fnnet.data.disk(1000, jax.random.key(1))
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)

@@ -51,6 +51,7 @@ def oracle(model, loss, params, x, y, key):
 # --- value_and_grad in training mode ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_shape", [(32,), (4, 8)], ids=["2-D, feature-major", "3-D"])
 def test_training_mode_gradients_match_autodiff(batch_shape):
     params = init()

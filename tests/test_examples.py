@@ -11,6 +11,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 import denoise
 import digits
 
+pytestmark = pytest.mark.slow  # each trains on the digits for a few epochs
+
 
 def png_size(path):
     """Width and height from a PNG's IHDR chunk (and proof that it is a PNG)."""

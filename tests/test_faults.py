@@ -13,6 +13,8 @@ import pytest
 
 import fnnet
 
+pytestmark = pytest.mark.slow  # each starts processes and kills some of them
+
 SETUP = """
 import hashlib, sys, time, jax, numpy as np
 import fnnet, fnnet.checkpoint
@@ -128,7 +130,6 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
         assert np.array_equal(resumed.losses, whole.losses)
 
 
-@pytest.mark.slow
 def test_temporaries_of_saves_killed_mid_write_are_removed_by_the_next_save(tmp_path):
     """A process SIGKILLed while writing run.npz leaves its temporary file; the next save of
     run.npz (here by a second process, killed too, then by this one) removes it."""

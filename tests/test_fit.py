@@ -34,6 +34,7 @@ def all_finite(tree):
     return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
 
 
+@pytest.mark.slow
 def test_fit_learns_the_disk_and_records_validation():
     x, y = data(256)
     x_val, y_val = data(256, seed=2)

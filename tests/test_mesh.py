@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two devices in a child process, each compiling its sharded programs
+
 SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import Mesh, PartitionSpec

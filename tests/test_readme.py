@@ -16,6 +16,8 @@ BLOCKS = [
     textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 ]
 
+pytestmark = pytest.mark.slow  # every README block runs, some of them training
+
 # Each block runs in its own namespace, all in one process (start-up is the slow part);
 # a block that fails names itself.
 RUNNER = """

@@ -16,6 +16,8 @@ sys.path.insert(0, SCRIPTS)
 
 import disk
 
+pytestmark = pytest.mark.slow  # the scripts run in subprocesses, each compiling its programs
+
 
 def png_size(path):
     """Width and height from a PNG's IHDR chunk (and proof that it is a PNG)."""

@@ -16,6 +16,7 @@ OPT = fnnet.SGD(lr=0.3)
 EPOCHS = 30
 
 
+@pytest.mark.slow
 def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
     x, y = fnnet.data.disk(64, jax.random.key(3))
     lrs = jnp.asarray([0.1, 0.3, 0.5, 0.1])
@@ -37,6 +38,7 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
     assert not np.allclose(swept[2][0], swept[2][1])
 
 
+@pytest.mark.slow
 def test_sweep_with_per_member_data():
     keys = jax.random.split(jax.random.key(1), 3)
     xs, ys = jax.vmap(lambda k: fnnet.data.disk(32, k))(keys)
@@ -70,6 +72,7 @@ def seq_sweep(lrs):
     return (params, states, x, y, keys), fnnet.sweep(SEQ_RUN, params, states, x, y, keys)
 
 
+@pytest.mark.slow
 def test_shared_3d_data_is_shared_unless_said_otherwise():
     # x of 3 samples and 3 members: once misread as one (5, 2) data set per member.
     (params, states, x, y, keys), swept = seq_sweep([0.1, 0.2, 0.05])

@@ -224,6 +224,7 @@ def test_multi_epoch_run_continues_like_separate_epochs():
     assert int(both[1].count) == int(two_state.count) == 6
 
 
+@pytest.mark.slow
 def test_minibatch_run_equals_manual_steps_on_its_batches():
     """A real model trained by minibatches equals value_and_grad + opt.step on the same batches."""
     key = jax.random.key(3)
