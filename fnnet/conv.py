@@ -114,11 +114,42 @@ def _as_hwio(w, w_spec):
     return w if w_spec == "HWIO" else jnp.transpose(w, (0, 1, 3, 2))  # HWOI -> HWIO
 
 
+def _patches(x, pads, k_hw, stride, out_hw, hw_axes, axis):
+    """The kh kw strided patches of x, zero-padded on its two spatial axes `hw_axes`,
+    stacked on `axis` in row-major kernel order: patch (a, b) holds xpad[i*sh + a, j*sw + b]
+    for every output pixel (i, j) (rows the convolution drops are never read)."""
+    config = [(0, 0, 0)] * x.ndim
+    for ax, (lo, hi) in zip(hw_axes, pads):
+        config[ax] = (lo, hi, 0)
+    xpad = lax.pad(x, jnp.zeros((), x.dtype), config)
+
+    def patch(a, b):
+        start, limit, strides = [0] * x.ndim, list(xpad.shape), [1] * x.ndim
+        for ax, offset, s, out in zip(hw_axes, (a, b), stride, out_hw):
+            start[ax], limit[ax], strides[ax] = offset, offset + (out - 1) * s + 1, s
+        return lax.slice(xpad, start, limit, strides)
+
+    return jnp.stack([patch(a, b) for a in range(k_hw[0]) for b in range(k_hw[1])], axis=axis)
+
+
+def _as_product(c_in, c_out) -> bool:
+    """Whether `_correlate` runs as one matrix product of the patches. XLA's CPU backend
+    runs a convolution with at most 16 channels on both sides through a generic loop, which
+    the product beats several times over while the patches stay narrow (kh kw c_in columns)."""
+    return c_in <= 8 and c_out <= 16
+
+
 def _correlate(x, w, stride, pads, w_spec="HWIO"):
     """y[n, i, j, o] = sum_{a, b, c} xpad[n, i*sh + a, j*sw + b, c] w[a, b, c, o]."""
-    return lax.conv_general_dilated(
-        x, _as_hwio(w, w_spec), stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+    w = _as_hwio(w, w_spec)
+    (kh, kw, c_in, c_out), (n, h, wd, _) = w.shape, x.shape
+    if not _as_product(c_in, c_out):
+        return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out_hw = tuple(_out_size(size, pad, k, s) for size, pad, k, s in zip((h, wd), pads, (kh, kw), stride))
+    patches = _patches(x, pads, (kh, kw), stride, out_hw, (1, 2), axis=3)  # (n, oh, ow, kh kw, c_in)
+    # the same sum, as (n oh ow, kh kw c_in) @ (kh kw c_in, c_out)
+    y = patches.reshape(-1, kh * kw * c_in) @ w.reshape(kh * kw * c_in, c_out)
+    return y.reshape((n,) + out_hw + (c_out,))
 
 
 def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
@@ -141,26 +172,13 @@ def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
 def _correlate_dw(x, dy, stride, pads, k_hw):
     """`_correlate`'s transpose in w, shape (kh, kw, c_x, c_dy):
     dw[a, b] = sum_{n, i, j} xpad[n, i*sh + a, j*sw + b]^T dy[n, i, j], one product of
-    the kh kw strided patches of the padded x with dy (rows the forward dropped are
-    never read)."""
-    (kh, kw), (sh, sw), (oh, ow) = k_hw, stride, dy.shape[1:3]
-    xpad = lax.pad(
-        x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads) + ((0, 0, 0),)
-    )
-    patches = jnp.stack(
-        [
-            lax.slice(
-                xpad,
-                (0, a, b, 0),
-                (x.shape[0], a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, x.shape[3]),
-                (1, sh, sw, 1),
-            )
-            for a in range(kh)
-            for b in range(kw)
-        ]
-    )  # (kh kw, n, oh, ow, c_x)
-    dw = jnp.einsum("knijc,nijd->kcd", patches, dy)
-    return dw.reshape(kh, kw, x.shape[3], dy.shape[3])
+    the kh kw strided patches of the padded x with dy. The patches are cut from x laid
+    out (c_x, n, h, w), so that the product's rows (c_x, a, b) need no transpose."""
+    (n, _, _, c_x), (oh, ow, c_dy) = x.shape, dy.shape[1:]
+    x_cnhw = jnp.transpose(x, (3, 0, 1, 2))
+    patches = _patches(x_cnhw, pads, k_hw, stride, (oh, ow), (2, 3), axis=1)  # (c_x, kh kw, n, oh, ow)
+    dw = patches.reshape(c_x * k_hw[0] * k_hw[1], n * oh * ow) @ dy.reshape(n * oh * ow, c_dy)
+    return jnp.transpose(dw.reshape((c_x,) + k_hw + (c_dy,)), (1, 2, 0, 3))
 
 
 def _with_initializers(name, layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype) -> Layer:

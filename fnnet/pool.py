@@ -8,6 +8,7 @@ Every `apply` and `vjp` takes the keyword-only `train` and `key` of the layer
 contract and ignores them. The derivations are in docs/conv_vjp.md.
 """
 
+import functools
 import math
 
 import jax.numpy as jnp
@@ -94,6 +95,41 @@ def _window_pixel_transpose(part, a, b, stride, in_hw):
     return lax.pad(part, jnp.zeros((), part.dtype), pads)
 
 
+def _first_max_masks(pixels):
+    """For a window's pixels listed in row-major order (arrays of one shape, one entry per
+    window), whether each is the window's first maximum: equal to the max, no earlier one is."""
+    top = functools.reduce(jnp.maximum, pixels)
+    masks, earlier = [], jnp.zeros(top.shape, bool)
+    for pixel in pixels:
+        masks.append((pixel == top) & ~earlier)
+        earlier = earlier | masks[-1]
+    return masks
+
+
+def _max_pool_dx_tiled(x, dy, window):
+    """MaxPool2D's dx for windows that tile the image (stride == window): a reshape of x to
+    (n, oh, kh, ow, kw, c) holds window (i, j)'s pixel (a, b) at [:, i, a, j, b]."""
+    (kh, kw), (n, oh, ow, c), (h, w) = window, dy.shape, x.shape[1:3]
+    tiles = x[:, : oh * kh, : ow * kw].reshape(n, oh, kh, ow, kw, c)
+    masks = _first_max_masks([tiles[:, :, a, :, b] for a, b in _window_offsets(window)])
+    # dx[n, i*kh + a, j*kw + b] = dy[n, i, j] where (a, b) is window (i, j)'s first max, else 0
+    parts = [jnp.where(mask, dy, 0) for mask in masks]
+    dx = jnp.stack([jnp.stack(parts[a * kw : (a + 1) * kw], axis=3) for a in range(kh)], axis=2)
+    return jnp.pad(dx.reshape(n, oh * kh, ow * kw, c), ((0, 0), (0, h - oh * kh), (0, w - ow * kw), (0, 0)))
+
+
+def _max_pool_dx_strided(x, dy, window, stride):
+    """MaxPool2D's dx for any stride: each window offset's masked dy put back at its pixels;
+    overlapping windows add up."""
+    offsets = _window_offsets(window)
+    masks = _first_max_masks([_window_pixel(x, a, b, stride, dy.shape[1:3]) for a, b in offsets])
+    # dx[p] = sum over the windows whose first max sits at p of their dy
+    return sum(
+        _window_pixel_transpose(jnp.where(mask, dy, 0), a, b, stride, x.shape[1:3])
+        for mask, (a, b) in zip(masks, offsets)
+    )
+
+
 def _pool_args(name, window, stride):
     window = _pair(f"{name}: window", window)
     return window, window if stride is None else _pair(f"{name}: stride", stride)
@@ -137,16 +173,12 @@ def _max_pool2d(window, stride) -> Layer:
     def vjp(params, x, dy, *, train=False, key=None):
         _check_no_params(name, params)
         _check_floating(name, x)
-        y_shape = _pool_geometry(name, window, stride, jnp.shape(x))
-        _check_cotangent(name, dy, y_shape)
-        offsets = _window_offsets(window)
-        pixels = jnp.stack([_window_pixel(x, a, b, stride, y_shape[1:3]) for a, b in offsets])
-        first_max = jnp.argmax(pixels, axis=0)  # ties: the first in row-major window order
-        # dx[p] = sum over the windows whose first max sits at p of their dy
-        dx = sum(
-            _window_pixel_transpose(jnp.where(first_max == i, dy, 0), a, b, stride, x.shape[1:3])
-            for i, (a, b) in enumerate(offsets)
-        )
+        _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+        # dx[p] = sum over the windows whose first max (row-major) sits at p of their dy
+        if stride == window:
+            dx = _max_pool_dx_tiled(x, dy, window)
+        else:
+            dx = _max_pool_dx_strided(x, dy, window, stride)
         return (), dx.astype(x.dtype)
 
     return Layer(init, apply, vjp)

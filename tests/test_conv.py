@@ -91,6 +91,8 @@ CONV_CASES = [
     (2, 3, 3, 2, 1, (7, 5), F32),
     (1, 2, 3, 3, 3, (5, 5), F64),  # more zeros than kernel - 1: border outputs are b only
     (2, 3, (1, 3), (2, 1), 2, (7, 5), F64),  # non-square kernel and stride
+    (9, 2, 3, 2, "SAME", (5, 5), F32),  # more channels: lax's convolution, not a product
+    (2, 17, (3, 2), 1, "VALID", (5, 4), F64),
 ]
 CONV_T_CASES = [
     (2, 3, 3, 2, "SAME", (4, 3), F64),
@@ -100,6 +102,7 @@ CONV_T_CASES = [
     (2, 3, 3, 2, "VALID", (4, 3), F64),
     (1, 2, 5, 1, "VALID", (3, 2), F32),
     (2, 2, (2, 3), (3, 1), "VALID", (3, 4), F64),
+    (17, 2, 3, 2, "SAME", (3, 3), F32),  # dx by lax's convolution, not a product
 ]
 POOL_CASES = [  # (window, stride, (h, w), dtype)
     (2, None, (7, 8), F64),
@@ -107,6 +110,8 @@ POOL_CASES = [  # (window, stride, (h, w), dtype)
     (3, 2, (9, 9), F32),
     (2, 3, (8, 7), F64),  # stride > window: pixels no window reads
     ((2, 3), (1, 2), (5, 7), F32),
+    (2, 2, (6, 4), F32),  # windows that tile the image
+    ((3, 2), None, (7, 5), F32),  # tiles that leave a row and a column out
 ]
 
 
@@ -207,6 +212,41 @@ def test_max_pool_ties_go_to_the_first_max():
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 1, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]])
 
 
+def first_max_dx(x, dy, window, stride):
+    """MaxPool2D's dx by loops: each window's dy goes to its first maximum, row by row."""
+    (kh, kw), (sh, sw) = window, stride
+    dx = np.zeros_like(x)
+    for n, i, j, c in np.ndindex(dy.shape):
+        block = x[n, i * sh : i * sh + kh, j * sw : j * sw + kw, c]
+        a, b = np.unravel_index(np.argmax(block), block.shape)
+        dx[n, i * sh + a, j * sw + b, c] += dy[n, i, j, c]
+    return dx
+
+
+@pytest.mark.parametrize(
+    "case",
+    [  # (window, stride, (h, w), dtype)
+        ((2, 2), (2, 2), (7, 8), F32),
+        ((2, 3), (2, 3), (5, 7), F64),
+        ((3, 3), (1, 1), (6, 5), F64),
+        ((3, 2), (2, 1), (7, 6), F32),
+        ((2, 2), (3, 3), (8, 7), F32),
+    ],
+    ids=case_id,
+)
+def test_max_pool_ties_go_to_the_first_max_in_every_geometry(case):
+    # Pixels drawn from {0, 1, 2}: most windows hold several maxima. Integer dy: the sums
+    # of overlapping windows are exact in any order.
+    window, stride, hw, dtype = case
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, size=(2,) + hw + (3,)).astype(dtype)
+    layer = MaxPool2D(window, stride)
+    dy = rng.integers(1, 100, size=layer.init(jax.random.key(0), x.shape)[0]).astype(dtype)
+    _, dx = jax.jit(layer.vjp)((), device(x), device(dy))
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, first_max_dx(x, dy, window, stride))
+
+
 def test_serial_cnn_composes_and_matches_jax():
     # ReLU's zeros tie in MaxPool2D, but their pre-activations are negative, so which
     # tied pixel gets the gradient cannot change any gradient after ReLU's vjp.
@@ -226,13 +266,24 @@ def test_serial_cnn_composes_and_matches_jax():
 # --- forward semantics ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("padding, k, s", [("SAME", 2, 1), ("SAME", 4, 3), ("VALID", 3, 2)])
-def test_conv2d_is_lax_convolution(padding, k, s):
+@pytest.mark.parametrize(
+    "padding, k, s, c_in, c_out",
+    [
+        ("SAME", 2, 1, 2, 3),
+        ("SAME", 4, 3, 2, 3),
+        ("VALID", 3, 2, 2, 3),
+        ("SAME", 3, 1, 1, 16),  # the largest channels computed as a product of patches
+        ("VALID", 3, 2, 8, 16),
+        ("SAME", 3, 2, 9, 4),  # and the smallest run as lax's convolution
+        ("SAME", 2, 1, 1, 17),
+    ],
+)
+def test_conv2d_is_lax_convolution(padding, k, s, c_in, c_out):
     # Explicit pads in Conv2D; lax's own 'SAME' split (an odd zero at the end) must agree.
-    layer = Conv2D(2, 3, k, s, padding, dtype=F64)
-    params, x, _, _ = random_case(layer, (2, 7, 5, 2), F64)
+    layer = Conv2D(c_in, c_out, k, s, padding, dtype=F64)
+    params, x, _, _ = random_case(layer, (2, 7, 5, c_in), F64)
     y = lax.conv_general_dilated(x, params["w"], (s, s), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(layer.apply(params, x), y + params["b"].reshape(1, 1, 1, 3), rtol=1e-12)
+    np.testing.assert_allclose(layer.apply(params, x), y + params["b"].reshape(1, 1, 1, c_out), rtol=1e-12)
 
 
 @pytest.mark.parametrize("padding, k, s", [("SAME", 3, 2), ("SAME", 2, 3), ("VALID", 4, 2), ("VALID", 2, 3)])
