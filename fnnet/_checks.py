@@ -18,21 +18,31 @@ def _describe(value) -> str:
 _MANY = "one run per key is a sweep (fnnet.init_many, fnnet.sweep, jax.vmap)"
 
 
+def _raw_shape() -> tuple:
+    """The shape of a raw key of the default PRNG (threefry: (2,))."""
+    return jax.random.key_data(jax.random.key(0)).shape
+
+
 def check_key(owner: str, key, name: str = "key"):
     """Return `key` if it is one PRNG key: `jax.random.key(0)`, or a raw `PRNGKey(0)`
-    (uint32, one axis); raise TypeError for anything else, ValueError for several keys.
-    Tracers pass when their shape and dtype fit (inside `vmap`)."""
+    (uint32, the default PRNG's shape); raise TypeError for anything else, ValueError for
+    several keys. Tracers pass when their shape and dtype fit (inside `vmap`)."""
     dtype = getattr(key, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
     raw = dtype == np.uint32 and jnp.ndim(key) >= 1
-    if typed and jnp.shape(key) == () or raw and jnp.ndim(key) == 1:
+    shape, raw_shape = jnp.shape(key), _raw_shape()
+    if typed and shape == () or raw and shape == raw_shape:
         return key
+    if raw and shape[-1:] != raw_shape:
+        raise ValueError(
+            f"{owner}: {name} is a raw key of shape {shape}, the default PRNG's are {raw_shape}; "
+            f"pass a key such as jax.random.key(0)"
+        )
     if typed or raw:
-        shape = jnp.shape(key)
         count, kind = (math.prod(shape), "keys") if typed else (math.prod(shape[:-1]), "raw keys")
         raise ValueError(
             f"{owner}: {name} must be one PRNG key, got an array of {count} {kind} (shape "
-            f"{shape}); pass one of them, e.g. {name}s[0]; {_MANY}"
+            f"{shape}); pass one of them; {_MANY}"
         )
     raise TypeError(f"{owner}: {name} must be a PRNG key such as jax.random.key(0), got {_describe(key)}")
 
@@ -42,7 +52,8 @@ def check_keys(owner: str, keys, name: str = "keys") -> int:
     `jax.random.split(key, M)` makes; returns M."""
     dtype = getattr(keys, "dtype", None)
     typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
-    if not (typed and jnp.ndim(keys) == 1 or dtype == np.uint32 and jnp.ndim(keys) == 2):
+    raw = dtype == np.uint32 and jnp.ndim(keys) == 2 and jnp.shape(keys)[1:] == _raw_shape()
+    if not (typed and jnp.ndim(keys) == 1 or raw):
         raise TypeError(
             f"{owner}: {name} must be an array of PRNG keys, one per member, such as "
             f"jax.random.split(jax.random.key(0), 8), got {_describe(keys)}"

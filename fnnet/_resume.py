@@ -2,8 +2,8 @@
 
 A run is defined by its data, its key, its batch size, and what its model,
 loss and optimizer compute. The last three are functions; `describe` writes
-one as text that is the same in every process: a function by its module and
-qualified name, the values it closes over (sizes, rates, names, other
+one as text that is the same in every process: a function by its qualified
+name (and, outside fnnet, its module), the values it closes over (sizes, rates, names, other
 functions and layers) and, for code outside fnnet, the numbers and names its
 body uses. A `Layer`'s `init` and an `Optimizer`'s `init` (how params are
 drawn, default hyperparameters) are left out, as in their equality: a
@@ -28,8 +28,16 @@ class _Describer:
     model, not with how often its parts are referenced, and equal parts read the same
     whether or not they are one object."""
 
-    def __init__(self):
-        self.tokens, self.alive = {}, []
+    def __init__(self, legacy=False):
+        self.tokens, self.alive, self.legacy = {}, [], legacy
+
+    def module(self, name) -> str:
+        """A module as the text names it: fnnet's own as "fnnet" alone, so moving code between
+        its modules changes no run; `legacy`: by the full path the checkpoints of fnnet 0.1.0
+        before its modules' renaming recorded."""
+        if not (name or "").startswith("fnnet"):
+            return str(name)
+        return _BEFORE_RENAMING.get(name, name) if self.legacy else "fnnet"
 
     def __call__(self, value, top=False) -> str:
         if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
@@ -62,9 +70,10 @@ class _Describer:
             return self.function(value)
         # anything else (a jax-wrapped function, a class): its type and name, never its
         # repr, which may hold a memory address
-        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        kind = f"{self.module(type(value).__module__)}.{type(value).__qualname__}"
         name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
-        return f"{kind}:{getattr(value, '__module__', None)}.{name}" if isinstance(name, str) else kind
+        where = self.module(getattr(value, "__module__", None))
+        return f"{kind}:{where}.{name}" if isinstance(name, str) else kind
 
     def function(self, f) -> str:
         parts = []
@@ -80,18 +89,28 @@ class _Describer:
             code = f.__code__
             parts.append(repr([c for c in code.co_consts if isinstance(c, (int, float, complex))]))
             parts.append(repr(code.co_names))
-        return f"{f.__module__}.{f.__qualname__}({', '.join(parts)})"
+        return f"{self.module(f.__module__)}.{f.__qualname__}({', '.join(parts)})"
 
 
-def describe(value) -> str:
+# fnnet's modules renamed after checkpoints began to record runs (new name -> old name)
+_BEFORE_RENAMING = {
+    "fnnet.combinators": "fnnet.serial",
+    "fnnet.training": "fnnet.train",
+    "fnnet.fitting": "fnnet.fit",
+    "fnnet.sweeps": "fnnet.sweep",
+}
+
+
+def describe(value, legacy=False) -> str:
     """A text identifying what `value` (a Layer, Loss, Optimizer, function) computes, the
-    same in every process for equal constructions."""
-    return _Describer()(value, top=True)
+    same in every process for equal constructions (`legacy`: as checkpoints written before
+    fnnet's modules were renamed describe it)."""
+    return _Describer(legacy)(value, top=True)
 
 
-def digest(value) -> str:
-    """A short hash of `describe(value)`."""
-    return hashlib.sha256(describe(value).encode()).hexdigest()[:32]
+def digest(value, legacy=False) -> str:
+    """A short hash of `describe(value, legacy)`."""
+    return hashlib.sha256(describe(value, legacy).encode()).hexdigest()[:32]
 
 
 def data_digest(*arrays) -> str:
@@ -136,12 +155,14 @@ _WHAT = {  # field -> how an error names it when it differs
 }
 
 
-def differences(stored: dict, current: dict) -> list:
-    """What differs between a checkpoint's run and this one, as phrases."""
+def differences(stored: dict, current: dict, parts=None) -> list:
+    """What differs between a checkpoint's run and this one, as phrases. `parts`: this
+    run's `{"model": ..., "loss": ..., "optimizer": ...}`, whose digests may also match as
+    a checkpoint written before fnnet's modules were renamed recorded them."""
     found = []
     for field, what in _WHAT.items():
         was, now = stored.get(field), current[field]
-        if was == now:
+        if was == now or parts and field in parts and was == digest(parts[field], legacy=True):
             continue
         if field == "validation" and (was is None) != (now is None):
             found.append(
@@ -163,16 +184,16 @@ def _refusal(path, why) -> ValueError:
     return ValueError(f"fit: cannot resume from {path!r}: {why}")
 
 
-def resume(path, params, opt_state, spec, epochs, steps_per_epoch):
+def resume(path, params, opt_state, spec, epochs, steps_per_epoch, parts=None):
     """`(params, opt_state, losses, val_losses, epochs_done, start_count)` from the
-    checkpoint at `path`, after checking that it is this run's."""
+    checkpoint at `path`, after checking that it is this run's (`parts`: see `differences`)."""
     loaded_params, loaded_state, metadata = load(path, like=(params, opt_state))
     if not (isinstance(metadata, dict) and isinstance(metadata.get("run"), dict)):
         raise _refusal(
             path, "it holds no fit metadata (a file written by save, not by fit, or by an older fnnet)"
         )
     stored = metadata["run"]
-    found = differences(stored, spec) + _hyperparam_differences(loaded_state, opt_state)
+    found = differences(stored, spec, parts) + _hyperparam_differences(loaded_state, opt_state)
     if found:
         raise _refusal(
             path,

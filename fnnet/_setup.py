@@ -3,10 +3,11 @@ names the argument, what was expected and what came, and runs before any work.
 
 Checks of values (finiteness, valid targets, hyperparameters) run where the values are
 concrete; inside `vmap` or `jit` (a sweep) they are tracers and pass: `fnnet.sweep`
-checks the stacked values before it vmaps, and `Optimizer.valid` judges traced
-hyperparameters on the device.
+checks the stacked values (finiteness, targets, hyperparameters) before it vmaps, and
+`Optimizer.valid` judges traced hyperparameters on the device.
 """
 
+import numbers
 import types
 from typing import Any, NamedTuple, Optional
 
@@ -24,10 +25,11 @@ from fnnet.state import trainable_mask
 
 
 class Setup(NamedTuple):
-    """A checked run: x and y placed on the mesh (if any), one typed PRNG key, the batch
-    size (None for full batch, also when it equals n), the steps per epoch and the
-    optimizer state to start from."""
+    """A checked run: the epochs (an int), x and y placed on the mesh (if any), one typed
+    PRNG key, the batch size (None for full batch, also when it equals n), the steps per
+    epoch and the optimizer state to start from."""
 
+    epochs: int
     x: Any
     y: Any
     key: Any
@@ -45,7 +47,7 @@ def prepare_run(
     `validation` None or `(x_val, y_val)`, checked like `(x, y)`.
     """
     check_kinds(owner, model, loss, opt)
-    check_count(f"{owner}: epochs", epochs)
+    epochs = check_count(f"{owner}: epochs", epochs)
     key = _typed_key(owner, key)
     check_data(owner, "x", "y", x, y)
     check_param_dtypes(owner, params)
@@ -62,14 +64,21 @@ def prepare_run(
     steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
     check_schedule(opt, epochs * steps_per_epoch)
     opt_state = opt.init(params) if opt_state is None else opt_state
-    jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
+    if not isinstance(opt_state, OptState):
+        raise TypeError(
+            f"{owner}: opt_state must be an OptState, from opt.init(params), got {_what(opt_state)}"
+        )
+    try:
+        jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{owner}: opt_state: {error}") from error
     check_hyperparams(opt, owner, opt_state)
     _non_finite(owner, "opt_state", opt_state)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {_what(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
-    x, y = place(mesh, jnp.asarray(x), jnp.asarray(y), size)
-    return Setup(x, y, key, size, steps_per_epoch, opt_state)
+    x, y = place(owner, mesh, jnp.asarray(x), jnp.asarray(y), size)
+    return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state)
 
 
 def _what(value) -> str:
@@ -93,18 +102,20 @@ def check_kinds(owner, model, loss, opt) -> None:
             )
 
 
-def check_count(name, value) -> None:
-    """Raise ValueError unless `value` is an int >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def check_count(name, value) -> int:
+    """`value` as an int; raise ValueError unless it is an integer >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
 
 
 def check_batch_size(owner, batch_size, n) -> Optional[int]:
     """The batch size to run: None for full batch (also for `batch_size == n`)."""
     if batch_size is None:
         return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
         raise TypeError(f"{owner}: batch_size must be an int or None, got {batch_size!r}")
+    batch_size = int(batch_size)
     if not 1 <= batch_size <= n:
         raise ValueError(f"{owner}: batch_size must be in [1, {n}] (the number of samples), got {batch_size}")
     return None if batch_size == n else batch_size
@@ -117,12 +128,6 @@ def _typed_key(owner, key):
     key = check_key(owner, key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
-    raw_shape = jax.random.key_data(jax.random.key(0)).shape
-    if key.shape != raw_shape:
-        raise ValueError(
-            f"{owner}: key is a raw key of shape {key.shape}, the default PRNG's are "
-            f"{raw_shape}; pass a typed key such as jax.random.key(0)"
-        )
     return jax.random.wrap_key_data(key)  # an old-style raw key: the same key
 
 
@@ -221,14 +226,12 @@ def check_params(owner, model, params, x) -> None:
     _non_finite(owner, "params", params)
 
 
-def place(mesh: Optional[Mesh], x, y, batch_size):
-    """Put x and y on the mesh, sharded along its first axis; checks divisibility and, with
-    several processes, that every process passed the same x and y."""
+def place(owner, mesh: Optional[Mesh], x, y, batch_size):
+    """Put x and y on the mesh (a Mesh or None), sharded along its first axis; checks
+    divisibility and, with several processes, that every process passed the same x and y."""
     if mesh is None:
         return x, y
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    check_same_on_every_process("data-parallel training", mesh, {"x": x, "y": y})
+    check_same_on_every_process(owner, mesh, {"x": x, "y": y})
     axis = mesh.axis_names[0]
     n_shards = mesh.shape[axis]
     n = x.shape[0]
@@ -236,7 +239,7 @@ def place(mesh: Optional[Mesh], x, y, batch_size):
     for size in sizes:
         if size % n_shards:
             raise ValueError(
-                f"data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
+                f"{owner}: data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
                 f"needs every batch divisible by {n_shards}, got a batch of {size} "
                 f"(n={n}, batch_size={batch_size}); drop or pad samples to fit"
             )

@@ -174,15 +174,11 @@ def fit(
         mesh=mesh,
         validation=validation,
     )
-    key, size, steps_per_epoch, opt_state = (
-        setup.key,
-        setup.batch_size,
-        setup.steps_per_epoch,
-        setup.opt_state,
-    )
+    epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
+    steps_per_epoch = setup.steps_per_epoch
     validate = validation is not None
     if checkpoint_every is not None:
-        check_count("fit: checkpoint_every", checkpoint_every)
+        checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
     spec: Optional[dict] = None
@@ -199,7 +195,13 @@ def fit(
     losses, val_losses, done = [], [], 0
     if resume and spec is not None and os.path.exists(checkpoint):
         params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(
-            checkpoint, params, opt_state, spec, epochs, steps_per_epoch
+            checkpoint,
+            params,
+            opt_state,
+            spec,
+            epochs,
+            steps_per_epoch,
+            dict(model=model, loss=loss, optimizer=opt),
         )
     _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 

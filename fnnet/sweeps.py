@@ -12,6 +12,7 @@ from fnnet._checks import check_keys, check_shape
 from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
+from fnnet.losses import check_targets
 from fnnet.optim import OptState
 from fnnet.training import _all_finite
 
@@ -152,6 +153,31 @@ def _host(a) -> np.ndarray | None:
     return None if isinstance(a, jax.core.Tracer) else np.asarray(a)
 
 
+def _check_targets(members, x, y, params, per_member_data, run):
+    """Raise ValueError naming the members whose concrete targets the run's loss refuses
+    (for a run from `fnnet.train`, which knows its model and loss)."""
+    model, loss, host = getattr(run, "model", None), getattr(run, "loss", None), _host(y)
+    if model is None or loss is None or host is None:
+        return
+
+    def member(a):
+        return jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
+
+    one_x = member(x) if per_member_data else x
+    n_outputs = jax.eval_shape(model.apply, jax.tree.map(member, params), one_x).shape[-1]
+    sets = list(host) if per_member_data else [host]
+    errors = {}
+    for m, targets in enumerate(sets):
+        try:
+            check_targets(loss, targets, n_outputs)
+        except ValueError as error:
+            errors[m] = error
+    if errors:
+        first = next(iter(errors.values()))
+        which = f" of member(s) {list(errors)}" if per_member_data else ""
+        raise ValueError(f"sweep: y{which}: {first}")
+
+
 def _check_values(members, x, y, params, opt_states, per_member_data, opt):
     """Raise ValueError naming the members whose data, params or hyperparameters (where
     concrete) are bad: NaN or infinite values, hyperparameters out of their range."""
@@ -237,8 +263,9 @@ def sweep(
     Returns:
       `SweepResult(params, opt_states, losses, finite)`, stacked over members;
       losses `(M, epochs)`, finite `(M,)`: see `SweepResult`. Before any work,
-      concrete data and hyperparameters are checked on the host, and a bad
-      one raises ValueError naming its members; `finite` covers the rest
+      concrete data, targets (for a run from `fnnet.train`) and
+      hyperparameters are checked on the host, and a bad one raises
+      ValueError naming its members; `finite` covers the rest
       (a member that diverged, values traced inside `jit`).
 
     Example:
@@ -263,6 +290,7 @@ def sweep(
         _members("sweep", {"x": x, "y": y}, "the per-member data", members)
     devices = _check_devices("sweep", devices)
     _check_values(members, x, y, params, opt_states, per_member_data, getattr(run, "optimizer", None))
+    _check_targets(members, x, y, params, per_member_data, run)
     stacked = (params, opt_states, keys) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
     params, opt_states, keys = stacked[:3]

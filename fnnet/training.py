@@ -8,6 +8,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnet._checks import check_key
 from fnnet._setup import check_count, check_kinds, prepare_run
 from fnnet._intern import interned
 from fnnet._types import Array
@@ -69,6 +70,8 @@ def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Opti
 @interned
 def _train_step(model, loss, opt):
     def step(params, opt_state, x, y, key=None):
+        if key is not None:
+            key = check_key("train_step", key)
         key = step_key(key, opt_state.count)
         check_input(model, params, x)
         twin = layout(model, x)
@@ -312,7 +315,7 @@ def train(
       (8, 100)
     """
     check_kinds("train", model, loss, opt)
-    check_count("train: epochs", epochs)
+    epochs = check_count("train: epochs", epochs)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     return _train(model, loss, opt, epochs, batch_size, mesh)
@@ -344,5 +347,6 @@ def _train(model, loss, opt, epochs, batch_size, mesh):
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True
         return result.params, result.opt_state, jnp.where(valid, result.losses, jnp.nan)
 
-    run.optimizer = opt  # type: ignore[attr-defined]  # for sweep's checks of stacked states
+    # for sweep's host checks of stacked states and targets
+    run.model, run.loss, run.optimizer = model, loss, opt  # type: ignore[attr-defined]
     return run

@@ -42,7 +42,7 @@ def namespace():
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(f"fnnet.{name}")
-    # The module's own names first (`fnnet.sweep`, `fnnet.data.disk`), then the context.
+    # The module's own names first (`init_many` in sweeps, `disk` in data), then the context.
     globs = {**namespace(), **{k: v for k, v in vars(module).items() if not k.startswith("__")}}
     tests = doctest.DocTestFinder().find(module, f"fnnet.{name}", globs=globs)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

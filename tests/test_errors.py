@@ -665,7 +665,8 @@ def test_params_of_another_model(no_training, params, match):
             OPT,
             lambda: tuple(OPT.init(init())),
             TypeError,
-            r"SGD\.step: opt_state must be an OptState \(from SGD\.init\), got tuple",
+            # the step says where states come from; fit, before it, names opt.init
+            r"(SGD\.step|fit): opt_state must be an OptState,? \(?from (SGD\.init|opt\.init\(params\))\)?, got tuple",
         ),
     ],
     ids=[

@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent("""
     opt = fnnet.SGD(lr=0.5)
     # the data really is split: each device holds a quarter of x
     from fnnet._setup import place
-    xs, ys = place(mesh, x, y, None)
+    xs, ys = place("test", mesh, x, y, None)
     assert xs.sharding.spec == PartitionSpec("data"), xs.sharding
     assert {s.data.shape for s in xs.addressable_shards} == {(16, 2)}
     # so is every batch inside the compiled run

@@ -10,6 +10,7 @@ import pytest
 
 import fnnet
 
+from fnnet import _resume
 from fnnet import fitting as fit_module
 
 # Dropout: a resumed run must redraw the masks of the uninterrupted one.
@@ -301,3 +302,48 @@ def test_the_metadata_describes_the_run(resumable):
         0,
     )
     assert json.loads(json.dumps(run)) == run
+
+
+# Checkpoints written before fnnet's modules were renamed -----------------------------------
+
+# What fnnet 0.1.0 before the renaming (commit 7430545) recorded as the digests of these
+# three, computed by that version: its checkpoints name functions by their old modules.
+LEGACY_MLP = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Linear(8, 1), fnnet.Sigmoid())
+LEGACY_DIGESTS = {
+    "model": (LEGACY_MLP, "be4afff07a2b737b317d0eb6039749ac"),
+    "loss": (fnnet.LossBCE(), "3873d51a135e070042ce6877aa611e06"),
+    "optimizer": (fnnet.SGD(0.1, decay=0.99), "137cfab622186742c44f4476f62a4e21"),
+}
+
+
+def test_the_legacy_digests_are_those_the_version_before_the_renaming_wrote():
+    for field, (value, before) in LEGACY_DIGESTS.items():
+        assert _resume.digest(value, legacy=True) == before, field
+        assert _resume.digest(value) != before, field  # today's text names no module inside fnnet
+
+
+def test_a_checkpoint_written_before_the_renaming_resumes(tmp_path, checkpoint):
+    """The reference checkpoint, its run's digests rewritten as the version before the
+    renaming recorded them: it resumes, bitwise as the uninterrupted run; another model's
+    digest is still refused."""
+    path = tmp_path / "run.npz"
+    path.write_bytes(checkpoint)
+    parts = {"model": MODEL, "loss": LOSS, "optimizer": OPT}
+    _rewrite_metadata(
+        path, lambda m: m["run"].update({f: _resume.digest(p, legacy=True) for f, p in parts.items()})
+    )
+    assert_same_run(fit(6, path, 3, resume=True), fit(6))
+    path.write_bytes(checkpoint)
+    other = fnnet.serial(fnnet.Linear(2, 1), fnnet.Sigmoid())
+    _rewrite_metadata(path, lambda m: m["run"].update(model=_resume.digest(other, legacy=True)))
+    with pytest.raises(
+        ValueError, match=r"another run's: the model \(its layers or their settings\) differs"
+    ):
+        fit(6, path, 3, resume=True)
+
+
+def test_module_moves_inside_fnnet_change_no_digest():
+    apply = LEGACY_MLP.apply
+    assert apply.__module__ == "fnnet.combinators"
+    assert _resume.describe(apply).startswith("fnnet._compose.<locals>.apply(")  # no module inside fnnet
+    assert _resume.describe(apply, legacy=True).startswith("fnnet.serial._compose.<locals>.apply(")

@@ -92,7 +92,13 @@ BAD = {  # name: (how the arguments change, the error, its message: OWNER is fit
     "foreign-state": (
         dict(opt_state=lambda a: fnnet.Adam(1e-3).init(a["params"])),
         ValueError,
-        r"SGD.step: opt_state was made by another optimizer",
+        r"OWNER: opt_state: SGD.step: opt_state was made by another optimizer",
+    ),
+    "int-state": (dict(opt_state=lambda a: 3), TypeError, r"OWNER: opt_state must be an OptState, .*got int"),
+    "raw-key-of-another-prng": (
+        dict(key=lambda a: jnp.zeros(4, jnp.uint32)),
+        ValueError,
+        r"OWNER: key is a raw key of shape \(4,\), the default PRNG's are \(2,\)",
     ),
 }
 
@@ -128,3 +134,47 @@ def test_train_inside_vmap_passes_what_it_cannot_see_yet():
         jax.vmap(run, in_axes=(0, 0, None, None, 0))(
             stacked, jax.vmap(OPT.init)(stacked), args["x"].astype(jnp.int32), args["y"], keys
         )
+
+
+def test_numpy_integers_count_as_ints():
+    args = arguments()
+    result = via_fit(**dict(args, batch_size=np.int64(4)))
+    assert len(result.losses) == EPOCHS
+    run = fnnet.train(MODEL, LOSS, OPT, epochs=np.int64(EPOCHS), batch_size=np.int32(4))
+    assert run(**args)[2].shape == (EPOCHS,)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda key: MODEL.init(key, (4, 2)),
+        lambda key: fnnet.train_step(MODEL, LOSS, OPT)(*step_arguments(), key),
+    ],
+    ids=["init", "train_step"],
+)
+def test_raw_keys_of_another_shape_are_refused_by_name(call):
+    with pytest.raises(ValueError, match=r"key is a raw key of shape \(4,\), the default PRNG's are \(2,\)"):
+        call(jnp.zeros(4, jnp.uint32))
+
+
+def step_arguments():
+    args = arguments()
+    return args["params"], args["opt_state"], args["x"], args["y"]
+
+
+def test_train_step_refuses_what_is_not_a_key():
+    with pytest.raises(TypeError, match=r"^train_step: key must be a PRNG key such as jax\.random\.key\(0\)"):
+        fnnet.train_step(MODEL, LOSS, OPT)(*step_arguments(), 0)
+
+
+def test_sweep_refuses_targets_the_loss_cannot_take():
+    args = arguments()
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = fnnet.init_many(MODEL, keys, args["x"].shape)
+    states = jax.vmap(OPT.init)(params)
+    run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
+    with pytest.raises(ValueError, match=r"^sweep: y: LossBCE: targets must be in \[0, 1\]"):
+        fnnet.sweep(run, params, states, args["x"], args["y"] * 5, keys)
+    xs, ys = jnp.stack([args["x"]] * 2), jnp.stack([args["y"], args["y"] * 5])
+    with pytest.raises(ValueError, match=r"^sweep: y of member\(s\) \[1\]: LossBCE: targets must be in"):
+        fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
