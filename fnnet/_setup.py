@@ -231,7 +231,7 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size):
     divisibility and, with several processes, that every process passed the same x and y."""
     if mesh is None:
         return x, y
-    check_same_on_every_process(owner, mesh, {"x": x, "y": y})
+    check_same_on_every_process(f"{owner}: data-parallel training", mesh, {"x": x, "y": y})
     axis = mesh.axis_names[0]
     n_shards = mesh.shape[axis]
     n = x.shape[0]

@@ -19,7 +19,7 @@ __all__ = ["CheckpointError", "FitResult", "LearningRateUnderflow", "TrainingDiv
 # Every call of the compiled loop runs this many epochs' worth of loop, the first `active`
 # of them for real: one program for every setting, so the bits cannot depend on them.
 _CHUNK = 500
-_PROGRESS_UPDATES = 20  # a progress update (and NaN check) at least this often per run
+_PROGRESS_UPDATES = 20  # with a progress bar, an update (and NaN check) at least this often a run
 
 
 class FitResult(NamedTuple):
@@ -210,8 +210,9 @@ def fit(
     def run_chunk(params, opt_state, count):
         return run(params, opt_state, setup.x, setup.y, key, _CHUNK, validation, np.int32(count))
 
-    plan = list(_chunks(done, epochs, checkpoint_every, checkpoint is not None))
     bar = _progress_bar(progress, epochs, done)
+    updates = 1 if bar is None else _PROGRESS_UPDATES
+    plan = list(_chunks(done, epochs, checkpoint_every, checkpoint is not None, updates))
     starts = [(params, opt_state, done)]  # the starts of the last two chunks, for a replay
     try:
         new = run_chunk(params, opt_state, plan[0][0]) if plan else None
@@ -245,11 +246,12 @@ def fit(
     )
 
 
-def _chunks(done, epochs, checkpoint_every, checkpointing):
+def _chunks(done, epochs, checkpoint_every, checkpointing, updates=_PROGRESS_UPDATES):
     """`(count, save)` for each chunk from epoch `done` to `epochs`: at most `_CHUNK` epochs,
-    a progress update at least `_PROGRESS_UPDATES` times a run, and with `checkpointing`
-    a save at the end and at most `checkpoint_every` epochs after the last (or the start)."""
-    every = max(1, -(-epochs // _PROGRESS_UPDATES))
+    at least `updates` chunks a run (progress updates: without a bar, 1, as each call of the
+    program costs its call and the loop's skipped epochs), and with `checkpointing` a save
+    at the end and at most `checkpoint_every` epochs after the last (or the start)."""
+    every = max(1, -(-epochs // updates))
     last_save = done
     while done < epochs:
         count = min(_CHUNK, every, epochs - done)

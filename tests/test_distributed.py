@@ -123,7 +123,7 @@ def test_only_process_0_writes_the_checkpoint(run):
 def test_processes_must_pass_the_same_data(run):
     for i in range(2):
         assert run["results"][i]["other_data"] == (
-            "data-parallel training: every process must pass the same y, but they differ between "
+            "fit: data-parallel training: every process must pass the same y, but they differ between "
             "processes (each device would take its own process's copy); load or draw them "
             "identically everywhere"
         )
