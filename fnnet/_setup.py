@@ -39,7 +39,7 @@ class Setup(NamedTuple):
 
 
 def prepare_run(
-    owner, model, loss, opt, params, opt_state, x, y, *, epochs, batch_size, key, mesh, validation=None
+    owner, model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh, validation=None
 ) -> Setup:
     """Check a run's arguments, in the order a reader would, and prepare it (see `Setup`).
 

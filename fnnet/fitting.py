@@ -160,19 +160,7 @@ def fit(
         the run (e.g. `SGD(0.1, decay=0.5)` for 300 epochs).
     """
     setup = prepare_run(
-        "fit",
-        model,
-        loss,
-        opt,
-        params,
-        opt_state,
-        x,
-        y,
-        epochs=epochs,
-        batch_size=batch_size,
-        key=key,
-        mesh=mesh,
-        validation=validation,
+        "fit", model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh, validation
     )
     epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
     steps_per_epoch = setup.steps_per_epoch

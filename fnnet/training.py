@@ -325,20 +325,7 @@ def train(
 def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
-        setup = prepare_run(
-            "train",
-            model,
-            loss,
-            opt,
-            params,
-            opt_state,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=batch_size,
-            key=key,
-            mesh=mesh,
-        )
+        setup = prepare_run("train", model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh)
         result = _runner(model, loss, opt, setup.batch_size, mesh)(
             params, setup.opt_state, setup.x, setup.y, setup.key, epochs, None, None
         )
