@@ -2,16 +2,18 @@
 products in full float32 precision (GPUs otherwise use TF32, ~1e-3 relative error,
 which the oracle comparisons would read as wrong gradients).
 
-The suite compiles hundreds of small XLA programs and runs most of them once or a few
-times: compiled at LLVM's level 0 (the HLO passes, fusion included, are unchanged) the
-whole suite takes about a quarter less time. Processes the tests start inherit it. Every
-comparison in the suite is against an oracle with a tolerance, or between programs
-compiled alike.
+On a CPU-only JAX (no accelerator plugin installed), the suite, which compiles hundreds
+of small XLA programs and runs most of them once or a few times, compiles them at LLVM's
+level 0 (the HLO passes, fusion included, are unchanged): it takes about a quarter less
+time. Processes the tests start inherit it. Every comparison in the suite is against an
+oracle with a tolerance, or between programs compiled alike.
 """
 
+import importlib.util
 import os
 
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+cpu_only = importlib.util.find_spec("jax_plugins") is None  # CUDA, ROCm and TPU plugins live there
+if cpu_only and "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
