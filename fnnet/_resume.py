@@ -115,12 +115,12 @@ def digest(value, legacy=False) -> str:
 
 def data_digest(*arrays) -> str:
     """A hash of arrays' shapes, dtypes and bytes."""
-    h = hashlib.sha256()
+    hasher = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype}{list(a.shape)};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:32]
+        hasher.update(f"{a.dtype}{list(a.shape)};".encode())
+        hasher.update(a.tobytes())
+    return hasher.hexdigest()[:32]
 
 
 def key_spec(key) -> list:

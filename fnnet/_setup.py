@@ -254,16 +254,16 @@ def underflow_step(opt, opt_state, steps: int):
     in its hyperparameters' dtype."""
     if not (isinstance(opt_state, OptState) and {"lr", "decay"} <= set(opt_state.hyperparams)):
         return None
-    h = opt_state.hyperparams
-    if opt.schedule is None and np.all(np.asarray(h["decay"]) == 1):
+    hyper = opt_state.hyperparams
+    if opt.schedule is None and np.all(np.asarray(hyper["decay"]) == 1):
         return None  # a constant lr, checked > 0 when set
     start = int(opt_state.count)
-    if opt.schedule is None and float(h["lr"] * h["decay"] ** jnp.int32(start + steps - 1)) != 0:
+    if opt.schedule is None and float(hyper["lr"] * hyper["decay"] ** jnp.int32(start + steps - 1)) != 0:
         return None  # lr * decay**t only falls with t: not 0 at the last step, never 0
     size = 1 << max(10, (steps - 1).bit_length())  # padded: few shapes, few compilations
     t = jnp.arange(start, start + size, dtype=jnp.int32)
     with jax.ensure_compile_time_eval():
-        lrs = h["lr"] * h["decay"] ** t
+        lrs = hyper["lr"] * hyper["decay"] ** t
         if opt.schedule is not None:
             lrs = lrs * opt.schedule(t)
     zero = np.flatnonzero(np.asarray(lrs)[:steps] == 0)
