@@ -19,7 +19,24 @@ if cpu_only and "--xla_backend_optimization_level" not in os.environ.get("XLA_FL
     ).strip()
 
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads it once, when the backend starts)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+@pytest.fixture
+def saves(monkeypatch):
+    """The epochs_done of every checkpoint `fit` writes, in order (it still writes them)."""
+    from fnnet import fitting
+
+    written = []
+    real_save = fitting.save
+
+    def recording_save(path, params, opt_state=None, metadata=None):
+        written.append(metadata["epochs_done"])
+        real_save(path, params, opt_state, metadata)
+
+    monkeypatch.setattr(fitting, "save", recording_save)
+    return written

@@ -290,20 +290,6 @@ def test_a_learning_rate_that_underflows_to_zero_is_announced():
 # Checkpoints -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def saves(monkeypatch):
-    """Record the epochs_done of every checkpoint fit writes."""
-    written = []
-    real_save = fit_module.save
-
-    def recording_save(path, params, opt_state=None, metadata=None):
-        written.append(metadata["epochs_done"])
-        real_save(path, params, opt_state, metadata)
-
-    monkeypatch.setattr(fit_module, "save", recording_save)
-    return written
-
-
 @pytest.mark.parametrize("epochs, expected", [(EPOCHS, [3, 6, 9, 12]), (EPOCHS - 2, [3, 6, 9, 10])])
 def test_checkpoint_every_writes_checkpoints(tmp_path, saves, epochs, expected):
     x, y = data()

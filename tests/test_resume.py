@@ -72,20 +72,6 @@ def assert_same_run(got, want):
         np.testing.assert_array_equal(got.val_losses, want.val_losses)
 
 
-@pytest.fixture
-def saves(monkeypatch):
-    """The epochs_done of every checkpoint fit writes."""
-    written = []
-    real_save = fit_module.save
-
-    def recording_save(path, params, opt_state=None, metadata=None):
-        written.append(metadata["epochs_done"])
-        real_save(path, params, opt_state, metadata)
-
-    monkeypatch.setattr(fit_module, "save", recording_save)
-    return written
-
-
 # Checkpoints after a resume (item 1) -------------------------------------------------------
 
 
