@@ -132,23 +132,33 @@ def _patches(x, pads, k_hw, stride, out_hw, hw_axes, axis):
     return jnp.stack([patch(a, b) for a in range(k_hw[0]) for b in range(k_hw[1])], axis=axis)
 
 
-def _as_product(c_in, c_out) -> bool:
-    """Whether `_correlate` runs as one matrix product of the patches. XLA's CPU backend
-    runs a convolution with at most 16 channels on both sides through a generic loop, which
-    the product beats several times over while the patches stay narrow (kh kw c_in columns)."""
-    return c_in <= 8 and c_out <= 16
+# A convolution whose patches hold at most this many values runs as one product of them.
+_PRODUCT_VALUES = 1 << 22
+
+
+def _as_product(x, k_hw, out_hw) -> bool:
+    """Whether a convolution of x runs as one matrix product of its patches: XLA's CPU
+    backend runs small convolutions through a generic loop, which the product beats, and
+    in training the kernel gradient reuses the same patches (XLA builds them once). Up to
+    `_PRODUCT_VALUES` patch values (16 MiB of float32); larger ones run as convolutions."""
+    return x.shape[0] * out_hw[0] * out_hw[1] * k_hw[0] * k_hw[1] * x.shape[3] <= _PRODUCT_VALUES
+
+
+def _patch_matrix(x, pads, k_hw, stride, out_hw):
+    """x's patches as one matrix, (n oh ow, kh kw c): row (n, i, j) holds window (i, j)."""
+    patches = _patches(x, pads, k_hw, stride, out_hw, (1, 2), axis=3)  # (n, oh, ow, kh kw, c)
+    return patches.reshape(-1, k_hw[0] * k_hw[1] * x.shape[3])
 
 
 def _correlate(x, w, stride, pads, w_spec="HWIO"):
     """y[n, i, j, o] = sum_{a, b, c} xpad[n, i*sh + a, j*sw + b, c] w[a, b, c, o]."""
     w = _as_hwio(w, w_spec)
     (kh, kw, c_in, c_out), (n, h, wd, _) = w.shape, x.shape
-    if not _as_product(c_in, c_out):
-        return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     out_hw = tuple(_out_size(size, pad, k, s) for size, pad, k, s in zip((h, wd), pads, (kh, kw), stride))
-    patches = _patches(x, pads, (kh, kw), stride, out_hw, (1, 2), axis=3)  # (n, oh, ow, kh kw, c_in)
+    if not _as_product(x, (kh, kw), out_hw):
+        return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     # the same sum, as (n oh ow, kh kw c_in) @ (kh kw c_in, c_out)
-    y = patches.reshape(-1, kh * kw * c_in) @ w.reshape(kh * kw * c_in, c_out)
+    y = _patch_matrix(x, pads, (kh, kw), stride, out_hw) @ w.reshape(kh * kw * c_in, c_out)
     return y.reshape((n,) + out_hw + (c_out,))
 
 
@@ -172,9 +182,14 @@ def _correlate_dx(dy, w, stride, pads, in_hw, w_spec="HWIO"):
 def _correlate_dw(x, dy, stride, pads, k_hw):
     """`_correlate`'s transpose in w, shape (kh, kw, c_x, c_dy):
     dw[a, b] = sum_{n, i, j} xpad[n, i*sh + a, j*sw + b]^T dy[n, i, j], one product of
-    the kh kw strided patches of the padded x with dy. The patches are cut from x laid
-    out (c_x, n, h, w), so that the product's rows (c_x, a, b) need no transpose."""
+    the kh kw strided patches of the padded x with dy. Where the forward is a product, its
+    patch matrix serves (the same expression: XLA builds it once); else the patches are
+    cut from x laid out (c_x, n, h, w), so that the product's rows (c_x, a, b) need no
+    transpose."""
     (n, _, _, c_x), (oh, ow, c_dy) = x.shape, dy.shape[1:]
+    if _as_product(x, k_hw, (oh, ow)):
+        dw = _patch_matrix(x, pads, k_hw, stride, (oh, ow)).T @ dy.reshape(n * oh * ow, c_dy)
+        return dw.reshape(k_hw + (c_x, c_dy))
     x_cnhw = jnp.transpose(x, (3, 0, 1, 2))
     patches = _patches(x_cnhw, pads, k_hw, stride, (oh, ow), (2, 3), axis=1)  # (c_x, kh kw, n, oh, ow)
     dw = patches.reshape(c_x * k_hw[0] * k_hw[1], n * oh * ow) @ dy.reshape(n * oh * ow, c_dy)

@@ -19,6 +19,7 @@ from jax.test_util import check_vjp
 
 from fnnet import Linear, ReLU, serial
 from fnnet import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
+from fnnet import conv as conv_module
 from helpers import assert_trees_close, device
 
 F64, F32 = jnp.float64, jnp.float32
@@ -91,7 +92,7 @@ CONV_CASES = [
     (2, 3, 3, 2, 1, (7, 5), F32),
     (1, 2, 3, 3, 3, (5, 5), F64),  # more zeros than kernel - 1: border outputs are b only
     (2, 3, (1, 3), (2, 1), 2, (7, 5), F64),  # non-square kernel and stride
-    (9, 2, 3, 2, "SAME", (5, 5), F32),  # more channels: lax's convolution, not a product
+    (9, 2, 3, 2, "SAME", (5, 5), F32),
     (2, 17, (3, 2), 1, "VALID", (5, 4), F64),
 ]
 CONV_T_CASES = [
@@ -102,7 +103,7 @@ CONV_T_CASES = [
     (2, 3, 3, 2, "VALID", (4, 3), F64),
     (1, 2, 5, 1, "VALID", (3, 2), F32),
     (2, 2, (2, 3), (3, 1), "VALID", (3, 4), F64),
-    (17, 2, 3, 2, "SAME", (3, 3), F32),  # dx by lax's convolution, not a product
+    (17, 2, 3, 2, "SAME", (3, 3), F32),
 ]
 POOL_CASES = [  # (window, stride, (h, w), dtype)
     (2, None, (7, 8), F64),
@@ -129,6 +130,56 @@ def test_conv2d_vjp_matches_jax(case):
 def test_conv_transpose2d_vjp_matches_jax(case):
     *args, hw, dtype = case
     assert_vjp_matches_jax(ConvTranspose2D(*args, dtype=dtype), (2,) + hw + (args[0],), dtype)
+
+
+# Every case above runs as a product of patches (small patches); those with large patches
+# run as lax's convolutions. These run the cases that way, by lowering the size limit.
+LAX_CASES = [(Conv2D, case) for case in CONV_CASES[::3]] + [(ConvTranspose2D, c) for c in CONV_T_CASES[::2]]
+
+
+@pytest.fixture
+def convolutions(monkeypatch):
+    """Every convolution traced in the test runs as lax's convolution."""
+    monkeypatch.setattr(conv_module, "_PRODUCT_VALUES", 0)
+
+
+def runs_a_convolution(f, *args):
+    return "convolution(" in jax.jit(f).lower(*args).as_text()
+
+
+@pytest.mark.parametrize("kind, case", LAX_CASES, ids=lambda c: getattr(c, "__name__", None) or case_id(c))
+def test_vjps_on_lax_convolutions_match_jax(convolutions, kind, case):
+    *args, hw, dtype = case
+    layer = kind(*args, dtype=dtype)
+    params, x, dy, _ = random_case(layer, (2,) + hw + (args[0],), dtype)
+    both = oracle_and_hand.__wrapped__(layer)  # traced afresh, under the lowered limit
+    expected, actual = both(params, x, dy)
+    assert_trees_close(actual, expected, dtype, scaled=True)
+    assert runs_a_convolution(lambda p, x: layer.apply(p, x), params, x)
+
+
+def test_small_patches_run_as_a_product_and_large_ones_as_a_convolution(monkeypatch):
+    layer = Conv2D(3, 4, 3, 2)  # on (2, 6, 5, 3): out 3 x 3, patches 2 * 9 * 9 * 3 = 486 values
+    params, x, dy, _ = random_case(layer, (2, 6, 5, 3), F32)
+    train_step = lambda p, x, dy: layer.vjp(p, x, dy)[0]  # noqa: E731  (dw alone: no dx)
+    monkeypatch.setattr(conv_module, "_PRODUCT_VALUES", 486)
+    assert not runs_a_convolution(lambda p, x: layer.apply(p, x), params, x)
+    assert not runs_a_convolution(lambda p, x, dy: train_step(p, x, dy), params, x, dy)
+    monkeypatch.setattr(conv_module, "_PRODUCT_VALUES", 485)
+    assert runs_a_convolution(lambda p, x: layer.apply(p, x), params, x)
+
+
+def test_the_kernel_gradient_reuses_the_forwards_patches():
+    """In a training step (forward, then the VJP), XLA builds the patch matrix once."""
+    layer = Conv2D(3, 4, 3)
+    params, x, dy, _ = random_case(layer, (2, 6, 5, 3), F32)
+
+    def step(p, x, dy):
+        return layer.apply(p, x), layer.vjp(p, x, dy)[0]
+
+    hlo = jax.jit(step).lower(params, x, dy).compile().as_text()
+    stacks = [line for line in hlo.splitlines() if " concatenate(" in line]
+    assert len(stacks) == 1 and "f32[2,6,5,9,3]" in stacks[0], stacks  # (n, oh, ow, kh kw, c_in)
 
 
 @pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
