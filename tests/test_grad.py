@@ -234,20 +234,12 @@ def code_only(source):
     return "".join("".join(row).split("#")[0] + "\n" for row in blank)
 
 
-# fnnet/testing.py is the oracle itself (`fnnet.check_vjp` compares a layer's VJP with
-# jax.vjp): the one module allowed autodiff, and one that no other module imports.
-ORACLE = "testing.py"
-
-
 def test_no_autodiff_in_fnnet():
     files = sorted(pathlib.Path(fnnet.__file__).parent.glob("*.py"))
     assert len(files) >= 8 and any(f.name == "grad.py" for f in files)
     for path in files:
         source = path.read_text()
-        if path.name == ORACLE:
-            assert {use.split(": ")[1] for use in autodiff_uses(source)} == {"jax.vjp"}
-            continue
-        assert autodiff_uses(source) == [], path
+        assert autodiff_uses(source) == [], path  # check_vjp too: finite differences
         assert GREP.findall(code_only(source)) == [], path
         if path.name != "__init__.py":  # the package exports check_vjp; no module uses it
             assert "fnnet.testing" not in code_only(source) and "testing" not in [
