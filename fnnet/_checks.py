@@ -1,5 +1,6 @@
 """Checks of the arguments every `init` takes: one PRNG key and an input shape."""
 
+import functools
 import math
 import numbers
 
@@ -20,7 +21,12 @@ _MANY = "one run per key is a sweep (fnnet.init_many, fnnet.sweep, jax.vmap)"
 
 def _raw_shape() -> tuple:
     """The shape of a raw key of the default PRNG (threefry: (2,))."""
-    return jax.random.key_data(jax.random.key(0)).shape
+    return _raw_shape_of(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _raw_shape_of(impl: str) -> tuple:
+    return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape  # traced, not run
 
 
 def check_key(owner: str, key, name: str = "key"):

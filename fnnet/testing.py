@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet._checks import check_key
 from fnnet.layers import Layer, contract_hint
 
 __all__ = ["check_vjp"]
@@ -53,11 +54,7 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
         and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in input_shape)
     ):
         raise TypeError(f"check_vjp: input_shape must be a tuple of ints, got {input_shape!r}")
-    if not (
-        isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,))
-    ):
-        raise TypeError(f"check_vjp: key must be a jax.random key, got {key!r}")
-    init_key, x_key, dy_key, train_key = jax.random.split(key, 4)
+    init_key, x_key, dy_key, train_key = jax.random.split(check_key("check_vjp", key), 4)
     with contract_hint():
         _, params = layer.init(init_key, tuple(input_shape))
     x64 = jax.config.read("jax_enable_x64")

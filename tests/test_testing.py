@@ -195,5 +195,7 @@ def test_a_wrong_feature_major_twin_is_caught():
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match=r"check_vjp: input_shape must be a tuple of ints, got 5"):
         check_vjp(Linear(3, 2), KEY, 5)
-    with pytest.raises(TypeError, match=r"check_vjp: key must be a jax.random key, got 0"):
+    with pytest.raises(
+        TypeError, match=r"check_vjp: key must be a PRNG key such as jax\.random\.key\(0\), got 0"
+    ):
         check_vjp(Linear(3, 2), 0, (5, 3))
