@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_dtype, _check_floating, _check_size, _weights_init
+from fnnet.layers import Layer, _check_floating, _check_size, _weights_init
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
 
@@ -47,12 +47,6 @@ def _check_padding(name: str, padding, allow_int: bool):
     if allow_int and isinstance(padding, int) and not isinstance(padding, bool):
         return _check_size(name, padding, 0)
     raise TypeError(f"{name} must be {expected}, got {padding!r} ({type(padding).__name__})")
-
-
-def _check_init(name: str, init):
-    if init is not None and not callable(init):
-        raise TypeError(f"{name} must be None or a (key, shape, dtype) -> array initializer, got {init!r}")
-    return init
 
 
 def _check_image(name: str, shape, channels=None) -> tuple:
@@ -204,9 +198,9 @@ def _with_initializers(name, layer, output_shape, kernel, c_in, c_out, w_init, b
         output_shape,
         kernel + (c_in, c_out),
         kernel[0] * kernel[1] * c_in,
-        _check_init(f"{name}: w_init", w_init),
-        _check_init(f"{name}: b_init", b_init),
-        _check_dtype(f"{name}: dtype", dtype),
+        w_init,
+        b_init,
+        dtype,
     )
     return layer._replace(init=init)
 

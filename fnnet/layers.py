@@ -119,6 +119,12 @@ def _check_dtype(name: str, dtype):
     return dtype
 
 
+def _check_init(name: str, init):
+    if init is not None and not callable(init):
+        raise TypeError(f"{name} must be None or a (key, shape, dtype) -> array initializer, got {init!r}")
+    return init
+
+
 def _check_size(name: str, value, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
@@ -194,7 +200,7 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
             n_in,
             w_init,
             b_init,
-            jnp.dtype(dtype),
+            dtype,
         )
     )
 
@@ -204,8 +210,10 @@ def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int
     """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
     `w_init` and `b_init`, by default U[-1/sqrt(fan_in), 1/sqrt(fan_in)]. It lives apart
     from the layer's program: initializers change init only."""
-    w_init = w_init or _uniform(1 / math.sqrt(fan_in))
-    b_init = b_init or _uniform(1 / math.sqrt(fan_in))
+    owner = name.split("(")[0]  # "Linear", "Conv2D", ...: how the user called the constructor
+    w_init = _check_init(f"{owner}: w_init", w_init) or _uniform(1 / math.sqrt(fan_in))
+    b_init = _check_init(f"{owner}: b_init", b_init) or _uniform(1 / math.sqrt(fan_in))
+    dtype = _check_dtype(f"{owner}: dtype", dtype)
 
     def init(key, input_shape):
         input_shape = check_init(name, key, input_shape)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fnnet._checks import check_init
 from fnnet._intern import interned
 from fnnet.activations import _check_no_params
 from fnnet.conv import _check_cotangent, _check_fits, _check_image, _out_size, _pair
@@ -44,7 +45,7 @@ def _upsample2d(factor) -> Layer:
     fh, fw = factor
 
     def init(key, input_shape):
-        n, h, w, c = _check_image(name, input_shape)
+        n, h, w, c = _check_image(name, check_init(name, key, input_shape))
         return (n, h * fh, w * fw, c), ()
 
     def apply(params, x, *, train=False, key=None):
@@ -162,7 +163,7 @@ def _max_pool2d(window, stride) -> Layer:
     dims, strides = (1,) + window + (1,), (1,) + stride + (1,)
 
     def init(key, input_shape):
-        return _pool_geometry(name, window, stride, input_shape), ()
+        return _pool_geometry(name, window, stride, check_init(name, key, input_shape)), ()
 
     def apply(params, x, *, train=False, key=None):
         _check_no_params(name, params)
@@ -196,7 +197,7 @@ def _avg_pool2d(window, stride) -> Layer:
     dims, strides, size = (1,) + window + (1,), (1,) + stride + (1,), window[0] * window[1]
 
     def init(key, input_shape):
-        return _pool_geometry(name, window, stride, input_shape), ()
+        return _pool_geometry(name, window, stride, check_init(name, key, input_shape)), ()
 
     def apply(params, x, *, train=False, key=None):
         _check_no_params(name, params)
@@ -233,7 +234,7 @@ def Flatten() -> Layer:
         return (shape[0], math.prod(shape[1:]))
 
     def init(key, input_shape):
-        return flat_shape(tuple(input_shape)), ()
+        return flat_shape(check_init(name, key, input_shape)), ()
 
     def apply(params, x, *, train=False, key=None):
         _check_no_params(name, params)

@@ -153,7 +153,7 @@ def _host(a) -> np.ndarray | None:
     return None if isinstance(a, jax.core.Tracer) else np.asarray(a)
 
 
-def _check_targets(members, x, y, params, per_member_data, run):
+def _check_targets(x, y, params, per_member_data, run):
     """Raise ValueError naming the members whose concrete targets the run's loss refuses
     (for a run from `fnnet.train`, which knows its model and loss)."""
     model, loss, host = getattr(run, "model", None), getattr(run, "loss", None), _host(y)
@@ -229,7 +229,7 @@ class SweepResult(NamedTuple):
 
 
 @jax.jit
-def _finite(params, opt_states, losses):
+def _finite(params, losses):
     # Per member; one given invalid hyperparameters has NaN losses (from `train`'s run).
     return jax.vmap(lambda params, losses: _all_finite((params, losses)))(params, losses)
 
@@ -290,7 +290,7 @@ def sweep(
         _members("sweep", {"x": x, "y": y}, "the per-member data", members)
     devices = _check_devices("sweep", devices)
     _check_values(members, x, y, params, opt_states, per_member_data, getattr(run, "optimizer", None))
-    _check_targets(members, x, y, params, per_member_data, run)
+    _check_targets(x, y, params, per_member_data, run)
     stacked = (params, opt_states, keys) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
     params, opt_states, keys = stacked[:3]
@@ -298,4 +298,4 @@ def sweep(
         x, y = stacked[3:]
     out = vmapped(run, per_member_data, len(devices))(params, opt_states, x, y, keys)
     params, opt_states, losses = jax.tree.map(lambda a: a[:members], out)
-    return SweepResult(params, opt_states, losses, _finite(params, opt_states, losses))
+    return SweepResult(params, opt_states, losses, _finite(params, losses))

@@ -644,3 +644,15 @@ def test_parameter_free_layers_reject_params(layer):
     x = jax.ShapeDtypeStruct((1, 4, 4, 2), F32)
     with pytest.raises(ValueError, match=r" has no parameters: params must be \(\), got \{'w'"):
         jax.eval_shape(layer.apply, {"w": x}, x)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [Upsample2D(2), MaxPool2D(2), AvgPool2D(2), Flatten()],
+    ids=["Upsample2D", "MaxPool2D", "AvgPool2D", "Flatten"],
+)
+def test_parameter_free_image_layers_check_their_init_key(layer):
+    with pytest.raises(
+        TypeError, match=r"\.init: key must be a PRNG key such as jax\.random\.key\(0\), got 'nokey'"
+    ):
+        layer.init("nokey", (2, 4, 4, 1))

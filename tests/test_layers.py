@@ -484,3 +484,20 @@ def test_no_public_name_hides_a_module():
         assert name not in fnnet.__all__, f"fnnet.{name} is a module in __all__"
     for name in ("fit", "train", "serial", "sweep", "init_many", "train_step", "Residual"):
         assert callable(getattr(fnnet, name)) and name in fnnet.__all__
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(w_init="glorot"),
+            r"Linear: w_init must be None or a \(key, shape, dtype\) -> array initializer",
+        ),
+        (dict(b_init=0.0), r"Linear: b_init must be None or a \(key, shape, dtype\)"),
+        (dict(dtype=jnp.int32), r"Linear: dtype must be a floating dtype, got int32"),
+    ],
+    ids=["w_init", "b_init", "dtype"],
+)
+def test_linear_refuses_bad_initializers_and_dtypes_when_built(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        fnnet.Linear(2, 3, **kwargs)
