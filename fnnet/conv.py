@@ -15,12 +15,11 @@ below compute a correlation and its transposes in the input and in the kernel,
 and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
 """
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_floating, _check_size, _weights_init
+from fnnet.layers import Layer, _check_floating, _check_size, _check_weights, _weights_init
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
 
@@ -65,19 +64,6 @@ def _check_fits(name: str, hw, pads, window) -> None:
         raise ValueError(
             f"{name}: input of spatial size {tuple(hw)} (padded {padded}) is smaller than the window {window}"
         )
-
-
-def _check_weights(name: str, params, w_shape, b_shape):
-    if not isinstance(params, dict) or set(params) != {"w", "b"}:
-        raise ValueError(
-            f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
-        )
-    w, b = params["w"], params["b"]
-    if jnp.shape(w) != w_shape or jnp.shape(b) != b_shape:
-        raise ValueError(
-            f"{name}: params must have w {w_shape} and b {b_shape}, got w {jnp.shape(w)} and b {jnp.shape(b)}"
-        )
-    return w, b
 
 
 def _check_cotangent(name: str, dy, y_shape) -> None:

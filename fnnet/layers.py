@@ -205,6 +205,20 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
     )
 
 
+def _check_weights(name: str, params, w_shape, b_shape):
+    """`(w, b)` of a layer's params `{"w": w_shape, "b": b_shape}`; ValueError naming the layer."""
+    if not isinstance(params, dict) or set(params) != {"w", "b"}:
+        raise ValueError(
+            f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
+        )
+    w, b = params["w"], params["b"]
+    if jnp.shape(w) != w_shape or jnp.shape(b) != b_shape:
+        raise ValueError(
+            f"{name}: params must have w {w_shape} and b {b_shape}, got w {jnp.shape(w)} and b {jnp.shape(b)}"
+        )
+    return w, b
+
+
 @interned
 def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init, dtype):
     """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
@@ -235,17 +249,7 @@ def _linear(n_in, n_out):
         return input_shape[:-1] + (n_out,)
 
     def check_params(params):
-        if not isinstance(params, dict) or set(params) != {"w", "b"}:
-            raise ValueError(
-                f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
-            )
-        w, b = params["w"], params["b"]
-        if jnp.shape(w) != (n_in, n_out) or jnp.shape(b) != (n_out,):
-            raise ValueError(
-                f"{name}: params must have w {(n_in, n_out)} and b {(n_out,)}, "
-                f"got w {jnp.shape(w)} and b {jnp.shape(b)}"
-            )
-        return w, b
+        return _check_weights(name, params, (n_in, n_out), (n_out,))
 
     def check_input(x, axis):
         _check_floating(name, x)
