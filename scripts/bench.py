@@ -9,7 +9,8 @@ them). The variants of a table take turns, A B C A B C ..., for `--rounds`
 rounds after one warm-up call each (so without compilation); a table gives the
 best and the median round, and a ratio is the median over rounds of the two
 variants' times in the same round. The modules beside this one:
-bench_workloads (W1, W4, W5, BN), bench_scaling (sweeps, scaling, compile time
+bench_workloads (W1, W4, W5, BN), bench_floor (what a W4 step cannot
+beat), bench_scaling (sweeps, scaling, compile time
 and memory), bench_jaxgrad (the plain jax.grad baselines), bench_peers
 (PyTorch and scikit-learn, each in its own process), bench_timing (rounds and
 tables), bench_profile (`--profile`).
@@ -27,12 +28,13 @@ if __name__ == "__main__" and "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] += " --xla_cpu_enable_xprof_traceme=true"
 
 import jax
+from bench_floor import bench_floor
 from bench_peers import installed
 from bench_profile import profile_w1
 from bench_scaling import bench_compile_memory, bench_scaling, bench_sweep, sgemm_rate
 from bench_workloads import bench_bn, bench_digits, bench_w1
 
-TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory")
+TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor")
 TARGETS = (
     "W1: fnnet <= 0.5x batch-major jax.grad, no slower than feature-major jax.grad, "
     ">= 5x faster than PyTorch eager. W4: fnnet <= 0.7x plain jax.grad, >= 5x faster than "
@@ -137,6 +139,8 @@ def main(argv=None):
         texts.append(bench_scaling(args.quick, rounds, rate, size))
     if "memory" in args.only:
         texts.append(bench_compile_memory(3_000 if args.quick else 10_000))
+    if "floor" in args.only and installed("sklearn"):
+        texts.append(bench_floor(3 if args.quick else 100, rounds))
     if args.markdown:
         with open(args.markdown, "w") as file:
             file.write("\n".join(texts))

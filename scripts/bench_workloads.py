@@ -173,6 +173,21 @@ def cnn():
     )
 
 
+def fit_digits(model, params, x, y, epochs):
+    """fnnet's run of W4 and W5: minibatch Adam under softmax cross-entropy, no progress bar."""
+    return fnnet.fit(
+        model,
+        fnnet.LossCrossEntropy(),
+        fnnet.Adam(lr=ADAM_LR),
+        params,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=BATCH_SIZE,
+        progress=False,
+    )
+
+
 def bench_digits(workload, epochs, rounds, peers):
     """W4 (an MLP on the 64 pixels, with the MLPClassifier peer) or W5 (the CNN on 8x8 images):
     minibatch Adam, batch 32, shuffled every epoch, every sample once per epoch (the last
@@ -190,22 +205,9 @@ def bench_digits(workload, epochs, rounds, peers):
     _, params = model.init(jax.random.key(0), x.shape)
     run = jg.adam_minibatch(logits, epochs, BATCH_SIZE)
 
-    def fit():
-        return fnnet.fit(
-            model,
-            fnnet.LossCrossEntropy(),
-            fnnet.Adam(lr=ADAM_LR),
-            params,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=BATCH_SIZE,
-            progress=False,
-        )
-
     variants = {
         "fnnet fit": (
-            fit,
+            lambda: fit_digits(model, params, x, y, epochs),
             lambda r: float(jnp.mean(jnp.argmax(model.apply(r.params, x_test), -1) == y_test)),
         ),
         "jax.grad, Adam inline, one scan": (

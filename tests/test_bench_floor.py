@@ -1,0 +1,44 @@
+"""scripts/bench_floor.py: its floor programs compute what a step must (the MLP's true
+gradients, a permutation), so the floor it reports is not a floor of less work."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_trees_close
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+
+import bench_floor  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_products_grads_are_the_gradients_of_half_the_squared_error(seed):
+    keys = jax.random.split(jax.random.key(seed), 8)
+    sizes = (64, 128, 128, 10)
+    params = [
+        (jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a), jax.random.normal(keys[2 * i + 1], (b,)))
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+    ]
+    x = jax.random.normal(keys[6], (32, 64))
+    labels = jax.random.randint(keys[7], (32,), 0, 10)
+
+    def loss(params):
+        (w0, b0), (w1, b1), (w2, b2) = params
+        z = jax.nn.relu(jax.nn.relu(x @ w0 + b0[None, :]) @ w1 + b1[None, :]) @ w2 + b2[None, :]
+        return 0.5 * jnp.sum((z - jax.nn.one_hot(labels, 10)) ** 2) / x.shape[0]
+
+    _, grads = bench_floor.products_grads(params, x, labels)
+    assert_trees_close(grads, jax.grad(loss)(params), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 31, 1024, 1025, 1437])
+def test_one_sort_permutation_is_a_permutation(n):
+    orders = [np.asarray(bench_floor.one_sort_permutation(jax.random.key(k), n)) for k in range(3)]
+    for order in orders:
+        assert order.dtype == np.int32 and sorted(order.tolist()) == list(range(n))
+    if n > 30:
+        assert not np.array_equal(orders[0], orders[1])
