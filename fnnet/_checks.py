@@ -9,6 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def is_int(value) -> bool:
+    """Whether `value` is an integer scalar, Python's or NumPy's (`np.int64(3)`), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value) -> bool:
+    """Whether `value` is a real scalar, Python's or NumPy's (`np.float32(0.5)`), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _describe(value) -> str:
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):
@@ -73,7 +83,7 @@ def check_shape(owner: str, input_shape, name: str = "input_shape") -> tuple:
     if (
         isinstance(input_shape, (str, bytes))
         or not isinstance(input_shape, (tuple, list))
-        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in input_shape)
+        or not all(is_int(d) for d in input_shape)
     ):
         raise TypeError(
             f"{owner}: {name} must be a tuple of ints, such as x.shape or "

@@ -7,7 +7,6 @@ checks the stacked values (finiteness, targets, hyperparameters) before it vmaps
 `Optimizer.valid` judges traced hyperparameters on the device.
 """
 
-import numbers
 import types
 from typing import Any, NamedTuple, Optional
 
@@ -16,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_key
+from fnnet._checks import check_key, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet._intern import interned
 from fnnet.layers import Layer
@@ -105,7 +104,7 @@ def check_kinds(owner, model, loss, opt) -> None:
 
 def check_count(name, value) -> int:
     """`value` as an int; raise ValueError unless it is an integer >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
 
@@ -114,7 +113,7 @@ def check_batch_size(owner, batch_size, n) -> Optional[int]:
     """The batch size to run: None for full batch (also for `batch_size == n`)."""
     if batch_size is None:
         return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+    if not is_int(batch_size):
         raise TypeError(f"{owner}: batch_size must be an int or None, got {batch_size!r}")
     batch_size = int(batch_size)
     if not 1 <= batch_size <= n:

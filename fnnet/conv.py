@@ -18,6 +18,7 @@ and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
 import jax.numpy as jnp
 from jax import lax
 
+from fnnet._checks import is_int
 from fnnet._intern import interned
 from fnnet.layers import Layer, _check_floating, _check_size, _check_weights, _weights_init
 
@@ -31,7 +32,7 @@ def _pair(name: str, value, low: int = 1) -> tuple:
     """An int or a pair of ints, as a pair."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return tuple(_check_size(f"{name}[{i}]", v, low) for i, v in enumerate(value))
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return (_check_size(name, value, low),) * 2
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})")
 
@@ -43,7 +44,7 @@ def _check_padding(name: str, padding, allow_int: bool):
         if padding.upper() in ("SAME", "VALID"):
             return padding.upper()
         raise ValueError(f"{name} must be {expected}, got {padding!r}")
-    if allow_int and isinstance(padding, int) and not isinstance(padding, bool):
+    if allow_int and is_int(padding):
         return _check_size(name, padding, 0)
     raise TypeError(f"{name} must be {expected}, got {padding!r} ({type(padding).__name__})")
 
@@ -233,10 +234,10 @@ def Conv2D(
       (10, 16, 16, 8)
     """
     kernel = _pair("Conv2D: kernel_size", kernel_size)
-    c_in = _check_size("Conv2D: c_in", c_in)
+    c_in, c_out = _check_size("Conv2D: c_in", c_in), _check_size("Conv2D: c_out", c_out)
     layer, output_shape = _conv2d(
         c_in,
-        _check_size("Conv2D: c_out", c_out),
+        c_out,
         kernel,
         _pair("Conv2D: stride", stride),
         _check_padding("Conv2D: padding", padding, allow_int=True),
@@ -324,10 +325,10 @@ def ConvTranspose2D(
     """
     name = "ConvTranspose2D"
     kernel = _pair(f"{name}: kernel_size", kernel_size)
-    c_in = _check_size(f"{name}: c_in", c_in)
+    c_in, c_out = _check_size(f"{name}: c_in", c_in), _check_size(f"{name}: c_out", c_out)
     layer, output_shape = _conv_transpose2d(
         c_in,
-        _check_size(f"{name}: c_out", c_out),
+        c_out,
         kernel,
         _pair(f"{name}: stride", stride),
         _check_padding(f"{name}: padding", padding, allow_int=False),

@@ -5,6 +5,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fnnet._checks import is_int
+
 __all__ = ["disk", "DISK_CENTRE", "DISK_RADIUS"]
 
 DISK_CENTRE = (0.5, 0.5)
@@ -25,8 +27,9 @@ def disk(n: int, key) -> tuple:
     Example:
       >>> x, y = disk(1000, jax.random.key(0))
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"disk: n must be an int >= 1, got {n!r}")
+    n = int(n)
     x = jax.random.uniform(key, (n, 2), jnp.float32)
     inside = jnp.sum((x - jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
     return x, inside.astype(jnp.float32)

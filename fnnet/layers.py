@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._checks import check_init
+from fnnet._checks import check_init, is_int, is_real
 from fnnet._intern import interned
 from fnnet._types import Array, Params, PRNGKey, Shape
 
@@ -126,15 +126,15 @@ def _check_init(name: str, init):
 
 
 def _check_size(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
+    return int(value)
 
 
 def _check_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a float, got {value!r} ({type(value).__name__})")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
@@ -189,8 +189,7 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
       >>> out_shape
       (1000, 25)
     """
-    _check_size("Linear: n_in", n_in)
-    _check_size("Linear: n_out", n_out)
+    n_in, n_out = _check_size("Linear: n_in", n_in), _check_size("Linear: n_out", n_out)
     layer, output_shape = _linear(n_in, n_out)
     return layer._replace(
         init=_weights_init(

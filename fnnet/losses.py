@@ -4,13 +4,13 @@
 for `LossCrossEntropy`). `grad(y, target)` is d value / d y, shaped like `y`.
 """
 
-import numbers
 from typing import Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fnnet._checks import is_real
 from fnnet._hosts import host_parts
 from fnnet._intern import interned
 from fnnet._types import Array
@@ -96,7 +96,7 @@ def LossBCE(eps: float = 1e-7) -> Loss:
     prediction is still pushed back (a plain clip would give it zero gradient).
     For logits, prefer `LossBCEWithLogits`: exact at any magnitude.
     """
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+    if not is_real(eps):
         raise TypeError(f"LossBCE: eps must be a float, got {eps!r} ({type(eps).__name__})")
     if not 0 < eps < 0.5:
         raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")

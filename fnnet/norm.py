@@ -11,12 +11,11 @@ dscale = sum(dy * xhat) and dshift = sum(dy) over the axes that are not the feat
 """
 
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import check_init
+from fnnet._checks import check_init, is_real
 from fnnet._intern import interned
 from fnnet.layers import Layer, _check_dtype, _check_floating, _check_train
 from fnnet.state import State
@@ -25,7 +24,7 @@ __all__ = ["BatchNorm", "LayerNorm"]
 
 
 def _check_number(owner, name, value, ok, expected):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{owner}: {name} must be a float, got {value!r} ({type(value).__name__})")
     if not (math.isfinite(value) and ok(value)):
         raise ValueError(f"{owner}: {name} must be {expected}, got {value}")

@@ -22,13 +22,13 @@ decay), times `schedule(t)` when `lr` was given as a schedule. Leaves under a
 `fnnet.State` (running statistics) are never changed.
 """
 
-import numbers
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnet._checks import is_real
 from fnnet._intern import interned
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet.state import trainable_mask
@@ -434,7 +434,7 @@ def SGD(
     """
     if not isinstance(nesterov, bool):
         raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
-    if nesterov and (momentum is None or (isinstance(momentum, numbers.Real) and momentum == 0)):
+    if nesterov and (momentum is None or (is_real(momentum) and momentum == 0)):
         raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
     decay_rule, weight_decay_rule = decay_factor(decay), nonnegative(weight_decay)
     if momentum is None:

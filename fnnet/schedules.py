@@ -4,21 +4,17 @@ Each works on a scalar or an array of steps, inside or outside `jit`.
 """
 
 import math
-import numbers
 
 import jax.numpy as jnp
 
+from fnnet._checks import is_int, is_real
 from fnnet._types import Schedule
 
 __all__ = ["constant", "exponential", "inverse_time", "step", "cosine"]
 
 
 def _positive(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value > 0)
-    ):
+    if not is_real(value) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"schedules: {name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -46,7 +42,7 @@ def inverse_time(lr: float, k: float) -> Schedule:
 def step(lr: float, factor: float, every: int) -> Schedule:
     """lr_t = lr * factor**floor(t / every): multiply by `factor` every `every` steps."""
     lr, factor = _positive("lr", lr), _positive("factor", factor)
-    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
+    if not is_int(every) or every < 1:
         raise ValueError(f"schedules.step: every must be an int >= 1, got {every!r}")
     every = int(every)
     return lambda t: lr * factor ** (jnp.asarray(t) // every).astype(jnp.result_type(float))
@@ -58,7 +54,7 @@ def cosine(lr: float, total_steps: int, final_lr: float = 0.0) -> Schedule:
     lr_t = final_lr + (lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2.
     """
     lr = _positive("lr", lr)
-    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
+    if not is_int(total_steps) or total_steps < 1:
         raise ValueError(f"schedules.cosine: total_steps must be an int >= 1, got {total_steps!r}")
     total_steps = int(total_steps)
     if not 0 <= final_lr <= lr:

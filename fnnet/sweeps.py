@@ -8,7 +8,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_keys, check_shape
+from fnnet._checks import check_keys, check_shape, is_int
 from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
@@ -60,7 +60,7 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
         raise TypeError(f"vmapped: run must be a function, got {type(run).__name__}")
     if not isinstance(per_member_data, bool):
         raise TypeError(f"vmapped: per_member_data must be True or False, got {per_member_data!r}")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ValueError(f"vmapped: groups must be an int >= 1, got {groups!r}")
     return _vmapped(run, per_member_data, groups, jax.default_backend() == "cpu")
 

@@ -974,3 +974,69 @@ def test_bad_input_leaves_an_existing_checkpoint_intact(checkpoint, monkeypatch)
         )
     assert path.read_bytes() == before
     assert fnnet.load(path, like=(params, state))[2]["epochs_done"] == 2
+
+
+# --- NumPy scalars are numbers too --------------------------------------------------------
+
+# (build with Python numbers, build with NumPy scalars): sizes from array shapes and
+# settings from float32 arrays arrive as NumPy scalars.
+NUMPY_SCALARS = {
+    "Linear": (lambda: fnnet.Linear(3, 2), lambda: fnnet.Linear(np.int64(3), np.int32(2))),
+    "Conv2D": (
+        lambda: fnnet.Conv2D(2, 4, 3, stride=2, padding=1),
+        lambda: fnnet.Conv2D(
+            np.int64(2), np.int64(4), (np.int32(3), 3), stride=np.int64(2), padding=np.int64(1)
+        ),
+    ),
+    "ConvTranspose2D": (
+        lambda: fnnet.ConvTranspose2D(2, 3, 2, 2),
+        lambda: fnnet.ConvTranspose2D(np.int64(2), np.int64(3), np.int64(2), np.int64(2)),
+    ),
+    "MaxPool2D": (lambda: fnnet.MaxPool2D(2, 1), lambda: fnnet.MaxPool2D(np.int64(2), np.int16(1))),
+    "AvgPool2D": (lambda: fnnet.AvgPool2D(2), lambda: fnnet.AvgPool2D(np.uint8(2))),
+    "Upsample2D": (lambda: fnnet.Upsample2D(2), lambda: fnnet.Upsample2D(np.int64(2))),
+    "BatchNorm": (
+        lambda: fnnet.BatchNorm(0.8, 1e-3),
+        lambda: fnnet.BatchNorm(np.float32(0.8), np.float64(1e-3)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_SCALARS))
+def test_layers_take_numpy_scalars_as_python_numbers(name):
+    python, numpy = (make() for make in NUMPY_SCALARS[name])
+    shape = (2, 3) if name == "Linear" else (2, 6, 6, 2)
+    key = jax.random.key(0)
+    out_python, params_python = python.init(key, shape)
+    out_numpy, params_numpy = numpy.init(key, shape)
+    assert out_numpy == out_python and all(isinstance(d, int) for d in out_numpy)
+    x = jax.random.normal(jax.random.key(1), shape)
+    np.testing.assert_array_equal(
+        numpy.apply(params_numpy, x, train=True), python.apply(params_python, x, train=True)
+    )
+
+
+def test_other_settings_take_numpy_scalars():
+    assert fnnet.Dropout(np.float32(0.25)) is not None
+    assert fnnet.LossBCE(eps=np.float64(1e-6)) is not None
+    assert float(fnnet.schedules.step(np.float32(0.4), np.float32(0.5), np.int64(10))(10)) == pytest.approx(
+        0.2
+    )
+    x, y = fnnet.data.disk(np.int64(5), jax.random.key(0))
+    assert x.shape == (5, 2) and y.shape == (5, 1)
+    assert fnnet.SGD(lr=np.float32(0.1), momentum=np.float32(0.5), nesterov=True) is not None
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: fnnet.Linear(np.bool_(True), 2), "n_in must be an int, got np.True_"),
+        (lambda: fnnet.Conv2D(1, 2, np.float64(3)), "kernel_size must be an int or a pair of ints"),
+        (lambda: fnnet.MaxPool2D(np.bool_(True)), "must be an int"),
+        (lambda: fnnet.Dropout(np.bool_(False)), "rate must be a float"),
+        (lambda: fnnet.data.disk(np.float64(5), jax.random.key(0)), "n must be an int >= 1"),
+    ],
+)
+def test_numpy_bools_and_floats_are_not_sizes(make, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        make()
