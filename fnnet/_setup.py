@@ -20,7 +20,7 @@ from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet._intern import interned
 from fnnet.layers import Layer
 from fnnet.losses import Loss, check_targets
-from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule
+from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
 from fnnet.state import trainable_mask
 
 
@@ -254,22 +254,18 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size):
 
 def underflow_step(opt, opt_state, steps: int):
     """The first of the next `steps` steps whose learning rate is exactly 0.0, with that
-    lr's dtype, or None. The lr of step t is `lr * decay**t`, times `schedule(t)` for
-    a scheduled lr (see fnnet.optim), computed here the way the optimizer computes it,
-    in its hyperparameters' dtype."""
+    lr's dtype, or None: `optim.learning_rate`, the optimizers' own formula."""
     if not (isinstance(opt_state, OptState) and {"lr", "decay"} <= set(opt_state.hyperparams)):
         return None
     hyper = opt_state.hyperparams
     if opt.schedule is None and np.all(np.asarray(hyper["decay"]) == 1):
         return None  # a constant lr, checked > 0 when set
     start = int(opt_state.count)
-    if opt.schedule is None and float(hyper["lr"] * hyper["decay"] ** jnp.int32(start + steps - 1)) != 0:
+    if opt.schedule is None and float(learning_rate(hyper, None, jnp.int32(start + steps - 1))) != 0:
         return None  # lr * decay**t only falls with t: not 0 at the last step, never 0
     size = 1 << max(10, (steps - 1).bit_length())  # padded: few shapes, few compilations
     t = jnp.arange(start, start + size, dtype=jnp.int32)
     with jax.ensure_compile_time_eval():
-        lrs = hyper["lr"] * hyper["decay"] ** t
-        if opt.schedule is not None:
-            lrs = lrs * opt.schedule(t)
+        lrs = learning_rate(hyper, opt.schedule, t)
     zero = np.flatnonzero(np.asarray(lrs)[:steps] == 0)
     return (start + int(zero[0]), lrs.dtype) if zero.size else None

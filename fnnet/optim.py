@@ -211,6 +211,15 @@ def _check_trainable_floats(owner, params):
             )
 
 
+def learning_rate(hyperparams: dict, schedule: Optional[Callable], t):
+    """The learning rate of step `t` (a step count, or an array of them): `lr * decay**t`
+    (no decay without a `decay` hyperparameter), times `schedule(t)` for a scheduled lr,
+    in the hyperparameters' dtype. Every optimizer's step uses it, and so does fit's
+    warning of an lr that underflows to 0."""
+    lr = hyperparams["lr"] * (hyperparams["decay"] ** t if "decay" in hyperparams else 1)
+    return lr if schedule is None else lr * schedule(t)
+
+
 def _check_schedule(owner, schedule, steps=1):
     """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for t < steps."""
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
@@ -353,9 +362,7 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
     def step(params, grads, state):
         _check_step_args(owner, hyperparam_names, slot_names, params, grads, state)
         hyper, t = state.hyperparams, state.count
-        lr = hyper["lr"] * (hyper["decay"] ** t if "decay" in hyper else 1)
-        if schedule is not None:
-            lr = lr * schedule(t)
+        lr = learning_rate(hyper, schedule, t)
         leaves, treedef = jax.tree.flatten(params)
         grad_leaves = treedef.flatten_up_to(grads)
         slot_leaves = {name: treedef.flatten_up_to(state.slots[name]) for name in slot_names}

@@ -9,6 +9,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_keys, check_shape, is_int
+from fnnet._hosts import host_parts
 from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
@@ -149,8 +150,12 @@ def _members(owner, tree, name, members=None) -> int:
 
 
 def _host(a) -> np.ndarray | None:
-    """`a` on the host, or None for a tracer (inside `jit` or `vmap`)."""
-    return None if isinstance(a, jax.core.Tracer) else np.asarray(a)
+    """`a` on the host, or None where its values are not all here: a tracer (inside
+    `jit` or `vmap`), or an array other processes hold parts of."""
+    parts = host_parts(a)  # None for a tracer
+    if parts is None or isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return None
+    return parts[0]
 
 
 def _check_targets(x, y, params, per_member_data, run):
@@ -202,7 +207,7 @@ def _check_values(members, x, y, params, opt_states, per_member_data, opt):
             host = _host(value)
             if host is None or name not in rules:
                 continue
-            ok = np.isfinite(host) & rules[name].ok(host.astype(np.float64))
+            ok = opt.valid({name: host.astype(np.float64)}, numpy=np)
             if not ok.all():
                 which = np.flatnonzero(~ok).tolist()
                 raise ValueError(
