@@ -3,6 +3,7 @@
 import functools
 import math
 import numbers
+import types
 
 import jax
 import jax.numpy as jnp
@@ -19,11 +20,16 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def _describe(value) -> str:
-    shape = getattr(value, "shape", None)
-    if shape is not None and hasattr(value, "dtype"):
-        return f"an array of dtype {value.dtype} and shape {tuple(shape)}"
-    return f"{value!r} ({type(value).__name__})"
+def describe(value) -> str:
+    """How an error names a value that came: an array by its dtype and shape, a function
+    by its name, a short value (a number, a string, a small tuple) by its repr and type,
+    anything longer by its type."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic):
+        return f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+        return f"the function {value.__qualname__}"
+    text = repr(value)
+    return f"{text} ({type(value).__name__})" if len(text) <= 60 else type(value).__name__
 
 
 _MANY = "one run per key is a sweep (fnnet.init_many, fnnet.sweep, jax.vmap)"
@@ -60,7 +66,7 @@ def check_key(owner: str, key, name: str = "key"):
             f"{owner}: {name} must be one PRNG key, got an array of {count} {kind} (shape "
             f"{shape}); pass one of them; {_MANY}"
         )
-    raise TypeError(f"{owner}: {name} must be a PRNG key such as jax.random.key(0), got {_describe(key)}")
+    raise TypeError(f"{owner}: {name} must be a PRNG key such as jax.random.key(0), got {describe(key)}")
 
 
 def check_keys(owner: str, keys, name: str = "keys") -> int:
@@ -72,7 +78,7 @@ def check_keys(owner: str, keys, name: str = "keys") -> int:
     if not (typed and jnp.ndim(keys) == 1 or raw):
         raise TypeError(
             f"{owner}: {name} must be an array of PRNG keys, one per member, such as "
-            f"jax.random.split(jax.random.key(0), 8), got {_describe(keys)}"
+            f"jax.random.split(jax.random.key(0), 8), got {describe(keys)}"
         )
     return jnp.shape(keys)[0]
 
@@ -87,7 +93,7 @@ def check_shape(owner: str, input_shape, name: str = "input_shape") -> tuple:
     ):
         raise TypeError(
             f"{owner}: {name} must be a tuple of ints, such as x.shape or "
-            f"(batch, features), got {_describe(input_shape)}"
+            f"(batch, features), got {describe(input_shape)}"
         )
     if any(d < -1 for d in input_shape):
         raise ValueError(

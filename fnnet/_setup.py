@@ -7,7 +7,6 @@ checks the stacked values (finiteness, targets, hyperparameters) before it vmaps
 `Optimizer.valid` judges traced hyperparameters on the device.
 """
 
-import types
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_key, is_int
+from fnnet._checks import check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet._intern import interned
 from fnnet.layers import Layer
@@ -57,7 +56,7 @@ def prepare_run(
     size = check_batch_size(owner, batch_size, x.shape[0])
     if validation is not None:
         if not (isinstance(validation, tuple) and len(validation) == 2):
-            raise TypeError(f"{owner}: validation must be a pair (x_val, y_val), got {_what(validation)}")
+            raise TypeError(f"{owner}: validation must be a pair (x_val, y_val), got {describe(validation)}")
         check_data(owner, "x_val", "y_val", *validation)
         check_shapes(owner, model, loss, params, "x_val", "y_val", *validation)
         check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
@@ -66,7 +65,7 @@ def prepare_run(
     opt_state = opt.init(params) if opt_state is None else opt_state
     if not isinstance(opt_state, OptState):
         raise TypeError(
-            f"{owner}: opt_state must be an OptState, from opt.init(params), got {_what(opt_state)}"
+            f"{owner}: opt_state must be an OptState, from opt.init(params), got {describe(opt_state)}"
         )
     try:
         jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
@@ -75,17 +74,10 @@ def prepare_run(
     check_hyperparams(opt, owner, opt_state)
     _non_finite(owner, "opt_state", opt_state)
     if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {_what(mesh)}")
+        raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
     x, y = place(owner, mesh, jnp.asarray(x), jnp.asarray(y), size)
     return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state)
-
-
-def _what(value) -> str:
-    """How an error names a value that came: its type, and its name for a function."""
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
-        return f"the function {value.__qualname__}"
-    return type(value).__name__
 
 
 def check_kinds(owner, model, loss, opt) -> None:
@@ -98,7 +90,7 @@ def check_kinds(owner, model, loss, opt) -> None:
         if not isinstance(value, kind):
             article = "an" if kind.__name__[0] in "AEIOU" else "a"
             raise TypeError(
-                f"{owner}: {name} must be {article} {kind.__name__} (e.g. {example}), got {_what(value)}"
+                f"{owner}: {name} must be {article} {kind.__name__} (e.g. {example}), got {describe(value)}"
             )
 
 
@@ -135,7 +127,7 @@ def check_data(owner, name_x, name_y, x, y) -> None:
     """Types, lengths and, where concrete, finiteness (this process's part)."""
     for name, a in ((name_x, x), (name_y, y)):
         if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            raise TypeError(f"{owner}: {name} must be an array, got {_what(a)}")
+            raise TypeError(f"{owner}: {name} must be an array, got {describe(a)}")
         if jnp.ndim(a) < 1:
             raise ValueError(f"{owner}: {name} must have a leading sample axis, got shape {jnp.shape(a)}")
     if x.shape[0] != y.shape[0]:
@@ -199,7 +191,7 @@ def check_param_dtypes(owner, params) -> None:
     for (path, leaf), trainable in zip(paths, jax.tree.leaves(trainable_mask(params))):
         name = "params" + jax.tree_util.keystr(path)
         if not hasattr(leaf, "dtype"):
-            raise TypeError(f"{owner}: {name} must be an array, got {_what(leaf)}")
+            raise TypeError(f"{owner}: {name} must be an array, got {describe(leaf)}")
         if trainable and not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise TypeError(
                 f"{owner}: {name} has dtype {leaf.dtype}; trainable params must be "

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._atomic import write_atomically
+from fnnet._checks import describe
 from fnnet._npz import Archive, open_npz, unreadable
 
 __all__ = ["save", "load"]
@@ -204,7 +205,7 @@ def load(path, like):
     path = os.fspath(path)
     if not (isinstance(like, tuple) and len(like) == 2):
         raise TypeError(
-            f"load: like must be a pair (params, opt_state), opt_state may be None; got {type(like).__name__}"
+            f"load: like must be a pair (params, opt_state), opt_state may be None; got {describe(like)}"
         )
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, f"load: checkpoint {path!r} does not exist")

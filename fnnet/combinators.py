@@ -2,7 +2,7 @@
 
 import jax
 
-from fnnet._checks import check_init
+from fnnet._checks import check_init, describe
 from fnnet._intern import interned
 from fnnet.layers import Layer, contract_hint
 from fnnet.state import check_update
@@ -155,7 +155,7 @@ def serial(*layers: Layer) -> Layer:
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(
-                f"serial: argument {i} must be a Layer, got {type(layer).__name__}"
+                f"serial: argument {i} must be a Layer, got {describe(layer)}"
                 + (" (did you forget to call the constructor, e.g. ReLU()?)" if callable(layer) else "")
             )
     return _compose(tuple(layers))._replace(init=_serial_init(tuple(layer.init for layer in layers)))
@@ -174,7 +174,7 @@ def Residual(layer: Layer) -> Layer:
       >>> block = Residual(serial(Linear(25, 25), ReLU()))
     """
     if not isinstance(layer, Layer):
-        raise TypeError(f"Residual: layer must be a Layer, got {type(layer).__name__}")
+        raise TypeError(f"Residual: layer must be a Layer, got {describe(layer)}")
     return _residual(layer)._replace(init=_residual_init(layer.init))
 
 

@@ -18,7 +18,7 @@ and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._checks import is_int
+from fnnet._checks import describe, is_int
 from fnnet._intern import interned
 from fnnet.layers import Layer, _check_floating, _check_size, _check_weights, _weights_init
 
@@ -34,7 +34,7 @@ def _pair(name: str, value, low: int = 1) -> tuple:
         return tuple(_check_size(f"{name}[{i}]", v, low) for i, v in enumerate(value))
     if is_int(value):
         return (_check_size(name, value, low),) * 2
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r} ({type(value).__name__})")
+    raise TypeError(f"{name} must be an int or a pair of ints, got {describe(value)}")
 
 
 def _check_padding(name: str, padding, allow_int: bool):
@@ -46,7 +46,7 @@ def _check_padding(name: str, padding, allow_int: bool):
         raise ValueError(f"{name} must be {expected}, got {padding!r}")
     if allow_int and is_int(padding):
         return _check_size(name, padding, 0)
-    raise TypeError(f"{name} must be {expected}, got {padding!r} ({type(padding).__name__})")
+    raise TypeError(f"{name} must be {expected}, got {describe(padding)}")
 
 
 def _check_image(name: str, shape, channels=None) -> tuple:

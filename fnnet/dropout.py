@@ -2,7 +2,7 @@
 
 import jax
 
-from fnnet._checks import is_real
+from fnnet._checks import describe, is_real
 from fnnet._intern import interned
 from fnnet.layers import Layer, _check_floating, _check_train, no_params_init
 
@@ -27,7 +27,7 @@ def Dropout(rate: float) -> Layer:
       >>> model = serial(Linear(2, 25), ReLU(), Dropout(0.1), Linear(25, 1))
     """
     if not is_real(rate):
-        raise TypeError(f"Dropout: rate must be a float in [0, 1), got {rate!r} ({type(rate).__name__})")
+        raise TypeError(f"Dropout: rate must be a float in [0, 1), got {describe(rate)}")
     if not 0 <= rate < 1:
         raise ValueError(f"Dropout: rate (the probability of dropping a unit) must be in [0, 1), got {rate}")
     return _dropout(float(rate))

@@ -9,9 +9,10 @@ import numpy as np
 
 from fnnet import _resume
 from fnnet._atomic import check_writable
+from fnnet._checks import describe
 from fnnet._hosts import on_writer
-from fnnet.checkpoint import save
 from fnnet._setup import check_count, prepare_run, underflow_step
+from fnnet.checkpoint import save
 from fnnet.training import _runner
 
 __all__ = ["CheckpointError", "FitResult", "LearningRateUnderflow", "TrainingDiverged", "fit"]
@@ -173,7 +174,7 @@ def fit(
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(
-                f"fit: checkpoint must be a path (a str or os.PathLike), got {type(checkpoint).__name__}"
+                f"fit: checkpoint must be a path (a str or os.PathLike), got {describe(checkpoint)}"
             )
         checkpoint = os.fspath(checkpoint)
         check_writable(checkpoint, "fit")

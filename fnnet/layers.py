@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._checks import check_init, is_int, is_real
+from fnnet._checks import check_init, describe, is_int, is_real
 from fnnet._intern import interned
 from fnnet._types import Array, Params, PRNGKey, Shape
 
@@ -105,8 +105,7 @@ def _check_train(name: str, train) -> bool:
     """`train` selects a Python branch: it must be a bool, not an array or a tracer."""
     if not isinstance(train, bool):
         raise TypeError(
-            f"{name}: train must be a Python bool (True for a training step), "
-            f"got {train!r} ({type(train).__name__})"
+            f"{name}: train must be a Python bool (True for a training step), got {describe(train)}"
         )
     return train
 
@@ -127,7 +126,7 @@ def _check_init(name: str, init):
 
 def _check_size(name: str, value, low: int = 1) -> int:
     if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be an int, got {describe(value)}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return int(value)
@@ -135,7 +134,7 @@ def _check_size(name: str, value, low: int = 1) -> int:
 
 def _check_float(name: str, value) -> float:
     if not is_real(value):
-        raise TypeError(f"{name} must be a float, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a float, got {describe(value)}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)

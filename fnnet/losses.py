@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet._checks import is_real
+from fnnet._checks import describe, is_real
 from fnnet._hosts import host_parts
 from fnnet._intern import interned
 from fnnet._types import Array
@@ -97,7 +97,7 @@ def LossBCE(eps: float = 1e-7) -> Loss:
     For logits, prefer `LossBCEWithLogits`: exact at any magnitude.
     """
     if not is_real(eps):
-        raise TypeError(f"LossBCE: eps must be a float, got {eps!r} ({type(eps).__name__})")
+        raise TypeError(f"LossBCE: eps must be a float, got {describe(eps)}")
     if not 0 < eps < 0.5:
         raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
 

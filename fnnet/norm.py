@@ -15,7 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import check_init, is_real
+from fnnet._checks import check_init, describe, is_real
 from fnnet._intern import interned
 from fnnet.layers import Layer, _check_dtype, _check_floating, _check_train
 from fnnet.state import State
@@ -25,7 +25,7 @@ __all__ = ["BatchNorm", "LayerNorm"]
 
 def _check_number(owner, name, value, ok, expected):
     if not is_real(value):
-        raise TypeError(f"{owner}: {name} must be a float, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{owner}: {name} must be a float, got {describe(value)}")
     if not (math.isfinite(value) and ok(value)):
         raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
     return float(value)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import is_real
+from fnnet._checks import describe, is_real
 from fnnet._intern import interned
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet.state import trainable_mask
@@ -159,7 +159,7 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
     except (TypeError, ValueError):
         array = None
     if isinstance(value, bool) or array is None or array.dtype.kind not in "iuf":
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{owner}: {name} must be a number, got {describe(value)}")
     if array.ndim != 0:
         raise ValueError(
             f"{owner}: {name} must be a scalar (one value per run; vmap over "
@@ -332,7 +332,7 @@ def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
             )
     if not isinstance(state, OptState):
         raise TypeError(
-            f"{owner}.step: opt_state must be an OptState (from {owner}.init), got {type(state).__name__}"
+            f"{owner}.step: opt_state must be an OptState (from {owner}.init), got {describe(state)}"
         )
     if tuple(sorted(state.hyperparams)) != hyperparam_names or set(state.slots) != set(slot_names):
         raise ValueError(

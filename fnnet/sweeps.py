@@ -8,7 +8,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_keys, check_shape, is_int
+from fnnet._checks import check_keys, check_shape, describe, is_int
 from fnnet._hosts import host_parts
 from fnnet._intern import interned
 from fnnet._types import Array
@@ -32,7 +32,7 @@ def init_many(model: Layer, keys, input_shape) -> object:
       >>> params = init_many(model, jax.random.split(jax.random.key(0), 8), (1000, 2))
     """
     if not isinstance(model, Layer):
-        raise TypeError(f"init_many: model must be a Layer, got {type(model).__name__}")
+        raise TypeError(f"init_many: model must be a Layer, got {describe(model)}")
     check_keys("init_many", keys)
     return _init_many(model.init, check_shape("init_many", input_shape))(keys)
 
@@ -58,7 +58,7 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
       `f(params, opt_states, x, y, keys) -> run's outputs stacked over members`.
     """
     if not callable(run):
-        raise TypeError(f"vmapped: run must be a function, got {type(run).__name__}")
+        raise TypeError(f"vmapped: run must be a function, got {describe(run)}")
     if not isinstance(per_member_data, bool):
         raise TypeError(f"vmapped: per_member_data must be True or False, got {per_member_data!r}")
     if not is_int(groups) or groups < 1:
@@ -282,12 +282,12 @@ def sweep(
       >>> final = result.losses[result.finite, -1]  # the final losses of the members that trained
     """
     if not callable(run):
-        raise TypeError(f"sweep: run must be a function such as fnnet.train(...), got {type(run).__name__}")
+        raise TypeError(f"sweep: run must be a function such as fnnet.train(...), got {describe(run)}")
     if not isinstance(per_member_data, bool):
         raise TypeError(f"sweep: per_member_data must be True or False, got {per_member_data!r}")
     for name, a in (("x", x), ("y", y)):
         if not (hasattr(a, "shape") and hasattr(a, "dtype")):
-            raise TypeError(f"sweep: {name} must be an array, got {type(a).__name__}")
+            raise TypeError(f"sweep: {name} must be an array, got {describe(a)}")
     members = check_keys("sweep", keys)
     _members("sweep", params, "params", members)
     _members("sweep", opt_states, "opt_states", members)

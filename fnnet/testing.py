@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import check_key, is_int
+from fnnet._checks import check_key, describe, is_int
 from fnnet.layers import Layer, contract_hint
 
 __all__ = ["check_vjp"]
@@ -48,7 +48,7 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
       >>> check_vjp(Cube, jax.random.key(0), (4, 3))
     """
     if not isinstance(layer, Layer):
-        raise TypeError(f"check_vjp: layer must be a Layer, got {type(layer).__name__}")
+        raise TypeError(f"check_vjp: layer must be a Layer, got {describe(layer)}")
     if not (isinstance(input_shape, (tuple, list)) and all(is_int(n) and n >= 0 for n in input_shape)):
         raise TypeError(f"check_vjp: input_shape must be a tuple of ints, got {input_shape!r}")
     init_key, x_key, dy_key, train_key = jax.random.split(check_key("check_vjp", key), 4)

@@ -8,9 +8,9 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_key
-from fnnet._setup import check_count, check_kinds, prepare_run
+from fnnet._checks import check_key, describe
 from fnnet._intern import interned
+from fnnet._setup import check_count, check_kinds, prepare_run
 from fnnet._types import Array
 from fnnet.grad import check_input, layout, loss_and_grads_in
 from fnnet.layers import Layer
@@ -317,7 +317,7 @@ def train(
     check_kinds("train", model, loss, opt)
     epochs = check_count("train: epochs", epochs)
     if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+        raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     return _train(model, loss, opt, epochs, batch_size, mesh)
 
 

@@ -218,7 +218,7 @@ def test_targets_of_the_wrong_shape(no_training):
         (
             {"key": np.uint32(7)},
             TypeError,
-            r"fit: key must be a PRNG key .*got an array of dtype uint32 and shape \(\)",
+            r"fit: key must be a PRNG key .*got np\.uint32\(7\) \(uint32\)",
         ),
         (
             {"key": jax.random.split(jax.random.key(0), 3)},
@@ -250,7 +250,11 @@ def test_targets_of_the_wrong_shape(no_training):
             TypeError,
             r"fit: params\[0\]\['b'\] has dtype complex64; trainable params must be floating point",
         ),
-        ({"checkpoint": 3}, TypeError, r"fit: checkpoint must be a path \(a str or os\.PathLike\), got int"),
+        (
+            {"checkpoint": 3},
+            TypeError,
+            r"fit: checkpoint must be a path \(a str or os\.PathLike\), got 3 \(int\)",
+        ),
     ],
     ids=[
         "Loss-as-model",
@@ -1039,4 +1043,29 @@ def test_other_settings_take_numpy_scalars():
 )
 def test_numpy_bools_and_floats_are_not_sizes(make, match):
     with pytest.raises((TypeError, ValueError), match=match):
+        make()
+
+
+class _LongRepr:
+    def __repr__(self):
+        return "x" * 500
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: fnnet.Linear(np.zeros((3, 3)), 2),
+            r"n_in must be an int, got an array of dtype float64 and shape \(3, 3\)$",
+        ),
+        (
+            lambda: fnnet.serial(fnnet.Linear(2, 2), _LongRepr()),
+            r"argument 1 must be a Layer, got _LongRepr$",
+        ),
+        (lambda: fnnet.Dropout("0.5"), r"rate must be a float in \[0, 1\), got '0.5' \(str\)$"),
+        (lambda: fnnet.Residual(len), r"layer must be a Layer, got the function len$"),
+    ],
+)
+def test_errors_name_what_came_by_dtype_and_shape_name_or_short_repr(make, match):
+    with pytest.raises(TypeError, match=match):
         make()

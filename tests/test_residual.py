@@ -86,5 +86,5 @@ def test_shape_changing_layer_is_refused():
 
 
 def test_residual_of_a_non_layer():
-    with pytest.raises(TypeError, match=r"Residual: layer must be a Layer, got function"):
+    with pytest.raises(TypeError, match=r"Residual: layer must be a Layer, got the function Tanh"):
         Residual(Tanh)

@@ -254,14 +254,14 @@ def test_serial_needs_a_layer():
 def test_serial_of_an_uncalled_constructor():
     with pytest.raises(
         TypeError,
-        match=r"serial: argument 1 must be a Layer, got function "
+        match=r"serial: argument 1 must be a Layer, got the function ReLU "
         r"\(did you forget to call the constructor, e\.g\. ReLU\(\)\?\)",
     ):
         serial(Linear(2, 3), ReLU)
 
 
 def test_serial_of_a_non_layer():
-    with pytest.raises(TypeError, match=r"serial: argument 0 must be a Layer, got int$"):
+    with pytest.raises(TypeError, match=r"serial: argument 0 must be a Layer, got 3 \(int\)$"):
         serial(3)
     with pytest.raises(TypeError, match=r"argument 0 must be a Layer, got tuple$"):
         serial((Linear(2, 3).init, Linear(2, 3).apply))  # a plain tuple is not a Layer

@@ -205,7 +205,7 @@ def arguments():
                 r"got Layer"
             ),
         ),
-        ({"x": [[0.0, 1.0]]}, TypeError, r"sweep: x must be an array, got list"),
+        ({"x": [[0.0, 1.0]]}, TypeError, r"sweep: x must be an array, got \[\[0.0, 1.0\]\] \(list\)"),
         ({"devices": ["cpu"]}, TypeError, r"sweep: devices must be a non-empty list of jax devices"),
         ({"devices": []}, TypeError, r"sweep: devices must be a non-empty list of jax devices"),
     ],

@@ -158,7 +158,7 @@ def test_fails_on_a_wrong_shape():
 
 
 def test_a_non_layer_is_a_type_error():
-    with pytest.raises(TypeError, match=r"check_vjp: layer must be a Layer, got function"):
+    with pytest.raises(TypeError, match=r"check_vjp: layer must be a Layer, got the function Tanh"):
         check_vjp(Tanh, KEY, SHAPE)
     with pytest.raises(TypeError, match=r"check_vjp: layer must be a Layer, got tuple"):
         check_vjp(tuple(Tanh()), KEY, SHAPE)

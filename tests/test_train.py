@@ -310,7 +310,7 @@ def test_train_and_train_step_refuse_misplaced_parts(make, parts, match):
 
 
 def test_train_refuses_a_mesh_that_is_not_one_when_built():
-    with pytest.raises(TypeError, match=r"train: mesh must be a jax\.sharding\.Mesh, got str"):
+    with pytest.raises(TypeError, match=r"train: mesh must be a jax\.sharding\.Mesh, got 'mesh' \(str\)"):
         fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, mesh="mesh")
 
 
