@@ -59,10 +59,25 @@ def _check_same_shape(name, y, target):
         )
 
 
+def _wide(values):
+    """`values` in at least float32, where a mean divides: in float16 a count past 65504
+    is inf, and every quotient by it 0."""
+    return values.astype(jnp.promote_types(values.dtype, jnp.float32))
+
+
+def _sum_per(values, count):
+    """sum(values / count) in at least float32, in values' dtype: dividing before
+    summing, as the sum of many values near the dtype's largest would overflow."""
+    return jnp.sum(_wide(values) / max(count, 1)).astype(values.dtype)
+
+
+def _per(values, count):
+    """values / count, divided in at least float32, in values' dtype."""
+    return (_wide(values) / count).astype(values.dtype)
+
+
 def _mean(values):
-    """The mean, dividing before summing: the sum of n values near the dtype's largest
-    would overflow, the sum of their n-ths does not."""
-    return jnp.sum(values / max(jnp.size(values), 1))
+    return _sum_per(values, jnp.size(values))
 
 
 def _mean_loss(name: str, f: Callable, df: Callable) -> Loss:
@@ -74,7 +89,7 @@ def _mean_loss(name: str, f: Callable, df: Callable) -> Loss:
 
     def grad(y, target):
         _check_same_shape(name, y, target)
-        return df(y, target) / jnp.size(y)  # d mean / dy = f'(y) / n
+        return _per(df(y, target), jnp.size(y))  # d mean / dy = f'(y) / n
 
     return Loss(value, grad)
 
@@ -184,13 +199,13 @@ def LossCrossEntropy() -> Loss:
         t = as_probabilities(y, target)
         # A class of weight 0 adds 0, even where its log-probability is -inf (|y| ~ 1e38).
         terms = jnp.where(t == 0, 0, t * log_softmax(y))
-        return -jnp.sum(terms / (jnp.size(y) // y.shape[-1]))
+        return -_sum_per(terms, jnp.size(y) // y.shape[-1])
 
     def grad(y, target):
         t = as_probabilities(y, target)
         n_examples = jnp.size(y) // y.shape[-1]
         # d/dy of -sum(t log softmax(y)) = softmax(y) * sum(t) - t
-        return (jnp.exp(log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t) / n_examples
+        return _per(jnp.exp(log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t, n_examples)
 
     def check_labels(t, n_classes):
         if n_classes < 2:

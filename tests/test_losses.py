@@ -338,3 +338,26 @@ def test_cross_entropy_finite_at_the_largest_logits(dtype, big):
     y = device([[big / 4, -big / 4]] * 3, dtype)  # a loss of big / 2 per example: finite mean
     value, _, _ = value_grad_and_oracle(LossCrossEntropy())(y, device([1, 1, 1], jnp.int32))
     np.testing.assert_allclose(value, big / 2, rtol=1e-6)
+
+
+# --- float16 and bfloat16: more elements than float16's largest number ----------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_means_over_more_elements_than_float16_counts(case, dtype):
+    """70,000 elements: in float16 the count is inf, so a division by it in float16 gives
+    a loss and a gradient of exactly 0 (and fit trains nothing). Against the float32
+    value and jax.grad of it, on the same half-precision inputs."""
+    loss, sample, _ = CASES[case]
+    y64, t64 = sample(np.random.default_rng(len(case)), (35_000, 2))
+    y, t = cast(y64, dtype), cast(t64, dtype)
+    value, grad = loss.value(y, t), loss.grad(y, t)
+    assert value.dtype == dtype and grad.dtype == dtype
+    y32, t32 = y.astype(jnp.float32), t.astype(jnp.float32) if t.dtype == dtype else t
+    np.testing.assert_allclose(np.float32(value), loss.value(y32, t32), rtol=1e-2)
+    oracle = jax.grad(loss.value)(y32, t32)
+    # Elementwise, each gradient keeps the half dtype's few bits of its O(1) numerator.
+    atol = 8 * float(jnp.finfo(dtype).eps) * float(jnp.max(jnp.abs(oracle)))
+    np.testing.assert_allclose(np.asarray(grad, np.float32), oracle, rtol=2e-2, atol=atol)
+    assert float(jnp.max(jnp.abs(grad.astype(jnp.float32)))) > 0
