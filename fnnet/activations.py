@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_float, _check_floating, no_params_init
+from fnnet.layers import Layer, _check_float, _check_floating, check_cotangent, no_params_init
 
 __all__ = [
     "elementwise",
@@ -55,6 +55,7 @@ def elementwise(name: str, f: Callable, df: Callable) -> Layer:
     def vjp(params, x, dy, *, train=False, key=None):
         _check_no_params(name, params)
         _check_floating(name, x)
+        check_cotangent(name, dy, jnp.shape(x))
         with jax.named_scope(name):
             return (), dy * df(x, f(x))  # dx = dy * f'(x)
 
@@ -137,6 +138,7 @@ def _along_features(name: str, forward: Callable, backward: Callable) -> Layer:
 
         def vjp(params, x, dy, *, train=False, key=None):
             check(params, x)
+            check_cotangent(name, dy, jnp.shape(x))
             with jax.named_scope(name):
                 return (), backward(forward(x, axis), dy, axis)
 

@@ -1,10 +1,11 @@
 """Combinators: `serial` (layers one after another) and `Residual` (x + layer(x))."""
 
 import jax
+import jax.numpy as jnp
 
-from fnnet._checks import check_init, describe
+from fnnet._checks import check_init, check_key, describe
 from fnnet._intern import interned
-from fnnet.layers import Layer, contract_hint
+from fnnet.layers import Layer, check_cotangent, contract_hint
 from fnnet.state import check_update
 
 __all__ = ["serial", "Sequential", "Residual"]
@@ -38,7 +39,7 @@ def _naming_layer(position, fn, *args, **kwargs):
 
 def _layer_keys(key, n):
     """One key per layer (split once), or None for each when there is no key."""
-    return [None] * n if key is None else list(jax.random.split(key, n))
+    return [None] * n if key is None else list(jax.random.split(check_key("serial", key), n))
 
 
 @interned
@@ -72,7 +73,8 @@ def _compose(layers) -> Layer:
         return forward(params, x, train, key)[2]
 
     def vjp(params, x, dy, *, train=False, key=None):
-        inputs, keys, _ = forward(params, x, train, key)
+        inputs, keys, y = forward(params, x, train, key)
+        check_cotangent("serial", dy, jnp.shape(y))
         dparams = [None] * n
         for i in reversed(range(n)):
             dparams[i], dy = _naming_layer(
@@ -202,6 +204,7 @@ def _residual(layer: Layer) -> Layer:
         return x + y
 
     def vjp(params, x, dy, *, train=False, key=None):
+        check_cotangent("Residual", dy, jnp.shape(x))
         dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
         return dparams, dy + dx  # d(x + f(x)) = dy + f's dx
 

@@ -20,7 +20,7 @@ from jax import lax
 
 from fnnet._checks import describe, is_int
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_floating, _check_size, _check_weights, _weights_init
+from fnnet.layers import Layer, _check_floating, _check_size, _check_weights, _weights_init, check_cotangent
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
 
@@ -65,11 +65,6 @@ def _check_fits(name: str, hw, pads, window) -> None:
         raise ValueError(
             f"{name}: input of spatial size {tuple(hw)} (padded {padded}) is smaller than the window {window}"
         )
-
-
-def _check_cotangent(name: str, dy, y_shape) -> None:
-    if jnp.shape(dy) != tuple(y_shape):
-        raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, got {jnp.shape(dy)}")
 
 
 def _pads(padding, size: int, k: int, s: int) -> tuple:
@@ -272,7 +267,7 @@ def _conv2d(c_in, c_out, kernel, stride, padding):
         w, b = _check_weights(name, params, w_shape, b_shape)
         _check_floating(name, x)
         pads, y_shape = geometry(jnp.shape(x))
-        _check_cotangent(name, dy, y_shape)
+        check_cotangent(name, dy, y_shape)
         xp, wp, dyp = _promoted(x, w, dy)
         db = jnp.sum(dy, axis=(0, 1, 2))  # db = sum over n, i, j of dy
         # dw[a, b] = sum_{n, i, j} xpad[n, i*sh + a, j*sw + b]^T dy[n, i, j]
@@ -371,7 +366,7 @@ def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
         w, b = _check_weights(name, params, w_shape, b_shape)
         _check_floating(name, x)
         pads, y_shape = geometry(jnp.shape(x))
-        _check_cotangent(name, dy, y_shape)
+        check_cotangent(name, dy, y_shape)
         xp, wp, dyp = _promoted(x, w, dy)
         db = jnp.sum(dy, axis=(0, 1, 2))  # db = sum over n, i, j of dy
         # dw[a, b] = sum_{n, i, j} x[n, i, j]^T dypad[n, i*sh + a, j*sw + b]

@@ -5,7 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import is_int
+from fnnet._checks import check_key, is_int
 
 __all__ = ["disk", "DISK_CENTRE", "DISK_RADIUS"]
 
@@ -29,7 +29,7 @@ def disk(n: int, key) -> tuple:
     """
     if not is_int(n) or n < 1:
         raise ValueError(f"disk: n must be an int >= 1, got {n!r}")
-    n = int(n)
+    n, key = int(n), check_key("disk", key)
     x = jax.random.uniform(key, (n, 2), jnp.float32)
     inside = jnp.sum((x - jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
     return x, inside.astype(jnp.float32)

@@ -1,10 +1,11 @@
 """Dropout: random units set to zero in training, the identity in inference."""
 
 import jax
+import jax.numpy as jnp
 
-from fnnet._checks import describe, is_real
+from fnnet._checks import check_key, describe, is_real
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_floating, _check_train, no_params_init
+from fnnet.layers import Layer, _check_floating, _check_train, check_cotangent, no_params_init
 
 __all__ = ["Dropout"]
 
@@ -49,6 +50,7 @@ def _dropout(rate: float) -> Layer:
                 raise ValueError(
                     f"{name}: training mode draws a mask and needs a key; pass key=jax.random.key(...)"
                 )
+            key = check_key(name, key)
             # Drawn in the batch-major shape, so both layouts drop the same units.
             shape = x.shape[::-1] if feature_major else x.shape
             keep = jax.random.bernoulli(key, 1 - rate, shape)
@@ -60,6 +62,8 @@ def _dropout(rate: float) -> Layer:
 
         def vjp(params, x, dy, *, train=False, key=None):
             mask = scaled_mask(params, x, train, key)
+            # "Dropout", not name: name would join vjp's closure, and so every run's digest
+            check_cotangent("Dropout", dy, jnp.shape(x))
             return (), dy if mask is None else dy * mask  # dx = dy * mask / (1 - rate)
 
         return Layer(no_params_init(name), apply, vjp)

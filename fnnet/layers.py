@@ -101,6 +101,13 @@ def contract_hint():
         ) from error
 
 
+def check_cotangent(name: str, dy, y_shape) -> None:
+    """Raise ValueError unless `dy`, a vjp's cotangent of the output, has the output's
+    shape: another shape would broadcast into a silently wrong gradient."""
+    if jnp.shape(dy) != tuple(y_shape):
+        raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, got {jnp.shape(dy)}")
+
+
 def _check_train(name: str, train) -> bool:
     """`train` selects a Python branch: it must be a bool, not an array or a tracer."""
     if not isinstance(train, bool):
@@ -266,6 +273,7 @@ def _linear(n_in, n_out):
     def vjp(params, x, dy, *, train=False, key=None):
         w, b = check_params(params)
         check_input(x, -1)
+        check_cotangent(name, dy, jnp.shape(x)[:-1] + jnp.shape(w)[1:])
         with jax.named_scope(name):
             # dw = x^T dy (summed over batch dims), db = sum dy, dx = dy w^T
             dw = jnp.tensordot(x, dy, axes=(tuple(range(x.ndim - 1)),) * 2)
@@ -285,6 +293,7 @@ def _linear(n_in, n_out):
     def vjp_fm(params, x, dy, *, train=False, key=None):  # x: (n_in, batch), dy: (n_out, batch)
         w, b = check_params(params)
         check_input(x, 0)
+        check_cotangent(name, dy, jnp.shape(w)[1:] + jnp.shape(x)[1:])
         with jax.named_scope(name):
             # dw = x dy^T, db = sum over batch of dy, dx = w dy
             return (

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_real
 from fnnet._intern import interned
-from fnnet.layers import Layer, _check_dtype, _check_floating, _check_train
+from fnnet.layers import Layer, _check_dtype, _check_floating, _check_train, check_cotangent
 from fnnet.state import State
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -165,6 +165,7 @@ def _batch_norm(momentum, eps, dtype) -> Layer:
         def vjp(params, x, dy, *, train=False, key=None):
             with jax.named_scope(name):
                 xhat, s, _, _, axes = statistics(params, x, train)
+                check_cotangent(name, dy, jnp.shape(x))
                 g = dy * _along(params["scale"], x, feature_axis)
                 running = params["running"]
                 if train:  # the running statistics are not used: zero cotangents
@@ -237,6 +238,7 @@ def _layer_norm(eps, dtype) -> Layer:
         def vjp(params, x, dy, *, train=False, key=None):
             with jax.named_scope(name):
                 xhat, _, _, s = forward(params, x)
+                check_cotangent(name, dy, jnp.shape(x))
                 g = dy * _along(params["scale"], x, feature_axis)
                 dx = _normalize_vjp(g, xhat, s, (feature_axis % x.ndim,))
                 others = _other_axes(x, feature_axis)

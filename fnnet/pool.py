@@ -18,8 +18,8 @@ from jax import lax
 from fnnet._checks import check_init
 from fnnet._intern import interned
 from fnnet.activations import _check_no_params
-from fnnet.conv import _check_cotangent, _check_fits, _check_image, _out_size, _pair
-from fnnet.layers import Layer, _check_floating
+from fnnet.conv import _check_fits, _check_image, _out_size, _pair
+from fnnet.layers import Layer, _check_floating, check_cotangent
 
 __all__ = ["Upsample2D", "MaxPool2D", "AvgPool2D", "Flatten"]
 
@@ -59,7 +59,7 @@ def _upsample2d(factor) -> Layer:
         _check_no_params(name, params)
         _check_floating(name, x)
         n, h, w, c = _check_image(name, jnp.shape(x))
-        _check_cotangent(name, dy, (n, h * fh, w * fw, c))
+        check_cotangent(name, dy, (n, h * fh, w * fw, c))
         # dx[n, i, j] = sum of dy over the block dy[n, i*fh:(i+1)*fh, j*fw:(j+1)*fw]
         return (), dy.reshape(n, h, fh, w, fw, c).sum(axis=(2, 4)).astype(x.dtype)
 
@@ -174,7 +174,7 @@ def _max_pool2d(window, stride) -> Layer:
     def vjp(params, x, dy, *, train=False, key=None):
         _check_no_params(name, params)
         _check_floating(name, x)
-        _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+        check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
         # dx[p] = sum over the windows whose first max (row-major) sits at p of their dy
         if stride == window:
             dx = _max_pool_dx_tiled(x, dy, window)
@@ -208,7 +208,7 @@ def _avg_pool2d(window, stride) -> Layer:
     def vjp(params, x, dy, *, train=False, key=None):
         _check_no_params(name, params)
         _check_floating(name, x)
-        _check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+        check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
         # dx[p] = sum over the windows holding p of dy / (kh kw)
         dx = sum(
             _window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window)
@@ -244,7 +244,7 @@ def Flatten() -> Layer:
     def vjp(params, x, dy, *, train=False, key=None):
         _check_no_params(name, params)
         _check_floating(name, x)
-        _check_cotangent(name, dy, flat_shape(jnp.shape(x)))
+        check_cotangent(name, dy, flat_shape(jnp.shape(x)))
         return (), jnp.reshape(dy, jnp.shape(x)).astype(x.dtype)  # dx = dy reshaped back
 
     return Layer(init, apply, vjp)

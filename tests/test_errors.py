@@ -12,6 +12,7 @@ are tested in test_fit.py (`test_divergence_raises_with_the_last_finite_state`).
 """
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -1069,3 +1070,84 @@ class _LongRepr:
 def test_errors_name_what_came_by_dtype_and_shape_name_or_short_repr(make, match):
     with pytest.raises(TypeError, match=match):
         make()
+
+
+# --- keys where a layer draws -------------------------------------------------------------
+
+_DROPPING = fnnet.serial(fnnet.Linear(4, 3), fnnet.Dropout(0.5))
+_DROPPING_PARAMS = _DROPPING.init(jax.random.key(0), (2, 4))[1]
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda key: fnnet.Dropout(0.5).apply((), jnp.ones((2, 3)), train=True, key=key),
+            TypeError,
+            r"Dropout\(rate=0.5\): key must be a PRNG key such as jax.random.key\(0\), got 0 \(int\)",
+        ),
+        (
+            lambda key: fnnet.Dropout(0.5).vjp((), jnp.ones((2, 3)), jnp.ones((2, 3)), train=True, key=key),
+            TypeError,
+            r"Dropout\(rate=0.5\): key must be a PRNG key",
+        ),
+        (
+            lambda key: _DROPPING.apply(_DROPPING_PARAMS, jnp.ones((2, 4)), train=True, key=key),
+            TypeError,
+            r"serial: key must be a PRNG key such as jax.random.key\(0\), got 0 \(int\)",
+        ),
+        (lambda key: fnnet.data.disk(10, key), TypeError, r"disk: key must be a PRNG key"),
+    ],
+)
+def test_a_key_that_is_not_one_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(0)
+
+
+def test_value_and_grad_with_several_keys_says_one():
+    with pytest.raises(ValueError, match=r"serial: key must be one PRNG key, got an array of 2 keys"):
+        fnnet.value_and_grad(_DROPPING, fnnet.LossMSE())(
+            _DROPPING_PARAMS, jnp.ones((2, 4)), jnp.ones((2, 3)), jax.random.split(jax.random.key(0), 2)
+        )
+
+
+# --- a vjp's dy must have the output's shape ------------------------------------------------
+
+# (layer, input shape, train): dy of a broadcastable but wrong shape would give a
+# silently wrong gradient (or one of the wrong shape).
+COTANGENT_CASES = {
+    "Linear": (fnnet.Linear(3, 2), (4, 3), False),
+    "ReLU": (fnnet.ReLU(), (4, 3), False),
+    "LeakyReLU": (fnnet.LeakyReLU(), (4, 3), False),
+    "Softmax": (fnnet.Softmax(), (4, 3), False),
+    "LogSoftmax": (fnnet.LogSoftmax(), (4, 3), False),
+    "BatchNorm-train": (fnnet.BatchNorm(), (4, 3), True),
+    "BatchNorm-inference": (fnnet.BatchNorm(), (4, 3), False),
+    "LayerNorm": (fnnet.LayerNorm(), (4, 3), False),
+    "Dropout-train": (fnnet.Dropout(0.5), (4, 3), True),
+    "Residual": (fnnet.Residual(fnnet.Tanh()), (4, 3), False),
+    "serial": (fnnet.serial(fnnet.Linear(3, 2), fnnet.Sigmoid()), (4, 3), False),
+    "Conv2D": (fnnet.Conv2D(2, 3, 3), (4, 5, 5, 2), False),
+    "ConvTranspose2D": (fnnet.ConvTranspose2D(2, 3, 2, 2), (4, 3, 3, 2), False),
+    "MaxPool2D": (fnnet.MaxPool2D(2), (4, 4, 4, 2), False),
+    "AvgPool2D": (fnnet.AvgPool2D(2), (4, 4, 4, 2), False),
+    "Upsample2D": (fnnet.Upsample2D(2), (4, 2, 2, 2), False),
+    "Flatten": (fnnet.Flatten(), (4, 2, 2, 2), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COTANGENT_CASES))
+def test_vjp_refuses_dy_of_another_shape_than_the_output(name):
+    layer, shape, train = COTANGENT_CASES[name]
+    out_shape, params = layer.init(jax.random.key(0), shape)
+    x = jax.random.normal(jax.random.key(1), shape)
+    key = jax.random.key(2)
+    dparams, dx = layer.vjp(params, x, jnp.ones(out_shape), train=train, key=key)  # the right shape
+    assert dx.shape == shape
+    for wrong in [(1,) + tuple(out_shape[1:]), tuple(out_shape[:-1]), tuple(out_shape[:-1]) + (1,)]:
+        if wrong == tuple(out_shape):
+            continue
+        with pytest.raises(
+            ValueError, match=r"expected dy of the output's shape " + re.escape(str(tuple(out_shape)))
+        ):
+            layer.vjp(params, x, jnp.ones(wrong), train=train, key=key)

@@ -333,3 +333,92 @@ def test_module_moves_inside_fnnet_change_no_digest():
     assert apply.__module__ == "fnnet.combinators"
     assert _resume.describe(apply).startswith("fnnet._compose.<locals>.apply(")  # no module inside fnnet
     assert _resume.describe(apply, legacy=True).startswith("fnnet.serial._compose.<locals>.apply(")
+
+
+# Checkpoints written by the version before this one --------------------------------------
+
+# Every built-in layer, loss and optimizer in some run. A digest covers the values that
+# fnnet's functions close over, so a change inside fnnet that adds one to a layer's
+# functions would refuse every earlier checkpoint of a run using it ("the model differs").
+DIGEST_MODELS = {
+    "mlp": fnnet.serial(
+        fnnet.Linear(2, 8),
+        fnnet.ReLU(),
+        fnnet.Linear(8, 8),
+        fnnet.Tanh(),
+        fnnet.Linear(8, 1),
+        fnnet.Sigmoid(),
+    ),
+    "activations": fnnet.serial(
+        fnnet.LeakyReLU(),
+        fnnet.ELU(),
+        fnnet.Softplus(),
+        fnnet.Identity(),
+        fnnet.Softmax(),
+        fnnet.LogSoftmax(),
+    ),
+    "regularized": fnnet.serial(
+        fnnet.Linear(2, 16),
+        fnnet.BatchNorm(),
+        fnnet.ReLU(),
+        fnnet.Dropout(0.1),
+        fnnet.LayerNorm(),
+        fnnet.Residual(fnnet.serial(fnnet.Linear(16, 16), fnnet.Tanh())),
+        fnnet.Linear(16, 1),
+    ),
+    "cnn": fnnet.serial(
+        fnnet.Conv2D(1, 4, 3),
+        fnnet.ReLU(),
+        fnnet.MaxPool2D(2),
+        fnnet.Conv2D(4, 8, 3, stride=2, padding=1),
+        fnnet.AvgPool2D(2),
+        fnnet.Flatten(),
+        fnnet.Linear(8, 10),
+    ),
+    "decoder": fnnet.serial(
+        fnnet.ConvTranspose2D(4, 2, 2, 2),
+        fnnet.Upsample2D(2),
+        fnnet.Conv2D(2, 1, 3, padding="VALID"),
+        fnnet.Sigmoid(),
+    ),
+    "float64": fnnet.serial(fnnet.Linear(2, 3, dtype=jnp.float64)),
+}
+DIGEST_LOSSES = {
+    "mse": fnnet.LossMSE(),
+    "bce": fnnet.LossBCE(),
+    "bce_eps": fnnet.LossBCE(1e-5),
+    "logits": fnnet.LossBCEWithLogits(),
+    "ce": fnnet.LossCrossEntropy(),
+}
+DIGEST_OPTS = {
+    "sgd": fnnet.SGD(0.1, decay=0.99),
+    "momentum": fnnet.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    "plain": fnnet.SGD(0.1, momentum=None),
+    "adam": fnnet.Adam(1e-3),
+    "cosine": fnnet.Adam(fnnet.schedules.cosine(1e-3, 1000)),
+}
+
+# As recorded by the version before (commit 23feaf8), computed by running it.
+RECORDED_DIGESTS = {
+    "mlp": "c155d84f2bf720aaee79fcd324e4fea9",
+    "activations": "52a459ddcba449bfd8a880328f657938",
+    "regularized": "31bec09dcb03b490e8741b67c94fc28a",
+    "cnn": "a104b5da076dee58e862ecc3e64a02b8",
+    "decoder": "91ecc9f3091b38070d130a79d85238ed",
+    "float64": "4b0e9ff34235e96b15fcee991879f0d6",
+    "mse": "bce83d7caab55a515898ebd6d582bdef",
+    "bce": "1d9333f986ee5a00a82d8a0456467986",
+    "bce_eps": "c9f18ce35aa9937c68e03dbdfaff733f",
+    "logits": "7236bf7d2ba85ccfd1bd4e8f78957015",
+    "ce": "82ea18da1e1ad3dbe0750fde2e6501d5",
+    "sgd": "07e7fa170163f4b49c507e3eda70ecc3",
+    "momentum": "b65d5c6643bcf6c4cd6a268a6527e095",
+    "plain": "8644a47289cc4dd5dbf616ae6a1719f8",
+    "adam": "9b9ca23e96ed1cb7d0768a82ea6f8e43",
+    "cosine": "4eaa346a935755bd398896dfd0d5e6ab",
+}
+
+
+def test_the_digests_are_those_the_version_before_recorded():
+    values = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
+    assert {name: _resume.digest(value) for name, value in values.items()} == RECORDED_DIGESTS

@@ -94,7 +94,11 @@ BAD = {  # name: (how the arguments change, the error, its message: OWNER is fit
         ValueError,
         r"OWNER: opt_state: SGD.step: opt_state was made by another optimizer",
     ),
-    "int-state": (dict(opt_state=lambda a: 3), TypeError, r"OWNER: opt_state must be an OptState, .*got 3 \(int\)"),
+    "int-state": (
+        dict(opt_state=lambda a: 3),
+        TypeError,
+        r"OWNER: opt_state must be an OptState, .*got 3 \(int\)",
+    ),
     "raw-key-of-another-prng": (
         dict(key=lambda a: jnp.zeros(4, jnp.uint32)),
         ValueError,
