@@ -45,6 +45,11 @@ def _bits_dtype(dtype: np.dtype):
 def _leaf_array(name: str, leaf) -> np.ndarray:
     if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex)):
         raise TypeError(f"save: {name} must be an array or a number, got {type(leaf).__name__} {leaf!r:.60}")
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        raise TypeError(
+            f"save: {name} is a PRNG key array; save its raw words, jax.random.key_data(key), "
+            f"and remake it with jax.random.wrap_key_data"
+        )
     array = np.asarray(leaf)
     if array.dtype.kind not in "biufc" and _bits_dtype(array.dtype) is None:
         raise TypeError(f"save: {name} must be a numeric array, got dtype {array.dtype}")

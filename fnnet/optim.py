@@ -273,6 +273,10 @@ def optimizer(
       ...         return p - lr * g / (jnp.sqrt(ms) + h["eps"]), {"ms": ms}
       ...     return optimizer("RMSProp", rule, lr, ["ms"], rho=fraction(rho), eps=positive(eps))
     """
+    if isinstance(slots, (str, bytes)) or not all(isinstance(s, str) for s in slots):
+        raise TypeError(f"{name}: slots must be a list of names, such as ['ms'], got {describe(slots)}")
+    if len(set(slots)) != len(slots):
+        raise ValueError(f"{name}: slots must be distinct names, got {list(slots)}")
     for hyper_name, hyper in hyperparams.items():
         if not isinstance(hyper, Hyperparameter):
             raise TypeError(
@@ -354,6 +358,31 @@ def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
             )
 
 
+def _rule_output(owner, slot_names, p, output):
+    """A rule's `(new_p, new_slots)`, checked while tracing: a pair, new_p shaped like
+    the param, new_slots holding exactly the optimizer's slots, each shaped like it."""
+    if not (isinstance(output, (tuple, list)) and len(output) == 2):
+        raise TypeError(f"{owner}: the update rule must return (new_p, new_slots), got {describe(output)}")
+    new_p, slots = output
+    if jnp.shape(new_p) != jnp.shape(p):
+        raise ValueError(
+            f"{owner}: the update rule returned new_p of shape {jnp.shape(new_p)} for a param "
+            f"of shape {jnp.shape(p)}"
+        )
+    if not isinstance(slots, dict) or set(slots) != set(slot_names):
+        got = sorted(slots) if isinstance(slots, dict) else describe(slots)
+        raise ValueError(
+            f"{owner}: the update rule must return new_slots with the slots {sorted(slot_names)}, got {got}"
+        )
+    for name in slot_names:
+        if jnp.shape(slots[name]) != jnp.shape(p):
+            raise ValueError(
+                f"{owner}: the update rule returned slot {name!r} of shape "
+                f"{jnp.shape(slots[name])} for a param of shape {jnp.shape(p)}"
+            )
+    return new_p, slots
+
+
 @interned
 def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
     """`rule` lifted to pytrees: the step shared by every optimizer with the same rule,
@@ -373,13 +402,18 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
                 # The rule runs in p's dtype, at least float32 (in float16 Adam's eps 1e-8
                 # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out.
                 dtype = _at_least_float32(p.dtype)
-                new_p, slots = rule(
-                    p.astype(dtype),
-                    g.astype(dtype),
-                    {name: s.astype(dtype) for name, s in slots.items()},
-                    {name: h.astype(dtype) for name, h in hyper.items()},
-                    jnp.asarray(lr, dtype),
-                    t,
+                new_p, slots = _rule_output(
+                    owner,
+                    slot_names,
+                    p,
+                    rule(
+                        p.astype(dtype),
+                        g.astype(dtype),
+                        {name: s.astype(dtype) for name, s in slots.items()},
+                        {name: h.astype(dtype) for name, h in hyper.items()},
+                        jnp.asarray(lr, dtype),
+                        t,
+                    ),
                 )
                 p = new_p.astype(p.dtype)
                 slots = {name: slots[name].astype(slot_leaves[name][i].dtype) for name in slot_names}

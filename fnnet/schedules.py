@@ -7,7 +7,7 @@ import math
 
 import jax.numpy as jnp
 
-from fnnet._checks import is_int, is_real
+from fnnet._checks import describe, is_int, is_real
 from fnnet._types import Schedule
 
 __all__ = ["constant", "exponential", "inverse_time", "step", "cosine"]
@@ -57,6 +57,8 @@ def cosine(lr: float, total_steps: int, final_lr: float = 0.0) -> Schedule:
     if not is_int(total_steps) or total_steps < 1:
         raise ValueError(f"schedules.cosine: total_steps must be an int >= 1, got {total_steps!r}")
     total_steps = int(total_steps)
+    if not is_real(final_lr):
+        raise TypeError(f"schedules.cosine: final_lr must be a number, got {describe(final_lr)}")
     if not 0 <= final_lr <= lr:
         raise ValueError(f"schedules.cosine: final_lr must be in [0, lr={lr}], got {final_lr}")
 

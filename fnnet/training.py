@@ -67,11 +67,25 @@ def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Opti
     return step
 
 
+def check_step_args(opt, opt_state, x, y) -> None:
+    """Trace-time checks of train_step's arguments that its computation would otherwise
+    meet deep inside JAX: an OptState, and arrays (a list is a pytree to `jit`)."""
+    if not isinstance(opt_state, OptState):
+        raise TypeError(
+            f"train_step: opt_state must be an OptState, from opt.init(params) ({opt.name}), "
+            f"got {describe(opt_state)}"
+        )
+    for name, a in (("x", x), ("y", y)):
+        if not hasattr(a, "shape"):
+            raise TypeError(f"train_step: {name} must be an array (jnp.asarray it), got {describe(a)}")
+
+
 @interned
 def _train_step(model, loss, opt):
     def step(params, opt_state, x, y, key=None):
         if key is not None:
             key = check_key("train_step", key)
+        check_step_args(opt, opt_state, x, y)
         key = step_key(key, opt_state.count)
         check_input(model, params, x)
         twin = layout(model, x)

@@ -12,6 +12,7 @@ are tested in test_fit.py (`test_divergence_raises_with_the_last_finite_state`).
 """
 
 import json
+import os
 import re
 
 import jax
@@ -1151,3 +1152,79 @@ def test_vjp_refuses_dy_of_another_shape_than_the_output(name):
             ValueError, match=r"expected dy of the output's shape " + re.escape(str(tuple(out_shape)))
         ):
             layer.vjp(params, x, jnp.ones(wrong), train=train, key=key)
+
+
+# --- late errors made early: train_step, save, schedules, custom optimizers ----------------
+
+
+def _rms_with(output):
+    """An RMSProp-like optimizer whose rule returns `output(p, g, slots)`."""
+    return fnnet.optimizer("R", lambda p, g, slots, h, lr, t: output(p, g, slots), 0.1, ["ms"])
+
+
+def _step_of(opt):
+    params = CLASSIFIER.init(jax.random.key(0), (N, 2))[1]
+    return lambda: opt.step(params, params, opt.init(params))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: fnnet.train_step(MODEL, LOSS, OPT)(
+                MODEL.init(jax.random.key(0), (N, 2))[1], None, jnp.ones((N, 2)), jnp.ones((N, 1))
+            ),
+            TypeError,
+            r"train_step: opt_state must be an OptState, from opt.init\(params\) \(SGD\), got None \(NoneType\)",
+        ),
+        (
+            lambda: fnnet.train_step(MODEL, LOSS, OPT)(
+                *(lambda p: (p, OPT.init(p)))(MODEL.init(jax.random.key(0), (N, 2))[1]),
+                jnp.ones((N, 2)),
+                [[0.0]] * N,
+            ),
+            TypeError,
+            r"train_step: y must be an array \(jnp.asarray it\), got list",
+        ),
+        (
+            lambda: fnnet.save("never-written.npz", {"k": jax.random.key(0)}),
+            TypeError,
+            r"save: params\['k'\] is a PRNG key array; save its raw words, jax.random.key_data\(key\)",
+        ),
+        (
+            lambda: fnnet.schedules.cosine(0.1, 10, final_lr=None),
+            TypeError,
+            r"schedules.cosine: final_lr must be a number, got None \(NoneType\)",
+        ),
+        (
+            lambda: fnnet.optimizer("R", lambda *a: a[0], 0.1, "ms"),
+            TypeError,
+            r"R: slots must be a list of names, such as \['ms'\], got 'ms' \(str\)",
+        ),
+        (
+            _step_of(_rms_with(lambda p, g, s: (p - g, {}))),
+            ValueError,
+            r"R: the update rule must return new_slots with the slots \['ms'\], got \[\]",
+        ),
+        (
+            _step_of(_rms_with(lambda p, g, s: p - g)),
+            TypeError,
+            r"R: the update rule must return \(new_p, new_slots\), got an array",
+        ),
+        (
+            _step_of(_rms_with(lambda p, g, s: ((p - g)[..., None], s))),
+            ValueError,
+            r"R: the update rule returned new_p of shape \(3, 1\) for a param of shape \(3,\)",
+        ),
+        (
+            _step_of(_rms_with(lambda p, g, s: (p - g, {"ms": s["ms"][None]}))),
+            ValueError,
+            r"R: the update rule returned slot 'ms' of shape \(1, 3\) for a param of shape \(3,\)",
+        ),
+    ],
+)
+def test_late_errors_are_raised_early_and_named(call, error, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # save, if it ever wrote, writes here
+    with pytest.raises(error, match=match):
+        call()
+    assert not os.listdir(tmp_path)
