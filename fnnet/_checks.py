@@ -11,19 +11,37 @@ import numpy as np
 
 
 def is_int(value) -> bool:
-    """Whether `value` is an integer scalar, Python's or NumPy's (`np.int64(3)`), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    """Whether `value` is an integer scalar, not a bool: Python's, NumPy's (`np.int64(3)`)
+    or a concrete 0-d array (`jnp.int32(3)`; a tracer's value is not known yet)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, numbers.Integral) or _scalar_array(value, "iu")
 
 
 def is_real(value) -> bool:
-    """Whether `value` is a real scalar, Python's or NumPy's (`np.float32(0.5)`), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """Whether `value` is a real scalar, not a bool: Python's, NumPy's (`np.float32(0.5)`)
+    or a concrete 0-d array of integers or floats (`jnp.float32(0.5)`)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, numbers.Real) or _scalar_array(value, "iuf")
+
+
+def _scalar_array(value, kinds: str) -> bool:
+    """Whether `value` is a concrete 0-d array whose dtype is of `kinds` (NumPy's letters;
+    bfloat16 and the other ml_dtypes floats count as "f")."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or jnp.shape(value) != () or isinstance(value, jax.core.Tracer):
+        return False
+    kind = "f" if "f" in kinds and jnp.issubdtype(dtype, jnp.floating) else np.dtype(dtype).kind
+    return kind in kinds
 
 
 def describe(value) -> str:
     """How an error names a value that came: an array by its dtype and shape, a function
     by its name, a short value (a number, a string, a small tuple) by its repr and type,
     anything longer by its type."""
+    if isinstance(value, jax.core.Tracer):
+        return f"a traced array of dtype {value.dtype} and shape {tuple(value.shape)} (no value inside jit or vmap)"
     if hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, np.generic):
         return f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):

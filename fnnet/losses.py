@@ -115,6 +115,7 @@ def LossBCE(eps: float = 1e-7) -> Loss:
         raise TypeError(f"LossBCE: eps must be a float, got {describe(eps)}")
     if not 0 < eps < 0.5:
         raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
+    eps = float(eps) if hasattr(eps, "shape") else eps  # a 0-d array: its number
 
     def clamp(p):
         # Also strictly inside (0, 1) in p's dtype: in float32, 1 - 1e-8 rounds to 1.

@@ -63,7 +63,7 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
         raise TypeError(f"vmapped: per_member_data must be True or False, got {per_member_data!r}")
     if not is_int(groups) or groups < 1:
         raise ValueError(f"vmapped: groups must be an int >= 1, got {groups!r}")
-    return _vmapped(run, per_member_data, groups, jax.default_backend() == "cpu")
+    return _vmapped(run, per_member_data, int(groups), jax.default_backend() == "cpu")
 
 
 @interned

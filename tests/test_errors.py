@@ -1005,13 +1005,19 @@ NUMPY_SCALARS = {
         lambda: fnnet.BatchNorm(0.8, 1e-3),
         lambda: fnnet.BatchNorm(np.float32(0.8), np.float64(1e-3)),
     ),
+    "Linear-jax": (lambda: fnnet.Linear(3, 2), lambda: fnnet.Linear(jnp.int32(3), jnp.asarray(2))),
+    "Conv2D-jax": (
+        lambda: fnnet.Conv2D(2, 4, 3, stride=2),
+        lambda: fnnet.Conv2D(jnp.int32(2), 4, (jnp.int32(3), 3), stride=jnp.int32(2)),
+    ),
+    "BatchNorm-jax": (lambda: fnnet.BatchNorm(0.8), lambda: fnnet.BatchNorm(jnp.float32(0.8))),
 }
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY_SCALARS))
 def test_layers_take_numpy_scalars_as_python_numbers(name):
     python, numpy = (make() for make in NUMPY_SCALARS[name])
-    shape = (2, 3) if name == "Linear" else (2, 6, 6, 2)
+    shape = (2, 3) if name.startswith("Linear") else (2, 6, 6, 2)
     key = jax.random.key(0)
     out_python, params_python = python.init(key, shape)
     out_numpy, params_numpy = numpy.init(key, shape)
@@ -1031,6 +1037,13 @@ def test_other_settings_take_numpy_scalars():
     x, y = fnnet.data.disk(np.int64(5), jax.random.key(0))
     assert x.shape == (5, 2) and y.shape == (5, 1)
     assert fnnet.SGD(lr=np.float32(0.1), momentum=np.float32(0.5), nesterov=True) is not None
+    # 0-d JAX arrays, as they come out of jnp arithmetic
+    assert fnnet.Dropout(jnp.float32(0.25)) is not None
+    assert float(fnnet.schedules.exponential(jnp.float32(0.1), 0.5)(2)) == pytest.approx(0.025)
+    cosine = fnnet.schedules.cosine(0.1, jnp.int32(10), final_lr=jnp.float32(0.01))
+    assert float(cosine(10)) == pytest.approx(0.01)
+    bce = fnnet.LossBCE(eps=jnp.float32(1e-6))
+    assert float(bce.value(jnp.zeros(1), jnp.ones(1))) == pytest.approx(-np.log(1e-6), rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -1041,6 +1054,19 @@ def test_other_settings_take_numpy_scalars():
         (lambda: fnnet.MaxPool2D(np.bool_(True)), "must be an int"),
         (lambda: fnnet.Dropout(np.bool_(False)), "rate must be a float"),
         (lambda: fnnet.data.disk(np.float64(5), jax.random.key(0)), "n must be an int >= 1"),
+        (
+            lambda: fnnet.Linear(jnp.float32(2), 3),
+            r"n_in must be an int, got an array of dtype float32 and shape \(\)",
+        ),
+        (
+            lambda: fnnet.Linear(jnp.array([2]), 3),
+            r"n_in must be an int, got an array of dtype int(32|64) and shape \(1,\)",
+        ),
+        (
+            lambda: jax.jit(lambda n: fnnet.Linear(n, 3))(2),
+            r"n_in must be an int, got a traced array of dtype int(32|64)",
+        ),
+        (lambda: fnnet.Dropout(jnp.bool_(True)), "rate must be a float"),
     ],
 )
 def test_numpy_bools_and_floats_are_not_sizes(make, match):
