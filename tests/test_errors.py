@@ -672,7 +672,7 @@ def test_params_of_another_model(no_training, params, match):
             lambda: tuple(OPT.init(init())),
             TypeError,
             # the step says where states come from; fit, before it, names opt.init
-            r"(SGD\.step|fit): opt_state must be an OptState,? \(?from (SGD\.init|opt\.init\(params\))\)?, got tuple",
+            r"(SGD\.step|fit|train_step): opt_state must be an OptState,? \(?from (SGD\.init|opt\.init\(params\))\)?( \(SGD\))?, got tuple",
         ),
     ],
     ids=[
