@@ -1,18 +1,20 @@
 """Resuming `fit`: what defines a run, stored in its checkpoints and compared on resume.
 
-A run is defined by its data, its key, its batch size, and what its model,
-loss and optimizer compute. The last three are functions; `describe` writes
-one as text that is the same in every process: a function by its qualified
-name (and, outside fnnet, its module), the values it closes over (sizes, rates, names, other
-functions and layers) and, for code outside fnnet, the numbers and names its
-body uses. A `Layer`'s `init` and an `Optimizer`'s `init` (how params are
-drawn, default hyperparameters) are left out, as in their equality: a
-resumed run takes params and optimizer state from the checkpoint.
+A run is defined by its data, its key, its batch size, the params and optimizer state it
+starts from, and what its model, loss and optimizer compute. The last three are
+functions; `describe` writes one as text that is the same in every process: a function
+by its qualified name (and, outside fnnet, its module), the values it closes over (sizes,
+rates, names, other functions and layers) and, for code outside fnnet, the numbers and
+names its body uses; a bound method by its function and its object, and any other object
+by its type and its attributes. A `Layer`'s `init` and an `Optimizer`'s `init` (how
+params are drawn, default hyperparameters) are left out, as in their equality: the
+starting params and optimizer state are compared by their own hashes.
 """
 
 import functools
 import hashlib
 import types
+from typing import Optional
 
 import jax
 import numpy as np
@@ -23,8 +25,8 @@ from fnnet.optim import Optimizer
 
 
 class _Describer:
-    """Writes values as text. A layer, optimizer or function inside another is written as
-    a hash of its own text (computed once per object), so the text grows with the
+    """Writes values as text. A layer, optimizer, function or object inside another is
+    written as a hash of its own text (computed once per object), so the text grows with the
     model, not with how often its parts are referenced, and equal parts read the same
     whether or not they are one object."""
 
@@ -42,13 +44,8 @@ class _Describer:
     def __call__(self, value, top=False) -> str:
         if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
             return repr(value)
-        if isinstance(value, (Layer, Optimizer, types.FunctionType)) and not top:
-            if id(value) not in self.tokens:
-                self.tokens[id(value)] = "<cycle>"  # until its text is done
-                self.alive.append(value)  # its id stays its own while we run
-                text = self(value, top=True)
-                self.tokens[id(value)] = "#" + hashlib.sha256(text.encode()).hexdigest()[:16]
-            return self.tokens[id(value)]
+        if isinstance(value, (Layer, Optimizer, types.FunctionType, types.MethodType)) and not top:
+            return self.token(value)
         if isinstance(value, Layer):  # as in Layer's equality: not how params are drawn
             return "Layer" + self(tuple(value[1:]))
         if isinstance(value, Optimizer):
@@ -62,18 +59,43 @@ class _Describer:
             return f"dtype({value})"
         if isinstance(value, (np.ndarray, np.generic, jax.Array)):
             array = np.asarray(value)
+            if array.dtype.hasobject:  # its bytes are addresses: its items instead
+                return f"array(object{list(array.shape)}, {self(array.ravel().tolist())})"
             bits = hashlib.sha256(array.tobytes()).hexdigest()[:16]
             return f"array({array.dtype}{list(array.shape)}, {bits})"
         if isinstance(value, functools.partial):
             return f"partial({self(value.func)}, {self(value.args)}, {self(value.keywords)})"
         if isinstance(value, types.FunctionType):
             return self.function(value)
-        # anything else (a jax-wrapped function, a class): its type and name, never its
-        # repr, which may hold a memory address
+        if isinstance(value, types.MethodType):  # a bound method: its function and its object
+            return f"method({self(value.__func__)}, {self(value.__self__)})"
+        # anything else: its type, never its repr (which may hold a memory address), and
+        # an object's attributes (a callable object, a layer's settings), or the name of a
+        # named thing (a class, a jax-wrapped function) and the function it wraps if that
+        # is user code
         kind = f"{self.module(type(value).__module__)}.{type(value).__qualname__}"
+        attributes = {} if _library(type(value).__module__) else _attributes(value)
+        if attributes:
+            if not top:
+                return self.token(value)
+            return f"{kind}({', '.join(f'{k}={self(v)}' for k, v in sorted(attributes.items()))})"
         name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
-        where = self.module(getattr(value, "__module__", None))
-        return f"{kind}:{where}.{name}" if isinstance(name, str) else kind
+        if not isinstance(name, str):
+            return kind
+        text = f"{kind}:{self.module(getattr(value, '__module__', None))}.{name}"
+        wrapped = getattr(value, "__wrapped__", None)
+        if wrapped is not None and not _library(getattr(wrapped, "__module__", None)):
+            text += f"({self(wrapped)})"
+        return text
+
+    def token(self, value) -> str:
+        """A part's text as a hash, computed once per object; "<cycle>" inside itself."""
+        if id(value) not in self.tokens:
+            self.tokens[id(value)] = "<cycle>"  # until its text is done
+            self.alive.append(value)  # its id stays its own while we run
+            text = self(value, top=True)
+            self.tokens[id(value)] = "#" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        return self.tokens[id(value)]
 
     def function(self, f) -> str:
         parts = []
@@ -90,6 +112,36 @@ class _Describer:
             parts.append(repr([c for c in code.co_consts if isinstance(c, (int, float, complex))]))
             parts.append(repr(code.co_names))
         return f"{self.module(f.__module__)}.{f.__qualname__}({', '.join(parts)})"
+
+
+def _library(module) -> bool:
+    """Whether a module is fnnet's, jax's or NumPy's: their objects and the functions they
+    wrap are named, not described (`jnp.tanh`, a jax-wrapped function holding a cache,
+    reads as its name, as before objects were described)."""
+    return str(module or "").split(".")[0] in ("fnnet", "jax", "jaxlib", "numpy")
+
+
+def _attributes(value) -> dict:
+    """An object's attributes by name: its `__dict__` and `__slots__` values ({} for a
+    class, a module, and objects with neither)."""
+    if isinstance(value, (type, types.ModuleType)):
+        return {}
+    found = {}
+    for cls in type(value).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for slot in [slots] if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):  # stored mangled
+                slot = f"_{cls.__name__.lstrip('_')}{slot}"
+            try:
+                found[slot] = getattr(value, slot)
+            except AttributeError:  # a slot never set
+                continue
+    own = getattr(value, "__dict__", None)
+    if isinstance(own, dict):
+        found.update(own)
+    return found
 
 
 # fnnet's modules renamed after checkpoints began to record runs (new name -> old name)
@@ -123,13 +175,37 @@ def data_digest(*arrays) -> str:
     return hasher.hexdigest()[:32]
 
 
+def tree_digest(tree) -> str:
+    """A hash of a pytree's leaves: their paths, dtypes, shapes and values (of a leaf spread
+    over several processes, its values only where this process holds a whole copy: every
+    process must come to the same hash)."""
+    hasher = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        values = _whole(leaf)
+        dtype, shape = (leaf.dtype, leaf.shape) if values is None else (values.dtype, values.shape)
+        hasher.update(f"{jax.tree_util.keystr(path)}: {dtype}{list(shape)};".encode())
+        if values is not None:
+            hasher.update(np.ascontiguousarray(values).tobytes())
+    return hasher.hexdigest()[:32]
+
+
+def _whole(leaf) -> Optional[np.ndarray]:
+    """A leaf's values as NumPy, or None where other processes hold some of them."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        copies = (s.data for s in leaf.addressable_shards if s.data.shape == leaf.shape)
+        return next((np.asarray(copy) for copy in copies), None)  # replicated: a whole copy
+    return np.asarray(leaf)
+
+
 def key_spec(key) -> list:
     """A key as JSON: `[implementation, [its uint32 words]]`."""
     return [str(jax.random.key_impl(key)), np.asarray(jax.random.key_data(key)).tolist()]
 
 
-def run_spec(model, loss, opt, x, y, validation, batch_size, key, count) -> dict:
-    """What defines a run, as JSON: compared by `differences` when it resumes."""
+def run_spec(model, loss, opt, params, opt_state, x, y, validation, batch_size, key) -> dict:
+    """What defines a run, as JSON: compared by `differences` when it resumes. `params` and
+    `opt_state` are those the run starts from (its hyperparameters are compared by name, from
+    the checkpoint's optimizer state)."""
     return {
         "n": int(x.shape[0]),
         "batch_size": batch_size,
@@ -139,11 +215,13 @@ def run_spec(model, loss, opt, x, y, validation, batch_size, key, count) -> dict
         "model": digest(model),
         "loss": digest(loss),
         "optimizer": digest(opt),
-        "start_count": int(count),
+        "start_params": tree_digest(params),
+        "start_opt_state": tree_digest(opt_state._replace(hyperparams={})),
+        "start_count": int(opt_state.count),
     }
 
 
-_WHAT = {  # field -> how an error names it when it differs
+_WHAT = {  # field -> how an error names it when it differs (a start: with its verb)
     "n": "the number of samples (n)",
     "batch_size": "batch_size",
     "key": "key",
@@ -152,13 +230,17 @@ _WHAT = {  # field -> how an error names it when it differs
     "model": "the model (its layers or their settings)",
     "loss": "the loss",
     "optimizer": "the optimizer (its kind, update rule or lr schedule)",
+    "start_params": "the initial params differ",
+    "start_opt_state": "the initial optimizer state (its step count or buffers) differs",
 }
 
 
 def differences(stored: dict, current: dict, parts=None) -> list:
     """What differs between a checkpoint's run and this one, as phrases. `parts`: this
     run's `{"model": ..., "loss": ..., "optimizer": ...}`, whose digests may also match as
-    a checkpoint written before fnnet's modules were renamed recorded them."""
+    a checkpoint written before fnnet's modules were renamed recorded them. A checkpoint
+    written before runs recorded their starting params and optimizer state is not
+    compared on those."""
     found = []
     for field, what in _WHAT.items():
         was, now = stored.get(field), current[field]
@@ -175,6 +257,9 @@ def differences(stored: dict, current: dict, parts=None) -> list:
             )
         elif field in ("n", "batch_size", "key"):
             found.append(f"{what} is {now} now, {was} in the checkpoint's run")
+        elif field.startswith("start_"):
+            if was is not None:
+                found.append(f"{what} from the run's in the checkpoint")
         else:
             found.append(f"{what} differs")
     return found

@@ -140,8 +140,9 @@ def fit(
         done, the losses and what defines the run.
       resume: continue from `checkpoint` if it exists (else start fresh). The
         checkpoint must come from the same run: the same data (x, y and
-        validation), key, batch_size, model, loss, optimizer and
-        hyperparameters (a mismatch raises ValueError naming it); `epochs`
+        validation), key, batch_size, initial params and opt_state, model,
+        loss, optimizer and hyperparameters (a mismatch raises ValueError
+        naming it, before any training); `epochs`
         may grow, and `progress`, `checkpoint_every` and `mesh` may change.
         On the same device the result is bitwise that of an uninterrupted run.
       mesh: a `jax.sharding.Mesh` for data-parallel training (see `train`).
@@ -178,9 +179,7 @@ def fit(
             )
         checkpoint = os.fspath(checkpoint)
         check_writable(checkpoint, "fit")
-        spec = _resume.run_spec(
-            model, loss, opt, x, y, validation, size, key, int(getattr(opt_state, "count", 0))
-        )
+        spec = _resume.run_spec(model, loss, opt, params, opt_state, x, y, validation, size, key)
     losses, val_losses, done = [], [], 0
     if resume and spec is not None and os.path.exists(checkpoint):
         params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(

@@ -211,6 +211,14 @@ OTHER_RATE = fnnet.serial(
         ),
         (lambda: {"validation": None}, r"validation data given in the checkpoint's run, none now"),
         (lambda: {"validation": data(16, seed=4)}, r"the validation data differs"),
+        (
+            lambda: {"params": MODEL.init(jax.random.key(1), (1, 2))[1]},
+            r"it is another run's: the initial params differ from the run's in the checkpoint\. ",
+        ),
+        (
+            lambda: {"opt_state": _moving(OPT.init(PARAMS))},
+            r"the initial optimizer state \(its step count or buffers\) differs from the run's in",
+        ),
     ],
     ids=[
         "lr",
@@ -225,6 +233,8 @@ OTHER_RATE = fnnet.serial(
         "nesterov",
         "validation-dropped",
         "validation-other",
+        "initial-params",
+        "initial-opt-state",
     ],
 )
 def test_resume_refuses_another_runs_checkpoint(resumable, change, match):
@@ -232,6 +242,26 @@ def test_resume_refuses_another_runs_checkpoint(resumable, change, match):
     with pytest.raises(ValueError, match=r"fit: cannot resume from '[^']*run\.npz': .*" + match):
         fit(6, resumable, 3, resume=True, **change())
     assert resumable.read_bytes() == before
+
+
+def _moving(opt_state):
+    """`opt_state` with momentum already built up: a state another run might have reached."""
+    return opt_state._replace(slots=jax.tree.map(lambda v: v + 0.5, opt_state.slots))
+
+
+def test_resume_refuses_a_run_started_from_other_params(tmp_path):
+    """A seed loop sharing one checkpoint: the finished run, resumed as it started, returns
+    its result; resumed from another draw's params, or from its own result (params or
+    optimizer state), it is another run, refused."""
+    path = tmp_path / "run.npz"
+    first = fit(3, path, **FULL_BATCH)
+    assert_same_run(fit(3, path, resume=True, **FULL_BATCH), first)
+    initial_params = r"another run's: the initial params differ from the run's in the checkpoint"
+    for params in (MODEL.init(jax.random.key(7), (1, 2))[1], first.params):
+        with pytest.raises(ValueError, match=initial_params):
+            fit(3, path, resume=True, params=params, **FULL_BATCH)
+    with pytest.raises(ValueError, match=r"another run's: the initial optimizer state \(its step"):
+        fit(3, path, resume=True, opt_state=first.opt_state, **FULL_BATCH)
 
 
 def test_resume_refuses_to_add_validation(tmp_path):
@@ -310,14 +340,17 @@ def test_the_legacy_digests_are_those_the_version_before_the_renaming_wrote():
 
 def test_a_checkpoint_written_before_the_renaming_resumes(tmp_path, checkpoint):
     """The reference checkpoint, its run's digests rewritten as the version before the
-    renaming recorded them: it resumes, bitwise as the uninterrupted run; another model's
-    digest is still refused."""
+    renaming recorded them (with no starting params or optimizer state): it resumes,
+    bitwise as the uninterrupted run; another model's digest is still refused."""
     path = tmp_path / "run.npz"
     path.write_bytes(checkpoint)
     parts = {"model": MODEL, "loss": LOSS, "optimizer": OPT}
-    _rewrite_metadata(
-        path, lambda m: m["run"].update({f: _resume.digest(p, legacy=True) for f, p in parts.items()})
-    )
+
+    def as_before(metadata):
+        metadata["run"].update({f: _resume.digest(p, legacy=True) for f, p in parts.items()})
+        del metadata["run"]["start_params"], metadata["run"]["start_opt_state"]
+
+    _rewrite_metadata(path, as_before)
     assert_same_run(fit(6, path, 3, resume=True), fit(6))
     path.write_bytes(checkpoint)
     other = fnnet.serial(fnnet.Linear(2, 1), fnnet.Sigmoid())
@@ -422,3 +455,99 @@ RECORDED_DIGESTS = {
 def test_the_digests_are_those_the_version_before_recorded():
     values = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
     assert {name: _resume.digest(value) for name, value in values.items()} == RECORDED_DIGESTS
+
+
+def test_a_checkpoint_without_its_start_resumes_from_any_params(tmp_path, checkpoint):
+    """A checkpoint written before runs recorded their starting params and optimizer state
+    cannot tell another start from its own: it resumes, as it did."""
+    path = tmp_path / "run.npz"
+    path.write_bytes(checkpoint)
+    _rewrite_metadata(path, lambda m: [m["run"].pop(f) for f in ("start_params", "start_opt_state")])
+    assert_same_run(fit(6, path, 3, resume=True, params=MODEL.init(jax.random.key(7), (1, 2))[1]), fit(6))
+
+
+# Layers written as classes: settings on self ----------------------------------------------
+
+
+class Scale:
+    """A layer written as a class, its setting on self: y = s * x."""
+
+    def __init__(self, s):
+        self.s = s
+
+    def init(self, key, input_shape):
+        return tuple(input_shape), ()
+
+    def apply(self, params, x, *, train=False, key=None):
+        return x * self.s
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        return (), dy * self.s  # dx = dy * s
+
+
+class Power:
+    """A callable object: x -> x ** k."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return x**self.k
+
+
+class Slotted:
+    """Settings in __slots__, one of them (mangled) private, and a reference to itself."""
+
+    __slots__ = ("__s", "me")
+
+    def __init__(self, s):
+        self.__s, self.me = s, self
+
+    def apply(self, params, x, *, train=False, key=None):
+        return x * self.__s
+
+
+def _twice(x, y):
+    return 2 * x
+
+
+def _scaled(s):
+    scale = Scale(s)
+    return fnnet.Layer(scale.init, scale.apply, scale.vjp)
+
+
+def _jitted(s):
+    return fnnet.elementwise("Jitted", jax.jit(lambda x: x * s), _twice)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _scaled,
+        lambda k: fnnet.elementwise("Power", Power(k), _twice),
+        lambda s: fnnet.Layer(None, Slotted(s).apply, None),
+        _jitted,
+    ],
+    ids=["bound-methods", "callable-object", "slots-and-a-cycle", "jit-wrapped-closure"],
+)
+def test_a_model_is_described_by_the_settings_its_objects_hold(make):
+    """A bound method is its function and its object, a callable object its type and
+    attributes, a jax-wrapped function the one it wraps: equal settings read the same
+    (from other objects), other settings differ."""
+    assert _resume.digest(make(2.0)) == _resume.digest(make(2.0))
+    assert _resume.digest(make(2.0)) != _resume.digest(make(3.0))
+
+
+def test_resume_refuses_a_layer_object_with_other_settings(tmp_path):
+    """Equal settings on another object resume; another scale is another model."""
+
+    def model(s):
+        return fnnet.serial(fnnet.Linear(2, 4), fnnet.Tanh(), _scaled(s), fnnet.Linear(4, 1), fnnet.Sigmoid())
+
+    path = tmp_path / "run.npz"
+    params = model(1.0).init(jax.random.key(2), (1, 2))[1]
+    settings = {"params": params, **FULL_BATCH}
+    first = fit(3, path, model=model(1.0), **settings)
+    assert_same_run(fit(3, path, resume=True, model=model(1.0), **settings), first)
+    with pytest.raises(ValueError, match=r"another run's: the model \(its layers or their settings\)"):
+        fit(3, path, resume=True, model=model(3.0), **settings)
