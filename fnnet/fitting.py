@@ -5,6 +5,7 @@ import warnings
 from typing import NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fnnet import _resume
@@ -229,9 +230,15 @@ def fit(
     return FitResult(
         params,
         opt_state,
-        np.asarray(losses, np.float32),
-        np.asarray(val_losses, np.float32) if validate else None,
+        _as_losses(losses),
+        _as_losses(val_losses) if validate else None,
     )
+
+
+def _as_losses(values) -> np.ndarray:
+    """Losses as NumPy in the dtype the training loop computes them in: float32, float64
+    under jax_enable_x64 (as train's run returns them)."""
+    return np.asarray(values, jnp.result_type(float))
 
 
 def _chunks(done, epochs, checkpoint_every, checkpointing, updates=_PROGRESS_UPDATES):
@@ -278,8 +285,8 @@ def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
             epoch=len(losses),
             params=params,
             opt_state=opt_state,
-            losses=np.asarray(losses, np.float32),
-            val_losses=np.asarray(val_losses, np.float32) if validate else None,
+            losses=_as_losses(losses),
+            val_losses=_as_losses(val_losses) if validate else None,
         ) from error
 
 
@@ -341,7 +348,7 @@ def _diverged(run_chunk, starts, losses, count):
             start_epoch=low,
             params=best[0],
             opt_state=best[1],
-            losses=np.asarray(losses[:low], np.float32),
+            losses=_as_losses(losses[:low]),
         )
     params, opt_state, at = starts[0]
     what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
@@ -352,7 +359,7 @@ def _diverged(run_chunk, starts, losses, count):
         start_epoch=at,
         params=params,
         opt_state=opt_state,
-        losses=np.asarray(losses[:at], np.float32),
+        losses=_as_losses(losses[:at]),
     )
 
 

@@ -305,7 +305,7 @@ def test_checkpoint_every_writes_checkpoints(tmp_path, saves, epochs, expected):
     assert_trees_equal(got_params, result.params)
     assert_trees_equal(got_state, result.opt_state)
     assert metadata["epochs_done"] == epochs and metadata["epochs"] == epochs
-    assert np.array_equal(np.asarray(metadata["losses"], np.float32), result.losses)
+    assert np.array_equal(np.asarray(metadata["losses"], result.losses.dtype), result.losses)
 
 
 def interrupt_on_checkpoint(monkeypatch, number):
@@ -652,3 +652,18 @@ def test_a_printed_fit_result_is_a_short_summary():
     text = repr(result)
     assert text.startswith("FitResult(3 epochs, loss ") and "validation loss" in text, text
     assert "params: 4 arrays, 65 values)" in text and "Array(" not in text and len(text) < 150, text
+
+
+def test_fit_losses_keep_the_training_loops_dtype_as_train_does():
+    """Under x64 (as the suite runs) a float64 model's losses come back in float64, each
+    the loss of the params before the epoch's step, as train's run returns them."""
+    x = jax.random.uniform(jax.random.key(3), (8, 1), jnp.float64)
+    y = 2 * x
+    model = fnnet.serial(fnnet.Linear(1, 1, dtype=jnp.float64))
+    params = model.init(jax.random.key(4), x.shape)[1]
+    opt = fnnet.SGD(0.1)
+    result = fnnet.fit(model, fnnet.LossMSE(), opt, params, x, y, epochs=3, progress=False)
+    assert result.losses.dtype == jnp.result_type(float) == np.float64
+    assert result.losses[0] == float(jnp.mean((model.apply(params, x) - y) ** 2))
+    run = fnnet.train(model, fnnet.LossMSE(), opt, epochs=3)
+    np.testing.assert_array_equal(result.losses, np.asarray(run(params, opt.init(params), x, y)[2]))
