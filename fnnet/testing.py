@@ -28,20 +28,27 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
     the same vjp.
 
     Args:
-      layer: the Layer to check (its apply must be smooth near random points,
-        as every fnnet layer is away from measure-zero kinks).
+      layer: the Layer to check (its apply must be smooth within a step of
+        random points, as every fnnet layer is away from measure-zero kinks;
+        a float32 step of 1e-2 lands near a ReLU's or MaxPool2D's kink more
+        often as the input grows).
       key: a `jax.random` key.
       input_shape: the shape of x, a tuple of ints, e.g. `(8, 3)`: keep it
         small, each entry of x and of the params costs two forward passes
         (run together, in one `vmap`).
       train: check training mode instead of inference.
-      rtol, atol: tolerances, `atol` scaled by each leaf's largest expected
-        entry; default 1e-5 and 1e-6 in float64 (differences of step 1e-5),
-        1e-2 and 1e-3 in float32 (step 1e-2: float32 differences are coarse).
+      rtol, atol: an entry passes when its error is at most `rtol` times the
+        entry, plus `atol` times the leaf's largest expected entry, plus the
+        differences' rounding floor `10 * eps * sum(|dy * y|) / step` (each
+        forward pass is off by about eps times the size of its terms), so a
+        zero gradient passes and small ones are checked down to that floor.
+        Default 1e-5 and 1e-6 in float64 (differences of step 1e-5), 1e-2 and
+        1e-3 in float32 (step 1e-2: float32 differences are coarse).
 
     Raises:
       AssertionError: naming the first leaf that disagrees (`dparams[0]['w']`,
-        `dx`, or the twin's) and its largest error.
+        `dx`, or the twin's), its largest error, and that entry's value, its
+        expected value and the error allowed there.
 
     Example:
       >>> Cube = elementwise("Cube", lambda x: x ** 3, lambda x, y: 3 * x * x)
@@ -66,9 +73,12 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
     with contract_hint():
         y = layer.apply(params, x, **mode)
         dy = jax.random.normal(dy_key, y.shape, y.dtype)
+        # Rounding: each vdot(dy, y) is off by about eps * sum|dy * y|, the difference by that / step.
+        terms = np.abs(_as_float64(dy) * _as_float64(y))
+        floor = 10 * float(jnp.finfo(dtype).eps) * float(terms.sum()) / step
         expected = _central_differences(lambda p, x: jnp.vdot(dy, layer.apply(p, x, **mode)), params, x, step)
         actual = layer.vjp(params, x, dy, **mode)
-        _compare("", expected, actual, rtol, atol, "differs from finite differences")
+        _compare("", expected, actual, rtol, atol, floor, "differs from finite differences")
         twin = layer.feature_major
         if twin is not None and len(input_shape) == 2:
             _assert_close(
@@ -77,6 +87,7 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
                 y,
                 rtol,
                 atol,
+                0.0,
                 "differs from the layer's",
             )
             dparams, dx_t = actual
@@ -86,6 +97,7 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
                 twin.vjp(params, x.T, dy.T, **mode),
                 rtol,
                 atol,
+                floor,
                 "differs from the layer's vjp",
             )
 
@@ -112,7 +124,7 @@ def _central_differences(f, params, x, step):
     return jax.tree.unflatten(tree, [leaf_gradient(i) for i in range(len(leaves))])
 
 
-def _compare(whose, expected, actual, rtol, atol, differs):
+def _compare(whose, expected, actual, rtol, atol, floor, differs):
     what = "vjp"
     if not (isinstance(actual, tuple) and len(actual) == 2):
         raise AssertionError(
@@ -127,22 +139,32 @@ def _compare(whose, expected, actual, rtol, atol, differs):
         )
     for (name, a), (_, e) in zip(actual_leaves, expected_leaves):
         if jnp.issubdtype(jnp.result_type(e), jnp.floating):  # integer leaves have no gradient
-            _assert_close(whose + name, a, e, rtol, atol, differs)
+            _assert_close(whose + name, a, e, rtol, atol, floor, differs)
 
 
-def _assert_close(name, actual, expected, rtol, atol, differs):
-    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+def _assert_close(name, actual, expected, rtol, atol, floor, differs):
+    """Entry by entry, `|actual - expected| <= rtol * |expected| + atol * max|expected| + floor`."""
+    a, e = _as_float64(actual), _as_float64(expected)
     if a.shape != e.shape:
         raise AssertionError(f"check_vjp: {name} has shape {a.shape}, expected {e.shape}")
     error = np.abs(a - e)
-    scale = max(1.0, float(np.max(np.abs(e), initial=0.0)))
-    bad = ~(error <= atol * scale + rtol * np.abs(e))
+    scale = float(np.max(np.abs(e), initial=0.0))
+    allowed = rtol * np.abs(e) + atol * scale + floor
+    bad = ~(error <= allowed)
     if bad.any():
+        worst = np.unravel_index(np.argmax(np.where(bad, error, -np.inf)), e.shape)
+        at = f"{name}[{', '.join(str(int(i)) for i in worst)}]" if e.ndim else name
+        rounding = f", plus {floor:.3g} for the differences' rounding" if floor else ""
         raise AssertionError(
-            f"check_vjp: {name} {differs} in {int(bad.sum())} of {a.size} entries; largest "
-            f"error {float(error.max()):.3g} (rtol={rtol}, atol={atol} times the leaf's scale "
-            f"{scale:.3g})"
+            f"check_vjp: {name} {differs} in {int(bad.sum())} of {a.size} entries; largest error "
+            f"{float(error[worst]):.3g}, at {at}: got {float(a[worst]):.6g}, expected "
+            f"{float(e[worst]):.6g}, allowed {float(allowed[worst]):.3g} (rtol={rtol} of the entry, "
+            f"atol={atol} of the leaf's largest expected entry {scale:.3g}{rounding})"
         )
+
+
+def _as_float64(array):
+    return np.asarray(array, np.float64)
 
 
 def _named_leaves(dparams_and_dx):

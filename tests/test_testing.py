@@ -78,14 +78,14 @@ def test_passes_on_correct_layers(layer, shape, train):
     check_vjp(layer, KEY, shape, train=train)
 
 
-def wrong_in(layer, leaf):
-    """`layer` with its vjp doubled in one leaf: a key of dparams, or "dx"."""
+def wrong_in(layer, leaf, factor=2):
+    """`layer` with its vjp times `factor` in one leaf: a key of dparams, or "dx"."""
 
     def vjp(params, x, dy, *, train=False, key=None):
         dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
         if leaf == "dx":
-            return dparams, 2 * dx
-        return {**dparams, leaf: 2 * dparams[leaf]}, dx
+            return dparams, factor * dx
+        return {**dparams, leaf: factor * dparams[leaf]}, dx
 
     return Layer(layer.init, layer.apply, vjp)
 
@@ -98,6 +98,40 @@ def test_fails_naming_the_wrong_leaf(leaf, named):
         r"differences in \d+ of \d+ entries; largest error",
     ):
         check_vjp(wrong_in(Linear(3, 3), leaf), KEY, SHAPE)
+
+
+# Gradients far below 1 in each dtype: 1e-4 is below float32's atol, 1e-7 below float64's.
+SMALL = [pytest.param(False, 1e-4, id="float32"), pytest.param(True, 1e-7, id="float64")]
+
+
+@pytest.mark.parametrize("x64, c", SMALL)
+def test_a_wrong_vjp_of_small_gradients_is_caught(x64, c):
+    zero_vjp = elementwise("Zero", lambda x: c * x, lambda x, y: jnp.zeros_like(x))  # the truth is c
+    with (
+        jax.enable_x64(x64),
+        pytest.raises(AssertionError, match=r"check_vjp: dx differs .*: got -?0, expected"),
+    ):
+        check_vjp(zero_vjp, jax.random.key(1), (8, 3))
+
+
+@pytest.mark.parametrize("x64, c", SMALL)
+def test_small_gradients_pass_when_right(x64, c):
+    scaled = elementwise("Scaled", lambda x: c * x, lambda x, y: c * jnp.ones_like(x))
+    with jax.enable_x64(x64):
+        check_vjp(scaled, jax.random.key(2), (8, 3))
+        check_vjp(Residual(serial(Linear(3, 3), scaled)), jax.random.key(3), SHAPE)
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["float32", "float64"])
+def test_a_ten_percent_error_is_caught(x64):
+    with jax.enable_x64(x64), pytest.raises(AssertionError, match=r"check_vjp: dparams\['w'\] differs"):
+        check_vjp(wrong_in(Linear(3, 3), "w", 1.1), jax.random.key(4), SHAPE)
+
+
+def test_a_zero_gradient_passes_in_float32():
+    # Linear's b before a training BatchNorm: the truth is 0, the differences float32 rounding.
+    with jax.enable_x64(False):
+        check_vjp(serial(Linear(3, 3), BatchNorm()), jax.random.key(5), SHAPE, train=True)
 
 
 def test_fails_naming_the_leaf_inside_a_serial():
