@@ -2,6 +2,10 @@
 
 `value(y, target)` is a scalar: the mean over all elements (over all examples
 for `LossCrossEntropy`). `grad(y, target)` is d value / d y, shaped like `y`.
+A target outside a loss's domain (a BCE target outside [0, 1], a class label
+outside [0, classes), a negative class weight) makes both NaN: under `jit`
+its value cannot be checked, and `fit`, `train` and `sweep` refuse such
+targets by name before any work.
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -25,6 +29,13 @@ def check_targets(loss: "Loss", target, n_outputs: int) -> None:
     if loss.check_targets is not None:
         for part in host_parts(target) or []:
             loss.check_targets(part, n_outputs)
+
+
+def _in_unit_interval(t):
+    """t where it lies in [0, 1], NaN elsewhere: under `jit` targets cannot be checked
+    (fit, train and sweep check them before any work), and a NaN loss is loud where a
+    value for a target outside the loss's domain would be silently wrong."""
+    return jnp.where((t >= 0) & (t <= 1), t, jnp.nan)
 
 
 def _check_probabilities(name):
@@ -123,14 +134,19 @@ def LossBCE(eps: float = 1e-7) -> Loss:
         return jnp.clip(p, max(eps, float(info.tiny)), min(1 - eps, 1 - float(info.epsneg)))
 
     def f(p, t):
-        p = clamp(p)
+        p, t = clamp(p), _in_unit_interval(t)
         return -(t * jnp.log(p) + (1 - t) * jnp.log1p(-p))
 
     def df(p, t):
-        p = clamp(p)
+        p, t = clamp(p), _in_unit_interval(t)
         return (p - t) / (p * (1 - p))  # d/dp of -(t log p + (1-t) log(1-p))
 
     return _mean_loss("LossBCE", f, df)._replace(check_targets=_check_probabilities("LossBCE"))
+
+
+def _bce_with_logits(z, t):
+    # = max(z, 0) - t z + log1p(exp(-|z|)), written so no term exceeds |z|
+    return (1 - t) * jnp.maximum(z, 0) + t * jnp.maximum(-z, 0) + jnp.log1p(jnp.exp(-jnp.abs(z)))
 
 
 @interned
@@ -143,9 +159,8 @@ def LossBCEWithLogits() -> Loss:
     """
     return _mean_loss(
         "LossBCEWithLogits",
-        # = max(z, 0) - t z + log1p(exp(-|z|)), written so no term exceeds |z|
-        lambda z, t: (1 - t) * jnp.maximum(z, 0) + t * jnp.maximum(-z, 0) + jnp.log1p(jnp.exp(-jnp.abs(z))),
-        lambda z, t: lax.logistic(z) - t,
+        lambda z, t: _bce_with_logits(z, _in_unit_interval(t)),
+        lambda z, t: lax.logistic(z) - _in_unit_interval(t),
     )._replace(check_targets=_check_probabilities("LossBCEWithLogits"))
 
 
@@ -188,9 +203,11 @@ def LossCrossEntropy() -> Loss:
                     f"for logits {jnp.shape(y)}, got {jnp.shape(target)}"
                 )
             classes = jnp.arange(y.shape[-1]).reshape((1,) * jnp.ndim(target) + (-1,))
-            return (jnp.asarray(target)[..., None] == classes).astype(y.dtype)
+            one_hot = (jnp.asarray(target)[..., None] == classes).astype(y.dtype)
+            # a label outside [0, classes) gives NaN rows, not zeros (a silent 0 loss)
+            return jnp.where(jnp.any(one_hot, axis=-1, keepdims=True), one_hot, jnp.nan)
         _check_same_shape(name, y, target)
-        return target
+        return jnp.where(target >= 0, target, jnp.nan)  # weights must be >= 0
 
     def log_softmax(y):
         shifted = y - jnp.max(y, axis=-1, keepdims=True)

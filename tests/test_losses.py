@@ -361,3 +361,45 @@ def test_half_precision_means_over_more_elements_than_float16_counts(case, dtype
     atol = 8 * float(jnp.finfo(dtype).eps) * float(jnp.max(jnp.abs(oracle)))
     np.testing.assert_allclose(np.asarray(grad, np.float32), oracle, rtol=2e-2, atol=atol)
     assert float(jnp.max(jnp.abs(grad.astype(jnp.float32)))) > 0
+
+
+# --- targets outside a loss's domain: NaN, never a quiet number -----------------------------
+
+
+@pytest.mark.parametrize(
+    "loss, y, target",
+    [
+        (LossCrossEntropy(), jnp.zeros((3, 4)), jnp.array([0, 4, 1])),
+        (LossCrossEntropy(), jnp.zeros((3, 4)), jnp.array([0, -1, 1])),
+        (LossCrossEntropy(), jnp.zeros((2, 3)), jnp.array([[1.0, 0, 0], [-0.5, 0.5, 1]])),
+        (LossBCE(), jnp.full((3, 1), 0.3), jnp.array([[0.0], [1.0], [-1.0]])),
+        (LossBCE(), jnp.full((3, 1), 0.3), jnp.array([[0.0], [1.5], [1.0]])),
+        (LossBCEWithLogits(), jnp.zeros((3, 1)), jnp.array([[0.0], [2.0], [1.0]])),
+    ],
+    ids=[
+        "label-too-big",
+        "label-negative",
+        "negative-weight",
+        "bce-negative",
+        "bce-above-one",
+        "logits-above-one",
+    ],
+)
+def test_a_target_outside_the_domain_gives_nan_under_jit_too(loss, y, target):
+    value, grad = jax.jit(lambda y, t: (loss.value(y, t), loss.grad(y, t)))(y, target)
+    assert np.isnan(value) and np.isnan(grad).any()
+    assert np.isnan(loss.value(y, target))  # eagerly as well
+
+
+def test_value_and_grad_and_train_step_give_nan_for_labels_out_of_range():
+    x = jax.random.normal(jax.random.key(0), (6, 4))
+    model = fnnet.serial(fnnet.Linear(4, 3))
+    params = model.init(jax.random.key(1), x.shape)[1]
+    bad, good = jnp.array([0, 1, 2, 7, -1, 2]), jnp.array([0, 1, 2, 2, 1, 2])
+    value, grads = fnnet.value_and_grad(model, LossCrossEntropy())(params, x, bad)
+    assert np.isnan(value) and np.isnan(grads[0]["w"]).all()
+    assert np.isfinite(fnnet.value_and_grad(model, LossCrossEntropy())(params, x, good)[0])
+    opt = fnnet.SGD(0.1)
+    step = fnnet.train_step(model, LossCrossEntropy(), opt)
+    _, _, value = step(jax.tree.map(jnp.copy, params), opt.init(params), x, bad)
+    assert np.isnan(value)
