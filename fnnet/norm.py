@@ -144,7 +144,8 @@ def _batch_norm(momentum, eps, dtype) -> Layer:
             if _check_train(name, train) and math.prod(x.shape[a] for a in axes) < 2:
                 raise ValueError(
                     f"{name}: training normalizes by the batch and needs more than "
-                    f"one value per feature, got input of shape {x.shape} (a batch "
+                    # the feature-major twin's (features, batch) spoken of as the user's
+                    f"one value per feature, got input of shape {x.shape[::-1] if feature_axis == 0 else x.shape} (a batch "
                     f"of one: use a larger batch, or a batch_size that leaves no "
                     f"single-sample last batch)"
                 )

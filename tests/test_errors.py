@@ -1254,3 +1254,13 @@ def test_late_errors_are_raised_early_and_named(call, error, match, tmp_path, mo
     with pytest.raises(error, match=match):
         call()
     assert not os.listdir(tmp_path)
+
+
+def test_a_batch_of_one_is_named_in_the_users_shape_on_the_feature_major_path():
+    """Full-batch training runs a BatchNorm model's feature-major twin on (features,
+    batch): its error must still speak of the (batch, features) the user passed."""
+    model = fnnet.serial(fnnet.Linear(2, 4), fnnet.BatchNorm(), fnnet.Linear(4, 1))
+    x = jnp.ones((1, 2))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    with pytest.raises(ValueError, match=r"got input of shape \(1, 4\) \(a batch of one"):
+        fnnet.value_and_grad(model, fnnet.LossMSE())(params, x, jnp.ones((1, 1)))
