@@ -166,12 +166,16 @@ def digest(value, legacy=False) -> str:
 
 
 def data_digest(*arrays) -> str:
-    """A hash of arrays' shapes, dtypes and bytes."""
+    """A hash of arrays' shapes, dtypes and bytes (of an array spread over several
+    processes, as `jax.make_array_from_process_local_data` makes, its shape and dtype
+    only: every process must come to the same hash)."""
     hasher = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        hasher.update(f"{a.dtype}{list(a.shape)};".encode())
-        hasher.update(a.tobytes())
+        values = _whole(a)
+        dtype, shape = (a.dtype, a.shape) if values is None else (values.dtype, values.shape)
+        hasher.update(f"{dtype}{list(shape)};".encode())
+        if values is not None:
+            hasher.update(np.ascontiguousarray(values).tobytes())
     return hasher.hexdigest()[:32]
 
 

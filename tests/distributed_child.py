@@ -7,7 +7,8 @@ coordinator) and talk through gloo. In order, each process:
 1. fits full batch and with minibatches over the global mesh (process 0 also alone,
    without a mesh, for reference) and writes the params to OUT_DIR/params_{PROCESS_ID}.npz;
 2. fits half the epochs with a checkpoint in OUT_DIR (one file, shared), then
-   resumes it to the end, counting the calls of `save` it makes;
+   resumes it to the end, counting the calls of `save` it makes; then the same with
+   global arrays of which each process holds half the samples;
 3. passes other data than process 0 (process 1 does) and records the error;
 4. writes OUT_DIR/result_{PROCESS_ID}.json, prints "looping" and trains until it
    is killed or fails (the test kills the other process).
@@ -36,7 +37,7 @@ def main(process_id, port, out):
         shutdown_timeout_seconds=10,
     )
     import numpy as np
-    from jax.sharding import Mesh
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     import fnnet
 
@@ -90,6 +91,41 @@ def main(process_id, port, out):
         losses=resumed.losses,
     )
 
+    mesh_saves = list(saves)
+
+    # Global data, each process holding its half of the samples: checkpointed and resumed.
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    half = slice(process_id * (len(x) // 2), (process_id + 1) * (len(x) // 2))
+    x_global, y_global = (
+        jax.make_array_from_process_local_data(sharding, np.asarray(a)[half], np.shape(a)) for a in (x, y)
+    )
+    global_checkpoint = os.path.join(out, "global.npz")
+
+    def train_global(epochs, **kwargs):
+        return fnnet.fit(
+            model,
+            loss,
+            opt,
+            params,
+            x_global,
+            y_global,
+            epochs=epochs,
+            batch_size=16,
+            progress=False,
+            mesh=mesh,
+            checkpoint=global_checkpoint,
+            checkpoint_every=1,
+            **kwargs,
+        )
+
+    train_global(EPOCHS // 2)
+    global_resumed = train_global(EPOCHS, resume=True)
+    np.savez(
+        os.path.join(out, f"global_{process_id}.npz"),
+        *[np.asarray(leaf) for leaf in jax.tree.leaves(global_resumed.params)],
+        losses=global_resumed.losses,
+    )
+
     try:  # process 1 passes other targets
         fnnet.fit(
             model, loss, opt, params, x, 1 - y if process_id else y, epochs=1, progress=False, mesh=mesh
@@ -99,7 +135,7 @@ def main(process_id, port, out):
         other_data = str(error)
 
     with open(os.path.join(out, f"result_{process_id}.json"), "w") as file:
-        json.dump({"saves": saves, "other_data": other_data}, file)
+        json.dump({"saves": mesh_saves, "other_data": other_data}, file)
     print("looping", flush=True)
     while True:  # until the test kills one process: then the other must fail, not hang
         train(mesh, 16)

@@ -115,6 +115,17 @@ def test_resume_with_two_processes_equals_the_uninterrupted_run(run):
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
+def test_a_run_on_global_data_resumes_as_the_run_on_every_process_data(run):
+    """x and y made with jax.make_array_from_process_local_data, each process holding
+    half the samples: checkpointed, resumed, the same as the run on full copies."""
+    uninterrupted = load(run["out"] / "params_0.npz")
+    for i in range(2):
+        resumed = load(run["out"] / f"global_{i}.npz")
+        for j in range(4):
+            np.testing.assert_array_equal(resumed[f"arr_{j}"], uninterrupted[f"mesh_16_{j}"])
+        np.testing.assert_array_equal(resumed["losses"], uninterrupted["mesh_16_losses"])
+
+
 def test_only_process_0_writes_the_checkpoint(run):
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert run["results"][1]["saves"] == []
