@@ -207,6 +207,8 @@ def LossCrossEntropy() -> Loss:
             # a label outside [0, classes) gives NaN rows, not zeros (a silent 0 loss)
             return jnp.where(jnp.any(one_hot, axis=-1, keepdims=True), one_hot, jnp.nan)
         _check_same_shape(name, y, target)
+        if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.floating):
+            return target  # bool one-hot rows: none is negative
         return jnp.where(target >= 0, target, jnp.nan)  # weights must be >= 0
 
     def log_softmax(y):

@@ -403,3 +403,11 @@ def test_value_and_grad_and_train_step_give_nan_for_labels_out_of_range():
     step = fnnet.train_step(model, LossCrossEntropy(), opt)
     _, _, value = step(jax.tree.map(jnp.copy, params), opt.init(params), x, bad)
     assert np.isnan(value)
+
+
+def test_bool_one_hot_rows_keep_the_logits_dtype():
+    y = jax.random.normal(jax.random.key(0), (4, 3), jnp.float32)
+    rows = jax.nn.one_hot(jnp.array([0, 2, 1, 2]), 3, dtype=jnp.bool_)
+    grad, value = LossCrossEntropy().grad(y, rows), LossCrossEntropy().value(y, rows)
+    assert grad.dtype == value.dtype == jnp.float32
+    np.testing.assert_allclose(grad, LossCrossEntropy().grad(y, rows.astype(jnp.float32)), rtol=1e-6)
