@@ -6,7 +6,8 @@ functions; `describe` writes one as text that is the same in every process: a fu
 by its qualified name (and, outside fnnet, its module), the values it closes over (sizes,
 rates, names, other functions and layers) and, for code outside fnnet, the numbers and
 names its body uses; a bound method by its function and its object, and any other object
-by its type and its attributes. A `Layer`'s `init` and an `Optimizer`'s `init` (how
+by its type and its attributes, one level deep. Checkpoints written before runs recorded
+their start described objects by type and name: theirs are accepted as they were. A `Layer`'s `init` and an `Optimizer`'s `init` (how
 params are drawn, default hyperparameters) are left out, as in their equality: the
 starting params and optimizer state are compared by their own hashes.
 """
@@ -30,8 +31,9 @@ class _Describer:
     model, not with how often its parts are referenced, and equal parts read the same
     whether or not they are one object."""
 
-    def __init__(self, legacy=False):
-        self.tokens, self.alive, self.legacy = {}, [], legacy
+    def __init__(self, legacy=False, objects=True):
+        self.tokens, self.alive, self.legacy, self.objects = {}, [], legacy, objects
+        self.inside_object = False  # while an object's attributes are written
 
     def module(self, name) -> str:
         """A module as the text names it: fnnet's own as "fnnet" alone, so moving code between
@@ -44,7 +46,8 @@ class _Describer:
     def __call__(self, value, top=False) -> str:
         if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
             return repr(value)
-        if isinstance(value, (Layer, Optimizer, types.FunctionType, types.MethodType)) and not top:
+        parts = (Layer, Optimizer, types.FunctionType) + ((types.MethodType,) if self.objects else ())
+        if isinstance(value, parts) and not top:
             return self.token(value)
         if isinstance(value, Layer):  # as in Layer's equality: not how params are drawn
             return "Layer" + self(tuple(value[1:]))
@@ -67,24 +70,30 @@ class _Describer:
             return f"partial({self(value.func)}, {self(value.args)}, {self(value.keywords)})"
         if isinstance(value, types.FunctionType):
             return self.function(value)
-        if isinstance(value, types.MethodType):  # a bound method: its function and its object
+        if isinstance(value, types.MethodType) and self.objects:  # its function and its object
             return f"method({self(value.__func__)}, {self(value.__self__)})"
         # anything else: its type, never its repr (which may hold a memory address), and
-        # an object's attributes (a callable object, a layer's settings), or the name of a
+        # an object's attributes (a callable object, a layer's settings: one level deep, so
+        # what it holds, a logger or a cache, is named by its type alone), or the name of a
         # named thing (a class, a jax-wrapped function) and the function it wraps if that
-        # is user code
+        # is user code. Without `objects`: type and name only, as runs recorded them before.
         kind = f"{self.module(type(value).__module__)}.{type(value).__qualname__}"
-        attributes = {} if _library(type(value).__module__) else _attributes(value)
+        expand = self.objects and not self.inside_object and not _library(type(value).__module__)
+        attributes = _attributes(value) if expand else {}
         if attributes:
             if not top:
                 return self.token(value)
-            return f"{kind}({', '.join(f'{k}={self(v)}' for k, v in sorted(attributes.items()))})"
+            self.inside_object = True
+            try:
+                return f"{kind}({', '.join(f'{k}={self(v)}' for k, v in sorted(attributes.items()))})"
+            finally:
+                self.inside_object = False
         name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
         if not isinstance(name, str):
             return kind
         text = f"{kind}:{self.module(getattr(value, '__module__', None))}.{name}"
         wrapped = getattr(value, "__wrapped__", None)
-        if wrapped is not None and not _library(getattr(wrapped, "__module__", None)):
+        if self.objects and wrapped is not None and not _library(getattr(wrapped, "__module__", None)):
             text += f"({self(wrapped)})"
         return text
 
@@ -153,16 +162,23 @@ _BEFORE_RENAMING = {
 }
 
 
-def describe(value, legacy=False) -> str:
+def describe(value, legacy=False, objects=True) -> str:
     """A text identifying what `value` (a Layer, Loss, Optimizer, function) computes, the
     same in every process for equal constructions (`legacy`: as checkpoints written before
-    fnnet's modules were renamed describe it)."""
-    return _Describer(legacy)(value, top=True)
+    fnnet's modules were renamed describe it; without `objects`, objects, bound methods and
+    jax-wrapped functions by type and name only, as runs were described before)."""
+    return _Describer(legacy, objects)(value, top=True)
 
 
-def digest(value, legacy=False) -> str:
-    """A short hash of `describe(value, legacy)`."""
-    return hashlib.sha256(describe(value, legacy).encode()).hexdigest()[:32]
+def digest(value, legacy=False, objects=True) -> str:
+    """A short hash of `describe(value, legacy, objects)`."""
+    return hashlib.sha256(describe(value, legacy, objects).encode()).hexdigest()[:32]
+
+
+def _earlier_digests(value) -> tuple:
+    """The digests runs recorded before they recorded their start: objects by type and name
+    only, modules by their names before and after fnnet's modules were renamed."""
+    return digest(value, objects=False), digest(value, legacy=True, objects=False)
 
 
 def data_digest(*arrays) -> str:
@@ -246,9 +262,10 @@ def differences(stored: dict, current: dict, parts=None) -> list:
     written before runs recorded their starting params and optimizer state is not
     compared on those."""
     found = []
+    earlier = "start_params" not in stored  # written by a version that described objects by name
     for field, what in _WHAT.items():
         was, now = stored.get(field), current[field]
-        if was == now or parts and field in parts and was == digest(parts[field], legacy=True):
+        if was == now or earlier and parts and field in parts and was in _earlier_digests(parts[field]):
             continue
         if field == "validation" and (was is None) != (now is None):
             found.append(

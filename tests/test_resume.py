@@ -2,6 +2,7 @@
 coming after a resume, and a resume that refuses another run's checkpoint."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -469,55 +470,7 @@ def test_a_checkpoint_without_its_start_resumes_from_any_params(tmp_path, checkp
 # Layers written as classes: settings on self ----------------------------------------------
 
 
-class Scale:
-    """A layer written as a class, its setting on self: y = s * x."""
-
-    def __init__(self, s):
-        self.s = s
-
-    def init(self, key, input_shape):
-        return tuple(input_shape), ()
-
-    def apply(self, params, x, *, train=False, key=None):
-        return x * self.s
-
-    def vjp(self, params, x, dy, *, train=False, key=None):
-        return (), dy * self.s  # dx = dy * s
-
-
-class Power:
-    """A callable object: x -> x ** k."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def __call__(self, x):
-        return x**self.k
-
-
-class Slotted:
-    """Settings in __slots__, one of them (mangled) private, and a reference to itself."""
-
-    __slots__ = ("__s", "me")
-
-    def __init__(self, s):
-        self.__s, self.me = s, self
-
-    def apply(self, params, x, *, train=False, key=None):
-        return x * self.__s
-
-
-def _twice(x, y):
-    return 2 * x
-
-
-def _scaled(s):
-    scale = Scale(s)
-    return fnnet.Layer(scale.init, scale.apply, scale.vjp)
-
-
-def _jitted(s):
-    return fnnet.elementwise("Jitted", jax.jit(lambda x: x * s), _twice)
+from resume_objects import Power, Slotted, _jitted, _scaled, _twice  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -551,3 +504,50 @@ def test_resume_refuses_a_layer_object_with_other_settings(tmp_path):
     assert_same_run(fit(3, path, resume=True, model=model(1.0), **settings), first)
     with pytest.raises(ValueError, match=r"another run's: the model \(its layers or their settings\)"):
         fit(3, path, resume=True, model=model(3.0), **settings)
+
+
+# Checkpoints of object models written before objects were described ------------------------
+
+from resume_objects import OBJECT_MODELS, _logged  # noqa: E402
+
+# What the version before (23feaf8) recorded for these models, computed by running it with
+# tests/resume_objects.py: objects by type and name only.
+RECORDED_OBJECT_DIGESTS = {
+    "bound-methods": "d44b7029b6a7004dd35caa458292aee6",
+    "callable-object": "d9bcdfe179694c8bc4f031865cc5c7ed",
+    "jit-wrapped-closure": "e3b94e8a4467425fee494a34f60e2450",
+}
+
+
+def test_the_earlier_digests_of_object_models_are_those_the_version_before_recorded():
+    for name, make in OBJECT_MODELS.items():
+        assert _resume.digest(make(), objects=False) == RECORDED_OBJECT_DIGESTS[name], name
+        assert _resume.digest(make()) != RECORDED_OBJECT_DIGESTS[name], name  # settings now count
+
+
+def test_a_checkpoint_of_an_object_model_from_before_still_resumes(tmp_path):
+    """Written by the version before (no start recorded, the model's objects by name): it
+    resumes, bitwise as the uninterrupted run; a checkpoint of this version is compared on
+    the objects' settings."""
+    model = OBJECT_MODELS["bound-methods"]()
+    params = model.init(jax.random.key(2), (1, 2))[1]
+    settings = {"model": model, "loss": fnnet.LossMSE(), "params": params, "opt": OPT, **FULL_BATCH}
+    path = tmp_path / "run.npz"
+    fit(3, path, **settings)
+    state = OPT.init(params)
+    stored_params, stored_state, metadata = fnnet.load(path, like=(params, state))
+    for field in ("start_params", "start_opt_state"):
+        metadata["run"].pop(field)
+    metadata["run"]["model"] = RECORDED_OBJECT_DIGESTS["bound-methods"]
+    fnnet.save(path, stored_params, stored_state, metadata)
+    assert_same_run(fit(6, path, 3, resume=True, **settings), fit(6, **settings))
+
+
+def test_what_an_object_holds_is_named_by_its_type():
+    """One level of attributes: a logger the layer holds is a logger, whatever it has
+    logged or whichever loggers exist; the layer's own setting still counts."""
+    before = _resume.digest(_logged(2.0))
+    logging.getLogger("resume_objects").warning("a message")
+    logging.getLogger("resume_objects.other")
+    assert _resume.digest(_logged(2.0)) == before
+    assert _resume.digest(_logged(3.0)) != before
