@@ -187,11 +187,7 @@ def data_digest(*arrays) -> str:
     only: every process must come to the same hash)."""
     hasher = hashlib.sha256()
     for a in arrays:
-        values = _whole(a)
-        dtype, shape = (a.dtype, a.shape) if values is None else (values.dtype, values.shape)
-        hasher.update(f"{dtype}{list(shape)};".encode())
-        if values is not None:
-            hasher.update(np.ascontiguousarray(values).tobytes())
+        _hash_leaf(hasher, "", a)
     return hasher.hexdigest()[:32]
 
 
@@ -201,12 +197,18 @@ def tree_digest(tree) -> str:
     process must come to the same hash)."""
     hasher = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        values = _whole(leaf)
-        dtype, shape = (leaf.dtype, leaf.shape) if values is None else (values.dtype, values.shape)
-        hasher.update(f"{jax.tree_util.keystr(path)}: {dtype}{list(shape)};".encode())
-        if values is not None:
-            hasher.update(np.ascontiguousarray(values).tobytes())
+        _hash_leaf(hasher, f"{jax.tree_util.keystr(path)}: ", leaf)
     return hasher.hexdigest()[:32]
+
+
+def _hash_leaf(hasher, label: str, leaf) -> None:
+    """Add `label`, the leaf's dtype and shape, and its values where this process holds
+    them all (see `_whole`) to `hasher`."""
+    values = _whole(leaf)
+    dtype, shape = (leaf.dtype, leaf.shape) if values is None else (values.dtype, values.shape)
+    hasher.update(f"{label}{dtype}{list(shape)};".encode())
+    if values is not None:
+        hasher.update(np.ascontiguousarray(values).tobytes())
 
 
 def _whole(leaf) -> Optional[np.ndarray]:

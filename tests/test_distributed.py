@@ -105,25 +105,26 @@ def test_two_processes_train_like_one(run):
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
 
-def test_resume_with_two_processes_equals_the_uninterrupted_run(run):
+def assert_same_as_the_mesh_run(run, name):
+    """Each process's `{name}_{i}.npz` holds the params and losses of the mesh run with
+    minibatches of 16, bitwise."""
     uninterrupted = load(run["out"] / "params_0.npz")
     for i in range(2):
-        resumed = load(run["out"] / f"resumed_{i}.npz")
+        resumed = load(run["out"] / f"{name}_{i}.npz")
         for j in range(4):
             np.testing.assert_array_equal(resumed[f"arr_{j}"], uninterrupted[f"mesh_16_{j}"])
         np.testing.assert_array_equal(resumed["losses"], uninterrupted["mesh_16_losses"])
+
+
+def test_resume_with_two_processes_equals_the_uninterrupted_run(run):
+    assert_same_as_the_mesh_run(run, "resumed")
     assert run["results"][0]["saves"] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_a_run_on_global_data_resumes_as_the_run_on_every_process_data(run):
     """x and y made with jax.make_array_from_process_local_data, each process holding
     half the samples: checkpointed, resumed, the same as the run on full copies."""
-    uninterrupted = load(run["out"] / "params_0.npz")
-    for i in range(2):
-        resumed = load(run["out"] / f"global_{i}.npz")
-        for j in range(4):
-            np.testing.assert_array_equal(resumed[f"arr_{j}"], uninterrupted[f"mesh_16_{j}"])
-        np.testing.assert_array_equal(resumed["losses"], uninterrupted["mesh_16_losses"])
+    assert_same_as_the_mesh_run(run, "global")
 
 
 def test_only_process_0_writes_the_checkpoint(run):
