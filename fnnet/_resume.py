@@ -31,8 +31,9 @@ class _Describer:
     model, not with how often its parts are referenced, and equal parts read the same
     whether or not they are one object."""
 
-    def __init__(self, legacy=False, objects=True):
-        self.tokens, self.alive, self.legacy, self.objects = {}, [], legacy, objects
+    def __init__(self, legacy=False, earlier=False):
+        self.tokens, self.alive, self.legacy = {}, [], legacy
+        self.current = not (earlier or legacy)  # this version's description (see `describe`)
         self.inside_object = False  # while an object's attributes are written
 
     def module(self, name) -> str:
@@ -46,13 +47,13 @@ class _Describer:
     def __call__(self, value, top=False) -> str:
         if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
             return repr(value)
-        parts = (Layer, Optimizer, types.FunctionType) + ((types.MethodType,) if self.objects else ())
+        parts = (Layer, Optimizer, types.FunctionType) + ((types.MethodType,) if self.current else ())
         if isinstance(value, parts) and not top:
             return self.token(value)
         if isinstance(value, Layer):  # as in Layer's equality: not how params are drawn
             return "Layer" + self(tuple(value[1:]))
-        if isinstance(value, Optimizer):
-            return "Optimizer" + self(tuple(value[1:]))
+        if isinstance(value, Optimizer):  # as in its equality: not the hyperparameters' defaults
+            return "Optimizer" + self(tuple(value[1:] if not self.current else value[1:4]))
         if isinstance(value, (tuple, list)):
             return f"{type(value).__name__}({', '.join(self(v) for v in value)})"
         if type(value) is dict:
@@ -70,15 +71,15 @@ class _Describer:
             return f"partial({self(value.func)}, {self(value.args)}, {self(value.keywords)})"
         if isinstance(value, types.FunctionType):
             return self.function(value)
-        if isinstance(value, types.MethodType) and self.objects:  # its function and its object
+        if isinstance(value, types.MethodType) and self.current:  # its function and its object
             return f"method({self(value.__func__)}, {self(value.__self__)})"
         # anything else: its type, never its repr (which may hold a memory address), and
         # an object's attributes (a callable object, a layer's settings: one level deep, so
         # what it holds, a logger or a cache, is named by its type alone), or the name of a
         # named thing (a class, a jax-wrapped function) and the function it wraps if that
-        # is user code. Without `objects`: type and name only, as runs recorded them before.
+        # is user code. Earlier: type and name only, as runs recorded them before.
         kind = f"{self.module(type(value).__module__)}.{type(value).__qualname__}"
-        expand = self.objects and not self.inside_object and not _library(type(value).__module__)
+        expand = self.current and not self.inside_object and not _library(type(value).__module__)
         attributes = _attributes(value) if expand else {}
         if attributes:
             if not top:
@@ -93,7 +94,7 @@ class _Describer:
             return kind
         text = f"{kind}:{self.module(getattr(value, '__module__', None))}.{name}"
         wrapped = getattr(value, "__wrapped__", None)
-        if self.objects and wrapped is not None and not _library(getattr(wrapped, "__module__", None)):
+        if self.current and wrapped is not None and not _library(getattr(wrapped, "__module__", None)):
             text += f"({self(wrapped)})"
         return text
 
@@ -118,9 +119,27 @@ class _Describer:
         if not (f.__module__ or "").startswith("fnnet"):
             # user code: what its body uses, e.g. the 3 of `lambda x: x ** 3`
             code = f.__code__
-            parts.append(repr([c for c in code.co_consts if isinstance(c, (int, float, complex))]))
-            parts.append(repr(code.co_names))
+            if self.current:
+                parts.append(repr(_body(code, f.__doc__)))
+            else:
+                parts.append(repr([c for c in code.co_consts if isinstance(c, (int, float, complex))]))
+                parts.append(repr(code.co_names))
         return f"{self.module(f.__module__)}.{f.__qualname__}({', '.join(parts)})"
+
+
+def _body(code, doc=None) -> list:
+    """What a body uses: its constants (numbers, strings but its docstring, tuples of them:
+    `[0.5, 1.0, 2.0]` compiles to one), its names, and those of the code inside it (a
+    nested lambda, a comprehension)."""
+    used: list = [code.co_names]
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            used.append((c.co_name, _body(c)))
+        elif isinstance(c, frozenset):  # its order varies between processes
+            used.append(sorted(map(repr, c)))
+        elif c is not doc and (c is None or isinstance(c, (int, float, complex, str, bytes, tuple))):
+            used.append(c)
+    return used
 
 
 def _library(module) -> bool:
@@ -162,23 +181,25 @@ _BEFORE_RENAMING = {
 }
 
 
-def describe(value, legacy=False, objects=True) -> str:
+def describe(value, legacy=False, earlier=False) -> str:
     """A text identifying what `value` (a Layer, Loss, Optimizer, function) computes, the
     same in every process for equal constructions (`legacy`: as checkpoints written before
-    fnnet's modules were renamed describe it; without `objects`, objects, bound methods and
-    jax-wrapped functions by type and name only, as runs were described before)."""
-    return _Describer(legacy, objects)(value, top=True)
+    fnnet's modules were renamed describe it; `earlier`: as runs were described before they
+    recorded their start: objects, bound methods and jax-wrapped functions by type and name,
+    a user function's body by its top-level numbers and names, an optimizer with its
+    hyperparameters' defaults)."""
+    return _Describer(legacy, earlier)(value, top=True)
 
 
-def digest(value, legacy=False, objects=True) -> str:
-    """A short hash of `describe(value, legacy, objects)`."""
-    return hashlib.sha256(describe(value, legacy, objects).encode()).hexdigest()[:32]
+def digest(value, legacy=False, earlier=False) -> str:
+    """A short hash of `describe(value, legacy, earlier)`."""
+    return hashlib.sha256(describe(value, legacy, earlier).encode()).hexdigest()[:32]
 
 
 def _earlier_digests(value) -> tuple:
     """The digests runs recorded before they recorded their start: objects by type and name
     only, modules by their names before and after fnnet's modules were renamed."""
-    return digest(value, objects=False), digest(value, legacy=True, objects=False)
+    return digest(value, earlier=True), digest(value, legacy=True)
 
 
 def data_digest(*arrays) -> str:
@@ -240,6 +261,8 @@ def run_spec(model, loss, opt, params, opt_state, x, y, validation, batch_size, 
         "start_params": tree_digest(params),
         "start_opt_state": tree_digest(opt_state._replace(hyperparams={})),
         "start_count": int(opt_state.count),
+        # x64 changes what a key draws (Dropout's masks) and the losses' dtype
+        "x64": bool(jax.config.read("jax_enable_x64")),
     }
 
 
@@ -254,6 +277,7 @@ _WHAT = {  # field -> how an error names it when it differs (a start: with its v
     "optimizer": "the optimizer (its kind, update rule or lr schedule)",
     "start_params": "the initial params differ",
     "start_opt_state": "the initial optimizer state (its step count or buffers) differs",
+    "x64": "jax_enable_x64",
 }
 
 
@@ -278,7 +302,7 @@ def differences(stored: dict, current: dict, parts=None) -> list:
                     else "given in the checkpoint's run, none now"
                 )
             )
-        elif field in ("n", "batch_size", "key"):
+        elif field in ("n", "batch_size", "key") or field == "x64" and was is not None:
             found.append(f"{what} is {now} now, {was} in the checkpoint's run")
         elif field.startswith("start_"):
             if was is not None:

@@ -1,5 +1,6 @@
 """Sweeps: many training runs as one `jax.vmap`, spread over the local devices."""
 
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
@@ -20,6 +21,20 @@ from fnnet.training import _all_finite
 __all__ = ["init_many", "spread", "vmapped", "sweep", "SweepResult"]
 
 
+def _warn_of_vmapped_rbg(owner: str, keys) -> None:
+    """Warn where the keys' PRNG draws otherwise under `vmap` than alone (JAX's rbg and
+    unsafe_rbg): the members would not be the runs their keys give one at a time."""
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    impl = str(jax.random.key_impl(keys)) if typed else jax.config.jax_default_prng_impl  # type: ignore[attr-defined]
+    if impl in ("rbg", "unsafe_rbg"):
+        warnings.warn(
+            f"{owner}: keys of the {impl} PRNG draw otherwise under vmap than alone, so a "
+            f"member will not equal the run its key gives on its own; for that, use "
+            f"threefry keys, e.g. jax.random.key(0, impl='threefry2x32')",
+            stacklevel=3,
+        )
+
+
 def init_many(model: Layer, keys, input_shape) -> object:
     """Params of `len(keys)` models stacked on a leading axis: one per key.
 
@@ -34,6 +49,7 @@ def init_many(model: Layer, keys, input_shape) -> object:
     if not isinstance(model, Layer):
         raise TypeError(f"init_many: model must be a Layer, got {describe(model)}")
     check_keys("init_many", keys)
+    _warn_of_vmapped_rbg("init_many", keys)
     return _init_many(model.init, check_shape("init_many", input_shape))(keys)
 
 
@@ -289,6 +305,7 @@ def sweep(
         if not (hasattr(a, "shape") and hasattr(a, "dtype")):
             raise TypeError(f"sweep: {name} must be an array, got {describe(a)}")
     members = check_keys("sweep", keys)
+    _warn_of_vmapped_rbg("sweep", keys)
     _members("sweep", params, "params", members)
     _members("sweep", opt_states, "opt_states", members)
     if per_member_data:

@@ -454,8 +454,40 @@ RECORDED_DIGESTS = {
 
 
 def test_the_digests_are_those_the_version_before_recorded():
+    """Its checkpoints recorded no start, so they are compared in its description."""
     values = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
-    assert {name: _resume.digest(value) for name, value in values.items()} == RECORDED_DIGESTS
+    assert {name: _resume.digest(value, earlier=True) for name, value in values.items()} == RECORDED_DIGESTS
+
+
+# This version's: the models' and losses' as before; an optimizer is described as its
+# equality compares it, without its hyperparameters' defaults (the state's hyperparameters
+# are compared by name). A change inside fnnet that moves one refuses this version's checkpoints.
+NOW_OPTIMIZER_DIGESTS = {
+    "sgd": "5432849c0328cbfb982740ff12b9f183",
+    "momentum": "899e5d20f0c040b4d8b3af40258c13dc",
+    "plain": "9a121fe8de82921fa8f35473caa3486f",
+    "adam": "c05518e29c895fe4d82f810a327a6a66",
+    "cosine": "274a22082f63f0ebd87f1e0480e7caaa",
+}
+
+
+def test_this_versions_digests_are_pinned():
+    values = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
+    now = {**{k: v for k, v in RECORDED_DIGESTS.items() if k not in DIGEST_OPTS}, **NOW_OPTIMIZER_DIGESTS}
+    assert {name: _resume.digest(value) for name, value in values.items()} == now
+
+
+def test_the_same_optimizer_set_up_two_ways_resumes(tmp_path):
+    """SGD(0.1) with init(lr=0.3) is SGD(0.3): the same run (it was refused as another
+    optimizer); another momentum is still refused, by name."""
+    path = tmp_path / "run.npz"
+    first = fnnet.SGD(0.3, momentum=0.5)
+    fit(3, path, opt=first, opt_state=first.init(PARAMS), **FULL_BATCH)
+    other = fnnet.SGD(0.1, momentum=0.5)
+    resumed = fit(6, path, resume=True, opt=other, opt_state=other.init(PARAMS, lr=0.3), **FULL_BATCH)
+    assert_same_run(resumed, fit(6, opt=first, opt_state=first.init(PARAMS), **FULL_BATCH))
+    with pytest.raises(ValueError, match=r"momentum is 0.9 now, 0.5 in"):
+        fit(6, path, resume=True, opt=fnnet.SGD(0.3, momentum=0.9), **FULL_BATCH)
 
 
 def test_a_checkpoint_without_its_start_resumes_from_any_params(tmp_path, checkpoint):
@@ -521,7 +553,7 @@ RECORDED_OBJECT_DIGESTS = {
 
 def test_the_earlier_digests_of_object_models_are_those_the_version_before_recorded():
     for name, make in OBJECT_MODELS.items():
-        assert _resume.digest(make(), objects=False) == RECORDED_OBJECT_DIGESTS[name], name
+        assert _resume.digest(make(), earlier=True) == RECORDED_OBJECT_DIGESTS[name], name
         assert _resume.digest(make()) != RECORDED_OBJECT_DIGESTS[name], name  # settings now count
 
 
@@ -551,3 +583,34 @@ def test_what_an_object_holds_is_named_by_its_type():
     logging.getLogger("resume_objects.other")
     assert _resume.digest(_logged(2.0)) == before
     assert _resume.digest(_logged(3.0)) != before
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c: lambda x: x * jnp.array([0.5, c, 2.0])[1],  # a list of 3 numbers: one tuple constant
+        lambda c: (lambda x: (lambda z: z * 1.5)(x)) if c == 1.0 else (lambda x: (lambda z: z * 2.5)(x)),
+        lambda c: (lambda x: jnp.einsum("ij->ij", x)) if c == 1.0 else (lambda x: jnp.einsum("ij->ji", x)),
+        lambda c: (
+            (lambda x: sum(v * x for v in (1, 2))) if c == 1.0 else (lambda x: sum(v * x for v in (1, 3)))
+        ),
+    ],
+    ids=["tuple-constant", "nested-lambda", "string-constant", "generator"],
+)
+def test_a_user_functions_constants_anywhere_in_its_body_count(make):
+    """Numbers in a tuple constant, in a nested function or comprehension, and strings
+    (an einsum's subscripts) are part of what a user function computes."""
+    one, other = make(1.0), make(3.0)
+    layer = lambda f: fnnet.elementwise("F", f, _twice)  # noqa: E731
+    assert _resume.digest(layer(one)) != _resume.digest(layer(other))
+    assert _resume.digest(layer(one)) == _resume.digest(layer(make(1.0)))
+
+
+def test_a_resume_with_another_x64_setting_is_refused(tmp_path):
+    """jax_enable_x64 changes what a key draws (Dropout's masks) and the losses' dtype: a
+    run checkpointed with it on does not continue with it off (the suite runs with x64 on)."""
+    path = tmp_path / "run.npz"
+    fit(3, path, **FULL_BATCH)
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match=r"jax_enable_x64 is False now, True in the checkpoint's run"):
+            fit(6, path, resume=True, **FULL_BATCH)

@@ -1,6 +1,7 @@
 """Sweeps: a vmapped grid equals its members' standalone runs and compiles once."""
 
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -282,3 +283,14 @@ def test_spread_refuses_members_of_different_counts():
         r"member axis of size 3, got tree\[1\] of shape \(2,\)",
     ):
         fnnet.spread((jnp.zeros(3), jnp.zeros(2)))
+
+
+def test_rbg_keys_are_warned_of_as_they_draw_otherwise_under_vmap():
+    """JAX's rbg keys give other draws inside vmap than alone: members would not be the
+    runs their keys give one at a time, so init_many says so (threefry keys do not warn)."""
+    model = fnnet.serial(fnnet.Linear(2, 3))
+    with pytest.warns(UserWarning, match=r"init_many: keys of the rbg PRNG draw otherwise under vmap"):
+        fnnet.init_many(model, jax.random.split(jax.random.key(0, impl="rbg"), 3), (4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fnnet.init_many(model, jax.random.split(jax.random.key(0), 3), (4, 2))
