@@ -79,8 +79,9 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
               checkpoint={str(path)!r}, **{FIT!r})
     print("finished")
     """)
-    # on the CPU, as the child: bits agree within one backend, not across CPU and GPU
-    with jax.default_device(jax.devices("cpu")[0]):
+    # on the CPU and without x64, as the child: bits agree within one backend, not across
+    # CPU and GPU, and a run is resumed with the x64 setting it was written with
+    with jax.default_device(jax.devices("cpu")[0]), jax.enable_x64(False):
         model = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
         x, y = fnnet.data.disk(96, jax.random.key(1))
         params = model.init(jax.random.key(0), x.shape)[1]
