@@ -26,6 +26,12 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) or _scalar_array(value, "iuf")
 
 
+def as_number(value):
+    """A concrete 0-d JAX array (which `is_int` and `is_real` accept) as its Python number,
+    hashable, so equal settings share their compiled programs; anything else as it came."""
+    return value.item() if isinstance(value, jax.Array) else value
+
+
 def _scalar_array(value, kinds: str) -> bool:
     """Whether `value` is a concrete 0-d array whose dtype is of `kinds` (NumPy's letters;
     bfloat16 and the other ml_dtypes floats count as "f")."""

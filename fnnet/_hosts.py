@@ -23,6 +23,17 @@ def host_parts(a) -> list | None:
     return [np.asarray(a)]
 
 
+def whole(a) -> np.ndarray | None:
+    """All of array `a` as NumPy where this process holds all of it (a replicated global
+    array: a local copy); None for a tracer or an array other processes hold parts of."""
+    if isinstance(a, jax.core.Tracer):
+        return None
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        copies = (s.data for s in a.addressable_shards if s.data.shape == a.shape)
+        return next((np.asarray(copy) for copy in copies), None)
+    return np.asarray(a)
+
+
 def count_nonfinite(a) -> int:
     """How many NaN or infinite values this process holds of `a` (0 for a tracer)."""
     parts = host_parts(a) or []

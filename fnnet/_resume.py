@@ -15,11 +15,11 @@ starting params and optimizer state are compared by their own hashes.
 import functools
 import hashlib
 import types
-from typing import Optional
 
 import jax
 import numpy as np
 
+from fnnet._hosts import whole
 from fnnet.checkpoint import load
 from fnnet.layers import Layer
 from fnnet.optim import Optimizer
@@ -224,20 +224,12 @@ def tree_digest(tree) -> str:
 
 def _hash_leaf(hasher, label: str, leaf) -> None:
     """Add `label`, the leaf's dtype and shape, and its values where this process holds
-    them all (see `_whole`) to `hasher`."""
-    values = _whole(leaf)
+    them all (see `_hosts.whole`) to `hasher`."""
+    values = whole(leaf)
     dtype, shape = (leaf.dtype, leaf.shape) if values is None else (values.dtype, values.shape)
     hasher.update(f"{label}{dtype}{list(shape)};".encode())
     if values is not None:
         hasher.update(np.ascontiguousarray(values).tobytes())
-
-
-def _whole(leaf) -> Optional[np.ndarray]:
-    """A leaf's values as NumPy, or None where other processes hold some of them."""
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-        copies = (s.data for s in leaf.addressable_shards if s.data.shape == leaf.shape)
-        return next((np.asarray(copy) for copy in copies), None)  # replicated: a whole copy
-    return np.asarray(leaf)
 
 
 def key_spec(key) -> list:

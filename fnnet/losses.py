@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet._checks import describe, is_real
+from fnnet._checks import as_number, describe, is_real
 from fnnet._hosts import host_parts
 from fnnet._intern import interned
 from fnnet._types import Array
@@ -126,7 +126,7 @@ def LossBCE(eps: float = 1e-7) -> Loss:
         raise TypeError(f"LossBCE: eps must be a float, got {describe(eps)}")
     if not 0 < eps < 0.5:
         raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
-    eps = float(eps) if hasattr(eps, "shape") else eps  # a 0-d array: its number
+    eps = as_number(eps)
 
     def clamp(p):
         # Also strictly inside (0, 1) in p's dtype: in float32, 1 - 1e-8 rounds to 1.

@@ -7,7 +7,7 @@ import math
 
 import jax.numpy as jnp
 
-from fnnet._checks import describe, is_int, is_real
+from fnnet._checks import as_number, describe, is_int, is_real
 from fnnet._types import Schedule
 
 __all__ = ["constant", "exponential", "inverse_time", "step", "cosine"]
@@ -61,7 +61,7 @@ def cosine(lr: float, total_steps: int, final_lr: float = 0.0) -> Schedule:
         raise TypeError(f"schedules.cosine: final_lr must be a number, got {describe(final_lr)}")
     if not 0 <= final_lr <= lr:
         raise ValueError(f"schedules.cosine: final_lr must be in [0, lr={lr}], got {final_lr}")
-    final_lr = float(final_lr) if hasattr(final_lr, "shape") else final_lr  # a 0-d array: its number
+    final_lr = as_number(final_lr)
 
     def schedule(t):
         fraction = jnp.minimum(jnp.asarray(t, jnp.result_type(float)), total_steps) / total_steps

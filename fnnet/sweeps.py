@@ -10,7 +10,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_keys, check_shape, describe, is_int
-from fnnet._hosts import host_parts
+from fnnet._hosts import whole
 from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
@@ -165,19 +165,10 @@ def _members(owner, tree, name, members=None) -> int:
     return members
 
 
-def _host(a) -> np.ndarray | None:
-    """`a` on the host, or None where its values are not all here: a tracer (inside
-    `jit` or `vmap`), or an array other processes hold parts of."""
-    parts = host_parts(a)  # None for a tracer
-    if parts is None or isinstance(a, jax.Array) and not a.is_fully_addressable:
-        return None
-    return parts[0]
-
-
 def _check_targets(x, y, params, per_member_data, run):
     """Raise ValueError naming the members whose concrete targets the run's loss refuses
     (for a run from `fnnet.train`, which knows its model and loss)."""
-    model, loss, host = getattr(run, "model", None), getattr(run, "loss", None), _host(y)
+    model, loss, host = getattr(run, "model", None), getattr(run, "loss", None), whole(y)
     if model is None or loss is None or host is None:
         return
 
@@ -208,7 +199,7 @@ def _check_values(members, x, y, params, opt_states, per_member_data, opt):
         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
     ]
     for name, a, stacked in data:
-        host = _host(a)
+        host = whole(a)
         if host is None or not np.issubdtype(host.dtype, np.inexact):
             continue
         bad = ~np.isfinite(host)
@@ -220,7 +211,7 @@ def _check_values(members, x, y, params, opt_states, per_member_data, opt):
     if isinstance(opt_states, OptState) and opt is not None:  # the optimizer's own checks
         rules = opt.hyperparameters or {}
         for name, value in opt_states.hyperparams.items():
-            host = _host(value)
+            host = whole(value)
             if host is None or name not in rules:
                 continue
             ok = opt.valid({name: host.astype(np.float64)}, numpy=np)

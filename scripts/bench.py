@@ -116,13 +116,20 @@ def main(argv=None):
     if "W1" in args.only:
         text, results["W1"] = bench_w1(3_000 if args.quick else 10_000, rounds, peers)
         texts.append(text)
-    for workload, epochs in (("W4", 3 if args.quick else 100), ("W5", 3 if args.quick else 20)):
+    for workload, epochs in (
+        ("W4", 3 if args.quick else 100),
+        ("W5", 3 if args.quick else 20),
+        ("floor", 3 if args.quick else 100),
+    ):
         if workload not in args.only:
             continue
         if not installed("sklearn"):
             print(
                 f"({workload} skipped: scikit-learn, whose bundled digits it trains on, is not installed)\n"
             )
+            continue
+        if workload == "floor":
+            texts.append(bench_floor(epochs, rounds))
             continue
         text, results[workload] = bench_digits(workload, epochs, rounds, peers)
         texts.append(text)
@@ -139,8 +146,6 @@ def main(argv=None):
         texts.append(bench_scaling(args.quick, rounds, rate, size))
     if "memory" in args.only:
         texts.append(bench_compile_memory(3_000 if args.quick else 10_000))
-    if "floor" in args.only and installed("sklearn"):
-        texts.append(bench_floor(3 if args.quick else 100, rounds))
     if args.markdown:
         with open(args.markdown, "w") as file:
             file.write("\n".join(texts))

@@ -20,9 +20,9 @@ first row alone is near 0.7x of the baseline, no layout of the rest reaches it.
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_jaxgrad import adam, adam_minibatch, logits_mlp
+from bench_jaxgrad import adam
 from bench_timing import interleaved, ratio, table
-from bench_workloads import ADAM_LR, BATCH_SIZE, W4_SIZES, digits, fit_digits, mlp, weights
+from bench_workloads import ADAM_LR, BATCH_SIZE, digits_workload, weights
 from jax import lax
 
 
@@ -95,12 +95,9 @@ def adam_alone_run(steps):
 
 
 def bench_floor(epochs, rounds):
-    x, y, _, _ = digits()
-    model = mlp(W4_SIZES)
-    _, params = model.init(jax.random.key(0), x.shape)
-    pairs = weights(params)
+    w4 = digits_workload("W4", epochs)
+    x, y, pairs = w4.x, w4.y, weights(w4.params)
     steps = -(-len(y) // BATCH_SIZE)
-    baseline = adam_minibatch(logits_mlp, epochs, BATCH_SIZE)
     shuffled, one_sort = (
         products_run(epochs, jax.random.permutation),
         products_run(epochs, one_sort_permutation),
@@ -108,10 +105,8 @@ def bench_floor(epochs, rounds):
     adam_alone = adam_alone_run(steps * epochs)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), pairs)
     variants = {
-        "jax.grad, Adam inline, one scan (W4's baseline)": lambda: baseline(
-            pairs, x, y, jax.random.key(0), ADAM_LR
-        ),
-        "fnnet fit": lambda: fit_digits(model, params, x, y, epochs),
+        "jax.grad, Adam inline, one scan (W4's baseline)": w4.baseline_run,
+        "fnnet fit": w4.fnnet_run,
         "products, slices, SGD; permutation shuffle": lambda: shuffled(pairs, x, y, jax.random.key(0)),
         "products, slices, SGD; one-sort shuffle": lambda: one_sort(pairs, x, y, jax.random.key(0)),
         "Adam alone, the same number of steps": lambda: adam_alone(pairs, grads),

@@ -188,30 +188,64 @@ def fit_digits(model, params, x, y, epochs):
     )
 
 
-def bench_digits(workload, epochs, rounds, peers):
-    """W4 (an MLP on the 64 pixels, with the MLPClassifier peer) or W5 (the CNN on 8x8 images):
-    minibatch Adam, batch 32, shuffled every epoch, every sample once per epoch (the last
-    batch of 29 smaller) in every variant."""
+class Digits(NamedTuple):
+    """W4's or W5's data, fnnet model and initial params, the baseline's logits, and the two
+    runs every table times: fnnet's `fit` and the jax.grad baseline (`() -> result`)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    model: fnnet.Layer
+    params: object
+    logits: object
+    fnnet_run: object
+    baseline_run: object
+
+
+def digits_workload(workload, epochs) -> Digits:
+    """W4 (an MLP on the 64 pixels) or W5 (the CNN on 8x8 images): minibatch Adam, batch 32,
+    shuffled every epoch, every sample once per epoch (the last batch of 29 smaller)."""
     x, y, x_test, y_test = digits()
     if workload == "W4":
-        model, logits, task = mlp(W4_SIZES), jg.logits_mlp, "mlp_torch"
-        title = "64-128-128-10 MLP, ReLU"
-        targets = {"jax.grad": 0.7, "PyTorch": 1 / 5, "scikit-learn": 1 / 3}
+        model, logits = mlp(W4_SIZES), jg.logits_mlp
     else:
         x, x_test = x.reshape(-1, 8, 8, 1), x_test.reshape(-1, 8, 8, 1)
-        model, logits, task = cnn(), jg.logits_cnn, "cnn_torch"
-        title = "CNN: Conv2D(1, 16, 3) ReLU MaxPool2D(2) Conv2D(16, 32, 3) ReLU MaxPool2D(2) Flatten Linear(128, 10)"
-        targets = {"jax.grad": 1.0, "PyTorch": 1 / 3}
+        model, logits = cnn(), jg.logits_cnn
     _, params = model.init(jax.random.key(0), x.shape)
     run = jg.adam_minibatch(logits, epochs, BATCH_SIZE)
+    return Digits(
+        x,
+        y,
+        x_test,
+        y_test,
+        model,
+        params,
+        logits,
+        lambda: fit_digits(model, params, x, y, epochs),
+        lambda: run(weights(params), x, y, jax.random.key(0), ADAM_LR),
+    )
 
+
+def bench_digits(workload, epochs, rounds, peers):
+    """W4 (with the MLPClassifier peer) or W5 against their baselines and peers (see
+    `digits_workload`), every variant on the same samples each epoch."""
+    w = digits_workload(workload, epochs)
+    x, y, x_test, y_test, model, params, logits = w[:7]
+    if workload == "W4":
+        task, title = "mlp_torch", "64-128-128-10 MLP, ReLU"
+        targets = {"jax.grad": 0.7, "PyTorch": 1 / 5, "scikit-learn": 1 / 3}
+    else:
+        task = "cnn_torch"
+        title = "CNN: Conv2D(1, 16, 3) ReLU MaxPool2D(2) Conv2D(16, 32, 3) ReLU MaxPool2D(2) Flatten Linear(128, 10)"
+        targets = {"jax.grad": 1.0, "PyTorch": 1 / 3}
     variants = {
         "fnnet fit": (
-            lambda: fit_digits(model, params, x, y, epochs),
+            w.fnnet_run,
             lambda r: float(jnp.mean(jnp.argmax(model.apply(r.params, x_test), -1) == y_test)),
         ),
         "jax.grad, Adam inline, one scan": (
-            lambda: run(weights(params), x, y, jax.random.key(0), ADAM_LR),
+            w.baseline_run,
             lambda r: jg.class_accuracy(logits, r[0], x_test, y_test),
         ),
     }

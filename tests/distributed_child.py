@@ -41,7 +41,8 @@ def main(process_id, port, out):
 
     import fnnet
 
-    fit_module = sys.modules["fnnet.fitting"]
+    from fnnet import fitting as fit_module
+
     saves = []
     save = fit_module.save
 
@@ -58,14 +59,13 @@ def main(process_id, port, out):
     mesh = Mesh(np.array(jax.devices()), ("data",))
     assert len(jax.devices()) == 2 and len(jax.local_devices()) == 1, jax.devices()
 
-    def train(mesh, batch_size, epochs=EPOCHS, **kwargs):
+    def train(mesh, batch_size, epochs=EPOCHS, data=(x, y), **kwargs):
         return fnnet.fit(
             model,
             loss,
             opt,
             params,
-            x,
-            y,
+            *data,
             epochs=epochs,
             batch_size=batch_size,
             progress=False,
@@ -82,48 +82,26 @@ def main(process_id, port, out):
             arrays[f"{name}_{batch_size}_losses"] = result.losses
     np.savez(os.path.join(out, f"params_{process_id}.npz"), **arrays)
 
-    checkpoint = os.path.join(out, "checkpoint.npz")  # one path: a file system both share
-    train(mesh, 16, EPOCHS // 2, checkpoint=checkpoint, checkpoint_every=1)
-    resumed = train(mesh, 16, checkpoint=checkpoint, checkpoint_every=1, resume=True)
-    np.savez(
-        os.path.join(out, f"resumed_{process_id}.npz"),
-        *[np.asarray(leaf) for leaf in jax.tree.leaves(resumed.params)],
-        losses=resumed.losses,
-    )
-
-    mesh_saves = list(saves)
-
-    # Global data, each process holding its half of the samples: checkpointed and resumed.
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    half = slice(process_id * (len(x) // 2), (process_id + 1) * (len(x) // 2))
-    x_global, y_global = (
-        jax.make_array_from_process_local_data(sharding, np.asarray(a)[half], np.shape(a)) for a in (x, y)
-    )
-    global_checkpoint = os.path.join(out, "global.npz")
-
-    def train_global(epochs, **kwargs):
-        return fnnet.fit(
-            model,
-            loss,
-            opt,
-            params,
-            x_global,
-            y_global,
-            epochs=epochs,
-            batch_size=16,
-            progress=False,
-            mesh=mesh,
-            checkpoint=global_checkpoint,
-            checkpoint_every=1,
-            **kwargs,
+    def checkpoint_and_resume(name, data):
+        """Half the epochs with a checkpoint (one path: a file system both share), then a
+        resume to the end; its params and losses to OUT_DIR/{name}_{PROCESS_ID}.npz."""
+        checkpoint = os.path.join(out, f"{name}.npz")
+        train(mesh, 16, EPOCHS // 2, data, checkpoint=checkpoint, checkpoint_every=1)
+        resumed = train(mesh, 16, EPOCHS, data, checkpoint=checkpoint, checkpoint_every=1, resume=True)
+        np.savez(
+            os.path.join(out, f"{name}_{process_id}.npz"),
+            *[np.asarray(leaf) for leaf in jax.tree.leaves(resumed.params)],
+            losses=resumed.losses,
         )
 
-    train_global(EPOCHS // 2)
-    global_resumed = train_global(EPOCHS, resume=True)
-    np.savez(
-        os.path.join(out, f"global_{process_id}.npz"),
-        *[np.asarray(leaf) for leaf in jax.tree.leaves(global_resumed.params)],
-        losses=global_resumed.losses,
+    checkpoint_and_resume("resumed", (x, y))
+    mesh_saves = list(saves)
+    # Global data, each process holding its half of the samples.
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    half = slice(process_id * (len(x) // 2), (process_id + 1) * (len(x) // 2))
+    checkpoint_and_resume(
+        "global",
+        [jax.make_array_from_process_local_data(sharding, np.asarray(a)[half], np.shape(a)) for a in (x, y)],
     )
 
     try:  # process 1 passes other targets

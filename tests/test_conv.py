@@ -323,9 +323,9 @@ def test_serial_cnn_composes_and_matches_jax():
         ("SAME", 2, 1, 2, 3),
         ("SAME", 4, 3, 2, 3),
         ("VALID", 3, 2, 2, 3),
-        ("SAME", 3, 1, 1, 16),  # the largest channels computed as a product of patches
+        ("SAME", 3, 1, 1, 16),
         ("VALID", 3, 2, 8, 16),
-        ("SAME", 3, 2, 9, 4),  # and the smallest run as lax's convolution
+        ("SAME", 3, 2, 9, 4),
         ("SAME", 2, 1, 1, 17),
     ],
 )

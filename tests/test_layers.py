@@ -38,8 +38,6 @@ ACTIVATIONS = {
 }
 WITH_DEFAULTS = {**ACTIVATIONS, "LeakyReLU()": LeakyReLU(), "ELU()": ELU()}
 
-# atol: Linear's dw sums up to 64 products of O(1) numbers, each sum carrying up to
-# ~64 ulps of absolute error, where an element near 0 has no relative precision.
 DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
 # Each example compiles a fresh XLA program (~0.1 s), so the counts stay small.
 EXAMPLES = settings(max_examples=8, deadline=None)

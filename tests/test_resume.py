@@ -13,6 +13,7 @@ import fnnet
 
 from fnnet import _resume
 from fnnet import fitting as fit_module
+from resume_objects import OBJECT_MODELS, Power, Slotted, _jitted, _logged, _scaled, _twice
 
 # Dropout: a resumed run must redraw the masks of the uninterrupted one.
 MODEL = fnnet.serial(
@@ -453,10 +454,12 @@ RECORDED_DIGESTS = {
 }
 
 
+DIGESTED = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
+
+
 def test_the_digests_are_those_the_version_before_recorded():
     """Its checkpoints recorded no start, so they are compared in its description."""
-    values = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
-    assert {name: _resume.digest(value, earlier=True) for name, value in values.items()} == RECORDED_DIGESTS
+    assert {name: _resume.digest(value, earlier=True) for name, value in DIGESTED.items()} == RECORDED_DIGESTS
 
 
 # This version's: the models' and losses' as before; an optimizer is described as its
@@ -472,9 +475,8 @@ NOW_OPTIMIZER_DIGESTS = {
 
 
 def test_this_versions_digests_are_pinned():
-    values = {**DIGEST_MODELS, **DIGEST_LOSSES, **DIGEST_OPTS}
     now = {**{k: v for k, v in RECORDED_DIGESTS.items() if k not in DIGEST_OPTS}, **NOW_OPTIMIZER_DIGESTS}
-    assert {name: _resume.digest(value) for name, value in values.items()} == now
+    assert {name: _resume.digest(value) for name, value in DIGESTED.items()} == now
 
 
 def test_the_same_optimizer_set_up_two_ways_resumes(tmp_path):
@@ -500,9 +502,6 @@ def test_a_checkpoint_without_its_start_resumes_from_any_params(tmp_path, checkp
 
 
 # Layers written as classes: settings on self ----------------------------------------------
-
-
-from resume_objects import Power, Slotted, _jitted, _scaled, _twice  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -540,7 +539,6 @@ def test_resume_refuses_a_layer_object_with_other_settings(tmp_path):
 
 # Checkpoints of object models written before objects were described ------------------------
 
-from resume_objects import OBJECT_MODELS, _logged  # noqa: E402
 
 # What the version before (23feaf8) recorded for these models, computed by running it with
 # tests/resume_objects.py: objects by type and name only.
