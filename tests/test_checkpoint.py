@@ -26,6 +26,12 @@ METADATA = {
 }
 
 
+def assert_loaded(got, want):
+    """What `load` gave: jax arrays, and `want` in structure, dtypes, shapes and bits."""
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(got))
+    assert_trees_equal(got, want)
+
+
 def linear(rng, n_in, n_out, dtype=jnp.float32):
     """Params of fnnet.Linear(n_in, n_out), random."""
     return {
@@ -62,10 +68,9 @@ def saved(tmp_path):
 def test_round_trip_is_exact(saved):
     path, params, state = saved
     got_params, got_state, metadata = fnnet.load(path, like=make_state(seed=1))
-    assert_trees_equal(got_params, params)
-    assert_trees_equal(got_state, state)
+    assert_loaded(got_params, params)
+    assert_loaded(got_state, state)
     assert isinstance(got_state, fnnet.OptState)
-    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves((got_params, got_state)))
     assert got_state.count.dtype == jnp.int32 and int(got_state.count) == 1
     assert metadata == METADATA
 
@@ -75,7 +80,7 @@ def test_round_trip_without_opt_state_and_metadata(tmp_path):
     path = str(tmp_path / "params-only.npz")  # a str path works as well as a Path
     fnnet.save(path, params)
     got_params, got_state, metadata = fnnet.load(path, like=(params, None))
-    assert_trees_equal(got_params, params)
+    assert_loaded(got_params, params)
     assert got_state is None and metadata is None
     with pytest.raises(ValueError, match=r"holds no optimizer state, but like asks for one"):
         fnnet.load(path, like=(params, state))
@@ -84,7 +89,7 @@ def test_round_trip_without_opt_state_and_metadata(tmp_path):
 def test_params_only_load_from_a_full_checkpoint(saved):
     path, params, _ = saved
     got_params, got_state, _ = fnnet.load(path, like=(params, None))
-    assert_trees_equal(got_params, params)
+    assert_loaded(got_params, params)
     assert got_state is None
 
 
@@ -92,7 +97,7 @@ def test_no_suffix_is_added(tmp_path):
     params, state = make_state()
     fnnet.save(tmp_path / "checkpoint", params, state)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
-    assert_trees_equal(fnnet.load(tmp_path / "checkpoint", like=(params, state))[0], params)
+    assert_loaded(fnnet.load(tmp_path / "checkpoint", like=(params, state))[0], params)
 
 
 def test_overwrite_replaces(saved):
@@ -100,7 +105,7 @@ def test_overwrite_replaces(saved):
     new_params = jax.tree.map(lambda p: p + 1, params)
     fnnet.save(path, new_params, state, metadata={"v": 2})
     got_params, _, metadata = fnnet.load(path, like=(params, state))
-    assert_trees_equal(got_params, new_params)
+    assert_loaded(got_params, new_params)
     assert metadata == {"v": 2}
 
 
@@ -297,8 +302,8 @@ def test_failed_write_keeps_previous_checkpoint(saved, monkeypatch, error):
     assert sorted(os.listdir(path.parent)) == [path.name]  # no temporary file left
     assert path.read_bytes() == before
     got_params, got_state, metadata = fnnet.load(path, like=(params, state))
-    assert_trees_equal(got_params, params)
-    assert_trees_equal(got_state, state)
+    assert_loaded(got_params, params)
+    assert_loaded(got_state, state)
     assert metadata == METADATA
 
 
@@ -306,7 +311,7 @@ def test_pathlike_paths(tmp_path):
     params, state = make_state()
     path = pathlib.PurePath(tmp_path / "p.npz")
     fnnet.save(path, params, state)
-    assert_trees_equal(fnnet.load(path, like=(params, state))[1], state)
+    assert_loaded(fnnet.load(path, like=(params, state))[1], state)
 
 
 # Dtypes ------------------------------------------------------------------------------------
@@ -322,7 +327,7 @@ def test_low_precision_round_trips(tmp_path, dtype):
     path = tmp_path / "low.npz"
     fnnet.save(path, params, opt.init(params))
     got_params, got_state, _ = fnnet.load(path, like=(params, opt.init(params)))
-    assert_trees_equal(got_params, params)
+    assert_loaded(got_params, params)
     assert got_state.hyperparams["lr"].dtype == jnp.float32  # optimizer arithmetic: >= float32
     as_float32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
     with pytest.raises(
@@ -342,7 +347,7 @@ def test_format_1_files_still_load(tmp_path):
     }
     np.savez(path, **arrays)
     got, _, metadata = fnnet.load(path, like=(params, None))
-    assert_trees_equal(got, params)
+    assert_loaded(got, params)
     assert metadata == {"v": 1}
 
 
