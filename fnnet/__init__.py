@@ -1,8 +1,8 @@
 """fnnet: a functional mini deep-learning library on JAX with hand-derived gradients.
 
-Layers are `Layer(init, apply, vjp)` values of pure functions (`fnnet.layers`
-states the whole contract: training mode, keys, state, layouts), composed by
-`serial`, trained by jitted optimizer steps; every derivative is written by
+Layers are values defined by their settings, each with pure `init`, `apply`
+and `vjp` functions (`fnnet.layers` states the whole contract: training mode,
+keys, state), composed by `Sequential`, trained by jitted optimizer steps; every derivative is written by
 hand and tested against JAX's autodiff. The public names below come from each
 module's own `__all__`.
 """
@@ -36,7 +36,7 @@ from fnnet.losses import *  # noqa: F401,F403
 from fnnet.norm import *  # noqa: F401,F403
 from fnnet.optim import *  # noqa: F401,F403
 from fnnet.pool import *  # noqa: F401,F403
-from fnnet.state import State
+from fnnet.state import State, trainable_mask
 from fnnet.sweeps import *  # noqa: F401,F403
 from fnnet.testing import *  # noqa: F401,F403
 from fnnet.training import *  # noqa: F401,F403
@@ -63,6 +63,6 @@ __all__ = [
         _testing,
     )
     for name in module.__all__
-] + ["State", "schedules", "data"]
+] + ["State", "trainable_mask", "schedules", "data"]
 del _activations, _checkpoint, _combinators, _conv, _dropout, _fitting, _grad, _layers, _losses, _norm
 del _optim, _pool, _state, _sweeps, _testing, _training

@@ -16,7 +16,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
-from fnnet._intern import interned
 from fnnet.layers import Layer
 from fnnet.losses import Loss, check_targets
 from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
@@ -201,15 +200,15 @@ def check_param_dtypes(owner, params) -> None:
             )
 
 
-@interned
-def _params_spec(init, shape):
-    """The params `init` gives for inputs of `shape`, as shapes and dtypes (traced once)."""
-    return jax.eval_shape(lambda: init(jax.random.key(0), shape)[1])
+def _params_spec(model, shape):
+    """The params `model.init` gives for inputs of `shape`, as shapes and dtypes (traced,
+    not drawn)."""
+    return jax.eval_shape(lambda key: model.init(key, shape)[1], jax.random.key(0))
 
 
 def check_params(owner, model, params, x) -> None:
     """params: the tree and shapes `model.init` gives, all finite."""
-    expected = _params_spec(model.init, (1,) + tuple(x.shape[1:]))
+    expected = _params_spec(model, (1,) + tuple(x.shape[1:]))
     got, want = jax.tree.structure(params), jax.tree.structure(expected)
     if got != want:  # type: ignore[operator]
         raise TypeError(f"{owner}: params must have the structure model.init gives, {want}; got {got}")

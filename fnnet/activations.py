@@ -1,16 +1,19 @@
-"""Activations: parameter-free layers, elementwise (`elementwise` builds them from f and
-f') or along the feature axis (`Softmax`, `LogSoftmax`). See `fnnet.layers` for the contract."""
+"""Activations: parameter-free layers, elementwise (`Elementwise`, and `elementwise` for
+your own from f and f') or along the feature axis (`Softmax`, `LogSoftmax`). See
+`fnnet.layers` for the contract."""
 
+import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._intern import interned
-from fnnet.layers import Layer, _check_float, _check_floating, check_cotangent, no_params_init
+from fnnet.layers import Parameterless, check_cotangent, check_float, check_floating, check_no_params
+from fnnet._values import setattr_frozen, show
 
 __all__ = [
+    "Elementwise",
     "elementwise",
     "ReLU",
     "Tanh",
@@ -24,13 +27,53 @@ __all__ = [
 ]
 
 
-def _check_no_params(name: str, params) -> None:
-    if not (isinstance(params, tuple) and len(params) == 0):
-        raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
+class Elementwise(Parameterless):
+    """A parameter-free layer applying `f` to every element; a subclass defines
+    `f(x) -> y` and `df(x, y) -> f'(x)` (which may use the output `y = f(x)`)."""
+
+    def f(self, x):
+        raise NotImplementedError
+
+    def df(self, x, y):
+        raise NotImplementedError
+
+    def apply(self, params, x, *, train=False, key=None):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        with jax.named_scope(self.name):
+            return self.f(x)
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        check_cotangent(self.name, dy, jnp.shape(x))
+        with jax.named_scope(self.name):
+            return (), dy * self.df(x, self.f(x))  # dx = dy * f'(x)
 
 
-@interned
-def elementwise(name: str, f: Callable, df: Callable) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class ElementwiseFunctions(Elementwise):
+    """An elementwise layer of your own functions; see `elementwise`."""
+
+    label: str
+    function: Callable
+    derivative: Callable
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def __repr__(self) -> str:
+        return f"elementwise({self.label!r}, {show(self.function)}, {show(self.derivative)})"
+
+    def f(self, x):
+        return self.function(x)
+
+    def df(self, x, y):
+        return self.derivative(x, y)
+
+
+def elementwise(name: str, f: Callable, df: Callable) -> Elementwise:
     """A parameter-free layer applying `f` to every element.
 
     Args:
@@ -38,137 +81,156 @@ def elementwise(name: str, f: Callable, df: Callable) -> Layer:
       f: `x -> y`, elementwise.
       df: `(x, y) -> f'(x)`, elementwise; it may use the output `y = f(x)`.
 
-    Elementwise layers work in any layout, so the layer is its own
-    feature-major twin. Built from the same `name`, `f` and `df` (module-level
-    functions, not fresh lambdas), it is the same layer.
+    Built from the same `name`, `f` and `df` (module-level functions, not fresh
+    lambdas), it is the same layer.
 
     Example:
       >>> Square = elementwise("Square", lambda x: x * x, lambda x, y: 2 * x)
     """
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        with jax.named_scope(name):
-            return f(x)
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        check_cotangent(name, dy, jnp.shape(x))
-        with jax.named_scope(name):
-            return (), dy * df(x, f(x))  # dx = dy * f'(x)
-
-    layer = Layer(no_params_init(name), apply, vjp)
-    return layer._replace(feature_major=layer)
+    if not isinstance(name, str):
+        raise TypeError(f"elementwise: name must be a str, got {name!r}")
+    for what, fn in (("f", f), ("df", df)):
+        if not callable(fn):
+            raise TypeError(f"elementwise: {what} must be a function, got {fn!r}")
+    return ElementwiseFunctions(name, f, df)
 
 
 def _sigmoid(x):
     return lax.logistic(x)  # stable for any |x|
 
 
-@interned
-def ReLU() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class ReLU(Elementwise):
     """max(x, 0); derivative 0 at x = 0."""
-    return elementwise("ReLU", lambda x: jnp.maximum(x, 0), lambda x, y: (x > 0).astype(x.dtype))
+
+    def f(self, x):
+        return jnp.maximum(x, 0)
+
+    def df(self, x, y):
+        return (x > 0).astype(x.dtype)
 
 
-@interned
-def Tanh() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Tanh(Elementwise):
     """tanh(x)."""
-    return elementwise("Tanh", jnp.tanh, lambda x, y: 1 - y * y)  # dx = dy * (1 - y**2)
+
+    def f(self, x):
+        return jnp.tanh(x)
+
+    def df(self, x, y):
+        return 1 - y * y  # dx = dy * (1 - y**2)
 
 
-@interned
-def Sigmoid() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Sigmoid(Elementwise):
     """1 / (1 + exp(-x)), finite for any finite x."""
-    return elementwise("Sigmoid", _sigmoid, lambda x, y: y * (1 - y))  # dx = dy * y (1 - y)
+
+    def f(self, x):
+        return _sigmoid(x)
+
+    def df(self, x, y):
+        return y * (1 - y)  # dx = dy * y (1 - y)
 
 
-@interned
-def LeakyReLU(slope: float = 0.01) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LeakyReLU(Elementwise):
     """x for x > 0, else slope * x."""
-    slope = _check_float("LeakyReLU: slope", slope)
-    return elementwise(
-        f"LeakyReLU(slope={slope})",
-        lambda x: jnp.where(x > 0, x, slope * x),
-        lambda x, y: jnp.where(x > 0, 1.0, slope).astype(x.dtype),
-    )
+
+    slope: float = 0.01
+
+    def __post_init__(self):
+        setattr_frozen(self, slope=check_float("LeakyReLU: slope", self.slope))
+
+    def f(self, x):
+        return jnp.where(x > 0, x, self.slope * x)
+
+    def df(self, x, y):
+        return jnp.where(x > 0, 1.0, self.slope).astype(x.dtype)
 
 
-@interned
-def ELU(alpha: float = 1.0) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class ELU(Elementwise):
     """x for x > 0, else alpha * (exp(x) - 1)."""
-    alpha = _check_float("ELU: alpha", alpha)
-    # exp only of min(x, 0), so large x never overflows the unused branch.
-    return elementwise(
-        f"ELU(alpha={alpha})",
-        lambda x: jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0))),
-        lambda x, y: jnp.where(x > 0, 1.0, y + alpha).astype(x.dtype),
-    )  # y + alpha = alpha e^x
+
+    alpha: float = 1.0
+
+    def __post_init__(self):
+        setattr_frozen(self, alpha=check_float("ELU: alpha", self.alpha))
+
+    def f(self, x):
+        # exp only of min(x, 0), so large x never overflows the unused branch.
+        return jnp.where(x > 0, x, self.alpha * jnp.expm1(jnp.minimum(x, 0)))
+
+    def df(self, x, y):
+        return jnp.where(x > 0, 1.0, y + self.alpha).astype(x.dtype)  # y + alpha = alpha e^x
 
 
-@interned
-def Softplus() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Softplus(Elementwise):
     """log(1 + exp(x)), finite for any finite x."""
-    return elementwise("Softplus", lambda x: jnp.logaddexp(x, 0), lambda x, y: _sigmoid(x))
+
+    def f(self, x):
+        return jnp.logaddexp(x, 0)
+
+    def df(self, x, y):
+        return _sigmoid(x)
 
 
-@interned
-def Identity() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Identity(Elementwise):
     """y = x."""
-    return elementwise("Identity", lambda x: x, lambda x, y: jnp.ones_like(x))
+
+    def f(self, x):
+        return x
+
+    def df(self, x, y):
+        return jnp.ones_like(x)
 
 
-def _along_features(name: str, forward: Callable, backward: Callable) -> Layer:
-    """A parameter-free layer acting along the feature axis: the last, or the first in
-    its feature-major twin. `forward(x, axis) -> y`; `backward(y, dy, axis) -> dx`."""
+class _AlongFeatures(Parameterless):
+    """A parameter-free layer acting along the last axis: a subclass defines
+    `forward(x) -> y` and `backward(y, dy) -> dx`."""
 
-    def layer_on(axis):
-        def check(params, x):
-            _check_no_params(name, params)
-            _check_floating(name, x)
-            if jnp.ndim(x) < 1:
-                raise ValueError(f"{name}: input needs a feature axis, got shape {jnp.shape(x)}")
+    def check(self, params, x):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        if jnp.ndim(x) < 1:
+            raise ValueError(f"{self.name}: input needs a feature axis, got shape {jnp.shape(x)}")
 
-        def apply(params, x, *, train=False, key=None):
-            check(params, x)
-            with jax.named_scope(name):
-                return forward(x, axis)
+    def apply(self, params, x, *, train=False, key=None):
+        self.check(params, x)
+        with jax.named_scope(self.name):
+            return self.forward(x)
 
-        def vjp(params, x, dy, *, train=False, key=None):
-            check(params, x)
-            check_cotangent(name, dy, jnp.shape(x))
-            with jax.named_scope(name):
-                return (), backward(forward(x, axis), dy, axis)
-
-        return Layer(no_params_init(name), apply, vjp)
-
-    return layer_on(-1)._replace(feature_major=layer_on(0))
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        self.check(params, x)
+        check_cotangent(self.name, dy, jnp.shape(x))
+        with jax.named_scope(self.name):
+            return (), self.backward(self.forward(x), dy)
 
 
-def _log_softmax(x, axis):
-    shifted = x - jnp.max(x, axis=axis, keepdims=True)
-    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
+def _log_softmax(x):
+    shifted = x - jnp.max(x, axis=-1, keepdims=True)
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
 
 
-@interned
-def Softmax() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Softmax(_AlongFeatures):
     """exp(x) / sum(exp(x)) over the last axis, stable for any finite x."""
-    return _along_features(
-        "Softmax",
-        lambda x, axis: jnp.exp(_log_softmax(x, axis)),
-        # dx = y * (dy - sum(dy * y))
-        lambda y, dy, axis: y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True)),
-    )
+
+    def forward(self, x):
+        return jnp.exp(_log_softmax(x))
+
+    def backward(self, y, dy):
+        return y * (dy - jnp.sum(dy * y, axis=-1, keepdims=True))  # dx = y * (dy - sum(dy * y))
 
 
-@interned
-def LogSoftmax() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LogSoftmax(_AlongFeatures):
     """x - log(sum(exp(x))) over the last axis, stable for any finite x."""
-    return _along_features(
-        "LogSoftmax",
-        _log_softmax,
-        # dx = dy - softmax(x) * sum(dy)
-        lambda y, dy, axis: dy - jnp.exp(y) * jnp.sum(dy, axis=axis, keepdims=True),
-    )
+
+    def forward(self, x):
+        return _log_softmax(x)
+
+    def backward(self, y, dy):
+        return dy - jnp.exp(y) * jnp.sum(dy, axis=-1, keepdims=True)  # dx = dy - softmax(x) * sum(dy)

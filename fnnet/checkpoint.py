@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._atomic import write_atomically
-from fnnet._checks import describe
 from fnnet._npz import Archive, open_npz, unreadable
 
 __all__ = ["save", "load"]
@@ -185,37 +184,34 @@ def _unflatten(archive: Archive, prefix: str, like, dtypes: dict) -> Any:
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
-def load(path, like):
-    """Read a checkpoint written by `save`, checked against `like`.
+def load(path, params, opt_state=None):
+    """Read a checkpoint written by `save`, checked against templates of what it holds.
 
-    Each entry's shape and dtype are compared with `like` before its data is
-    read, so a corrupt or hostile file cannot make `load` allocate more than
-    `like` holds; nothing is ever unpickled.
+    Each entry's shape and dtype are compared with the templates before its data
+    is read, so a corrupt or hostile file cannot make `load` allocate more than
+    they hold; nothing is ever unpickled.
 
     Args:
       path: the checkpoint file.
-      like: `(params, opt_state)` with the structure, shapes and dtypes expected
-        (e.g. freshly initialised ones, or `jax.eval_shape` of them);
-        `opt_state` may be None.
+      params: params with the structure, shapes and dtypes expected (e.g.
+        freshly initialised ones, or `jax.eval_shape` of them).
+      opt_state: None to read the params alone, or an optimizer state to read
+        too (e.g. `opt.init(params)`).
 
     Returns:
-      `(params, opt_state, metadata)`, with the dtypes of `like` (bfloat16
-      included).
+      `(params, opt_state, metadata)`, with the templates' dtypes (bfloat16
+      included); `opt_state` None when none was asked for.
 
     Raises:
       FileNotFoundError: no file at `path`.
       ValueError: a truncated, corrupt or foreign file, or one whose entries
-        differ from `like` in names, shapes or dtypes.
+        differ from the templates in names, shapes or dtypes.
     """
     path = os.fspath(path)
-    if not (isinstance(like, tuple) and len(like) == 2):
-        raise TypeError(
-            f"load: like must be a pair (params, opt_state), opt_state may be None; got {describe(like)}"
-        )
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, f"load: checkpoint {path!r} does not exist")
     with open_npz(path) as archive:
-        return _load(archive, like)
+        return _load(archive, (params, opt_state))
 
 
 def _load(archive: Archive, like):
@@ -227,7 +223,7 @@ def _load(archive: Archive, like):
     opt_state = None
     if like_state is not None:
         if not header.get("has_opt_state"):
-            raise ValueError(f"load: {path!r} holds no optimizer state, but like asks for one")
+            raise ValueError(f"load: {path!r} holds no optimizer state, but opt_state asks for one")
         opt_state = _unflatten(archive, "opt_state", like_state, dtypes)
     expected = {
         "params" + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]
@@ -248,7 +244,7 @@ def _load(archive: Archive, like):
     )
     if extra:
         raise ValueError(
-            f"load: {path!r} has entries {extra[:5]} that like does not: "
+            f"load: {path!r} has entries {extra[:5]} that the templates do not: "
             f"it was saved from another model or optimizer"
         )
     return params, opt_state, header.get("metadata")

@@ -1,14 +1,17 @@
-"""Combinators: `serial` (layers one after another) and `Residual` (x + layer(x))."""
+"""Combinators: `Sequential` (layers one after another, also `serial`), `Residual`
+(x + layer(x)), and `summary` of a model."""
+
+import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import check_init, check_key, describe
-from fnnet._intern import interned
+from fnnet._checks import check_init, check_key, check_shape, describe
 from fnnet.layers import Layer, check_cotangent, contract_hint
-from fnnet.state import check_update
+from fnnet.state import check_update, trainable_mask
 
-__all__ = ["serial", "Sequential", "Residual"]
+__all__ = ["Sequential", "serial", "Residual", "summary"]
 
 
 def _check_params(params, n_layers):
@@ -42,149 +45,118 @@ def _layer_keys(key, n):
     return [None] * n if key is None else list(jax.random.split(check_key("serial", key), n))
 
 
-@interned
-def _serial_init(inits):
-    def init(key, input_shape):
-        shape, params = check_init("serial", key, input_shape), []
-        keys = jax.random.split(key, len(inits))  # one key per layer
-        for i, (layer_init, layer_key) in enumerate(zip(inits, keys)):
-            shape, layer_params = _naming_layer(i, layer_init, layer_key, shape)
-            params.append(layer_params)
-        return shape, tuple(params)
-
-    return init
+def _updated(layer, params, x, key):
+    return check_update(params, layer.update_state(params, x, key=key))
 
 
-@interned
-def _compose(layers) -> Layer:
-    """The serial of `layers` (init left to the caller: equal layers may have other inits)."""
-    n = len(layers)
-
-    def forward(params, x, train, key, upto=n):
-        """The inputs and keys of the first `upto` layers, and the output of the last of them."""
-        _check_params(params, n)
-        inputs, keys = [], _layer_keys(key, n)
-        for i, layer in enumerate(layers[:upto]):
-            inputs.append(x)
-            x = _naming_layer(i, layer.apply, params[i], x, train=train, key=keys[i])
-        return inputs, keys, x
-
-    def apply(params, x, *, train=False, key=None):
-        return forward(params, x, train, key)[2]
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        inputs, keys, y = forward(params, x, train, key)
-        check_cotangent("serial", dy, jnp.shape(y))
-        dparams = [None] * n
-        for i in reversed(range(n)):
-            dparams[i], dy = _naming_layer(
-                i, layers[i].vjp, params[i], inputs[i], dy, train=train, key=keys[i]
-            )
-        return tuple(dparams), dy
-
-    stateful = [i for i, layer in enumerate(layers) if layer.update_state is not None]
-
-    def _updated(layer, params, x, key):
-        return check_update(params, layer.update_state(params, x, key=key))
-
-    def update_state(params, x, *, key=None):
-        # the forward only up to the last stateful layer's input
-        inputs, keys, last_input = forward(params, x, True, key, upto=stateful[-1])
-        inputs.append(last_input)
-        return tuple(
-            _naming_layer(i, _updated, layers[i], p, inputs[i], keys[i]) if i in stateful else p
-            for i, p in enumerate(params)
-        )
-
-    # A layer's own twin, when it agrees with the layer about state; else the layer
-    # itself, run transposed inside the serial's twin.
-    twins = [
-        layer.feature_major
-        if layer.feature_major is not None
-        and (layer.feature_major.update_state is None) == (layer.update_state is None)
-        else None
-        for layer in layers
-    ]
-    twin = None
-    if any(t is not None for t in twins):
-        twin = _compose(tuple(t if t is not None else _transposed(layer) for t, layer in zip(twins, layers)))
-    return Layer(
-        _serial_init(tuple(layer.init for layer in layers)),
-        apply,
-        vjp,
-        update_state if stateful else None,
-        twin,
-    )
-
-
-@interned
-def _transposed(layer: Layer) -> Layer:
-    """`layer` on a feature-major 2-D input: transposed in, run batch-major, transposed out."""
-
-    def apply(params, x, *, train=False, key=None):
-        return layer.apply(params, x.T, train=train, key=key).T
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        dparams, dx = layer.vjp(params, x.T, dy.T, train=train, key=key)
-        return dparams, dx.T
-
-    def update_state(params, x, *, key=None):
-        return layer.update_state(params, x.T, key=key)
-
-    return Layer(layer.init, apply, vjp, None if layer.update_state is None else update_state)
-
-
-def serial(*layers: Layer) -> Layer:
-    """Compose layers: `serial(f, g).apply(p, x) == g.apply(p[1], f.apply(p[0], x))`.
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
+class Sequential(Layer):
+    """Layers one after another: `Sequential(f, g).apply(p, x) == g.apply(p[1], f.apply(p[0], x))`.
 
     `init` splits its key once per layer and threads the shapes, so mismatched
     sizes fail at `init`. Params are a tuple with one entry per layer. `apply`
     and `vjp` pass `train` to every layer and split `key` once per layer;
     `vjp` runs the forward once, keeping each layer's input, then the layers'
-    vjps in reverse order. A serial is a Layer, so serials nest. Its
-    feature-major twin runs the layers' twins, and a layer without one
-    transposed in and out, so one such layer does not cost the whole model
-    its fast layout.
+    vjps in reverse order. A Sequential is a Layer, so they nest.
+    `serial` is the same class.
 
     Example:
-      >>> model = serial(Linear(2, 25), ReLU(), Linear(25, 1), Sigmoid())
+      >>> model = Sequential(Linear(2, 25), ReLU(), Linear(25, 1), Sigmoid())
       >>> out_shape, params = model.init(jax.random.key(0), (1000, 2))
       >>> out_shape
       (1000, 1)
     """
-    if not layers:
-        raise ValueError("serial needs at least one layer, got none")
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"serial: argument {i} must be a Layer, got {describe(layer)}"
-                + (" (did you forget to call the constructor, e.g. ReLU()?)" if callable(layer) else "")
+
+    layers: tuple
+
+    def __init__(self, *layers: Layer):
+        if not layers:
+            raise ValueError("serial needs at least one layer, got none")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"serial: argument {i} must be a Layer, got {describe(layer)}"
+                    + (" (did you forget to call the constructor, e.g. ReLU()?)" if callable(layer) else "")
+                )
+        object.__setattr__(self, "layers", tuple(layers))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(repr(layer) for layer in self.layers)})"
+
+    def init(self, key, input_shape):
+        shape, params = check_init("serial", key, input_shape), []
+        keys = jax.random.split(key, len(self.layers))  # one key per layer
+        for i, (layer, layer_key) in enumerate(zip(self.layers, keys)):
+            shape, layer_params = _naming_layer(i, layer.init, layer_key, shape)
+            params.append(layer_params)
+        return shape, tuple(params)
+
+    def forward(self, params, x, train, key, upto=None):
+        """The inputs and keys of the first `upto` layers (all by default), and the output
+        of the last of them."""
+        n = len(self.layers)
+        _check_params(params, n)
+        inputs, keys = [], _layer_keys(key, n)
+        for i, layer in enumerate(self.layers[:upto]):
+            inputs.append(x)
+            x = _naming_layer(i, layer.apply, params[i], x, train=train, key=keys[i])
+        return inputs, keys, x
+
+    def apply(self, params, x, *, train=False, key=None):
+        return self.forward(params, x, train, key)[2]
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        inputs, keys, y = self.forward(params, x, train, key)
+        check_cotangent("serial", dy, jnp.shape(y))
+        dparams = [None] * len(self.layers)
+        for i in reversed(range(len(self.layers))):
+            dparams[i], dy = _naming_layer(
+                i, self.layers[i].vjp, params[i], inputs[i], dy, train=train, key=keys[i]
             )
-    return _compose(tuple(layers))._replace(init=_serial_init(tuple(layer.init for layer in layers)))
+        return tuple(dparams), dy
+
+    @property
+    def update_state(self):  # type: ignore[override]
+        """Moves the state of every stateful layer; None when no layer has state."""
+        stateful = [i for i, layer in enumerate(self.layers) if layer.update_state is not None]
+        if not stateful:
+            return None
+
+        def update_state(params, x, *, key=None):
+            # the forward only up to the last stateful layer's input
+            inputs, keys, last_input = self.forward(params, x, True, key, upto=stateful[-1])
+            inputs.append(last_input)
+            return tuple(
+                _naming_layer(i, _updated, self.layers[i], p, inputs[i], keys[i]) if i in stateful else p
+                for i, p in enumerate(params)
+            )
+
+        return update_state
 
 
-Sequential = serial
+serial = Sequential
 
 
-def Residual(layer: Layer) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Residual(Layer):
     """`y = x + layer(x)`, a skip connection around `layer` (whose output has x's shape).
 
     Params are `layer`'s; `train` and `key` pass through. The VJP adds the
     skip's identity: `dx = dy + layer's dx`.
 
     Example:
-      >>> block = Residual(serial(Linear(25, 25), ReLU()))
+      >>> block = Residual(Sequential(Linear(25, 25), ReLU()))
     """
-    if not isinstance(layer, Layer):
-        raise TypeError(f"Residual: layer must be a Layer, got {describe(layer)}")
-    return _residual(layer)._replace(init=_residual_init(layer.init))
 
+    layer: Layer
 
-@interned
-def _residual_init(layer_init):
-    def init(key, input_shape):
+    def __post_init__(self):
+        if not isinstance(self.layer, Layer):
+            raise TypeError(f"Residual: layer must be a Layer, got {describe(self.layer)}")
+
+    def init(self, key, input_shape):
         input_shape = check_init("Residual", key, input_shape)
-        output_shape, params = layer_init(key, input_shape)
+        output_shape, params = self.layer.init(key, input_shape)
         if tuple(output_shape) != tuple(input_shape):
             raise ValueError(
                 f"Residual: the layer must keep its input's shape, got "
@@ -192,21 +164,75 @@ def _residual_init(layer_init):
             )
         return tuple(input_shape), params
 
-    return init
-
-
-@interned
-def _residual(layer: Layer) -> Layer:
-    def apply(params, x, *, train=False, key=None):
-        y = layer.apply(params, x, train=train, key=key)
+    def apply(self, params, x, *, train=False, key=None):
+        y = self.layer.apply(params, x, train=train, key=key)
         if y.shape != x.shape:
             raise ValueError(f"Residual: the layer must keep its input's shape, got {x.shape} -> {y.shape}")
         return x + y
 
-    def vjp(params, x, dy, *, train=False, key=None):
+    def vjp(self, params, x, dy, *, train=False, key=None):
         check_cotangent("Residual", dy, jnp.shape(x))
-        dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
+        dparams, dx = self.layer.vjp(params, x, dy, train=train, key=key)
         return dparams, dy + dx  # d(x + f(x)) = dy + f's dx
 
-    twin = None if layer.feature_major is None else _residual(layer.feature_major)
-    return Layer(layer.init, apply, vjp, layer.update_state, twin)
+    @property
+    def update_state(self):  # type: ignore[override]
+        return self.layer.update_state
+
+
+def _shapes(layer: Layer, input_shape):
+    """`layer.init`'s output shape and params as shapes and dtypes, without drawing."""
+    out = {}
+
+    def draw(key):
+        out["shape"], params = layer.init(key, input_shape)
+        return params
+
+    params = jax.eval_shape(draw, jax.random.key(0))
+    return tuple(out["shape"]), params
+
+
+def _rows(layer: Layer, input_shape, depth: int):
+    """(name, output shape, trainable count, state count) for each layer, nested
+    Sequentials indented."""
+    if isinstance(layer, Sequential):
+        rows, shape = [], input_shape
+        for part in layer.layers:
+            part_rows, shape = _rows(part, shape, depth + 1 if depth >= 0 else 0)
+            rows += part_rows
+        return rows, shape
+    shape, params = _shapes(layer, input_shape)
+    counts = [0, 0]
+    for trainable, leaf in zip(jax.tree.leaves(trainable_mask(params)), jax.tree.leaves(params)):
+        counts[not trainable] += math.prod(leaf.shape)
+    return [("  " * max(depth, 0) + repr(layer), shape, *counts)], shape
+
+
+def summary(model: Layer, input_shape) -> str:
+    """A table of `model`'s layers: each one's output shape and parameter counts
+    (trainable, and state such as BatchNorm's running statistics), with totals.
+    Nothing is drawn or run: shapes come from `jax.eval_shape`.
+
+    Returns the table (print it).
+
+    Example:
+      >>> print(summary(Sequential(Linear(2, 25), ReLU(), Linear(25, 1)), (1000, 2)))
+      layer           output shape  trainable  state
+      Linear(2, 25)   (1000, 25)           75      0
+      ReLU()          (1000, 25)            0      0
+      Linear(25, 1)   (1000, 1)            26      0
+      total                               101      0
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"summary: model must be a Layer, got {describe(model)}")
+    input_shape = check_shape("summary", input_shape)
+    rows, _ = _rows(model, input_shape, -1)
+    table = [("layer", "output shape", "trainable", "state")]
+    table += [(name, str(shape), str(trainable), str(state)) for name, shape, trainable, state in rows]
+    table.append(("total", "", str(sum(r[2] for r in rows)), str(sum(r[3] for r in rows))))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = [
+        f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {trainable:>{widths[2]}}  {state:>{widths[3]}}"
+        for name, shape, trainable, state in table
+    ]
+    return "\n".join(line.rstrip() for line in lines)

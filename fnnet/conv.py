@@ -15,12 +15,25 @@ below compute a correlation and its transposes in the input and in the kernel,
 and `Conv2D` and `ConvTranspose2D` use them in swapped roles.
 """
 
+import dataclasses
+from typing import Any, Callable, Optional
+
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from fnnet._checks import describe, is_int
-from fnnet._intern import interned
-from fnnet.layers import Layer, _check_floating, _check_size, _check_weights, _weights_init, check_cotangent
+from fnnet._checks import check_init, describe, is_int
+from fnnet._values import setattr_frozen
+from fnnet.layers import (
+    Layer,
+    check_cotangent,
+    check_floating,
+    check_size,
+    check_weights,
+    check_weights_settings,
+    draw_weights,
+    weights_field,
+)
 
 __all__ = ["Conv2D", "ConvTranspose2D"]
 
@@ -31,9 +44,9 @@ __all__ = ["Conv2D", "ConvTranspose2D"]
 def _pair(name: str, value, low: int = 1) -> tuple:
     """An int or a pair of ints, as a pair."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        return tuple(_check_size(f"{name}[{i}]", v, low) for i, v in enumerate(value))
+        return tuple(check_size(f"{name}[{i}]", v, low) for i, v in enumerate(value))
     if is_int(value):
-        return (_check_size(name, value, low),) * 2
+        return (check_size(name, value, low),) * 2
     raise TypeError(f"{name} must be an int or a pair of ints, got {describe(value)}")
 
 
@@ -45,7 +58,7 @@ def _check_padding(name: str, padding, allow_int: bool):
             return padding.upper()
         raise ValueError(f"{name} must be {expected}, got {padding!r}")
     if allow_int and is_int(padding):
-        return _check_size(name, padding, 0)
+        return check_size(name, padding, 0)
     raise TypeError(f"{name} must be {expected}, got {describe(padding)}")
 
 
@@ -172,21 +185,6 @@ def _correlate_dw(x, dy, stride, pads, k_hw):
     return jnp.transpose(dw.reshape((c_x,) + k_hw + (c_dy,)), (1, 2, 0, 3))
 
 
-def _with_initializers(name, layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype) -> Layer:
-    """`layer` whose `init` draws w `(kh, kw, c_in, c_out)` and b with `w_init`, `b_init` (by
-    default U[-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = kh kw c_in) in `dtype`."""
-    init = _weights_init(
-        f"{name}(c_in={c_in}, c_out={c_out})",
-        output_shape,
-        kernel + (c_in, c_out),
-        kernel[0] * kernel[1] * c_in,
-        w_init,
-        b_init,
-        dtype,
-    )
-    return layer._replace(init=init)
-
-
 def _promoted(*arrays):
     """The arrays in their common dtype (lax's convolutions take one dtype)."""
     dtype = jnp.result_type(*arrays)
@@ -196,17 +194,55 @@ def _promoted(*arrays):
 # --- convolutions ---------------------------------------------------------------------
 
 
-def Conv2D(
-    c_in: int,
-    c_out: int,
-    kernel_size,
-    stride=1,
-    padding="SAME",
-    *,
-    w_init=None,
-    b_init=None,
-    dtype=jnp.float32,
-) -> Layer:
+class _Convolution(Layer):
+    """What Conv2D and ConvTranspose2D share: their settings, checks, params and init."""
+
+    c_in: int
+    c_out: int
+    kernel_size: Any
+    stride: Any
+    padding: Any
+    w_init: Optional[Callable]
+    b_init: Optional[Callable]
+    dtype: Any
+
+    def __post_init__(self):
+        owner = type(self).__name__
+        setattr_frozen(
+            self,
+            c_in=check_size(f"{owner}: c_in", self.c_in),
+            c_out=check_size(f"{owner}: c_out", self.c_out),
+            kernel_size=_pair(f"{owner}: kernel_size", self.kernel_size),
+            stride=_pair(f"{owner}: stride", self.stride),
+            padding=_check_padding(f"{owner}: padding", self.padding, allow_int=owner == "Conv2D"),
+        )
+        check_weights_settings(self, owner)
+
+    @property
+    def name(self) -> str:
+        return (
+            f"{type(self).__name__}(c_in={self.c_in}, c_out={self.c_out}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding!r})"
+        )
+
+    def init(self, key, input_shape):
+        """w `(kh, kw, c_in, c_out)` and b drawn with `w_init`, `b_init` (by default
+        U[-1/sqrt(fan_in), 1/sqrt(fan_in)], fan_in = kh kw c_in) in `dtype`."""
+        output_shape = self.geometry(check_init(self.name, key, input_shape))[1]
+        w_shape = self.kernel_size + (self.c_in, self.c_out)
+        return output_shape, draw_weights(self, key, w_shape, w_shape[0] * w_shape[1] * self.c_in)
+
+    def check(self, params, x):
+        """`(w, b, pads, y_shape)` for x."""
+        w, b = check_weights(
+            self.name, params, self.kernel_size + (self.c_in, self.c_out), (self.c_out,)
+        )
+        check_floating(self.name, x)
+        return (w, b) + self.geometry(jnp.shape(x))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Conv2D(_Convolution):
     """A 2-D convolution: `y = correlate(x, w) + b`, with stride and zero padding.
 
     Args:
@@ -228,71 +264,43 @@ def Conv2D(
       >>> layer.init(jax.random.key(0), (10, 32, 31, 3))[0]
       (10, 16, 16, 8)
     """
-    kernel = _pair("Conv2D: kernel_size", kernel_size)
-    c_in, c_out = _check_size("Conv2D: c_in", c_in), _check_size("Conv2D: c_out", c_out)
-    layer, output_shape = _conv2d(
-        c_in,
-        c_out,
-        kernel,
-        _pair("Conv2D: stride", stride),
-        _check_padding("Conv2D: padding", padding, allow_int=True),
-    )
-    return _with_initializers("Conv2D", layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype)
 
+    c_in: int
+    c_out: int
+    kernel_size: Any
+    stride: Any = 1
+    padding: Any = "SAME"
+    w_init: Optional[Callable] = weights_field()
+    b_init: Optional[Callable] = weights_field()
+    dtype: Any = weights_field(np.dtype("float32"))
 
-@interned
-def _conv2d(c_in, c_out, kernel, stride, padding):
-    """The layer (its init with the default initializers) and its output shape function."""
-    name = f"Conv2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, padding={padding!r})"
-    w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
-
-    def geometry(input_shape):
+    def geometry(self, input_shape):
         """The zero padding of the input and the output shape."""
-        n, h, w, _ = _check_image(name, input_shape, c_in)
-        pads = tuple(_pads(padding, size, k, s) for size, k, s in zip((h, w), kernel, stride))
-        _check_fits(name, (h, w), pads, kernel)
+        n, h, w, _ = _check_image(self.name, input_shape, self.c_in)
+        kernel, stride = self.kernel_size, self.stride
+        pads = tuple(_pads(self.padding, size, k, s) for size, k, s in zip((h, w), kernel, stride))
+        _check_fits(self.name, (h, w), pads, kernel)
         out_hw = tuple(_out_size(size, pad, k, s) for size, pad, k, s in zip((h, w), pads, kernel, stride))
-        return pads, (n,) + out_hw + (c_out,)
+        return pads, (n,) + out_hw + (self.c_out,)
 
-    def output_shape(input_shape):
-        return geometry(input_shape)[1]
+    def apply(self, params, x, *, train=False, key=None):
+        w, b, pads, _ = self.check(params, x)
+        return _correlate(*_promoted(x, w), self.stride, pads) + b.reshape(1, 1, 1, self.c_out)
 
-    def apply(params, x, *, train=False, key=None):
-        w, b = _check_weights(name, params, w_shape, b_shape)
-        _check_floating(name, x)
-        pads, _ = geometry(jnp.shape(x))
-        return _correlate(*_promoted(x, w), stride, pads) + b.reshape(1, 1, 1, c_out)
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        w, b = _check_weights(name, params, w_shape, b_shape)
-        _check_floating(name, x)
-        pads, y_shape = geometry(jnp.shape(x))
-        check_cotangent(name, dy, y_shape)
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        w, b, pads, y_shape = self.check(params, x)
+        check_cotangent(self.name, dy, y_shape)
         xp, wp, dyp = _promoted(x, w, dy)
         db = jnp.sum(dy, axis=(0, 1, 2))  # db = sum over n, i, j of dy
         # dw[a, b] = sum_{n, i, j} xpad[n, i*sh + a, j*sw + b]^T dy[n, i, j]
-        dw = _correlate_dw(xp, dyp, stride, pads, kernel)
+        dw = _correlate_dw(xp, dyp, self.stride, pads, self.kernel_size)
         # dx[n, p, q] = sum_{i*sh + a = p + lo_h, j*sw + b = q + lo_w} dy[n, i, j] w[a, b]^T
-        dx = _correlate_dx(dyp, wp, stride, pads, jnp.shape(x)[1:3])
+        dx = _correlate_dx(dyp, wp, self.stride, pads, jnp.shape(x)[1:3])
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
 
-    init = _weights_init(
-        name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None, jnp.dtype(jnp.float32)
-    )
-    return Layer(init, apply, vjp), output_shape
 
-
-def ConvTranspose2D(
-    c_in: int,
-    c_out: int,
-    kernel_size,
-    stride=1,
-    padding="SAME",
-    *,
-    w_init=None,
-    b_init=None,
-    dtype=jnp.float32,
-) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class ConvTranspose2D(_Convolution):
     """The transpose of a strided convolution: each input pixel adds `x[n, i, j] @ w[a, b]`
     to output pixel `(i*sh + a - lo_h, j*sw + b - lo_w)`, then `+ b`.
 
@@ -318,64 +326,41 @@ def ConvTranspose2D(
       >>> layer.init(jax.random.key(0), (10, 16, 15, 8))[0]
       (10, 32, 30, 3)
     """
-    name = "ConvTranspose2D"
-    kernel = _pair(f"{name}: kernel_size", kernel_size)
-    c_in, c_out = _check_size(f"{name}: c_in", c_in), _check_size(f"{name}: c_out", c_out)
-    layer, output_shape = _conv_transpose2d(
-        c_in,
-        c_out,
-        kernel,
-        _pair(f"{name}: stride", stride),
-        _check_padding(f"{name}: padding", padding, allow_int=False),
-    )
-    return _with_initializers(name, layer, output_shape, kernel, c_in, c_out, w_init, b_init, dtype)
 
+    c_in: int
+    c_out: int
+    kernel_size: Any
+    stride: Any = 1
+    padding: Any = "SAME"
+    w_init: Optional[Callable] = weights_field()
+    b_init: Optional[Callable] = weights_field()
+    dtype: Any = weights_field(np.dtype("float32"))
 
-@interned
-def _conv_transpose2d(c_in, c_out, kernel, stride, padding):
-    """The layer (its init with the default initializers) and its output shape function."""
-    name = (
-        f"ConvTranspose2D(c_in={c_in}, c_out={c_out}, kernel_size={kernel}, stride={stride}, "
-        f"padding={padding!r})"
-    )
-    w_shape, b_shape = kernel + (c_in, c_out), (c_out,)
-
-    def geometry(input_shape):
-        """The output shape and the padding of the Conv2D this layer transposes."""
-        n, h, w, _ = _check_image(name, input_shape, c_in)
+    def geometry(self, input_shape):
+        """The padding of the Conv2D this layer transposes, and the output shape."""
+        n, h, w, _ = _check_image(self.name, input_shape, self.c_in)
         if h < 1 or w < 1:
-            raise ValueError(f"{name}: expected an image of at least 1 x 1 pixels, got shape {input_shape}")
+            raise ValueError(f"{self.name}: expected an image of at least 1 x 1 pixels, got shape {input_shape}")
+        kernel, stride = self.kernel_size, self.stride
         out_hw = tuple(
-            size * s if padding == "SAME" else (size - 1) * s + k
+            size * s if self.padding == "SAME" else (size - 1) * s + k
             for size, k, s in zip((h, w), kernel, stride)
         )
-        pads = tuple(_pads(padding, size, k, s) for size, k, s in zip(out_hw, kernel, stride))
-        return pads, (n,) + out_hw + (c_out,)
+        pads = tuple(_pads(self.padding, size, k, s) for size, k, s in zip(out_hw, kernel, stride))
+        return pads, (n,) + out_hw + (self.c_out,)
 
-    def output_shape(input_shape):
-        return geometry(input_shape)[1]
+    def apply(self, params, x, *, train=False, key=None):
+        w, b, pads, y_shape = self.check(params, x)
+        y = _correlate_dx(*_promoted(x, w), self.stride, pads, y_shape[1:3], w_spec="HWOI")
+        return y + b.reshape(1, 1, 1, self.c_out)
 
-    def apply(params, x, *, train=False, key=None):
-        w, b = _check_weights(name, params, w_shape, b_shape)
-        _check_floating(name, x)
-        pads, y_shape = geometry(jnp.shape(x))
-        y = _correlate_dx(*_promoted(x, w), stride, pads, y_shape[1:3], w_spec="HWOI")
-        return y + b.reshape(1, 1, 1, c_out)
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        w, b = _check_weights(name, params, w_shape, b_shape)
-        _check_floating(name, x)
-        pads, y_shape = geometry(jnp.shape(x))
-        check_cotangent(name, dy, y_shape)
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        w, b, pads, y_shape = self.check(params, x)
+        check_cotangent(self.name, dy, y_shape)
         xp, wp, dyp = _promoted(x, w, dy)
         db = jnp.sum(dy, axis=(0, 1, 2))  # db = sum over n, i, j of dy
         # dw[a, b] = sum_{n, i, j} x[n, i, j]^T dypad[n, i*sh + a, j*sw + b]
-        dw = jnp.transpose(_correlate_dw(dyp, xp, stride, pads, kernel), (0, 1, 3, 2))
+        dw = jnp.transpose(_correlate_dw(dyp, xp, self.stride, pads, self.kernel_size), (0, 1, 3, 2))
         # dx[n, i, j] = sum_{a, b} dypad[n, i*sh + a, j*sw + b] w[a, b]^T: the strided conv
-        dx = _correlate(dyp, wp, stride, pads, w_spec="HWOI")
+        dx = _correlate(dyp, wp, self.stride, pads, w_spec="HWOI")
         return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, dx.astype(x.dtype)
-
-    init = _weights_init(
-        name, output_shape, w_shape, w_shape[0] * w_shape[1] * c_in, None, None, jnp.dtype(jnp.float32)
-    )
-    return Layer(init, apply, vjp), output_shape

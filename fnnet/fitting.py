@@ -97,16 +97,17 @@ def fit(
     x,
     y,
     epochs: int,
+    *,
     batch_size: Optional[int] = None,
     key=None,
     progress: bool = True,
-    *,
     opt_state=None,
     validation=None,
     checkpoint=None,
     checkpoint_every: Optional[int] = None,
     resume: bool = False,
     mesh=None,
+    run_id: Optional[str] = None,
 ) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
@@ -142,11 +143,15 @@ def fit(
       resume: continue from `checkpoint` if it exists (else start fresh). The
         checkpoint must come from the same run: the same data (x, y and
         validation), key, batch_size, initial params and opt_state, model,
-        loss, optimizer and hyperparameters (a mismatch raises ValueError
-        naming it, before any training); `epochs`
+        loss, optimizer and hyperparameters, `jax_enable_x64` and `run_id` (a
+        mismatch raises ValueError naming it, before any training); `epochs`
         may grow, and `progress`, `checkpoint_every` and `mesh` may change.
         On the same device the result is bitwise that of an uninterrupted run.
+        Functions of your own (a layer's, an initializer) are compared by their
+        qualified names only, not their code: after changing one, start anew.
       mesh: a `jax.sharding.Mesh` for data-parallel training (see `train`).
+      run_id: an optional name of the run, recorded in the checkpoint and
+        compared on resume.
 
     Returns:
       FitResult(params, opt_state, losses, val_losses).
@@ -170,6 +175,8 @@ def fit(
     validate = validation is not None
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
+    if run_id is not None and not isinstance(run_id, str):
+        raise TypeError(f"fit: run_id must be None or a str naming the run, got {describe(run_id)}")
     if (checkpoint_every or resume) and checkpoint is None:
         raise ValueError("fit: checkpoint_every and resume need a checkpoint path")
     spec: Optional[dict] = None
@@ -180,24 +187,20 @@ def fit(
             )
         checkpoint = os.fspath(checkpoint)
         check_writable(checkpoint, "fit")
-        spec = _resume.run_spec(model, loss, opt, params, opt_state, x, y, validation, size, key)
+        spec = _resume.run_record(model, loss, opt, params, opt_state, x, y, validation, size, key, run_id)
     losses, val_losses, done = [], [], 0
     if resume and spec is not None and os.path.exists(checkpoint):
         params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(
-            checkpoint,
-            params,
-            opt_state,
-            spec,
-            epochs,
-            steps_per_epoch,
-            dict(model=model, loss=loss, optimizer=opt),
+            checkpoint, params, opt_state, spec, epochs, steps_per_epoch
         )
     _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 
-    run = _runner(model, loss, opt, size, mesh)
+    run = _runner(mesh)
 
     def run_chunk(params, opt_state, count):
-        return run(params, opt_state, setup.x, setup.y, key, _CHUNK, validation, np.int32(count))
+        return run(
+            model, loss, opt.step, size, _CHUNK, params, opt_state, setup.x, setup.y, key, validation, np.int32(count)
+        )
 
     bar = _progress_bar(progress, epochs, done)
     updates = 1 if bar is None else _PROGRESS_UPDATES

@@ -1,34 +1,21 @@
 """Gradients of a loss through a model, from the hand-derived VJPs alone."""
 
-from typing import Callable, Optional
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 
-from fnnet._intern import interned
+from fnnet._checks import describe
+from fnnet._layout import feature_major
 from fnnet.layers import Layer, contract_hint
 from fnnet.losses import Loss
 
 __all__ = ["value_and_grad", "as_jax"]
 
 
-def layout(model: Layer, x, minibatches: bool = False) -> Optional[Layer]:
-    """The one place fnnet picks a layout: the model's feature-major twin for a 2-D
-    batch `x` trained whole (run on `x.T`), or None to run `model` on x as it is.
-
-    Minibatches stay batch-major: on small batches both layouts run alike, and
-    a feature-major gather per batch costs more than it saves. A twin that
-    disagrees with its layer about state (one has `update_state`, the other
-    not) is not used.
-    """
-    twin = model.feature_major
-    if minibatches or jnp.ndim(x) != 2 or twin is None:
-        return None
-    return twin if (twin.update_state is None) == (model.update_state is None) else None
-
-
 def check_input(model: Layer, params, x) -> None:
-    """Check a batch x as the user passed it, before `layout` may transpose it: not
+    """Check a batch x as the user passed it, before a layout may transpose it: not
     empty, and `model.apply` traced (not run) on it, so shape errors speak of the
     user's shapes."""
     if jnp.size(x) == 0:
@@ -42,10 +29,10 @@ def check_input(model: Layer, params, x) -> None:
 def loss_and_grads(model: Layer, loss: Loss, params, x, target, *, train: bool = True, key=None):
     """The loss value and d loss / d params, for one batch.
 
-    Runs in the layout `layout` picks; the results are the same either way.
+    Runs in the layout `fnnet._layout` picks; the results are the same either way.
     """
     check_input(model, params, x)
-    twin = layout(model, x)
+    twin = feature_major(model, x)
     if twin is None:
         return loss_and_grads_in(model, loss, params, x, target, train=train, key=key)
     return loss_and_grads_in(twin, loss, params, x.T, target, train=train, key=key, transposed=True)
@@ -67,12 +54,24 @@ def loss_and_grads_in(
     return loss.value(y, target), dparams
 
 
-@interned
-def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> Callable:
-    """Build `f(params, x, target, key=None) -> (value, grads)`; jittable and vmappable.
+@dataclasses.dataclass(frozen=True)
+class ValueAndGrad:
+    """`f(params, x, target, *, key=None) -> (value, grads)`, made by `value_and_grad`: a
+    value: equal models and losses make equal functions."""
+
+    model: Layer
+    loss: Loss
+    train: bool = True
+
+    def __call__(self, params, x, target, *, key=None):
+        return loss_and_grads(self.model, self.loss, params, x, target, train=self.train, key=key)
+
+
+def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> ValueAndGrad:
+    """Build `f(params, x, target, *, key=None) -> (value, grads)`; jittable and vmappable.
 
     Args:
-      model: a Layer (e.g. a `serial`).
+      model: a Layer (e.g. a `Sequential`).
       loss: a Loss (e.g. `LossBCE()`).
       train: run the model in training mode (the default: these are the
         gradients a training step uses; `Dropout` then needs `key`, and
@@ -85,20 +84,35 @@ def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> Callable:
       `params`. In training mode the grads under `State` are zero (running
       statistics are not used); in inference they are the true derivatives.
       fnnet's optimizers never apply them; with another optimizer, mask them
-      with `fnnet.state.trainable_mask(params)`.
+      with `fnnet.trainable_mask(params)`. `f` draws with `key` as given: in a
+      loop of your own, pass each step its own key (e.g.
+      `jax.random.fold_in(key, step)`), or Dropout draws the same mask every
+      step (`train_step` and `fit` fold in the step count themselves).
 
     Example:
       >>> value, grads = jax.jit(value_and_grad(model, LossBCE()))(params, x, y)
     """
-
-    def f(params, x, target, key=None):
-        return loss_and_grads(model, loss, params, x, target, train=train, key=key)
-
-    return f
+    check_model_and_loss("value_and_grad", model, loss)
+    return ValueAndGrad(model, loss, train)
 
 
-@interned
-def as_jax(model: Layer, *, train: bool = False) -> Callable:
+def check_model_and_loss(owner: str, model, loss) -> None:
+    if not isinstance(model, Layer):
+        raise TypeError(f"{owner}: model must be a Layer, got {describe(model)}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"{owner}: loss must be a Loss, got {describe(loss)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _AsJax:
+    model: Layer
+    train: bool
+
+    def __call__(self, params, x, key=None):
+        return _as_jax_train(self.model, params, x, key) if self.train else _as_jax(self.model, params, x)
+
+
+def as_jax(model: Layer, *, train: bool = False):
     """`f(params, x) = model.apply(params, x)` whose JAX derivative is the hand VJP.
 
     `f` is a `jax.custom_vjp` function, so JAX's reverse-mode autodiff (grad,
@@ -112,32 +126,40 @@ def as_jax(model: Layer, *, train: bool = False) -> Callable:
       >>> loss = lambda p: jnp.mean(f(p, x) ** 2)
       >>> # JAX's grad of `loss` now runs model.vjp for the model's part
     """
-    if train:
+    if not isinstance(model, Layer):
+        raise TypeError(f"as_jax: model must be a Layer, got {describe(model)}")
+    return _AsJax(model, train)
 
-        @jax.custom_vjp
-        def f_train(params, x, key):
-            return model.apply(params, x, train=True, key=key)
 
-        def forward_train(params, x, key):
-            return f_train(params, x, key), (params, x, key)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _as_jax(model, params, x):
+    return model.apply(params, x)
 
-        def backward_train(residuals, dy):
-            params, x, key = residuals
-            return (*model.vjp(params, x, dy, train=True, key=key), None)  # no cotangent for key
 
-        f_train.defvjp(forward_train, backward_train)
-        return f_train
+def _as_jax_forward(model, params, x):
+    return model.apply(params, x), (params, x)
 
-    @jax.custom_vjp
-    def f(params, x):
-        return model.apply(params, x)
 
-    def forward(params, x):
-        return model.apply(params, x), (params, x)
+def _as_jax_backward(model, residuals, dy):
+    params, x = residuals
+    return model.vjp(params, x, dy)
 
-    def backward(residuals, dy):
-        params, x = residuals
-        return model.vjp(params, x, dy)
 
-    f.defvjp(forward, backward)
-    return f
+_as_jax.defvjp(_as_jax_forward, _as_jax_backward)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _as_jax_train(model, params, x, key):
+    return model.apply(params, x, train=True, key=key)
+
+
+def _as_jax_train_forward(model, params, x, key):
+    return _as_jax_train(model, params, x, key), (params, x, key)
+
+
+def _as_jax_train_backward(model, residuals, dy):
+    params, x, key = residuals
+    return (*model.vjp(params, x, dy, train=True, key=key), None)  # no cotangent for key
+
+
+_as_jax_train.defvjp(_as_jax_train_forward, _as_jax_train_backward)

@@ -2,10 +2,12 @@
 
 ## The contract
 
-A layer is a `Layer` of pure functions over a parameter pytree:
+A layer is a value: a frozen dataclass whose fields are the settings it was built
+with (`Linear(2, 25)`, `Dropout(0.1)`), subclassing `Layer`, with these methods,
+pure functions of their arguments and the settings:
 
 - `init(key, input_shape) -> (output_shape, params)` draws params and touches
-  no data, so `serial` threads shapes through a whole model.
+  no data, so `Sequential` threads shapes through a whole model.
 - `apply(params, x, *, train=False, key=None) -> y` is the forward pass.
   `apply(params, x)` is inference: deterministic (`Dropout` is the identity,
   `BatchNorm` normalizes by its running statistics). `train=True` is a
@@ -13,21 +15,35 @@ A layer is a `Layer` of pure functions over a parameter pytree:
   `BatchNorm` normalizes by the batch's statistics.
 - `vjp(params, x, dy, *, train=False, key=None) -> (dparams, dx)` is the
   vector-Jacobian product of `apply` at the same `(params, x, train, key)`,
-  derived by hand: `dparams` has the structure of params, `dx` the shape of
-  x. Given the same key it sees the same random draws as `apply`.
-- `update_state(params, x, *, key=None) -> params`, or None for stateless
-  layers: the params after one training step's forward pass on x, with the
+  derived by hand and written right below `apply`: `dparams` has the
+  structure of params, `dx` the shape of x. Given the same key it sees the
+  same random draws as `apply`.
+- `update_state(params, x, *, key=None) -> params`, only for a layer with
+  state: the params after one training step's forward pass on x, with the
   leaves under `fnnet.State` moved (running statistics) and the others as
-  they were.
-- `feature_major`: the same layer for inputs laid out `(features, batch)`, or
-  None. XLA's CPU backend multiplies (25x25)(25xN) about twice as fast as
-  (Nx25)(25x25), so training on 2-D batches runs this twin; the choice is made
-  in one place, `fnnet.grad.layout`, and the public layout stays
-  `(batch, features)`.
+  they were. Other layers leave it `None`.
+
+A new built-in layer is one such class in its module, exported by its
+`__all__`; nothing else to register. Settings that are functions
+(initializers) or only shape `init` (`dtype`) are fields with
+`compare=False`: they do not change what `apply` and `vjp` compute.
+
+**Values.** Equal settings make equal layers with equal hashes
+(`Linear(2, 3) == Linear(2, 3)`), so every compiled program (`jax.jit`
+caches by the value of its static arguments) is shared by equal models,
+with no cache of constructors; `repr(model)` reads as the code that builds
+it, and `summary(model, input_shape)` lists each layer's output shape and
+parameter counts.
+
+**Your own layer** is either such a class, or `Layer(init, apply, vjp,
+update_state=None)` of four functions. Built from the same module-level
+functions, two such layers are equal; built from fresh closures (a lambda
+made at each call) each is a new layer, and compiles its own programs.
+Write each VJP beside its forward and check it with `fnnet.check_vjp`.
 
 **Mode and keys.** `train` is a Python bool (static under `jit`); `key` is a
 JAX PRNG key, traced, so a `vmap` over keys gives each member its own draws.
-`serial` passes `train` to every layer and splits `key` once per layer.
+`Sequential` passes `train` to every layer and splits `key` once per layer.
 Training (`value_and_grad`, `train_step`, `train`, `fit`, `sweep`) calls
 `apply` and `vjp` with `train=True` and, at each step, the run's key with the
 step count folded in.
@@ -37,53 +53,79 @@ step count folded in.
 optimizers never change them; after each optimizer step, training writes in
 those that `update_state` returns.
 
-**Equality.** Two layers are equal when they compute the same thing: equal
-`apply`, `vjp`, `update_state` and `feature_major`. `init` (how params are
-drawn) is not compared, and compiled programs are cached by layer, so
-`Linear(2, 3, w_init=jax.nn.initializers.glorot_normal())` built twice trains
-with one program. Constructors return equal layers for equal arguments.
-
-**Your own layer** is `Layer(init, apply, vjp)` whose `apply` and `vjp` take
-the keywords `train` and `key` (and may ignore them); write each VJP beside
-its forward and check it with `fnnet.check_vjp`. Inputs are `(..., features)`.
+Inputs are `(..., features)`; how a run lays them out in memory is private
+(`fnnet._layout`).
 """
 
 import contextlib
+import dataclasses
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+import numpy as np
 
 from fnnet._checks import check_init, describe, is_int, is_real
-from fnnet._intern import interned
-from fnnet._types import Array, Params, PRNGKey, Shape
+from fnnet._types import Params, Shape
+from fnnet._values import settings_repr, setattr_frozen, show
 
-__all__ = ["Layer", "Linear"]
+__all__ = ["Layer", "FunctionLayer", "Linear"]
 
 
-class Layer(NamedTuple):
-    """A layer as pure functions; see the module docstring for the contract.
+class Layer:
+    """The base of every layer; see the module docstring for the contract.
 
-    Equality and hashing leave out `init`: layers that compute the same
-    function share compiled programs, whatever initializers drew their params.
+    `Layer(init, apply, vjp, update_state=None)` makes a layer of your own four
+    functions (a `FunctionLayer`).
     """
 
-    init: Callable[[PRNGKey, Shape], tuple]
-    apply: Callable[..., Array]
-    vjp: Callable[..., tuple]
     update_state: Optional[Callable[..., Params]] = None
-    feature_major: Optional["Layer"] = None
 
-    def __eq__(self, other):
-        return isinstance(other, Layer) and self[1:] == other[1:]
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(FunctionLayer if cls is Layer else cls)
 
-    def __ne__(self, other):
-        return not self == other
+    def init(self, key, input_shape: Shape) -> tuple:
+        raise NotImplementedError(f"{type(self).__name__} must define init(key, input_shape)")
 
-    def __hash__(self):
-        return hash(self[1:])
+    def apply(self, params, x, *, train=False, key=None):
+        raise NotImplementedError(f"{type(self).__name__} must define apply(params, x, *, train, key)")
+
+    def vjp(self, params, x, dy, *, train=False, key=None) -> tuple:
+        raise NotImplementedError(f"{type(self).__name__} must define vjp(params, x, dy, *, train, key)")
+
+    def __repr__(self) -> str:
+        return settings_repr(self)
+
+    @property
+    def name(self) -> str:
+        """How errors name the layer: as the code that builds it."""
+        return repr(self)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class FunctionLayer(Layer):
+    """A layer of your own functions, made by `Layer(init, apply, vjp, update_state=None)`.
+
+    Equal when its `apply`, `vjp` and `update_state` are the same functions (`init`, how
+    params are drawn, is not compared: the params are data).
+    """
+
+    init: Callable = dataclasses.field(compare=False)  # type: ignore[assignment]
+    apply: Callable  # type: ignore[assignment]
+    vjp: Callable  # type: ignore[assignment]
+    update_state: Optional[Callable] = None
+
+    def __post_init__(self):
+        for field in ("init", "apply", "vjp"):
+            if not callable(getattr(self, field)):
+                raise TypeError(f"Layer: {field} must be a function, got {describe(getattr(self, field))}")
+        if self.update_state is not None and not callable(self.update_state):
+            raise TypeError(f"Layer: update_state must be None or a function, got {describe(self.update_state)}")
+
+    def __repr__(self) -> str:
+        fields = ("init", "apply", "vjp") + (("update_state",) if self.update_state is not None else ())
+        return f"Layer({', '.join(f'{f}={show(getattr(self, f))}' for f in fields)})"
 
 
 @contextlib.contextmanager
@@ -108,7 +150,7 @@ def check_cotangent(name: str, dy, y_shape) -> None:
         raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, got {jnp.shape(dy)}")
 
 
-def _check_train(name: str, train) -> bool:
+def check_train(name: str, train) -> bool:
     """`train` selects a Python branch: it must be a bool, not an array or a tracer."""
     if not isinstance(train, bool):
         raise TypeError(
@@ -117,7 +159,7 @@ def _check_train(name: str, train) -> bool:
     return train
 
 
-def _check_dtype(name: str, dtype):
+def check_dtype(name: str, dtype):
     """`dtype` as a NumPy dtype; TypeError unless floating (params must be)."""
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
@@ -125,13 +167,13 @@ def _check_dtype(name: str, dtype):
     return dtype
 
 
-def _check_init(name: str, init):
+def check_initializer(name: str, init):
     if init is not None and not callable(init):
         raise TypeError(f"{name} must be None or a (key, shape, dtype) -> array initializer, got {init!r}")
     return init
 
 
-def _check_size(name: str, value, low: int = 1) -> int:
+def check_size(name: str, value, low: int = 1) -> int:
     if not is_int(value):
         raise TypeError(f"{name} must be an int, got {describe(value)}")
     if value < low:
@@ -139,7 +181,7 @@ def _check_size(name: str, value, low: int = 1) -> int:
     return int(value)
 
 
-def _check_float(name: str, value) -> float:
+def check_float(name: str, value) -> float:
     if not is_real(value):
         raise TypeError(f"{name} must be a float, got {describe(value)}")
     if not math.isfinite(value):
@@ -147,7 +189,7 @@ def _check_float(name: str, value) -> float:
     return float(value)
 
 
-def _check_floating(name: str, x) -> None:
+def check_floating(name: str, x) -> None:
     """Raise TypeError unless `x` is floating point: an integer input would get an integer
     cotangent (its fraction cut off) from `vjp`."""
     dtype = jnp.result_type(x)
@@ -157,14 +199,34 @@ def _check_floating(name: str, x) -> None:
         )
 
 
-@interned
-def no_params_init(owner: str) -> Callable:
-    """The `init` of a parameter-free layer named `owner`: shape in, shape out, params ()."""
+def check_no_params(name: str, params) -> None:
+    if not (isinstance(params, tuple) and len(params) == 0):
+        raise ValueError(f"{name} has no parameters: params must be (), got {params!r}")
 
-    def init(key, input_shape):
-        return check_init(owner, key, input_shape), ()
 
-    return init
+def check_weights(name: str, params, w_shape, b_shape):
+    """`(w, b)` of a layer's params `{"w": w_shape, "b": b_shape}`; ValueError naming the layer."""
+    if not isinstance(params, dict) or set(params) != {"w", "b"}:
+        raise ValueError(
+            f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
+        )
+    w, b = params["w"], params["b"]
+    if jnp.shape(w) != w_shape or jnp.shape(b) != b_shape:
+        raise ValueError(
+            f"{name}: params must have w {w_shape} and b {b_shape}, got w {jnp.shape(w)} and b {jnp.shape(b)}"
+        )
+    return w, b
+
+
+class Parameterless(Layer):
+    """A layer without params: `init` checks its arguments and returns `output_shape`'s
+    answer (the input shape unless overridden) and params ()."""
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def init(self, key, input_shape):
+        return self.output_shape(check_init(self.name, key, input_shape)), ()
 
 
 def _uniform(bound: float):
@@ -174,7 +236,35 @@ def _uniform(bound: float):
     return init
 
 
-def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32) -> Layer:
+def draw_weights(layer, key, w_shape: Shape, fan_in: int) -> dict:
+    """`{"w": w_shape, "b": (w_shape[-1],)}` drawn with `layer`'s `w_init` and `b_init`, by
+    default from U[-1/sqrt(fan_in), 1/sqrt(fan_in)], in `layer.dtype`."""
+    default = _uniform(1 / math.sqrt(fan_in))
+    w_key, b_key = jax.random.split(key)
+    return {
+        "w": (layer.w_init or default)(w_key, w_shape, layer.dtype),
+        "b": (layer.b_init or default)(b_key, w_shape[-1:], layer.dtype),
+    }
+
+
+def weights_field(default=None) -> Any:
+    """A setting that shapes only `init` (an initializer, a dtype): keyword-only and
+    left out of equality, so layers that differ in it share programs."""
+    return dataclasses.field(default=default, kw_only=True, compare=False)
+
+
+def check_weights_settings(layer, owner: str) -> None:
+    """Check and normalize `w_init`, `b_init` and `dtype` of a layer with weights."""
+    setattr_frozen(
+        layer,
+        w_init=check_initializer(f"{owner}: w_init", layer.w_init),
+        b_init=check_initializer(f"{owner}: b_init", layer.b_init),
+        dtype=check_dtype(f"{owner}: dtype", layer.dtype),
+    )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Linear(Layer):
     """A fully connected layer, `y = x @ w + b`.
 
     Args:
@@ -195,111 +285,50 @@ def Linear(n_in: int, n_out: int, *, w_init=None, b_init=None, dtype=jnp.float32
       >>> out_shape
       (1000, 25)
     """
-    n_in, n_out = _check_size("Linear: n_in", n_in), _check_size("Linear: n_out", n_out)
-    layer, output_shape = _linear(n_in, n_out)
-    return layer._replace(
-        init=_weights_init(
-            f"Linear(n_in={n_in}, n_out={n_out})",
-            output_shape,
-            (n_in, n_out),
-            n_in,
-            w_init,
-            b_init,
-            dtype,
-        )
-    )
 
+    n_in: int
+    n_out: int
+    w_init: Optional[Callable] = weights_field()
+    b_init: Optional[Callable] = weights_field()
+    dtype: Any = weights_field(np.dtype("float32"))
 
-def _check_weights(name: str, params, w_shape, b_shape):
-    """`(w, b)` of a layer's params `{"w": w_shape, "b": b_shape}`; ValueError naming the layer."""
-    if not isinstance(params, dict) or set(params) != {"w", "b"}:
-        raise ValueError(
-            f"{name}: params must be a dict with keys 'w' and 'b', got {jax.tree.structure(params)}"
-        )
-    w, b = params["w"], params["b"]
-    if jnp.shape(w) != w_shape or jnp.shape(b) != b_shape:
-        raise ValueError(
-            f"{name}: params must have w {w_shape} and b {b_shape}, got w {jnp.shape(w)} and b {jnp.shape(b)}"
-        )
-    return w, b
+    def __post_init__(self):
+        setattr_frozen(self, n_in=check_size("Linear: n_in", self.n_in), n_out=check_size("Linear: n_out", self.n_out))
+        check_weights_settings(self, "Linear")
 
+    @property
+    def name(self) -> str:
+        return f"Linear(n_in={self.n_in}, n_out={self.n_out})"
 
-@interned
-def _weights_init(name: str, output_shape: Callable, w_shape: Shape, fan_in: int, w_init, b_init, dtype):
-    """`init` of a layer with params `{"w": w_shape, "b": (w_shape[-1],)}`, both drawn from
-    `w_init` and `b_init`, by default U[-1/sqrt(fan_in), 1/sqrt(fan_in)]. It lives apart
-    from the layer's program: initializers change init only."""
-    owner = name.split("(")[0]  # "Linear", "Conv2D", ...: how the user called the constructor
-    w_init = _check_init(f"{owner}: w_init", w_init) or _uniform(1 / math.sqrt(fan_in))
-    b_init = _check_init(f"{owner}: b_init", b_init) or _uniform(1 / math.sqrt(fan_in))
-    dtype = _check_dtype(f"{owner}: dtype", dtype)
+    def init(self, key, input_shape):
+        input_shape = check_init(self.name, key, input_shape)
+        if len(input_shape) < 1 or input_shape[-1] != self.n_in:
+            raise ValueError(f"{self.name}: expected input_shape (..., {self.n_in}), got {input_shape}")
+        params = draw_weights(self, key, (self.n_in, self.n_out), self.n_in)
+        return input_shape[:-1] + (self.n_out,), params
 
-    def init(key, input_shape):
-        input_shape = check_init(name, key, input_shape)
-        w_key, b_key = jax.random.split(key)
-        params = {"w": w_init(w_key, w_shape, dtype), "b": b_init(b_key, w_shape[-1:], dtype)}
-        return output_shape(input_shape), params
-
-    return init
-
-
-@interned
-def _linear(n_in, n_out):
-    """The layer (its init with the default initializers) and its output shape function."""
-    name = f"Linear(n_in={n_in}, n_out={n_out})"
-
-    def output_shape(input_shape):
-        if len(input_shape) < 1 or input_shape[-1] != n_in:
-            raise ValueError(f"{name}: expected input_shape (..., {n_in}), got {input_shape}")
-        return input_shape[:-1] + (n_out,)
-
-    def check_params(params):
-        return _check_weights(name, params, (n_in, n_out), (n_out,))
-
-    def check_input(x, axis):
-        _check_floating(name, x)
-        if jnp.ndim(x) < 1 or jnp.shape(x)[axis] != n_in:
+    def check(self, params, x, axis: int = -1):
+        """`(w, b)`, with x checked to hold `n_in` features on `axis`."""
+        w, b = check_weights(self.name, params, (self.n_in, self.n_out), (self.n_out,))
+        check_floating(self.name, x)
+        if jnp.ndim(x) < 1 or jnp.shape(x)[axis] != self.n_in:
             raise ValueError(
-                f"{name}: expected input with {n_in} features on axis {axis}, got shape {jnp.shape(x)}"
+                f"{self.name}: expected input with {self.n_in} features on axis {axis}, got shape {jnp.shape(x)}"
             )
+        return w, b
 
-    def apply(params, x, *, train=False, key=None):
-        w, b = check_params(params)
-        check_input(x, -1)
-        with jax.named_scope(name):
+    def apply(self, params, x, *, train=False, key=None):
+        w, b = self.check(params, x)
+        with jax.named_scope(self.name):
             y = x @ w
-            return y + b.reshape((1,) * (y.ndim - 1) + (n_out,))
+            return y + b.reshape((1,) * (y.ndim - 1) + (self.n_out,))
 
-    def vjp(params, x, dy, *, train=False, key=None):
-        w, b = check_params(params)
-        check_input(x, -1)
-        check_cotangent(name, dy, jnp.shape(x)[:-1] + jnp.shape(w)[1:])
-        with jax.named_scope(name):
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        w, b = self.check(params, x)
+        check_cotangent(self.name, dy, jnp.shape(x)[:-1] + (self.n_out,))
+        with jax.named_scope(self.name):
             # dw = x^T dy (summed over batch dims), db = sum dy, dx = dy w^T
             dw = jnp.tensordot(x, dy, axes=(tuple(range(x.ndim - 1)),) * 2)
             db = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
             # Cotangents take their primal's dtype (as JAX's autodiff does) when dtypes mix.
             return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, (dy @ w.T).astype(x.dtype)
-
-    def apply_fm(params, x, *, train=False, key=None):  # x: (n_in, batch)
-        w, b = check_params(params)
-        check_input(x, 0)
-        with jax.named_scope(name):
-            # w.T is copied (the barrier keeps XLA from folding the transpose into the
-            # product): XLA's CPU backend multiplies a plain (n_out, n_in) @ (n_in, batch)
-            # faster, and the copy is small.
-            return lax.optimization_barrier(w.T) @ x + b[:, None]
-
-    def vjp_fm(params, x, dy, *, train=False, key=None):  # x: (n_in, batch), dy: (n_out, batch)
-        w, b = check_params(params)
-        check_input(x, 0)
-        check_cotangent(name, dy, jnp.shape(w)[1:] + jnp.shape(x)[1:])
-        with jax.named_scope(name):
-            # dw = x dy^T, db = sum over batch of dy, dx = w dy
-            return (
-                {"w": (x @ dy.T).astype(w.dtype), "b": jnp.sum(dy, axis=1).astype(b.dtype)},
-                (w @ dy).astype(x.dtype),
-            )
-
-    init = _weights_init(name, output_shape, (n_in, n_out), n_in, None, None, jnp.dtype(jnp.float32))
-    return Layer(init, apply, vjp, feature_major=Layer(init, apply_fm, vjp_fm)), output_shape

@@ -10,14 +10,17 @@ taken over `axes`,
 dscale = sum(dy * xhat) and dshift = sum(dy) over the axes that are not the features.
 """
 
+import dataclasses
 import math
+from typing import Any
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_real
-from fnnet._intern import interned
-from fnnet.layers import Layer, _check_dtype, _check_floating, _check_train, check_cotangent
+from fnnet._values import setattr_frozen
+from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -29,13 +32,6 @@ def _check_number(owner, name, value, ok, expected):
     if not (math.isfinite(value) and ok(value)):
         raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
     return float(value)
-
-
-def _along(v, x, feature_axis):
-    """A per-feature vector `(c,)` shaped to broadcast against x."""
-    shape = [1] * x.ndim
-    shape[feature_axis] = -1
-    return v.reshape(shape)
 
 
 def _normalize(x, axes, eps):
@@ -53,29 +49,27 @@ def _normalize_vjp(g, xhat, s, axes):
     ) / s
 
 
-def _other_axes(x, feature_axis):
-    return tuple(a for a in range(x.ndim) if a != feature_axis % x.ndim)
+def _batch_axes(x):
+    """Every axis but the last (the features)."""
+    return tuple(range(x.ndim - 1))
 
 
-def _scale_shift_init(owner, min_rank, dtype, running):
-    def init(key, input_shape):
-        input_shape = check_init(owner, key, input_shape)
-        if len(input_shape) < min_rank:
-            raise ValueError(
-                f"{owner}: expected input_shape with at least {min_rank} axes "
-                f"(..., features), got {input_shape}"
-            )
-        c = input_shape[-1]
-        params = {"scale": jnp.ones((c,), dtype), "shift": jnp.zeros((c,), dtype)}
-        if running:
-            params["running"] = State(mean=jnp.zeros((c,), dtype), var=jnp.ones((c,), dtype))
-        return input_shape, params
-
-    return init
+def _scale_shift_init(owner, key, input_shape, min_rank, dtype, running):
+    input_shape = check_init(owner, key, input_shape)
+    if len(input_shape) < min_rank:
+        raise ValueError(
+            f"{owner}: expected input_shape with at least {min_rank} axes "
+            f"(..., features), got {input_shape}"
+        )
+    c = input_shape[-1]
+    params = {"scale": jnp.ones((c,), dtype), "shift": jnp.zeros((c,), dtype)}
+    if running:
+        params["running"] = State(mean=jnp.zeros((c,), dtype), var=jnp.ones((c,), dtype))
+    return input_shape, params
 
 
-def _check(owner, params, x, feature_axis, min_rank, running):
-    _check_floating(owner, x)
+def _check(owner, params, x, min_rank, running):
+    check_floating(owner, x)
     keys = {"scale", "shift"} | ({"running"} if running else set())
     if (
         not isinstance(params, dict)
@@ -94,7 +88,7 @@ def _check(owner, params, x, feature_axis, min_rank, running):
         raise ValueError(
             f"{owner}: expected input with at least {min_rank} axes (..., features), got shape {jnp.shape(x)}"
         )
-    c = jnp.shape(x)[feature_axis]
+    c = jnp.shape(x)[-1]
     for name, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if jnp.shape(leaf) != (c,):
             raise ValueError(
@@ -103,7 +97,8 @@ def _check(owner, params, x, feature_axis, min_rank, running):
             )
 
 
-def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class BatchNorm(Layer):
     """Batch normalization over every axis but the last (the features).
 
     Training (`train=True`): x is normalized by the batch's mean and biased
@@ -124,84 +119,88 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, dtype=jnp.float32) ->
       dtype: dtype of the params made by `init`.
 
     Example:
-      >>> model = serial(Linear(2, 25), BatchNorm(), ReLU(), Linear(25, 1))
+      >>> model = Sequential(Linear(2, 25), BatchNorm(), ReLU(), Linear(25, 1))
     """
-    owner = "BatchNorm"
-    momentum = _check_number(owner, "momentum", momentum, lambda v: 0 <= v < 1, "in [0, 1)")
-    eps = _check_number(owner, "eps", eps, lambda v: v > 0, "> 0")
-    return _batch_norm(momentum, eps, _check_dtype(f"{owner}: dtype", dtype))
 
+    momentum: float = 0.9
+    eps: float = 1e-5
+    dtype: Any = weights_field(np.dtype("float32"))
 
-@interned
-def _batch_norm(momentum, eps, dtype) -> Layer:
-    name = f"BatchNorm(momentum={momentum}, eps={eps})"
+    def __post_init__(self):
+        owner = "BatchNorm"
+        setattr_frozen(
+            self,
+            momentum=_check_number(owner, "momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1)"),
+            eps=_check_number(owner, "eps", self.eps, lambda v: v > 0, "> 0"),
+            dtype=check_dtype(f"{owner}: dtype", self.dtype),
+        )
 
-    def layer_on(feature_axis):
-        def statistics(params, x, train):
-            """xhat, s, the batch's mean and var (None in inference), axes."""
-            _check(name, params, x, feature_axis, 2, True)
-            axes = _other_axes(x, feature_axis)
-            if _check_train(name, train) and math.prod(x.shape[a] for a in axes) < 2:
-                raise ValueError(
-                    f"{name}: training normalizes by the batch and needs more than "
-                    # the feature-major twin's (features, batch) spoken of as the user's
-                    f"one value per feature, got input of shape {x.shape[::-1] if feature_axis == 0 else x.shape} (a batch "
-                    f"of one: use a larger batch, or a batch_size that leaves no "
-                    f"single-sample last batch)"
-                )
-            if train:
-                xhat, mean, var, s = _normalize(x, axes, eps)
-                return xhat, s, mean, var, axes
+    @property
+    def name(self) -> str:
+        return f"BatchNorm(momentum={self.momentum}, eps={self.eps})"
+
+    def init(self, key, input_shape):
+        return _scale_shift_init(self.name, key, input_shape, 2, self.dtype, True)
+
+    def statistics(self, params, x, train):
+        """xhat, s, the batch's mean and var (None in inference), axes."""
+        _check(self.name, params, x, 2, True)
+        axes = _batch_axes(x)
+        if check_train(self.name, train) and math.prod(x.shape[a] for a in axes) < 2:
+            raise ValueError(
+                f"{self.name}: training normalizes by the batch and needs more than "
+                f"one value per feature, got input of shape {x.shape} (a batch "
+                f"of one: use a larger batch, or a batch_size that leaves no "
+                f"single-sample last batch)"
+            )
+        if train:
+            xhat, mean, var, s = _normalize(x, axes, self.eps)
+            return xhat, s, mean, var, axes
+        running = params["running"]
+        s = jnp.sqrt(running["var"] + self.eps)
+        return (x - running["mean"]) / s, s, None, None, axes
+
+    def apply(self, params, x, *, train=False, key=None):
+        with jax.named_scope(self.name):
+            xhat = self.statistics(params, x, train)[0]
+            return params["scale"] * xhat + params["shift"]
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        with jax.named_scope(self.name):
+            xhat, s, _, _, axes = self.statistics(params, x, train)
+            check_cotangent(self.name, dy, jnp.shape(x))
+            g = dy * params["scale"]
             running = params["running"]
-            s = jnp.sqrt(_along(running["var"], x, feature_axis) + eps)
-            return (x - _along(running["mean"], x, feature_axis)) / s, s, None, None, axes
-
-        def apply(params, x, *, train=False, key=None):
-            with jax.named_scope(name):
-                xhat = statistics(params, x, train)[0]
-                return _along(params["scale"], x, feature_axis) * xhat + _along(
-                    params["shift"], x, feature_axis
+            if train:  # the running statistics are not used: zero cotangents
+                dx = _normalize_vjp(g, xhat, s, axes)
+                drunning = State(mean=jnp.zeros_like(running["mean"]), var=jnp.zeros_like(running["var"]))
+            else:  # y = scale (x - m) / s + shift, s = sqrt(v + eps)
+                dx = g / s
+                # dm = -sum(g) / s; dv = -sum(g * xhat) / (2 s^2)
+                drunning = State(
+                    mean=(-jnp.sum(g / s, axis=axes)).astype(running["mean"].dtype),
+                    var=(-jnp.sum(g * xhat / (2 * s * s), axis=axes)).astype(running["var"].dtype),
                 )
-
-        def vjp(params, x, dy, *, train=False, key=None):
-            with jax.named_scope(name):
-                xhat, s, _, _, axes = statistics(params, x, train)
-                check_cotangent(name, dy, jnp.shape(x))
-                g = dy * _along(params["scale"], x, feature_axis)
-                running = params["running"]
-                if train:  # the running statistics are not used: zero cotangents
-                    dx = _normalize_vjp(g, xhat, s, axes)
-                    drunning = State(mean=jnp.zeros_like(running["mean"]), var=jnp.zeros_like(running["var"]))
-                else:  # y = scale (x - m) / s + shift, s = sqrt(v + eps)
-                    dx = g / s
-                    # dm = -sum(g) / s; dv = -sum(g * xhat) / (2 s^2)
-                    drunning = State(
-                        mean=(-jnp.sum(g / s, axis=axes)).astype(running["mean"].dtype),
-                        var=(-jnp.sum(g * xhat / (2 * s * s), axis=axes)).astype(running["var"].dtype),
-                    )
-                dparams = {
-                    "scale": jnp.sum(dy * xhat, axis=axes).astype(params["scale"].dtype),
-                    "shift": jnp.sum(dy, axis=axes).astype(params["shift"].dtype),
-                    "running": drunning,
-                }
-                return dparams, dx.astype(x.dtype)
-
-        def update_state(params, x, *, key=None):
-            _, _, mean, var, _ = statistics(params, x, True)
-            running = params["running"]
-            moved = {
-                stat: momentum * running[stat]
-                + (1 - momentum) * batch.reshape(-1).astype(running[stat].dtype)
-                for stat, batch in (("mean", mean), ("var", var))
+            dparams = {
+                "scale": jnp.sum(dy * xhat, axis=axes).astype(params["scale"].dtype),
+                "shift": jnp.sum(dy, axis=axes).astype(params["shift"].dtype),
+                "running": drunning,
             }
-            return {**params, "running": State(moved)}
+            return dparams, dx.astype(x.dtype)
 
-        return Layer(_scale_shift_init(name, 2, dtype, True), apply, vjp, update_state)
+    def update_state(self, params, x, *, key=None):  # type: ignore[override]
+        _, _, mean, var, _ = self.statistics(params, x, True)
+        running = params["running"]
+        moved = {
+            stat: self.momentum * running[stat]
+            + (1 - self.momentum) * batch.reshape(-1).astype(running[stat].dtype)
+            for stat, batch in (("mean", mean), ("var", var))
+        }
+        return {**params, "running": State(moved)}
 
-    return layer_on(-1)._replace(feature_major=layer_on(0))
 
-
-def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LayerNorm(Layer):
     """Layer normalization: each example normalized over its last axis (the features).
 
     `y = scale * (x - mean) / sqrt(var + eps) + shift`, mean and biased variance
@@ -214,43 +213,46 @@ def LayerNorm(eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
       dtype: dtype of the params made by `init`.
 
     Example:
-      >>> model = serial(Linear(2, 25), LayerNorm(), ReLU(), Linear(25, 1))
+      >>> model = Sequential(Linear(2, 25), LayerNorm(), ReLU(), Linear(25, 1))
     """
-    eps = _check_number("LayerNorm", "eps", eps, lambda v: v > 0, "> 0")
-    return _layer_norm(eps, _check_dtype("LayerNorm: dtype", dtype))
 
+    eps: float = 1e-5
+    dtype: Any = weights_field(np.dtype("float32"))
 
-@interned
-def _layer_norm(eps, dtype) -> Layer:
-    name = f"LayerNorm(eps={eps})"
+    def __post_init__(self):
+        setattr_frozen(
+            self,
+            eps=_check_number("LayerNorm", "eps", self.eps, lambda v: v > 0, "> 0"),
+            dtype=check_dtype("LayerNorm: dtype", self.dtype),
+        )
 
-    def layer_on(feature_axis):
-        def forward(params, x):
-            _check(name, params, x, feature_axis, 1, False)
-            return _normalize(x, (feature_axis % x.ndim,), eps)
+    @property
+    def name(self) -> str:
+        return f"LayerNorm(eps={self.eps})"
 
-        def apply(params, x, *, train=False, key=None):
-            with jax.named_scope(name):
-                xhat = forward(params, x)[0]
-                return _along(params["scale"], x, feature_axis) * xhat + _along(
-                    params["shift"], x, feature_axis
-                )
+    def init(self, key, input_shape):
+        return _scale_shift_init(self.name, key, input_shape, 1, self.dtype, False)
 
-        def vjp(params, x, dy, *, train=False, key=None):
-            with jax.named_scope(name):
-                xhat, _, _, s = forward(params, x)
-                check_cotangent(name, dy, jnp.shape(x))
-                g = dy * _along(params["scale"], x, feature_axis)
-                dx = _normalize_vjp(g, xhat, s, (feature_axis % x.ndim,))
-                others = _other_axes(x, feature_axis)
-                return (
-                    {
-                        "scale": jnp.sum(dy * xhat, axis=others).astype(params["scale"].dtype),
-                        "shift": jnp.sum(dy, axis=others).astype(params["shift"].dtype),
-                    },
-                    dx.astype(x.dtype),
-                )
+    def forward(self, params, x):
+        _check(self.name, params, x, 1, False)
+        return _normalize(x, (x.ndim - 1,), self.eps)
 
-        return Layer(_scale_shift_init(name, 1, dtype, False), apply, vjp)
+    def apply(self, params, x, *, train=False, key=None):
+        with jax.named_scope(self.name):
+            xhat = self.forward(params, x)[0]
+            return params["scale"] * xhat + params["shift"]
 
-    return layer_on(-1)._replace(feature_major=layer_on(0))
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        with jax.named_scope(self.name):
+            xhat, _, _, s = self.forward(params, x)
+            check_cotangent(self.name, dy, jnp.shape(x))
+            g = dy * params["scale"]
+            dx = _normalize_vjp(g, xhat, s, (x.ndim - 1,))
+            others = _batch_axes(x)
+            return (
+                {
+                    "scale": jnp.sum(dy * xhat, axis=others).astype(params["scale"].dtype),
+                    "shift": jnp.sum(dy, axis=others).astype(params["shift"].dtype),
+                },
+                dx.astype(x.dtype),
+            )

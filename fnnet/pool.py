@@ -8,6 +8,7 @@ Every `apply` and `vjp` takes the keyword-only `train` and `key` of the layer
 contract and ignores them. The derivations are in docs/conv_vjp.md.
 """
 
+import dataclasses
 import functools
 import math
 
@@ -15,16 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet._checks import check_init
-from fnnet._intern import interned
-from fnnet.activations import _check_no_params
+from fnnet._values import setattr_frozen
 from fnnet.conv import _check_fits, _check_image, _out_size, _pair
-from fnnet.layers import Layer, _check_floating, check_cotangent
+from fnnet.layers import Parameterless, check_cotangent, check_floating, check_no_params
 
 __all__ = ["Upsample2D", "MaxPool2D", "AvgPool2D", "Flatten"]
 
 
-def Upsample2D(factor) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Upsample2D(Parameterless):
     """Nearest-neighbour upsampling: every pixel becomes an fh x fw block of copies.
 
     Args:
@@ -36,34 +36,35 @@ def Upsample2D(factor) -> Layer:
       >>> Upsample2D(2).init(jax.random.key(0), (10, 7, 5, 3))[0]
       (10, 14, 10, 3)
     """
-    return _upsample2d(_pair("Upsample2D: factor", factor))
 
+    factor: tuple
 
-@interned
-def _upsample2d(factor) -> Layer:
-    name = f"Upsample2D(factor={factor})"
-    fh, fw = factor
+    def __post_init__(self):
+        setattr_frozen(self, factor=_pair("Upsample2D: factor", self.factor))
 
-    def init(key, input_shape):
-        n, h, w, c = _check_image(name, check_init(name, key, input_shape))
-        return (n, h * fh, w * fw, c), ()
+    @property
+    def name(self) -> str:
+        return f"Upsample2D(factor={self.factor})"
 
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        n, h, w, c = _check_image(name, jnp.shape(x))
+    def output_shape(self, input_shape):
+        n, h, w, c = _check_image(self.name, input_shape)
+        return (n, h * self.factor[0], w * self.factor[1], c)
+
+    def check(self, params, x):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        return _check_image(self.name, jnp.shape(x))
+
+    def apply(self, params, x, *, train=False, key=None):
+        (n, h, w, c), (fh, fw) = self.check(params, x), self.factor
         blocks = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
         return blocks.reshape(n, h * fh, w * fw, c)
 
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        n, h, w, c = _check_image(name, jnp.shape(x))
-        check_cotangent(name, dy, (n, h * fh, w * fw, c))
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        (n, h, w, c), (fh, fw) = self.check(params, x), self.factor
+        check_cotangent(self.name, dy, (n, h * fh, w * fw, c))
         # dx[n, i, j] = sum of dy over the block dy[n, i*fh:(i+1)*fh, j*fw:(j+1)*fw]
         return (), dy.reshape(n, h, fh, w, fw, c).sum(axis=(2, 4)).astype(x.dtype)
-
-    return Layer(init, apply, vjp)
 
 
 def _pool_geometry(name, window, stride, input_shape):
@@ -131,12 +132,36 @@ def _max_pool_dx_strided(x, dy, window, stride):
     )
 
 
-def _pool_args(name, window, stride):
-    window = _pair(f"{name}: window", window)
-    return window, window if stride is None else _pair(f"{name}: stride", stride)
+class _Pool(Parameterless):
+    """A VALID pooling over `window`s moved by `stride` (a pair; the window by default)."""
+
+    window: tuple
+    stride: tuple
+
+    def __post_init__(self):
+        window = _pair(f"{type(self).__name__}: window", self.window)
+        stride = window if self.stride is None else _pair(f"{type(self).__name__}: stride", self.stride)
+        setattr_frozen(self, window=window, stride=stride)
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__name__}(window={self.window}, stride={self.stride})"
+
+    def output_shape(self, input_shape):
+        return _pool_geometry(self.name, self.window, self.stride, input_shape)
+
+    def check(self, params, x):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        return self.output_shape(jnp.shape(x))
+
+    def reduce(self, x, init, op):
+        dims, strides = (1,) + self.window + (1,), (1,) + self.stride + (1,)
+        return lax.reduce_window(x, np.array(init, jnp.result_type(x)), op, dims, strides, "VALID")
 
 
-def MaxPool2D(window, stride=None) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class MaxPool2D(_Pool):
     """The maximum over each window, VALID (no padding; trailing rows that fill no window
     are dropped).
 
@@ -154,97 +179,68 @@ def MaxPool2D(window, stride=None) -> Layer:
       >>> MaxPool2D(2).init(jax.random.key(0), (10, 7, 6, 3))[0]
       (10, 3, 3, 3)
     """
-    return _max_pool2d(*_pool_args("MaxPool2D", window, stride))
 
+    window: tuple
+    stride: tuple = None  # type: ignore[assignment]
 
-@interned
-def _max_pool2d(window, stride) -> Layer:
-    name = f"MaxPool2D(window={window}, stride={stride})"
-    dims, strides = (1,) + window + (1,), (1,) + stride + (1,)
+    def apply(self, params, x, *, train=False, key=None):
+        self.check(params, x)
+        return self.reduce(x, -np.inf, lax.max)
 
-    def init(key, input_shape):
-        return _pool_geometry(name, window, stride, check_init(name, key, input_shape)), ()
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        _pool_geometry(name, window, stride, jnp.shape(x))
-        return lax.reduce_window(x, np.array(-np.inf, jnp.result_type(x)), lax.max, dims, strides, "VALID")
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        check_cotangent(self.name, dy, self.check(params, x))
         # dx[p] = sum over the windows whose first max (row-major) sits at p of their dy
-        if stride == window:
-            dx = _max_pool_dx_tiled(x, dy, window)
+        if self.stride == self.window:
+            dx = _max_pool_dx_tiled(x, dy, self.window)
         else:
-            dx = _max_pool_dx_strided(x, dy, window, stride)
+            dx = _max_pool_dx_strided(x, dy, self.window, self.stride)
         return (), dx.astype(x.dtype)
 
-    return Layer(init, apply, vjp)
 
-
-def AvgPool2D(window, stride=None) -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class AvgPool2D(_Pool):
     """The mean over each window, VALID (no padding; trailing rows that fill no window are
     dropped). Arguments, shapes and example as for `MaxPool2D`."""
-    return _avg_pool2d(*_pool_args("AvgPool2D", window, stride))
 
+    window: tuple
+    stride: tuple = None  # type: ignore[assignment]
 
-@interned
-def _avg_pool2d(window, stride) -> Layer:
-    name = f"AvgPool2D(window={window}, stride={stride})"
-    dims, strides, size = (1,) + window + (1,), (1,) + stride + (1,), window[0] * window[1]
+    def apply(self, params, x, *, train=False, key=None):
+        self.check(params, x)
+        return self.reduce(x, 0, lax.add) / (self.window[0] * self.window[1])
 
-    def init(key, input_shape):
-        return _pool_geometry(name, window, stride, check_init(name, key, input_shape)), ()
-
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        _pool_geometry(name, window, stride, jnp.shape(x))
-        return lax.reduce_window(x, np.array(0, jnp.result_type(x)), lax.add, dims, strides, "VALID") / size
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        check_cotangent(name, dy, _pool_geometry(name, window, stride, jnp.shape(x)))
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        check_cotangent(self.name, dy, self.check(params, x))
+        size = self.window[0] * self.window[1]
         # dx[p] = sum over the windows holding p of dy / (kh kw)
         dx = sum(
-            _window_pixel_transpose(dy / size, a, b, stride, x.shape[1:3]) for a, b in _window_offsets(window)
+            _window_pixel_transpose(dy / size, a, b, self.stride, x.shape[1:3])
+            for a, b in _window_offsets(self.window)
         )
         return (), dx.astype(x.dtype)
 
-    return Layer(init, apply, vjp)
 
-
-@interned
-def Flatten() -> Layer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Flatten(Parameterless):
     """`(n, d1, d2, ...) -> (n, d1 * d2 * ...)`, row-major (`x.reshape(n, -1)`).
 
     Example:
       >>> Flatten().init(jax.random.key(0), (10, 3, 3, 4))[0]
       (10, 36)
     """
-    name = "Flatten"
 
-    def flat_shape(shape):
+    def output_shape(self, shape):
         if len(shape) < 2:
-            raise ValueError(f"{name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}")
+            raise ValueError(f"{self.name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}")
         return (shape[0], math.prod(shape[1:]))
 
-    def init(key, input_shape):
-        return flat_shape(check_init(name, key, input_shape)), ()
+    def apply(self, params, x, *, train=False, key=None):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        return jnp.reshape(x, self.output_shape(jnp.shape(x)))
 
-    def apply(params, x, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        return jnp.reshape(x, flat_shape(jnp.shape(x)))
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        _check_no_params(name, params)
-        _check_floating(name, x)
-        check_cotangent(name, dy, flat_shape(jnp.shape(x)))
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        check_no_params(self.name, params)
+        check_floating(self.name, x)
+        check_cotangent(self.name, dy, self.output_shape(jnp.shape(x)))
         return (), jnp.reshape(dy, jnp.shape(x)).astype(x.dtype)  # dx = dy reshaped back
-
-    return Layer(init, apply, vjp)

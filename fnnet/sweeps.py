@@ -1,5 +1,6 @@
 """Sweeps: many training runs as one `jax.vmap`, spread over the local devices."""
 
+import functools
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -11,7 +12,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_keys, check_shape, describe, is_int
 from fnnet._hosts import whole
-from fnnet._intern import interned
 from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.losses import check_targets
@@ -35,34 +35,30 @@ def _warn_of_vmapped_rbg(owner: str, keys) -> None:
         )
 
 
-def init_many(model: Layer, keys, input_shape) -> object:
+def init_many(keys, model: Layer, input_shape) -> object:
     """Params of `len(keys)` models stacked on a leading axis: one per key.
 
     Args:
-      model: a Layer.
       keys: `(M,)` PRNG keys, e.g. `jax.random.split(key, M)`.
+      model: a Layer.
       input_shape: one member's input shape, e.g. `x.shape`.
 
     Example:
-      >>> params = init_many(model, jax.random.split(jax.random.key(0), 8), (1000, 2))
+      >>> params = init_many(jax.random.split(jax.random.key(0), 8), model, (1000, 2))
     """
     if not isinstance(model, Layer):
         raise TypeError(f"init_many: model must be a Layer, got {describe(model)}")
     check_keys("init_many", keys)
     _warn_of_vmapped_rbg("init_many", keys)
-    return _init_many(model.init, check_shape("init_many", input_shape))(keys)
-
-
-@interned
-def _init_many(init, input_shape):  # by init: equal layers may draw their params otherwise
-    return jax.jit(jax.vmap(lambda key: init(key, input_shape)[1]))
+    input_shape = check_shape("init_many", input_shape)
+    return jax.vmap(lambda key: model.init(key, input_shape)[1])(keys)
 
 
 def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Callable:
-    """`jax.vmap(run)` over stacked params, states and keys, jitted, built once per run.
+    """`jax.vmap(run)` over stacked params, states and keys, jitted.
 
     Args:
-      run: `run(params, opt_state, x, y, key)`, e.g. from `fnnet.train`.
+      run: `run(params, opt_state, x, y, *, key)`, e.g. from `fnnet.train`.
       per_member_data: x and y are stacked per member too; else shared.
       groups: how many groups the members are spread over (the device count
         after `spread`). On CPUs, where XLA runs a batch of small matrix
@@ -72,6 +68,7 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
 
     Returns:
       `f(params, opt_states, x, y, keys) -> run's outputs stacked over members`.
+      Equal runs (`train`'s runs of equal settings) share its compiled program.
     """
     if not callable(run):
         raise TypeError(f"vmapped: run must be a function, got {describe(run)}")
@@ -79,34 +76,35 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
         raise TypeError(f"vmapped: per_member_data must be True or False, got {per_member_data!r}")
     if not is_int(groups) or groups < 1:
         raise ValueError(f"vmapped: groups must be an int >= 1, got {groups!r}")
-    return _vmapped(run, per_member_data, int(groups), jax.default_backend() == "cpu")
+    return functools.partial(_run_sweep, run, per_member_data, int(groups), jax.default_backend() == "cpu")
 
 
-@interned
-def _vmapped(run, per_member_data, groups, one_by_one):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys):
     data_axis = 0 if per_member_data else None
+
+    def one(params, state, x, y, key):
+        return run(params, state, x, y, key=key)
+
     if not one_by_one:
-        return jax.jit(jax.vmap(run, in_axes=(0, 0, data_axis, data_axis, 0)))
+        return jax.vmap(one, in_axes=(0, 0, data_axis, data_axis, 0))(params, states, x, y, keys)
 
     def group(params, states, x, y, keys):  # one group's members, one after another
         if per_member_data:
-            return lax.map(lambda member: run(*member), (params, states, x, y, keys))
-        return lax.map(lambda member: run(member[0], member[1], x, y, member[2]), (params, states, keys))
+            return lax.map(lambda member: one(*member), (params, states, x, y, keys))
+        return lax.map(lambda member: one(member[0], member[1], x, y, member[2]), (params, states, keys))
 
-    def run_sweep(params, states, x, y, keys):
-        members = jnp.shape(keys)[0]
-        if members % groups:
-            raise ValueError(
-                f"vmapped: {members} members do not split into {groups} equal groups; pad them (see spread)"
-            )
-        split = lambda a: a.reshape((groups, -1) + a.shape[1:])  # noqa: E731
-        params, states, keys = jax.tree.map(split, (params, states, keys))
-        if per_member_data:
-            x, y = split(x), split(y)
-        out = jax.vmap(group, in_axes=(0, 0, data_axis, data_axis, 0))(params, states, x, y, keys)
-        return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
-
-    return jax.jit(run_sweep)
+    members = jnp.shape(keys)[0]
+    if members % groups:
+        raise ValueError(
+            f"vmapped: {members} members do not split into {groups} equal groups; pad them (see spread)"
+        )
+    split = lambda a: a.reshape((groups, -1) + a.shape[1:])  # noqa: E731
+    params, states, keys = jax.tree.map(split, (params, states, keys))
+    if per_member_data:
+        x, y = split(x), split(y)
+    out = jax.vmap(group, in_axes=(0, 0, data_axis, data_axis, 0))(params, states, x, y, keys)
+    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
 
 
 def spread(tree, devices: Optional[Sequence[jax.Device]] = None):
@@ -260,7 +258,7 @@ def sweep(
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
 
     Args:
-      run: `run(params, opt_state, x, y, key) -> (params, opt_state, losses)`,
+      run: `run(params, opt_state, x, y, *, key) -> (params, opt_state, losses)`,
         as made by `fnnet.train`.
       params, opt_states, keys: stacked on a leading member axis of size M
         (see `init_many`, and `jax.vmap(lambda p, lr: opt.init(p, lr=lr))` for
@@ -282,7 +280,7 @@ def sweep(
 
     Example:
       >>> keys = jax.random.split(jax.random.key(0), 4)
-      >>> params = init_many(model, keys, x.shape)
+      >>> params = init_many(keys, model, x.shape)
       >>> states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(params, jnp.array([0.05, 0.1, 0.2, 0.5]))
       >>> run = fnnet.train(model, loss, opt, epochs=100)
       >>> result = sweep(run, params, states, x, y, keys)

@@ -14,8 +14,8 @@ from fnnet.layers import Layer, contract_hint
 __all__ = ["check_vjp"]
 
 
-def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None, atol=None) -> None:
-    """Check `layer.vjp` (and its feature-major twin's) against finite differences at random points.
+def check_vjp(layer: Layer, input_shape, *, key, train: bool = False, rtol=None, atol=None) -> None:
+    """Check `layer.vjp` against finite differences at a random point.
 
     Draws params with `layer.init(key, input_shape)`, an input x and a
     cotangent dy from the normal distribution (float64 when `jax_enable_x64`
@@ -23,19 +23,17 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
     gradient of `sum(dy * layer.apply(params, x))` by central differences,
     entry by entry, for every floating leaf of dparams and for dx. With
     `train=True` both run in training mode with the same key, so stochastic
-    layers draw the same masks. For a 2-D input and a layer with a
-    `feature_major` twin, the twin must compute the same function on `x.T` and
-    the same vjp.
+    layers draw the same masks.
 
     Args:
       layer: the Layer to check (its apply must be smooth within a step of
         random points, as every fnnet layer is away from measure-zero kinks;
         a float32 step of 1e-2 lands near a ReLU's or MaxPool2D's kink more
         often as the input grows).
-      key: a `jax.random` key.
       input_shape: the shape of x, a tuple of ints, e.g. `(8, 3)`: keep it
         small, each entry of x and of the params costs two forward passes
         (run together, in one `vmap`).
+      key: a `jax.random` key: the params, x and dy are drawn from it.
       train: check training mode instead of inference.
       rtol, atol: an entry passes when its error is at most `rtol` times the
         entry, plus `atol` times the leaf's largest expected entry, plus the
@@ -46,13 +44,13 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
         1e-3 in float32 (step 1e-2: float32 differences are coarse).
 
     Raises:
-      AssertionError: naming the first leaf that disagrees (`dparams[0]['w']`,
-        `dx`, or the twin's), its largest error, and that entry's value, its
+      AssertionError: naming the first leaf that disagrees (`dparams[0]['w']`
+        or `dx`), its largest error, and that entry's value, its
         expected value and the error allowed there.
 
     Example:
       >>> Cube = elementwise("Cube", lambda x: x ** 3, lambda x, y: 3 * x * x)
-      >>> check_vjp(Cube, jax.random.key(0), (4, 3))
+      >>> check_vjp(Cube, (4, 3), key=jax.random.key(0))
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"check_vjp: layer must be a Layer, got {describe(layer)}")
@@ -79,27 +77,6 @@ def check_vjp(layer: Layer, key, input_shape, *, train: bool = False, rtol=None,
         expected = _central_differences(lambda p, x: jnp.vdot(dy, layer.apply(p, x, **mode)), params, x, step)
         actual = layer.vjp(params, x, dy, **mode)
         _compare("", expected, actual, rtol, atol, floor, "differs from finite differences")
-        twin = layer.feature_major
-        if twin is not None and len(input_shape) == 2:
-            _assert_close(
-                "the feature-major twin's output (transposed)",
-                twin.apply(params, x.T, **mode).T,
-                y,
-                rtol,
-                atol,
-                0.0,
-                "differs from the layer's",
-            )
-            dparams, dx_t = actual
-            _compare(
-                "the feature-major twin's ",
-                (dparams, dx_t.T),
-                twin.vjp(params, x.T, dy.T, **mode),
-                rtol,
-                atol,
-                floor,
-                "differs from the layer's vjp",
-            )
 
 
 def _central_differences(f, params, x, step):

@@ -1,5 +1,7 @@
 """Training: a jitted step, a pure compiled training run, and `fit`."""
 
+import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -9,10 +11,10 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_key, describe
-from fnnet._intern import interned
 from fnnet._setup import check_count, check_kinds, prepare_run
 from fnnet._types import Array
-from fnnet.grad import check_input, layout, loss_and_grads_in
+from fnnet._layout import feature_major
+from fnnet.grad import check_input, loss_and_grads_in
 from fnnet.layers import Layer
 from fnnet.losses import Loss
 from fnnet.optim import Optimizer, OptState
@@ -51,15 +53,15 @@ def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh])
     return _data_parallel(core, mesh, x_batch_axis=1 if transposed else 0)
 
 
-def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Optional[Mesh]) -> Callable:
+def _step(layer: Layer, loss: Loss, step_rule: Callable, transposed: bool, mesh: Optional[Mesh]) -> Callable:
     """One training step: `(params, opt_state, x, y, key) -> (params, opt_state, value)`,
-    with `key` the step's own key. The optimizer moves the trainable leaves; the
+    with `key` the step's own key and `step_rule` the optimizer's `step`. The optimizer moves the trainable leaves; the
     leaves under `State` take their new values from the same forward pass."""
     gradients = _gradients(layer, loss, transposed, mesh)
 
     def step(params, opt_state, x, y, key):
         value, grads, state = gradients(params, x, y, key)
-        new_params, opt_state = opt.step(params, grads, opt_state)
+        new_params, opt_state = step_rule(params, grads, opt_state)
         if state is not None:
             new_params = with_state(new_params, state)
         return new_params, opt_state, value
@@ -80,36 +82,41 @@ def check_step_args(opt, opt_state, x, y) -> None:
             raise TypeError(f"train_step: {name} must be an array (jnp.asarray it), got {describe(a)}")
 
 
-@interned
-def _train_step(model, loss, opt):
-    def step(params, opt_state, x, y, key=None):
-        if key is not None:
-            key = check_key("train_step", key)
-        check_step_args(opt, opt_state, x, y)
-        key = step_key(key, opt_state.count)
-        check_input(model, params, x)
-        twin = layout(model, x)
-        if twin is None:
-            return _step(model, loss, opt, False, None)(params, opt_state, x, y, key)
-        return _step(twin, loss, opt, True, None)(params, opt_state, x.T, y, key)
+def _train_step_body(model, loss, step_rule, params, opt_state, x, y, key):
+    key = step_key(key, opt_state.count)
+    check_input(model, params, x)
+    twin = feature_major(model, x)
+    if twin is None:
+        return _step(model, loss, step_rule, False, None)(params, opt_state, x, y, key)
+    return _step(twin, loss, step_rule, True, None)(params, opt_state, x.T, y, key)
 
-    return jax.jit(step, donate_argnums=(0, 1))
+
+# one program per (model, loss, step rule) value and shapes: equal configurations share it
+_train_step_jit = jax.jit(_train_step_body, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
 
 
 def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
-    """A jitted `step(params, opt_state, x, y, key=None) -> (params, opt_state, loss_value)`.
+    """A jitted `step(params, opt_state, x, y, *, key=None) -> (params, opt_state, loss_value)`.
 
     One optimizer step on the batch `(x, y)` in training mode. `key` is the
     run's key: each step folds in the step count (`opt_state.count`), so pass
     the same key every step; layers that draw (Dropout) need one. Leaves under
     `State` (running statistics) take their new values from the step's forward
-    pass. It donates `params` and `opt_state` (do not reuse the arrays you
-    pass in). Built once per configuration: new optimizers of the same kind
-    (same update rule, schedule and state layout) with other hyperparameters
-    share it, and their states run it without recompiling.
+    pass. It donates `params` and `opt_state`: the arrays you pass in are
+    deleted (keep a copy, `jax.tree.map(jnp.copy, params)`, to reuse them).
+    One program per configuration: equal models and losses, and optimizers
+    that step the same way (other hyperparameters included, which are data in
+    the state), share it.
     """
     check_kinds("train_step", model, loss, opt)
-    return _train_step(model, loss, opt)
+
+    def step(params, opt_state, x, y, *, key=None):
+        if key is not None:
+            key = check_key("train_step", key)
+        check_step_args(opt, opt_state, x, y)
+        return _train_step_jit(model, loss, opt.step, params, opt_state, x, y, key)
+
+    return step
 
 
 def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
@@ -142,14 +149,14 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
     )
 
 
-def _epoch(model, loss, opt, batch_size, mesh):
+def _epoch(model, loss, step_rule, batch_size, mesh):
     """One pass over the data, as `(prepare, epoch)`.
 
     `prepare(x)` runs once, before the training loop; then each pass is
     `epoch(params, state, prepare(x), y, key) -> (params, state, loss)`.
-    Where `layout` picks the model's feature-major twin, `prepare` transposes
-    x (XLA does not hoist the transpose out of the loop itself) and the steps
-    run the twin. Full batch: one step. With `batch_size`: the samples are
+    Where `fnnet._layout` gives the model a feature-major twin, `prepare`
+    transposes x (XLA does not hoist the transpose out of the loop itself) and
+    the steps run the twin. Full batch: one step. With `batch_size`: the samples are
     shuffled by `fold_in(key, state.count)` (one gather per epoch), cut into
     `n // batch_size` full batches and, when `batch_size` does not divide n,
     one last smaller batch of the rest, so every sample is used exactly once
@@ -158,27 +165,23 @@ def _epoch(model, loss, opt, batch_size, mesh):
     `step_key(key, count)`.
     """
 
-    def transposed(x):  # the same answer for x and prepare(x)
-        return layout(model, x, minibatches=batch_size is not None) is not None
+    def twin(x):  # the same answer for x and prepare(x): 2-D either way
+        return feature_major(model, x, minibatches=batch_size is not None)
 
     def prepare(x):
-        return x.T if transposed(x) else x
+        return x if twin(x) is None else x.T
 
     def epoch(params, state, x, y, key):
-        fm = transposed(x)
-        step = _step(model.feature_major if fm else model, loss, opt, fm, mesh)
+        fm = twin(x)
+        step = _step(model if fm is None else fm, loss, step_rule, fm is not None, mesh)
         if batch_size is None:
             return step(params, state, x, y, step_key(key, state.count))
-        sample_axis = 1 if fm else 0
-        n = x.shape[sample_axis]
+        n = x.shape[0]
         order = jax.random.permutation(jax.random.fold_in(key, state.count), n)
-        x, y = jnp.take(x, order, axis=sample_axis), jnp.take(y, order, axis=0)
+        x, y = jnp.take(x, order, axis=0), jnp.take(y, order, axis=0)
 
         def samples(start, size):
-            return (
-                lax.dynamic_slice_in_dim(x, start, size, axis=sample_axis),
-                lax.dynamic_slice_in_dim(y, start, size, axis=0),
-            )
+            return lax.dynamic_slice_in_dim(x, start, size), lax.dynamic_slice_in_dim(y, start, size)
 
         def batch(carry, start):
             params, state = carry
@@ -227,57 +230,62 @@ def _all_finite(tree) -> Array:
     )
 
 
-@interned
-def _runner(model, loss, opt, batch_size, mesh):
-    """Jitted `run(params, state, x, y, key, count, validation, active=None) -> Run`.
+def _run(model, loss, step_rule, batch_size, mesh, count, params, state, x, y, key, validation, active):
+    """A loop of `count` epochs, returning a `Run`. `validation` is None or `(x_val,
+    y_val)`, whose loss (in inference mode) is recorded after each epoch. `count` is
+    static, one compile per value: a loop of known length runs on a GPU without reading
+    its condition back to the host every epoch. `active` (an int32 scalar, traced, or
+    None) runs only the first `active` epochs of the loop: the others pass the params and
+    state through unchanged (`lax.cond`) and record a loss of 0, so one program runs any
+    number of epochs up to `count`."""
+    prepare, epoch = _epoch(model, loss, step_rule, batch_size, mesh)
+    dtype = jnp.result_type(float)
+    x = prepare(x)
 
-    A loop of `count` epochs. `validation` is None or `(x_val, y_val)`, whose
-    loss (in inference mode) is recorded after each epoch. `count` is a static
-    int, one compile per value: a loop of known length runs on a GPU without
-    reading its condition back to the host every epoch. `active` (an int32
-    scalar, traced) runs only the first `active` epochs of the loop: the
-    others pass the params and state through unchanged (`lax.cond`) and record
-    a loss of 0, so one program runs any number of epochs up to `count`.
-    """
-    prepare, epoch = _epoch(model, loss, opt, batch_size, mesh)
-
-    def run(params, state, x, y, key, count, validation, active=None):
-        dtype = jnp.result_type(float)
-        x = prepare(x)
-
-        def trained(carry):
-            params, state, value = epoch(*carry, x, y, key)
-            val_value = (
-                None
-                if validation is None
-                else loss.value(model.apply(params, validation[0]), validation[1]).astype(dtype)
-            )
-            return (params, state), value.astype(dtype), val_value
-
-        def skipped(carry):
-            return carry, jnp.zeros((), dtype), None if validation is None else jnp.zeros((), dtype)
-
-        def body(carry, i):
-            if active is None:
-                carry, value, val_value = trained(carry)
-            else:
-                carry, value, val_value = lax.cond(i < active, trained, skipped, carry)
-            return carry, (value, val_value)
-
-        (params, state), (losses, val_losses) = lax.scan(
-            body, (params, state), jnp.arange(count, dtype=jnp.int32)
+    def trained(carry):
+        params, state, value = epoch(*carry, x, y, key)
+        val_value = (
+            None
+            if validation is None
+            else loss.value(model.apply(params, validation[0]), validation[1]).astype(dtype)
         )
-        return Run(params, state, losses, val_losses, _all_finite((params, state)))
+        return (params, state), value.astype(dtype), val_value
 
-    shardings = {}
-    if mesh is not None:
-        replicated = NamedSharding(mesh, PartitionSpec())
-        data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-        shardings = dict(
-            out_shardings=replicated,
-            in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated),
-        )
-    return jax.jit(run, static_argnums=5, **shardings)
+    def skipped(carry):
+        return carry, jnp.zeros((), dtype), None if validation is None else jnp.zeros((), dtype)
+
+    def body(carry, i):
+        if active is None:
+            carry, value, val_value = trained(carry)
+        else:
+            carry, value, val_value = lax.cond(i < active, trained, skipped, carry)
+        return carry, (value, val_value)
+
+    (params, state), (losses, val_losses) = lax.scan(body, (params, state), jnp.arange(count, dtype=jnp.int32))
+    return Run(params, state, losses, val_losses, _all_finite((params, state)))
+
+
+@functools.lru_cache(maxsize=None)
+def _runner(mesh: Optional[Mesh]) -> Callable:
+    """`_run` jitted for `mesh` (its data sharded along the mesh's first axis, the rest
+    replicated), as `run(model, loss, step_rule, batch_size, count, params, state, x, y,
+    key, validation, active)`. jit keeps one program per value of the static settings
+    (model, loss, the optimizer's step rule, batch size, count) and shapes."""
+    run = functools.partial(_run_in_order, mesh)
+    if mesh is None:
+        return jax.jit(run, static_argnums=(0, 1, 2, 3, 4))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+    return jax.jit(
+        run,
+        static_argnums=(0, 1, 2, 3, 4),
+        out_shardings=replicated,
+        in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated),
+    )
+
+
+def _run_in_order(mesh, model, loss, step_rule, batch_size, count, params, state, x, y, key, validation, active):
+    return _run(model, loss, step_rule, batch_size, mesh, count, params, state, x, y, key, validation, active)
 
 
 def train(
@@ -287,7 +295,7 @@ def train(
     epochs: int,
     batch_size: Optional[int] = None,
     mesh: Optional[Mesh] = None,
-) -> Callable:
+) -> "TrainRun":
     """A whole training run as one pure, jitted, vmappable function.
 
     Args:
@@ -302,7 +310,7 @@ def train(
         samples, as every fnnet loss is).
 
     Returns:
-      `run(params, opt_state, x, y, key) -> (params, opt_state, losses)` with
+      `run(params, opt_state, x, y, *, key=None) -> (params, opt_state, losses)` with
       `losses` of shape `(epochs,)`, one per epoch. Epoch e shuffles with
       `fold_in(key, opt_state.count)` and each step draws (Dropout) with
       `step_key(key, opt_state.count)`, so a run continued from a saved state
@@ -320,11 +328,11 @@ def train(
     Example:
       >>> opt = SGD(lr=0.5)
       >>> run = train(model, LossBCE(), opt, epochs=100)
-      >>> params, state, losses = run(params, opt.init(params), x, y, jax.random.key(0))
+      >>> params, state, losses = run(params, opt.init(params), x, y, key=jax.random.key(0))
       >>> keys = jax.random.split(jax.random.key(1), 8)  # a sweep over seeds
-      >>> params8 = fnnet.init_many(model, keys, x.shape)
-      >>> out = jax.vmap(run, in_axes=(0, 0, None, None, 0))(params8, jax.vmap(opt.init)(params8),
-      ...                                                    x, y, keys)
+      >>> params8 = fnnet.init_many(keys, model, x.shape)
+      >>> out = jax.vmap(run, in_axes=(0, 0, None, None))(params8, jax.vmap(opt.init)(params8),
+      ...                                                 x, y, key=keys)
       >>> out[2].shape  # losses: 8 members, 100 epochs
       (8, 100)
     """
@@ -332,22 +340,32 @@ def train(
     epochs = check_count("train: epochs", epochs)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
-    return _train(model, loss, opt, epochs, batch_size, mesh)
+    return TrainRun(model, loss, opt, epochs, batch_size, mesh)
 
 
-@interned
-def _train(model, loss, opt, epochs, batch_size, mesh):
-    def run(params, opt_state, x, y, key=None):
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    """`run(params, opt_state, x, y, *, key=None) -> (params, opt_state, losses)`, made by
+    `train`: a value of its settings, so equal settings make equal runs."""
+
+    model: Layer
+    loss: Loss
+    optimizer: Optimizer
+    epochs: int
+    batch_size: Optional[int] = None
+    mesh: Optional[Mesh] = None
+
+    def __call__(self, params, opt_state, x, y, *, key=None):
+        model, loss, opt = self.model, self.loss, self.optimizer
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
-        setup = prepare_run("train", model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh)
-        result = _runner(model, loss, opt, setup.batch_size, mesh)(
-            params, setup.opt_state, setup.x, setup.y, setup.key, epochs, None, None
+        setup = prepare_run(
+            "train", model, loss, opt, params, opt_state, x, y, self.epochs, self.batch_size, key, self.mesh
+        )
+        result = _runner(self.mesh)(
+            model, loss, opt.step, setup.batch_size, self.epochs, params, setup.opt_state, setup.x, setup.y,
+            setup.key, None, None,
         )
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
         # given invalid ones reports NaN losses, never a result that looks like one.
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True
         return result.params, result.opt_state, jnp.where(valid, result.losses, jnp.nan)
-
-    # for sweep's host checks of stacked states and targets
-    run.model, run.loss, run.optimizer = model, loss, opt  # type: ignore[attr-defined]
-    return run

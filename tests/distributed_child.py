@@ -54,7 +54,7 @@ def main(process_id, port, out):
 
     model = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Linear(8, 1), fnnet.Sigmoid())
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
-    x, y = fnnet.data.disk(64, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 64)
     params = model.init(jax.random.key(0), x.shape)[1]
     mesh = Mesh(np.array(jax.devices()), ("data",))
     assert len(jax.devices()) == 2 and len(jax.local_devices()) == 1, jax.devices()

@@ -9,6 +9,8 @@ Compiling costs far more than running here, so each comparison is one jitted pro
 import functools
 
 import jax
+
+from fnnet._layout import _twin as feature_major_twin
 from helpers import assert_trees_close
 
 
@@ -35,7 +37,7 @@ def twin_and_layer(layer, train):
     """Jitted `(params, x, dy, key) -> (twin's (y.T, (dparams, dx.T)), the batch-major
     layer's (y, (dparams, dx)))`, the twin run on `x.T` and `dy.T`: the same function in
     the other layout, so both answers must agree."""
-    twin = layer.feature_major
+    twin = feature_major_twin(layer)
 
     def both(params, x, dy, key):
         mode = dict(train=train, key=key)

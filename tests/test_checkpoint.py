@@ -67,7 +67,7 @@ def saved(tmp_path):
 
 def test_round_trip_is_exact(saved):
     path, params, state = saved
-    got_params, got_state, metadata = fnnet.load(path, like=make_state(seed=1))
+    got_params, got_state, metadata = fnnet.load(path, *make_state(seed=1))
     assert_loaded(got_params, params)
     assert_loaded(got_state, state)
     assert isinstance(got_state, fnnet.OptState)
@@ -79,16 +79,16 @@ def test_round_trip_without_opt_state_and_metadata(tmp_path):
     params, state = make_state()
     path = str(tmp_path / "params-only.npz")  # a str path works as well as a Path
     fnnet.save(path, params)
-    got_params, got_state, metadata = fnnet.load(path, like=(params, None))
+    got_params, got_state, metadata = fnnet.load(path, params)
     assert_loaded(got_params, params)
     assert got_state is None and metadata is None
     with pytest.raises(ValueError, match=r"holds no optimizer state, but like asks for one"):
-        fnnet.load(path, like=(params, state))
+        fnnet.load(path, params, state)
 
 
 def test_params_only_load_from_a_full_checkpoint(saved):
     path, params, _ = saved
-    got_params, got_state, _ = fnnet.load(path, like=(params, None))
+    got_params, got_state, _ = fnnet.load(path, params)
     assert_loaded(got_params, params)
     assert got_state is None
 
@@ -97,14 +97,14 @@ def test_no_suffix_is_added(tmp_path):
     params, state = make_state()
     fnnet.save(tmp_path / "checkpoint", params, state)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
-    assert_loaded(fnnet.load(tmp_path / "checkpoint", like=(params, state))[0], params)
+    assert_loaded(fnnet.load(tmp_path / "checkpoint", params, state)[0], params)
 
 
 def test_overwrite_replaces(saved):
     path, params, state = saved
     new_params = jax.tree.map(lambda p: p + 1, params)
     fnnet.save(path, new_params, state, metadata={"v": 2})
-    got_params, _, metadata = fnnet.load(path, like=(params, state))
+    got_params, _, metadata = fnnet.load(path, params, state)
     assert_loaded(got_params, new_params)
     assert metadata == {"v": 2}
 
@@ -117,16 +117,16 @@ def test_like_of_another_model_raises(saved):
         match=r"has no entry \"params\[4\]\['b'\]\": it was saved from "
         r"another model or optimizer",
     ):
-        fnnet.load(path, like=(other, None))
+        fnnet.load(path, other)
     with pytest.raises(
         ValueError,
         match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that like "
         r"does not",
     ):
-        fnnet.load(path, like=(params[:4], None))  # fewer leaves than saved
+        fnnet.load(path, params[:4])  # fewer leaves than saved
     sgd_state = fnnet.SGD(lr=0.1).init(params)  # another optimizer
     with pytest.raises(ValueError, match=r"has no entry \"opt_state\.hyperparams\['momentum'\]\""):
-        fnnet.load(path, like=(params, sgd_state))
+        fnnet.load(path, params, sgd_state)
 
 
 def test_wrong_shape_or_dtype_raises(saved):
@@ -137,14 +137,14 @@ def test_wrong_shape_or_dtype_raises(saved):
         match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
         r"expected float32\[4\]",
     ):
-        fnnet.load(path, like=(wider, None))
+        fnnet.load(path, wider)
     as_float64 = jax.tree.map(lambda p: p.astype(jnp.float64), params)
     with pytest.raises(
         ValueError,
         match=r"entry \"params\[0\]\['b'\]\" is float32\[3\], "
         r"expected float64\[3\]",
     ):
-        fnnet.load(path, like=(as_float64, None))
+        fnnet.load(path, as_float64)
 
 
 @pytest.mark.parametrize("keep", [0, 1, 10, 100, 0.5, -100, -22, -1])
@@ -158,14 +158,14 @@ def test_truncated_file_raises(saved, keep):
         match=r"is not a readable fnnet checkpoint \(truncated, corrupt "
         r"or not an \.npz\)",
     ):
-        fnnet.load(path, like=(params, state))
+        fnnet.load(path, params, state)
 
 
 def test_random_bytes_raise(tmp_path):
     path = tmp_path / "noise.npz"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint"):
-        fnnet.load(path, like=make_state())
+        fnnet.load(path, *make_state())
 
 
 def test_corrupt_zip_field_raises(saved):
@@ -176,7 +176,7 @@ def test_corrupt_zip_field_raises(saved):
     data[entry + 10] = 99  # its compression method; 99 is unsupported
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint"):
-        fnnet.load(path, like=(params, state))
+        fnnet.load(path, params, state)
 
 
 def test_npy_file_raises(tmp_path):
@@ -187,7 +187,7 @@ def test_npy_file_raises(tmp_path):
         match=r"is not a readable fnnet checkpoint .*one float64\[3\] "
         r"array",
     ):
-        fnnet.load(path, like=make_state())
+        fnnet.load(path, *make_state())
 
 
 def test_npz_without_header_raises(tmp_path):
@@ -199,7 +199,7 @@ def test_npz_without_header_raises(tmp_path):
         match=r"is an \.npz file but not an fnnet checkpoint "
         r"\(no '__fnnet__' entry\)",
     ):
-        fnnet.load(path, like=(params, None))
+        fnnet.load(path, params)
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,7 @@ def test_bad_header_raises(tmp_path, header, match):
     path = tmp_path / "bad-header.npz"
     np.savez(path, __fnnet__=np.array(header))
     with pytest.raises(ValueError, match=match):
-        fnnet.load(path, like=make_state())
+        fnnet.load(path, *make_state())
 
 
 UNPICKLED = []
@@ -252,7 +252,7 @@ def test_pickled_objects_are_never_unpickled(tmp_path, where):
     np.savez(path, **arrays)
     UNPICKLED.clear()
     with pytest.raises(ValueError, match=r"is not a readable fnnet checkpoint"):
-        fnnet.load(path, like=(params, None))
+        fnnet.load(path, params)
     assert UNPICKLED == []
     # The payload is live: a loader that allowed pickles would have run it.
     with np.load(path, allow_pickle=True) as archive:
@@ -263,13 +263,13 @@ def test_pickled_objects_are_never_unpickled(tmp_path, where):
 
 def test_missing_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"load: checkpoint .*nowhere\.npz' does not exist"):
-        fnnet.load(tmp_path / "nowhere.npz", like=make_state())
+        fnnet.load(tmp_path / "nowhere.npz", *make_state())
 
 
 def test_like_must_be_a_pair(saved):
     path, params, _ = saved
     with pytest.raises(TypeError, match=r"like must be a pair \(params, opt_state\)"):
-        fnnet.load(path, like=params)
+        fnnet.load(path, *params)
 
 
 def test_metadata_must_be_json(tmp_path):
@@ -301,7 +301,7 @@ def test_failed_write_keeps_previous_checkpoint(saved, monkeypatch, error):
 
     assert sorted(os.listdir(path.parent)) == [path.name]  # no temporary file left
     assert path.read_bytes() == before
-    got_params, got_state, metadata = fnnet.load(path, like=(params, state))
+    got_params, got_state, metadata = fnnet.load(path, params, state)
     assert_loaded(got_params, params)
     assert_loaded(got_state, state)
     assert metadata == METADATA
@@ -311,7 +311,7 @@ def test_pathlike_paths(tmp_path):
     params, state = make_state()
     path = pathlib.PurePath(tmp_path / "p.npz")
     fnnet.save(path, params, state)
-    assert_loaded(fnnet.load(path, like=(params, state))[1], state)
+    assert_loaded(fnnet.load(path, params, state)[1], state)
 
 
 # Dtypes ------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_low_precision_round_trips(tmp_path, dtype):
     opt = fnnet.SGD(lr=0.1, momentum=0.5)
     path = tmp_path / "low.npz"
     fnnet.save(path, params, opt.init(params))
-    got_params, got_state, _ = fnnet.load(path, like=(params, opt.init(params)))
+    got_params, got_state, _ = fnnet.load(path, params, opt.init(params))
     assert_loaded(got_params, params)
     assert got_state.hyperparams["lr"].dtype == jnp.float32  # optimizer arithmetic: >= float32
     as_float32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
@@ -335,7 +335,7 @@ def test_low_precision_round_trips(tmp_path, dtype):
         match=rf"entry \"params\['b'\]\" is {jnp.dtype(dtype).name}\[1\], "
         r"expected float32\[1\]",
     ):
-        fnnet.load(path, like=(as_float32, None))
+        fnnet.load(path, as_float32)
 
 
 def test_format_1_files_still_load(tmp_path):
@@ -346,7 +346,7 @@ def test_format_1_files_still_load(tmp_path):
         "__fnnet__": np.array(json.dumps({"format": 1, "metadata": {"v": 1}, "has_opt_state": False})),
     }
     np.savez(path, **arrays)
-    got, _, metadata = fnnet.load(path, like=(params, None))
+    got, _, metadata = fnnet.load(path, params)
     assert_loaded(got, params)
     assert metadata == {"v": 1}
 
@@ -421,7 +421,7 @@ def test_a_header_claiming_a_huge_shape_allocates_nothing(saved, monkeypatch, na
 
     monkeypatch.setattr(np.lib.format, "read_array", read_array)
     with pytest.raises(ValueError, match=match):
-        fnnet.load(path, like=(params, state))
+        fnnet.load(path, params, state)
 
 
 def test_save_errors_name_the_checkpoint(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from helpers import assert_trees_close, assert_trees_equal, count_compilations
 
 import fnnet
+from fnnet._layout import feature_major
 from fnnet.training import step_key
 
 # Linear-BatchNorm-ReLU-Dropout-Linear-Sigmoid: every mechanism at once.
@@ -31,7 +32,7 @@ STATE_PATH = (1, "running")  # where MODEL's State sits in its params
 
 
 def data(n=32, seed=1):
-    return fnnet.data.disk(n, jax.random.key(seed))
+    return fnnet.data.disk(jax.random.key(seed), n)
 
 
 def init(model=MODEL, seed=0, n=32):
@@ -179,7 +180,7 @@ def test_sweep_members_draw_their_own_masks():
     opt = fnnet.SGD(lr=0.2)
     x, y = data()
     keys = jax.random.split(jax.random.key(0), 2)
-    params = fnnet.init_many(MODEL, jnp.stack([keys[0], keys[0]]), x.shape)  # same init
+    params = fnnet.init_many(jnp.stack([keys[0], keys[0]]), MODEL, x.shape)  # same init
     states = jax.vmap(opt.init)(params)
     run = fnnet.train(MODEL, LOSS, opt, epochs=3)
     out_params, _, losses, finite = fnnet.sweep(run, params, states, x, y, keys)
@@ -195,7 +196,7 @@ def test_checkpoint_round_trips_state(tmp_path):
     opt = fnnet.Adam(lr=0.1)
     path = tmp_path / "bn.npz"
     fnnet.save(path, params, opt.init(params))
-    loaded, state, _ = fnnet.load(path, like=(init(), opt.init(init())))
+    loaded, state, _ = fnnet.load(path, init(), opt.init(init()))
     assert_trees_equal(loaded, params)
     assert isinstance(running(loaded), fnnet.State)
     assert "params[1]['running']['mean']" in np.load(path).files
@@ -226,7 +227,7 @@ def test_data_parallel_averages_the_running_statistics(tmp_path):
         model = fnnet.serial(fnnet.Linear(2, 4), fnnet.BatchNorm(momentum=0.5), fnnet.Tanh(),
                              fnnet.Dropout(0.5), fnnet.Linear(4, 1))
         loss, opt = fnnet.LossMSE(), fnnet.SGD(lr=0.0001)
-        x, y = fnnet.data.disk(16, jax.random.key(1))
+        x, y = fnnet.data.disk(jax.random.key(1), 16)
         params = model.init(jax.random.key(0), x.shape)[1]
         mesh = Mesh(np.array(jax.devices()), ("data",))
         out = fnnet.fit(model, loss, opt, params, x, y, epochs=1, progress=False, mesh=mesh)
@@ -268,53 +269,133 @@ def test_errors_speak_of_the_shapes_the_user_passed():
         fnnet.train_step(model, fnnet.LossMSE(), opt)(params, opt.init(params), x, y)
 
 
-def test_a_users_layer_declares_its_feature_major_form_and_a_loss_its_target_checks():
+def test_the_layout_is_private_and_picked_for_full_batch_2d_runs_of_linear_models():
+    """Linear layers and elementwise activations (nested) get a feature-major twin; any
+    other layer, and the twin's absence, leaves the model batch-major."""
+    mlp = fnnet.Sequential(fnnet.Linear(2, 4), fnnet.Tanh(), fnnet.Residual(fnnet.Sequential(fnnet.Linear(4, 4))))
+    assert "feature_major" not in dir(fnnet.Layer) and "feature_major" not in dir(mlp)
+    x = jnp.ones((16, 2))
+    assert feature_major(mlp, x) is not None
+    assert feature_major(mlp, x, minibatches=True) is None
+    assert feature_major(mlp, jnp.ones((4, 4, 2))) is None
+    assert feature_major(MODEL, x) is None  # BatchNorm, Dropout: batch-major
     lin = fnnet.Linear(2, 1)
-    used = []
+    assert feature_major(fnnet.Sequential(fnnet.Layer(lin.init, lin.apply, lin.vjp)), x) is None
 
-    def apply_fm(params, x, *, train=False, key=None):
-        used.append(x.shape)
-        return lin.feature_major.apply(params, x)
 
-    mine = fnnet.Layer(
-        lin.init, lin.apply, lin.vjp, feature_major=fnnet.Layer(lin.init, apply_fm, lin.feature_major.vjp)
-    )
+def test_a_loss_of_your_own_checks_its_targets_before_training():
     checked = []
-    loss = fnnet.LossMSE()._replace(check_targets=lambda t, n: checked.append((t.shape, n)))
+
+    def check(t, n):
+        checked.append((t.shape, n))
+
+    loss = fnnet.Loss(fnnet.LossMSE().value, fnnet.LossMSE().grad, check)
+    lin = fnnet.Linear(2, 1)
     x, y = data()
-    fnnet.fit(
-        mine, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y, epochs=2, progress=False
-    )
-    assert used == [(2, 32)]  # traced once, feature-major
+    fnnet.fit(lin, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y, epochs=2, progress=False)
     assert checked == [((32, 1), 1)]
+
+
+# --- layers, losses and optimizers are values --------------------------------------------------
+
+
+def _model(rate=0.25, slope=0.01, w_init=None):
+    return fnnet.Sequential(
+        fnnet.Linear(2, 8, w_init=w_init),
+        fnnet.BatchNorm(momentum=0.8),
+        fnnet.LeakyReLU(slope),
+        fnnet.Dropout(rate),
+        fnnet.Linear(8, 1),
+        fnnet.Sigmoid(),
+    )
+
+
+def test_layers_are_equal_by_their_settings():
+    assert fnnet.Linear(2, 3) == fnnet.Linear(2, 3) and hash(fnnet.Linear(2, 3)) == hash(fnnet.Linear(2, 3))
+    assert fnnet.Linear(2, 3) != fnnet.Linear(3, 2)
+    assert _model() == _model() and hash(_model()) == hash(_model())
+    assert _model(rate=0.5) != _model() and _model(slope=0.2) != _model()
+    assert fnnet.ReLU() != fnnet.Tanh() and fnnet.Dropout(0.5) == fnnet.Dropout(np.float32(0.5))
+    assert fnnet.Conv2D(3, 8, 3) == fnnet.Conv2D(3, 8, (3, 3), stride=1, padding="same")
+    assert fnnet.MaxPool2D(2) == fnnet.MaxPool2D((2, 2), stride=2)
+    # initializers and dtypes shape init only: not compared
+    assert _model(w_init=jax.nn.initializers.glorot_normal()) == _model()
+
+
+def _square(x):
+    return x * x
+
+
+def _square_derivative(x, y):
+    return 2 * x
+
+
+def test_a_users_layer_of_module_functions_is_equal_when_rebuilt_one_of_closures_is_new():
+    lin = fnnet.Linear(2, 3)
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        return lin.vjp(params, x, dy)
+
+    assert fnnet.Layer(lin.init, _square, _square) == fnnet.Layer(lin.init, _square, _square)
+    assert fnnet.elementwise("Sq", _square, _square_derivative) == fnnet.elementwise("Sq", _square, _square_derivative)
+    assert fnnet.Layer(lin.init, lin.apply, vjp) != fnnet.Layer(lin.init, lin.apply, lambda *a, **k: vjp(*a, **k))
+    assert isinstance(fnnet.Layer(lin.init, _square, _square), fnnet.Layer)
+    with pytest.raises(TypeError, match=r"Layer: apply must be a function, got 3 \(int\)"):
+        fnnet.Layer(lin.init, 3, _square)
+
+
+def test_a_model_prints_as_the_code_that_builds_it():
+    assert repr(_model()) == (
+        "Sequential(Linear(2, 8), BatchNorm(momentum=0.8), LeakyReLU(), Dropout(0.25), Linear(8, 1), Sigmoid())"
+    )
+    assert repr(fnnet.Conv2D(3, 8, 3, stride=2)) == "Conv2D(3, 8, (3, 3), stride=(2, 2))"
+    assert repr(fnnet.Residual(fnnet.Sequential(fnnet.ELU(alpha=0.5)))) == "Residual(Sequential(ELU(alpha=0.5)))"
+    assert repr(fnnet.Linear(2, 3, dtype=jnp.float64)) == "Linear(2, 3, dtype=jnp.float64)"
+    assert repr(fnnet.elementwise("Sq", _square, _square_derivative)) == (
+        "elementwise('Sq', _square, _square_derivative)"
+    )
+    assert repr(fnnet.Layer(fnnet.Linear(2, 3).init, _square, _square)).startswith(
+        "Layer(init=Linear.init, apply=_square"
+    )
+    assert "0x" not in repr(_model(w_init=jax.nn.initializers.glorot_normal()))
+
+
+def test_summary_lists_output_shapes_and_parameter_counts():
+    lines = fnnet.summary(_model(), (32, 2)).splitlines()
+    assert lines[0].split() == ["layer", "output", "shape", "trainable", "state"]
+    assert lines[1].split() == ["Linear(2,", "8)", "(32,", "8)", "24", "0"]
+    assert lines[2].split() == ["BatchNorm(momentum=0.8)", "(32,", "8)", "16", "16"]
+    assert lines[-1].split() == ["total", str(24 + 16 + 9), "16"]
+    params = _model().init(jax.random.key(0), (32, 2))[1]
+    assert 24 + 16 + 9 + 16 == sum(leaf.size for leaf in jax.tree.leaves(params))
+    with pytest.raises(TypeError, match=r"summary: input_shape must be a tuple of ints"):
+        fnnet.summary(_model(), 32)
 
 
 # --- compiled programs shared by value -------------------------------------------------------
 
 
-def test_models_with_fresh_initializers_share_one_compiled_program():
-    def build():
-        return fnnet.serial(
-            fnnet.Linear(2, 5, w_init=jax.nn.initializers.glorot_normal()),
-            fnnet.BatchNorm(),
-            fnnet.Tanh(),
-            fnnet.Linear(5, 1),
-            fnnet.Sigmoid(),
-        )
-
+def test_equal_configurations_share_one_compiled_program():
+    """Models built anew (fresh initializers included), another lr, other epochs: no new
+    program. Another Dropout rate is another model, so it compiles (counted, to prove the
+    counter sees compilations here)."""
     x, y = data()
-    params = build().init(jax.random.key(0), x.shape)[1]
-    fnnet.fit(build(), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False)
+    params = _model().init(jax.random.key(0), x.shape)[1]
+    fnnet.fit(_model(), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False)
+    other = _model(w_init=jax.nn.initializers.glorot_normal())
     with count_compilations() as compiled:
-        fnnet.fit(build(), LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=4, progress=False)
+        fnnet.fit(other, fnnet.LossBCE(), fnnet.SGD(lr=0.3), params, x, y, epochs=7, progress=False)
     assert compiled == [], compiled
+    with count_compilations() as compiled:
+        fnnet.fit(_model(rate=0.5), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False)
+    assert compiled, "another Dropout rate is another model"
 
 
 # --- what a user's layer gets wrong is caught -----------------------------------------------
 
 
-def _tracking(update, twin_update=None, state=True):
-    """A layer that records its input's mean in a State (or a plain dict), with a twin."""
+def _tracking(update, state=True):
+    """A layer that records its input's mean in a State (or a plain dict)."""
     lin = fnnet.Linear(3, 3)
 
     def init(key, input_shape):
@@ -327,19 +408,15 @@ def _tracking(update, twin_update=None, state=True):
     def vjp(params, x, dy, *, train=False, key=None):
         return jax.tree.map(jnp.zeros_like, params), dy
 
-    def apply_fm(params, x, *, train=False, key=None):
-        return x
-
-    twin = fnnet.Layer(init, apply_fm, vjp, twin_update)
-    return fnnet.serial(lin, fnnet.Layer(init, apply, vjp, update, feature_major=twin), fnnet.Linear(3, 1))
+    return fnnet.serial(lin, fnnet.Layer(init, apply, vjp, update), fnnet.Linear(3, 1))
 
 
 def _mean_update(params, x, *, key=None):
     return {"run": fnnet.State(m=jnp.mean(x, axis=0))}
 
 
-def test_a_twin_that_forgets_the_state_is_not_used():
-    model = _tracking(_mean_update, twin_update=None)
+def test_a_users_layer_moves_its_state():
+    model = _tracking(_mean_update)
     x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
     params = model.init(jax.random.key(0), x.shape)[1]
     out = fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1, progress=False)

@@ -10,7 +10,7 @@ import fnnet
 
 
 def test_disk_labels_match_the_geometry_and_are_balanced():
-    x, y = fnnet.data.disk(20_000, jax.random.key(0))
+    x, y = fnnet.data.disk(jax.random.key(0), 20_000)
     assert x.shape == (20_000, 2) and y.shape == (20_000, 1)
     assert x.dtype == np.float32 and y.dtype == np.float32
     x, y = np.asarray(x, np.float64), np.asarray(y)
@@ -24,13 +24,13 @@ def test_disk_labels_match_the_geometry_and_are_balanced():
 
 
 def test_disk_draws_differ_by_key_and_repeat_by_key():
-    a, _ = fnnet.data.disk(100, jax.random.key(1))
-    b, _ = fnnet.data.disk(100, jax.random.key(1))
-    c, _ = fnnet.data.disk(100, jax.random.key(2))
+    a, _ = fnnet.data.disk(jax.random.key(1), 100)
+    b, _ = fnnet.data.disk(jax.random.key(1), 100)
+    c, _ = fnnet.data.disk(jax.random.key(2), 100)
     assert np.array_equal(a, b) and not np.allclose(a, c)
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5, True])
 def test_disk_rejects_bad_sizes(n):
     with pytest.raises(ValueError, match="disk: n must be an int >= 1"):
-        fnnet.data.disk(n, jax.random.key(0))
+        fnnet.data.disk(jax.random.key(0), n)

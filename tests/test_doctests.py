@@ -18,7 +18,7 @@ MODULES = sorted(
 
 
 def namespace():
-    x, y = fnnet.data.disk(64, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 64)
     model = fnnet.serial(fnnet.Linear(2, 25), fnnet.ReLU(), fnnet.Linear(25, 1), fnnet.Sigmoid())
     params = model.init(jax.random.key(0), x.shape)[1]
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.1)

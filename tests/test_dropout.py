@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import device
-from layer_oracle import assert_twin_matches, assert_vjp_matches_jax
+from layer_oracle import assert_vjp_matches_jax
 
 from fnnet import Dropout, Identity, serial
 
@@ -36,18 +36,6 @@ def random_point(seed, shape, dtype):
 def test_dropout_vjp_matches_jax(dtype, shape, train):
     x, dy = random_point(1, shape, dtype)
     assert_vjp_matches_jax(LAYER, (), x, dy, train=train, key=KEY if train else None)
-
-
-@pytest.mark.parametrize("train", [True, False], ids=["train", "infer"])
-def test_dropout_twin_drops_the_same_units(train):
-    x, dy = random_point(2, (7, 5), np.float64)
-    key = KEY if train else None
-    twin, batch_major = assert_twin_matches(LAYER, (), x, dy, train=train, key=key)
-    # Exactly the same units, not merely close: the mask is one draw, transposed.
-    np.testing.assert_array_equal(twin[0], batch_major[0])
-    np.testing.assert_array_equal(twin[1][1], batch_major[1][1])
-    if train:
-        assert 0 < np.mean(np.asarray(twin[0]) == 0) < 1
 
 
 # --- rate semantics -------------------------------------------------------------------
@@ -80,7 +68,6 @@ def test_rate_zero_is_the_identity_in_training_without_a_key():
     layer = Dropout(0.0)
     np.testing.assert_array_equal(layer.apply((), x, train=True), x)
     np.testing.assert_array_equal(layer.vjp((), x, dy, train=True)[1], dy)
-    np.testing.assert_array_equal(layer.feature_major.apply((), x.T, train=True), x.T)
 
 
 def test_training_without_a_key_fails():
@@ -90,8 +77,6 @@ def test_training_without_a_key_fails():
         LAYER.apply((), x, train=True)
     with pytest.raises(ValueError, match=match):
         LAYER.vjp((), x, dy, train=True)
-    with pytest.raises(ValueError, match=match):
-        LAYER.feature_major.apply((), x.T, train=True)
     with pytest.raises(ValueError, match=r"serial layer 1: " + match):
         serial(Identity(), LAYER).apply(((), ()), x, train=True)
 

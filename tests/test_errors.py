@@ -36,7 +36,7 @@ LINEAR = r"serial layer 0: Linear\(n_in=2, n_out=4\): "
 
 
 def data():
-    x, y = fnnet.data.disk(N, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), N)
     return np.asarray(x), np.asarray(y)
 
 
@@ -897,7 +897,7 @@ def test_unreadable_checkpoint(checkpoint, spoil, match):
     path, params, state = checkpoint
     spoil(path)
     with pytest.raises(ValueError, match=match):
-        fnnet.load(path, like=(params, state))
+        fnnet.load(path, params, state)
 
 
 def test_checkpoint_of_another_model_or_optimizer(checkpoint):
@@ -908,19 +908,19 @@ def test_checkpoint_of_another_model_or_optimizer(checkpoint):
         match=r"entry \"params\[0\]\['b'\]\" is float32\[4\], "
         r"expected float32\[5\]",
     ):
-        fnnet.load(path, like=(other, OPT.init(other)))
+        fnnet.load(path, other, OPT.init(other))
     with pytest.raises(
         ValueError,
         match=r"has no entry \"opt_state\.hyperparams\['b1'\]\": it "
         r"was saved from another model or optimizer",
     ):
-        fnnet.load(path, like=(params, fnnet.Adam(lr=0.1).init(params)))
+        fnnet.load(path, params, fnnet.Adam(lr=0.1).init(params))
     with pytest.raises(
         ValueError,
         match=r"has entries \[\"params\[2\]\['b'\]\", "
         r"\"params\[2\]\['w'\]\"\] that like does not",
     ):
-        fnnet.load(path, like=(params[:1], None))
+        fnnet.load(path, params[:1])
 
 
 UNPICKLED = []
@@ -943,7 +943,7 @@ def test_pickled_checkpoint_is_never_unpickled(checkpoint):
     _replace_header(path, np.array([_Payload()], dtype=object))
     UNPICKLED.clear()
     with pytest.raises(ValueError, match=UNREADABLE):
-        fnnet.load(path, like=(params, state))
+        fnnet.load(path, params, state)
     assert UNPICKLED == []
     with np.load(path, allow_pickle=True) as archive:  # the payload is live
         archive["__fnnet__"]
@@ -986,7 +986,7 @@ def test_bad_input_leaves_an_existing_checkpoint_intact(checkpoint, monkeypatch)
             validation=(_spoil(x, np.nan), y),
         )
     assert path.read_bytes() == before
-    assert fnnet.load(path, like=(params, state))[2]["epochs_done"] == 2
+    assert fnnet.load(path, params, state)[2]["epochs_done"] == 2
 
 
 # --- NumPy scalars are numbers too --------------------------------------------------------
@@ -1042,7 +1042,7 @@ def test_other_settings_take_numpy_scalars():
     assert float(fnnet.schedules.step(np.float32(0.4), np.float32(0.5), np.int64(10))(10)) == pytest.approx(
         0.2
     )
-    x, y = fnnet.data.disk(np.int64(5), jax.random.key(0))
+    x, y = fnnet.data.disk(jax.random.key(0), np.int64(5))
     assert x.shape == (5, 2) and y.shape == (5, 1)
     numpy_sgd = fnnet.SGD(lr=np.float32(0.1), momentum=np.float32(0.5), nesterov=True)
     python_sgd = fnnet.SGD(lr=0.1, momentum=0.5, nesterov=True)
@@ -1071,7 +1071,7 @@ def test_other_settings_take_numpy_scalars():
         ),
         (lambda: fnnet.MaxPool2D(np.bool_(True)), TypeError, "must be an int"),
         (lambda: fnnet.Dropout(np.bool_(False)), TypeError, "rate must be a float"),
-        (lambda: fnnet.data.disk(np.float64(5), jax.random.key(0)), ValueError, "n must be an int >= 1"),
+        (lambda: fnnet.data.disk(jax.random.key(0), np.float64(5)), ValueError, "n must be an int >= 1"),
         (
             lambda: fnnet.Linear(jnp.float32(2), 3),
             TypeError,
@@ -1148,7 +1148,7 @@ def _dropping_params():
             TypeError,
             r"serial: key must be a PRNG key such as jax.random.key\(0\), got 0 \(int\)",
         ),
-        (lambda key: fnnet.data.disk(10, key), TypeError, r"disk: key must be a PRNG key"),
+        (lambda key: fnnet.data.disk(key, 10), TypeError, r"disk: key must be a PRNG key"),
     ],
 )
 def test_a_key_that_is_not_one_is_named(call, error, match):

@@ -20,7 +20,7 @@ import hashlib, sys, time, jax, numpy as np
 import fnnet, fnnet.checkpoint
 from fnnet import fitting
 model = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
-x, y = fnnet.data.disk(96, jax.random.key(1))
+x, y = fnnet.data.disk(jax.random.key(1), 96)
 params = model.init(jax.random.key(0), x.shape)[1]
 """
 
@@ -83,7 +83,7 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
     # CPU and GPU, and a run is resumed with the x64 setting it was written with
     with jax.default_device(jax.devices("cpu")[0]), jax.enable_x64(False):
         model = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
-        x, y = fnnet.data.disk(96, jax.random.key(1))
+        x, y = fnnet.data.disk(jax.random.key(1), 96)
         params = model.init(jax.random.key(0), x.shape)[1]
         opt = fnnet.SGD(lr=0.5)
         try:
@@ -92,7 +92,7 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
             while done < 60 and time.monotonic() < deadline and child.poll() is None:
                 time.sleep(0.05)
                 if path.exists():
-                    done = fnnet.load(path, like=(params, opt.init(params)))[2]["epochs_done"]
+                    done = fnnet.load(path, params, opt.init(params))[2]["epochs_done"]
             assert child.poll() is None, "the child ended before it could be killed: " + child.stderr.read()
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
@@ -101,7 +101,7 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
             child.communicate()
         assert child.returncode == -signal.SIGKILL
         # readable after the kill
-        _, _, metadata = fnnet.load(path, like=(params, opt.init(params)))
+        _, _, metadata = fnnet.load(path, params, opt.init(params))
         assert 60 <= metadata["epochs_done"] < FIT["epochs"]
         resumed = fnnet.fit(
             model,
@@ -159,4 +159,4 @@ def test_temporaries_of_saves_killed_mid_write_are_removed_by_the_next_save(tmp_
     params = {"w": np.arange(3.0)}
     fnnet.save(path, params)
     assert os.listdir(tmp_path) == ["run.npz"]
-    np.testing.assert_array_equal(np.asarray(fnnet.load(path, like=(params, None))[0]["w"]), params["w"])
+    np.testing.assert_array_equal(np.asarray(fnnet.load(path, params)[0]["w"]), params["w"])

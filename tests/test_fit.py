@@ -23,7 +23,7 @@ EVERY = 3  # checkpoint_every in the checkpoint tests
 
 
 def data(n=64, seed=1):
-    return fnnet.data.disk(n, jax.random.key(seed))
+    return fnnet.data.disk(jax.random.key(seed), n)
 
 
 def init(model=MODEL, seed=0):
@@ -301,7 +301,7 @@ def test_checkpoint_every_writes_checkpoints(tmp_path, saves, epochs, expected):
     )
     assert saves == expected
     assert sorted(os.listdir(tmp_path)) == ["run.npz"]
-    got_params, got_state, metadata = fnnet.load(path, like=(params, opt.init(params)))
+    got_params, got_state, metadata = fnnet.load(path, params, opt.init(params))
     assert_trees_equal(got_params, result.params)
     assert_trees_equal(got_state, result.opt_state)
     assert metadata["epochs_done"] == epochs and metadata["epochs"] == epochs
@@ -355,7 +355,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, ba
         interrupt_on_checkpoint(patch, 2)
         with pytest.raises(KeyboardInterrupt):
             run(path)
-    assert fnnet.load(path, like=(params, None))[2]["epochs_done"] == EVERY
+    assert fnnet.load(path, params)[2]["epochs_done"] == EVERY
     resumed = run(path, resume=True)
 
     # Stopped early by asking for fewer epochs, then resumed to the full count.
@@ -554,7 +554,7 @@ def test_a_checkpoint_that_fails_mid_run_carries_the_run(tmp_path, monkeypatch):
     assert np.array_equal(error.losses, want.losses)
     assert np.array_equal(error.val_losses, want.val_losses)
     assert sorted(os.listdir(tmp_path)) == ["run.npz"]
-    assert fnnet.load(path, like=(params, None))[2]["epochs_done"] == EVERY
+    assert fnnet.load(path, params)[2]["epochs_done"] == EVERY
 
 
 # Progress and input errors -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     mesh = Mesh(np.array(jax.devices()), ("data",))
     model = fnnet.serial(fnnet.Linear(2, 16), fnnet.ReLU(), fnnet.Linear(16, 1), fnnet.Sigmoid())
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
-    x, y = fnnet.data.disk(64, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 64)
     params = model.init(jax.random.key(0), x.shape)[1]
     # full batch, minibatches, a last smaller minibatch (64 = 24 + 24 + 16), other optimizers
     for batch_size, opt in ((None, opt), (16, opt), (None, fnnet.SGD(lr=0.3, momentum=0.5)),
@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent("""
             raise AssertionError("no error for an indivisible batch")
     # a sweep of 3 members over 4 devices: padded to 4, one member per device, padding dropped
     keys = jax.random.split(jax.random.key(2), 3)
-    stacked = fnnet.init_many(model, keys, x.shape)
+    stacked = fnnet.init_many(keys, model, x.shape)
     run = fnnet.train(model, loss, opt, epochs=20)
     swept = fnnet.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys)
     assert swept[2].shape == (3, 20)
@@ -82,7 +82,7 @@ def test_mesh_must_be_a_mesh(bad):
     import fnnet
 
     model = fnnet.serial(fnnet.Linear(2, 16), fnnet.ReLU(), fnnet.Linear(16, 1), fnnet.Sigmoid())
-    x, y = fnnet.data.disk(8, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 8)
     params = model.init(jax.random.key(0), x.shape)[1]
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, epochs=1, progress=False, mesh=bad)

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import fnnet
+from fnnet._layout import _twin as feature_major_twin
 from fnnet import (
     ELU,
     Identity,
@@ -149,7 +150,7 @@ LINEAR = Linear(N_IN, N_OUT)
 @jax.jit
 @highest_precision
 def compare_linear(params, x, dy):
-    twin = LINEAR.feature_major
+    twin = feature_major_twin(LINEAR)
     y_fm = twin.apply(params, x.T).T
     dparams_fm, dx_fm = twin.vjp(params, x.T, dy.T)
     hand = (LINEAR.apply(params, x), LINEAR.vjp(params, x, dy)), (y_fm, (dparams_fm, dx_fm.T))
@@ -381,7 +382,7 @@ def serial_bounds(params, x, dy):
 @jax.jit
 @highest_precision
 def compare_serial(params, x, dy):
-    twin = MODEL.feature_major
+    twin = feature_major_twin(MODEL)
     dparams_fm, dx_fm = twin.vjp(params, x.T, dy.T)
     hand = (
         (MODEL.apply(params, x), MODEL.vjp(params, x, dy)),

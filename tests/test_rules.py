@@ -39,7 +39,7 @@ def test_rmsprop_from_the_public_pieces_matches_numpy():
 
 
 def test_rmsprop_trains_the_disk_with_fit_and_sweeps_its_hyperparameters():
-    x, y = fnnet.data.disk(256, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 256)
     model = fnnet.serial(fnnet.Linear(2, 16), fnnet.Tanh(), fnnet.Linear(16, 1), fnnet.Sigmoid())
     params = model.init(jax.random.key(0), x.shape)[1]
     opt = RMSProp(lr=0.05)

@@ -158,7 +158,7 @@ def test_disk_regularized_model_trains_with_batchnorm_and_dropout_and_infers_det
     params = jax.tree.map(lambda a: a[0], r["params"])
     running = params[1]["running"]
     assert not np.allclose(running["mean"], 0) and not np.allclose(running["var"], 1)
-    x, _ = fnnet.data.disk(64, jax.random.key(3))
+    x, _ = fnnet.data.disk(jax.random.key(3), 64)
     out = model.apply(params, x)  # inference: running statistics, no dropout
     np.testing.assert_array_equal(out, model.apply(params, x))
     np.testing.assert_allclose(model.apply(params, x[:1]), out[:1], rtol=1e-5)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fnnet
+from fnnet._layout import _twin as feature_major_twin
 from fnnet import ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh, serial
 from helpers import assert_trees_close, device
 
@@ -137,8 +138,8 @@ def test_nested_serial():
 
 def test_feature_major_twin_of_serial():
     model = serial(Linear(3, 5, dtype=jnp.float64), Sigmoid(), serial(Linear(5, 2, dtype=jnp.float64)))
-    twin = model.feature_major
-    assert twin is not None and twin is not model
+    twin = feature_major_twin(model)
+    assert twin is not None and twin != model
     rng = np.random.default_rng(1)
     params = random_params(rng, init_without_compiling(model, (3,))[1])
     x_fm, dy_fm = device(rng.normal(size=(3, 6))), device(rng.normal(size=(2, 6)))
@@ -152,21 +153,6 @@ def test_feature_major_twin_of_serial():
     assert_trees_close(actual, expected, np.float64)
 
 
-def test_a_layer_without_a_twin_runs_transposed_inside_the_serials_twin():
-    lin = Linear(3, 4, dtype=jnp.float64)
-    custom = Layer(lin.init, lin.apply, lin.vjp)  # the same functions, but no twin declared
-    assert custom.feature_major is None
-    assert serial(custom).feature_major is None  # nothing to gain: no twin at all
-    model = serial(custom, ReLU(), Linear(4, 2, dtype=jnp.float64))
-    twin = model.feature_major
-    assert twin is not None
-    rng = np.random.default_rng(3)
-    params = random_params(rng, init_without_compiling(model, (3,))[1])
-    x_fm, dy_fm = device(rng.normal(size=(3, 7))), device(rng.normal(size=(2, 7)))
-    y, pullback = jax.vjp(lambda p, x: model.apply(p, x.T).T, params, x_fm)
-    assert_trees_close(
-        (twin.apply(params, x_fm), twin.vjp(params, x_fm, dy_fm)), (y, pullback(dy_fm)), np.float64
-    )
 
 
 def test_keys_split_per_layer():

@@ -16,15 +16,13 @@ LOSS, OPT, EPOCHS = fnnet.LossBCE(), fnnet.SGD(lr=0.5), 3
 
 
 def arguments():
-    x, y = fnnet.data.disk(12, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 12)
     params = MODEL.init(jax.random.key(0), x.shape)[1]
     return dict(params=params, opt_state=OPT.init(params), x=x, y=y, key=jax.random.key(2))
 
 
 def via_fit(params, opt_state, x, y, key, batch_size=None):
-    return fnnet.fit(
-        MODEL, LOSS, OPT, params, x, y, EPOCHS, batch_size, key, progress=False, opt_state=opt_state
-    )
+    return fnnet.fit(MODEL, LOSS, OPT, params, x, y, EPOCHS, batch_size=batch_size, key=key, progress=False, opt_state=opt_state)
 
 
 def via_train(params, opt_state, x, y, key, batch_size=None):
@@ -128,7 +126,7 @@ def test_train_inside_vmap_passes_what_it_cannot_see_yet():
     """Traced values (a sweep) are not judged on the host; everything with a shape still is."""
     args = arguments()
     keys = jax.random.split(jax.random.key(0), 2)
-    stacked = fnnet.init_many(MODEL, keys, args["x"].shape)
+    stacked = fnnet.init_many(keys, MODEL, args["x"].shape)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     params, _, losses = jax.vmap(run, in_axes=(0, 0, None, None, 0))(
         stacked, jax.vmap(OPT.init)(stacked), args["x"], args["y"], keys
@@ -174,7 +172,7 @@ def test_train_step_refuses_what_is_not_a_key():
 def test_sweep_refuses_targets_the_loss_cannot_take():
     args = arguments()
     keys = jax.random.split(jax.random.key(0), 2)
-    params = fnnet.init_many(MODEL, keys, args["x"].shape)
+    params = fnnet.init_many(keys, MODEL, args["x"].shape)
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"^sweep: y: LossBCE: targets must be in \[0, 1\]"):

@@ -19,11 +19,11 @@ EPOCHS = 30
 
 @pytest.mark.slow
 def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
-    x, y = fnnet.data.disk(64, jax.random.key(3))
+    x, y = fnnet.data.disk(jax.random.key(3), 64)
     lrs = jnp.asarray([0.1, 0.3, 0.5, 0.1])
     decays = jnp.asarray([1.0, 0.99, 0.999, 0.95])
     keys = jax.random.split(jax.random.key(0), 4)
-    params = fnnet.init_many(MODEL, keys, x.shape)
+    params = fnnet.init_many(keys, MODEL, x.shape)
     states = jax.vmap(lambda p, lr, d: OPT.init(p, lr=lr, decay=d))(params, lrs, decays)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=16)
     with count_compilations() as compiled:
@@ -42,8 +42,8 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
 @pytest.mark.slow
 def test_sweep_with_per_member_data():
     keys = jax.random.split(jax.random.key(1), 3)
-    xs, ys = jax.vmap(lambda k: fnnet.data.disk(32, k))(keys)
-    params = fnnet.init_many(MODEL, keys, (32, 2))
+    xs, ys = jax.vmap(lambda k: fnnet.data.disk(k, 32))(keys)
+    params = fnnet.init_many(keys, MODEL, (32, 2))
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     swept = fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
@@ -68,7 +68,7 @@ def seq_sweep(lrs):
     x = jax.random.normal(jax.random.key(4), (3, 5, 2))
     y = jnp.tanh(x[..., :1])
     keys = jax.random.split(jax.random.key(5), 3)
-    params = fnnet.init_many(SEQ_MODEL, keys, x.shape)
+    params = fnnet.init_many(keys, SEQ_MODEL, x.shape)
     states = jax.vmap(lambda p, lr: SEQ_OPT.init(p, lr=lr))(params, jnp.asarray(lrs, jnp.float32))
     return (params, states, x, y, keys), fnnet.sweep(SEQ_RUN, params, states, x, y, keys)
 
@@ -98,9 +98,9 @@ def test_result_names_its_parts_and_flags_members_that_diverged():
 def grid(lrs, run=None):
     """A sweep's arguments over lrs; by default the configuration of the first test (one
     compiled program for both when there are 4 members)."""
-    x, y = fnnet.data.disk(64, jax.random.key(3))
+    x, y = fnnet.data.disk(jax.random.key(3), 64)
     keys = jax.random.split(jax.random.key(0), len(lrs))
-    params = fnnet.init_many(MODEL, keys, x.shape)
+    params = fnnet.init_many(keys, MODEL, x.shape)
     states = jax.vmap(lambda p, lr: OPT.init(p, lr=lr))(params, jnp.asarray(lrs, jnp.float32))
     run = run or fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=16)
     return run, params, states, x, y, keys
@@ -290,7 +290,7 @@ def test_rbg_keys_are_warned_of_as_they_draw_otherwise_under_vmap():
     runs their keys give one at a time, so init_many says so (threefry keys do not warn)."""
     model = fnnet.serial(fnnet.Linear(2, 3))
     with pytest.warns(UserWarning, match=r"init_many: keys of the rbg PRNG draw otherwise under vmap"):
-        fnnet.init_many(model, jax.random.split(jax.random.key(0, impl="rbg"), 3), (4, 2))
+        fnnet.init_many(jax.random.split(jax.random.key(0, impl="rbg"), 3), model, (4, 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fnnet.init_many(model, jax.random.split(jax.random.key(0), 3), (4, 2))
+        fnnet.init_many(jax.random.split(jax.random.key(0), 3), model, (4, 2))

@@ -24,7 +24,7 @@ EPOCHS = 5
 
 
 def data(dtype=jnp.float32, n=N):
-    x, y = fnnet.data.disk(n, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), n)
     return x.astype(dtype), y.astype(dtype)
 
 
@@ -424,7 +424,7 @@ def test_run_under_vmap_checks_what_is_concrete():
     # Shared x is concrete inside vmap over the members: still checked on the host.
     x, y = data()
     keys = jax.random.split(jax.random.key(0), 2)
-    params = fnnet.init_many(MODEL, keys, x.shape)
+    params = fnnet.init_many(keys, MODEL, x.shape)
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"train: x holds 1 NaN or infinite value\(s\)"):
