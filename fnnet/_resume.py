@@ -101,7 +101,9 @@ def differences(stored: dict, current: dict) -> list:
         if was == now:
             continue
         if field == "validation" and (was is None) != (now is None):
-            found.append(f"validation data {'given now, none' if was is None else 'none now, given'} in the checkpoint's run")
+            found.append(
+                f"validation data {'given now, none' if was is None else 'none now, given'} in the checkpoint's run"
+            )
         elif field in _SHOWN:
             found.append(f"{what} is {now} now, {was} in the checkpoint's run")
         else:
@@ -129,7 +131,8 @@ def resume(path, params, opt_state, record, epochs, steps_per_epoch):
     found = differences(stored, record) + _hyperparam_differences(loaded_state, opt_state)
     if found:
         raise _refusal(
-            path, f"it is another run's: {'; '.join(found)}. Resume with the same settings, or start a new checkpoint"
+            path,
+            f"it is another run's: {'; '.join(found)}. Resume with the same settings, or start a new checkpoint",
         )
     done, losses, val_losses = (metadata.get(k) for k in ("epochs_done", "losses", "val_losses"))
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
@@ -145,7 +148,9 @@ def resume(path, params, opt_state, record, epochs, steps_per_epoch):
             and len(values) == length
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         ):
-            raise _refusal(path, f"corrupt metadata: {name} must be a list of {length} numbers, got {values!r:.80}")
+            raise _refusal(
+                path, f"corrupt metadata: {name} must be a list of {length} numbers, got {values!r:.80}"
+            )
     start, count = record["start_count"], int(loaded_state.count)
     if count != start + done * steps_per_epoch:
         raise _refusal(

@@ -234,9 +234,7 @@ class _Convolution(Layer):
 
     def check(self, params, x):
         """`(w, b, pads, y_shape)` for x."""
-        w, b = check_weights(
-            self.name, params, self.kernel_size + (self.c_in, self.c_out), (self.c_out,)
-        )
+        w, b = check_weights(self.name, params, self.kernel_size + (self.c_in, self.c_out), (self.c_out,))
         check_floating(self.name, x)
         return (w, b) + self.geometry(jnp.shape(x))
 
@@ -340,7 +338,9 @@ class ConvTranspose2D(_Convolution):
         """The padding of the Conv2D this layer transposes, and the output shape."""
         n, h, w, _ = _check_image(self.name, input_shape, self.c_in)
         if h < 1 or w < 1:
-            raise ValueError(f"{self.name}: expected an image of at least 1 x 1 pixels, got shape {input_shape}")
+            raise ValueError(
+                f"{self.name}: expected an image of at least 1 x 1 pixels, got shape {input_shape}"
+            )
         kernel, stride = self.kernel_size, self.stride
         out_hw = tuple(
             size * s if self.padding == "SAME" else (size - 1) * s + k

@@ -199,7 +199,18 @@ def fit(
 
     def run_chunk(params, opt_state, count):
         return run(
-            model, loss, opt.step, size, _CHUNK, params, opt_state, setup.x, setup.y, key, validation, np.int32(count)
+            model,
+            loss,
+            opt.step,
+            size,
+            _CHUNK,
+            params,
+            opt_state,
+            setup.x,
+            setup.y,
+            key,
+            validation,
+            np.int32(count),
         )
 
     bar = _progress_bar(progress, epochs, done)

@@ -121,7 +121,9 @@ class FunctionLayer(Layer):
             if not callable(getattr(self, field)):
                 raise TypeError(f"Layer: {field} must be a function, got {describe(getattr(self, field))}")
         if self.update_state is not None and not callable(self.update_state):
-            raise TypeError(f"Layer: update_state must be None or a function, got {describe(self.update_state)}")
+            raise TypeError(
+                f"Layer: update_state must be None or a function, got {describe(self.update_state)}"
+            )
 
     def __repr__(self) -> str:
         fields = ("init", "apply", "vjp") + (("update_state",) if self.update_state is not None else ())
@@ -293,7 +295,9 @@ class Linear(Layer):
     dtype: Any = weights_field(np.dtype("float32"))
 
     def __post_init__(self):
-        setattr_frozen(self, n_in=check_size("Linear: n_in", self.n_in), n_out=check_size("Linear: n_out", self.n_out))
+        setattr_frozen(
+            self, n_in=check_size("Linear: n_in", self.n_in), n_out=check_size("Linear: n_out", self.n_out)
+        )
         check_weights_settings(self, "Linear")
 
     @property

@@ -49,6 +49,11 @@ def _normalize_vjp(g, xhat, s, axes):
     ) / s
 
 
+def _per_feature(v, x):
+    """A per-feature vector `(c,)` shaped `(1, ..., c)` to broadcast against x."""
+    return v.reshape((1,) * (x.ndim - 1) + (-1,))
+
+
 def _batch_axes(x):
     """Every axis but the last (the features)."""
     return tuple(range(x.ndim - 1))
@@ -58,8 +63,7 @@ def _scale_shift_init(owner, key, input_shape, min_rank, dtype, running):
     input_shape = check_init(owner, key, input_shape)
     if len(input_shape) < min_rank:
         raise ValueError(
-            f"{owner}: expected input_shape with at least {min_rank} axes "
-            f"(..., features), got {input_shape}"
+            f"{owner}: expected input_shape with at least {min_rank} axes (..., features), got {input_shape}"
         )
     c = input_shape[-1]
     params = {"scale": jnp.ones((c,), dtype), "shift": jnp.zeros((c,), dtype)}
@@ -157,19 +161,19 @@ class BatchNorm(Layer):
             xhat, mean, var, s = _normalize(x, axes, self.eps)
             return xhat, s, mean, var, axes
         running = params["running"]
-        s = jnp.sqrt(running["var"] + self.eps)
-        return (x - running["mean"]) / s, s, None, None, axes
+        s = jnp.sqrt(_per_feature(running["var"], x) + self.eps)
+        return (x - _per_feature(running["mean"], x)) / s, s, None, None, axes
 
     def apply(self, params, x, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat = self.statistics(params, x, train)[0]
-            return params["scale"] * xhat + params["shift"]
+            return _per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat, s, _, _, axes = self.statistics(params, x, train)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = dy * params["scale"]
+            g = dy * _per_feature(params["scale"], x)
             running = params["running"]
             if train:  # the running statistics are not used: zero cotangents
                 dx = _normalize_vjp(g, xhat, s, axes)
@@ -240,13 +244,13 @@ class LayerNorm(Layer):
     def apply(self, params, x, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat = self.forward(params, x)[0]
-            return params["scale"] * xhat + params["shift"]
+            return _per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat, _, _, s = self.forward(params, x)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = dy * params["scale"]
+            g = dy * _per_feature(params["scale"], x)
             dx = _normalize_vjp(g, xhat, s, (x.ndim - 1,))
             others = _batch_axes(x)
             return (

@@ -231,7 +231,9 @@ class Flatten(Parameterless):
 
     def output_shape(self, shape):
         if len(shape) < 2:
-            raise ValueError(f"{self.name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}")
+            raise ValueError(
+                f"{self.name}: expected input (n, ...) of at least 2 dims, got shape {tuple(shape)}"
+            )
         return (shape[0], math.prod(shape[1:]))
 
     def apply(self, params, x, *, train=False, key=None):

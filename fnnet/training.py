@@ -261,7 +261,9 @@ def _run(model, loss, step_rule, batch_size, mesh, count, params, state, x, y, k
             carry, value, val_value = lax.cond(i < active, trained, skipped, carry)
         return carry, (value, val_value)
 
-    (params, state), (losses, val_losses) = lax.scan(body, (params, state), jnp.arange(count, dtype=jnp.int32))
+    (params, state), (losses, val_losses) = lax.scan(
+        body, (params, state), jnp.arange(count, dtype=jnp.int32)
+    )
     return Run(params, state, losses, val_losses, _all_finite((params, state)))
 
 
@@ -284,7 +286,9 @@ def _runner(mesh: Optional[Mesh]) -> Callable:
     )
 
 
-def _run_in_order(mesh, model, loss, step_rule, batch_size, count, params, state, x, y, key, validation, active):
+def _run_in_order(
+    mesh, model, loss, step_rule, batch_size, count, params, state, x, y, key, validation, active
+):
     return _run(model, loss, step_rule, batch_size, mesh, count, params, state, x, y, key, validation, active)
 
 
@@ -362,8 +366,18 @@ class TrainRun:
             "train", model, loss, opt, params, opt_state, x, y, self.epochs, self.batch_size, key, self.mesh
         )
         result = _runner(self.mesh)(
-            model, loss, opt.step, setup.batch_size, self.epochs, params, setup.opt_state, setup.x, setup.y,
-            setup.key, None, None,
+            model,
+            loss,
+            opt.step,
+            setup.batch_size,
+            self.epochs,
+            params,
+            setup.opt_state,
+            setup.x,
+            setup.y,
+            setup.key,
+            None,
+            None,
         )
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
         # given invalid ones reports NaN losses, never a result that looks like one.

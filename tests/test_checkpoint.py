@@ -266,10 +266,15 @@ def test_missing_file_raises(tmp_path):
         fnnet.load(tmp_path / "nowhere.npz", *make_state())
 
 
-def test_like_must_be_a_pair(saved):
-    path, params, _ = saved
-    with pytest.raises(TypeError, match=r"like must be a pair \(params, opt_state\)"):
-        fnnet.load(path, *params)
+def test_params_that_are_a_tuple_load_alone_or_with_their_state(saved):
+    """A serial's params are a tuple: load takes them as the params, never as a pair."""
+    path, params, state = saved
+    assert isinstance(params, tuple)
+    got, got_state, _ = fnnet.load(path, params)
+    assert got_state is None
+    assert_loaded(got, params)
+    got, got_state, _ = fnnet.load(path, params, state)
+    assert_loaded(got_state, state)
 
 
 def test_metadata_must_be_json(tmp_path):

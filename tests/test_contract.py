@@ -117,7 +117,7 @@ def test_train_step_moves_the_running_statistics_and_equals_manual_steps():
     got, state = jax.tree.map(jnp.copy, params), opt.init(params)
     want, want_state = params, opt.init(params)
     for _ in range(3):
-        got, state, _ = step(got, state, x, y, key)
+        got, state, _ = step(got, state, x, y, key=key)
         want, want_state = manual_step(want, want_state, x, y, key)
     assert_trees_close(got, want, **CLOSE)
     # momentum 0.8 from mean 0, var 1: the running mean moved towards the batch's
@@ -133,7 +133,7 @@ def test_fit_result_params_hold_the_state_and_train_equals_fit():
     key = jax.random.key(11)
     result = fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=6, key=key, progress=False)
     run = fnnet.train(MODEL, LOSS, opt, epochs=6)
-    trained, _, losses = run(params, opt.init(params), x, y, key)
+    trained, _, losses = run(params, opt.init(params), x, y, key=key)
     assert_trees_close(result.params, trained, rtol=1e-6, atol=1e-6)  # fit runs in chunks
     np.testing.assert_allclose(result.losses, losses, rtol=1e-6)
     assert isinstance(running(result.params), fnnet.State)
@@ -150,9 +150,9 @@ def test_minibatches_draw_new_masks_each_step_and_depend_on_the_key():
     x, y = data()
     params = init()
     run = fnnet.train(MODEL, LOSS, opt, epochs=3, batch_size=8)
-    a = run(params, opt.init(params), x, y, jax.random.key(1))
-    again = run(params, opt.init(params), x, y, jax.random.key(1))
-    other = run(params, opt.init(params), x, y, jax.random.key(2))
+    a = run(params, opt.init(params), x, y, key=jax.random.key(1))
+    again = run(params, opt.init(params), x, y, key=jax.random.key(1))
+    other = run(params, opt.init(params), x, y, key=jax.random.key(2))
     assert_trees_equal(a, again)
     assert not np.allclose(a[2], other[2])
 
@@ -186,7 +186,7 @@ def test_sweep_members_draw_their_own_masks():
     out_params, _, losses, finite = fnnet.sweep(run, params, states, x, y, keys)
     assert finite.tolist() == [True, True]
     assert not np.allclose(losses[0], losses[1])  # same init and data: only the masks differ
-    alone = run(jax.tree.map(lambda a: a[1], params), opt.init(init(seed=0)), x, y, keys[1])
+    alone = run(jax.tree.map(lambda a: a[1], params), opt.init(init(seed=0)), x, y, key=keys[1])
     np.testing.assert_allclose(losses[1], alone[2], rtol=1e-5)
     assert running(out_params)["mean"].shape == (2, 8)
 
@@ -208,7 +208,7 @@ def test_as_jax_in_training_mode_uses_the_hand_vjp():
     key = jax.random.key(9)
     f = fnnet.as_jax(MODEL, train=True)
     grads = jax.jit(jax.grad(lambda p: LOSS.value(f(p, x, key), y)))(params)
-    _, want = fnnet.value_and_grad(MODEL, LOSS)(params, x, y, key)
+    _, want = fnnet.value_and_grad(MODEL, LOSS)(params, x, y, key=key)
     assert_trees_close(grads, want, **CLOSE)
     np.testing.assert_array_equal(f(params, x, key), MODEL.apply(params, x, train=True, key=key))
 
@@ -272,7 +272,9 @@ def test_errors_speak_of_the_shapes_the_user_passed():
 def test_the_layout_is_private_and_picked_for_full_batch_2d_runs_of_linear_models():
     """Linear layers and elementwise activations (nested) get a feature-major twin; any
     other layer, and the twin's absence, leaves the model batch-major."""
-    mlp = fnnet.Sequential(fnnet.Linear(2, 4), fnnet.Tanh(), fnnet.Residual(fnnet.Sequential(fnnet.Linear(4, 4))))
+    mlp = fnnet.Sequential(
+        fnnet.Linear(2, 4), fnnet.Tanh(), fnnet.Residual(fnnet.Sequential(fnnet.Linear(4, 4)))
+    )
     assert "feature_major" not in dir(fnnet.Layer) and "feature_major" not in dir(mlp)
     x = jnp.ones((16, 2))
     assert feature_major(mlp, x) is not None
@@ -292,7 +294,9 @@ def test_a_loss_of_your_own_checks_its_targets_before_training():
     loss = fnnet.Loss(fnnet.LossMSE().value, fnnet.LossMSE().grad, check)
     lin = fnnet.Linear(2, 1)
     x, y = data()
-    fnnet.fit(lin, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y, epochs=2, progress=False)
+    fnnet.fit(
+        lin, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y, epochs=2, progress=False
+    )
     assert checked == [((32, 1), 1)]
 
 
@@ -337,8 +341,12 @@ def test_a_users_layer_of_module_functions_is_equal_when_rebuilt_one_of_closures
         return lin.vjp(params, x, dy)
 
     assert fnnet.Layer(lin.init, _square, _square) == fnnet.Layer(lin.init, _square, _square)
-    assert fnnet.elementwise("Sq", _square, _square_derivative) == fnnet.elementwise("Sq", _square, _square_derivative)
-    assert fnnet.Layer(lin.init, lin.apply, vjp) != fnnet.Layer(lin.init, lin.apply, lambda *a, **k: vjp(*a, **k))
+    assert fnnet.elementwise("Sq", _square, _square_derivative) == fnnet.elementwise(
+        "Sq", _square, _square_derivative
+    )
+    assert fnnet.Layer(lin.init, lin.apply, vjp) != fnnet.Layer(
+        lin.init, lin.apply, lambda *a, **k: vjp(*a, **k)
+    )
     assert isinstance(fnnet.Layer(lin.init, _square, _square), fnnet.Layer)
     with pytest.raises(TypeError, match=r"Layer: apply must be a function, got 3 \(int\)"):
         fnnet.Layer(lin.init, 3, _square)
@@ -349,7 +357,9 @@ def test_a_model_prints_as_the_code_that_builds_it():
         "Sequential(Linear(2, 8), BatchNorm(momentum=0.8), LeakyReLU(), Dropout(0.25), Linear(8, 1), Sigmoid())"
     )
     assert repr(fnnet.Conv2D(3, 8, 3, stride=2)) == "Conv2D(3, 8, (3, 3), stride=(2, 2))"
-    assert repr(fnnet.Residual(fnnet.Sequential(fnnet.ELU(alpha=0.5)))) == "Residual(Sequential(ELU(alpha=0.5)))"
+    assert (
+        repr(fnnet.Residual(fnnet.Sequential(fnnet.ELU(alpha=0.5)))) == "Residual(Sequential(ELU(alpha=0.5)))"
+    )
     assert repr(fnnet.Linear(2, 3, dtype=jnp.float64)) == "Linear(2, 3, dtype=jnp.float64)"
     assert repr(fnnet.elementwise("Sq", _square, _square_derivative)) == (
         "elementwise('Sq', _square, _square_derivative)"

@@ -532,7 +532,7 @@ def test_x_and_y_of_different_lengths(no_training, batch_size):
             match=rf"train: x and y must have the same number of "
             rf"samples, got 16 and {len(y_bad)}",
         ):
-            run(init(), OPT.init(init()), x, y_bad, jax.random.key(0))
+            run(init(), OPT.init(init()), x, y_bad, key=jax.random.key(0))
     fit_raises(
         ValueError,
         r"fit: x_val and y_val must have the same number of samples, got 5 "
@@ -557,7 +557,7 @@ def test_empty_dataset(no_training):
     for batch_size in (None, 4):
         run = fnnet.train(MODEL, LOSS, OPT, epochs=2, batch_size=batch_size)
         with pytest.raises(ValueError, match=r"train: x is empty \(0 samples\)"):
-            run(init(), OPT.init(init()), x[:0], y[:0], jax.random.key(0))
+            run(init(), OPT.init(init()), x[:0], y[:0], key=jax.random.key(0))
     empty = r"an empty batch: x of shape \(0, 2\) holds no values"
     for call in (via_train_step, via_value_and_grad):
         with pytest.raises(ValueError, match=empty):
@@ -582,7 +582,7 @@ def test_bad_batch_size(no_training, batch_size, error, match):
     fit_raises(error, match, x, y, no_training, batch_size=batch_size)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=2, batch_size=batch_size)
     with pytest.raises(error, match=match):
-        run(init(), OPT.init(init()), x, y, jax.random.key(0))
+        run(init(), OPT.init(init()), x, y, key=jax.random.key(0))
 
 
 # --- a params pytree or optimizer state from another model ----------------------------------
@@ -816,7 +816,7 @@ def test_schedule_with_a_bad_lr(no_training, bad, make):
     fit_raises(ValueError, message.format(10), x, y, no_training, opt=opt, batch_size=4)
     run = fnnet.train(MODEL, LOSS, opt, epochs=4, batch_size=4)
     with pytest.raises(ValueError, match=message.format(10)):
-        run(init(), opt.init(init()), x, y, jax.random.key(0))
+        run(init(), opt.init(init()), x, y, key=jax.random.key(0))
 
 
 def test_schedule_that_is_not_a_scalar():
@@ -1159,7 +1159,7 @@ def test_a_key_that_is_not_one_is_named(call, error, match):
 def test_value_and_grad_with_several_keys_says_one():
     with pytest.raises(ValueError, match=r"serial: key must be one PRNG key, got an array of 2 keys"):
         fnnet.value_and_grad(_DROPPING, fnnet.LossMSE())(
-            _dropping_params(), jnp.ones((2, 4)), jnp.ones((2, 3)), jax.random.split(jax.random.key(0), 2)
+            _dropping_params(), jnp.ones((2, 4)), jnp.ones((2, 3)), key=jax.random.split(jax.random.key(0), 2)
         )
 
 

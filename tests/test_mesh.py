@@ -63,7 +63,7 @@ SCRIPT = textwrap.dedent("""
     assert swept[2].shape == (3, 20)
     for i in range(3):
         p_i = jax.tree.map(lambda a: a[i], stacked)
-        np.testing.assert_allclose(swept[2][i], run(p_i, opt.init(p_i), x, y, keys[i])[2], rtol=1e-6)
+        np.testing.assert_allclose(swept[2][i], run(p_i, opt.init(p_i), x, y, key=keys[i])[2], rtol=1e-6)
     print("OK")
 """)
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
-from helpers import assert_trees_close, device
+from helpers import device
 from layer_oracle import assert_vjp_matches_jax, hand_vjp
 
 import fnnet
@@ -125,10 +125,6 @@ def test_layernorm_vjp_finite_differences():
 
 
 # --- feature-major twins --------------------------------------------------------------
-
-
-
-
 
 
 # --- BatchNorm: params, inference, training -------------------------------------------

@@ -2,7 +2,6 @@
 coming after a resume, and a resume that refuses another run's checkpoint."""
 
 import json
-import logging
 
 import jax
 import jax.numpy as jnp
@@ -203,9 +202,18 @@ OTHER_RATE = fnnet.serial(
             r"the number of samples \(n\) is 40 now, 48 in the checkpoint's run; the data \(x, y\) differs",
         ),
         (_other_data, r"it is another run's: the data \(x, y\) differs\. Resume with the same"),
-        (lambda: {"loss": fnnet.LossMSE()}, r"it is another run's: the loss is LossMSE.* now, LossBCE.* in the checkpoint's run"),
-        (lambda: {"model": SAME_SHAPES}, r"the model is Sequential\(.*\) now, Sequential\(.*\) in the checkpoint's run"),
-        (lambda: {"model": OTHER_RATE}, r"the model is Sequential\(.*\) now, Sequential\(.*\) in the checkpoint's run"),
+        (
+            lambda: {"loss": fnnet.LossMSE()},
+            r"it is another run's: the loss is LossMSE.* now, LossBCE.* in the checkpoint's run",
+        ),
+        (
+            lambda: {"model": SAME_SHAPES},
+            r"the model is Sequential\(.*\) now, Sequential\(.*\) in the checkpoint's run",
+        ),
+        (
+            lambda: {"model": OTHER_RATE},
+            r"the model is Sequential\(.*\) now, Sequential\(.*\) in the checkpoint's run",
+        ),
         (
             lambda: {"opt": fnnet.SGD(lr=0.3, momentum=0.5, nesterov=True)},
             r"the optimizer \(its kind, update rule or lr schedule\) is .* now, .* in the checkpoint's run",
@@ -362,19 +370,25 @@ def test_user_functions_are_named_by_their_qualified_names(tmp_path):
     path = tmp_path / "run.npz"
 
     def model(f):
-        return fnnet.Sequential(fnnet.Linear(2, 8), fnnet.elementwise("Cube", f, _cube_derivative), fnnet.Linear(8, 1))
+        return fnnet.Sequential(
+            fnnet.Linear(2, 8), fnnet.elementwise("Cube", f, _cube_derivative), fnnet.Linear(8, 1)
+        )
 
     params = model(_cube).init(jax.random.key(0), (1, 2))[1]
     settings = dict(params=params, loss=fnnet.LossMSE(), **FULL_BATCH)
     first = fit(3, path, model=model(_cube), **settings)
     assert_same_run(fit(3, path, resume=True, model=model(_cube), **settings), first)
-    with pytest.raises(ValueError, match=r"the model is .*_other_cube.* now, .*\._cube, .* in the checkpoint"):
+    with pytest.raises(
+        ValueError, match=r"the model is .*_other_cube.* now, .*\._cube, .* in the checkpoint"
+    ):
         fit(3, path, resume=True, model=model(_other_cube), **settings)
 
 
 def test_the_record_is_settings_text_the_same_for_equal_values():
     assert _resume.settings(MODEL) == _resume.settings(
-        fnnet.Sequential(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Dropout(0.25), fnnet.Linear(8, 1), fnnet.Sigmoid())
+        fnnet.Sequential(
+            fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Dropout(0.25), fnnet.Linear(8, 1), fnnet.Sigmoid()
+        )
     )
     assert _resume.settings(fnnet.Dropout(0.25)) != _resume.settings(fnnet.Dropout(0.5))
     assert _resume.settings(fnnet.SGD(0.1).step) == _resume.settings(fnnet.SGD(0.3).step)  # lr is data

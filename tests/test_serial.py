@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fnnet
 from fnnet._layout import _twin as feature_major_twin
-from fnnet import ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh, serial
+from fnnet import ELU, Identity, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh, serial
 from helpers import assert_trees_close, device
 
 ACTIVATIONS = [ReLU(), Tanh(), Sigmoid(), ELU(0.5), LeakyReLU(0.3), Softplus(), Identity()]
@@ -151,8 +151,6 @@ def test_feature_major_twin_of_serial():
 
     expected, actual = both(params, x_fm, dy_fm)
     assert_trees_close(actual, expected, np.float64)
-
-
 
 
 def test_keys_split_per_layer():

@@ -22,11 +22,25 @@ def arguments():
 
 
 def via_fit(params, opt_state, x, y, key, batch_size=None):
-    return fnnet.fit(MODEL, LOSS, OPT, params, x, y, EPOCHS, batch_size=batch_size, key=key, progress=False, opt_state=opt_state)
+    return fnnet.fit(
+        MODEL,
+        LOSS,
+        OPT,
+        params,
+        x,
+        y,
+        EPOCHS,
+        batch_size=batch_size,
+        key=key,
+        progress=False,
+        opt_state=opt_state,
+    )
 
 
 def via_train(params, opt_state, x, y, key, batch_size=None):
-    return fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=batch_size)(params, opt_state, x, y, key)
+    return fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=batch_size)(
+        params, opt_state, x, y, key=key
+    )
 
 
 def nan_at(a, index):
@@ -128,13 +142,13 @@ def test_train_inside_vmap_passes_what_it_cannot_see_yet():
     keys = jax.random.split(jax.random.key(0), 2)
     stacked = fnnet.init_many(keys, MODEL, args["x"].shape)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
-    params, _, losses = jax.vmap(run, in_axes=(0, 0, None, None, 0))(
-        stacked, jax.vmap(OPT.init)(stacked), args["x"], args["y"], keys
+    params, _, losses = jax.vmap(run, in_axes=(0, 0, None, None))(
+        stacked, jax.vmap(OPT.init)(stacked), args["x"], args["y"], key=keys
     )
     assert losses.shape == (2, EPOCHS) and bool(jnp.all(jnp.isfinite(losses)))
     with pytest.raises(TypeError, match=r"^train: x must be floating point"):
-        jax.vmap(run, in_axes=(0, 0, None, None, 0))(
-            stacked, jax.vmap(OPT.init)(stacked), args["x"].astype(jnp.int32), args["y"], keys
+        jax.vmap(run, in_axes=(0, 0, None, None))(
+            stacked, jax.vmap(OPT.init)(stacked), args["x"].astype(jnp.int32), args["y"], key=keys
         )
 
 

@@ -32,7 +32,7 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
     for i in range(4):
         p_i = MODEL.init(keys[i], x.shape)[1]
         state_i = fnnet.SGD(lr=float(lrs[i]), decay=float(decays[i])).init(p_i)
-        alone = run(p_i, state_i, x, y, keys[i])
+        alone = run(p_i, state_i, x, y, key=keys[i])
         for got, want in zip(jax.tree.leaves(swept), jax.tree.leaves(alone)):
             np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)  # GPUs batch the products
     # members differ: the grid really varied something
@@ -50,7 +50,11 @@ def test_sweep_with_per_member_data():
     assert swept[2].shape == (3, EPOCHS)
     for i in range(3):
         alone = run(
-            jax.tree.map(lambda a: a[i], params), jax.tree.map(lambda a: a[i], states), xs[i], ys[i], keys[i]
+            jax.tree.map(lambda a: a[i], params),
+            jax.tree.map(lambda a: a[i], states),
+            xs[i],
+            ys[i],
+            key=keys[i],
         )
         np.testing.assert_allclose(swept[2][i], alone[2], rtol=1e-5)
 
@@ -79,7 +83,7 @@ def test_shared_3d_data_is_shared_unless_said_otherwise():
     (params, states, x, y, keys), swept = seq_sweep([0.1, 0.2, 0.05])
     for i in range(3):
         p_i, state_i = jax.tree.map(lambda a, i=i: a[i], (params, states))
-        alone = SEQ_RUN(p_i, state_i, x, y, keys[i])
+        alone = SEQ_RUN(p_i, state_i, x, y, key=keys[i])
         np.testing.assert_allclose(swept.losses[i], alone[2], rtol=1e-5)
     assert swept.finite.tolist() == [True] * 3
 

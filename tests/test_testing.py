@@ -202,8 +202,6 @@ def test_is_exported():
     assert fnnet.check_vjp is check_vjp and "check_vjp" in fnnet.__all__
 
 
-
-
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match=r"check_vjp: input_shape must be a tuple of ints, got 5"):
         check_vjp(Linear(3, 2), 5, key=KEY)

@@ -111,7 +111,7 @@ def test_full_batch_equals_manual_steps(dtype, rtol):
     params = init(model)
     opt = fnnet.SGD(lr=0.5, decay=0.99, momentum=0.9)
     got_params, got_state, losses = fnnet.train(model, LOSS, opt, epochs=EPOCHS)(
-        params, opt.init(params), x, y, None
+        params, opt.init(params), x, y
     )
     want_params, want_state, want_losses = manual_run(
         model, LOSS, opt, params, opt.init(params), [(x, y)] * EPOCHS
@@ -129,7 +129,7 @@ def test_full_batch_ignores_the_key():
     opt = fnnet.SGD(lr=0.5)
     run = fnnet.train(MODEL, LOSS, opt, epochs=EPOCHS)
     without = run(params, opt.init(params), x, y)
-    with_key = run(params, opt.init(params), x, y, jax.random.key(7))
+    with_key = run(params, opt.init(params), x, y, key=jax.random.key(7))
     assert_trees_equal(without, with_key)
 
 
@@ -153,7 +153,7 @@ def probe_epoch(batch_size, key, params=None, state=None):
         params = {"w": jnp.zeros((N, 1)), "b": jnp.zeros(1)}
         state = PROBE_OPT.init(params)
     run = fnnet.train(PROBE, PROBE_LOSS, PROBE_OPT, epochs=1, batch_size=batch_size)
-    new_params, new_state, losses = run(params, state, jnp.eye(N), jnp.zeros((N, 1)), key)
+    new_params, new_state, losses = run(params, state, jnp.eye(N), jnp.zeros((N, 1)), key=key)
     t0, n_steps = int(state.count), int(new_state.count) - int(state.count)
     sizes = [batch_size] * (N // batch_size) + ([N % batch_size] if N % batch_size else [])
     assert n_steps == len(sizes)
@@ -203,9 +203,10 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
 
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
-    runner = _runner(MODEL, LOSS, opt, batch_size, None)
+    runner = _runner(None)
     for count in (EPOCHS, 2):
-        hlo = runner.lower(params, opt.init(params), x, y, jax.random.key(0), count, None).compile().as_text()
+        args = (params, opt.init(params), x, y, jax.random.key(0), None, None)
+        hlo = runner.lower(MODEL, LOSS, opt.step, batch_size, count, *args).compile().as_text()
         trips = re.findall(r'"known_trip_count":\{"n":"(\d+)"\}', hlo)
         assert len(trips) == hlo.count(" while("), (trips, hlo.count(" while("))  # every loop
         assert str(count) in trips
@@ -216,7 +217,7 @@ def test_multi_epoch_run_continues_like_separate_epochs():
     key = jax.random.key(5)
     params = {"w": jnp.zeros((N, 1)), "b": jnp.zeros(1)}
     both = fnnet.train(PROBE, PROBE_LOSS, PROBE_OPT, epochs=2, batch_size=4)(
-        params, PROBE_OPT.init(params), jnp.eye(N), jnp.zeros((N, 1)), key
+        params, PROBE_OPT.init(params), jnp.eye(N), jnp.zeros((N, 1)), key=key
     )
     one_params, one_state, _, _ = probe_epoch(4, key)
     two_params, two_state, _, _ = probe_epoch(4, key, one_params, one_state)
@@ -233,7 +234,7 @@ def test_minibatch_run_equals_manual_steps_on_its_batches():
     params = init()
     opt = fnnet.SGD(lr=0.5, momentum=0.5)
     got_params, got_state, losses = fnnet.train(MODEL, LOSS, opt, epochs=1, batch_size=4)(
-        params, opt.init(params), x, y, key
+        params, opt.init(params), x, y, key=key
     )
     want_params, _, values = manual_run(
         MODEL, LOSS, opt, params, opt.init(params), [(x[b], y[b]) for b in batches]
@@ -249,9 +250,9 @@ def test_same_key_same_result_other_key_other_result():
     params = init()
     opt = fnnet.SGD(lr=0.5)
     run = fnnet.train(MODEL, LOSS, opt, epochs=1, batch_size=4)
-    a = run(params, opt.init(params), x, y, jax.random.key(0))
-    b = run(params, opt.init(params), x, y, jax.random.key(0))
-    c = run(params, opt.init(params), x, y, jax.random.key(1))
+    a = run(params, opt.init(params), x, y, key=jax.random.key(0))
+    b = run(params, opt.init(params), x, y, key=jax.random.key(0))
+    c = run(params, opt.init(params), x, y, key=jax.random.key(1))
     assert_trees_equal(a, b)
     assert not np.array_equal(np.asarray(a[0][0]["w"]), np.asarray(c[0][0]["w"]))
     assert not np.array_equal(np.asarray(a[2]), np.asarray(c[2]))
@@ -274,7 +275,7 @@ def test_bad_batch_size_raises(batch_size, error, match):
     opt = fnnet.SGD(lr=0.5)
     with pytest.raises(error, match=match):  # when the run is built or, knowing n, when it runs
         run = fnnet.train(MODEL, LOSS, opt, epochs=EPOCHS, batch_size=batch_size)
-        run(params, opt.init(params), x, y, jax.random.key(0))
+        run(params, opt.init(params), x, y, key=jax.random.key(0))
 
 
 @pytest.mark.parametrize("epochs", [0, -1, 2.0, True, None])
@@ -428,4 +429,4 @@ def test_run_under_vmap_checks_what_is_concrete():
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"train: x holds 1 NaN or infinite value\(s\)"):
-        jax.vmap(run, in_axes=(0, 0, None, None, 0))(params, states, with_value(x, (0, 0), np.nan), y, keys)
+        jax.vmap(run, in_axes=(0, 0, None, None))(params, states, with_value(x, (0, 0), np.nan), y, key=keys)
