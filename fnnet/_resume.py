@@ -12,6 +12,7 @@ params are drawn, default hyperparameters) are left out, as in their equality: t
 starting params and optimizer state are compared by their own hashes.
 """
 
+import dataclasses
 import functools
 import hashlib
 import types
@@ -52,8 +53,20 @@ class _Describer:
             return self.token(value)
         if isinstance(value, Layer):  # as in Layer's equality: not how params are drawn
             return "Layer" + self(tuple(value[1:]))
-        if isinstance(value, Optimizer):  # as in its equality: not the hyperparameters' defaults
-            return "Optimizer" + self(tuple(value[1:] if not self.current else value[1:4]))
+        if isinstance(value, Optimizer):  # as its step: not the hyperparameters' defaults
+            steps = (value.step, value.schedule, value.name)
+            return "Optimizer" + self(
+                (value.init, *steps, value.hyperparameters) if not self.current else steps
+            )
+        if (
+            dataclasses.is_dataclass(value)
+            and not isinstance(value, type)
+            and _library(type(value).__module__)
+        ):
+            # fnnet's values (a loss, a schedule, an optimizer's step): their compared settings
+            kind = f"{self.module(type(value).__module__)}.{type(value).__qualname__}"
+            fields = [f for f in dataclasses.fields(value) if f.compare]
+            return f"{kind}({', '.join(f'{f.name}={self(getattr(value, f.name))}' for f in fields)})"
         if isinstance(value, (tuple, list)):
             return f"{type(value).__name__}({', '.join(self(v) for v in value)})"
         if type(value) is dict:

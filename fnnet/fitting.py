@@ -194,7 +194,7 @@ def fit(
         )
     _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 
-    run = _runner(model, loss, opt, size, mesh)
+    run = _runner(model, loss, opt.step, size, mesh)
 
     def run_chunk(params, opt_state, count):
         return run(params, opt_state, setup.x, setup.y, key, _CHUNK, validation, np.int32(count))

@@ -15,7 +15,7 @@ from fnnet._types import Array
 from fnnet.grad import check_input, layout, loss_and_grads_in
 from fnnet.layers import Layer
 from fnnet.losses import Loss
-from fnnet.optim import Optimizer, OptState
+from fnnet.optim import Optimizer, OptimizerStep, OptState
 from fnnet.state import check_update, state_leaves, with_state
 
 __all__ = ["train_step", "train"]
@@ -51,15 +51,17 @@ def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh])
     return _data_parallel(core, mesh, x_batch_axis=1 if transposed else 0)
 
 
-def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Optional[Mesh]) -> Callable:
+def _step(
+    layer: Layer, loss: Loss, opt_step: OptimizerStep, transposed: bool, mesh: Optional[Mesh]
+) -> Callable:
     """One training step: `(params, opt_state, x, y, key) -> (params, opt_state, value)`,
-    with `key` the step's own key. The optimizer moves the trainable leaves; the
+    with `key` the step's own key. The optimizer's step moves the trainable leaves; the
     leaves under `State` take their new values from the same forward pass."""
     gradients = _gradients(layer, loss, transposed, mesh)
 
     def step(params, opt_state, x, y, key):
         value, grads, state = gradients(params, x, y, key)
-        new_params, opt_state = opt.step(params, grads, opt_state)
+        new_params, opt_state = opt_step(params, grads, opt_state)
         if state is not None:
             new_params = with_state(new_params, state)
         return new_params, opt_state, value
@@ -67,12 +69,12 @@ def _step(layer: Layer, loss: Loss, opt: Optimizer, transposed: bool, mesh: Opti
     return step
 
 
-def check_step_args(opt, opt_state, x, y) -> None:
+def check_step_args(opt_step, opt_state, x, y) -> None:
     """Trace-time checks of train_step's arguments that its computation would otherwise
     meet deep inside JAX: an OptState, and arrays (a list is a pytree to `jit`)."""
     if not isinstance(opt_state, OptState):
         raise TypeError(
-            f"train_step: opt_state must be an OptState, from opt.init(params) ({opt.name}), "
+            f"train_step: opt_state must be an OptState, from opt.init(params) ({opt_step.name}), "
             f"got {describe(opt_state)}"
         )
     for name, a in (("x", x), ("y", y)):
@@ -81,17 +83,17 @@ def check_step_args(opt, opt_state, x, y) -> None:
 
 
 @interned
-def _train_step(model, loss, opt):
+def _train_step(model, loss, opt_step):
     def step(params, opt_state, x, y, key=None):
         if key is not None:
             key = check_key("train_step", key)
-        check_step_args(opt, opt_state, x, y)
+        check_step_args(opt_step, opt_state, x, y)
         key = step_key(key, opt_state.count)
         check_input(model, params, x)
         twin = layout(model, x)
         if twin is None:
-            return _step(model, loss, opt, False, None)(params, opt_state, x, y, key)
-        return _step(twin, loss, opt, True, None)(params, opt_state, x.T, y, key)
+            return _step(model, loss, opt_step, False, None)(params, opt_state, x, y, key)
+        return _step(twin, loss, opt_step, True, None)(params, opt_state, x.T, y, key)
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -109,7 +111,7 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
     share it, and their states run it without recompiling.
     """
     check_kinds("train_step", model, loss, opt)
-    return _train_step(model, loss, opt)
+    return _train_step(model, loss, opt.step)
 
 
 def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
@@ -142,7 +144,7 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
     )
 
 
-def _epoch(model, loss, opt, batch_size, mesh):
+def _epoch(model, loss, opt_step, batch_size, mesh):
     """One pass over the data, as `(prepare, epoch)`.
 
     `prepare(x)` runs once, before the training loop; then each pass is
@@ -166,7 +168,7 @@ def _epoch(model, loss, opt, batch_size, mesh):
 
     def epoch(params, state, x, y, key):
         fm = transposed(x)
-        step = _step(model.feature_major if fm else model, loss, opt, fm, mesh)
+        step = _step(model.feature_major if fm else model, loss, opt_step, fm, mesh)
         if batch_size is None:
             return step(params, state, x, y, step_key(key, state.count))
         sample_axis = 1 if fm else 0
@@ -228,7 +230,7 @@ def _all_finite(tree) -> Array:
 
 
 @interned
-def _runner(model, loss, opt, batch_size, mesh):
+def _runner(model, loss, opt_step, batch_size, mesh):
     """Jitted `run(params, state, x, y, key, count, validation, active=None) -> Run`.
 
     A loop of `count` epochs. `validation` is None or `(x_val, y_val)`, whose
@@ -239,7 +241,7 @@ def _runner(model, loss, opt, batch_size, mesh):
     others pass the params and state through unchanged (`lax.cond`) and record
     a loss of 0, so one program runs any number of epochs up to `count`.
     """
-    prepare, epoch = _epoch(model, loss, opt, batch_size, mesh)
+    prepare, epoch = _epoch(model, loss, opt_step, batch_size, mesh)
 
     def run(params, state, x, y, key, count, validation, active=None):
         dtype = jnp.result_type(float)
@@ -340,7 +342,7 @@ def _train(model, loss, opt, epochs, batch_size, mesh):
     def run(params, opt_state, x, y, key=None):
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
         setup = prepare_run("train", model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh)
-        result = _runner(model, loss, opt, setup.batch_size, mesh)(
+        result = _runner(model, loss, opt.step, setup.batch_size, mesh)(
             params, setup.opt_state, setup.x, setup.y, setup.key, epochs, None, None
         )
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run

@@ -243,7 +243,8 @@ def test_hyperparameters_are_data_no_recompilation():
     """Another lr, decay or momentum, from a new optimizer or an override, reuses the program."""
     params = make_params(12)
     grads = gradient(params, make_noise(13, params, n_steps=1)[0])
-    jax.jit(fnnet.SGD(lr=0.1).step)(params, grads, fnnet.SGD(lr=0.1).init(params))
+    first = fnnet.SGD(lr=0.1)  # alive: jit's cache holds a function by a weak reference
+    jax.jit(first.step)(params, grads, first.init(params))
     opt = fnnet.SGD(lr=0.2, decay=0.9, momentum=0.5, weight_decay=0.1)
     states = [opt.init(params), opt.init(params, lr=jnp.asarray(0.7), momentum=0.0)]
     with count_compilations() as compiled:

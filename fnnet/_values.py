@@ -1,0 +1,52 @@
+"""Values defined by their settings: how layers, losses, optimizers and schedules print.
+
+A built-in layer, loss or schedule is a frozen dataclass whose fields are the
+settings it was built with. Equal settings make equal, equally hashed values, so
+`jax.jit` (which caches programs by the value of its static arguments) and
+`functools.lru_cache` share one program among every equal configuration, with no
+cache of constructors. `settings_repr` makes a value print as the code that builds
+it: `Linear(2, 25)`, `Dropout(0.1)`, `LossBCE(eps=1e-06)`.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+def show(value) -> str:
+    """A setting as code: a function by its qualified name, a dtype as `jnp.float32`, a
+    tuple of settings as a tuple of them, anything else by its repr."""
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(show(v) for v in value)
+        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else f"({inner})"
+    if isinstance(value, np.dtype):
+        return f"jnp.{value.name}"
+    if dataclasses.is_dataclass(value) or not callable(value):
+        return repr(value)
+    return getattr(value, "__qualname__", None) or type(value).__qualname__
+
+
+def settings_repr(value) -> str:
+    """`Name(a, b, c=1)`: the fields without a default positionally, the others by keyword
+    where they differ from their default (fields marked `repr=False` left out)."""
+    args = []
+    for field in dataclasses.fields(value):
+        if not field.repr:
+            continue
+        setting = getattr(value, field.name)
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            args.append(show(setting))
+        elif field.default is dataclasses.MISSING or not _same(setting, field.default):
+            args.append(f"{field.name}={show(setting)}")
+    return f"{type(value).__name__}({', '.join(args)})"
+
+
+def _same(a, b) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def setattr_frozen(value, **settings) -> None:
+    """Set fields of a frozen dataclass from its `__post_init__` (checked, normalized
+    settings: `int(n_in)` for a NumPy integer)."""
+    for name, setting in settings.items():
+        object.__setattr__(value, name, setting)
