@@ -216,7 +216,11 @@ def test_targets_of_the_wrong_shape(no_training):
             TypeError,
             r"fit: model must be a Layer .*got the function _compose\.<locals>\.apply",
         ),
-        ({"loss": LOSS.value}, TypeError, r"fit: loss must be a Loss .*got the function "),
+        (
+            {"loss": LOSS.value},
+            TypeError,
+            r"fit: loss must be a Loss .*got <bound method _MeanLoss\.value of LossBCE\(\)> \(method\)",
+        ),
         ({"key": 0}, TypeError, r"fit: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
         (
             {"key": np.uint32(7)},
