@@ -5,11 +5,13 @@ starts from, and what its model, loss and optimizer compute. The last three are
 functions; `describe` writes one as text that is the same in every process: a function
 by its qualified name (and, outside fnnet, its module), the values it closes over (sizes,
 rates, names, other functions and layers) and, for code outside fnnet, the numbers and
-names its body uses; a bound method by its function and its object, and any other object
-by its type and its attributes, one level deep. Checkpoints written before runs recorded
-their start described objects by type and name: theirs are accepted as they were. A `Layer`'s `init` and an `Optimizer`'s `init` (how
-params are drawn, default hyperparameters) are left out, as in their equality: the
-starting params and optimizer state are compared by their own hashes.
+names its body uses; a bound method by its function and its object; fnnet's values (a
+loss, a schedule, an optimizer's step: frozen dataclasses) by their type and compared
+settings; and any other object by its type and its attributes, one level deep. Checkpoints
+written before runs recorded their start described objects by type and name: theirs are
+accepted as they were. A `Layer`'s `init` (how params are drawn, as in its equality) and an
+`Optimizer`'s hyperparameters (described by its `step` alone) are left out: the starting
+params and optimizer state are compared by their own hashes.
 """
 
 import dataclasses

@@ -205,7 +205,11 @@ def test_targets_of_the_wrong_shape(no_training):
             TypeError,
             r"fit: model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got LossBCE\(\) \(LossBCE\)",
         ),
-        ({"loss": OPT}, TypeError, r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.1\) \(SGD\)"),
+        (
+            {"loss": OPT},
+            TypeError,
+            r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.1\) \(SGD\)",
+        ),
         (
             {"opt": LOSS},
             TypeError,

@@ -296,7 +296,10 @@ OPT = fnnet.SGD(lr=0.5)
     "parts, match",
     [
         ((LOSS, MODEL, OPT), r"model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss"),
-        ((MODEL, OPT, LOSS), r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.5\) \(SGD\)"),
+        (
+            (MODEL, OPT, LOSS),
+            r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.5\) \(SGD\)",
+        ),
         ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got the function"),
         ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got the function"),
         ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got the function"),
