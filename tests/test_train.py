@@ -203,7 +203,7 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
 
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
-    runner = _runner(MODEL, LOSS, opt, batch_size, None)
+    runner = _runner(MODEL, LOSS, opt.step, batch_size, None)
     for count in (EPOCHS, 2):
         hlo = runner.lower(params, opt.init(params), x, y, jax.random.key(0), count, None).compile().as_text()
         trips = re.findall(r'"known_trip_count":\{"n":"(\d+)"\}', hlo)
@@ -302,7 +302,10 @@ OPT = fnnet.SGD(lr=0.5)
         ),
         ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got the function"),
         ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got the function"),
-        ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got the function"),
+        (
+            (MODEL, LOSS.value, OPT),
+            r"loss must be a Loss .*got <bound method _MeanLoss\.value of LossBCE\(\)>",
+        ),
     ],
     ids=["loss-as-model", "opt-as-loss", "function-as-opt", "function-as-model", "function-as-loss"],
 )
