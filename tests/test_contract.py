@@ -280,7 +280,8 @@ def test_a_users_layer_declares_its_feature_major_form_and_a_loss_its_target_che
         lin.init, lin.apply, lin.vjp, feature_major=fnnet.Layer(lin.init, apply_fm, lin.feature_major.vjp)
     )
     checked = []
-    loss = fnnet.LossMSE()._replace(check_targets=lambda t, n: checked.append((t.shape, n)))
+    mse = fnnet.LossMSE()
+    loss = fnnet.Loss(mse.value, mse.grad, check_targets=lambda t, n: checked.append((t.shape, n)))
     x, y = data()
     fnnet.fit(
         mine, loss, fnnet.SGD(lr=0.1), lin.init(jax.random.key(0), x.shape)[1], x, y, epochs=2, progress=False
