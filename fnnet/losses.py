@@ -1,4 +1,4 @@
-"""Losses: `Loss(value, grad)` pairs with hand-derived gradients.
+"""Losses: values with `value(y, target)` and `grad(y, target)`, gradients derived by hand.
 
 `value(y, target)` is a scalar: the mean over all elements (over all examples
 for `LossCrossEntropy`). `grad(y, target)` is d value / d y, shaped like `y`.
@@ -6,9 +6,16 @@ A target outside a loss's domain (a BCE target outside [0, 1], a class label
 outside [0, classes), a negative class weight) makes both NaN: under `jit`
 its value cannot be checked, and `fit`, `train` and `sweep` refuse such
 targets by name before any work.
+
+A built-in loss is a value: a frozen dataclass of its settings, so equal
+settings make equal, equally hashed losses (`LossBCE() == LossBCE()`) that
+share compiled programs, and a loss prints as the code that builds it
+(`LossBCE(eps=1e-06)`). Your own loss is `Loss(value, grad, check_targets=None)`
+of functions, or a subclass of `Loss` like the built-in ones.
 """
 
-from typing import Callable, NamedTuple, Optional
+import dataclasses
+from typing import Callable, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,10 +23,10 @@ from jax import lax
 
 from fnnet._checks import as_number, describe, is_real
 from fnnet._hosts import host_parts
-from fnnet._intern import interned
 from fnnet._types import Array
+from fnnet._values import settings_repr, setattr_frozen, show
 
-__all__ = ["Loss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
+__all__ = ["Loss", "FunctionLoss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
 
 
 def check_targets(loss: "Loss", target, n_outputs: int) -> None:
@@ -38,28 +45,60 @@ def _in_unit_interval(t):
     return jnp.where((t >= 0) & (t <= 1), t, jnp.nan)
 
 
-def _check_probabilities(name):
-    def check(t, n_outputs):
-        if t.size and not (np.all(t >= 0) and np.all(t <= 1)):
-            raise ValueError(f"{name}: targets must be in [0, 1], got values in [{t.min()}, {t.max()}]")
-
-    return check
+def _check_probabilities(name, t):
+    if t.size and not (np.all(t >= 0) and np.all(t <= 1)):
+        raise ValueError(f"{name}: targets must be in [0, 1], got values in [{t.min()}, {t.max()}]")
 
 
-class Loss(NamedTuple):
-    """A loss as two pure functions: `value(y, target)` and `grad(y, target)`.
+class Loss:
+    """A loss: `value(y, target)` and `grad(y, target)`, pure functions.
 
     `value` is a mean over the batch (every fnnet loss is): data-parallel
     training averages the shards' values and grads, which is right for means.
-    `check_targets(target, n_outputs)`, if given, checks a whole target array
-    on the host (a NumPy array; `n_outputs` is the model's last dimension) and
-    raises ValueError on targets the loss cannot take; `fit` runs it before
-    any work.
+    `check_targets(target, n_outputs)`, if not None, checks a whole target
+    array on the host (a NumPy array; `n_outputs` is the model's last
+    dimension) and raises ValueError on targets the loss cannot take; `fit`
+    runs it before any work.
+
+    `Loss(value, grad, check_targets=None)` makes a loss of your own functions
+    (a `FunctionLoss`); built from the same functions, two such losses are equal.
     """
 
-    value: Callable[[Array, Array], Array]
-    grad: Callable[[Array, Array], Array]
     check_targets: Optional[Callable[[np.ndarray, int], None]] = None
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(FunctionLoss if cls is Loss else cls)
+
+    def value(self, y: Array, target: Array) -> Array:
+        raise NotImplementedError(f"{type(self).__name__} must define value(y, target)")
+
+    def grad(self, y: Array, target: Array) -> Array:
+        raise NotImplementedError(f"{type(self).__name__} must define grad(y, target)")
+
+    def __repr__(self) -> str:
+        return settings_repr(self)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class FunctionLoss(Loss):
+    """A loss of your own functions, made by `Loss(value, grad, check_targets=None)`."""
+
+    value: Callable[[Array, Array], Array]  # type: ignore[assignment]
+    grad: Callable[[Array, Array], Array]  # type: ignore[assignment]
+    check_targets: Optional[Callable[[np.ndarray, int], None]] = None
+
+    def __post_init__(self):
+        for field in ("value", "grad"):
+            if not callable(getattr(self, field)):
+                raise TypeError(f"Loss: {field} must be a function, got {describe(getattr(self, field))}")
+        if self.check_targets is not None and not callable(self.check_targets):
+            raise TypeError(
+                f"Loss: check_targets must be None or a function, got {describe(self.check_targets)}"
+            )
+
+    def __repr__(self) -> str:
+        fields = ("value", "grad") + (("check_targets",) if self.check_targets is not None else ())
+        return f"Loss({', '.join(f'{f}={show(getattr(self, f))}' for f in fields)})"
 
 
 def _check_same_shape(name, y, target):
@@ -91,28 +130,37 @@ def _mean(values):
     return _sum_per(values, jnp.size(values))
 
 
-def _mean_loss(name: str, f: Callable, df: Callable) -> Loss:
-    """A loss that is the mean over elements of `f(y, target)`; `df` is its derivative in y."""
+class _MeanLoss(Loss):
+    """A loss that is the mean over elements of `_f(y, target)`; `_df` is its derivative in y."""
 
-    def value(y, target):
-        _check_same_shape(name, y, target)
-        return _mean(f(y, target))
+    def _f(self, y, target):
+        raise NotImplementedError
 
-    def grad(y, target):
-        _check_same_shape(name, y, target)
-        return _per(df(y, target), jnp.size(y))  # d mean / dy = f'(y) / n
+    def _df(self, y, target):
+        raise NotImplementedError
 
-    return Loss(value, grad)
+    def value(self, y, target):
+        _check_same_shape(type(self).__name__, y, target)
+        return _mean(self._f(y, target))
+
+    def grad(self, y, target):
+        _check_same_shape(type(self).__name__, y, target)
+        return _per(self._df(y, target), jnp.size(y))  # d mean / dy = f'(y) / n
 
 
-@interned
-def LossMSE() -> Loss:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LossMSE(_MeanLoss):
     """Mean squared error, mean((y - target)**2)."""
-    return _mean_loss("LossMSE", lambda y, t: (y - t) ** 2, lambda y, t: 2 * (y - t))
+
+    def _f(self, y, t):
+        return (y - t) ** 2
+
+    def _df(self, y, t):
+        return 2 * (y - t)
 
 
-@interned
-def LossBCE(eps: float = 1e-7) -> Loss:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LossBCE(_MeanLoss):
     """Binary cross-entropy on probabilities, -mean(t log p + (1 - t) log(1 - p)).
 
     The clamp: p is clipped to [eps, 1 - eps] before the logs, so predictions
@@ -121,27 +169,36 @@ def LossBCE(eps: float = 1e-7) -> Loss:
     clipped point, (p_c - t) / (p_c (1 - p_c)) / n, so a confidently wrong
     prediction is still pushed back (a plain clip would give it zero gradient).
     For logits, prefer `LossBCEWithLogits`: exact at any magnitude.
-    """
-    if not is_real(eps):
-        raise TypeError(f"LossBCE: eps must be a float, got {describe(eps)}")
-    if not 0 < eps < 0.5:
-        raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {eps}")
-    eps = as_number(eps)
 
-    def clamp(p):
+    Example:
+      >>> LossBCE(eps=1e-6)
+      LossBCE(eps=1e-06)
+    """
+
+    eps: float = 1e-7
+
+    def __post_init__(self):
+        if not is_real(self.eps):
+            raise TypeError(f"LossBCE: eps must be a float, got {describe(self.eps)}")
+        if not 0 < self.eps < 0.5:
+            raise ValueError(f"LossBCE: eps must be in (0, 0.5), got {self.eps}")
+        setattr_frozen(self, eps=as_number(self.eps))
+
+    def _clamp(self, p):
         # Also strictly inside (0, 1) in p's dtype: in float32, 1 - 1e-8 rounds to 1.
         info = jnp.finfo(jnp.result_type(p, float))
-        return jnp.clip(p, max(eps, float(info.tiny)), min(1 - eps, 1 - float(info.epsneg)))
+        return jnp.clip(p, max(self.eps, float(info.tiny)), min(1 - self.eps, 1 - float(info.epsneg)))
 
-    def f(p, t):
-        p, t = clamp(p), _in_unit_interval(t)
+    def _f(self, p, t):
+        p, t = self._clamp(p), _in_unit_interval(t)
         return -(t * jnp.log(p) + (1 - t) * jnp.log1p(-p))
 
-    def df(p, t):
-        p, t = clamp(p), _in_unit_interval(t)
+    def _df(self, p, t):
+        p, t = self._clamp(p), _in_unit_interval(t)
         return (p - t) / (p * (1 - p))  # d/dp of -(t log p + (1-t) log(1-p))
 
-    return _mean_loss("LossBCE", f, df)._replace(check_targets=_check_probabilities("LossBCE"))
+    def check_targets(self, t, n_outputs):  # type: ignore[override]
+        _check_probabilities("LossBCE", t)
 
 
 def _bce_with_logits(z, t):
@@ -149,23 +206,70 @@ def _bce_with_logits(z, t):
     return (1 - t) * jnp.maximum(z, 0) + t * jnp.maximum(-z, 0) + jnp.log1p(jnp.exp(-jnp.abs(z)))
 
 
-@interned
-def LossBCEWithLogits() -> Loss:
+@dataclasses.dataclass(frozen=True, repr=False)
+class LossBCEWithLogits(_MeanLoss):
     """Binary cross-entropy on logits z, the fused stable form.
 
     value = mean((1 - t) max(z, 0) + t max(-z, 0) + log(1 + exp(-|z|))), exact
     and finite for any finite z and t in [0, 1] (each term is at most |z|, and
     the mean divides before it sums); grad = (sigmoid(z) - t) / n.
     """
-    return _mean_loss(
-        "LossBCEWithLogits",
-        lambda z, t: _bce_with_logits(z, _in_unit_interval(t)),
-        lambda z, t: lax.logistic(z) - _in_unit_interval(t),
-    )._replace(check_targets=_check_probabilities("LossBCEWithLogits"))
+
+    def _f(self, z, t):
+        return _bce_with_logits(z, _in_unit_interval(t))
+
+    def _df(self, z, t):
+        return lax.logistic(z) - _in_unit_interval(t)
+
+    def check_targets(self, t, n_outputs):  # type: ignore[override]
+        _check_probabilities("LossBCEWithLogits", t)
 
 
-@interned
-def LossCrossEntropy() -> Loss:
+_CE = "LossCrossEntropy"
+
+
+def _log_softmax(y):
+    shifted = y - jnp.max(y, axis=-1, keepdims=True)
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+
+
+def _as_probabilities(y, target):
+    if jnp.ndim(y) < 1:
+        raise ValueError(f"{_CE}: logits need a class axis, got shape {jnp.shape(y)}")
+    if jnp.shape(y)[-1] < 2:
+        raise ValueError(
+            f"{_CE}: needs at least 2 classes (logits (..., classes)), got "
+            f"logits of shape {jnp.shape(y)}; for one output use "
+            f"LossBCEWithLogits (or LossBCE after a Sigmoid)"
+        )
+    if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer) and (
+        jnp.shape(target) == jnp.shape(y)[:-1]
+    ):
+        raise ValueError(
+            f"{_CE}: prediction and target must have the same shape, got "
+            f"{jnp.shape(y)} and {jnp.shape(target)}: class labels must be "
+            f"integers, got {jnp.asarray(target).dtype} labels (convert them, "
+            f"e.g. labels.astype(jnp.int32)), or give one-hot rows of the "
+            f"model's width, shape {jnp.shape(y)}"
+        )
+    if jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer):
+        if jnp.shape(target) != jnp.shape(y)[:-1]:
+            raise ValueError(
+                f"{_CE}: integer labels must have shape {jnp.shape(y)[:-1]} "
+                f"for logits {jnp.shape(y)}, got {jnp.shape(target)}"
+            )
+        classes = jnp.arange(y.shape[-1]).reshape((1,) * jnp.ndim(target) + (-1,))
+        one_hot = (jnp.asarray(target)[..., None] == classes).astype(y.dtype)
+        # a label outside [0, classes) gives NaN rows, not zeros (a silent 0 loss)
+        return jnp.where(jnp.any(one_hot, axis=-1, keepdims=True), one_hot, jnp.nan)
+    _check_same_shape(_CE, y, target)
+    if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.floating):
+        return target  # bool one-hot rows: none is negative
+    return jnp.where(target >= 0, target, jnp.nan)  # weights must be >= 0
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class LossCrossEntropy(Loss):
     """Softmax cross-entropy over the last axis, mean over examples.
 
     `y` holds logits `(..., classes)`, at least 2 classes (a single output
@@ -175,79 +279,38 @@ def LossCrossEntropy() -> Loss:
     and probability rows): value = mean(s * logsumexp(y) - sum(t * y));
     grad = (softmax(y) * s - t) / n_examples.
     """
-    name = "LossCrossEntropy"
 
-    def as_probabilities(y, target):
-        if jnp.ndim(y) < 1:
-            raise ValueError(f"{name}: logits need a class axis, got shape {jnp.shape(y)}")
-        if jnp.shape(y)[-1] < 2:
-            raise ValueError(
-                f"{name}: needs at least 2 classes (logits (..., classes)), got "
-                f"logits of shape {jnp.shape(y)}; for one output use "
-                f"LossBCEWithLogits (or LossBCE after a Sigmoid)"
-            )
-        if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer) and (
-            jnp.shape(target) == jnp.shape(y)[:-1]
-        ):
-            raise ValueError(
-                f"{name}: prediction and target must have the same shape, got "
-                f"{jnp.shape(y)} and {jnp.shape(target)}: class labels must be "
-                f"integers, got {jnp.asarray(target).dtype} labels (convert them, "
-                f"e.g. labels.astype(jnp.int32)), or give one-hot rows of the "
-                f"model's width, shape {jnp.shape(y)}"
-            )
-        if jnp.issubdtype(jnp.asarray(target).dtype, jnp.integer):
-            if jnp.shape(target) != jnp.shape(y)[:-1]:
-                raise ValueError(
-                    f"{name}: integer labels must have shape {jnp.shape(y)[:-1]} "
-                    f"for logits {jnp.shape(y)}, got {jnp.shape(target)}"
-                )
-            classes = jnp.arange(y.shape[-1]).reshape((1,) * jnp.ndim(target) + (-1,))
-            one_hot = (jnp.asarray(target)[..., None] == classes).astype(y.dtype)
-            # a label outside [0, classes) gives NaN rows, not zeros (a silent 0 loss)
-            return jnp.where(jnp.any(one_hot, axis=-1, keepdims=True), one_hot, jnp.nan)
-        _check_same_shape(name, y, target)
-        if not jnp.issubdtype(jnp.asarray(target).dtype, jnp.floating):
-            return target  # bool one-hot rows: none is negative
-        return jnp.where(target >= 0, target, jnp.nan)  # weights must be >= 0
-
-    def log_softmax(y):
-        shifted = y - jnp.max(y, axis=-1, keepdims=True)
-        return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
-
-    def value(y, target):
-        t = as_probabilities(y, target)
+    def value(self, y, target):
+        t = _as_probabilities(y, target)
         # A class of weight 0 adds 0, even where its log-probability is -inf (|y| ~ 1e38).
-        terms = jnp.where(t == 0, 0, t * log_softmax(y))
+        terms = jnp.where(t == 0, 0, t * _log_softmax(y))
         return -_sum_per(terms, jnp.size(y) // y.shape[-1])
 
-    def grad(y, target):
-        t = as_probabilities(y, target)
+    def grad(self, y, target):
+        t = _as_probabilities(y, target)
         n_examples = jnp.size(y) // y.shape[-1]
         # d/dy of -sum(t log softmax(y)) = softmax(y) * sum(t) - t
-        return _per(jnp.exp(log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t, n_examples)
+        return _per(jnp.exp(_log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t, n_examples)
 
-    def check_labels(t, n_classes):
+    def check_targets(self, t, n_classes):  # type: ignore[override]
         if n_classes < 2:
             raise ValueError(
-                f"{name}: needs at least 2 classes, got a model with {n_classes} "
+                f"{_CE}: needs at least 2 classes, got a model with {n_classes} "
                 f"output(s); for one output use LossBCEWithLogits"
             )
         if not np.issubdtype(t.dtype, np.integer) and (t.ndim == 0 or t.shape[-1] != n_classes):
             raise ValueError(
-                f"{name}: class labels must be integers, got {t.dtype} targets of "
+                f"{_CE}: class labels must be integers, got {t.dtype} targets of "
                 f"shape {t.shape}; or give one-hot rows of the model's width "
                 f"{n_classes}"
             )
         if np.issubdtype(t.dtype, np.integer) and t.size and not (t.min() >= 0 and t.max() < n_classes):
             raise ValueError(
-                f"{name}: labels must be in [0, {n_classes}) for {n_classes} "
+                f"{_CE}: labels must be in [0, {n_classes}) for {n_classes} "
                 f"classes, got values in [{t.min()}, {t.max()}]"
             )
         if np.issubdtype(t.dtype, np.floating) and t.size and not np.all(t >= 0):
             raise ValueError(
-                f"{name}: target rows (probabilities or weights) must be >= 0, "
+                f"{_CE}: target rows (probabilities or weights) must be >= 0, "
                 f"got values in [{t.min()}, {t.max()}]"
             )
-
-    return Loss(value, grad, check_labels)

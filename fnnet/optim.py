@@ -7,10 +7,17 @@ An optimizer is a rule for one parameter leaf,
 with `p` and `g` a leaf and its gradient, `slots` a dict of leaf-shaped
 buffers (SGD's velocity, Adam's moments), `h` the hyperparameters (scalars in
 p's dtype), `lr` the learning rate of step `t` (steps already taken, from 0).
-`optimizer(name, rule, lr, slots, **hyperparams)` lifts it to pytrees once and
-builds the `Optimizer(init, step)` pair. Each hyperparameter carries its own
-check (`positive`, `nonnegative`, `fraction`, `decay_factor`, or your own
-`Hyperparameter`), so a new one needs no table.
+`optimizer(name, rule, lr, slots, **hyperparams)` lifts it to pytrees and
+builds an `Optimizer`. Each hyperparameter carries its own check (`positive`,
+`nonnegative`, `fraction`, `decay_factor`, or your own `Hyperparameter`), so a
+new one needs no table.
+
+An optimizer is a value: a frozen dataclass of the settings it was built with,
+equal and equally hashed for equal settings, printed as the code that builds it
+(`SGD(lr=0.5, decay=0.9995)`). Its `step` is a value too (an `OptimizerStep`),
+equal for every optimizer that steps the same way (same update rule, schedule and
+state layout) whatever its hyperparameters: jitted programs take `opt.step`, so a
+new lr never recompiles.
 
 Hyperparameters live in the optimizer state as arrays, so changing them never
 recompiles a jitted step and `jax.vmap` over them trains a sweep:
@@ -22,15 +29,16 @@ decay), times `schedule(t)` when `lr` was given as a schedule. Leaves under a
 `fnnet.State` (running statistics) are never changed.
 """
 
-from typing import Any, Callable, Dict, NamedTuple, Optional
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fnnet._checks import describe, is_real
-from fnnet._intern import interned
 from fnnet._types import Array, ScalarOrSchedule
+from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
 
 __all__ = [
@@ -47,31 +55,77 @@ __all__ = [
 ]
 
 
-class Optimizer(NamedTuple):
-    """`init(params, **hyperparams) -> state`; `step(params, grads, state) -> (params, state)`.
+class Optimizer:
+    """The base of every optimizer: `init(params, **hyperparams) -> state` and
+    `step(params, grads, state) -> (params, state)`.
 
-    `schedule` is the lr schedule given to the constructor (None for a constant
-    lr), which training checks over a whole run before starting; `name` names
-    the optimizer in errors; `hyperparameters` maps each hyperparameter's name
-    to its default and its check. Optimizers that step the same way are equal
-    and share compiled programs: `init` and `hyperparameters`, which hold the
-    defaults (data in the state), are not compared.
+    Each optimizer is a frozen dataclass of its settings (`SGD`, `Adam`, or one
+    built by `optimizer`), equal to another of the same settings. Built, it has:
+    `step`, an `OptimizerStep` value, equal for optimizers that step the same
+    way (same update rule, schedule and state layout) whatever their
+    hyperparameters, which are data in the state: compiled programs take
+    `opt.step`, so equal steps share them; `schedule`, the lr schedule given to
+    the constructor (None for a constant lr), which training checks over a whole
+    run before starting; `name`, which names the optimizer in errors; and
+    `hyperparameters`, each hyperparameter's name mapped to its default and its
+    check.
     """
 
-    init: Callable
-    step: Callable
-    schedule: Optional[Callable] = None
-    name: str = "optimizer"
-    hyperparameters: Optional[Dict[str, "Hyperparameter"]] = None
+    name: str
+    step: "OptimizerStep"
+    schedule: Optional[Callable]
+    hyperparameters: Dict[str, "Hyperparameter"]
+    _hints: Dict[str, str]
 
-    def __eq__(self, other):
-        return isinstance(other, Optimizer) and self[1:4] == other[1:4]
+    def _build(self, name: str, rule: Callable, lr, slots=(), hints=None, **hyperparams) -> None:
+        """Check the settings and set `name`, `step`, `schedule` and `hyperparameters`."""
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"{name}: slots must be distinct names, got {list(slots)}")
+        for hyper_name, hyper in hyperparams.items():
+            if not isinstance(hyper, Hyperparameter):
+                raise TypeError(
+                    f"{name}: hyperparameter {hyper_name} must be a Hyperparameter "
+                    f"(e.g. fnnet.optim.positive(value)), got {hyper!r}"
+                )
+        schedule: Optional[Callable] = None
+        if callable(lr):
+            _check_schedule(name, lr)
+            schedule, lr = lr, 1.0  # the state's lr then scales the schedule
+        rules = {"lr": positive(lr), **hyperparams}
+        for hyper_name, hyper in rules.items():
+            _check_hyperparam(name, hyper_name, hyper.value, hyper)
+        step = OptimizerStep(name, rule, schedule, tuple(sorted(rules)), tuple(slots))
+        setattr_frozen(
+            self, name=name, step=step, schedule=schedule, hyperparameters=rules, _hints=dict(hints or {})
+        )
 
-    def __ne__(self, other):
-        return not self == other
-
-    def __hash__(self):
-        return hash(self[1:4])
+    def init(self, params, **overrides) -> "OptState":
+        """The state to start from: step count 0, the hyperparameters (the defaults, or
+        `overrides` by name) as arrays in the params' float dtype, at least float32, and
+        each slot zero, shaped like params."""
+        name, rules = self.name, self.hyperparameters
+        unknown = sorted(set(overrides) - set(rules))
+        if unknown:
+            why = "".join(f"; {self._hints[n]}" for n in unknown if n in self._hints)
+            raise TypeError(
+                f"{name}.init: unknown hyperparameter(s) {unknown}; expected some of {sorted(rules)}{why}"
+            )
+        _check_trainable_floats(f"{name}.init", params)
+        # hyperparameters in the params' float dtype, at least float32 (float32 for
+        # float32 models, even under x64)
+        floats = [
+            leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+        ]
+        dtype = _at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
+        values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
+        return OptState(
+            count=jnp.zeros((), jnp.int32),
+            hyperparams={
+                n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
+                for n, v in values.items()
+            },
+            slots={slot: jax.tree.map(jnp.zeros_like, params) for slot in self.step.slot_names},
+        )
 
     def valid(self, hyperparams: dict, numpy=jnp):
         """Whether every hyperparameter in `hyperparams` (a state's) is finite and keeps its
@@ -83,6 +137,20 @@ class Optimizer(NamedTuple):
             if name in rules:
                 valid = valid & numpy.isfinite(value) & rules[name].ok(value)
         return valid
+
+    def __repr__(self) -> str:
+        """The constructor call: `lr` and the settings that differ from their defaults."""
+        args = [
+            f"{field.name}={show(getattr(self, field.name))}"
+            for field in dataclasses.fields(self)  # type: ignore[arg-type]
+            if field.repr
+            and (field.default is dataclasses.MISSING or _differs(getattr(self, field.name), field.default))
+        ]
+        return f"{type(self).__name__}({', '.join(args)})"
+
+
+def _differs(setting, default) -> bool:
+    return type(setting) is not type(default) or bool(setting != default)
 
 
 class OptState(NamedTuple):
@@ -275,48 +343,30 @@ def optimizer(
     """
     if isinstance(slots, (str, bytes)) or not all(isinstance(s, str) for s in slots):
         raise TypeError(f"{name}: slots must be a list of names, such as ['ms'], got {describe(slots)}")
-    if len(set(slots)) != len(slots):
-        raise ValueError(f"{name}: slots must be distinct names, got {list(slots)}")
-    for hyper_name, hyper in hyperparams.items():
-        if not isinstance(hyper, Hyperparameter):
-            raise TypeError(
-                f"{name}: hyperparameter {hyper_name} must be a Hyperparameter "
-                f"(e.g. fnnet.optim.positive(value)), got {hyper!r}"
-            )
-    schedule: Optional[Callable] = None
-    if callable(lr):
-        _check_schedule(name, lr)
-        schedule, lr = lr, 1.0  # the state's lr then scales the schedule
-    rules = {"lr": positive(lr), **hyperparams}
-    for hyper_name, hyper in rules.items():
-        _check_hyperparam(name, hyper_name, hyper.value, hyper)
+    return RuleOptimizer(
+        name, rule, lr, tuple(slots), tuple(hyperparams.items()), tuple((hints or {}).items())
+    )
 
-    def init(params, **overrides):
-        unknown = sorted(set(overrides) - set(rules))
-        if unknown:
-            why = "".join(f"; {hints[n]}" for n in unknown if n in (hints or {}))
-            raise TypeError(
-                f"{name}.init: unknown hyperparameter(s) {unknown}; expected some of {sorted(rules)}{why}"
-            )
-        _check_trainable_floats(f"{name}.init", params)
-        # hyperparameters in the params' float dtype, at least float32 (float32 for
-        # float32 models, even under x64)
-        floats = [
-            leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
-        ]
-        dtype = _at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
-        values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
-        return OptState(
-            count=jnp.zeros((), jnp.int32),
-            hyperparams={
-                n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
-                for n, v in values.items()
-            },
-            slots={slot: jax.tree.map(jnp.zeros_like, params) for slot in slots},
-        )
 
-    step = _lifted(name, rule, schedule, tuple(sorted(rules)), tuple(slots))
-    return Optimizer(init, step, schedule, name, rules)
+@dataclasses.dataclass(frozen=True, repr=False)
+class RuleOptimizer(Optimizer):
+    """An optimizer of your own update rule, made by `optimizer(name, rule, lr, slots,
+    **hyperparams)`: `hyperparams` and `hints` are kept as `(name, value)` pairs. It
+    prints as `name(lr=..., rho=...)`, with every hyperparameter's default."""
+
+    name: str
+    rule: Callable
+    lr: ScalarOrSchedule
+    slots: Tuple[str, ...] = ()
+    hyperparams: Tuple[Tuple[str, "Hyperparameter"], ...] = ()
+    hints: Tuple[Tuple[str, str], ...] = dataclasses.field(default=(), compare=False)
+
+    def __post_init__(self):
+        self._build(self.name, self.rule, self.lr, self.slots, dict(self.hints), **dict(self.hyperparams))
+
+    def __repr__(self) -> str:
+        settings = [("lr", self.lr)] + [(name, hyper.value) for name, hyper in self.hyperparams]
+        return f"{self.name}({', '.join(f'{name}={show(value)}' for name, value in settings)})"
 
 
 def _check_step_args(owner, hyperparam_names, slot_names, params, grads, state):
@@ -383,13 +433,27 @@ def _rule_output(owner, slot_names, p, output):
     return new_p, slots
 
 
-@interned
-def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
-    """`rule` lifted to pytrees: the step shared by every optimizer with the same rule,
-    schedule and state layout."""
+@dataclasses.dataclass(frozen=True, repr=False)
+class OptimizerStep:
+    """`step(params, grads, state) -> (params, state)`: an update rule lifted to parameter
+    pytrees, a value equal for every optimizer with the same name, rule, schedule and
+    state layout (its hyperparameters are data in `state`), so compiled programs that
+    take it are shared by all of them."""
 
-    def step(params, grads, state):
-        _check_step_args(owner, hyperparam_names, slot_names, params, grads, state)
+    name: str
+    rule: Callable
+    schedule: Optional[Callable]
+    hyperparam_names: Tuple[str, ...]
+    slot_names: Tuple[str, ...]
+
+    __name__ = "step"  # how jit names its programs: jit(step)
+
+    def __repr__(self) -> str:
+        return settings_repr(self)
+
+    def __call__(self, params, grads, state):
+        owner, schedule, slot_names = self.name, self.schedule, self.slot_names
+        _check_step_args(owner, self.hyperparam_names, slot_names, params, grads, state)
         hyper, t = state.hyperparams, state.count
         lr = learning_rate(hyper, schedule, t)
         leaves, treedef = jax.tree.flatten(params)
@@ -406,7 +470,7 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
                     owner,
                     slot_names,
                     p,
-                    rule(
+                    self.rule(
                         p.astype(dtype),
                         g.astype(dtype),
                         {name: s.astype(dtype) for name, s in slots.items()},
@@ -427,8 +491,6 @@ def _lifted(owner, rule, schedule, hyperparam_names, slot_names):
             ),
         )
 
-    return step
-
 
 def _plain_sgd(p, g, slots, h, lr, t):
     return p - lr * (g + h["weight_decay"] * p), slots  # p <- p - lr (g + wd p)
@@ -446,13 +508,8 @@ def _nesterov_sgd(p, g, slots, h, lr, t):
     return p - lr * (d + h["momentum"] * velocity), {"velocity": velocity}
 
 
-def SGD(
-    lr: ScalarOrSchedule,
-    decay: float = 1.0,
-    momentum: Optional[float] = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-) -> Optimizer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class SGD(Optimizer):
     """Stochastic gradient descent with learning-rate decay (the report's SGD).
 
     With lr_t = lr * decay**t and d = grad + weight_decay * p:
@@ -461,6 +518,8 @@ def SGD(
 
     Args:
       lr: learning rate > 0, or a schedule `t -> lr` (see `fnnet.schedules`).
+      decay, momentum, nesterov, weight_decay: keyword-only (`SGD(0.1, 0.9)` is an
+        error: in PyTorch that 0.9 is a momentum, here it would be a decay).
       decay: per-step decay factor in (0, 1]; 1 means none.
       momentum: in [0, 1); like lr, it is data in the state, so `init` can set
         it per run. None means no momentum at all: plain SGD whose state keeps
@@ -472,33 +531,46 @@ def SGD(
       >>> opt = SGD(lr=0.5, decay=0.9999)
       >>> state = opt.init(params)
       >>> params, state = opt.step(params, grads, state)
+      >>> opt
+      SGD(lr=0.5, decay=0.9999)
     """
-    if not isinstance(nesterov, bool):
-        raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
-    if nesterov and (momentum is None or (is_real(momentum) and momentum == 0)):
-        raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
-    decay_rule, weight_decay_rule = decay_factor(decay), nonnegative(weight_decay)
-    if momentum is None:
-        return optimizer(
-            "SGD",
-            _plain_sgd,
-            lr,
-            decay=decay_rule,
-            weight_decay=weight_decay_rule,
-            hints={
-                "momentum": "an SGD built with momentum=None keeps no velocity: "
-                "build it with a momentum (0 included) to set it here"
-            },
-        )
-    return optimizer(
-        "SGD",
-        _nesterov_sgd if nesterov else _momentum_sgd,
-        lr,
-        ["velocity"],
-        momentum=fraction(momentum),
-        decay=decay_rule,
-        weight_decay=weight_decay_rule,
-    )
+
+    lr: ScalarOrSchedule
+    _: dataclasses.KW_ONLY
+    decay: float = 1.0
+    momentum: Optional[float] = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        lr, momentum, nesterov = self.lr, self.momentum, self.nesterov
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
+        if nesterov and (momentum is None or (is_real(momentum) and momentum == 0)):
+            raise ValueError(f"SGD: nesterov=True needs momentum > 0, got momentum={momentum}")
+        decay_rule, weight_decay_rule = decay_factor(self.decay), nonnegative(self.weight_decay)
+        if momentum is None:
+            self._build(
+                "SGD",
+                _plain_sgd,
+                lr,
+                decay=decay_rule,
+                weight_decay=weight_decay_rule,
+                hints={
+                    "momentum": "an SGD built with momentum=None keeps no velocity: "
+                    "build it with a momentum (0 included) to set it here"
+                },
+            )
+        else:
+            self._build(
+                "SGD",
+                _nesterov_sgd if nesterov else _momentum_sgd,
+                lr,
+                ["velocity"],
+                momentum=fraction(momentum),
+                decay=decay_rule,
+                weight_decay=weight_decay_rule,
+            )
 
 
 def _adam(p, g, slots, h, lr, t):
@@ -508,21 +580,34 @@ def _adam(p, g, slots, h, lr, t):
     return p - lr * (mu / c1) / (jnp.sqrt(nu / c2) + h["eps"]), {"mu": mu, "nu": nu}
 
 
-def Adam(
-    lr: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, decay: float = 1.0
-) -> Optimizer:
+@dataclasses.dataclass(frozen=True, repr=False)
+class Adam(Optimizer):
     """Adam (Kingma & Ba) with learning-rate decay, lr_t = lr * decay**t.
 
     mu <- b1 mu + (1 - b1) g; nu <- b2 nu + (1 - b2) g**2;
     p <- p - lr_t * mu_hat / (sqrt(nu_hat) + eps), with bias-corrected hats.
+    Every argument after `lr` is keyword-only.
+
+    Example:
+      >>> Adam(3e-3, b2=0.99)
+      Adam(lr=0.003, b2=0.99)
     """
-    return optimizer(
-        "Adam",
-        _adam,
-        lr,
-        ["mu", "nu"],
-        decay=decay_factor(decay),
-        b1=fraction(b1),
-        b2=fraction(b2),
-        eps=positive(eps),
-    )
+
+    lr: ScalarOrSchedule
+    _: dataclasses.KW_ONLY
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    decay: float = 1.0
+
+    def __post_init__(self):
+        self._build(
+            "Adam",
+            _adam,
+            self.lr,
+            ["mu", "nu"],
+            decay=decay_factor(self.decay),
+            b1=fraction(self.b1),
+            b2=fraction(self.b2),
+            eps=positive(self.eps),
+        )

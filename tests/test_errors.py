@@ -203,20 +203,28 @@ def test_targets_of_the_wrong_shape(no_training):
         (
             {"model": LOSS},
             TypeError,
-            r"fit: model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss",
+            r"fit: model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got LossBCE\(\) \(LossBCE\)",
         ),
-        ({"loss": OPT}, TypeError, r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got Optimizer"),
+        (
+            {"loss": OPT},
+            TypeError,
+            r"fit: loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.1\) \(SGD\)",
+        ),
         (
             {"opt": LOSS},
             TypeError,
-            r"fit: opt must be an Optimizer \(e\.g\. fnnet\.SGD\(lr=0\.1\)\), got Loss",
+            r"fit: opt must be an Optimizer \(e\.g\. fnnet\.SGD\(lr=0\.1\)\), got LossBCE\(\) \(LossBCE\)",
         ),
         (
             {"model": MODEL.apply},
             TypeError,
             r"fit: model must be a Layer .*got the function _compose\.<locals>\.apply",
         ),
-        ({"loss": LOSS.value}, TypeError, r"fit: loss must be a Loss .*got the function "),
+        (
+            {"loss": LOSS.value},
+            TypeError,
+            r"fit: loss must be a Loss .*got <bound method _MeanLoss\.value of LossBCE\(\)> \(method\)",
+        ),
         ({"key": 0}, TypeError, r"fit: key must be a PRNG key such as jax\.random\.key\(0\), got 0 \(int\)"),
         (
             {"key": np.uint32(7)},

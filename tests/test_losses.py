@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import fnnet
 from fnnet import LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
 from fnnet.losses import check_targets
-from helpers import device
+from helpers import count_compilations, device
 
 # atol: the oracle's formulas differ from the hand ones (e.g. -t/p + (1-t)/(1-p) against
 # (p-t)/(p(1-p))), so an element near 0 keeps only an absolute error of a few ulps of O(1).
@@ -411,3 +411,80 @@ def test_bool_one_hot_rows_keep_the_logits_dtype():
     grad, value = LossCrossEntropy().grad(y, rows), LossCrossEntropy().value(y, rows)
     assert grad.dtype == value.dtype == jnp.float32
     np.testing.assert_allclose(grad, LossCrossEntropy().grad(y, rows.astype(jnp.float32)), rtol=1e-6)
+
+
+# Losses are values -------------------------------------------------------------------------
+
+
+def _value(y, t):
+    return jnp.mean(y - t)
+
+
+def _grad(y, t):
+    return jnp.ones_like(y) / y.size
+
+
+@pytest.mark.parametrize(
+    "make",
+    [LossMSE, LossBCE, lambda: LossBCE(eps=1e-6), LossBCEWithLogits, LossCrossEntropy],
+    ids=["mse", "bce", "bce_eps", "logits", "ce"],
+)
+def test_equal_settings_make_equal_losses(make):
+    a, b = make(), make()
+    assert a is not b and a == b and hash(a) == hash(b)
+    assert isinstance(a, fnnet.Loss)
+
+
+def test_other_settings_or_kinds_make_other_losses():
+    assert LossBCE() != LossBCE(eps=1e-6)
+    kinds = [LossMSE(), LossBCE(), LossBCEWithLogits(), LossCrossEntropy()]
+    assert len(set(kinds)) == len(kinds)
+
+
+@pytest.mark.parametrize(
+    "loss, text",
+    [
+        (LossMSE(), "LossMSE()"),
+        (LossBCE(), "LossBCE()"),
+        (LossBCE(eps=1e-6), "LossBCE(eps=1e-06)"),
+        (LossBCE(1e-5), "LossBCE(eps=1e-05)"),
+        (LossBCEWithLogits(), "LossBCEWithLogits()"),
+        (LossCrossEntropy(), "LossCrossEntropy()"),
+        (fnnet.Loss(_value, _grad), "Loss(value=_value, grad=_grad)"),
+    ],
+)
+def test_a_loss_prints_as_the_code_that_builds_it(loss, text):
+    assert repr(loss) == text
+
+
+def test_a_loss_of_your_own_functions():
+    """`Loss(value, grad, check_targets=None)`: equal when built from the same functions."""
+    loss = fnnet.Loss(_value, _grad)
+    assert isinstance(loss, fnnet.Loss) and isinstance(loss, fnnet.FunctionLoss)
+    assert loss == fnnet.Loss(value=_value, grad=_grad) and hash(loss) == hash(fnnet.Loss(_value, _grad))
+    assert loss != fnnet.Loss(_value, _grad, check_targets=lambda t, n: None)
+    assert loss.value is _value and loss.grad is _grad and loss.check_targets is None
+    assert float(loss.value(jnp.ones(4), jnp.zeros(4))) == 1.0
+    with pytest.raises(TypeError, match=r"Loss: grad must be a function, got 3 \(int\)"):
+        fnnet.Loss(_value, 3)
+
+
+def test_check_targets_is_none_or_a_function():
+    """Callers test `loss.check_targets is None` and call it with (target, n_outputs)."""
+    assert LossMSE().check_targets is None
+    with pytest.raises(ValueError, match=r"LossBCE: targets must be in \[0, 1\]"):
+        LossBCE().check_targets(np.array([2.0]), 1)
+    with pytest.raises(ValueError, match=r"LossCrossEntropy: labels must be in \[0, 3\)"):
+        LossCrossEntropy().check_targets(np.array([3]), 3)
+
+
+def test_equal_losses_share_a_program():
+    y, t = jnp.linspace(0.1, 0.9, 6), jnp.linspace(0.0, 1.0, 6)
+    value = jax.jit(lambda loss, y, t: loss.value(y, t), static_argnums=0)
+    value(LossBCE(eps=1e-4), y, t)
+    with count_compilations() as compiled:
+        value(LossBCE(eps=1e-4), y, t)
+    assert compiled == []
+    with count_compilations() as compiled:
+        value(LossBCE(eps=1e-3), y, t)
+    assert len(compiled) == 1, compiled

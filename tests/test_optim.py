@@ -243,7 +243,8 @@ def test_hyperparameters_are_data_no_recompilation():
     """Another lr, decay or momentum, from a new optimizer or an override, reuses the program."""
     params = make_params(12)
     grads = gradient(params, make_noise(13, params, n_steps=1)[0])
-    jax.jit(fnnet.SGD(lr=0.1).step)(params, grads, fnnet.SGD(lr=0.1).init(params))
+    first = fnnet.SGD(lr=0.1)  # alive: jit's cache holds a function by a weak reference
+    jax.jit(first.step)(params, grads, first.init(params))
     opt = fnnet.SGD(lr=0.2, decay=0.9, momentum=0.5, weight_decay=0.1)
     states = [opt.init(params), opt.init(params, lr=jnp.asarray(0.7), momentum=0.0)]
     with count_compilations() as compiled:
@@ -554,3 +555,134 @@ def test_traced_hyperparameters_are_checked_by_shape_and_flagged_by_the_optimize
     np.testing.assert_array_equal(opt.valid(states.hyperparams, numpy=np), valid)
     with pytest.raises(ValueError, match=r"SGD: lr must be a scalar .*shape \(2,\)"):
         jax.vmap(lambda p, lr: opt.init(p, lr=lr))(params, jnp.ones((4, 2)))
+
+
+# Optimizers are values ---------------------------------------------------------------------
+
+
+def rmsprop(lr, rho=0.9):
+    return fnnet.optimizer("RMSProp", _rmsprop_rule, lr, ["ms"], rho=fnnet.fraction(rho))
+
+
+def _rmsprop_rule(p, g, slots, h, lr, t):
+    ms = h["rho"] * slots["ms"] + (1 - h["rho"]) * g * g
+    return p - lr * g / (jnp.sqrt(ms) + 1e-8), {"ms": ms}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fnnet.SGD(0.5, decay=0.9995),
+        lambda: fnnet.SGD(0.1, momentum=None),
+        lambda: fnnet.SGD(schedules.cosine(0.1, 1000), momentum=0.9, nesterov=True),
+        lambda: fnnet.Adam(3e-3, b2=0.99),
+        lambda: rmsprop(0.01),
+    ],
+    ids=["sgd", "plain", "cosine", "adam", "custom"],
+)
+def test_equal_settings_make_equal_optimizers_and_steps(make):
+    a, b = make(), make()
+    assert a is not b and a == b and hash(a) == hash(b)
+    assert a.step == b.step and hash(a.step) == hash(b.step)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (fnnet.SGD(0.1), fnnet.SGD(0.5)),
+        (fnnet.SGD(0.1), fnnet.SGD(0.1, decay=0.9)),
+        (fnnet.SGD(0.1, momentum=0.5), fnnet.SGD(0.1, momentum=0.9)),
+        (fnnet.Adam(0.1), fnnet.Adam(0.1, eps=1e-6)),
+        (fnnet.SGD(schedules.cosine(0.1, 1000)), fnnet.SGD(schedules.cosine(0.1, 1000), weight_decay=0.1)),
+        (rmsprop(0.01), rmsprop(0.01, rho=0.5)),
+    ],
+)
+def test_other_hyperparameters_make_other_optimizers_with_the_same_step(a, b):
+    assert a != b
+    assert a.step == b.step and hash(a.step) == hash(b.step)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (fnnet.SGD(0.1), fnnet.SGD(0.1, momentum=None)),  # another rule and state layout
+        (fnnet.SGD(0.1, momentum=0.9), fnnet.SGD(0.1, momentum=0.9, nesterov=True)),  # another rule
+        (fnnet.SGD(0.1), fnnet.Adam(0.1)),
+        (fnnet.SGD(schedules.cosine(0.1, 1000)), fnnet.SGD(schedules.cosine(0.1, 500))),  # another schedule
+        (fnnet.SGD(schedules.cosine(0.1, 1000)), fnnet.SGD(0.1)),
+    ],
+)
+def test_optimizers_that_step_otherwise_have_other_steps(a, b):
+    assert a != b and a.step != b.step
+
+
+@pytest.mark.parametrize(
+    "opt, text",
+    [
+        (fnnet.SGD(0.5, decay=0.9995), "SGD(lr=0.5, decay=0.9995)"),
+        (fnnet.SGD(lr=0.1), "SGD(lr=0.1)"),
+        (fnnet.SGD(0.1, momentum=None), "SGD(lr=0.1, momentum=None)"),
+        (fnnet.SGD(0.1, momentum=0.9, nesterov=True), "SGD(lr=0.1, momentum=0.9, nesterov=True)"),
+        (fnnet.Adam(0.003), "Adam(lr=0.003)"),
+        (fnnet.Adam(0.003, b1=0.8, decay=0.99), "Adam(lr=0.003, b1=0.8, decay=0.99)"),
+        (fnnet.SGD(schedules.cosine(0.1, 1000)), "SGD(lr=cosine(lr=0.1, total_steps=1000))"),
+        (rmsprop(0.01), "RMSProp(lr=0.01, rho=0.9)"),
+    ],
+)
+def test_an_optimizer_prints_as_the_code_that_builds_it(opt, text):
+    assert repr(opt) == text
+
+
+def test_the_attributes_keep_their_meaning():
+    opt = fnnet.SGD(schedules.cosine(0.1, 1000), decay=0.9)
+    assert isinstance(opt, fnnet.Optimizer) and opt.name == "SGD"
+    assert opt.schedule == schedules.cosine(0.1, 1000)
+    assert {name: h.value for name, h in opt.hyperparameters.items()} == {
+        "lr": 1.0,
+        "momentum": 0.0,
+        "decay": 0.9,
+        "weight_decay": 0.0,
+    }
+    assert fnnet.SGD(0.1).schedule is None
+    assert rmsprop(0.01).name == "RMSProp" and rmsprop(0.01).step.slot_names == ("ms",)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: fnnet.SGD(0.1, 0.9), r"SGD\.__init__\(\) takes 2 positional arguments but 3 were given"),
+        (lambda: fnnet.Adam(0.1, 0.9), r"Adam\.__init__\(\) takes 2 positional arguments but 3 were given"),
+    ],
+)
+def test_every_argument_after_lr_is_keyword_only(make, match):
+    """A PyTorch user's SGD(0.1, 0.9) means momentum 0.9: an error, not a decay of 0.9."""
+    with pytest.raises(TypeError, match=match):
+        make()
+    assert fnnet.SGD(0.1, decay=0.9).hyperparameters["decay"].value == 0.9
+
+
+def test_a_static_step_compiles_once_for_every_lr():
+    """How training compiles: `opt.step` a static argument. Another lr, decay or weight
+    decay (another optimizer, equal step) reuses the program; another rule does not."""
+    params = make_params(30)
+    grads = gradient(params, make_noise(31, params, n_steps=1)[0])
+
+    def stepped(step, params, grads, state):
+        return step(params, grads, state)
+
+    stepped_jit = jax.jit(stepped, static_argnums=0)  # a fresh jit: its cache is this test's
+    first = fnnet.SGD(0.1)
+    others = [fnnet.SGD(0.5), fnnet.SGD(0.2, decay=0.9, weight_decay=0.1, momentum=0.5)]
+    states = [opt.init(params) for opt in [first, *others]]  # eager casts compile
+    with count_compilations() as compiled:
+        stepped_jit(first.step, params, grads, states[0])
+    assert len(compiled) == 1, compiled  # the counter sees this compile
+    with count_compilations() as compiled:
+        for opt, state in zip(others, states[1:]):
+            stepped_jit(opt.step, params, grads, state)
+    assert compiled == []
+    nesterov = fnnet.SGD(0.1, momentum=0.5, nesterov=True)
+    state = nesterov.init(params)
+    with count_compilations() as compiled:
+        stepped_jit(nesterov.step, params, grads, state)
+    assert len(compiled) == 1, compiled

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fnnet
 from fnnet import schedules
 
 STEPS = np.arange(0, 1001)  # t = 0 .. 1000
@@ -103,3 +104,71 @@ def test_numpy_scalars_are_accepted():
 def test_bad_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# Schedules are values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_equal_settings_make_equal_schedules(name):
+    make, _ = CASES[name]
+    a, b = make(), make()
+    assert a is not b and a == b and hash(a) == hash(b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (schedules.constant(0.3), schedules.constant(0.2)),
+        (schedules.exponential(0.5, 0.9), schedules.exponential(0.5, 0.99)),
+        (schedules.inverse_time(0.2, 0.03), schedules.inverse_time(0.2, 0.3)),
+        (schedules.step(0.4, 0.5, 100), schedules.step(0.4, 0.5, 10)),
+        (schedules.cosine(0.1, 600), schedules.cosine(0.1, 600, final_lr=0.02)),
+        (schedules.constant(0.3), schedules.exponential(0.3, 1.0)),  # another kind
+    ],
+)
+def test_other_settings_make_other_schedules(a, b):
+    assert a != b
+
+
+@pytest.mark.parametrize(
+    "schedule, text",
+    [
+        (schedules.constant(0.3), "constant(lr=0.3)"),
+        (schedules.exponential(0.5, 0.995), "exponential(lr=0.5, decay=0.995)"),
+        (schedules.inverse_time(0.2, 0.03), "inverse_time(lr=0.2, k=0.03)"),
+        (schedules.step(0.4, 0.5, 100), "step(lr=0.4, factor=0.5, every=100)"),
+        (schedules.cosine(0.1, 1000), "cosine(lr=0.1, total_steps=1000)"),
+        (schedules.cosine(0.1, 1000, final_lr=0.01), "cosine(lr=0.1, total_steps=1000, final_lr=0.01)"),
+        (schedules.step(0.4, 0.5, np.int32(100)), "step(lr=0.4, factor=0.5, every=100)"),  # settings checked
+    ],
+)
+def test_a_schedule_prints_as_the_code_that_builds_it(schedule, text):
+    assert repr(schedule) == text
+    assert eval(text, vars(schedules)) == schedule
+
+
+def test_optimizers_on_equal_schedules_are_equal_and_share_their_step():
+    a, b = fnnet.SGD(schedules.cosine(0.1, 1000)), fnnet.SGD(schedules.cosine(0.1, 1000))
+    assert a == b and hash(a) == hash(b) and a.step == b.step
+    assert fnnet.SGD(schedules.cosine(0.1, 1000)).step != fnnet.SGD(schedules.cosine(0.1, 999)).step
+
+
+def test_a_plain_function_is_a_schedule_too():
+    def halving(t):
+        return 0.5 ** (jnp.asarray(t) // 10).astype(jnp.result_type(float))
+
+    opt = fnnet.SGD(halving)
+    assert opt.schedule is halving and opt == fnnet.SGD(halving)
+    params = {"w": jnp.ones(2)}
+    state = opt.init(params)
+    for _ in range(10):
+        params, state = opt.step(params, {"w": jnp.ones(2)}, state)
+    np.testing.assert_allclose(np.asarray(params["w"]), 1 - 10 * 1.0, rtol=1e-12)
+    params, state = opt.step(params, {"w": jnp.ones(2)}, state)
+    np.testing.assert_allclose(np.asarray(params["w"]), -9 - 0.5, rtol=1e-12)
+
+
+def test_dir_lists_only_the_schedules():
+    public = [name for name in dir(schedules) if not name.startswith("_")]
+    assert public == sorted(schedules.__all__)

@@ -339,7 +339,7 @@ def test_same_arguments_give_equal_layers():
     assert same(Linear(2, 3, dtype=jnp.float64), Linear(2, 3, dtype=jnp.float64))
     assert ReLU() is ReLU() and Tanh() is Tanh() and LeakyReLU(0.3) is LeakyReLU(0.3)
     assert same(serial(Linear(2, 3), ReLU()), serial(Linear(2, 3), ReLU()))
-    assert fnnet.LossBCE() is fnnet.LossBCE() and fnnet.LossMSE() is fnnet.LossMSE()
+    assert fnnet.LossBCE() == fnnet.LossBCE() and fnnet.LossMSE() == fnnet.LossMSE()
     # ... and different arguments give different layers.
     assert Linear(2, 3) != Linear(3, 2)
     assert LeakyReLU(0.3) != LeakyReLU(0.2)
