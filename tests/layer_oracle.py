@@ -53,7 +53,8 @@ def assert_vjp_matches_jax(layer, params, x, dy, *, train=False, key=None, scale
     expected, actual = oracle_and_hand(layer, train)(params, x, dy, key)
     assert_trees_close(actual, expected, x.dtype, scaled=scaled)
     if {a.dtype for a in jax.tree.leaves((params, dy))} <= {x.dtype}:
-        assert {a.dtype for a in jax.tree.leaves(actual)} <= {x.dtype}, jax.tree.map(lambda a: a.dtype, actual)
+        dtypes = {a.dtype for a in jax.tree.leaves(actual)}
+        assert dtypes <= {x.dtype}, (x.dtype, dtypes)
     return expected, actual
 
 
