@@ -97,3 +97,11 @@ def assert_trees_equal(actual, expected):
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
         assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
         assert np.array_equal(np.asarray(a), np.asarray(e)), "values differ"
+
+
+def png_size(path):
+    """Width and height from a PNG's IHDR chunk (and proof that it is a PNG)."""
+    with open(path, "rb") as file:
+        head = file.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")

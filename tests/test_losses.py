@@ -145,8 +145,13 @@ def test_bce_tiny_eps_stays_finite_in_float32(eps):
 
 @pytest.mark.parametrize("eps", [0, 0.5, -1e-3, 1.0])
 def test_bce_bad_eps(eps):
-    with pytest.raises(ValueError, match=r"LossBCE: eps must be in \(0, 0\.5\), got "):
+    with pytest.raises(ValueError, match=rf"LossBCE: eps must be in \(0, 0\.5\), got {eps}"):
         LossBCE(eps)
+
+
+def test_bce_eps_must_be_a_float():
+    with pytest.raises(TypeError, match=r"LossBCE: eps must be a float, got '1e-7'"):
+        LossBCE(eps="1e-7")
 
 
 # --- LossBCEWithLogits ------------------------------------------------------------------
