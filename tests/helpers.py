@@ -1,10 +1,13 @@
 """Helpers shared by the test modules (import with `from helpers import ...`)."""
 
 import contextlib
+import functools
 import logging
 
 import jax
 import numpy as np
+
+import fnnet
 
 # jax records this event around every XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT),
 # and only then: a program served from jit's caches does not record it.
@@ -59,6 +62,13 @@ def count_compilations():
         logger.removeHandler(handler)
         jax.monitoring.unregister_event_duration_listener(listener)
         names.extend(from_events if len(from_events) >= len(handler.names) else handler.names)
+
+
+@functools.cache
+def jitted_value_and_grad(model, loss):
+    """`jax.jit(fnnet.value_and_grad(model, loss))`, one per configuration, so that tests
+    of one configuration share its compiled program."""
+    return jax.jit(fnnet.value_and_grad(model, loss))
 
 
 # The oracle comparisons' tolerances: float64 tight, float32 a few ulps of accumulated error.

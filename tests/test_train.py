@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, count_compilations
+from helpers import assert_trees_close, assert_trees_equal, count_compilations, jitted_value_and_grad
 
 import fnnet
 
@@ -35,16 +35,6 @@ def init(model=MODEL, seed=0):
 def copy(tree):
     """A fresh copy (train_step donates its params and opt_state)."""
     return jax.tree.map(jnp.copy, tree)
-
-
-_VALUE_AND_GRAD = {}
-
-
-def jitted_value_and_grad(model, loss):
-    """jit(fnnet.value_and_grad(model, loss)), one per configuration (each build is new)."""
-    if (model, loss) not in _VALUE_AND_GRAD:
-        _VALUE_AND_GRAD[model, loss] = jax.jit(fnnet.value_and_grad(model, loss))
-    return _VALUE_AND_GRAD[model, loss]
 
 
 def manual_run(model, loss, opt, params, state, batches):
