@@ -14,11 +14,11 @@ import fnnet
 from fnnet import LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
 from fnnet.losses import check_targets
 from helpers import device
+from layer_oracle import DTYPES
 
 # atol: the oracle's formulas differ from the hand ones (e.g. -t/p + (1-t)/(1-p) against
 # (p-t)/(p(1-p))), so an element near 0 keeps only an absolute error of a few ulps of O(1).
-TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-13), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
-DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
+TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-13), np.float32: dict(rtol=1e-5, atol=1e-6)}
 
 
 def np_log_softmax(y):
