@@ -1,10 +1,13 @@
 """Helpers shared by the test modules (import with `from helpers import ...`)."""
 
 import contextlib
+import functools
 import logging
 
 import jax
 import numpy as np
+
+import fnnet
 
 # jax records this event around every XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT),
 # and only then: a program served from jit's caches does not record it.
@@ -61,6 +64,13 @@ def count_compilations():
         names.extend(from_events if len(from_events) >= len(handler.names) else handler.names)
 
 
+@functools.cache
+def jitted_value_and_grad(model, loss):
+    """`jax.jit(fnnet.value_and_grad(model, loss))`, one per configuration, so that tests
+    of one configuration share its compiled program."""
+    return jax.jit(fnnet.value_and_grad(model, loss))
+
+
 # The oracle comparisons' tolerances: float64 tight, float32 a few ulps of accumulated error.
 TOLERANCES = {
     np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
@@ -97,3 +107,11 @@ def assert_trees_equal(actual, expected):
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
         assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
         assert np.array_equal(np.asarray(a), np.asarray(e)), "values differ"
+
+
+def png_size(path):
+    """Width and height from a PNG's IHDR chunk (and proof that it is a PNG)."""
+    with open(path, "rb") as file:
+        head = file.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")

@@ -3,11 +3,10 @@
 float64 is held to rtol 1e-10, float32 to rtol 1e-5; the absolute tolerance is scaled
 by each leaf's largest entry, since the weight gradients are sums of up to a few
 hundred products. Each layer configuration compiles one program (most of this file's
-run time), so every case runs in one dtype and shapes stay small; output shapes are
-checked by tracing only, over many more configurations.
+run time), so shapes stay small; output shapes are checked by tracing only, over many
+more configurations.
 """
 
-import functools
 import math
 
 import jax
@@ -21,6 +20,7 @@ from fnnet import Linear, ReLU, serial
 from fnnet import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
 from fnnet import conv as conv_module
 from helpers import assert_trees_close, device
+from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, oracle_and_hand
 
 F64, F32 = jnp.float64, jnp.float32
 
@@ -50,69 +50,52 @@ def random_case(layer, input_shape, dtype, seed=0):
     return params, x, dy, found["out_shape"]
 
 
-@functools.cache
-def oracle_and_hand(layer):
-    """One jitted function per layer: `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by hand)`."""
-
-    def both(params, x, dy):
-        y, pullback = jax.vjp(lambda p, x: layer.apply(p, x), params, x)
-        return (y, pullback(dy)), (layer.apply(params, x), layer.vjp(params, x, dy))
-
-    return jax.jit(both)
-
-
-def assert_vjp_matches_jax(layer, input_shape, dtype):
-    params, x, dy, out_shape = random_case(layer, input_shape, dtype)
-    expected, actual = oracle_and_hand(layer)(params, x, dy)
-    assert expected[0].shape == out_shape  # init's shape is the real one
-    assert_trees_close(actual, expected, dtype, scaled=True)
+def assert_random_vjp_matches_jax(layer, input_shape, dtype, seed=0):
+    """The oracle at a random point of the layer's shapes, and init's output shape the real one."""
+    params, x, dy, out_shape = random_case(layer, input_shape, dtype, seed)
+    expected, _ = assert_vjp_matches_jax(layer, params, x, dy, scaled=True)
+    assert expected[0].shape == out_shape
 
 
 ALL_NAMES = ["Conv2D", "ConvTranspose2D", "Upsample2D", "MaxPool2D", "AvgPool2D", "Flatten"]
 
 
-def hand_vjp(layer):
-    """`jax.vjp`'s signature, answered by the layer's own vjp (jitted: one program, not one per op)."""
-    apply, vjp = jax.jit(layer.apply), jax.jit(layer.vjp)
-    return lambda params, x: (apply(params, x), lambda dy: vjp(params, x, dy))
-
-
 # --- VJPs against jax.vjp -------------------------------------------------------------
 
-# (c_in, c_out, kernel_size, stride, padding, (h, w), dtype)
+# (c_in, c_out, kernel_size, stride, padding, (h, w)), each in float64 and float32
 CONV_CASES = [
-    (3, 4, 3, 1, "SAME", (7, 5), F64),
-    (2, 3, 3, 2, "SAME", (9, 9), F32),
-    (2, 3, 5, 3, "SAME", (7, 5), F64),
-    (3, 2, 2, 3, "SAME", (5, 7), F64),  # kernel < stride: pixels no window reads
-    (2, 2, 5, 1, "SAME", (9, 9), F32),
-    (1, 3, 2, 2, "VALID", (7, 5), F64),  # the forward drops the last row
-    (2, 1, 3, 3, "VALID", (9, 8), F32),
-    (3, 2, 1, 1, "VALID", (4, 6), F64),
-    (2, 3, 3, 2, 1, (7, 5), F32),
-    (1, 2, 3, 3, 3, (5, 5), F64),  # more zeros than kernel - 1: border outputs are b only
-    (2, 3, (1, 3), (2, 1), 2, (7, 5), F64),  # non-square kernel and stride
-    (9, 2, 3, 2, "SAME", (5, 5), F32),
-    (2, 17, (3, 2), 1, "VALID", (5, 4), F64),
+    (3, 4, 3, 1, "SAME", (7, 5)),
+    (2, 3, 3, 2, "SAME", (9, 9)),
+    (2, 3, 5, 3, "SAME", (7, 5)),
+    (3, 2, 2, 3, "SAME", (5, 7)),  # kernel < stride: pixels no window reads
+    (2, 2, 5, 1, "SAME", (9, 9)),
+    (1, 3, 2, 2, "VALID", (7, 5)),  # the forward drops the last row
+    (2, 1, 3, 3, "VALID", (9, 8)),
+    (3, 2, 1, 1, "VALID", (4, 6)),
+    (2, 3, 3, 2, 1, (7, 5)),
+    (1, 2, 3, 3, 3, (5, 5)),  # more zeros than kernel - 1: border outputs are b only
+    (2, 3, (1, 3), (2, 1), 2, (7, 5)),  # non-square kernel and stride
+    (9, 2, 3, 2, "SAME", (5, 5)),
+    (2, 17, (3, 2), 1, "VALID", (5, 4)),
 ]
 CONV_T_CASES = [
-    (2, 3, 3, 2, "SAME", (4, 3), F64),
-    (3, 2, 4, 2, "SAME", (3, 3), F32),
-    (2, 3, 2, 3, "SAME", (3, 4), F64),  # kernel < stride: zero rows at the end
-    (2, 3, 1, 1, "SAME", (5, 5), F32),
-    (2, 3, 3, 2, "VALID", (4, 3), F64),
-    (1, 2, 5, 1, "VALID", (3, 2), F32),
-    (2, 2, (2, 3), (3, 1), "VALID", (3, 4), F64),
-    (17, 2, 3, 2, "SAME", (3, 3), F32),
+    (2, 3, 3, 2, "SAME", (4, 3)),
+    (3, 2, 4, 2, "SAME", (3, 3)),
+    (2, 3, 2, 3, "SAME", (3, 4)),  # kernel < stride: zero rows at the end
+    (2, 3, 1, 1, "SAME", (5, 5)),
+    (2, 3, 3, 2, "VALID", (4, 3)),
+    (1, 2, 5, 1, "VALID", (3, 2)),
+    (2, 2, (2, 3), (3, 1), "VALID", (3, 4)),
+    (17, 2, 3, 2, "SAME", (3, 3)),
 ]
-POOL_CASES = [  # (window, stride, (h, w), dtype)
-    (2, None, (7, 8), F64),
-    (3, 1, (7, 5), F64),  # overlapping windows
-    (3, 2, (9, 9), F32),
-    (2, 3, (8, 7), F64),  # stride > window: pixels no window reads
-    ((2, 3), (1, 2), (5, 7), F32),
-    (2, 2, (6, 4), F32),  # windows that tile the image
-    ((3, 2), None, (7, 5), F32),  # tiles that leave a row and a column out
+POOL_CASES = [  # (window, stride, (h, w))
+    (2, None, (7, 8)),
+    (3, 1, (7, 5)),  # overlapping windows
+    (3, 2, (9, 9)),
+    (2, 3, (8, 7)),  # stride > window: pixels no window reads
+    ((2, 3), (1, 2), (5, 7)),
+    (2, 2, (6, 4)),  # windows that tile the image
+    ((3, 2), None, (7, 5)),  # tiles that leave a row and a column out
 ]
 
 
@@ -120,21 +103,26 @@ def case_id(case):
     return "-".join(str(getattr(a, "__name__", a)).replace(" ", "") for a in case)
 
 
+@DTYPES
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
-def test_conv2d_vjp_matches_jax(case):
-    *args, hw, dtype = case
-    assert_vjp_matches_jax(Conv2D(*args, dtype=dtype), (2,) + hw + (args[0],), dtype)
+def test_conv2d_vjp_matches_jax(case, dtype):
+    *args, hw = case
+    assert_random_vjp_matches_jax(Conv2D(*args, dtype=dtype), (2,) + hw + (args[0],), dtype)
 
 
+@DTYPES
 @pytest.mark.parametrize("case", CONV_T_CASES, ids=case_id)
-def test_conv_transpose2d_vjp_matches_jax(case):
-    *args, hw, dtype = case
-    assert_vjp_matches_jax(ConvTranspose2D(*args, dtype=dtype), (2,) + hw + (args[0],), dtype)
+def test_conv_transpose2d_vjp_matches_jax(case, dtype):
+    *args, hw = case
+    assert_random_vjp_matches_jax(ConvTranspose2D(*args, dtype=dtype), (2,) + hw + (args[0],), dtype)
 
 
 # Every case above runs as a product of patches (small patches); those with large patches
-# run as lax's convolutions. These run the cases that way, by lowering the size limit.
-LAX_CASES = [(Conv2D, case) for case in CONV_CASES[::3]] + [(ConvTranspose2D, c) for c in CONV_T_CASES[::2]]
+# run as lax's convolutions. These run the cases that way, by lowering the size limit, the
+# dtypes taking turns.
+LAX_CASES = [(Conv2D, case + ((F64, F32)[i % 2],)) for i, case in enumerate(CONV_CASES[::3])] + [
+    (ConvTranspose2D, case + ((F32, F64)[i % 2],)) for i, case in enumerate(CONV_T_CASES[::2])
+]
 
 
 @pytest.fixture
@@ -155,6 +143,7 @@ def test_vjps_on_lax_convolutions_match_jax(convolutions, kind, case):
     both = oracle_and_hand.__wrapped__(layer)  # traced afresh, under the lowered limit
     expected, actual = both(params, x, dy)
     assert_trees_close(actual, expected, dtype, scaled=True)
+    assert {a.dtype for a in jax.tree.leaves(actual)} == {np.dtype(dtype)}
     assert runs_a_convolution(lambda p, x: layer.apply(p, x), params, x)
 
 
@@ -182,25 +171,27 @@ def test_the_kernel_gradient_reuses_the_forwards_patches():
     assert len(stacks) == 1 and "f32[2,6,5,9,3]" in stacks[0], stacks  # (n, oh, ow, kh kw, c_in)
 
 
+@DTYPES
 @pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
 @pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
-def test_pool_vjp_matches_jax(pool, case):
-    window, stride, hw, dtype = case
-    assert_vjp_matches_jax(pool(window, stride), (2,) + hw + (3,), dtype)
+def test_pool_vjp_matches_jax(pool, case, dtype):
+    window, stride, hw = case
+    assert_random_vjp_matches_jax(pool(window, stride), (2,) + hw + (3,), dtype)
 
 
+@DTYPES
 @pytest.mark.parametrize(
-    "layer, input_shape, dtype",
+    "layer, input_shape",
     [
-        (Upsample2D(2), (2, 3, 4, 2), F64),
-        (Upsample2D((3, 1)), (1, 5, 3, 3), F32),
-        (Flatten(), (2, 3, 4, 5), F64),
-        (Flatten(), (3, 7), F32),
+        (Upsample2D(2), (2, 3, 4, 2)),
+        (Upsample2D((3, 1)), (1, 5, 3, 3)),
+        (Flatten(), (2, 3, 4, 5)),
+        (Flatten(), (3, 7)),
     ],
     ids=["Upsample2D(2)", "Upsample2D(3,1)", "Flatten-4d", "Flatten-2d"],
 )
 def test_reshaping_vjp_matches_jax(layer, input_shape, dtype):
-    assert_vjp_matches_jax(layer, input_shape, dtype)
+    assert_random_vjp_matches_jax(layer, input_shape, dtype)
 
 
 def test_conv2d_vjp_mixed_dtypes_match_jax():
@@ -298,11 +289,12 @@ def test_max_pool_ties_go_to_the_first_max_in_every_geometry(case):
     np.testing.assert_array_equal(dx, first_max_dx(x, dy, window, stride))
 
 
-def test_serial_cnn_composes_and_matches_jax():
+@DTYPES
+def test_serial_cnn_composes_and_matches_jax(dtype):
     # ReLU's zeros tie in MaxPool2D, but their pre-activations are negative, so which
     # tied pixel gets the gradient cannot change any gradient after ReLU's vjp.
     model = serial(Conv2D(1, 4, 3), ReLU(), MaxPool2D(2), Flatten(), Linear(4 * 3 * 3, 5))
-    params, x, dy, out_shape = random_case(model, (2, 7, 6, 1), F64, seed=3)  # init threads the shapes
+    params, x, dy, out_shape = random_case(model, (2, 7, 6, 1), dtype, seed=3)  # init threads the shapes
     assert out_shape == (2, 5) and [jax.tree.map(jnp.shape, p) for p in params] == [
         {"w": (3, 3, 1, 4), "b": (4,)},
         (),
@@ -310,8 +302,7 @@ def test_serial_cnn_composes_and_matches_jax():
         (),
         {"w": (36, 5), "b": (5,)},
     ]
-    expected, actual = oracle_and_hand(model)(params, x, dy)
-    assert_trees_close(actual, expected, F64, scaled=True)
+    assert_vjp_matches_jax(model, params, x, dy, scaled=True)
 
 
 # --- forward semantics ----------------------------------------------------------------

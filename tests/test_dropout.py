@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import device
-from layer_oracle import assert_vjp_matches_jax
+from layer_oracle import DTYPES, assert_vjp_matches_jax, random_point
 
 from fnnet import Dropout, Identity, serial
 
@@ -15,27 +15,17 @@ KEY = jax.random.key(0)
 LAYER = Dropout(0.3)
 
 
-def random_point(seed, shape, dtype):
-    rng = np.random.default_rng(seed)
-    return device(rng.normal(size=shape), dtype), device(rng.normal(size=shape), dtype)
-
-
 # --- VJPs against jax.vjp -------------------------------------------------------------
 
 
+@DTYPES
 @pytest.mark.parametrize(
-    "dtype, shape, train",
-    [
-        (np.float64, (6, 5), True),
-        (np.float64, (2, 3, 4, 5), True),
-        (np.float32, (6, 5), True),
-        (np.float64, (6, 5), False),
-    ],
-    ids=["f64-2d-train", "f64-4d-train", "f32-2d-train", "f64-2d-infer"],
+    "shape, train",
+    [((6, 5), True), ((2, 3, 4, 5), True), ((6, 5), False)],
+    ids=["2d-train", "4d-train", "2d-infer"],
 )
 def test_dropout_vjp_matches_jax(dtype, shape, train):
-    x, dy = random_point(1, shape, dtype)
-    assert_vjp_matches_jax(LAYER, (), x, dy, train=train, key=KEY if train else None)
+    assert_vjp_matches_jax(LAYER, *random_point(1, shape, dtype), train=train, key=KEY if train else None)
 
 
 # --- rate semantics -------------------------------------------------------------------
@@ -55,7 +45,7 @@ def test_rate_is_the_fraction_dropped_and_kept_units_are_scaled(rate):
 
 
 def test_inference_is_the_identity():
-    x, dy = random_point(4, (6, 5), np.float32)
+    _, x, dy = random_point(4, (6, 5), np.float32)
     for key in (None, KEY):  # a key changes nothing in inference
         np.testing.assert_array_equal(LAYER.apply((), x, key=key), x)
         dparams, dx = LAYER.vjp((), x, dy, key=key)
@@ -64,14 +54,14 @@ def test_inference_is_the_identity():
 
 
 def test_rate_zero_is_the_identity_in_training_without_a_key():
-    x, dy = random_point(5, (6, 5), np.float32)
+    _, x, dy = random_point(5, (6, 5), np.float32)
     layer = Dropout(0.0)
     np.testing.assert_array_equal(layer.apply((), x, train=True), x)
     np.testing.assert_array_equal(layer.vjp((), x, dy, train=True)[1], dy)
 
 
 def test_training_without_a_key_fails():
-    x, dy = random_point(6, (4, 3), np.float32)
+    _, x, dy = random_point(6, (4, 3), np.float32)
     match = r"Dropout\(rate=0.3\): training mode draws a mask and needs a key"
     with pytest.raises(ValueError, match=match):
         LAYER.apply((), x, train=True)
@@ -105,7 +95,7 @@ def test_bad_rates(rate, error, match):
 
 
 def test_params_must_be_empty():
-    x, _ = random_point(7, (4, 3), np.float32)
+    _, x, _ = random_point(7, (4, 3), np.float32)
     with pytest.raises(ValueError, match=r"Dropout\(rate=0.3\) has no parameters: params must be"):
         LAYER.apply({"w": x}, x)
 

@@ -741,52 +741,8 @@ def test_grads_of_another_structure_or_shape(owner, opt):
                 step(params, grads, state)
 
 
-# --- bad hyperparameters (also test_optim.py, test_layers.py, test_schedules.py) -------------
-
-
-@pytest.mark.parametrize(
-    "make, error, match",
-    [
-        (lambda: fnnet.SGD(lr=0.0), ValueError, r"SGD: lr must be > 0, got 0\.0"),
-        (lambda: fnnet.SGD(lr=-0.1), ValueError, r"SGD: lr must be > 0, got -0\.1"),
-        (lambda: fnnet.SGD(lr=float("nan")), ValueError, r"SGD: lr must be > 0, got nan"),
-        (lambda: fnnet.SGD(lr=float("inf")), ValueError, r"SGD: lr must be > 0, got inf"),
-        (lambda: fnnet.SGD(lr="0.1"), TypeError, r"SGD: lr must be a number, got '0\.1'"),
-        (lambda: fnnet.SGD(lr=True), TypeError, r"SGD: lr must be a number, got True"),
-        (lambda: fnnet.SGD(lr=None), TypeError, r"SGD: lr must be a number, got None"),
-        (lambda: fnnet.SGD(lr=0.1, decay=1.5), ValueError, r"SGD: decay must be in \(0, 1\]"),
-        (lambda: fnnet.SGD(lr=0.1, momentum=1.0), ValueError, r"SGD: momentum must be in \[0, 1\)"),
-        (lambda: fnnet.SGD(lr=0.1, weight_decay=-1e-4), ValueError, r"weight_decay must be >= 0"),
-        (lambda: fnnet.SGD(lr=0.1, nesterov=True), ValueError, r"nesterov=True needs momentum > 0"),
-        (lambda: fnnet.Adam(lr=0.1, b1=1.0), ValueError, r"Adam: b1 must be in \[0, 1\)"),
-        (lambda: fnnet.Adam(lr=0.1, b2=float("nan")), ValueError, r"Adam: b2 must be in \[0, 1\)"),
-        (lambda: fnnet.Adam(lr=0.1, eps=0.0), ValueError, r"Adam: eps must be > 0"),
-        (lambda: OPT.init(init(), lr=-1.0), ValueError, r"SGD: lr must be > 0, got -1\.0"),
-        (
-            lambda: OPT.init(init(), learning_rate=0.1),
-            TypeError,
-            r"SGD\.init: unknown hyperparameter\(s\) \['learning_rate'\]",
-        ),
-        (lambda: fnnet.LossBCE(eps=0.0), ValueError, r"LossBCE: eps must be in \(0, 0\.5\), got 0\.0"),
-        (lambda: fnnet.LossBCE(eps="1e-7"), TypeError, r"LossBCE: eps must be a float, got '1e-7'"),
-        (lambda: fnnet.LeakyReLU(float("nan")), ValueError, r"LeakyReLU: slope must be finite"),
-        (lambda: fnnet.ELU("1"), TypeError, r"ELU: alpha must be a float, got '1'"),
-        (lambda: fnnet.Linear(0, 3), ValueError, r"Linear: n_in must be >= 1, got 0"),
-        (
-            lambda: fnnet.train(MODEL, LOSS, OPT, epochs=0),
-            ValueError,
-            r"train: epochs must be an int >= 1, got 0",
-        ),
-        (
-            lambda: fnnet.schedules.cosine(0.1, 0),
-            ValueError,
-            r"cosine: total_steps must be an int >= 1, got 0",
-        ),
-    ],
-)
-def test_bad_hyperparameters(make, error, match):
-    with pytest.raises(error, match=match):
-        make()
+# --- bad hyperparameters: pinned next to their modules (test_optim.py, test_layers.py,
+# test_losses.py, test_schedules.py, test_train.py) ----------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -931,31 +887,7 @@ def test_checkpoint_of_another_model_or_optimizer(checkpoint):
         fnnet.load(path, params[:1])
 
 
-UNPICKLED = []
-
-
-def _record_unpickling(tag):
-    UNPICKLED.append(tag)
-    return tag
-
-
-class _Payload:
-    """Unpickling this runs `_record_unpickling`: the test sees whether load ran it."""
-
-    def __reduce__(self):
-        return _record_unpickling, ("unpickled",)
-
-
-def test_pickled_checkpoint_is_never_unpickled(checkpoint):
-    path, params, state = checkpoint
-    _replace_header(path, np.array([_Payload()], dtype=object))
-    UNPICKLED.clear()
-    with pytest.raises(ValueError, match=UNREADABLE):
-        fnnet.load(path, params, state)
-    assert UNPICKLED == []
-    with np.load(path, allow_pickle=True) as archive:  # the payload is live
-        archive["__fnnet__"]
-    assert UNPICKLED == ["unpickled"]
+# A pickled header is never unpickled: test_checkpoint.py (test_pickled_objects_are_never_unpickled).
 
 
 @pytest.mark.parametrize(

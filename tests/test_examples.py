@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import png_size
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 
@@ -12,14 +13,6 @@ import denoise
 import digits
 
 pytestmark = pytest.mark.slow  # each trains on the digits for a few epochs
-
-
-def png_size(path):
-    """Width and height from a PNG's IHDR chunk (and proof that it is a PNG)."""
-    with open(path, "rb") as file:
-        head = file.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def test_digits_mlp_learns_and_plots(tmp_path, capsys):

@@ -63,22 +63,27 @@ def test_fit_learns_the_disk_and_records_validation():
     assert int(result.opt_state.count) == 200
 
 
-def test_validation_loss_is_taken_after_each_epoch():
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-5), (jnp.float64, 1e-12)], ids=["f32", "f64"])
+def test_validation_loss_is_taken_after_each_epoch(dtype, rtol):
     """Validating on the training data, full batch: val_losses[i] is the loss after step i,
     which is the training loss before step i + 1."""
-    x, y = data(256)
+    model = fnnet.serial(
+        fnnet.Linear(2, 16, dtype=dtype), fnnet.Tanh(), fnnet.Linear(16, 1, dtype=dtype), fnnet.Sigmoid()
+    )
+    x, y = (a.astype(dtype) for a in data(256))
     result = fnnet.fit(
-        MODEL,
+        model,
         LOSS,
         fnnet.SGD(lr=0.5, momentum=0.9),
-        init(),
+        init(model),
         x,
         y,
         epochs=200,
         progress=False,
         validation=(x, y),
     )
-    np.testing.assert_allclose(result.val_losses[:-1], result.losses[1:], rtol=1e-5)
+    assert {a.dtype for a in jax.tree.leaves((result.params, result.opt_state.slots))} == {np.dtype(dtype)}
+    np.testing.assert_allclose(result.val_losses[:-1], result.losses[1:], rtol=rtol)
 
 
 @jax.jit

@@ -16,16 +16,21 @@ import pytest
 import fnnet
 from fnnet._layout import _twin as feature_major_twin
 from fnnet import Layer, Linear, LossBCE, LossCrossEntropy, LossMSE, ReLU, Sigmoid, Tanh, as_jax, serial
-from helpers import device
+from helpers import device, jitted_value_and_grad
+from layer_oracle import DTYPES
 
 TIGHT = dict(rtol=1e-10, atol=1e-14)
+# float32: the hand gradients run on the feature-major twin, jax's on the batch-major
+# apply, so sums of up to 64 products add up in another order: a few float32 roundings
+# per entry, relative to the leaf's largest entry where one entry cancels to near zero.
+FLOAT32 = dict(rtol=1e-5, atol=1e-6)
 
 
-def mlp(widths, hidden, output=None):
-    """Linear layers (float64) of the given widths, `hidden` between them, `output` last."""
+def mlp(widths, hidden, output=None, dtype=jnp.float64):
+    """Linear layers in `dtype` of the given widths, `hidden` between them, `output` last."""
     layers = []
     for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
-        layers.append(Linear(n_in, n_out, dtype=jnp.float64))
+        layers.append(Linear(n_in, n_out, dtype=dtype))
         if i < len(widths) - 2:
             layers.append(hidden)
     return serial(*layers, *([output] if output is not None else []))
@@ -51,11 +56,11 @@ def one_hot(rng, batch_shape):
     return np.eye(2)[labels(rng, batch_shape)]
 
 
-CASES = {
-    "report-sigmoid-bce": (mlp(REPORT, ReLU(), Sigmoid()), LossBCE(), binary_targets),
-    "report-tanh-mse": (mlp(REPORT, ReLU(), Tanh()), LossMSE(), tanh_targets),
-    "handout-ce-labels": (mlp(HANDOUT, ReLU()), LossCrossEntropy(), labels),
-    "handout-mse-one-hot": (mlp(HANDOUT, ReLU()), LossMSE(), one_hot),
+CASES = {  # the model's (widths, hidden, output), the loss, the targets
+    "report-sigmoid-bce": ((REPORT, ReLU(), Sigmoid()), LossBCE(), binary_targets),
+    "report-tanh-mse": ((REPORT, ReLU(), Tanh()), LossMSE(), tanh_targets),
+    "handout-ce-labels": ((HANDOUT, ReLU()), LossCrossEntropy(), labels),
+    "handout-mse-one-hot": ((HANDOUT, ReLU()), LossMSE(), one_hot),
 }
 
 
@@ -72,11 +77,14 @@ def init_params(model, n_in, seed):
     return jax.tree.map(draw, found)
 
 
-def problem(case, batch_shape=(64,), seed=0):
-    model, loss, targets = CASES[case]
+def problem(case, batch_shape=(64,), seed=0, dtype=np.float64):
+    """`(model, loss, params, x, targets)`, every float array in `dtype` (labels int32)."""
+    layers, loss, targets = CASES[case]
+    model = mlp(*layers, dtype=dtype)
     rng = np.random.default_rng(seed)
-    x = device(rng.uniform(-1, 1, size=batch_shape + (2,)))
-    return model, loss, init_params(model, 2, seed), x, device(targets(rng, batch_shape))
+    x = device(rng.uniform(-1, 1, size=batch_shape + (2,)), dtype)
+    t = targets(rng, batch_shape)
+    return model, loss, init_params(model, 2, seed), x, device(t, t.dtype if t.dtype == np.int32 else dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,27 +93,26 @@ def oracle(model, loss):
     return jax.jit(jax.value_and_grad(lambda params, x, t: loss.value(model.apply(params, x), t)))
 
 
-@functools.lru_cache(maxsize=None)
-def jitted_value_and_grad(model, loss):
-    return jax.jit(fnnet.value_and_grad(model, loss))
-
-
-def assert_value_and_grads_close(actual, expected):
+def assert_value_and_grads_close(actual, expected, dtype=np.float64):
     (value, grads), (value_expected, grads_expected) = actual, expected
-    np.testing.assert_allclose(value, value_expected, **TIGHT)
+    tolerance = TIGHT if dtype == np.float64 else FLOAT32
+    np.testing.assert_allclose(value, value_expected, rtol=tolerance["rtol"])
     assert jax.tree.structure(grads) == jax.tree.structure(grads_expected)
     for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_expected)):
-        assert g.shape == e.shape and g.dtype == e.dtype == jnp.float64
-        np.testing.assert_allclose(g, e, **TIGHT)
+        assert g.shape == e.shape and g.dtype == e.dtype == dtype
+        atol = tolerance["atol"] * max(1.0, float(np.abs(e).max()))
+        np.testing.assert_allclose(g, e, rtol=tolerance["rtol"], atol=atol)
 
 
+@DTYPES
 @pytest.mark.parametrize("case", CASES)
-def test_value_and_grad_matches_jax(case):
-    model, loss, params, x, t = problem(case)
+def test_value_and_grad_matches_jax(case, dtype):
+    model, loss, params, x, t = problem(case, dtype=dtype)
     # A 2-D x runs on the feature-major twin.
     assert feature_major_twin(model) is not None
     expected = oracle(model, loss)(params, x, t)
-    assert_value_and_grads_close(jitted_value_and_grad(model, loss)(params, x, t), expected)
+    assert_value_and_grads_close(jitted_value_and_grad(model, loss)(params, x, t), expected, dtype)
+    assert expected[0].dtype == dtype  # float32 stays float32
     # The gradient is not trivially small: the comparison means something.
     assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(expected[1])) > 1e-3
 
@@ -136,9 +143,10 @@ def grad_through_as_jax(model, loss):
     return jax.grad(lambda params, x, t: loss.value(f(params, x), t), argnums=(0, 1))
 
 
+@DTYPES
 @pytest.mark.parametrize("case", ["report-sigmoid-bce", "handout-ce-labels"])
-def test_as_jax_grad_equals_value_and_grad(case):
-    model, loss, params, x, t = problem(case, seed=2)
+def test_as_jax_grad_equals_value_and_grad(case, dtype):
+    model, loss, params, x, t = problem(case, seed=2, dtype=dtype)
 
     @jax.jit
     def both(params, x, t):
@@ -146,9 +154,10 @@ def test_as_jax_grad_equals_value_and_grad(case):
         return grad_through_as_jax(model, loss)(params, x, t), value_and_dx(x)
 
     (dparams, dx), (value, dx_expected) = both(params, x, t)
-    assert_value_and_grads_close((value, dparams), jitted_value_and_grad(model, loss)(params, x, t))
+    assert_value_and_grads_close((value, dparams), jitted_value_and_grad(model, loss)(params, x, t), dtype)
     # d loss / dx, which value_and_grad does not return, against the oracle.
-    np.testing.assert_allclose(dx, dx_expected, **TIGHT)
+    assert dx.dtype == dx_expected.dtype == dtype
+    np.testing.assert_allclose(dx, dx_expected, **(TIGHT if dtype == np.float64 else FLOAT32))
     assert as_jax(model) is as_jax(model)
 
 

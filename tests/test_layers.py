@@ -20,6 +20,7 @@ import fnnet
 from fnnet._layout import _twin as feature_major_twin
 from fnnet import ELU, Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softplus, Tanh, elementwise
 from helpers import assert_trees_close, device
+from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, oracle_and_hand
 
 # Custom layers built with `elementwise`: one derivative from x, one from y = f(x).
 Cube = elementwise("Cube", lambda x: x**3, lambda x, y: 3 * x * x)  # dx = dy * 3 x**2
@@ -39,7 +40,6 @@ ACTIVATIONS = {
 }
 WITH_DEFAULTS = {**ACTIVATIONS, "LeakyReLU()": LeakyReLU(), "ELU()": ELU()}
 
-DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
 # Each example compiles a fresh XLA program (~0.1 s), so the counts stay small.
 EXAMPLES = settings(max_examples=8, deadline=None)
 FEW_EXAMPLES = settings(max_examples=3, deadline=None)
@@ -56,24 +56,6 @@ def away_from_kinks(x):
 
 def random_input(rng, shape, dtype):
     return device(away_from_kinks(rng.normal(size=shape)), dtype)
-
-
-@functools.lru_cache(maxsize=None)
-def oracle_and_hand(layer):
-    """One jitted function per layer (compiling costs more than running here):
-    `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by the layer's hand vjp)`."""
-
-    def both(params, x, dy):
-        y, pullback = jax.vjp(layer.apply, params, x)
-        return (y, pullback(dy)), (layer.apply(params, x), layer.vjp(params, x, dy))
-
-    return jax.jit(both)
-
-
-def assert_vjp_matches_jax(layer, params, x, dy):
-    """The hand `layer.vjp` against `jax.vjp(layer.apply, ...)` at (params, x, dy)."""
-    expected, actual = oracle_and_hand(layer)(params, x, dy)
-    assert_trees_close(actual, expected, x.dtype.type)
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,11 +120,6 @@ def test_linear_vjp_mixed_dtypes_match_jax():
 
 
 # --- finite differences ---------------------------------------------------------------
-
-
-def hand_vjp(layer):
-    """`jax.vjp`'s signature, answered by the layer's own vjp."""
-    return lambda params, x: (layer.apply(params, x), lambda dy: layer.vjp(params, x, dy))
 
 
 @pytest.mark.parametrize("shape", [(7,), (2, 3, 5)])

@@ -14,11 +14,11 @@ import fnnet
 from fnnet import LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
 from fnnet.losses import check_targets
 from helpers import count_compilations, device
+from layer_oracle import DTYPES
 
 # atol: the oracle's formulas differ from the hand ones (e.g. -t/p + (1-t)/(1-p) against
 # (p-t)/(p(1-p))), so an element near 0 keeps only an absolute error of a few ulps of O(1).
-TOLERANCES = {jnp.float64: dict(rtol=1e-10, atol=1e-13), jnp.float32: dict(rtol=1e-5, atol=1e-6)}
-DTYPES = pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32], ids=["f64", "f32"])
+TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-13), np.float32: dict(rtol=1e-5, atol=1e-6)}
 
 
 def np_log_softmax(y):
@@ -145,8 +145,13 @@ def test_bce_tiny_eps_stays_finite_in_float32(eps):
 
 @pytest.mark.parametrize("eps", [0, 0.5, -1e-3, 1.0])
 def test_bce_bad_eps(eps):
-    with pytest.raises(ValueError, match=r"LossBCE: eps must be in \(0, 0\.5\), got "):
+    with pytest.raises(ValueError, match=rf"LossBCE: eps must be in \(0, 0\.5\), got {eps}"):
         LossBCE(eps)
+
+
+def test_bce_eps_must_be_a_float():
+    with pytest.raises(TypeError, match=r"LossBCE: eps must be a float, got '1e-7'"):
+        LossBCE(eps="1e-7")
 
 
 # --- LossBCEWithLogits ------------------------------------------------------------------

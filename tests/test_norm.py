@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
 from helpers import device
-from layer_oracle import assert_vjp_matches_jax, hand_vjp
+from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, random_point
 
 import fnnet
 from fnnet import BatchNorm, LayerNorm, State
@@ -29,47 +29,37 @@ KEY = jax.random.key(0)
 seeds = st.integers(0, 2**32 - 1)
 
 
-def random_params(rng, c, dtype, running=True):
-    """scale of either sign and away from 1, shift, running mean and var away from 0 and 1."""
-    params = {
-        "scale": device(rng.uniform(0.5, 2, c) * rng.choice([-1, 1], c), dtype),
-        "shift": device(rng.normal(size=c), dtype),
-    }
+def random_params(rng, c, running=True):
+    """scale of either sign and away from 1, shift, running mean and var away from 0 and 1
+    (host arrays)."""
+    params = {"scale": rng.uniform(0.5, 2, c) * rng.choice([-1, 1], c), "shift": rng.normal(size=c)}
     if running:
-        params["running"] = State(
-            mean=device(rng.normal(size=c), dtype), var=device(rng.uniform(0.3, 3, c), dtype)
-        )
+        params["running"] = State(mean=rng.normal(size=c), var=rng.uniform(0.3, 3, c))
     return params
 
 
-def random_input(rng, shape, dtype):
-    """Each feature with its own mean and spread."""
+def random_input(rng, shape):
+    """Each feature with its own mean and spread (a host array)."""
     c = shape[-1]
-    return device(rng.normal(size=shape) * rng.uniform(0.5, 2, c) + rng.normal(size=c), dtype)
+    return rng.normal(size=shape) * rng.uniform(0.5, 2, c) + rng.normal(size=c)
 
 
-def random_point(seed, shape, dtype, running=True):
-    rng = np.random.default_rng(seed)
-    return (
-        random_params(rng, shape[-1], dtype, running),
-        random_input(rng, shape, dtype),
-        device(rng.normal(size=shape), dtype),
-    )
+def norm_point(seed, shape, dtype, running=True):
+    """`random_point` with the params and inputs above: `(params, x, dy)`."""
+    params = lambda rng: random_params(rng, shape[-1], running)  # noqa: E731
+    return random_point(seed, shape, dtype, params=params, x=random_input)
 
 
 # --- VJPs against jax.vjp -------------------------------------------------------------
 
 
-# (dtype, shape): float64 on 2-D, 4-D (BatchNorm normalizes over all of (2, 3, 4)) and a
-# batch of one example; float32 on 4-D. Each configuration compiles a program.
-CASES = pytest.mark.parametrize(
-    "dtype, shape",
-    [(np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float64, (1, 4)), (np.float32, (2, 3, 4, 5))],
-    ids=["f64-2d", "f64-4d", "f64-batch1", "f32-4d"],
-)
+# 2-D, 4-D (BatchNorm normalizes over all of (2, 3, 4)) and a batch of one example, each
+# in float64 and float32. Each configuration compiles a program.
+SHAPES = pytest.mark.parametrize("shape", [(6, 3), (2, 3, 4, 5), (1, 4)], ids=["2d", "4d", "batch1"])
 
 
-@CASES
+@DTYPES
+@SHAPES
 @MODES
 def test_batchnorm_vjp_matches_jax(dtype, shape, train):
     if train and math.prod(shape[:-1]) == 1:  # one value per feature: no batch statistics
@@ -78,33 +68,30 @@ def test_batchnorm_vjp_matches_jax(dtype, shape, train):
             match=r"BatchNorm\(momentum=0\.8, eps=0\.001\): training "
             r"normalizes by the batch and needs more than one",
         ):
-            assert_vjp_matches_jax(BN, *random_point(1, shape, dtype), train=train, key=KEY)
+            assert_vjp_matches_jax(BN, *norm_point(1, shape, dtype), train=train, key=KEY)
         return
-    assert_vjp_matches_jax(BN, *random_point(1, shape, dtype), train=train, key=KEY)
+    assert_vjp_matches_jax(BN, *norm_point(1, shape, dtype), train=train, key=KEY)
 
 
 @settings(max_examples=2, deadline=None)  # each new shape compiles
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4).map(tuple), seed=seeds, train=st.booleans())
 def test_batchnorm_vjp_matches_jax_random_shapes(shape, seed, train):
     assume(not train or math.prod(shape[:-1]) > 1)  # a batch of one is refused in training
-    assert_vjp_matches_jax(BN, *random_point(seed, shape, np.float64), train=train, key=KEY)
+    assert_vjp_matches_jax(BN, *norm_point(seed, shape, np.float64), train=train, key=KEY)
 
 
-@pytest.mark.parametrize(
-    "dtype, shape",
-    [(np.float64, (6, 3)), (np.float64, (2, 3, 4, 5)), (np.float32, (2, 3, 4, 5))],
-    ids=["f64-2d", "f64-4d", "f32-4d"],
-)
+@DTYPES
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 4, 5)], ids=["2d", "4d"])
 def test_layernorm_vjp_matches_jax(dtype, shape):
     # LayerNorm is the same in both modes (its apply and vjp ignore train and key), and
     # each example is normalized on its own (a batch of one is no special case).
-    assert_vjp_matches_jax(LN, *random_point(2, shape, dtype, running=False))
+    assert_vjp_matches_jax(LN, *norm_point(2, shape, dtype, running=False))
 
 
 @settings(max_examples=2, deadline=None)
 @given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple), seed=seeds)
 def test_layernorm_vjp_matches_jax_random_shapes(shape, seed):
-    assert_vjp_matches_jax(LN, *random_point(seed, shape, np.float64, running=False))
+    assert_vjp_matches_jax(LN, *norm_point(seed, shape, np.float64, running=False))
 
 
 # --- finite differences (no autodiff at all) ------------------------------------------
@@ -112,7 +99,7 @@ def test_layernorm_vjp_matches_jax_random_shapes(shape, seed):
 
 @pytest.mark.parametrize("train, shape", [(True, (2, 3, 3)), (False, (4, 3))], ids=["train", "infer"])
 def test_batchnorm_vjp_finite_differences(train, shape):
-    params, x, _ = random_point(3, shape, np.float64)
+    params, x, _ = norm_point(3, shape, np.float64)
     mode = dict(train=train, key=KEY)
     check_vjp(
         jax.jit(lambda p, x: BN.apply(p, x, **mode)), hand_vjp(BN, **mode), (params, x), atol=1e-6, rtol=1e-6
@@ -120,7 +107,7 @@ def test_batchnorm_vjp_finite_differences(train, shape):
 
 
 def test_layernorm_vjp_finite_differences():
-    params, x, _ = random_point(4, (4, 5), np.float64, running=False)
+    params, x, _ = norm_point(4, (4, 5), np.float64, running=False)
     check_vjp(jax.jit(LN.apply), hand_vjp(LN), (params, x), atol=1e-6, rtol=1e-6)
 
 
@@ -152,7 +139,7 @@ def test_batchnorm_params_structure(dtype):
 
 
 def test_batchnorm_inference_uses_the_running_statistics():
-    params, _, _ = random_point(8, (1, 3), np.float64)
+    params, _, _ = norm_point(8, (1, 3), np.float64)
     x = device(np.random.default_rng(9).normal(size=(1, 3)))  # one example: no batch statistics
     p = jax.tree.map(np.asarray, params)
     expected = (
@@ -169,8 +156,8 @@ def test_batchnorm_inference_uses_the_running_statistics():
 @pytest.mark.parametrize("shape", [(50, 3), (4, 5, 6, 3)], ids=["2d", "4d"])
 def test_batchnorm_training_normalizes_by_the_batch(shape):
     rng = np.random.default_rng(10)
-    params = random_params(rng, 3, np.float64)  # running stats far from the batch's
-    x = random_input(rng, shape, np.float64)
+    params = jax.tree.map(device, random_params(rng, 3))  # running stats far from the batch's
+    x = device(random_input(rng, shape))
     axes = tuple(range(len(shape) - 1))
     # With scale 1 and shift 0: mean 0 and variance var / (var + eps) per feature.
     plain = {**params, "scale": device(np.ones(3)), "shift": device(np.zeros(3))}
@@ -191,7 +178,7 @@ def test_batchnorm_training_normalizes_by_the_batch(shape):
     "dtype, shape", [(np.float64, (2, 3, 4, 3)), (np.float32, (6, 3))], ids=["f64-4d", "f32-2d"]
 )
 def test_batchnorm_update_state_moves_the_running_statistics(shape, dtype):
-    params, x, _ = random_point(11, shape, dtype)
+    params, x, _ = norm_point(11, shape, dtype)
     new = BN.update_state(params, x)
     xs = np.asarray(x, np.float64)
     axes = tuple(range(len(shape) - 1))
@@ -211,7 +198,7 @@ def test_batchnorm_update_state_moves_the_running_statistics(shape, dtype):
 
 
 def test_batchnorm_update_state_uses_the_biased_variance():
-    params, _, _ = random_point(12, (2, 1), np.float64)
+    params, _, _ = norm_point(12, (2, 1), np.float64)
     x = device([[0.0], [2.0]])  # biased variance 1, unbiased 2
     new = BatchNorm(momentum=0.0).update_state(params, x)
     np.testing.assert_allclose(new["running"]["mean"], [1.0], rtol=1e-15)
@@ -222,7 +209,7 @@ def test_batchnorm_update_state_uses_the_biased_variance():
     "opt", [fnnet.SGD(0.1, momentum=0.9, weight_decay=0.1), fnnet.Adam(0.01)], ids=["SGD", "Adam"]
 )
 def test_optimizers_never_change_the_running_statistics(opt):
-    params, _, _ = random_point(13, (4, 3), np.float32)
+    params, _, _ = norm_point(13, (4, 3), np.float32)
     model_params = (params, {"w": device(np.ones((3, 2)), np.float32)})
     # Nonzero grads for every leaf, the running statistics included, on purpose.
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.7), model_params)
@@ -263,7 +250,7 @@ def test_bad_arguments(make, error, match):
 
 
 def test_batchnorm_wrong_input_and_params():
-    params, x, _ = random_point(14, (4, 3), np.float64)
+    params, x, _ = norm_point(14, (4, 3), np.float64)
     with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected input with at least 2 axes"):
         BN.apply(params, x[0])
     with pytest.raises(

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import assert_trees_close, device
-from layer_oracle import assert_twin_matches, assert_vjp_matches_jax
+from layer_oracle import DTYPES, assert_twin_matches, assert_vjp_matches_jax, random_point
 
 from fnnet import BatchNorm, Dropout, Layer, Linear, Residual, State, Tanh, serial
 from fnnet._layout import _twin as feature_major_twin
@@ -15,44 +15,41 @@ C = 4
 BLOCK = Residual(serial(Linear(C, C), Tanh()))
 
 
-def random_point(seed, shape, dtype):
-    """Linear params of the block, x and dy."""
-    rng = np.random.default_rng(seed)
-    params = ({"w": device(rng.normal(size=(C, C)), dtype), "b": device(rng.normal(size=C), dtype)}, ())
-    return params, device(rng.normal(size=shape), dtype), device(rng.normal(size=shape), dtype)
+def block_point(seed, shape, dtype):
+    """`random_point` of BLOCK: its Linear's params, x and dy."""
+    params = lambda rng: ({"w": rng.normal(size=(C, C)), "b": rng.normal(size=C)}, ())  # noqa: E731
+    return random_point(seed, shape, dtype, params=params)
 
 
-@pytest.mark.parametrize(
-    "dtype, shape",
-    [(np.float64, (6, C)), (np.float64, (2, 3, 5, C)), (np.float32, (6, C))],
-    ids=["f64-2d", "f64-4d", "f32-2d"],
-)
+@DTYPES
+@pytest.mark.parametrize("shape", [(6, C), (2, 3, 5, C)], ids=["2d", "4d"])
 def test_vjp_matches_jax(dtype, shape):
-    assert_vjp_matches_jax(BLOCK, *random_point(1, shape, dtype))
+    assert_vjp_matches_jax(BLOCK, *block_point(1, shape, dtype))
 
 
+@DTYPES
 @pytest.mark.parametrize("train", [True, False], ids=["train", "infer"])
-def test_vjp_matches_jax_with_dropout_and_batchnorm_inside(train):
+def test_vjp_matches_jax_with_dropout_and_batchnorm_inside(dtype, train):
     # Modes and keys pass through: the oracle sees the same masks and statistics.
     block = Residual(serial(Linear(C, C), BatchNorm(), Dropout(0.5)))
-    (linear, _), x, dy = random_point(2, (6, C), np.float64)
+    (linear, _), x, dy = block_point(2, (6, C), dtype)
     rng = np.random.default_rng(3)
     norm = {
-        "scale": device(rng.uniform(0.5, 2, C)),
-        "shift": device(rng.normal(size=C)),
-        "running": State(mean=device(rng.normal(size=C)), var=device(rng.uniform(0.5, 2, C))),
+        "scale": device(rng.uniform(0.5, 2, C), dtype),
+        "shift": device(rng.normal(size=C), dtype),
+        "running": State(mean=device(rng.normal(size=C), dtype), var=device(rng.uniform(0.5, 2, C), dtype)),
     }
     assert_vjp_matches_jax(block, (linear, norm, ()), x, dy, train=train, key=KEY)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@DTYPES
 def test_twin_matches_batch_major(dtype):
     assert feature_major_twin(BLOCK) is not None
-    assert_twin_matches(BLOCK, *random_point(4, (7, C), dtype))
+    assert_twin_matches(BLOCK, *block_point(4, (7, C), dtype))
 
 
 def test_vjp_adds_the_identity():
-    params, x, dy = random_point(5, (6, C), np.float64)
+    params, x, dy = block_point(5, (6, C), np.float64)
     inner = serial(Linear(C, C), Tanh())
     dparams, dx = BLOCK.vjp(params, x, dy)
     inner_dparams, inner_dx = inner.vjp(params, x, dy)

@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import png_size
 
 import fnnet
 
@@ -17,14 +18,6 @@ sys.path.insert(0, SCRIPTS)
 import disk
 
 pytestmark = pytest.mark.slow  # the scripts run in subprocesses, each compiling its programs
-
-
-def png_size(path):
-    """Width and height from a PNG's IHDR chunk (and proof that it is a PNG)."""
-    with open(path, "rb") as file:
-        head = file.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
-    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def time_line(out):

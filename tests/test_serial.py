@@ -1,7 +1,5 @@
 """serial: composed VJPs against jax.vjp, shape threading at init, errors, sharing."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +11,7 @@ import fnnet
 from fnnet._layout import _twin as feature_major_twin
 from fnnet import ELU, Identity, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softplus, Tanh, serial
 from helpers import assert_trees_close, device
+from layer_oracle import DTYPES, assert_vjp_matches_jax, oracle_and_hand
 
 ACTIVATIONS = [ReLU(), Tanh(), Sigmoid(), ELU(0.5), LeakyReLU(0.3), Softplus(), Identity()]
 
@@ -39,47 +38,36 @@ def random_params(rng, param_structs):
     return jax.tree.map(draw, param_structs)
 
 
-@functools.lru_cache(maxsize=None)
-def oracle_and_hand(model):
-    """Jitted `(params, x, dy) -> ((y, vjp) by jax.vjp, (y, vjp) by model.vjp)`."""
-
-    def both(params, x, dy):
-        y, pullback = jax.vjp(model.apply, params, x)
-        return (y, pullback(dy)), (model.apply(params, x), model.vjp(params, x, dy))
-
-    return jax.jit(both)
-
-
 @st.composite
-def models(draw):
-    """A random serial of Linear layers (float64), each maybe followed by an activation."""
+def models(draw, dtype):
+    """A random serial of Linear layers in `dtype`, each maybe followed by an activation."""
     widths = draw(st.lists(st.integers(1, 8), min_size=2, max_size=5))
     layers = []
     for n_in, n_out in zip(widths, widths[1:]):
-        layers.append(Linear(n_in, n_out, dtype=jnp.float64))
+        layers.append(Linear(n_in, n_out, dtype=dtype))
         activation = draw(st.sampled_from([None] + ACTIVATIONS))
         if activation is not None:
             layers.append(activation)
     return serial(*layers), widths
 
 
-@settings(max_examples=8, deadline=None)  # each example compiles a new model
+@DTYPES
+@settings(max_examples=8, deadline=None)  # per dtype; each example compiles a new model
 @given(
-    model_widths=models(),
+    data=st.data(),
     batch_shape=st.lists(st.integers(1, 4), max_size=2).map(tuple) | st.just((0,)),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_serial_vjp_matches_jax(model_widths, batch_shape, seed):
-    model, widths = model_widths
+def test_serial_vjp_matches_jax(dtype, data, batch_shape, seed):
+    model, widths = data.draw(models(dtype), label="model")
     rng = np.random.default_rng(seed)
     input_shape = batch_shape + (widths[0],)
     out_shape, param_structs = init_without_compiling(model, input_shape)
     assert out_shape == batch_shape + (widths[-1],)
     params = random_params(rng, param_structs)
-    x = device(rng.normal(size=input_shape))
-    dy = device(rng.normal(size=out_shape))
-    expected, actual = oracle_and_hand(model)(params, x, dy)
-    assert_trees_close(actual, expected, np.float64)
+    x = device(rng.normal(size=input_shape), dtype)
+    dy = device(rng.normal(size=out_shape), dtype)
+    _, actual = assert_vjp_matches_jax(model, params, x, dy)
     assert actual[0].shape == out_shape  # init predicted apply's output shape
 
 

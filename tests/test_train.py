@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, count_compilations
+from helpers import assert_trees_close, assert_trees_equal, count_compilations, jitted_value_and_grad
 
 import fnnet
 
@@ -35,16 +35,6 @@ def init(model=MODEL, seed=0):
 def copy(tree):
     """A fresh copy (train_step donates its params and opt_state)."""
     return jax.tree.map(jnp.copy, tree)
-
-
-_VALUE_AND_GRAD = {}
-
-
-def jitted_value_and_grad(model, loss):
-    """jit(fnnet.value_and_grad(model, loss)), one per configuration (each build is new)."""
-    if (model, loss) not in _VALUE_AND_GRAD:
-        _VALUE_AND_GRAD[model, loss] = jax.jit(fnnet.value_and_grad(model, loss))
-    return _VALUE_AND_GRAD[model, loss]
 
 
 def manual_run(model, loss, opt, params, state, batches):
@@ -117,6 +107,8 @@ def test_full_batch_equals_manual_steps(dtype, rtol):
         model, LOSS, opt, params, opt.init(params), [(x, y)] * EPOCHS
     )
     assert losses.shape == (EPOCHS,)
+    # float32 training stays float32 (the losses come back in jnp.result_type(float)).
+    assert {a.dtype for a in jax.tree.leaves((got_params, got_state.slots))} == {np.dtype(dtype)}
     assert_trees_close(got_params, want_params, rtol=rtol, atol=rtol / 10)
     assert_trees_close(got_state.slots, want_state.slots, rtol=rtol, atol=rtol / 10)
     np.testing.assert_allclose(np.asarray(losses), want_losses, rtol=rtol)
@@ -226,23 +218,26 @@ def test_multi_epoch_run_continues_like_separate_epochs():
 
 
 @pytest.mark.slow
-def test_minibatch_run_equals_manual_steps_on_its_batches():
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-6), (jnp.float64, 1e-12)])
+def test_minibatch_run_equals_manual_steps_on_its_batches(dtype, rtol):
     """A real model trained by minibatches equals value_and_grad + opt.step on the same batches."""
+    model = MODEL if dtype == jnp.float32 else MODEL64
     key = jax.random.key(3)
     _, _, _, batches = probe_epoch(4, key)  # the shuffle depends only on (key, count, n)
-    x, y = data()
-    params = init()
+    x, y = data(dtype)
+    params = init(model)
     opt = fnnet.SGD(lr=0.5, momentum=0.5)
-    got_params, got_state, losses = fnnet.train(MODEL, LOSS, opt, epochs=1, batch_size=4)(
+    got_params, got_state, losses = fnnet.train(model, LOSS, opt, epochs=1, batch_size=4)(
         params, opt.init(params), x, y, key=key
     )
     want_params, _, values = manual_run(
-        MODEL, LOSS, opt, params, opt.init(params), [(x[b], y[b]) for b in batches]
+        model, LOSS, opt, params, opt.init(params), [(x[b], y[b]) for b in batches]
     )
-    assert_trees_close(got_params, want_params, rtol=1e-6, atol=1e-7)
+    assert {a.dtype for a in jax.tree.leaves((got_params, got_state.slots))} == {np.dtype(dtype)}
+    assert_trees_close(got_params, want_params, rtol=rtol, atol=rtol / 10)
     assert int(got_state.count) == 3
     sizes = np.asarray([len(b) for b in batches])
-    np.testing.assert_allclose(float(losses[0]), np.sum(values * sizes) / N, rtol=1e-6)
+    np.testing.assert_allclose(float(losses[0]), np.sum(values * sizes) / N, rtol=rtol)
 
 
 def test_same_key_same_result_other_key_other_result():
