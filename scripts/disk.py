@@ -18,15 +18,14 @@ one model per core, then the third split over both).
 import argparse
 import contextlib
 import importlib.util
-import os
-import sys
 import time
 
 STARTED = time.perf_counter()  # the start-up phase runs from here to main()
 
-if __name__ == "__main__" and "jax" not in sys.modules:
-    # One host device per core, so models and seeds train in parallel (set before importing jax).
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+import host_devices
+
+if __name__ == "__main__":
+    host_devices.one_per_core()
 
 import jax
 import jax.numpy as jnp

@@ -12,11 +12,12 @@ defaults are the best cells.
 import argparse
 import itertools
 import os
-import sys
 import time
 
-if __name__ == "__main__" and "jax" not in sys.modules:
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+import host_devices
+
+if __name__ == "__main__":
+    host_devices.one_per_core()
 
 import jax
 import jax.numpy as jnp

@@ -5,16 +5,16 @@ import re
 import subprocess
 import sys
 
+import bench
+import disk
 import jax
 import numpy as np
 import pytest
+import sweep
 
 import fnnet
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
-sys.path.insert(0, SCRIPTS)
-
-import disk
 
 pytestmark = pytest.mark.slow  # the scripts run in subprocesses, each compiling its programs
 
@@ -100,8 +100,6 @@ def test_disk_as_a_script_times_its_start_up_and_spreads_seeds_over_the_cores():
 
 
 def test_sweep_script_finds_the_cell_that_learns(capsys):
-    import sweep
-
     table = sweep.main(
         [
             "--models",
@@ -125,8 +123,6 @@ def test_sweep_script_finds_the_cell_that_learns(capsys):
 
 
 def test_bench_quick_runs_and_every_variant_learns(capsys):
-    import bench
-
     # W4 and W5 (the digits) are left to tests/test_examples.py's runs of the same models:
     # here they would double this test's time.
     results = bench.main(["--quick", "--no-torch", "--only", "W1", "BN", "sweeps", "scaling", "memory"])

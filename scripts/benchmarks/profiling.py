@@ -10,8 +10,8 @@ import re
 import tempfile
 
 import jax
-from bench_timing import table
-from bench_workloads import W1_SIZES, mlp
+from .timing import table
+from .workloads import W1_SIZES, mlp
 
 import fnnet
 

@@ -3,12 +3,12 @@ and compile time and memory."""
 
 import time
 
-import bench_jaxgrad as jg
+from . import jaxgrad as jg
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_timing import interleaved, ratio, table
-from bench_workloads import W1_SIZES, flops_per_epoch, mlp, weights
+from .timing import interleaved, ratio, table
+from .workloads import W1_SIZES, flops_per_epoch, mlp, weights
 
 import fnnet
 
