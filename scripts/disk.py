@@ -193,7 +193,7 @@ def member_run(name, epochs, lr=None, decay=None):
         return loss.value(out, targets(labels)), accuracy(predict, out, labels)
 
     def run(params, opt_state, x, y, key):
-        params, opt_state, _ = chunk(params, opt_state, x[0], targets(y[0]), key)
+        params, opt_state, _ = chunk(params, opt_state, x[0], targets(y[0]), key=key)
         (train_loss, train_acc), (test_loss, test_acc) = (
             measure(params, x[0], y[0]),
             measure(params, x[1], y[1]),
