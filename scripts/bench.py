@@ -8,12 +8,8 @@ Prints markdown tables (ready for BENCHMARKS.md; `--markdown FILE` also writes
 them). The variants of a table take turns, A B C A B C ..., for `--rounds`
 rounds after one warm-up call each (so without compilation); a table gives the
 best and the median round, and a ratio is the median over rounds of the two
-variants' times in the same round. The modules beside this one:
-bench_workloads (W1, W4, W5, BN), bench_floor (what a W4 step cannot
-beat), bench_scaling (sweeps, scaling, compile time
-and memory), bench_jaxgrad (the plain jax.grad baselines), bench_peers
-(PyTorch and scikit-learn, each in its own process), bench_timing (rounds and
-tables), bench_profile (`--profile`).
+variants' times in the same round. The tables' code is in the package
+scripts/benchmarks/, one module per kind (its docstring lists them).
 """
 
 import argparse
@@ -22,17 +18,18 @@ import platform
 import sys
 import time
 
-if __name__ == "__main__" and "jax" not in sys.modules:
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
-    if "--profile" in sys.argv:  # XLA's per-operation events in the profiler's trace
-        os.environ["XLA_FLAGS"] += " --xla_cpu_enable_xprof_traceme=true"
+import host_devices
+
+if __name__ == "__main__":
+    # --profile: XLA's per-operation events in the profiler's trace
+    host_devices.one_per_core(*(["--xla_cpu_enable_xprof_traceme=true"] if "--profile" in sys.argv else []))
 
 import jax
-from bench_floor import bench_floor
-from bench_peers import installed
-from bench_profile import profile_w1
-from bench_scaling import bench_compile_memory, bench_scaling, bench_sweep, sgemm_rate
-from bench_workloads import bench_bn, bench_digits, bench_w1
+from benchmarks.floor import bench_floor
+from benchmarks.peers import installed
+from benchmarks.profiling import profile_w1
+from benchmarks.scaling import bench_compile_memory, bench_scaling, bench_sweep, sgemm_rate
+from benchmarks.workloads import bench_bn, bench_digits, bench_w1
 
 TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor")
 TARGETS = (

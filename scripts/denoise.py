@@ -81,7 +81,7 @@ def train_seed(x, y, seed, args):
             x_noisy,
             x_train,
             1,
-            BATCH_SIZE,
+            batch_size=BATCH_SIZE,
             key=batch_key,
             progress=False,
             opt_state=opt_state,

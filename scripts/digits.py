@@ -127,7 +127,7 @@ def train_model(name, x, y, seeds, epochs):
             x_train,
             y_train,
             epochs,
-            BATCH_SIZE,
+            batch_size=BATCH_SIZE,
             key=jax.random.fold_in(key, 1),
             progress=False,
         )

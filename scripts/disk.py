@@ -8,30 +8,31 @@ accuracy beside the report's, and where the time went.
     python scripts/disk.py                      # all models, 10,000 epochs, 5 seeds
     python scripts/disk.py --plot figures       # also write the PNG figures
 
-Each model's seeds train in one compiled program, which also evaluates them
-along the way (the learning curves); every program is compiled before any
-runs, then they run at the same time: one model per device while every device
-gets one, the models left over spread over all devices (3 models on 2 cores:
-one model per core, then the third split over both).
+Each model's seeds train in one compiled program, called once per evaluation
+(a point of the learning curves); every program is compiled before any runs,
+then all the calls are dispatched at once and the models train at the same
+time, a progress bar on stderr following them: one model per device while
+every device gets one, the models left over spread over all devices (3 models
+on 2 cores: one model per core, then the third split over both).
 """
 
 import argparse
 import contextlib
 import importlib.util
-import os
 import sys
 import time
 
 STARTED = time.perf_counter()  # the start-up phase runs from here to main()
 
-if __name__ == "__main__" and "jax" not in sys.modules:
-    # One host device per core, so models and seeds train in parallel (set before importing jax).
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+import host_devices
+
+if __name__ == "__main__":
+    host_devices.one_per_core()
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from tqdm import tqdm
 
 import fnnet
 
@@ -115,6 +116,13 @@ MODELS = {
     ),
 }
 DEFAULT_MODELS = ["sigmoid_bce", "tanh_mse", "handout"]
+# each model's loss and targets, for the learning curves' axes
+LOSSES = {
+    "sigmoid_bce": "BCE, 0/1 targets",
+    "tanh_mse": "MSE, -1/+1 targets",
+    "handout": "MSE, one-hot targets",
+    "regularized": "BCE, 0/1 targets",
+}
 
 
 def accuracy(predict, out, labels):
@@ -169,58 +177,54 @@ def starts(name, keys, n_in, lr=None, decay=None):
     return stack(params), stack([opt.init(p) for p in params])
 
 
-def member_run(name, epochs, evaluations, lr=None, decay=None):
-    """One seed's whole run, `run(params, opt_state, x, y, key) -> (params, curves)`.
+def member_run(name, epochs, lr=None, decay=None):
+    """One stretch of one seed's run, `run(params, opt_state, x, y, key) -> (params, opt_state, point)`.
 
     x `(2, n, 2)` and y `(2, n, 1)` hold the train and the test set. The run
-    is `evaluations` chunks of `epochs // evaluations` full-batch epochs on the
-    train set, each followed by an evaluation on both sets; it returns the
-    final params and the learning curves "train_loss", "test_loss",
-    "train_acc", "test_acc", each `(evaluations,)`.
+    trains `epochs` full-batch epochs on the train set, then evaluates both
+    sets: `point` holds the learning curves' next values "train_loss",
+    "test_loss", "train_acc", "test_acc", each a scalar.
     """
     model, loss, targets, predict, _, _ = MODELS[name]
-    chunk = fnnet.train(model, loss, optimizer(name, lr, decay), epochs=epochs // evaluations)
+    chunk = fnnet.train(model, loss, optimizer(name, lr, decay), epochs=epochs)
 
     def measure(params, x, labels):
         out = model.apply(params, x)
         return loss.value(out, targets(labels)), accuracy(predict, out, labels)
 
     def run(params, opt_state, x, y, key):
-        t = targets(y[0])
-
-        def step(carry, _):
-            params, opt_state, _ = chunk(*carry, x[0], t, key)
-            (train_loss, train_acc), (test_loss, test_acc) = (
-                measure(params, x[0], y[0]),
-                measure(params, x[1], y[1]),
-            )
-            return (params, opt_state), {
-                "train_loss": train_loss,
-                "test_loss": test_loss,
-                "train_acc": train_acc,
-                "test_acc": test_acc,
-            }
-
-        (params, _), curves = lax.scan(step, (params, opt_state), length=evaluations)
-        return params, curves
+        params, opt_state, _ = chunk(params, opt_state, x[0], targets(y[0]), key=key)
+        (train_loss, train_acc), (test_loss, test_acc) = (
+            measure(params, x[0], y[0]),
+            measure(params, x[1], y[1]),
+        )
+        point = {
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "train_acc": train_acc,
+            "test_acc": test_acc,
+        }
+        return params, opt_state, point
 
     return run
 
 
-def prepare(name, sets, keys, epochs, evaluations, devices, lr=None, decay=None):
+def prepare(name, sets, keys, epochs, devices, lr=None, decay=None):
     """One model's seeds made ready on `devices`: initial params, data and a compiled program.
 
     Args:
       sets: `(x, y, x_test, y_test)`, each `(seeds, n, ...)`, numpy.
       keys: one random key per seed, for the initial params.
+      epochs: the epochs between two evaluations.
       devices: one device, or several to spread the seeds over (padded to a
         multiple of their count).
 
     Returns:
-      `train()`, which starts every seed's run and returns at once (JAX runs
-      programs asynchronously) with the final params, leaves `(seeds', ...)`,
-      and the learning curves, each `(seeds', evaluations)`; seeds' counts
-      the padding.
+      `(step, state)`: `step(*state) -> (*state, point)` trains every seed
+      `epochs` epochs from `state` (params and optimizer states, leaves
+      `(seeds', ...)`; seeds' counts the padding) and evaluates it, point's
+      values `(seeds',)`. A call returns at once: JAX runs programs
+      asynchronously.
     """
     x, y, x_test, y_test = sets
     params, opt_states = starts(name, keys, x.shape[-1], lr, decay)
@@ -229,9 +233,48 @@ def prepare(name, sets, keys, epochs, evaluations, devices, lr=None, decay=None)
         inputs = jax.device_put(inputs, devices[0])
     else:
         inputs = fnnet.spread(inputs, devices)
-    run = fnnet.vmapped(member_run(name, epochs, evaluations, lr, decay), True, len(devices))
+    run = fnnet.vmapped(member_run(name, epochs, lr, decay), True, len(devices))
     run = run.lower(*inputs).compile()
-    return lambda: run(*inputs)
+    params, opt_states, *data = inputs
+    return lambda params, opt_states: run(params, opt_states, *data), (params, opt_states)
+
+
+AHEAD = 8  # steps a model may run ahead of the progress bar
+
+
+def train(jobs, evaluations, epochs):
+    """Every job's `evaluations` steps, the devices running the models side by side, with a
+    progress bar on stderr.
+
+    Each job runs up to AHEAD steps ahead of the step the bar waits for, so
+    every device always has work queued (JAX runs programs asynchronously; a
+    device takes only so many queued programs before a dispatch waits).
+
+    Args:
+      jobs: name -> `(step, state)`, as `prepare` returns.
+      evaluations: steps per job.
+      epochs: epochs per step, for the bar.
+
+    Returns:
+      name -> `(params, curves)`: the final params and the learning curves,
+      each `(evaluations, seeds')`, numpy.
+    """
+    states = {name: state for name, (_, state) in jobs.items()}
+    points = {name: [] for name in jobs}
+    total = len(jobs) * evaluations * epochs
+    with tqdm(total=total, unit="epoch", desc=f"training {len(jobs)} model(s)", file=sys.stderr) as bar:
+        for i in range(evaluations + AHEAD):
+            if i < evaluations:
+                for name, (step, _) in jobs.items():
+                    *states[name], point = step(*states[name])
+                    points[name].append(point)
+            if i >= AHEAD:
+                jax.block_until_ready([points[name][i - AHEAD] for name in jobs])
+                bar.update(len(jobs) * epochs)
+    return {
+        name: (states[name][0], jax.tree.map(lambda *values: np.stack(values), *points[name]))
+        for name in jobs
+    }
 
 
 class Clock:
@@ -292,20 +335,21 @@ def main(argv=None):
     if args.plot:
         require_matplotlib(parser)
 
+    every = args.epochs // args.evaluations
     with clock("compilation"):  # and the data and initial params: small, mostly compilation
         sets = [np.asarray(a) for a in data(args.seeds)]
         keys = jax.random.split(jax.random.key(1234), args.seeds)
+        where = placements(args.models, jax.devices())
         jobs = {
-            name: prepare(name, sets, keys, args.epochs, args.evaluations, devices, args.lr, args.decay)
-            for name, devices in placements(args.models, jax.devices()).items()
+            name: prepare(name, sets, keys, every, devices, args.lr, args.decay)
+            for name, devices in tqdm(where.items(), desc="compiling", unit="model", file=sys.stderr)
         }
     with clock("training"):  # with the evaluations along the way
-        done = {name: train() for name, train in jobs.items()}  # all at once: the devices run them
-        jax.block_until_ready(done)
+        done = train(jobs, args.evaluations, every)
     results = {}
-    epoch = np.arange(1, args.evaluations + 1) * (args.epochs // args.evaluations)
+    epoch = np.arange(1, args.evaluations + 1) * every
     for name, (params, curves) in done.items():
-        c = {"epoch": epoch, **{k: np.asarray(v)[: args.seeds].T for k, v in curves.items()}}
+        c = {"epoch": epoch, **{k: v[:, : args.seeds] for k, v in curves.items()}}
         results[name] = {
             "params": jax.tree.map(lambda a: np.asarray(a)[: args.seeds], params),
             "curves": c,
@@ -329,7 +373,7 @@ def main(argv=None):
         with clock("plotting"):
             from plots import plot_disk
 
-            written = plot_disk(results, MODELS, args.plot)
+            written = plot_disk(results, MODELS, LOSSES, args.plot)
         print("wrote", *written)
     print(clock.line())
     return results

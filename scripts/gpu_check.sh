@@ -3,7 +3,7 @@
 # and JAX's CUDA build (plus pytest, hypothesis, tqdm, matplotlib; scikit-learn
 # for W4 and W5, which train on its bundled digits and are skipped without it):
 #   1. the test suite, unchanged (in parallel when pytest-xdist is installed);
-#   2. scripts/bench.py (and the bench_*.py modules beside it): W1, W4, W5, BN,
+#   2. scripts/bench.py (its tables in scripts/benchmarks/): W1, W4, W5, BN,
 #      sweeps and the scaling table against the card's measured matmul rate,
 #      with jax.grad as the baseline, 3 interleaved rounds per table.
 # Writes devices.txt, tests.txt, bench.txt and bench.md to $OUT (default

@@ -1,6 +1,6 @@
-"""A grid of learning rate x decay x seeds for the report's two models, as one vmap.
+"""A grid of learning rate x decay x seeds for each of the disk task's models, as one vmap.
 
-    python scripts/sweep.py                       # 5 lr x 3 decay x 5 seeds, 10,000 epochs
+    python scripts/sweep.py                       # 3 models x 5 lr x 3 decay x 5 seeds, 10,000 epochs
     python scripts/sweep.py --plot figures        # also write figures/sweep.png
 
 Every member of a model's grid trains in one compiled program (`jax.vmap` over
@@ -12,16 +12,17 @@ defaults are the best cells.
 import argparse
 import itertools
 import os
-import sys
 import time
 
-if __name__ == "__main__" and "jax" not in sys.modules:
-    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
+import host_devices
+
+if __name__ == "__main__":
+    host_devices.one_per_core()
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from disk import MODELS, accuracy, data, require_matplotlib
+from disk import DEFAULT_MODELS, MODELS, accuracy, data, require_matplotlib
 
 import fnnet
 
@@ -57,7 +58,7 @@ def main(argv=None):
         "--models",
         nargs="+",
         choices=list(MODELS),
-        default=["sigmoid_bce", "tanh_mse"],
+        default=DEFAULT_MODELS,
         help="the disk task's models to sweep (each its own program)",
     )
     parser.add_argument(
@@ -80,11 +81,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.plot:
         require_matplotlib(parser)
-    table = {}
+    table, spread = {}, {}
     for name in args.models:
         start = time.perf_counter()
         acc = sweep_model(name, args.lrs, args.decays, args.seeds, args.epochs)
-        table[name] = acc.mean(axis=-1)
+        table[name], spread[name] = acc.mean(axis=-1), acc.std(axis=-1)
         members = acc.size
         print(
             f"\n{name}: test accuracy %, mean +- std over {args.seeds} seeds, {args.epochs} epochs "
@@ -93,7 +94,7 @@ def main(argv=None):
         print(f"{'lr / decay':>10} " + " ".join(f"{d:>15}" for d in args.decays))
         for i, lr in enumerate(args.lrs):
             cells = " ".join(
-                f"{acc[i, j].mean():7.2f} +- {acc[i, j].std():4.2f}" for j in range(len(args.decays))
+                f"{table[name][i, j]:7.2f} +- {spread[name][i, j]:4.2f}" for j in range(len(args.decays))
             )
             print(f"{lr:>10} {cells}")
         i, j = np.unravel_index(np.argmax(table[name]), table[name].shape)
@@ -105,11 +106,11 @@ def main(argv=None):
         print(
             "wrote",
             plot_heatmap(
-                table,
+                {name: (table[name], spread[name]) for name in table},
                 args.lrs,
                 args.decays,
                 os.path.join(args.plot, "sweep.png"),
-                f"mean test accuracy % over {args.seeds} seeds, {args.epochs} epochs",
+                f"test accuracy %, mean ± std over {args.seeds} seeds, {args.epochs} epochs (boxed: the best)",
             ),
         )
     return table

@@ -1,19 +1,13 @@
-"""scripts/bench_floor.py: its floor programs compute what a step must (the MLP's true
+"""scripts/benchmarks/floor.py: its floor programs compute what a step must (the MLP's true
 gradients, a permutation), so the floor it reports is not a floor of less work."""
-
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from benchmarks import floor
+from benchmarks.workloads import W4_SIZES
 from helpers import assert_trees_close
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-
-import bench_floor  # noqa: E402
-from bench_workloads import W4_SIZES  # noqa: E402
 
 
 def half_squared_error(params, x, labels):
@@ -23,7 +17,7 @@ def half_squared_error(params, x, labels):
     return 0.5 * jnp.sum((z - jax.nn.one_hot(labels, z.shape[1])) ** 2) / x.shape[0]
 
 
-products_grads, oracle = jax.jit(bench_floor.products_grads), jax.jit(jax.grad(half_squared_error))
+products_grads, oracle = jax.jit(floor.products_grads), jax.jit(jax.grad(half_squared_error))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -42,7 +36,7 @@ def test_products_grads_are_the_gradients_of_half_the_squared_error(seed):
 
 @pytest.mark.parametrize("n", [1, 2, 31, 1024, 1025, 1437])
 def test_one_sort_permutation_is_a_permutation(n):
-    orders = [np.asarray(bench_floor.one_sort_permutation(jax.random.key(k), n)) for k in range(3)]
+    orders = [np.asarray(floor.one_sort_permutation(jax.random.key(k), n)) for k in range(3)]
     for order in orders:
         assert order.dtype == np.int32 and sorted(order.tolist()) == list(range(n))
     if n > 30:

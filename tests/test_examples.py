@@ -1,16 +1,12 @@
 """The scikit-learn digits examples run through their main(argv): short runs that must learn."""
 
-import os
 import sys
-
-import numpy as np
-import pytest
-from helpers import png_size
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 
 import denoise
 import digits
+import numpy as np
+import pytest
+from helpers import png_size
 
 pytestmark = pytest.mark.slow  # each trains on the digits for a few epochs
 

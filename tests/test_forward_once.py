@@ -1,4 +1,4 @@
-"""Forward passes per training step: how often an activation's f runs (scripts/bench_forward.py).
+"""Forward passes per training step: how often an activation's f runs (scripts/benchmarks/forward.py).
 
 Eagerly, `value_and_grad` runs f three times per activation layer: in `apply`,
 in the serial's `vjp` (its forward, collecting inputs) and in the elementwise
@@ -6,17 +6,10 @@ in the serial's `vjp` (its forward, collecting inputs) and in the elementwise
 one tanh per Tanh layer, unless a VJP computes it by another expression.
 """
 
-import importlib.util
-import os
-
 import jax.numpy as jnp
+from benchmarks import forward
 
 import fnnet
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench_forward.py")
-spec = importlib.util.spec_from_file_location("bench_forward", SCRIPT)
-bench_forward = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench_forward)
 
 
 def _tanh_apply(params, x, *, train=False, key=None):
@@ -36,10 +29,10 @@ SIZES, N = (2, 4, 4, 1), 16  # a small W1: Linear layers of SIZES, N points
 
 def compiled_tanh_ops(tanh):
     """tanh instructions in the optimized HLO of a jitted value_and_grad through 2 `tanh` layers."""
-    layers = bench_forward.w1_layers(tanh, SIZES)
-    params, x, y = bench_forward.numpy_inputs(layers, N)
+    layers = forward.w1_layers(tanh, SIZES)
+    params, x, y = forward.numpy_inputs(layers, N)
     f = fnnet.value_and_grad(fnnet.serial(*layers), fnnet.LossBCE())
-    return bench_forward.hlo_ops(f, params, x, y, ops=("tanh",))["tanh"]
+    return forward.hlo_ops(f, params, x, y, ops=("tanh",))["tanh"]
 
 
 def test_jitted_value_and_grad_computes_each_activation_once():
@@ -53,7 +46,7 @@ def test_the_hlo_count_sees_an_activation_computed_twice():
 
 def test_f_runs_three_times_per_eager_call_and_once_in_the_prototype():
     # fnnet: loss_and_grads' apply, the serial vjp's forward, the elementwise vjp's f(x)
-    assert bench_forward.f_calls(SIZES, N) == {
+    assert forward.f_calls(SIZES, N) == {
         ("fnnet", "eager"): 3,
         ("fnnet", "jit, traced"): 3,
         ("one forward", "eager"): 1,

@@ -5,17 +5,17 @@ import re
 import subprocess
 import sys
 
+import bench
+import disk
 import jax
 import numpy as np
 import pytest
 from helpers import png_size
+import sweep
 
 import fnnet
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
-sys.path.insert(0, SCRIPTS)
-
-import disk
 
 pytestmark = pytest.mark.slow  # the scripts run in subprocesses, each compiling its programs
 
@@ -31,7 +31,7 @@ def time_line(out):
 def test_disk_short_run_learns_plots_and_says_where_the_time_went(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     results = disk.main(["--epochs", "1500", "--seeds", "1", "--evaluations", "5", "--plot", str(tmp_path)])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert set(results) == {"sigmoid_bce", "tanh_mse", "handout"}
     for name, r in results.items():
         assert r["test_acc"].shape == (1,)
@@ -40,7 +40,8 @@ def test_disk_short_run_learns_plots_and_says_where_the_time_went(tmp_path, caps
     assert "96.0" in out and "97.7" in out  # the report's figures are printed beside ours
     width, height = png_size(tmp_path / "figure1.png")
     assert (width, height) == (1260, 400)  # three panels of 4.2 x 4 inches at 100 dpi
-    assert png_size(tmp_path / "curves.png") == (1000, 400)
+    assert png_size(tmp_path / "curves.png") == (1080, 640)  # a loss and an accuracy panel per model
+    assert "compiling: 100%" in err and "training 3 model(s): 100%" in err and "4500/4500" in err  # the bars
     parts, total = time_line(out)
     assert list(parts) == ["start-up", "compilation", "training", "plotting"]
     assert parts["start-up"] == 0  # main() called from Python: no start-up of its own
@@ -92,11 +93,12 @@ def test_disk_as_a_script_times_its_start_up_and_spreads_seeds_over_the_cores():
     assert abs(sum(parts.values()) - total) <= 0.05 * len(parts) + 0.1, out
 
 
-def test_sweep_script_finds_the_cell_that_learns(capsys):
-    import sweep
-
+def test_sweep_script_finds_the_cell_that_learns_and_plots(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
     table = sweep.main(
         [
+            "--plot",
+            str(tmp_path),
             "--models",
             "sigmoid_bce",
             "--lrs",
@@ -115,11 +117,10 @@ def test_sweep_script_finds_the_cell_that_learns(capsys):
     assert acc[1, 0] > 90, acc  # lr 0.5 learns the disk in 800 epochs
     assert acc[0, 0] < 70, acc  # lr 0.002 has barely moved: about one class everywhere
     assert "best: lr=0.5 decay=0.9995" in capsys.readouterr().out
+    assert png_size(tmp_path / "sweep.png") == (450, 440)  # one heatmap and the colour bar
 
 
 def test_bench_quick_runs_and_every_variant_learns(capsys):
-    import bench
-
     # W4 and W5 (the digits) are left to tests/test_examples.py's runs of the same models:
     # here they would double this test's time.
     results = bench.main(["--quick", "--no-torch", "--only", "W1", "BN", "sweeps", "scaling", "memory"])

@@ -3,12 +3,12 @@ and compile time and memory."""
 
 import time
 
-import bench_jaxgrad as jg
+from . import jaxgrad as jg
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_timing import interleaved, ratio, table
-from bench_workloads import W1_SIZES, flops_per_epoch, mlp, weights
+from .timing import interleaved, ratio, table
+from .workloads import W1_SIZES, flops_per_epoch, mlp, weights
 
 import fnnet
 
@@ -133,7 +133,7 @@ def bench_compile_memory(epochs):
     for name, momentum in (("fnnet, SGD (momentum 0, sweepable)", 0.0), ("fnnet, SGD(momentum=None)", None)):
         opt = fnnet.SGD(lr=0.5, decay=0.9999, momentum=momentum)
         run = jax.jit(fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs))
-        variants.append((name, run.lower(params, opt.init(params), x, y, jax.random.key(0))))
+        variants.append((name, run.lower(params, opt.init(params), x, y, key=jax.random.key(0))))
     variants.append(
         ("jax.grad batch-major", jg.sgd_full_batch(epochs, False).lower(weights(params), x, y, 0.5, 0.9999))
     )

@@ -11,12 +11,12 @@ import itertools
 import os
 from typing import NamedTuple
 
-import bench_jaxgrad as jg
+from . import jaxgrad as jg
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_peers import Peer
-from bench_timing import Measured, interleaved, ratio, table, target
+from .peers import Peer
+from .timing import Measured, interleaved, ratio, table, target
 from jax.sharding import Mesh
 
 import fnnet

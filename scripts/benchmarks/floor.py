@@ -20,9 +20,9 @@ first row alone is near 0.7x of the baseline, no layout of the rest reaches it.
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_jaxgrad import adam
-from bench_timing import interleaved, ratio, table
-from bench_workloads import ADAM_LR, BATCH_SIZE, digits_workload, weights
+from .jaxgrad import adam
+from .timing import interleaved, ratio, table
+from .workloads import ADAM_LR, BATCH_SIZE, digits_workload, weights
 from jax import lax
 
 

@@ -24,8 +24,8 @@ feature-major `apply` and `vjp`, the activations' formulas), in the layout
 fnnet picks for a 2-D batch. Times are process CPU time (all threads), per
 call; a ratio is the median over rounds of prototype / fnnet in one round.
 
-    python scripts/bench_forward.py
-    python scripts/bench_forward.py --hidden tanh --rounds 9
+    python scripts/benchmarks/forward.py
+    python scripts/benchmarks/forward.py --hidden tanh --rounds 9
 """
 
 import argparse

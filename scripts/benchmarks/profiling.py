@@ -10,8 +10,8 @@ import re
 import tempfile
 
 import jax
-from bench_timing import table
-from bench_workloads import W1_SIZES, mlp
+from .timing import table
+from .workloads import W1_SIZES, mlp
 
 import fnnet
 
@@ -23,12 +23,12 @@ def profile_w1(epochs=300, top=20):
     _, params = model.init(jax.random.key(0), x.shape)
     opt = fnnet.SGD(lr=0.5, decay=0.9999)
     run = jax.jit(fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs))
-    args = (params, opt.init(params), x, y, jax.random.key(0))
-    compiled = run.lower(*args).compile()  # run, and read for the operations' shapes
-    jax.block_until_ready(compiled(*args))
+    args, key = (params, opt.init(params), x, y), jax.random.key(0)
+    compiled = run.lower(*args, key=key).compile()  # run, and read for the operations' shapes
+    jax.block_until_ready(compiled(*args, key=key))
     with tempfile.TemporaryDirectory() as folder:
         jax.profiler.start_trace(folder)
-        jax.block_until_ready(compiled(*args))
+        jax.block_until_ready(compiled(*args, key=key))
         jax.profiler.stop_trace()
         path = next(
             os.path.join(root, name)

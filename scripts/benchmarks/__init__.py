@@ -1,0 +1,13 @@
+"""The benchmark tables that `scripts/bench.py` prints, one module per kind:
+
+- workloads: W1, W4, W5 and BN, fnnet against plain jax.grad and the peers;
+- floor: what a W4 step cannot beat on this machine;
+- scaling: sweeps of many models, scaling against the matmul rate, compile
+  time and memory;
+- jaxgrad: the plain jax.grad baselines;
+- peers: PyTorch and scikit-learn, each in its own process;
+- timing: interleaved rounds, ratios and tables;
+- profiling: XLA's per-operation times of fnnet's W1 epoch (`--profile`);
+- forward: a program of its own, how often a training step runs each layer's
+  forward (`python scripts/benchmarks/forward.py`).
+"""
