@@ -52,6 +52,10 @@ def describe(value) -> str:
         return f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
         return f"the function {value.__qualname__}"
+    if isinstance(value, type):
+        return f"the class {value.__qualname__}"
+    if isinstance(value, types.MethodType):
+        return f"the method {value.__qualname__} of {describe(value.__self__)}"
     text = repr(value)
     return f"{text} ({type(value).__name__})" if len(text) <= 60 else type(value).__name__
 

@@ -151,12 +151,12 @@ def resume(path, params, opt_state, record, epochs, steps_per_epoch):
             raise _refusal(
                 path, f"corrupt metadata: {name} must be a list of {length} numbers, got {values!r:.80}"
             )
-    start, count = record["start_count"], int(loaded_state.count)
-    if count != start + done * steps_per_epoch:
+    start, count = stored.get("start_count"), int(loaded_state.count)
+    if not isinstance(start, int) or count != start + done * steps_per_epoch:
         raise _refusal(
             path,
             f"corrupt metadata: the optimizer took {count} steps, not the {done} epochs x "
-            f"{steps_per_epoch} steps the metadata says (from step {start})",
+            f"{steps_per_epoch} steps the metadata says (from step {start!r})",
         )
     return loaded_params, loaded_state, losses, val_losses, done, start
 

@@ -23,7 +23,11 @@ def check_input(model: Layer, params, x) -> None:
             f"an empty batch: x of shape {jnp.shape(x)} holds no values, and the "
             f"mean loss over no samples is undefined"
         )
-    jax.eval_shape(model.apply, params, x)
+    _traced_apply.eval_shape(model, params, x)
+
+
+# `model.apply` traced once per model value and shapes (a bound method is new at each access)
+_traced_apply = jax.jit(lambda model, params, x: model.apply(params, x), static_argnums=0)
 
 
 def loss_and_grads(model: Layer, loss: Loss, params, x, target, *, train: bool = True, key=None):

@@ -99,8 +99,9 @@ class Layer:
 
     @property
     def name(self) -> str:
-        """How errors name the layer: as the code that builds it."""
-        return repr(self)
+        """How errors name the layer: as the code that builds it, `ReLU` for `ReLU()`."""
+        text = repr(self)
+        return text[:-2] if text.endswith("()") else text
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -46,9 +46,9 @@ def init_many(keys, model: Layer, input_shape) -> object:
     Example:
       >>> params = init_many(jax.random.split(jax.random.key(0), 8), model, (1000, 2))
     """
+    check_keys("init_many", keys)
     if not isinstance(model, Layer):
         raise TypeError(f"init_many: model must be a Layer, got {describe(model)}")
-    check_keys("init_many", keys)
     _warn_of_vmapped_rbg("init_many", keys)
     input_shape = check_shape("init_many", input_shape)
     return jax.vmap(lambda key: model.init(key, input_shape)[1])(keys)

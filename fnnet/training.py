@@ -95,7 +95,7 @@ def _train_step_body(model, loss, step_rule, params, opt_state, x, y, key):
 _train_step_jit = jax.jit(_train_step_body, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
 
 
-def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
+def train_step(model: Layer, loss: Loss, opt: Optimizer) -> "TrainStep":
     """A jitted `step(params, opt_state, x, y, *, key=None) -> (params, opt_state, loss_value)`.
 
     One optimizer step on the batch `(x, y)` in training mode. `key` is the
@@ -106,17 +106,32 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> Callable:
     deleted (keep a copy, `jax.tree.map(jnp.copy, params)`, to reuse them).
     One program per configuration: equal models and losses, and optimizers
     that step the same way (other hyperparameters included, which are data in
-    the state), share it.
+    the state), share it. `step.lower(...)` takes the same arguments
+    (`jax.stages`).
     """
     check_kinds("train_step", model, loss, opt)
+    return TrainStep(model, loss, opt)
 
-    def step(params, opt_state, x, y, *, key=None):
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """What `train_step` returns: a value of its model, loss and optimizer."""
+
+    model: Layer
+    loss: Loss
+    optimizer: Optimizer
+
+    def arguments(self, params, opt_state, x, y, key):
         if key is not None:
             key = check_key("train_step", key)
-        check_step_args(opt, opt_state, x, y)
-        return _train_step_jit(model, loss, opt.step, params, opt_state, x, y, key)
+        check_step_args(self.optimizer, opt_state, x, y)
+        return (self.model, self.loss, self.optimizer.step, params, opt_state, x, y, key)
 
-    return step
+    def __call__(self, params, opt_state, x, y, *, key=None):
+        return _train_step_jit(*self.arguments(params, opt_state, x, y, key))
+
+    def lower(self, params, opt_state, x, y, *, key=None):
+        return _train_step_jit.lower(*self.arguments(params, opt_state, x, y, key))
 
 
 def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:

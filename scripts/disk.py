@@ -134,7 +134,7 @@ def accuracy(predict, out, labels):
 def _data(seeds, n=1000):
     def one(seed):
         key = jax.random.key(seed)
-        return fnnet.data.disk(n, jax.random.fold_in(key, 0)) + fnnet.data.disk(n, jax.random.fold_in(key, 1))
+        return fnnet.data.disk(jax.random.fold_in(key, 0), n) + fnnet.data.disk(jax.random.fold_in(key, 1), n)
 
     return jax.vmap(one)(seeds)
 

@@ -35,7 +35,7 @@ def sweep_model(name, lrs, decays, seeds, epochs):
     lr, decay, seed = (jnp.asarray(v) for v in zip(*grid))
     x, y, x_test, y_test = (a[seed] for a in data(seeds))
     keys = jax.random.split(jax.random.key(1234), seeds)[seed]
-    params = fnnet.init_many(model, keys, (x.shape[1], 2))
+    params = fnnet.init_many(keys, model, (x.shape[1], 2))
     states = jax.jit(jax.vmap(lambda p, lr, decay: opt.init(p, lr=lr, decay=decay)))(params, lr, decay)
     run = fnnet.train(model, loss, opt, epochs=epochs)
     result = fnnet.sweep(run, params, states, x, jax.jit(targets)(y), keys, per_member_data=True)

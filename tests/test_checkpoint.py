@@ -82,7 +82,7 @@ def test_round_trip_without_opt_state_and_metadata(tmp_path):
     got_params, got_state, metadata = fnnet.load(path, params)
     assert_loaded(got_params, params)
     assert got_state is None and metadata is None
-    with pytest.raises(ValueError, match=r"holds no optimizer state, but like asks for one"):
+    with pytest.raises(ValueError, match=r"holds no optimizer state, but opt_state asks for one"):
         fnnet.load(path, params, state)
 
 
@@ -120,8 +120,8 @@ def test_like_of_another_model_raises(saved):
         fnnet.load(path, other)
     with pytest.raises(
         ValueError,
-        match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that like "
-        r"does not",
+        match=r"has entries \[.*\"params\[4\]\['scale'\]\"\] that the "
+        r"templates do not",
     ):
         fnnet.load(path, params[:4])  # fewer leaves than saved
     sgd_state = fnnet.SGD(lr=0.1).init(params)  # another optimizer

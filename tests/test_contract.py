@@ -456,7 +456,7 @@ def test_a_users_layer_moves_its_state():
     ids=["an extra leaf", "a dict for a State", "state outside a State"],
 )
 def test_a_wrong_update_state_is_refused(update, state, match):
-    model = _tracking(update, update, state=state)
+    model = _tracking(update, state=state)
     x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
     params = model.init(jax.random.key(0), x.shape)[1]
     with pytest.raises(ValueError, match=match):

@@ -158,7 +158,7 @@ def test_as_jax_grad_equals_value_and_grad(case, dtype):
     # d loss / dx, which value_and_grad does not return, against the oracle.
     assert dx.dtype == dx_expected.dtype == dtype
     np.testing.assert_allclose(dx, dx_expected, **(TIGHT if dtype == np.float64 else FLOAT32))
-    assert as_jax(model) is as_jax(model)
+    assert as_jax(model) == as_jax(model)
 
 
 def test_as_jax_under_vmap_over_stacked_params():

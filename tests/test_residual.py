@@ -84,5 +84,5 @@ def test_shape_changing_layer_is_refused():
 
 
 def test_residual_of_a_non_layer():
-    with pytest.raises(TypeError, match=r"Residual: layer must be a Layer, got the function Tanh"):
+    with pytest.raises(TypeError, match=r"Residual: layer must be a Layer, got the class Tanh"):
         Residual(Tanh)

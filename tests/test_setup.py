@@ -164,7 +164,7 @@ def test_numpy_integers_count_as_ints():
     "call",
     [
         lambda key: MODEL.init(key, (4, 2)),
-        lambda key: fnnet.train_step(MODEL, LOSS, OPT)(*step_arguments(), key),
+        lambda key: fnnet.train_step(MODEL, LOSS, OPT)(*step_arguments(), key=key),
     ],
     ids=["init", "train_step"],
 )
@@ -180,7 +180,7 @@ def step_arguments():
 
 def test_train_step_refuses_what_is_not_a_key():
     with pytest.raises(TypeError, match=r"^train_step: key must be a PRNG key such as jax\.random\.key\(0\)"):
-        fnnet.train_step(MODEL, LOSS, OPT)(*step_arguments(), 0)
+        fnnet.train_step(MODEL, LOSS, OPT)(*step_arguments(), key=0)
 
 
 def test_sweep_refuses_targets_the_loss_cannot_take():

@@ -207,7 +207,7 @@ def arguments():
             TypeError,
             (
                 r"sweep: run must be a function such as fnnet\.train\(\.\.\.\), "
-                r"got Layer"
+                r"got Sequential\("
             ),
         ),
         ({"x": [[0.0, 1.0]]}, TypeError, r"sweep: x must be an array, got \[\[0.0, 1.0\]\] \(list\)"),
@@ -239,16 +239,16 @@ def test_sweep_refuses_bad_arguments_before_any_work(change, error, match):
     "args, error, match",
     [
         (
-            (MODEL, [0, 1], (64, 2)),
+            ([0, 1], MODEL, (64, 2)),
             TypeError,
             (
                 r"init_many: keys must be an array of PRNG keys, one per "
                 r"member.*got \[0, 1\] \(list\)"
             ),
         ),
-        ((MODEL, jax.random.key(0), (64, 2)), TypeError, r"init_many: keys must be an array of PRNG keys"),
+        ((jax.random.key(0), MODEL, (64, 2)), TypeError, r"init_many: keys must be an array of PRNG keys"),
         (
-            (MODEL, jax.random.split(jax.random.key(0), 2), 2),
+            (jax.random.split(jax.random.key(0), 2), MODEL, 2),
             TypeError,
             (
                 r"init_many: input_shape must be a tuple of ints, such as x\.shape or \(batch, features\), got 2 "
@@ -256,9 +256,9 @@ def test_sweep_refuses_bad_arguments_before_any_work(change, error, match):
             ),
         ),
         (
-            (LOSS, jax.random.split(jax.random.key(0), 2), (64, 2)),
+            (jax.random.split(jax.random.key(0), 2), LOSS, (64, 2)),
             TypeError,
-            r"init_many: model must be a Layer, got Loss",
+            r"init_many: model must be a Layer, got LossBCE\(\) \(LossBCE\)",
         ),
     ],
     ids=["int-keys", "one-key", "int-shape", "loss-as-model"],

@@ -291,11 +291,11 @@ OPT = fnnet.SGD(lr=0.5)
 @pytest.mark.parametrize(
     "parts, match",
     [
-        ((LOSS, MODEL, OPT), r"model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got Loss"),
-        ((MODEL, OPT, LOSS), r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got Optimizer"),
+        ((LOSS, MODEL, OPT), r"model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got LossBCE\(\) \(LossBCE\)"),
+        ((MODEL, OPT, LOSS), r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.5\) \(SGD\)"),
         ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got the function"),
-        ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got the function"),
-        ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got the function"),
+        ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got the method Sequential\.apply of"),
+        ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got the method"),
     ],
     ids=["loss-as-model", "opt-as-loss", "function-as-opt", "function-as-model", "function-as-loss"],
 )
@@ -412,7 +412,7 @@ def test_run_refuses_bad_inputs_before_any_work(change, error, match, batch_size
     args = change(params, OPT.init(params), x, y, jax.random.key(0))
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=batch_size)
     with count_compilations() as compiled, pytest.raises(error, match=match):
-        run(*args)
+        run(*args[:4], key=args[4])
     assert not [name for name in compiled if "run" in name], compiled  # no work began
 
 

@@ -39,6 +39,8 @@ import numpy as np
 from jax import lax
 
 import fnnet
+from fnnet.grad import check_input
+from fnnet._layout import _twin as feature_major
 
 # The prototype's activations: fnnet's formulas, f(x) and f'(x) from (x, y = f(x)).
 ACTIVATIONS = {
@@ -91,7 +93,7 @@ def one_forward(layers, loss):
                 y = ACTIVATIONS[layer][0](x)
                 residuals.append((x, y))
             else:
-                y = layer.feature_major.apply(p, x, train=True)
+                y = feature_major(layer).apply(p, x, train=True)
                 residuals.append(x)
             x = y
         return x, residuals
@@ -103,7 +105,7 @@ def one_forward(layers, loss):
                 x, y = residuals[i]
                 grads[i], dy = (), dy * ACTIVATIONS[layers[i]][1](x, y)
             else:
-                grads[i], dy = layers[i].feature_major.vjp(params[i], residuals[i], dy, train=True)
+                grads[i], dy = feature_major(layers[i]).vjp(params[i], residuals[i], dy, train=True)
         return tuple(grads)
 
     def grads_fm(params, xt, target):
@@ -112,7 +114,7 @@ def one_forward(layers, loss):
         return loss.value(y, target), backward(params, residuals, loss.grad(y, target).T)
 
     def value_and_grad(params, x, target):
-        jax.eval_shape(model.apply, params, x)  # fnnet's input check, so only the forwards differ
+        check_input(model, params, x)  # fnnet's input check, so only the forwards differ
         return grads_fm(params, x.T, target)
 
     return value_and_grad, grads_fm
@@ -122,7 +124,7 @@ def fnnet_grads_fm(layers, loss):
     """fnnet's own `(params, xt, target) -> (value, grads)` on a feature-major `xt = x.T`: what
     `fnnet.value_and_grad` runs (the serial's twin's `apply`, then its `vjp`), without the
     transpose, for a loop that transposes once."""
-    twin = fnnet.serial(*layers).feature_major
+    twin = feature_major(fnnet.serial(*layers))
 
     def grads_fm(params, xt, target):
         y = twin.apply(params, xt, train=True).T
@@ -217,7 +219,7 @@ def bench(hidden, rounds, epochs):
     """Rows [what, fnnet ms, prototype ms, ratio] of one hidden activation's W1, and its HLO counts."""
     layers = w1_layers(HIDDEN[hidden]())
     model, loss, opt = fnnet.serial(*layers), fnnet.LossBCE(), fnnet.SGD(lr=0.5, decay=0.9999)
-    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 1000)
     _, params = model.init(jax.random.key(0), x.shape)
     state = opt.init(params)
     current, prototype = fnnet.value_and_grad(model, loss), one_forward(layers, loss)[0]

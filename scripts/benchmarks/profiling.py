@@ -18,7 +18,7 @@ import fnnet
 
 def profile_w1(epochs=300, top=20):
     """Print and return the table of the `top` operations of fnnet's W1 program by time."""
-    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 1000)
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
     opt = fnnet.SGD(lr=0.5, decay=0.9999)

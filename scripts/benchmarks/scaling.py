@@ -31,14 +31,14 @@ def sgemm_rate(size=1024, rounds=20):
 
 def bench_sweep(epochs, members, rounds):
     """M models of W1 trained together with jax.vmap, spread over the local devices."""
-    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 1000)
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     opt = fnnet.SGD(lr=0.5, decay=0.9999)
     run = fnnet.train(model, fnnet.LossBCE(), opt, epochs=epochs)
     variants = {}
     for m in members:
         keys = jax.random.split(jax.random.key(0), m)
-        params = fnnet.init_many(model, keys, x.shape)
+        params = fnnet.init_many(keys, model, x.shape)
         states = jax.vmap(opt.init)(params)
         variants[m] = lambda params=params, states=states, keys=keys: fnnet.sweep(
             run, params, states, x, y, keys
@@ -126,7 +126,7 @@ def bench_compile_memory(epochs):
     fnnet twice: with the default SGD, whose state keeps a velocity buffer so that
     momentum can be set per run, and with `SGD(momentum=None)`, which keeps none,
     like the baseline."""
-    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 1000)
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
     variants = []

@@ -75,7 +75,7 @@ def quick_note(rounds):
 
 def bench_w1(epochs, rounds, peers, lr=0.5, decay=0.9999):
     """The report's workload: 1000 points, 2-25-25-25-25-1, Sigmoid + BCE, full-batch SGD."""
-    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 1000)
     model = mlp(W1_SIZES, fnnet.Sigmoid())
     _, params = model.init(jax.random.key(0), x.shape)
 
@@ -294,7 +294,7 @@ def bench_bn(epochs, rounds, lr=0.5):
     """W1's data through 2-64-BN-ReLU-64-BN-ReLU-1 Sigmoid, BCE, full-batch SGD: fnnet's
     BatchNorm (hand VJP, running statistics from `update_state`) against jax.grad through
     the same forward, its running statistics returned as aux."""
-    x, y = fnnet.data.disk(1000, jax.random.key(1))
+    x, y = fnnet.data.disk(jax.random.key(1), 1000)
     model = fnnet.serial(
         fnnet.Linear(2, 64),
         fnnet.BatchNorm(),
