@@ -1,5 +1,6 @@
 """Sweeps: many training runs as one `jax.vmap`, spread over the local devices."""
 
+import dataclasses
 import functools
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -76,7 +77,26 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
         raise TypeError(f"vmapped: per_member_data must be True or False, got {per_member_data!r}")
     if not is_int(groups) or groups < 1:
         raise ValueError(f"vmapped: groups must be an int >= 1, got {groups!r}")
-    return functools.partial(_run_sweep, run, per_member_data, int(groups), jax.default_backend() == "cpu")
+    return Vmapped(run, per_member_data, int(groups), jax.default_backend() == "cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vmapped:
+    """What `vmapped` returns: `f(params, opt_states, x, y, keys)`, and `f.lower(...)`."""
+
+    run: Callable
+    per_member_data: bool
+    groups: int
+    one_by_one: bool
+
+    def settings(self) -> tuple:
+        return (self.run, self.per_member_data, self.groups, self.one_by_one)
+
+    def __call__(self, params, opt_states, x, y, keys):
+        return _run_sweep(*self.settings(), params, opt_states, x, y, keys)
+
+    def lower(self, params, opt_states, x, y, keys):
+        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))

@@ -59,7 +59,7 @@ def test_training_mode_gradients_match_autodiff(batch_shape):
     x = jax.random.uniform(jax.random.key(3), batch_shape + (2,))
     y = (jax.random.uniform(jax.random.key(4), batch_shape + (1,)) > 0.5).astype(jnp.float32)
     key = jax.random.key(5)
-    value, grads = jax.jit(fnnet.value_and_grad(MODEL, LOSS))(params, x, y, key)
+    value, grads = jax.jit(fnnet.value_and_grad(MODEL, LOSS))(params, x, y, key=key)
     want_value, want_grads = oracle(MODEL, LOSS, params, x, y, key)
     np.testing.assert_allclose(value, want_value, rtol=1e-5)
     assert_trees_close(grads, want_grads, **CLOSE)

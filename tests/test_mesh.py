@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent("""
     assert {s.data.shape for s in xs.addressable_shards} == {(16, 2)}
     # so is every batch inside the compiled run
     run = fnnet.train(model, loss, opt, epochs=2, batch_size=16, mesh=mesh)
-    text = jax.jit(run).lower(params, opt.init(params), x, y, jax.random.key(0)).compile().as_text()
+    text = jax.jit(run).lower(params, opt.init(params), x, y, key=jax.random.key(0)).compile().as_text()
     assert "all-reduce" in text, "no cross-device gradient reduction in the program"
     assert "f32[4,2]" in text, "no per-device batch of 16 / 4 = 4 rows"
     # full batch: each device works on its 16 samples (feature-major, 2 x 16), and one

@@ -201,7 +201,10 @@ OTHER_RATE = fnnet.serial(
             lambda: {"x": X[:40], "y": Y[:40]},
             r"the number of samples \(n\) is 40 now, 48 in the checkpoint's run; the data \(x, y\) differs",
         ),
-        (_other_data, r"it is another run's: the data \(x, y\) differs from the checkpoint's run\. Resume with the same"),
+        (
+            _other_data,
+            r"it is another run's: the data \(x, y\) differs from the checkpoint's run\. Resume with the same",
+        ),
         (
             lambda: {"loss": fnnet.LossMSE()},
             r"it is another run's: the loss is LossMSE.* now, LossBCE.* in the checkpoint's run",

@@ -334,9 +334,10 @@ def test_same_arguments_give_equal_layers():
     assert serial(Linear(2, 3), ReLU()) != serial(Linear(2, 3), Tanh())
     # The params' dtype is init's business: the layers compute the same function.
     assert Linear(2, 3) == Linear(2, 3, dtype=jnp.float64)
-    assert Linear(2, 3).init(jax.random.key(0), (2,))[1]["w"].dtype != Linear(2, 3, dtype=jnp.float64).init(
-        jax.random.key(0), (2,)
-    )[1]["w"].dtype
+    assert (
+        Linear(2, 3).init(jax.random.key(0), (2,))[1]["w"].dtype
+        != Linear(2, 3, dtype=jnp.float64).init(jax.random.key(0), (2,))[1]["w"].dtype
+    )
 
 
 def test_unhashable_initializers_still_give_equal_layers():

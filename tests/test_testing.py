@@ -194,7 +194,7 @@ def test_fails_on_a_wrong_shape():
 def test_a_non_layer_is_a_type_error():
     with pytest.raises(TypeError, match=r"check_vjp: layer must be a Layer, got the class Tanh"):
         check_vjp(Tanh, SHAPE, key=KEY)
-    with pytest.raises(TypeError, match=r"check_vjp: layer must be a Layer, got \(.*\) \(tuple\)"):
+    with pytest.raises(TypeError, match=r"check_vjp: layer must be a Layer, got tuple"):
         check_vjp((Tanh().init, Tanh().apply, Tanh().vjp), SHAPE, key=KEY)
 
 

@@ -291,8 +291,14 @@ OPT = fnnet.SGD(lr=0.5)
 @pytest.mark.parametrize(
     "parts, match",
     [
-        ((LOSS, MODEL, OPT), r"model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got LossBCE\(\) \(LossBCE\)"),
-        ((MODEL, OPT, LOSS), r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.5\) \(SGD\)"),
+        (
+            (LOSS, MODEL, OPT),
+            r"model must be a Layer \(e\.g\. fnnet\.serial\(\.\.\.\)\), got LossBCE\(\) \(LossBCE\)",
+        ),
+        (
+            (MODEL, OPT, LOSS),
+            r"loss must be a Loss \(e\.g\. fnnet\.LossMSE\(\)\), got SGD\(lr=0\.5\) \(SGD\)",
+        ),
         ((MODEL, LOSS, lambda p, g, s: (p, s)), r"opt must be an? Optimizer .*got the function"),
         ((MODEL.apply, LOSS, OPT), r"model must be a Layer .*got the method Sequential\.apply of"),
         ((MODEL, LOSS.value, OPT), r"loss must be a Loss .*got the method"),
