@@ -5,6 +5,7 @@ each process reads only its own (`host_parts`), and one process, the writer,
 writes files such as checkpoints (`on_writer`) while the others wait.
 """
 
+import hashlib
 import zlib
 from collections.abc import Callable
 
@@ -101,3 +102,16 @@ def on_writer(write: Callable, *args, **kwargs) -> None:
             )
     if error is not None:
         raise error
+
+
+def tree_digest(tree) -> str:
+    """A hash of a pytree's leaves: their paths, dtypes, shapes and values (of a leaf spread
+    over several processes, its shape and dtype only: every process comes to one hash)."""
+    hasher = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        values = whole(leaf)
+        dtype, shape = (leaf.dtype, leaf.shape) if values is None else (values.dtype, values.shape)
+        hasher.update(f"{jax.tree_util.keystr(path)}: {dtype}{list(shape)};".encode())
+        if values is not None:
+            hasher.update(np.ascontiguousarray(values).tobytes())
+    return hasher.hexdigest()[:32]

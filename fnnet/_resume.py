@@ -1,59 +1,20 @@
 """Resuming `fit`: the run record a checkpoint stores, compared when a run resumes.
 
-A run is defined by its data, key, batch size, `jax_enable_x64`, the params and
-optimizer state it starts from (digests), the model, loss and optimizer as their
-settings, and the user's `run_id`. Settings are written by `settings`: a layer,
-loss or schedule (a dataclass) as its type and compared fields, a function as its
-qualified name (its code is not read: a function of your own that changes under
-the same name is the same function), a number by its repr. No code is inspected.
-An optimizer is written as how it steps (`opt.step`); its hyperparameters are
-compared from the checkpoint's optimizer state.
+A run is its data, key, batch size, `jax_enable_x64`, the params and optimizer state
+it starts from (digests), the model, loss and optimizer as their settings
+(`_values.settings`: no code is read, a function is its qualified name) and the
+user's `run_id`. An optimizer is recorded as how it steps (`opt.step`); its
+hyperparameters are compared from the checkpoint's optimizer state.
 """
-
-import dataclasses
-import hashlib
 
 import jax
 import numpy as np
 
-from fnnet._hosts import whole
+from fnnet._hosts import tree_digest
+from fnnet._values import settings
 from fnnet.checkpoint import load
 
 RECORD = 3  # the record's version: checkpoints without it are refused, never misread
-
-
-def settings(value) -> str:
-    """`value` as text, the same in every process for equal settings."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = ", ".join(
-            f"{f.name}={settings(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.compare
-        )
-        return f"{type(value).__qualname__}({fields})"
-    if isinstance(value, (tuple, list)):
-        return f"({', '.join(settings(v) for v in value)})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {settings(v)}" for k, v in sorted(value.items())) + "}"
-    if isinstance(value, np.dtype):
-        return value.name
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return repr(value)
-    name = getattr(value, "__qualname__", None)
-    if callable(value) and isinstance(name, str):
-        return f"{getattr(value, '__module__', None)}.{name}"
-    return type(value).__qualname__
-
-
-def tree_digest(tree) -> str:
-    """A hash of a pytree's leaves: their paths, dtypes, shapes and values (of a leaf spread
-    over several processes, its shape and dtype only: every process comes to one hash)."""
-    hasher = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        values = whole(leaf)
-        dtype, shape = (leaf.dtype, leaf.shape) if values is None else (values.dtype, values.shape)
-        hasher.update(f"{jax.tree_util.keystr(path)}: {dtype}{list(shape)};".encode())
-        if values is not None:
-            hasher.update(np.ascontiguousarray(values).tobytes())
-    return hasher.hexdigest()[:32]
 
 
 def run_record(model, loss, opt, params, opt_state, x, y, validation, batch_size, key, run_id) -> dict:

@@ -50,3 +50,26 @@ def setattr_frozen(value, **settings) -> None:
     settings: `int(n_in)` for a NumPy integer)."""
     for name, setting in settings.items():
         object.__setattr__(value, name, setting)
+
+
+def settings(value) -> str:
+    """`value` as text, the same in every process for equal settings: a dataclass as its
+    type and compared fields, a function as its module and qualified name (its code is
+    not read), a number by its repr. Runs record their model, loss and optimizer so."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ", ".join(
+            f"{f.name}={settings(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.compare
+        )
+        return f"{type(value).__qualname__}({fields})"
+    if isinstance(value, (tuple, list)):
+        return f"({', '.join(settings(v) for v in value)})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {settings(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, np.dtype):
+        return value.name
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    name = getattr(value, "__qualname__", None)
+    if callable(value) and isinstance(name, str):
+        return f"{getattr(value, '__module__', None)}.{name}"
+    return type(value).__qualname__
