@@ -27,9 +27,13 @@ def is_real(value) -> bool:
 
 
 def as_number(value):
-    """A concrete 0-d JAX array (which `is_int` and `is_real` accept) as its Python number,
-    hashable, so equal settings share their compiled programs; anything else as it came."""
-    return value.item() if isinstance(value, jax.Array) else value
+    """A concrete 0-d JAX or NumPy array or a NumPy scalar of numbers (which `is_int` and
+    `is_real` accept) as its Python number, hashable, so equal settings share their
+    compiled programs; anything else (a bool, a tracer, a schedule) as it came."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) and not isinstance(value, jax.core.Tracer):
+        if jnp.shape(value) == () and (is_real(value) or is_int(value)):
+            return value.item()
+    return value
 
 
 def _scalar_array(value, kinds: str) -> bool:

@@ -47,14 +47,17 @@ class _LinearFeatureMajor(Layer):
 
 
 def _twin(layer: Layer) -> Optional[Layer]:
-    if isinstance(layer, Linear):
+    """The built-in layer's twin; None for any other layer, a subclass of a built-in one
+    included (it may compute something else)."""
+    kind = type(layer)
+    if kind is Linear and isinstance(layer, Linear):
         return _LinearFeatureMajor(layer)
-    if isinstance(layer, Elementwise):
-        return layer  # any layout
-    if isinstance(layer, Residual):
+    if isinstance(layer, Elementwise) and (kind.apply, kind.vjp) == (Elementwise.apply, Elementwise.vjp):
+        return layer  # f and f' elementwise: any layout
+    if kind is Residual and isinstance(layer, Residual):
         inner = _twin(layer.layer)
         return None if inner is None else Residual(inner)
-    if isinstance(layer, Sequential):
+    if kind is Sequential and isinstance(layer, Sequential):
         twins = [_twin(part) for part in layer.layers]
         return Sequential(*twins) if all(isinstance(t, Layer) for t in twins) else None  # type: ignore[arg-type]
     return None

@@ -12,7 +12,7 @@ import numpy as np
 
 from fnnet._hosts import tree_digest
 from fnnet._values import settings
-from fnnet.checkpoint import load
+from fnnet.checkpoint import load, read_metadata
 
 RECORD = 3  # the record's version: checkpoints without it are refused, never misread
 
@@ -79,7 +79,7 @@ def _refusal(path, why) -> ValueError:
 def resume(path, params, opt_state, record, epochs, steps_per_epoch):
     """`(params, opt_state, losses, val_losses, epochs_done, start_count)` from the
     checkpoint at `path`, after checking that it is this run's."""
-    loaded_params, loaded_state, metadata = load(path, params, opt_state)
+    metadata = read_metadata(path)
     stored = metadata.get("run") if isinstance(metadata, dict) else None
     if not isinstance(stored, dict):
         raise _refusal(path, "it holds no fit metadata (a file written by save, not by fit)")
@@ -89,7 +89,10 @@ def resume(path, params, opt_state, record, epochs, steps_per_epoch):
             "it was written by an earlier version of fnnet, whose run record cannot be compared; "
             "its params load with fnnet.load, but start the run again (resume=False) to train on",
         )
-    found = differences(stored, record) + _hyperparam_differences(loaded_state, opt_state)
+    found = differences(stored, record)
+    if not found:  # the same model and optimizer: the arrays have this run's shapes
+        loaded_params, loaded_state, metadata = load(path, params, opt_state)
+        found = _hyperparam_differences(loaded_state, opt_state)
     if found:
         raise _refusal(
             path,

@@ -9,6 +9,7 @@ it: `Linear(2, 25)`, `Dropout(0.1)`, `LossBCE(eps=1e-06)`.
 """
 
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -55,7 +56,8 @@ def setattr_frozen(value, **settings) -> None:
 def settings(value) -> str:
     """`value` as text, the same in every process for equal settings: a dataclass as its
     type and compared fields, a function as its module and qualified name (its code is
-    not read), a number by its repr. Runs record their model, loss and optimizer so."""
+    not read), a number as a Python float (`0`, `0.0` and `np.float64(0)` alike, as they
+    compare). Runs record their model, loss and optimizer so."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = ", ".join(
             f"{f.name}={settings(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.compare
@@ -67,9 +69,17 @@ def settings(value) -> str:
         return "{" + ", ".join(f"{k!r}: {settings(v)}" for k, v in sorted(value.items())) + "}"
     if isinstance(value, np.dtype):
         return value.name
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, np.bool_, str)):
         return repr(value)
+    if isinstance(value, (numbers.Real, np.number)) or _is_number_array(value):
+        return repr(float(value))
     name = getattr(value, "__qualname__", None)
     if callable(value) and isinstance(name, str):
         return f"{getattr(value, '__module__', None)}.{name}"
     return type(value).__qualname__
+
+
+def _is_number_array(value) -> bool:
+    """A concrete 0-d array of numbers (a setting some constructors keep as it came)."""
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    return shape == () and dtype is not None and np.dtype(dtype).kind in "iuf"

@@ -214,6 +214,13 @@ def load(path, params, opt_state=None):
         return _load(archive, (params, opt_state))
 
 
+def read_metadata(path):
+    """The metadata of the checkpoint at `path`, read without its arrays (for a resume,
+    which compares the run record before it asks for arrays of this run's shapes)."""
+    with open_npz(os.fspath(path)) as archive:
+        return _read_header(archive).get("metadata")
+
+
 def _load(archive: Archive, like):
     path = archive.path
     header = _read_header(archive)

@@ -192,47 +192,51 @@ def _shapes(layer: Layer, input_shape):
     return tuple(out["shape"]), params
 
 
-def _rows(layer: Layer, input_shape, depth: int):
+def _rows(layer: Layer, input_shape, path: str, depth: int):
     """(name, output shape, trainable count, state count) for each layer, nested
-    Sequentials indented."""
+    Sequentials indented; `path` names the layer in errors."""
     if isinstance(layer, Sequential):
         rows, shape = [], input_shape
-        for part in layer.layers:
-            part_rows, shape = _rows(part, shape, depth + 1 if depth >= 0 else 0)
+        for i, part in enumerate(layer.layers):
+            part_rows, shape = _rows(part, shape, f"{path}layer {i}: ", depth + 1)
             rows += part_rows
         return rows, shape
-    shape, params = _shapes(layer, input_shape)
+    try:
+        shape, params = _shapes(layer, input_shape)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"summary: {path}{error}") from error
     counts = [0, 0]
     for trainable, leaf in zip(jax.tree.leaves(trainable_mask(params)), jax.tree.leaves(params)):
         counts[not trainable] += math.prod(leaf.shape)
     return [("  " * max(depth, 0) + repr(layer), shape, *counts)], shape
 
 
-def summary(model: Layer, input_shape) -> str:
-    """A table of `model`'s layers: each one's output shape and parameter counts
+def summary(model: Layer, input_shape, *, file=None) -> None:
+    """Print a table of `model`'s layers: each one's output shape and parameter counts
     (trainable, and state such as BatchNorm's running statistics), with totals.
     Nothing is drawn or run: shapes come from `jax.eval_shape`.
 
-    Returns the table (print it).
+    Args:
+      model: a Layer; a Sequential's layers get a row each, nested ones indented.
+      input_shape: the input's shape, e.g. `x.shape`.
+      file: where to print (default: standard output).
 
     Example:
-      >>> print(summary(Sequential(Linear(2, 25), ReLU(), Linear(25, 1)), (1000, 2)))
-      layer           output shape  trainable  state
-      Linear(2, 25)   (1000, 25)           75      0
-      ReLU()          (1000, 25)            0      0
-      Linear(25, 1)   (1000, 1)            26      0
-      total                               101      0
+      >>> summary(Sequential(Linear(2, 25), ReLU(), Linear(25, 1)), (1000, 2))
+      layer          output shape  trainable  state
+      Linear(2, 25)  (1000, 25)           75      0
+      ReLU()         (1000, 25)            0      0
+      Linear(25, 1)  (1000, 1)            26      0
+      total                              101      0
     """
     if not isinstance(model, Layer):
         raise TypeError(f"summary: model must be a Layer, got {describe(model)}")
     input_shape = check_shape("summary", input_shape)
-    rows, _ = _rows(model, input_shape, -1)
+    rows, _ = _rows(model, input_shape, "", -1)
     table = [("layer", "output shape", "trainable", "state")]
     table += [(name, str(shape), str(trainable), str(state)) for name, shape, trainable, state in rows]
     table.append(("total", "", str(sum(r[2] for r in rows)), str(sum(r[3] for r in rows))))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
-    lines = [
-        f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {trainable:>{widths[2]}}  {state:>{widths[3]}}"
-        for name, shape, trainable, state in table
-    ]
-    return "\n".join(line.rstrip() for line in lines)
+    for name, shape, trainable, state in table:
+        line = f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {trainable:>{widths[2]}}  {state:>{widths[3]}}"
+        print(line.rstrip(), file=file)

@@ -26,7 +26,8 @@ pure functions of their arguments and the settings:
 A new built-in layer is one such class in its module, exported by its
 `__all__`; nothing else to register. Settings that are functions
 (initializers) or only shape `init` (`dtype`) are fields with
-`compare=False`: they do not change what `apply` and `vjp` compute.
+`compare=False`: they do not change what `apply` and `vjp` compute (so
+never cache `init` by the layer's value: fnnet draws params unjitted).
 
 **Values.** Equal settings make equal layers with equal hashes
 (`Linear(2, 3) == Linear(2, 3)`), so every compiled program (`jax.jit`

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import describe, is_real
+from fnnet._checks import as_number, describe, is_real
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
@@ -78,7 +78,16 @@ class Optimizer:
     _hints: Dict[str, str]
 
     def _build(self, name: str, rule: Callable, lr, slots=(), hints=None, **hyperparams) -> None:
-        """Check the settings and set `name`, `step`, `schedule` and `hyperparameters`."""
+        """Check the settings and set `name`, `step`, `schedule` and `hyperparameters`.
+        Settings given as NumPy or JAX scalars are kept as Python numbers (hashable, and
+        never an array that a donating step could delete)."""
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            setattr_frozen(self, **{field.name: as_number(getattr(self, field.name))})
+        lr = as_number(lr)
+        hyperparams = {
+            n: h._replace(value=as_number(h.value)) if isinstance(h, Hyperparameter) else h
+            for n, h in hyperparams.items()
+        }
         if len(set(slots)) != len(slots):
             raise ValueError(f"{name}: slots must be distinct names, got {list(slots)}")
         for hyper_name, hyper in hyperparams.items():
@@ -343,9 +352,11 @@ def optimizer(
     """
     if isinstance(slots, (str, bytes)) or not all(isinstance(s, str) for s in slots):
         raise TypeError(f"{name}: slots must be a list of names, such as ['ms'], got {describe(slots)}")
-    return RuleOptimizer(
-        name, rule, lr, tuple(slots), tuple(hyperparams.items()), tuple((hints or {}).items())
+    numbers = tuple(
+        (n, h._replace(value=as_number(h.value)) if isinstance(h, Hyperparameter) else h)
+        for n, h in hyperparams.items()
     )
+    return RuleOptimizer(name, rule, as_number(lr), tuple(slots), numbers, tuple((hints or {}).items()))
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -45,7 +45,7 @@ class _Schedule:
             for field in _dataclasses.fields(self)  # type: ignore[arg-type]
             if field.default is _dataclasses.MISSING or getattr(self, field.name) != field.default
         ]
-        return f"{type(self).__name__}({', '.join(args)})"
+        return f"schedules.{type(self).__name__}({', '.join(args)})"
 
 
 @_dataclasses.dataclass(frozen=True, repr=False)
@@ -118,7 +118,7 @@ class cosine(_Schedule):
 
     Example:
       >>> cosine(0.1, 1000)
-      cosine(lr=0.1, total_steps=1000)
+      schedules.cosine(lr=0.1, total_steps=1000)
     """
 
     lr: float

@@ -270,9 +270,9 @@ def sweep(
     opt_states,
     x,
     y,
+    *,
     keys,
     devices: Optional[Sequence[jax.Device]] = None,
-    *,
     per_member_data: bool = False,
 ) -> SweepResult:
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
@@ -303,7 +303,7 @@ def sweep(
       >>> params = init_many(keys, model, x.shape)
       >>> states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(params, jnp.array([0.05, 0.1, 0.2, 0.5]))
       >>> run = fnnet.train(model, loss, opt, epochs=100)
-      >>> result = sweep(run, params, states, x, y, keys)
+      >>> result = sweep(run, params, states, x, y, keys=keys)
       >>> final = result.losses[result.finite, -1]  # the final losses of the members that trained
     """
     if not callable(run):

@@ -365,14 +365,20 @@ def train(
 @dataclasses.dataclass(frozen=True)
 class TrainRun:
     """`run(params, opt_state, x, y, *, key=None) -> (params, opt_state, losses)`, made by
-    `train`: a value of its settings, so equal settings make equal runs."""
+    `train`: a value of its settings, so equal settings make equal runs. Runs of
+    optimizers that step the same way are equal (`opt.step`): their hyperparameters are
+    data in the state, and a sweep of them shares one program."""
 
     model: Layer
     loss: Loss
-    optimizer: Optimizer
+    optimizer: Optimizer = dataclasses.field(compare=False)
     epochs: int
     batch_size: Optional[int] = None
     mesh: Optional[Mesh] = None
+    step: Callable = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "step", self.optimizer.step)
 
     def __call__(self, params, opt_state, x, y, *, key=None):
         model, loss, opt = self.model, self.loss, self.optimizer

@@ -38,7 +38,7 @@ def sweep_model(name, lrs, decays, seeds, epochs):
     params = fnnet.init_many(keys, model, (x.shape[1], 2))
     states = jax.jit(jax.vmap(lambda p, lr, decay: opt.init(p, lr=lr, decay=decay)))(params, lr, decay)
     run = fnnet.train(model, loss, opt, epochs=epochs)
-    result = fnnet.sweep(run, params, states, x, jax.jit(targets)(y), keys, per_member_data=True)
+    result = fnnet.sweep(run, params, states, x, jax.jit(targets)(y), keys=keys, per_member_data=True)
     params = result.params
     if not result.finite.all():
         print(

@@ -5,6 +5,7 @@ state alone, the layout chosen in one place, and compiled programs shared by val
 Oracle: JAX's autodiff of the same forward (`model.apply(..., train=True, key=...)`).
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -183,7 +184,7 @@ def test_sweep_members_draw_their_own_masks():
     params = fnnet.init_many(jnp.stack([keys[0], keys[0]]), MODEL, x.shape)  # same init
     states = jax.vmap(opt.init)(params)
     run = fnnet.train(MODEL, LOSS, opt, epochs=3)
-    out_params, _, losses, finite = fnnet.sweep(run, params, states, x, y, keys)
+    out_params, _, losses, finite = fnnet.sweep(run, params, states, x, y, keys=keys)
     assert finite.tolist() == [True, True]
     assert not np.allclose(losses[0], losses[1])  # same init and data: only the masks differ
     alone = run(jax.tree.map(lambda a: a[1], params), opt.init(init(seed=0)), x, y, key=keys[1])
@@ -370,8 +371,9 @@ def test_a_model_prints_as_the_code_that_builds_it():
     assert "0x" not in repr(_model(w_init=jax.nn.initializers.glorot_normal()))
 
 
-def test_summary_lists_output_shapes_and_parameter_counts():
-    lines = fnnet.summary(_model(), (32, 2)).splitlines()
+def test_summary_lists_output_shapes_and_parameter_counts(capsys):
+    fnnet.summary(_model(), (32, 2))
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["layer", "output", "shape", "trainable", "state"]
     assert lines[1].split() == ["Linear(2,", "8)", "(32,", "8)", "24", "0"]
     assert lines[2].split() == ["BatchNorm(momentum=0.8)", "(32,", "8)", "16", "16"]
@@ -380,6 +382,11 @@ def test_summary_lists_output_shapes_and_parameter_counts():
     assert 24 + 16 + 9 + 16 == sum(leaf.size for leaf in jax.tree.leaves(params))
     with pytest.raises(TypeError, match=r"summary: input_shape must be a tuple of ints"):
         fnnet.summary(_model(), 32)
+    nested = fnnet.Sequential(fnnet.Linear(2, 4), fnnet.Sequential(fnnet.ReLU(), fnnet.Linear(3, 1)))
+    with pytest.raises(
+        ValueError, match=r"^summary: layer 1: layer 1: Linear\(n_in=3, n_out=1\): expected input_shape"
+    ):
+        fnnet.summary(nested, (32, 2))
 
 
 # --- compiled programs shared by value -------------------------------------------------------
@@ -509,3 +516,23 @@ def test_half_precision_params_train_with_adam(dtype):
     )
     assert out.losses[-1] < out.losses[0]
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(out.params))
+
+
+def test_a_subclass_of_a_built_in_layer_keeps_its_own_math_on_every_layout():
+    """The layout pass twins only the built-in classes: a subclass may compute otherwise."""
+
+    @dataclasses.dataclass(frozen=True, repr=False)
+    class Doubled(fnnet.Linear):
+        def apply(self, params, x, *, train=False, key=None):
+            return 2 * super().apply(params, x)
+
+        def vjp(self, params, x, dy, *, train=False, key=None):
+            return super().vjp(params, x, 2 * dy)
+
+    model = fnnet.Sequential(Doubled(2, 1), fnnet.Sigmoid())
+    assert feature_major(model, jnp.ones((8, 2))) is None
+    x, y = data()
+    params = model.init(jax.random.key(1), x.shape)[1]
+    value, _ = fnnet.value_and_grad(model, LOSS)(params, x, y)
+    want = LOSS.value(model.apply(params, x), y)
+    np.testing.assert_allclose(value, want, rtol=1e-6)

@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent("""
     keys = jax.random.split(jax.random.key(2), 3)
     stacked = fnnet.init_many(keys, model, x.shape)
     run = fnnet.train(model, loss, opt, epochs=20)
-    swept = fnnet.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys)
+    swept = fnnet.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys=keys)
     assert swept[2].shape == (3, 20)
     for i in range(3):
         p_i = jax.tree.map(lambda a: a[i], stacked)

@@ -629,7 +629,7 @@ def test_optimizers_that_step_otherwise_have_other_steps(a, b):
         (fnnet.SGD(0.1, momentum=0.9, nesterov=True), "SGD(lr=0.1, momentum=0.9, nesterov=True)"),
         (fnnet.Adam(0.003), "Adam(lr=0.003)"),
         (fnnet.Adam(0.003, b1=0.8, decay=0.99), "Adam(lr=0.003, b1=0.8, decay=0.99)"),
-        (fnnet.SGD(schedules.cosine(0.1, 1000)), "SGD(lr=cosine(lr=0.1, total_steps=1000))"),
+        (fnnet.SGD(schedules.cosine(0.1, 1000)), "SGD(lr=schedules.cosine(lr=0.1, total_steps=1000))"),
         (rmsprop(0.01), "RMSProp(lr=0.01, rho=0.9)"),
     ],
 )
@@ -690,3 +690,20 @@ def test_a_static_step_compiles_once_for_every_lr():
     with count_compilations() as compiled:
         stepped_jit(nesterov.step, params, grads, state)
     assert len(compiled) == 1, compiled
+
+
+def test_array_settings_become_numbers_a_donating_step_cannot_delete():
+    opt = fnnet.SGD(jnp.float32(0.5), decay=np.array(0.99))
+    assert opt == fnnet.SGD(0.5, decay=0.99) and hash(opt) == hash(fnnet.SGD(0.5, decay=0.99))
+    model = fnnet.Linear(2, 1)
+    params = model.init(jax.random.key(0), (4, 2))[1]
+    fnnet.train_step(model, fnnet.LossMSE(), opt)(
+        params, opt.init(params), jnp.ones((4, 2)), jnp.ones((4, 1))
+    )
+    assert repr(opt) == "SGD(lr=0.5, decay=0.99)" and float(opt.init(params).hyperparams["lr"]) == 0.5
+
+
+def test_an_optimizer_with_a_schedule_prints_as_the_code_that_builds_it():
+    opt = fnnet.SGD(fnnet.schedules.cosine(0.1, 100), momentum=0.9)
+    assert repr(opt) == "SGD(lr=schedules.cosine(lr=0.1, total_steps=100), momentum=0.9)"
+    assert eval(repr(opt), {"SGD": fnnet.SGD, "schedules": fnnet.schedules}) == opt

@@ -420,3 +420,26 @@ def test_a_resume_with_another_x64_setting_is_refused(tmp_path):
     with jax.enable_x64(False):
         with pytest.raises(ValueError, match=r"jax_enable_x64 is False now, True in the checkpoint's run"):
             fit(6, path, resume=True, **FULL_BATCH)
+
+
+def test_numpy_scalar_settings_are_recorded_by_value(tmp_path):
+    """np.float32(1e-3) and np.float32(0.2) are other settings; 0 and 0.0 the same one."""
+    path = tmp_path / "run.npz"
+    fit(3, path, loss=fnnet.LossBCE(eps=np.float32(1e-3)), **FULL_BATCH)
+    with pytest.raises(ValueError, match=r"the loss is LossBCE\(eps=0\.2.* now, LossBCE\(eps=0\.001"):
+        fit(3, path, resume=True, loss=fnnet.LossBCE(eps=np.float32(0.2)), **FULL_BATCH)
+    zero, zero_float = (
+        fnnet.schedules.cosine(0.1, 1000, final_lr=0),
+        fnnet.schedules.cosine(0.1, 1000, final_lr=0.0),
+    )
+    assert _resume.settings(zero) == _resume.settings(zero_float)
+
+
+def test_another_kind_of_optimizer_is_named_before_its_state_is_read(tmp_path):
+    path = tmp_path / "run.npz"
+    fit(3, path, **FULL_BATCH)
+    adam = fnnet.Adam(0.01)
+    with pytest.raises(
+        ValueError, match=r"another run's: the optimizer \(its kind, update rule or lr schedule\) is"
+    ):
+        fit(3, path, resume=True, opt=adam, opt_state=adam.init(PARAMS), **FULL_BATCH)

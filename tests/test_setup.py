@@ -190,7 +190,7 @@ def test_sweep_refuses_targets_the_loss_cannot_take():
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"^sweep: y: LossBCE: targets must be in \[0, 1\]"):
-        fnnet.sweep(run, params, states, args["x"], args["y"] * 5, keys)
+        fnnet.sweep(run, params, states, args["x"], args["y"] * 5, keys=keys)
     xs, ys = jnp.stack([args["x"]] * 2), jnp.stack([args["y"], args["y"] * 5])
     with pytest.raises(ValueError, match=r"^sweep: y of member\(s\) \[1\]: LossBCE: targets must be in"):
-        fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
+        fnnet.sweep(run, params, states, xs, ys, keys=keys, per_member_data=True)

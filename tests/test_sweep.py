@@ -27,7 +27,7 @@ def test_vmapped_grid_equals_standalone_runs_and_compiles_once():
     states = jax.vmap(lambda p, lr, d: OPT.init(p, lr=lr, decay=d))(params, lrs, decays)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS, batch_size=16)
     with count_compilations() as compiled:
-        swept = fnnet.sweep(run, params, states, x, y, keys)
+        swept = fnnet.sweep(run, params, states, x, y, keys=keys)
     assert len([name for name in compiled if "run" in name]) == 1, compiled
     for i in range(4):
         p_i = MODEL.init(keys[i], x.shape)[1]
@@ -46,7 +46,7 @@ def test_sweep_with_per_member_data():
     params = fnnet.init_many(keys, MODEL, (32, 2))
     states = jax.vmap(OPT.init)(params)
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
-    swept = fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
+    swept = fnnet.sweep(run, params, states, xs, ys, keys=keys, per_member_data=True)
     assert swept[2].shape == (3, EPOCHS)
     for i in range(3):
         alone = run(
@@ -74,7 +74,7 @@ def seq_sweep(lrs):
     keys = jax.random.split(jax.random.key(5), 3)
     params = fnnet.init_many(keys, SEQ_MODEL, x.shape)
     states = jax.vmap(lambda p, lr: SEQ_OPT.init(p, lr=lr))(params, jnp.asarray(lrs, jnp.float32))
-    return (params, states, x, y, keys), fnnet.sweep(SEQ_RUN, params, states, x, y, keys)
+    return (params, states, x, y, keys), fnnet.sweep(SEQ_RUN, params, states, x, y, keys=keys)
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def grid(lrs, run=None):
 def test_invalid_hyperparameters_traced_under_jit_are_flagged():
     # Under jit no host check sees the values: the result's finite flag says it.
     run, params, states, x, y, keys = grid([0.3, -0.3, 0.1, 0.0], fnnet.train(MODEL, LOSS, OPT, epochs=1))
-    result = jax.jit(lambda states: fnnet.sweep(run, params, states, x, y, keys))(states)
+    result = jax.jit(lambda states: fnnet.sweep(run, params, states, x, y, keys=keys))(states)
     assert result.finite.tolist() == [True, False, True, False]
 
 
@@ -130,7 +130,7 @@ def test_concrete_invalid_hyperparameters_raise_naming_the_members(lrs, which, v
         f"sweep: member(s) {which} have an invalid lr: {np.asarray(values, np.float32).tolist()}"
     )
     with count_compilations() as compiled, pytest.raises(ValueError, match=match):
-        fnnet.sweep(run, params, states, x, y, keys)
+        fnnet.sweep(run, params, states, x, y, keys=keys)
     assert not [name for name in compiled if "run" in name], compiled
 
 
@@ -139,9 +139,9 @@ def test_nan_data_or_params_raise_naming_the_members():
     xs, ys = np.stack([np.asarray(x)] * 3), np.stack([np.asarray(y)] * 3)
     xs[2, 3, 0] = np.nan
     with pytest.raises(ValueError, match=r"sweep: x of member\(s\) \[2\] holds NaN or infinite values"):
-        fnnet.sweep(run, params, states, xs, ys, keys, per_member_data=True)
+        fnnet.sweep(run, params, states, xs, ys, keys=keys, per_member_data=True)
     with pytest.raises(ValueError, match=r"sweep: x holds 1 NaN or infinite value\(s\)"):
-        fnnet.sweep(run, params, states, xs[2], ys[2], keys)
+        fnnet.sweep(run, params, states, xs[2], ys[2], keys=keys)
     bad = (
         params[0],
         params[1],
@@ -149,7 +149,7 @@ def test_nan_data_or_params_raise_naming_the_members():
         params[3],
     )
     with pytest.raises(ValueError, match=r"sweep: params\[2\]\['w'\] of member\(s\) \[1\] holds NaN"):
-        fnnet.sweep(run, bad, states, x, y, keys)
+        fnnet.sweep(run, bad, states, x, y, keys=keys)
 
 
 def arguments():
@@ -298,3 +298,18 @@ def test_rbg_keys_are_warned_of_as_they_draw_otherwise_under_vmap():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fnnet.init_many(jax.random.split(jax.random.key(0), 3), model, (4, 2))
+
+
+def test_runs_of_optimizers_of_other_hyperparameters_share_one_sweep_program():
+    (params, states, x, y, keys), _ = seq_sweep([0.1, 0.2, 0.05])
+    for lr in (0.3, 0.7):
+        run = fnnet.train(SEQ_MODEL, fnnet.LossMSE(), fnnet.SGD(lr=lr), epochs=SEQ_RUN.epochs)
+        assert run == SEQ_RUN
+        with count_compilations() as compiled:
+            fnnet.sweep(run, params, states, x, y, keys=keys)
+        assert compiled == [], compiled
+
+
+def test_sweep_takes_its_keys_by_keyword():
+    with pytest.raises(TypeError, match=r"sweep\(\) takes 5 positional arguments but 6 were given"):
+        fnnet.sweep(*arguments().values())

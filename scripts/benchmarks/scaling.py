@@ -41,7 +41,7 @@ def bench_sweep(epochs, members, rounds):
         params = fnnet.init_many(keys, model, x.shape)
         states = jax.vmap(opt.init)(params)
         variants[m] = lambda params=params, states=states, keys=keys: fnnet.sweep(
-            run, params, states, x, y, keys
+            run, params, states, x, y, keys=keys
         )
     timings = interleaved(variants, rounds)
     rows = [
