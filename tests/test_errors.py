@@ -894,7 +894,7 @@ def test_checkpoint_of_another_model_or_optimizer(checkpoint):
     "spoil, match",
     [
         (lambda p: p.write_bytes(p.read_bytes()[:100]), UNREADABLE),
-        (lambda p: fnnet.save(p, init(OTHER), OPT.init(init(OTHER))), r"expected float32\[4\]"),
+        (lambda p: fnnet.save(p, init(OTHER), OPT.init(init(OTHER))), r"it holds no fit metadata"),
     ],
     ids=["truncated", "other-model"],
 )
@@ -987,7 +987,7 @@ def test_other_settings_take_numpy_scalars():
     numpy_sgd = fnnet.SGD(lr=np.float32(0.1), momentum=np.float32(0.5), nesterov=True)
     python_sgd = fnnet.SGD(lr=0.1, momentum=0.5, nesterov=True)
     params = init()
-    assert numpy_sgd == python_sgd  # one update rule
+    assert numpy_sgd.step == python_sgd.step  # one update rule, one program
     assert jax.tree.map(float, numpy_sgd.init(params).hyperparams) == jax.tree.map(
         float, python_sgd.init(params).hyperparams
     )
