@@ -13,6 +13,8 @@ import numbers
 
 import numpy as np
 
+from fnnet._checks import describe as _describe
+
 
 def show(value) -> str:
     """A setting as code: a function by its qualified name, a dtype as `jnp.float32`, a
@@ -83,3 +85,19 @@ def _is_number_array(value) -> bool:
     """A concrete 0-d array of numbers (a setting some constructors keep as it came)."""
     dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
     return shape == () and dtype is not None and np.dtype(dtype).kind in "iuf"
+
+
+def check_functions(owner: str, value, required: tuple, optional: tuple = ()) -> None:
+    """Raise TypeError unless `value`'s fields `required` are functions and `optional`
+    ones None or functions (a layer or loss of your own functions)."""
+    for field in required + optional:
+        function = getattr(value, field)
+        if not (callable(function) or field in optional and function is None):
+            expected = "None or a function" if field in optional else "a function"
+            raise TypeError(f"{owner}: {field} must be {expected}, got {_describe(function)}")
+
+
+def functions_repr(owner: str, value, required: tuple, optional: tuple = ()) -> str:
+    """`Owner(f=name, ...)`: the functions by name, the optional ones when given."""
+    fields = required + tuple(f for f in optional if getattr(value, f) is not None)
+    return f"{owner}({', '.join(f'{f}={show(getattr(value, f))}' for f in fields)})"

@@ -194,17 +194,18 @@ def _promoted(*arrays):
 # --- convolutions ---------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
 class _Convolution(Layer):
     """What Conv2D and ConvTranspose2D share: their settings, checks, params and init."""
 
     c_in: int
     c_out: int
     kernel_size: Any
-    stride: Any
-    padding: Any
-    w_init: Optional[Callable]
-    b_init: Optional[Callable]
-    dtype: Any
+    stride: Any = 1
+    padding: Any = "SAME"
+    w_init: Optional[Callable] = weights_field()
+    b_init: Optional[Callable] = weights_field()
+    dtype: Any = weights_field(np.dtype("float32"))
 
     def __post_init__(self):
         owner = type(self).__name__
@@ -263,15 +264,6 @@ class Conv2D(_Convolution):
       (10, 16, 16, 8)
     """
 
-    c_in: int
-    c_out: int
-    kernel_size: Any
-    stride: Any = 1
-    padding: Any = "SAME"
-    w_init: Optional[Callable] = weights_field()
-    b_init: Optional[Callable] = weights_field()
-    dtype: Any = weights_field(np.dtype("float32"))
-
     def geometry(self, input_shape):
         """The zero padding of the input and the output shape."""
         n, h, w, _ = _check_image(self.name, input_shape, self.c_in)
@@ -324,15 +316,6 @@ class ConvTranspose2D(_Convolution):
       >>> layer.init(jax.random.key(0), (10, 16, 15, 8))[0]
       (10, 32, 30, 3)
     """
-
-    c_in: int
-    c_out: int
-    kernel_size: Any
-    stride: Any = 1
-    padding: Any = "SAME"
-    w_init: Optional[Callable] = weights_field()
-    b_init: Optional[Callable] = weights_field()
-    dtype: Any = weights_field(np.dtype("float32"))
 
     def geometry(self, input_shape):
         """The padding of the Conv2D this layer transposes, and the output shape."""

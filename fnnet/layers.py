@@ -69,7 +69,7 @@ import numpy as np
 
 from fnnet._checks import check_init, describe, is_int, is_real
 from fnnet._types import Params, Shape
-from fnnet._values import settings_repr, setattr_frozen, show
+from fnnet._values import check_functions, functions_repr, settings_repr, setattr_frozen
 
 __all__ = ["Layer", "FunctionLayer", "Linear"]
 
@@ -119,17 +119,10 @@ class FunctionLayer(Layer):
     update_state: Optional[Callable] = None
 
     def __post_init__(self):
-        for field in ("init", "apply", "vjp"):
-            if not callable(getattr(self, field)):
-                raise TypeError(f"Layer: {field} must be a function, got {describe(getattr(self, field))}")
-        if self.update_state is not None and not callable(self.update_state):
-            raise TypeError(
-                f"Layer: update_state must be None or a function, got {describe(self.update_state)}"
-            )
+        check_functions("Layer", self, ("init", "apply", "vjp"), ("update_state",))
 
     def __repr__(self) -> str:
-        fields = ("init", "apply", "vjp") + (("update_state",) if self.update_state is not None else ())
-        return f"Layer({', '.join(f'{f}={show(getattr(self, f))}' for f in fields)})"
+        return functions_repr("Layer", self, ("init", "apply", "vjp"), ("update_state",))
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from jax import lax
 from fnnet._checks import as_number, describe, is_real
 from fnnet._hosts import host_parts
 from fnnet._types import Array
-from fnnet._values import settings_repr, setattr_frozen, show
+from fnnet._values import check_functions, functions_repr, settings_repr, setattr_frozen
 
 __all__ = ["Loss", "FunctionLoss", "LossMSE", "LossBCE", "LossBCEWithLogits", "LossCrossEntropy"]
 
@@ -88,17 +88,10 @@ class FunctionLoss(Loss):
     check_targets: Optional[Callable[[np.ndarray, int], None]] = None
 
     def __post_init__(self):
-        for field in ("value", "grad"):
-            if not callable(getattr(self, field)):
-                raise TypeError(f"Loss: {field} must be a function, got {describe(getattr(self, field))}")
-        if self.check_targets is not None and not callable(self.check_targets):
-            raise TypeError(
-                f"Loss: check_targets must be None or a function, got {describe(self.check_targets)}"
-            )
+        check_functions("Loss", self, ("value", "grad"), ("check_targets",))
 
     def __repr__(self) -> str:
-        fields = ("value", "grad") + (("check_targets",) if self.check_targets is not None else ())
-        return f"Loss({', '.join(f'{f}={show(getattr(self, f))}' for f in fields)})"
+        return functions_repr("Loss", self, ("value", "grad"), ("check_targets",))
 
 
 def _check_same_shape(name, y, target):
