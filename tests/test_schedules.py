@@ -139,8 +139,14 @@ def test_other_settings_make_other_schedules(a, b):
         (schedules.inverse_time(0.2, 0.03), "schedules.inverse_time(lr=0.2, k=0.03)"),
         (schedules.step(0.4, 0.5, 100), "schedules.step(lr=0.4, factor=0.5, every=100)"),
         (schedules.cosine(0.1, 1000), "schedules.cosine(lr=0.1, total_steps=1000)"),
-        (schedules.cosine(0.1, 1000, final_lr=0.01), "schedules.cosine(lr=0.1, total_steps=1000, final_lr=0.01)"),
-        (schedules.step(0.4, 0.5, np.int32(100)), "schedules.step(lr=0.4, factor=0.5, every=100)"),  # settings checked
+        (
+            schedules.cosine(0.1, 1000, final_lr=0.01),
+            "schedules.cosine(lr=0.1, total_steps=1000, final_lr=0.01)",
+        ),
+        (
+            schedules.step(0.4, 0.5, np.int32(100)),
+            "schedules.step(lr=0.4, factor=0.5, every=100)",
+        ),  # settings checked
     ],
 )
 def test_a_schedule_prints_as_the_code_that_builds_it(schedule, text):
