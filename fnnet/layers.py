@@ -45,9 +45,9 @@ Write each VJP beside its forward and check it with `fnnet.check_vjp`.
 **Mode and keys.** `train` is a Python bool (static under `jit`); `key` is a
 JAX PRNG key, traced, so a `vmap` over keys gives each member its own draws.
 `Sequential` passes `train` to every layer and splits `key` once per layer.
-Training (`value_and_grad`, `train_step`, `train`, `fit`, `sweep`) calls
-`apply` and `vjp` with `train=True` and, at each step, the run's key with the
-step count folded in.
+Training calls `apply` and `vjp` with `train=True`: `train_step`, `train`,
+`fit` and `sweep` with the run's key and the step count folded in at each
+step; `value_and_grad` with the key it is given (fold in your own step).
 
 **State.** Non-trainable values live in params under `fnnet.State` nodes:
 `model.apply(params, x)` finds them, checkpoints and sweeps carry them, and
