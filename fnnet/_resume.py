@@ -72,6 +72,21 @@ def differences(stored: dict, current: dict) -> list:
     return found
 
 
+def refuse_to_overwrite(path) -> None:
+    """Raise FileExistsError if `path` holds a checkpoint of `fit` with epochs done: a run
+    started again on it would replace that work with its first save."""
+    try:
+        metadata = read_metadata(path)
+    except (OSError, ValueError):  # no file, or none of fit's: nothing of a run to keep
+        return
+    done = metadata.get("epochs_done") if isinstance(metadata, dict) else None
+    if isinstance(done, int) and done > 0:
+        raise FileExistsError(
+            f"fit: checkpoint {path!r} holds a run with {done} epochs done; pass resume=True "
+            f"to continue it, or overwrite=True to start again over it"
+        )
+
+
 def _refusal(path, why) -> ValueError:
     return ValueError(f"fit: cannot resume from {path!r}: {why}")
 

@@ -106,6 +106,7 @@ def fit(
     checkpoint=None,
     checkpoint_every: Optional[int] = None,
     resume: bool = False,
+    overwrite: bool = False,
     mesh=None,
     run_id: Optional[str] = None,
 ) -> FitResult:
@@ -150,6 +151,8 @@ def fit(
         Functions of your own (a layer's, an initializer) are compared by their
         qualified names only, not their code: after changing one, start anew.
       mesh: a `jax.sharding.Mesh` for data-parallel training (see `train`).
+      overwrite: replace a checkpoint of `fit` that already holds epochs, when not
+        resuming (without it, such a file is refused: finished work is never lost).
       run_id: an optional name of the run, recorded in the checkpoint and
         compared on resume.
 
@@ -187,6 +190,8 @@ def fit(
             )
         checkpoint = os.fspath(checkpoint)
         check_writable(checkpoint, "fit")
+        if not (resume or overwrite):
+            _resume.refuse_to_overwrite(checkpoint)
         spec = _resume.run_record(model, loss, opt, params, opt_state, x, y, validation, size, key, run_id)
     losses, val_losses, done = [], [], 0
     if resume and spec is not None and os.path.exists(checkpoint):

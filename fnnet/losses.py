@@ -17,6 +17,7 @@ of functions, or a subclass of `Loss` like the built-in ones.
 import dataclasses
 from typing import Callable, Optional
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -102,6 +103,13 @@ def _check_same_shape(name, y, target):
         )
 
 
+def _floating(y):
+    """Predictions as a floating-point array: integer ones (or a list of ints) would
+    truncate a mean and its gradient."""
+    y = jnp.asarray(y)
+    return y if jnp.issubdtype(y.dtype, jnp.inexact) else y.astype(jnp.result_type(float))
+
+
 def _wide(values):
     """`values` in at least float32, where a mean divides: in float16 a count past 65504
     is inf, and every quotient by it 0."""
@@ -133,10 +141,12 @@ class _MeanLoss(Loss):
         raise NotImplementedError
 
     def value(self, y, target):
+        y, target = _floating(y), jnp.asarray(target)
         _check_same_shape(type(self).__name__, y, target)
         return _mean(self._f(y, target))
 
     def grad(self, y, target):
+        y, target = _floating(y), jnp.asarray(target)
         _check_same_shape(type(self).__name__, y, target)
         return _per(self._df(y, target), jnp.size(y))  # d mean / dy = f'(y) / n
 
@@ -182,12 +192,23 @@ class LossBCE(_MeanLoss):
         info = jnp.finfo(jnp.result_type(p, float))
         return jnp.clip(p, max(self.eps, float(info.tiny)), min(1 - self.eps, 1 - float(info.epsneg)))
 
+    def _probabilities(self, p):
+        """p clamped, NaN where it is not a probability (a model without its Sigmoid gives
+        logits: use LossBCEWithLogits); concrete predictions raise, naming the fix."""
+        if not isinstance(p, jax.core.Tracer) and p.size and not bool(jnp.all((p >= 0) & (p <= 1))):
+            raise ValueError(
+                f"LossBCE: predictions must be probabilities in [0, 1], got values in "
+                f"[{float(jnp.min(p))}, {float(jnp.max(p))}]; for logits (a model without its "
+                f"Sigmoid) use LossBCEWithLogits"
+            )
+        return self._clamp(_in_unit_interval(p))
+
     def _f(self, p, t):
-        p, t = self._clamp(p), _in_unit_interval(t)
+        p, t = self._probabilities(p), _in_unit_interval(t)
         return -(t * jnp.log(p) + (1 - t) * jnp.log1p(-p))
 
     def _df(self, p, t):
-        p, t = self._clamp(p), _in_unit_interval(t)
+        p, t = self._probabilities(p), _in_unit_interval(t)
         return (p - t) / (p * (1 - p))  # d/dp of -(t log p + (1-t) log(1-p))
 
     def check_targets(self, t, n_outputs):  # type: ignore[override]
@@ -274,12 +295,14 @@ class LossCrossEntropy(Loss):
     """
 
     def value(self, y, target):
+        y = _floating(y)
         t = _as_probabilities(y, target)
         # A class of weight 0 adds 0, even where its log-probability is -inf (|y| ~ 1e38).
         terms = jnp.where(t == 0, 0, t * _log_softmax(y))
         return -_sum_per(terms, jnp.size(y) // y.shape[-1])
 
     def grad(self, y, target):
+        y = _floating(y)
         t = _as_probabilities(y, target)
         n_examples = jnp.size(y) // y.shape[-1]
         # d/dy of -sum(t log softmax(y)) = softmax(y) * sum(t) - t

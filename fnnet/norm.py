@@ -34,8 +34,15 @@ def _check_number(owner, name, value, ok, expected):
     return float(value)
 
 
+def _wide(x):
+    """x in at least float32: in float16 the variance of [0, 300, -300] overflows (and a
+    row normalizes to zeros). float32 and float64 inputs are left as they are."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _normalize(x, axes, eps):
-    """(xhat, mean, var, s) of x over `axes`, with the biased variance."""
+    """(xhat, mean, var, s) of x over `axes`, with the biased variance, in at least float32."""
+    x = _wide(x)
     mean = jnp.mean(x, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
     s = jnp.sqrt(var + eps)
@@ -162,18 +169,20 @@ class BatchNorm(Layer):
             return xhat, s, mean, var, axes
         running = params["running"]
         s = jnp.sqrt(_per_feature(running["var"], x) + self.eps)
-        return (x - _per_feature(running["mean"], x)) / s, s, None, None, axes
+        return (_wide(x) - _per_feature(running["mean"], x)) / s, s, None, None, axes
 
     def apply(self, params, x, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat = self.statistics(params, x, train)[0]
-            return _per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)
+            return (_per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)).astype(
+                x.dtype
+            )
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat, s, _, _, axes = self.statistics(params, x, train)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = dy * _per_feature(params["scale"], x)
+            g = _wide(dy) * _per_feature(params["scale"], x)
             running = params["running"]
             if train:  # the running statistics are not used: zero cotangents
                 dx = _normalize_vjp(g, xhat, s, axes)
@@ -244,13 +253,15 @@ class LayerNorm(Layer):
     def apply(self, params, x, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat = self.forward(params, x)[0]
-            return _per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)
+            return (_per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)).astype(
+                x.dtype
+            )
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         with jax.named_scope(self.name):
             xhat, _, _, s = self.forward(params, x)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = dy * _per_feature(params["scale"], x)
+            g = _wide(dy) * _per_feature(params["scale"], x)
             dx = _normalize_vjp(g, xhat, s, (x.ndim - 1,))
             others = _batch_axes(x)
             return (

@@ -493,3 +493,28 @@ def test_equal_losses_share_a_program():
     with count_compilations() as compiled:
         value(LossBCE(eps=1e-3), y, t)
     assert len(compiled) == 1, compiled
+
+
+def test_integer_predictions_compute_in_floating_point():
+    """A mean of integers must not be truncated: (1 + 4) / 2 is 2.5, not 2."""
+    assert float(fnnet.LossMSE().value([1, 2], [0, 0])) == 2.5
+    np.testing.assert_allclose(fnnet.LossMSE().grad(jnp.array([1, 2, 3]), jnp.zeros(3)), [2 / 3, 4 / 3, 2])
+    logits = jnp.array([[1, 2]])
+    assert float(fnnet.LossCrossEntropy().value(logits, jnp.array([0]))) == pytest.approx(
+        float(fnnet.LossCrossEntropy().value(logits.astype(jnp.float32), jnp.array([0]))), rel=1e-6
+    )
+
+
+def test_bce_refuses_predictions_that_are_not_probabilities():
+    """A model without its Sigmoid gives logits: an error naming LossBCEWithLogits where the
+    values are known, NaN under jit (as for targets outside [0, 1]); 0 and 1 stay finite."""
+    p, t = jnp.array([0.5, 1.5]), jnp.array([0.0, 1.0])
+    with pytest.raises(
+        ValueError,
+        match=r"LossBCE: predictions must be probabilities in \[0, 1\], got values "
+        r"in \[0\.5, 1\.5\]; for logits .* use LossBCEWithLogits",
+    ):
+        fnnet.LossBCE().value(p, t)
+    assert np.isnan(jax.jit(fnnet.LossBCE().value)(p, t))
+    assert np.isnan(jax.jit(fnnet.LossBCE().grad)(jnp.array([-0.1, 0.5]), t)[0])
+    assert np.isfinite(fnnet.LossBCE().value(jnp.array([0.0, 1.0]), t))

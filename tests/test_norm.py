@@ -268,3 +268,30 @@ def test_batchnorm_wrong_input_and_params():
         BN.apply(plain, x)
     with pytest.raises(ValueError, match=r"BatchNorm\(.*\): expected input_shape with at least 2"):
         BN.init(KEY, (3,))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_statistics_are_taken_in_float32(dtype):
+    """In float16 the variance of [0, 300, -300] overflows: the row used to normalize to
+    zeros. Statistics run in float32; the output keeps the input's dtype."""
+    row = np.array([0.0, 300.0, -300.0])
+    ln = LayerNorm(dtype=dtype)
+    params = ln.init(jax.random.key(0), (1, 3))[1]
+    y = ln.apply(params, jnp.asarray(row[None, :], dtype))
+    want = LayerNorm().apply(
+        LayerNorm().init(jax.random.key(0), (1, 3))[1], jnp.asarray(row[None, :], jnp.float32)
+    )
+    assert y.dtype == dtype
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(want), rtol=1e-2, atol=1e-2)
+    bn = BatchNorm(dtype=dtype)
+    params = bn.init(jax.random.key(0), (3, 1))[1]
+    x = jnp.asarray(row[:, None], dtype)
+    y = bn.apply(params, x, train=True)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(
+        np.asarray(y, np.float32).ravel(), np.asarray(want).ravel(), rtol=1e-2, atol=1e-2
+    )
+    running = bn.update_state(params, x)["running"]
+    assert float(running["var"][0]) == pytest.approx(0.9 + 0.1 * 60000, rel=1e-2)
+    _, dx = bn.vjp(params, x, jnp.asarray([[1.0], [0.0], [-1.0]], dtype), train=True)
+    assert dx.dtype == dtype and np.all(np.isfinite(np.asarray(dx, np.float32)))

@@ -443,3 +443,18 @@ def test_another_kind_of_optimizer_is_named_before_its_state_is_read(tmp_path):
         ValueError, match=r"another run's: the optimizer \(its kind, update rule or lr schedule\) is"
     ):
         fit(3, path, resume=True, opt=adam, opt_state=adam.init(PARAMS), **FULL_BATCH)
+
+
+def test_a_new_run_never_writes_over_finished_epochs(tmp_path):
+    """resume=False on a path that holds a run's epochs: refused, the file untouched, unless
+    overwrite=True."""
+    path = tmp_path / "run.npz"
+    fit(3, path, **FULL_BATCH)
+    before = path.read_bytes()
+    with pytest.raises(
+        FileExistsError, match=r"holds a run with 3 epochs done; pass resume=True .* overwrite=True"
+    ):
+        fit(2, path, **FULL_BATCH)
+    assert path.read_bytes() == before
+    fit(2, path, overwrite=True, **FULL_BATCH)
+    assert fnnet.load(path, PARAMS)[2]["epochs_done"] == 2
