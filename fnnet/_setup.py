@@ -7,6 +7,7 @@ checks the stacked values (finiteness, targets, hyperparameters) before it vmaps
 `Optimizer.valid` judges traced hyperparameters on the device.
 """
 
+import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -34,6 +35,7 @@ class Setup(NamedTuple):
     batch_size: Optional[int]
     steps_per_epoch: int
     opt_state: Any
+    validation: Any = None
 
 
 def prepare_run(
@@ -47,6 +49,7 @@ def prepare_run(
     check_kinds(owner, model, loss, opt)
     epochs = check_count(f"{owner}: epochs", epochs)
     key = _typed_key(owner, key)
+    x, y = as_array(owner, "x", x), as_array(owner, "y", y)
     check_data(owner, "x", "y", x, y)
     check_param_dtypes(owner, params)
     n_outputs = check_shapes(owner, model, loss, params, "x", "y", x, y)
@@ -56,27 +59,74 @@ def prepare_run(
     if validation is not None:
         if not (isinstance(validation, tuple) and len(validation) == 2):
             raise TypeError(f"{owner}: validation must be a pair (x_val, y_val), got {describe(validation)}")
+        validation = (as_array(owner, "x_val", validation[0]), as_array(owner, "y_val", validation[1]))
         check_data(owner, "x_val", "y_val", *validation)
         check_shapes(owner, model, loss, params, "x_val", "y_val", *validation)
         check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
     steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
-    check_schedule(opt, epochs * steps_per_epoch)
     opt_state = opt.init(params) if opt_state is None else opt_state
     if not isinstance(opt_state, OptState):
         raise TypeError(
             f"{owner}: opt_state must be an OptState, from opt.init(params), got {describe(opt_state)}"
         )
+    count = opt_state.count
+    start = 0 if isinstance(count, jax.core.Tracer) or jnp.ndim(count) else int(count)
+    check_schedule(opt, epochs * steps_per_epoch, start)  # the steps this run will take
     try:
         jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
     except (TypeError, ValueError) as error:
         raise type(error)(f"{owner}: opt_state: {error}") from error
     check_hyperparams(opt, owner, opt_state)
+    _warn_of_other_hyperparams(owner, opt, opt_state)
     _non_finite(owner, "opt_state", opt_state)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
     x, y = place(owner, mesh, jnp.asarray(x), jnp.asarray(y), size)
-    return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state)
+    return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state, validation)
+
+
+class HyperparameterMismatch(UserWarning):
+    """The optimizer state given to a run holds other hyperparameters than the optimizer
+    was built with: the state's values train (they are data in it)."""
+
+
+def _warn_of_other_hyperparams(owner, opt, opt_state) -> None:
+    """Warn, naming both, where a concrete state's hyperparameter differs from `opt`'s
+    (`fit(opt=SGD(0.001), opt_state=<a state of SGD(0.5)>)` trains at 0.5)."""
+    differ = []
+    for name, hyper in (opt.hyperparameters or {}).items():
+        value = opt_state.hyperparams.get(name) if isinstance(opt_state.hyperparams, dict) else None
+        if value is None or isinstance(value, jax.core.Tracer) or jnp.ndim(value):
+            continue  # traced or stacked (a sweep): the state's values are the point
+        wanted = np.asarray(hyper.value, np.asarray(value).dtype)
+        if not np.array_equal(np.asarray(value), wanted):
+            differ.append(f"{name} {np.asarray(value)} in opt_state, {wanted} in {opt!r}")
+    if differ:
+        warnings.warn(
+            f"{owner}: opt_state's hyperparameters differ from opt's ({'; '.join(differ)}): the "
+            f"state's train. For opt's, pass opt_state=opt.init(params) (or none); for the "
+            f"state's, build opt with them",
+            HyperparameterMismatch,
+            stacklevel=4,
+        )
+
+
+def as_array(owner, name, a):
+    """`a` as an array: arrays as they are, array-likes (lists, pandas frames) of numbers
+    through NumPy; anything else a TypeError naming the conversion to use."""
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a
+    try:
+        array = np.asarray(a)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{owner}: {name} must be an array of numbers (or a list or frame np.asarray turns "
+            f"into one), got {describe(a)}"
+        )
+    return array
 
 
 def check_kinds(owner, model, loss, opt) -> None:
@@ -163,7 +213,12 @@ def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
     try:
         jax.eval_shape(loss.value, out, y)
     except ValueError as error:
-        raise ValueError(f"{owner}: {name_y} does not fit the model's output on {name_x}: {error}") from error
+        hint = ""
+        if tuple(out.shape) == tuple(jnp.shape(y)) + (1,):
+            hint = f"; {name_y} has no output axis: pass {name_y}[:, None] (or {name_y}.reshape(-1, 1))"
+        raise ValueError(
+            f"{owner}: {name_y} does not fit the model's output on {name_x}: {error}{hint}"
+        ) from error
     return out.shape[-1]
 
 

@@ -12,11 +12,18 @@ from fnnet import _resume
 from fnnet._atomic import check_writable
 from fnnet._checks import describe
 from fnnet._hosts import on_writer
-from fnnet._setup import check_count, prepare_run, underflow_step
+from fnnet._setup import HyperparameterMismatch, check_count, prepare_run, underflow_step
 from fnnet.checkpoint import save
 from fnnet.training import _runner
 
-__all__ = ["CheckpointError", "FitResult", "LearningRateUnderflow", "TrainingDiverged", "fit"]
+__all__ = [
+    "CheckpointError",
+    "FitResult",
+    "HyperparameterMismatch",
+    "LearningRateUnderflow",
+    "TrainingDiverged",
+    "fit",
+]
 
 # Every call of the compiled loop runs this many epochs' worth of loop, the first `active`
 # of them for real: one program for every setting, so the bits cannot depend on them.
@@ -175,7 +182,7 @@ def fit(
     )
     epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
     steps_per_epoch = setup.steps_per_epoch
-    validate = validation is not None
+    validate, validation = validation is not None, setup.validation
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
     if run_id is not None and not isinstance(run_id, str):
@@ -192,7 +199,9 @@ def fit(
         check_writable(checkpoint, "fit")
         if not (resume or overwrite):
             _resume.refuse_to_overwrite(checkpoint)
-        spec = _resume.run_record(model, loss, opt, params, opt_state, x, y, validation, size, key, run_id)
+        spec = _resume.run_record(
+            model, loss, opt, params, opt_state, setup.x, setup.y, validation, size, key, run_id
+        )
     losses, val_losses, done = [], [], 0
     if resume and spec is not None and os.path.exists(checkpoint):
         params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(

@@ -297,10 +297,11 @@ def learning_rate(hyperparams: dict, schedule: Optional[Callable], t):
     return lr if schedule is None else lr * schedule(t)
 
 
-def _check_schedule(owner, schedule, steps=1):
-    """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for t < steps."""
+def _check_schedule(owner, schedule, steps=1, start=0):
+    """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for start <= t < start +
+    steps (a run continued from a state takes the steps after its count)."""
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
-        lrs = np.asarray(schedule(jnp.arange(steps, dtype=jnp.int32)))
+        lrs = np.asarray(schedule(jnp.arange(start, start + steps, dtype=jnp.int32)))
     if lrs.shape != (steps,):
         raise ValueError(
             f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
@@ -308,17 +309,18 @@ def _check_schedule(owner, schedule, steps=1):
         )
     bad = ~(np.isfinite(lrs) & (lrs > 0))
     if bad.any():
-        first = int(np.argmax(bad))
+        first = start + int(np.argmax(bad))
         raise ValueError(
             f"{owner}: the lr schedule must give a finite lr > 0 at every step, "
-            f"got {lrs[first]} at step {first}"
+            f"got {lrs[first - start]} at step {first}"
         )
 
 
-def check_schedule(opt: Optimizer, steps: int) -> None:
-    """Raise ValueError if `opt`'s lr schedule (if any) is bad within `steps` steps."""
+def check_schedule(opt: Optimizer, steps: int, start: int = 0) -> None:
+    """Raise ValueError if `opt`'s lr schedule (if any) is bad within the `steps` steps
+    after step `start`."""
     if opt.schedule is not None:
-        _check_schedule(opt.name, opt.schedule, steps)
+        _check_schedule(opt.name, opt.schedule, steps, start)
 
 
 def optimizer(

@@ -393,7 +393,13 @@ def test_fit_integer_bool_or_complex_x(no_training, dtype):
 
 def test_fit_x_not_an_array(no_training):
     x, y = data()
-    fit_raises(TypeError, r"fit: x must be an array, got list", x.tolist(), y, no_training)
+    fit_raises(
+        TypeError,
+        r"fit: x must be an array of numbers \(or a list or frame np\.asarray turns into one\), got list",
+        [["a", "b"]] * len(y),
+        y,
+        no_training,
+    )
 
 
 # --- NaN or inf in the data: checked once at fit entry, on the host (also test_fit.py) -----

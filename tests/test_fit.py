@@ -595,7 +595,7 @@ def _with_nan(a, value=np.nan):
             TypeError,
             r"fit: x must be floating point, got dtype int32; convert it",
         ),
-        (dict(x=lambda: np.asarray(_x()).tolist()), TypeError, r"fit: x must be an array, got list"),
+        (dict(x=lambda: [["a", "b"]] * len(_x())), TypeError, r"fit: x must be an array of numbers"),
         (dict(x=lambda: _with_nan(_x())), ValueError, r"fit: x holds 1 NaN or infinite value\(s\)"),
         (dict(y=lambda: _with_nan(_y(), np.inf)), ValueError, r"fit: y holds 1 NaN or infinite value\(s\)"),
         (
@@ -672,3 +672,69 @@ def test_fit_losses_keep_the_training_loops_dtype_as_train_does():
     assert result.losses[0] == float(jnp.mean((model.apply(params, x) - y) ** 2))
     run = fnnet.train(model, fnnet.LossMSE(), opt, epochs=3)
     np.testing.assert_array_equal(result.losses, np.asarray(run(params, opt.init(params), x, y)[2]))
+
+
+def test_array_likes_train_like_arrays():
+    """Lists (and anything np.asarray makes an array of numbers, a pandas frame) are data."""
+    x, y = data()
+    params = init()
+    want = fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), params, x, y, epochs=3, progress=False)
+    got = fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.SGD(lr=0.3),
+        params,
+        np.asarray(x).tolist(),
+        np.asarray(y).tolist(),
+        epochs=3,
+        progress=False,
+        validation=(np.asarray(x).tolist(), y),
+    )
+    np.testing.assert_allclose(got.losses, want.losses, rtol=1e-6)  # lists are float64 under x64
+
+
+def test_targets_without_the_output_axis_get_the_fix_named():
+    x, y = data()
+    with pytest.raises(
+        ValueError, match=r"y has no output axis: pass y\[:, None\] \(or y\.reshape\(-1, 1\)\)"
+    ):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, y[:, 0], epochs=1, progress=False)
+
+
+def test_a_state_of_other_hyperparameters_is_named_not_silently_used():
+    """fit(opt=SGD(0.001), opt_state=<a state of SGD(0.5)>) trains at 0.5: a warning names both."""
+    x, y = data()
+    params = init()
+    with pytest.warns(
+        fnnet.HyperparameterMismatch, match=r"lr 0\.5 in opt_state, 0\.001\d* in SGD\(lr=0\.001"
+    ):
+        fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.SGD(0.001),
+            params,
+            x,
+            y,
+            epochs=1,
+            progress=False,
+            opt_state=fnnet.SGD(0.5).init(params),
+        )
+
+
+def test_a_schedule_is_checked_over_the_steps_a_continued_run_takes():
+    """A linear decay fine for the first 100 steps reaches lr <= 0 in a run continued from
+    step 90: refused before any work, naming the step."""
+    x, y = data()
+    params = init()
+    opt = fnnet.SGD(_linear_decay)
+    state = opt.init(params)._replace(count=jnp.int32(90))
+    with pytest.raises(
+        ValueError, match=r"the lr schedule must give a finite lr > 0 at every step, got .* at step 100"
+    ):
+        fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=20, progress=False, opt_state=state)
+    with pytest.raises(ValueError, match=r"at step 100"):
+        fnnet.train(MODEL, LOSS, opt, epochs=20)(params, state, x, y)
+
+
+def _linear_decay(t):
+    return 0.1 * (1 - jnp.asarray(t, jnp.float32) / 100)

@@ -52,7 +52,11 @@ def nan_at(a, index):
 BAD = {  # name: (how the arguments change, the error, its message: OWNER is fit or train)
     "integer-x": (dict(x=lambda a: a["x"].astype(jnp.int32)), TypeError, "OWNER: x must be floating point"),
     "complex-y": (dict(y=lambda a: a["y"].astype(jnp.complex64)), TypeError, "OWNER: y must be real"),
-    "list-x": (dict(x=lambda a: a["x"].tolist()), TypeError, "OWNER: x must be an array, got list"),
+    "list-x": (
+        dict(x=lambda a: [["a", "b"]] * len(a["x"])),
+        TypeError,
+        "OWNER: x must be an array of numbers",
+    ),
     "fewer-targets": (dict(y=lambda a: a["y"][:-1]), ValueError, "OWNER: x and y must have the same number"),
     "nan-x": (dict(x=lambda a: nan_at(a["x"], (0, 0))), ValueError, r"OWNER: x holds 1 NaN"),
     "bad-targets": (

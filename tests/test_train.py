@@ -394,7 +394,11 @@ def bad_lr_state(params, lr):
             ValueError,
             r"train: key must be one PRNG key, got an array of 4 keys \(shape \(4,\)\)",
         ),
-        (lambda p, s, x, y, k: (p, s, list(x), y, k), TypeError, r"train: x must be an array, got list"),
+        (
+            lambda p, s, x, y, k: (p, s, [["a", "b"]] * len(x), y, k),
+            TypeError,
+            r"train: x must be an array of numbers",
+        ),
     ],
     ids=[
         "nan-x",
