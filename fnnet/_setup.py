@@ -77,7 +77,8 @@ def prepare_run(
     except (TypeError, ValueError) as error:
         raise type(error)(f"{owner}: opt_state: {error}") from error
     check_hyperparams(opt, owner, opt_state)
-    _warn_of_other_hyperparams(owner, opt, opt_state)
+    if owner == "fit":  # train's run takes a sweep's per-member states as they come
+        _warn_of_other_hyperparams(owner, opt, opt_state)
     _non_finite(owner, "opt_state", opt_state)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
@@ -266,7 +267,12 @@ def check_params(owner, model, params, x) -> None:
     expected = _params_spec(model, (1,) + tuple(x.shape[1:]))
     got, want = jax.tree.structure(params), jax.tree.structure(expected)
     if got != want:  # type: ignore[operator]
-        raise TypeError(f"{owner}: params must have the structure model.init gives, {want}; got {got}")
+        kinds = ""
+        if type(params) is not type(expected) and isinstance(params, (list, tuple, dict)):
+            kinds = f" (a {type(params).__name__} where model.init gives a {type(expected).__name__})"
+        raise TypeError(
+            f"{owner}: params must have the structure model.init gives{kinds}, {want}; got {got}"
+        )
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, leaf), spec in zip(paths, jax.tree.leaves(expected)):
         if jnp.shape(leaf) != spec.shape:

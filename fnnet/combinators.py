@@ -40,6 +40,35 @@ def _naming_layer(position, fn, *args, **kwargs):
         raise TypeError(f"serial layer {position}: {error}") from error
 
 
+def _checked_init(layer, key, shape):
+    """`layer.init`'s `(output_shape, params)`, refusing anything else by what came."""
+    result = layer.init(key, shape)
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], (tuple, list))):
+        raise TypeError(f"{layer.name}: init must return (output_shape, params), got {describe(result)}")
+    return tuple(result[0]), result[1]
+
+
+def _checked_apply(layer, params, x, **mode):
+    """`layer.apply`'s output, refused unless it is one array (a pair would pass on as data)."""
+    y = layer.apply(params, x, **mode)
+    if not (hasattr(y, "shape") and hasattr(y, "dtype")):
+        raise TypeError(f"{layer.name}: apply must return an array, got {describe(y)}")
+    return y
+
+
+def _checked_vjp(layer, params, x, dy, **mode):
+    """`layer.vjp`'s `(dparams, dx)`, dx of x's shape: else the error would blame the layer
+    before it, in its shapes."""
+    result = layer.vjp(params, x, dy, **mode)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"{layer.name}: vjp must return (dparams, dx), got {describe(result)}")
+    if jnp.shape(result[1]) != jnp.shape(x):
+        raise ValueError(
+            f"{layer.name}: vjp returned dx of shape {jnp.shape(result[1])} for x of shape {jnp.shape(x)}"
+        )
+    return result
+
+
 def _layer_keys(key, n):
     """One key per layer (split once), or None for each when there is no key."""
     return [None] * n if key is None else list(jax.random.split(check_key("serial", key), n))
@@ -87,7 +116,7 @@ class Sequential(Layer):
         shape, params = check_init("serial", key, input_shape), []
         keys = jax.random.split(key, len(self.layers))  # one key per layer
         for i, (layer, layer_key) in enumerate(zip(self.layers, keys)):
-            shape, layer_params = _naming_layer(i, layer.init, layer_key, shape)
+            shape, layer_params = _naming_layer(i, _checked_init, layer, layer_key, shape)
             params.append(layer_params)
         return shape, tuple(params)
 
@@ -99,7 +128,7 @@ class Sequential(Layer):
         inputs, keys = [], _layer_keys(key, n)
         for i, layer in enumerate(self.layers[:upto]):
             inputs.append(x)
-            x = _naming_layer(i, layer.apply, params[i], x, train=train, key=keys[i])
+            x = _naming_layer(i, _checked_apply, layer, params[i], x, train=train, key=keys[i])
         return inputs, keys, x
 
     def apply(self, params, x, *, train=False, key=None):
@@ -111,7 +140,7 @@ class Sequential(Layer):
         dparams = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
             dparams[i], dy = _naming_layer(
-                i, self.layers[i].vjp, params[i], inputs[i], dy, train=train, key=keys[i]
+                i, _checked_vjp, self.layers[i], params[i], inputs[i], dy, train=train, key=keys[i]
             )
         return tuple(dparams), dy
 

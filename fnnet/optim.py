@@ -479,19 +479,23 @@ class OptimizerStep:
                 # The rule runs in p's dtype, at least float32 (in float16 Adam's eps 1e-8
                 # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out.
                 dtype = _at_least_float32(p.dtype)
-                new_p, slots = _rule_output(
-                    owner,
-                    slot_names,
-                    p,
-                    self.rule(
+                try:
+                    output = self.rule(
                         p.astype(dtype),
                         g.astype(dtype),
                         {name: s.astype(dtype) for name, s in slots.items()},
                         {name: h.astype(dtype) for name, h in hyper.items()},
                         jnp.asarray(lr, dtype),
                         t,
-                    ),
-                )
+                    )
+                except KeyError as error:
+                    raise ValueError(
+                        f"{owner}: the update rule reads {error}, which this optimizer does not "
+                        f"have: its hyperparameters are {sorted(hyper)}, its slots "
+                        f"{sorted(slot_names)}; give optimizer() the missing one "
+                        f"(e.g. rho=fraction(0.9), or 'ms' in slots)"
+                    ) from error
+                new_p, slots = _rule_output(owner, slot_names, p, output)
                 p = new_p.astype(p.dtype)
                 slots = {name: slots[name].astype(slot_leaves[name][i].dtype) for name in slot_names}
             new_leaves.append(p)

@@ -11,6 +11,7 @@ So `model.apply(params, x)` finds them without help, `save`/`load`, `sweep` and
 from typing import Any, List
 
 import jax
+import jax.numpy as jnp
 
 __all__ = ["State", "trainable_mask", "state_leaves", "with_state", "check_update"]
 
@@ -87,4 +88,12 @@ def check_update(params, updated) -> Any:
             "its params (optimizers leave those alone); its params hold none: "
             f"{jax.tree.structure(params)}"
         )
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, before), after in zip(paths, jax.tree.leaves(updated)):
+        if (jnp.shape(before), jnp.result_type(before)) != (jnp.shape(after), jnp.result_type(after)):
+            raise ValueError(
+                f"update_state must keep each leaf's shape and dtype: params{jax.tree_util.keystr(path)} "
+                f"is {jnp.result_type(before)}{list(jnp.shape(before))}, update_state gave "
+                f"{jnp.result_type(after)}{list(jnp.shape(after))}"
+            )
     return updated

@@ -169,15 +169,18 @@ def _check_devices(owner, devices) -> list:
 
 
 def _members(owner, tree, name, members=None) -> int:
-    """The common leading size of `tree`'s leaves (`members` if given); raise if they differ."""
+    """The common leading size of `tree`'s leaves (`members`, the keys' count, if given);
+    raise if they differ."""
+    of_keys = members is not None
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         size = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
         if members is None:
             members = size
         if size is None or size != members:
+            because = f" ({members} keys: one per member)" if of_keys else ""
             raise ValueError(
                 f"{owner}: every leaf of {name} must be stacked on a leading "
-                f"member axis of size {members}, got "
+                f"member axis of size {members}{because}, got "
                 f"{name}{jax.tree_util.keystr(path)} of shape {jnp.shape(leaf)}"
             )
     return members

@@ -122,6 +122,12 @@ class TrainStep:
     optimizer: Optimizer
 
     def arguments(self, params, opt_state, x, y, key):
+        if any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree.leaves((params, opt_state))):
+            raise ValueError(
+                "train_step: params or opt_state hold arrays an earlier step was donated and "
+                "deleted: pass the ones the step returned, or keep a copy to reuse, "
+                "jax.tree.map(jnp.copy, params)"
+            )
         if key is not None:
             key = check_key("train_step", key)
         check_step_args(self.optimizer, opt_state, x, y)

@@ -536,3 +536,88 @@ def test_a_subclass_of_a_built_in_layer_keeps_its_own_math_on_every_layout():
     value, _ = fnnet.value_and_grad(model, LOSS)(params, x, y)
     want = LOSS.value(model.apply(params, x), y)
     np.testing.assert_allclose(value, want, rtol=1e-6)
+
+
+def _no_init(key, input_shape):
+    return {"w": jnp.ones(3)}  # the params alone, no output shape
+
+
+def _pair_apply(params, x, *, train=False, key=None):
+    return x, x
+
+
+def _identity_apply(params, x, *, train=False, key=None):
+    return x
+
+
+def _narrow_vjp(params, x, dy, *, train=False, key=None):
+    return (), dy[..., :1]  # dx of another shape than x
+
+
+def _no_params_init(key, input_shape):
+    return tuple(input_shape), ()
+
+
+@pytest.mark.parametrize(
+    "layer, error, match",
+    [
+        (
+            fnnet.Layer(_no_init, _identity_apply, _narrow_vjp),
+            TypeError,
+            r"serial layer 1: Layer\(init=_no_init, .*\): init must return \(output_shape, params\), got",
+        ),
+        (
+            fnnet.Layer(_no_params_init, _pair_apply, _narrow_vjp),
+            TypeError,
+            r"serial layer 1: Layer\(.*apply=_pair_apply.*\): apply must return an array, got \(.*\) \(tuple\)",
+        ),
+        (
+            fnnet.Layer(_no_params_init, _identity_apply, _narrow_vjp),
+            ValueError,
+            r"serial layer 1: Layer\(.*vjp=_narrow_vjp.*\): vjp returned dx of shape \(8, 1\) for x of shape \(8, 3\)",
+        ),
+    ],
+    ids=["init-returns-params-alone", "apply-returns-a-tuple", "vjp-returns-another-shape"],
+)
+def test_a_users_layer_that_breaks_the_contract_is_named_with_what_it_returned(layer, error, match):
+    model = fnnet.Sequential(fnnet.Linear(2, 3), layer, fnnet.Linear(3, 1))
+    x, y = data(8)
+    with pytest.raises(error, match=match):
+        params = model.init(jax.random.key(0), x.shape)[1]
+        fnnet.value_and_grad(model, fnnet.LossMSE())(params, x, y)
+
+
+def test_update_state_that_changes_a_leafs_dtype_is_named():
+    model = _tracking(
+        lambda p, x, *, key=None: {"run": fnnet.State(m=jnp.mean(x, axis=0).astype(jnp.float16))}
+    )
+    x, y = jnp.ones((8, 3)), jnp.ones((8, 1))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    with pytest.raises(
+        ValueError,
+        match=r"serial layer 1: update_state must keep each leaf's shape and dtype: "
+        r"params\['run'\]\['m'\] is float\d\d\[3\], update_state gave float16\[3\]",
+    ):
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(lr=0.01), params, x, y, epochs=1, progress=False)
+
+
+def test_params_donated_to_a_step_are_named_when_reused():
+    x, y = data()
+    params, opt = init(), fnnet.SGD(lr=0.1)
+    step = fnnet.train_step(MODEL, LOSS, opt)
+    state = opt.init(params)
+    step(params, state, x, y, key=jax.random.key(0))
+    with pytest.raises(
+        ValueError, match=r"train_step: params or opt_state hold arrays an earlier step was donated"
+    ):
+        step(params, state, x, y, key=jax.random.key(0))
+
+
+def test_params_of_another_container_name_both_kinds():
+    x, y = data()
+    with pytest.raises(
+        TypeError,
+        match=r"params must have the structure model.init gives \(a list where "
+        r"model.init gives a tuple\)",
+    ):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.1), list(init()), x, y, epochs=1, progress=False)

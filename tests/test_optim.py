@@ -707,3 +707,17 @@ def test_an_optimizer_with_a_schedule_prints_as_the_code_that_builds_it():
     opt = fnnet.SGD(fnnet.schedules.cosine(0.1, 100), momentum=0.9)
     assert repr(opt) == "SGD(lr=schedules.cosine(lr=0.1, total_steps=100), momentum=0.9)"
     assert eval(repr(opt), {"SGD": fnnet.SGD, "schedules": fnnet.schedules}) == opt
+
+
+def test_a_rule_reading_a_hyperparameter_it_was_not_given_is_named():
+    def rule(p, g, slots, h, lr, t):
+        return p - lr * h["rho"] * g, slots
+
+    opt = fnnet.optimizer("Mine", rule, 0.1)
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(
+        ValueError,
+        match=r"Mine: the update rule reads 'rho', which this optimizer does not have: "
+        r"its hyperparameters are \['lr'\], its slots \[\]",
+    ):
+        opt.step(params, params, opt.init(params))

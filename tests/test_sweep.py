@@ -181,7 +181,7 @@ def arguments():
             {"keys": jax.random.split(jax.random.key(0), 2)},
             ValueError,
             (
-                r"sweep: every leaf of params must be stacked on a leading member axis of size 2, got "
+                r"sweep: every leaf of params must be stacked on a leading member axis of size 2 \(2 keys: one per member\), got "
                 r"params\[0\]\['b'\] of shape \(3, 8\)"
             ),
         ),
@@ -189,7 +189,7 @@ def arguments():
             lambda a: {"opt_states": jax.tree.map(lambda v: v[:2] if jnp.ndim(v) else v, a["opt_states"])},
             ValueError,
             (
-                r"sweep: every leaf of opt_states must be stacked on a leading member axis of size 3, "
+                r"sweep: every leaf of opt_states must be stacked on a leading member axis of size 3 \(3 keys: one per member\), "
                 r"got opt_states\.count of shape \(2,\)"
             ),
         ),
@@ -197,7 +197,7 @@ def arguments():
             lambda a: {"per_member_data": True},
             ValueError,
             (
-                r"sweep: every leaf of the per-member data must be stacked on a leading member axis of size 3, "
+                r"sweep: every leaf of the per-member data must be stacked on a leading member axis of size 3 \(3 keys: one per member\), "
                 r"got the per-member data\['x'\] of shape \(64, 2\)"
             ),
         ),
@@ -313,3 +313,10 @@ def test_runs_of_optimizers_of_other_hyperparameters_share_one_sweep_program():
 def test_sweep_takes_its_keys_by_keyword():
     with pytest.raises(TypeError, match=r"sweep\(\) takes 5 positional arguments but 6 were given"):
         fnnet.sweep(*arguments().values())
+
+
+def test_members_and_keys_of_other_counts_name_the_keys():
+    kwargs = arguments()
+    kwargs["keys"] = kwargs["keys"][:2]
+    with pytest.raises(ValueError, match=r"member axis of size 2 \(2 keys: one per member\), got params"):
+        fnnet.sweep(**kwargs)
