@@ -270,9 +270,7 @@ def check_params(owner, model, params, x) -> None:
         kinds = ""
         if type(params) is not type(expected) and isinstance(params, (list, tuple, dict)):
             kinds = f" (a {type(params).__name__} where model.init gives a {type(expected).__name__})"
-        raise TypeError(
-            f"{owner}: params must have the structure model.init gives{kinds}, {want}; got {got}"
-        )
+        raise TypeError(f"{owner}: params must have the structure model.init gives{kinds}, {want}; got {got}")
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
     for (path, leaf), spec in zip(paths, jax.tree.leaves(expected)):
         if jnp.shape(leaf) != spec.shape:
