@@ -36,7 +36,7 @@ from fnnet.losses import *  # noqa: F401,F403
 from fnnet.norm import *  # noqa: F401,F403
 from fnnet.optim import *  # noqa: F401,F403
 from fnnet.pool import *  # noqa: F401,F403
-from fnnet.state import State, trainable_mask
+from fnnet.state import State, trainable_mask, update_state
 from fnnet.sweeps import *  # noqa: F401,F403
 from fnnet.testing import *  # noqa: F401,F403
 from fnnet.training import *  # noqa: F401,F403
@@ -63,6 +63,6 @@ __all__ = [
         _testing,
     )
     for name in module.__all__
-] + ["State", "trainable_mask", "schedules", "data"]
+] + ["State", "trainable_mask", "update_state", "schedules", "data"]
 del _activations, _checkpoint, _combinators, _conv, _dropout, _fitting, _grad, _layers, _losses, _norm
 del _optim, _pool, _state, _sweeps, _testing, _training

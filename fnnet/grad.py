@@ -122,8 +122,19 @@ def as_jax(model: Layer, *, train: bool = False):
     `f` is a `jax.custom_vjp` function, so JAX's reverse-mode autodiff (grad,
     vjp), jit, vmap and optimizers written for JAX work on fnnet models while
     using fnnet's hand-derived backward pass. Forward mode (jvp) is not defined.
-    With `train=True` it is `f(params, x, key) = model.apply(params, x, train=True, key=key)`
-    (running statistics are then yours to move, with `model.update_state`).
+    With `train=True` it is `f(params, x, key) = model.apply(params, x, train=True, key=key)`.
+
+    With another optimizer (optax), leave the leaves under `fnnet.State` (running
+    statistics) out of its update (their gradients are zero in training mode), and
+    move them as the step's forward pass moves them, from the params before the step:
+
+        mask = fnnet.trainable_mask(params)                     # False under State
+        tx = optax.masked(optax.adamw(1e-3), mask)
+        grads = jax.grad(lambda p: loss(f(p, x, key), y))(params)
+        updates, tx_state = tx.update(grads, tx_state, params)
+        params = optax.apply_updates(fnnet.update_state(model, params, x, key=key), updates)
+
+    (fnnet's own optimizers and `train_step` do both themselves.)
 
     Example:
       >>> f = as_jax(model)

@@ -13,7 +13,7 @@ from typing import Any, List
 import jax
 import jax.numpy as jnp
 
-__all__ = ["State", "trainable_mask", "state_leaves", "with_state", "check_update"]
+__all__ = ["State", "trainable_mask", "update_state", "state_leaves", "with_state", "check_update"]
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -53,6 +53,21 @@ def trainable_mask(params) -> Any:
         params,
         is_leaf=_is_state,
     )
+
+
+def update_state(model, params, x, *, key=None) -> Any:
+    """`params` after one training step's forward pass on `x`: the leaves under `State`
+    moved by `model.update_state` (BatchNorm's running statistics), the others as they
+    are; `params` unchanged for a model without state. For training with an optimizer of
+    your own (see `fnnet.as_jax`): fnnet's training does it after every step. `key` is the
+    step's key, the one its forward pass drew with.
+
+    Example:
+      >>> params = update_state(model, params, x)
+    """
+    if model.update_state is None:
+        return params
+    return check_update(params, model.update_state(params, x, key=key))
 
 
 def state_leaves(params) -> List:

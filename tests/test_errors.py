@@ -244,7 +244,8 @@ def test_targets_of_the_wrong_shape(no_training):
         (
             {"params": list(init())},
             TypeError,
-            r"fit: params must have the structure model\.init gives, PyTreeDef\(\(\{.*got PyTreeDef\(\[\{",
+            r"fit: params must have the structure model\.init gives \(a list where model\.init gives a tuple\), "
+            r"PyTreeDef\(\(\{.*got PyTreeDef\(\[\{",
         ),
         (
             {"params": jax.tree.map(lambda p: p.astype(jnp.int32), init())},

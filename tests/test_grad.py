@@ -16,7 +16,7 @@ import pytest
 import fnnet
 from fnnet._layout import _twin as feature_major_twin
 from fnnet import Layer, Linear, LossBCE, LossCrossEntropy, LossMSE, ReLU, Sigmoid, Tanh, as_jax, serial
-from helpers import device, jitted_value_and_grad
+from helpers import assert_trees_close, device, jitted_value_and_grad
 from layer_oracle import DTYPES
 
 TIGHT = dict(rtol=1e-10, atol=1e-14)
@@ -271,3 +271,41 @@ def test_autodiff_scan_would_catch_a_use():
     assert autodiff_uses(planted) == ["line 3: from jax import vjp", "line 4: jax.value_and_grad"]
     assert GREP.findall(code_only(planted)) == ["value_and_grad"]
     assert GREP.findall(planted) == ["grad", "jvp", "value_and_grad", "jacrev"]
+
+
+def _masked_sgd(lr, mask):
+    """A minimal optax-like transformation: `update(grads, state, params) -> (updates,
+    state)`, the masked leaves left out (optax.masked's contract), plain SGD elsewhere."""
+
+    def update(grads, state, params=None):
+        return jax.tree.map(lambda g, keep: -lr * g if keep else jnp.zeros_like(g), grads, mask), state
+
+    return update
+
+
+def test_another_optimizer_through_as_jax_leaves_the_state_to_update_state():
+    """The recipe of as_jax's docstring: jax.grad through the hand VJP, an optimizer masked
+    off the State leaves, then fnnet.update_state: the same params as fnnet's own step."""
+    from fnnet.training import step_key
+
+    model = fnnet.Sequential(fnnet.Linear(2, 6), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.Linear(6, 1))
+    loss = fnnet.LossMSE()
+    x = jax.random.normal(jax.random.key(3), (16, 2))
+    y = jax.random.normal(jax.random.key(4), (16, 1))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    f, key = fnnet.as_jax(model, train=True), jax.random.key(5)
+    update = _masked_sgd(0.1, fnnet.trainable_mask(params))
+    mine = params
+    for t in range(3):
+        k = step_key(key, t)
+        grads = jax.grad(lambda p: loss.value(f(p, x, k), y))(mine)
+        updates, _ = update(grads, None, mine)
+        mine = jax.tree.map(lambda p, u: p + u, fnnet.update_state(model, mine, x, key=k), updates)
+    opt = fnnet.SGD(0.1, momentum=None)
+    theirs, state = jax.tree.map(jnp.copy, params), opt.init(params)
+    step = fnnet.train_step(model, loss, opt)
+    for _ in range(3):
+        theirs, state, _ = step(theirs, state, x, y, key=key)
+    assert_trees_close(mine, theirs, np.float32)
+    assert not np.allclose(mine[1]["running"]["var"], 1.0)  # the statistics moved
+    assert fnnet.update_state(fnnet.Linear(2, 1), "unchanged", x) == "unchanged"  # no state: as it came
