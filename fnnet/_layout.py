@@ -1,11 +1,12 @@
 """The one place a run picks how its data lies in memory.
 
 XLA's CPU backend multiplies (25x25)(25xN) about twice as fast as (Nx25)(25x25),
-so a full-batch run on a 2-D batch of a model made only of `Linear` layers and
-elementwise activations (nested in `Sequential` or `Residual`) runs on
+so a full-batch run on a 2-D batch of a model with built-in `Linear` layers runs on
 `(features, batch)`: x is transposed once, before the training loop, and the
-model's feature-major twin runs the steps. Minibatches, images and every other
-layer run as the user laid them out. The public layout is always `(batch,
+model's feature-major twin runs the steps: `Linear` and elementwise activations in
+that layout, every other layer (BatchNorm, Dropout, a layer of your own) on its
+input transposed back, so its math, draws and errors are the batch-major ones.
+Minibatches and images run as the user laid them out. The public layout is always `(batch,
 features)`, and the results are the same either way.
 """
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet.activations import Elementwise
-from fnnet.combinators import Residual, Sequential
+from fnnet.combinators import Residual, Sequential, _checked_apply, _checked_vjp
 from fnnet.layers import Layer, Linear, check_cotangent
 
 
@@ -46,20 +47,57 @@ class _LinearFeatureMajor(Layer):
             )
 
 
-def _twin(layer: Layer) -> Optional[Layer]:
-    """The built-in layer's twin; None for any other layer, a subclass of a built-in one
-    included (it may compute something else)."""
+@dataclasses.dataclass(frozen=True, repr=False)
+class _Transposed(Layer):
+    """Any other layer inside a twin: its own math on x transposed back to `(batch,
+    features)` (so its draws, statistics and errors are those of the batch-major run),
+    its output and dx transposed again."""
+
+    layer: Layer
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    def apply(self, params, x, *, train=False, key=None):
+        return _checked_apply(self.layer, params, x.T, train=train, key=key).T
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        dparams, dx = _checked_vjp(self.layer, params, x.T, dy.T, train=train, key=key)
+        return dparams, dx.T
+
+    @property
+    def update_state(self):  # type: ignore[override]
+        if self.layer.update_state is None:
+            return None
+        return lambda params, x, *, key=None: self.layer.update_state(params, x.T, key=key)
+
+
+def _native(layer: Layer) -> Optional[Layer]:
+    """The twin of a built-in `Linear` or elementwise layer (exactly those classes: a
+    subclass may compute something else), or of a container of layers with twins."""
     kind = type(layer)
     if kind is Linear and isinstance(layer, Linear):
         return _LinearFeatureMajor(layer)
     if isinstance(layer, Elementwise) and (kind.apply, kind.vjp) == (Elementwise.apply, Elementwise.vjp):
         return layer  # f and f' elementwise: any layout
+    return None
+
+
+def _twin(layer: Layer) -> Optional[Layer]:
+    """The model's twin, or None when no layer in it has a native one (nothing to gain);
+    layers without one run transposed inside it."""
+    if _native(layer) is not None:
+        return _native(layer)
+    kind = type(layer)
     if kind is Residual and isinstance(layer, Residual):
         inner = _twin(layer.layer)
         return None if inner is None else Residual(inner)
     if kind is Sequential and isinstance(layer, Sequential):
         twins = [_twin(part) for part in layer.layers]
-        return Sequential(*twins) if all(isinstance(t, Layer) for t in twins) else None  # type: ignore[arg-type]
+        if all(t is None for t in twins):
+            return None
+        return Sequential(*(t if t is not None else _Transposed(p) for t, p in zip(twins, layer.layers)))
     return None
 
 
