@@ -20,6 +20,7 @@ from jax import lax
 from fnnet.activations import Elementwise
 from fnnet.combinators import Residual, Sequential, _checked_apply, _checked_vjp
 from fnnet.layers import Layer, Linear, check_cotangent
+from fnnet.norm import BatchNorm
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -73,12 +74,34 @@ class _Transposed(Layer):
         return lambda params, x, *, key=None: self.layer.update_state(params, x.T, key=key)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
+class _BatchNormFeatureMajor(Layer):
+    """`BatchNorm` on `(features, batch)` inputs: its own methods, the features on axis 0."""
+
+    norm: BatchNorm
+
+    @property
+    def name(self) -> str:
+        return self.norm.name
+
+    def apply(self, params, x, *, train=False, key=None):
+        return self.norm.forward(params, x, train, 0)
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        return self.norm.backward(params, x, dy, train, 0)
+
+    def update_state(self, params, x, *, key=None):  # type: ignore[override]
+        return self.norm.moved(params, x, 0)
+
+
 def _native(layer: Layer) -> Optional[Layer]:
-    """The twin of a built-in `Linear` or elementwise layer (exactly those classes: a
-    subclass may compute something else), or of a container of layers with twins."""
+    """The twin of a built-in `Linear`, `BatchNorm` or elementwise layer (exactly those
+    classes: a subclass may compute something else)."""
     kind = type(layer)
     if kind is Linear and isinstance(layer, Linear):
         return _LinearFeatureMajor(layer)
+    if kind is BatchNorm and isinstance(layer, BatchNorm):
+        return _BatchNormFeatureMajor(layer)
     if isinstance(layer, Elementwise) and (kind.apply, kind.vjp) == (Elementwise.apply, Elementwise.vjp):
         return layer  # f and f' elementwise: any layout
     return None

@@ -130,7 +130,7 @@ def as_jax(model: Layer, *, train: bool = False):
 
         mask = fnnet.trainable_mask(params)                     # False under State
         tx = optax.masked(optax.adamw(1e-3), mask)
-        grads = jax.grad(lambda p: loss(f(p, x, key), y))(params)
+        grads = grad_of_loss(params)        # JAX's autodiff of your loss through f
         updates, tx_state = tx.update(grads, tx_state, params)
         params = optax.apply_updates(fnnet.update_state(model, params, x, key=key), updates)
 

@@ -56,14 +56,16 @@ def _normalize_vjp(g, xhat, s, axes):
     ) / s
 
 
-def _per_feature(v, x):
-    """A per-feature vector `(c,)` shaped `(1, ..., c)` to broadcast against x."""
-    return v.reshape((1,) * (x.ndim - 1) + (-1,))
+def _per_feature(v, x, axis=-1):
+    """A per-feature vector `(c,)` shaped to broadcast against x, its features on `axis`."""
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    return v.reshape(shape)
 
 
-def _batch_axes(x):
-    """Every axis but the last (the features)."""
-    return tuple(range(x.ndim - 1))
+def _batch_axes(x, axis=-1):
+    """Every axis but the features' (`axis`)."""
+    return tuple(a for a in range(x.ndim) if a != axis % x.ndim)
 
 
 def _scale_shift_init(owner, key, input_shape, min_rank, dtype, running):
@@ -79,7 +81,7 @@ def _scale_shift_init(owner, key, input_shape, min_rank, dtype, running):
     return input_shape, params
 
 
-def _check(owner, params, x, min_rank, running):
+def _check(owner, params, x, min_rank, running, axis=-1):
     check_floating(owner, x)
     keys = {"scale", "shift"} | ({"running"} if running else set())
     if (
@@ -99,7 +101,7 @@ def _check(owner, params, x, min_rank, running):
         raise ValueError(
             f"{owner}: expected input with at least {min_rank} axes (..., features), got shape {jnp.shape(x)}"
         )
-    c = jnp.shape(x)[-1]
+    c = jnp.shape(x)[axis]
     for name, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         if jnp.shape(leaf) != (c,):
             raise ValueError(
@@ -153,36 +155,49 @@ class BatchNorm(Layer):
     def init(self, key, input_shape):
         return _scale_shift_init(self.name, key, input_shape, 2, self.dtype, True)
 
-    def statistics(self, params, x, train):
-        """xhat, s, the batch's mean and var (None in inference), axes."""
-        _check(self.name, params, x, 2, True)
-        axes = _batch_axes(x)
+    def statistics(self, params, x, train, axis):
+        """xhat, s, the batch's mean and var (None in inference), axes; the features on
+        `axis` (0 in the private feature-major twin, `fnnet._layout`)."""
+        _check(self.name, params, x, 2, True, axis)
+        axes = _batch_axes(x, axis)
         if check_train(self.name, train) and math.prod(x.shape[a] for a in axes) < 2:
             raise ValueError(
                 f"{self.name}: training normalizes by the batch and needs more than "
-                f"one value per feature, got input of shape {x.shape} (a batch "
-                f"of one: use a larger batch, or a batch_size that leaves no "
+                # the twin's (features, batch) spoken of as the user's (batch, features)
+                f"one value per feature, got input of shape {x.shape[::-1] if axis == 0 else x.shape} "
+                f"(a batch of one: use a larger batch, or a batch_size that leaves no "
                 f"single-sample last batch)"
             )
         if train:
             xhat, mean, var, s = _normalize(x, axes, self.eps)
             return xhat, s, mean, var, axes
         running = params["running"]
-        s = jnp.sqrt(_per_feature(running["var"], x) + self.eps)
-        return (_wide(x) - _per_feature(running["mean"], x)) / s, s, None, None, axes
+        s = jnp.sqrt(_per_feature(running["var"], x, axis) + self.eps)
+        return (_wide(x) - _per_feature(running["mean"], x, axis)) / s, s, None, None, axes
 
     def apply(self, params, x, *, train=False, key=None):
-        with jax.named_scope(self.name):
-            xhat = self.statistics(params, x, train)[0]
-            return (_per_feature(params["scale"], x) * xhat + _per_feature(params["shift"], x)).astype(
-                x.dtype
-            )
+        return self.forward(params, x, train, -1)
 
     def vjp(self, params, x, dy, *, train=False, key=None):
+        return self.backward(params, x, dy, train, -1)
+
+    def update_state(self, params, x, *, key=None):  # type: ignore[override]
+        return self.moved(params, x, -1)
+
+    # The methods above with the features on `axis`: -1, or 0 in the private
+    # feature-major twin (`fnnet._layout`).
+
+    def forward(self, params, x, train, axis):
         with jax.named_scope(self.name):
-            xhat, s, _, _, axes = self.statistics(params, x, train)
+            xhat = self.statistics(params, x, train, axis)[0]
+            scale, shift = _per_feature(params["scale"], x, axis), _per_feature(params["shift"], x, axis)
+            return (scale * xhat + shift).astype(x.dtype)
+
+    def backward(self, params, x, dy, train, axis):
+        with jax.named_scope(self.name):
+            xhat, s, _, _, axes = self.statistics(params, x, train, axis)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = _wide(dy) * _per_feature(params["scale"], x)
+            g = _wide(dy) * _per_feature(params["scale"], x, axis)
             running = params["running"]
             if train:  # the running statistics are not used: zero cotangents
                 dx = _normalize_vjp(g, xhat, s, axes)
@@ -201,8 +216,8 @@ class BatchNorm(Layer):
             }
             return dparams, dx.astype(x.dtype)
 
-    def update_state(self, params, x, *, key=None):  # type: ignore[override]
-        _, _, mean, var, _ = self.statistics(params, x, True)
+    def moved(self, params, x, axis):
+        _, _, mean, var, _ = self.statistics(params, x, True, axis)
         running = params["running"]
         moved = {
             stat: self.momentum * running[stat]

@@ -282,8 +282,11 @@ def test_the_layout_is_private_and_picked_for_full_batch_2d_runs_of_linear_model
     assert feature_major(mlp, x) is not None
     assert feature_major(mlp, x, minibatches=True) is None
     assert feature_major(mlp, jnp.ones((4, 4, 2))) is None
-    # BatchNorm, Dropout: their own math on the input transposed back, inside the twin
-    assert "_Transposed(BatchNorm(momentum=0.8))" in str(feature_major(MODEL, x).layers)
+    # BatchNorm has a twin of its own; Dropout runs its own math on the input transposed back
+    layers = str(feature_major(MODEL, x).layers)
+    assert (
+        "_BatchNormFeatureMajor(BatchNorm(momentum=0.8))" in layers and "_Transposed(Dropout(0.25))" in layers
+    )
     lin = fnnet.Linear(2, 1)
     assert feature_major(fnnet.Sequential(fnnet.Layer(lin.init, lin.apply, lin.vjp)), x) is None
 

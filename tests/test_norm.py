@@ -15,11 +15,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
-from helpers import device
-from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, random_point
+from helpers import assert_trees_close, device
+from layer_oracle import DTYPES, assert_twin_matches, assert_vjp_matches_jax, hand_vjp, random_point
 
 import fnnet
 from fnnet import BatchNorm, LayerNorm, State
+from fnnet._layout import _twin as feature_major_twin
 
 MODES = pytest.mark.parametrize("train", [True, False], ids=["train", "infer"])
 # A non-default momentum and eps, so a formula that hard-codes either fails.
@@ -295,3 +296,18 @@ def test_half_precision_statistics_are_taken_in_float32(dtype):
     assert float(running["var"][0]) == pytest.approx(0.9 + 0.1 * 60000, rel=1e-2)
     _, dx = bn.vjp(params, x, jnp.asarray([[1.0], [0.0], [-1.0]], dtype), train=True)
     assert dx.dtype == dtype and np.all(np.isfinite(np.asarray(dx, np.float32)))
+
+
+@DTYPES
+@MODES
+def test_batchnorm_twin_matches_batch_major(dtype, train):
+    """The private feature-major twin (a full-batch 2-D run's layout) is the same function."""
+    assert_twin_matches(BN, *norm_point(5, (7, 3), dtype), train=train, key=KEY)
+
+
+def test_batchnorm_twin_moves_the_running_statistics_alike_and_speaks_the_users_shapes():
+    params, x, _ = norm_point(7, (9, 4), np.float64)
+    twin = feature_major_twin(BN)
+    assert_trees_close(twin.update_state(params, x.T), BN.update_state(params, x), np.float64)
+    with pytest.raises(ValueError, match=r"got input of shape \(1, 4\) \(a batch of one"):
+        twin.apply(params, x[:1].T, train=True)
