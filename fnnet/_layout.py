@@ -3,8 +3,8 @@
 XLA's CPU backend multiplies (25x25)(25xN) about twice as fast as (Nx25)(25x25),
 so a full-batch run on a 2-D batch of a model with built-in `Linear` layers runs on
 `(features, batch)`: x is transposed once, before the training loop, and the
-model's feature-major twin runs the steps: `Linear` and elementwise activations in
-that layout, every other layer (BatchNorm, Dropout, a layer of your own) on its
+model's feature-major twin runs the steps: `Linear`, `BatchNorm` and elementwise
+activations in that layout, every other layer (Dropout, a layer of your own) on its
 input transposed back, so its math, draws and errors are the batch-major ones.
 Minibatches and images run as the user laid them out. The public layout is always `(batch,
 features)`, and the results are the same either way.
