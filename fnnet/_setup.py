@@ -130,13 +130,12 @@ def as_array(owner, name, a):
     return array
 
 
-def check_kinds(owner, model, loss, opt) -> None:
-    """Raise TypeError unless model, loss and opt are a Layer, a Loss and an Optimizer."""
-    for name, value, kind, example in (
-        ("model", model, Layer, "fnnet.serial(...)"),
-        ("loss", loss, Loss, "fnnet.LossMSE()"),
-        ("opt", opt, Optimizer, "fnnet.SGD(lr=0.1)"),
-    ):
+def check_kinds(owner, model, loss, *opt) -> None:
+    """Raise TypeError unless model, loss and opt (where one is passed, None included) are a
+    Layer, a Loss and an Optimizer."""
+    kinds = [("model", model, Layer, "fnnet.serial(...)"), ("loss", loss, Loss, "fnnet.LossMSE()")]
+    kinds += [("opt", o, Optimizer, "fnnet.SGD(lr=0.1)") for o in opt]
+    for name, value, kind, example in kinds:
         if not isinstance(value, kind):
             article = "an" if kind.__name__[0] in "AEIOU" else "a"
             raise TypeError(
@@ -175,9 +174,7 @@ def _typed_key(owner, key):
 
 def check_data(owner, name_x, name_y, x, y) -> None:
     """Types, lengths and, where concrete, finiteness (this process's part)."""
-    for name, a in ((name_x, x), (name_y, y)):
-        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            raise TypeError(f"{owner}: {name} must be an array, got {describe(a)}")
+    for name, a in ((name_x, x), (name_y, y)):  # arrays: see as_array
         if jnp.ndim(a) < 1:
             raise ValueError(f"{owner}: {name} must have a leading sample axis, got shape {jnp.shape(a)}")
     if x.shape[0] != y.shape[0]:

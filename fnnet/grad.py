@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from fnnet._checks import describe
 from fnnet._layout import feature_major
+from fnnet._setup import check_kinds
 from fnnet.layers import Layer, contract_hint
 from fnnet.losses import Loss
 
@@ -96,15 +97,8 @@ def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> ValueAndG
     Example:
       >>> value, grads = jax.jit(value_and_grad(model, LossBCE()))(params, x, y)
     """
-    check_model_and_loss("value_and_grad", model, loss)
+    check_kinds("value_and_grad", model, loss)
     return ValueAndGrad(model, loss, train)
-
-
-def check_model_and_loss(owner: str, model, loss) -> None:
-    if not isinstance(model, Layer):
-        raise TypeError(f"{owner}: model must be a Layer, got {describe(model)}")
-    if not isinstance(loss, Loss):
-        raise TypeError(f"{owner}: loss must be a Loss, got {describe(loss)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -251,7 +251,7 @@ def _all_finite(tree) -> Array:
     )
 
 
-def _run(model, loss, step_rule, batch_size, mesh, count, params, state, x, y, key, validation, active):
+def _run(mesh, model, loss, step_rule, batch_size, count, params, state, x, y, key, validation, active):
     """A loop of `count` epochs, returning a `Run`. `validation` is None or `(x_val,
     y_val)`, whose loss (in inference mode) is recorded after each epoch. `count` is
     static, one compile per value: a loop of known length runs on a GPU without reading
@@ -294,7 +294,7 @@ def _runner(mesh: Optional[Mesh]) -> Callable:
     replicated), as `run(model, loss, step_rule, batch_size, count, params, state, x, y,
     key, validation, active)`. jit keeps one program per value of the static settings
     (model, loss, the optimizer's step rule, batch size, count) and shapes."""
-    run = functools.partial(_run_in_order, mesh)
+    run = functools.partial(_run, mesh)
     if mesh is None:
         return jax.jit(run, static_argnums=(0, 1, 2, 3, 4))
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -305,12 +305,6 @@ def _runner(mesh: Optional[Mesh]) -> Callable:
         out_shardings=replicated,
         in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated),
     )
-
-
-def _run_in_order(
-    mesh, model, loss, step_rule, batch_size, count, params, state, x, y, key, validation, active
-):
-    return _run(model, loss, step_rule, batch_size, mesh, count, params, state, x, y, key, validation, active)
 
 
 def train(
