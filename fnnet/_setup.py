@@ -83,6 +83,7 @@ def prepare_run(
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
+    check_one_sample_steps(owner, model, params, x, size, key, mesh)
     x, y = place(owner, mesh, jnp.asarray(x), jnp.asarray(y), size)
     return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state, validation)
 
@@ -276,6 +277,36 @@ def check_params(owner, model, params, x) -> None:
                 f"{jnp.shape(leaf)}, model.init gives {spec.shape}"
             )
     _non_finite(owner, "params", params)
+
+
+def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optional[Mesh]) -> None:
+    """Where a step gives a device one sample (a batch of 1, or a batch split into 1 per
+    device), trace (not run) the model in training mode on one sample: a layer that cannot
+    train on it (BatchNorm, on `(1, features)`) raises, named here with the batch and devices."""
+    n = x.shape[0]
+    devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
+    batches = [("the batch", n)] if batch_size is None else [("each batch", batch_size)]
+    if batch_size is not None and n % batch_size:
+        batches.append(("the last batch of each epoch", n % batch_size))
+    for which, size in batches:
+        if size != devices:
+            continue
+        one = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
+        try:
+            jax.eval_shape(lambda p, x1, k: model.apply(p, x1, train=True, key=k), params, one, key)
+        except ValueError as error:
+            if mesh is None:
+                where = (
+                    f"{which} is 1 sample (n={n}, batch_size={batch_size}), and the model needs at "
+                    f"least 2 samples per batch"
+                )
+            else:
+                where = (
+                    f"{which} ({size} samples; n={n}, batch_size={batch_size}) split over {devices} "
+                    f"devices (mesh axis {mesh.axis_names[0]!r}) is 1 sample per device, and the model "
+                    f"needs at least 2 samples per device"
+                )
+            raise ValueError(f"{owner}: {where} to train: {error}") from error
 
 
 def place(owner, mesh: Optional[Mesh], x, y, batch_size):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fnnet._precision import wide
 from fnnet.layers import Parameterless, check_cotangent, check_float, check_floating, check_no_params
 from fnnet._values import setattr_frozen, show
 
@@ -189,7 +190,9 @@ class Identity(Elementwise):
 
 class _AlongFeatures(Parameterless):
     """A parameter-free layer acting along the last axis: a subclass defines
-    `forward(x) -> y` and `backward(y, dy) -> dx`."""
+    `forward(x) -> y` and `backward(y, dy) -> dx`. Both run in at least float32 and return
+    the input's dtype: in half precision, rounding the log-softmax before its exp, or
+    sum(dy * y) before dy - sum(dy * y), loses the result's leading digits."""
 
     def check(self, params, x):
         check_no_params(self.name, params)
@@ -200,13 +203,13 @@ class _AlongFeatures(Parameterless):
     def apply(self, params, x, *, train=False, key=None):
         self.check(params, x)
         with jax.named_scope(self.name):
-            return self.forward(x)
+            return self.forward(wide(x)).astype(x.dtype)
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         self.check(params, x)
         check_cotangent(self.name, dy, jnp.shape(x))
         with jax.named_scope(self.name):
-            return (), self.backward(self.forward(x), dy)
+            return (), self.backward(self.forward(wide(x)), wide(dy)).astype(jnp.result_type(x, dy))
 
 
 def _log_softmax(x):

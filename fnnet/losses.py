@@ -24,6 +24,7 @@ from jax import lax
 
 from fnnet._checks import as_number, describe, is_real
 from fnnet._hosts import host_parts
+from fnnet._precision import wide
 from fnnet._types import Array
 from fnnet._values import check_functions, functions_repr, settings_repr, setattr_frozen
 
@@ -110,25 +111,20 @@ def _floating(y):
     return y if jnp.issubdtype(y.dtype, jnp.inexact) else y.astype(jnp.result_type(float))
 
 
-def _wide(values):
-    """`values` in at least float32, where a mean divides: in float16 a count past 65504
-    is inf, and every quotient by it 0."""
-    return values.astype(jnp.promote_types(values.dtype, jnp.float32))
+# Every loss computes in at least float32 (`wide`) and returns the dtype of its inputs
+# (`jnp.result_type(y, target)`): in float16 300**2 overflows, a count past 65504 is inf
+# (and every quotient by it 0), and a log-probability below -65504 is -inf.
 
 
-def _sum_per(values, count):
-    """sum(values / count) in at least float32, in values' dtype: dividing before
+def _sum_per(values, count, dtype):
+    """sum(values / count) in at least float32, returned in `dtype`: dividing before
     summing, as the sum of many values near the dtype's largest would overflow."""
-    return jnp.sum(_wide(values) / max(count, 1)).astype(values.dtype)
+    return jnp.sum(wide(values) / max(count, 1)).astype(dtype)
 
 
-def _per(values, count):
-    """values / count, divided in at least float32, in values' dtype."""
-    return (_wide(values) / count).astype(values.dtype)
-
-
-def _mean(values):
-    return _sum_per(values, jnp.size(values))
+def _per(values, count, dtype):
+    """values / count, divided in at least float32, returned in `dtype`."""
+    return (wide(values) / count).astype(dtype)
 
 
 class _MeanLoss(Loss):
@@ -140,15 +136,24 @@ class _MeanLoss(Loss):
     def _df(self, y, target):
         raise NotImplementedError
 
-    def value(self, y, target):
+    def _inputs(self, y, target):
+        """`y` and `target` as `_f` and `_df` take them (checked, clamped), in their dtypes."""
+        return y, target
+
+    def _wide_inputs(self, y, target):
+        """`_inputs` in at least float32, and the dtype to return: theirs."""
         y, target = _floating(y), jnp.asarray(target)
         _check_same_shape(type(self).__name__, y, target)
-        return _mean(self._f(y, target))
+        y, target = self._inputs(y, target)
+        return wide(y), wide(target), jnp.result_type(y, target)
+
+    def value(self, y, target):
+        y, target, dtype = self._wide_inputs(y, target)
+        return _sum_per(self._f(y, target), jnp.size(y), dtype)
 
     def grad(self, y, target):
-        y, target = _floating(y), jnp.asarray(target)
-        _check_same_shape(type(self).__name__, y, target)
-        return _per(self._df(y, target), jnp.size(y))  # d mean / dy = f'(y) / n
+        y, target, dtype = self._wide_inputs(y, target)
+        return _per(self._df(y, target), jnp.size(y), dtype)  # d mean / dy = f'(y) / n
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -193,8 +198,9 @@ class LossBCE(_MeanLoss):
         return jnp.clip(p, max(self.eps, float(info.tiny)), min(1 - self.eps, 1 - float(info.epsneg)))
 
     def _probabilities(self, p):
-        """p clamped, NaN where it is not a probability (a model without its Sigmoid gives
-        logits: use LossBCEWithLogits); concrete predictions raise, naming the fix."""
+        """p clamped in its own dtype (a half-precision gradient stays finite), NaN where it
+        is not a probability (a model without its Sigmoid gives logits: use
+        LossBCEWithLogits); concrete predictions raise, naming the fix."""
         if not isinstance(p, jax.core.Tracer) and p.size and not bool(jnp.all((p >= 0) & (p <= 1))):
             raise ValueError(
                 f"LossBCE: predictions must be probabilities in [0, 1], got values in "
@@ -203,12 +209,13 @@ class LossBCE(_MeanLoss):
             )
         return self._clamp(_in_unit_interval(p))
 
+    def _inputs(self, p, t):
+        return self._probabilities(p), _in_unit_interval(t)
+
     def _f(self, p, t):
-        p, t = self._probabilities(p), _in_unit_interval(t)
         return -(t * jnp.log(p) + (1 - t) * jnp.log1p(-p))
 
     def _df(self, p, t):
-        p, t = self._probabilities(p), _in_unit_interval(t)
         return (p - t) / (p * (1 - p))  # d/dp of -(t log p + (1-t) log(1-p))
 
     def check_targets(self, t, n_outputs):  # type: ignore[override]
@@ -229,11 +236,14 @@ class LossBCEWithLogits(_MeanLoss):
     the mean divides before it sums); grad = (sigmoid(z) - t) / n.
     """
 
+    def _inputs(self, z, t):
+        return z, _in_unit_interval(t)
+
     def _f(self, z, t):
-        return _bce_with_logits(z, _in_unit_interval(t))
+        return _bce_with_logits(z, t)
 
     def _df(self, z, t):
-        return lax.logistic(z) - _in_unit_interval(t)
+        return lax.logistic(z) - t
 
     def check_targets(self, t, n_outputs):  # type: ignore[override]
         _check_probabilities("LossBCEWithLogits", t)
@@ -282,6 +292,13 @@ def _as_probabilities(y, target):
     return jnp.where(target >= 0, target, jnp.nan)  # weights must be >= 0
 
 
+def _wide_logits_and_probabilities(y, target):
+    """Logits and target rows (`_as_probabilities`) in at least float32, and their dtype."""
+    y = _floating(y)
+    t = _as_probabilities(y, target)
+    return wide(y), wide(t), jnp.result_type(y, t)
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class LossCrossEntropy(Loss):
     """Softmax cross-entropy over the last axis, mean over examples.
@@ -295,18 +312,16 @@ class LossCrossEntropy(Loss):
     """
 
     def value(self, y, target):
-        y = _floating(y)
-        t = _as_probabilities(y, target)
+        y, t, dtype = _wide_logits_and_probabilities(y, target)
         # A class of weight 0 adds 0, even where its log-probability is -inf (|y| ~ 1e38).
         terms = jnp.where(t == 0, 0, t * _log_softmax(y))
-        return -_sum_per(terms, jnp.size(y) // y.shape[-1])
+        return -_sum_per(terms, jnp.size(y) // y.shape[-1], dtype)
 
     def grad(self, y, target):
-        y = _floating(y)
-        t = _as_probabilities(y, target)
+        y, t, dtype = _wide_logits_and_probabilities(y, target)
         n_examples = jnp.size(y) // y.shape[-1]
         # d/dy of -sum(t log softmax(y)) = softmax(y) * sum(t) - t
-        return _per(jnp.exp(_log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t, n_examples)
+        return _per(jnp.exp(_log_softmax(y)) * jnp.sum(t, axis=-1, keepdims=True) - t, n_examples, dtype)
 
     def check_targets(self, t, n_classes):  # type: ignore[override]
         if n_classes < 2:

@@ -19,6 +19,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_real
+from fnnet._precision import wide
 from fnnet._values import setattr_frozen
 from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
@@ -34,15 +35,10 @@ def _check_number(owner, name, value, ok, expected):
     return float(value)
 
 
-def _wide(x):
-    """x in at least float32: in float16 the variance of [0, 300, -300] overflows (and a
-    row normalizes to zeros). float32 and float64 inputs are left as they are."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
 def _normalize(x, axes, eps):
-    """(xhat, mean, var, s) of x over `axes`, with the biased variance, in at least float32."""
-    x = _wide(x)
+    """(xhat, mean, var, s) of x over `axes`, with the biased variance, in at least float32:
+    in float16 the variance of [0, 300, -300] overflows (and the row normalizes to zeros)."""
+    x = wide(x)
     mean = jnp.mean(x, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
     s = jnp.sqrt(var + eps)
@@ -173,7 +169,7 @@ class BatchNorm(Layer):
             return xhat, s, mean, var, axes
         running = params["running"]
         s = jnp.sqrt(_per_feature(running["var"], x, axis) + self.eps)
-        return (_wide(x) - _per_feature(running["mean"], x, axis)) / s, s, None, None, axes
+        return (wide(x) - _per_feature(running["mean"], x, axis)) / s, s, None, None, axes
 
     def apply(self, params, x, *, train=False, key=None):
         return self.forward(params, x, train, -1)
@@ -197,7 +193,7 @@ class BatchNorm(Layer):
         with jax.named_scope(self.name):
             xhat, s, _, _, axes = self.statistics(params, x, train, axis)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = _wide(dy) * _per_feature(params["scale"], x, axis)
+            g = wide(dy) * _per_feature(params["scale"], x, axis)
             running = params["running"]
             if train:  # the running statistics are not used: zero cotangents
                 dx = _normalize_vjp(g, xhat, s, axes)
@@ -276,7 +272,7 @@ class LayerNorm(Layer):
         with jax.named_scope(self.name):
             xhat, _, _, s = self.forward(params, x)
             check_cotangent(self.name, dy, jnp.shape(x))
-            g = _wide(dy) * _per_feature(params["scale"], x)
+            g = wide(dy) * _per_feature(params["scale"], x)
             dx = _normalize_vjp(g, xhat, s, (x.ndim - 1,))
             others = _batch_axes(x)
             return (

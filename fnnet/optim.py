@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._checks import as_number, describe, is_real
+from fnnet._precision import at_least_float32
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
@@ -111,7 +112,9 @@ class Optimizer:
     def init(self, params, **overrides) -> "OptState":
         """The state to start from: step count 0, the hyperparameters (the defaults, or
         `overrides` by name) as arrays in the params' float dtype, at least float32, and
-        each slot zero, shaped like params."""
+        each slot zero, shaped like params, each leaf in its param's dtype, at least
+        float32 (in float16 Adam's second moment of a gradient of 1e-4 is 0, of 1e4 inf;
+        in bfloat16 b2 * nu rounds back to nu)."""
         name, rules = self.name, self.hyperparameters
         unknown = sorted(set(overrides) - set(rules))
         if unknown:
@@ -125,7 +128,7 @@ class Optimizer:
         floats = [
             leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
         ]
-        dtype = _at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
+        dtype = at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
             count=jnp.zeros((), jnp.int32),
@@ -133,7 +136,7 @@ class Optimizer:
                 n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
                 for n, v in values.items()
             },
-            slots={slot: jax.tree.map(jnp.zeros_like, params) for slot in self.step.slot_names},
+            slots={slot: jax.tree.map(_zero_slot, params) for slot in self.step.slot_names},
         )
 
     def valid(self, hyperparams: dict, numpy=jnp):
@@ -267,10 +270,12 @@ def check_hyperparams(opt: Optimizer, owner: str, opt_state) -> None:
                 _check_hyperparam(f"{owner}: opt_state", name, value, rules[name])
 
 
-def _at_least_float32(dtype):
-    """The dtype optimizer arithmetic runs in for params of `dtype` (half and 8-bit floats
-    promote to nothing implicitly)."""
-    return dtype if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
+def _zero_slot(p):
+    """A slot's zeros for param leaf `p`: in p's dtype, float32 for narrower floats."""
+    dtype = jnp.result_type(p)
+    if jnp.issubdtype(dtype, jnp.floating) and at_least_float32(dtype) != dtype:
+        return jnp.zeros_like(p, jnp.float32)
+    return jnp.zeros_like(p)
 
 
 def _check_trainable_floats(owner, params):
@@ -477,8 +482,9 @@ class OptimizerStep:
             slots = {name: slot_leaves[name][i] for name in slot_names}
             if moves:  # a leaf under a State stays as it is
                 # The rule runs in p's dtype, at least float32 (in float16 Adam's eps 1e-8
-                # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out.
-                dtype = _at_least_float32(p.dtype)
+                # is 0, in bfloat16 its b2 0.999 is 1); every dtype is kept on the way out
+                # (the slots `init` makes are float32 for half-precision params).
+                dtype = at_least_float32(p.dtype)
                 try:
                     output = self.rule(
                         p.astype(dtype),

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fnnet._precision import wide
 from fnnet._values import setattr_frozen
 from fnnet.conv import _check_fits, _check_image, _out_size, _pair
 from fnnet.layers import Parameterless, check_cotangent, check_floating, check_no_params
@@ -192,26 +193,27 @@ class MaxPool2D(_Pool):
         # dx[p] = sum over the windows whose first max (row-major) sits at p of their dy
         if self.stride == self.window:
             dx = _max_pool_dx_tiled(x, dy, self.window)
-        else:
-            dx = _max_pool_dx_strided(x, dy, self.window, self.stride)
+        else:  # overlapping windows add up, in at least float32
+            dx = _max_pool_dx_strided(x, wide(dy), self.window, self.stride)
         return (), dx.astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class AvgPool2D(_Pool):
     """The mean over each window, VALID (no padding; trailing rows that fill no window are
-    dropped). Arguments, shapes and example as for `MaxPool2D`."""
+    dropped), summed in at least float32 (a float16 window of 4e4s overflows), returned
+    in the input's dtype. Arguments, shapes and example as for `MaxPool2D`."""
 
     window: tuple
     stride: tuple = None  # type: ignore[assignment]
 
     def apply(self, params, x, *, train=False, key=None):
         self.check(params, x)
-        return self.reduce(x, 0, lax.add) / (self.window[0] * self.window[1])
+        return (self.reduce(wide(x), 0, lax.add) / (self.window[0] * self.window[1])).astype(x.dtype)
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         check_cotangent(self.name, dy, self.check(params, x))
-        size = self.window[0] * self.window[1]
+        size, dy = self.window[0] * self.window[1], wide(dy)
         # dx[p] = sum over the windows holding p of dy / (kh kw)
         dx = sum(
             _window_pixel_transpose(dy / size, a, b, self.stride, x.shape[1:3])

@@ -326,7 +326,8 @@ def train(
         sharded along its first axis, params and optimizer state replicated;
         each device computes the loss and grads of its shard, and one
         all-reduce per step averages them (so the loss must be a mean over
-        samples, as every fnnet loss is).
+        samples, as every fnnet loss is). BatchNorm normalizes by each
+        device's samples: 1 per device is refused, before any work.
 
     Returns:
       `run(params, opt_state, x, y, *, key=None) -> (params, opt_state, losses)` with

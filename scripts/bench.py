@@ -9,7 +9,9 @@ them). The variants of a table take turns, A B C A B C ..., for `--rounds`
 rounds after one warm-up call each (so without compilation); a table gives the
 best and the median round, and a ratio is the median over rounds of the two
 variants' times in the same round. The tables' code is in the package
-scripts/benchmarks/, one module per kind (its docstring lists them).
+scripts/benchmarks/, one module per kind (its docstring lists them). Unlike
+the other scripts it leaves JAX's persistent compilation cache off
+(`compile_cache`): it times compilation.
 """
 
 import argparse

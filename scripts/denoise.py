@@ -24,6 +24,7 @@ import argparse
 import os
 import time
 
+import compile_cache
 import jax
 import numpy as np
 from digits import load_digits, require, split
@@ -138,6 +139,9 @@ def main(argv=None):
     parser.add_argument("--clip", action="store_true", help="clip the noisy images to [0, 1]")
     parser.add_argument("--lr", type=float, default=LR, help="Adam's learning rate")
     parser.add_argument("--plot", metavar="DIR", help="write noisy / denoised / clean rows here")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
+    )
     args = parser.parse_args(argv)
     require(parser, "sklearn", "scikit-learn", "denoise.py")
     if args.plot:
@@ -147,6 +151,7 @@ def main(argv=None):
     for name in ("seeds", "epochs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    compile_cache.enable(args.no_cache)
 
     x, y = load_digits()
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -20,6 +20,7 @@ import argparse
 import os
 import time
 
+import compile_cache
 import jax
 import numpy as np
 
@@ -248,12 +249,16 @@ def main(argv=None):
     parser.add_argument(
         "--plot", metavar="DIR", help="write seed 0's confusion matrix and misclassified test images here"
     )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
+    )
     args = parser.parse_args(argv)
     require(parser, "sklearn", "scikit-learn", "digits.py")
     if args.plot:
         require(parser, "matplotlib", "matplotlib", "--plot")
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    compile_cache.enable(args.no_cache)
 
     x, y = load_digits()
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -7,6 +7,7 @@ accuracy beside the report's, and where the time went.
 
     python scripts/disk.py                      # all models, 10,000 epochs, 5 seeds
     python scripts/disk.py --plot figures       # also write the PNG figures
+    python scripts/disk.py --no-cache           # compile every program, whatever the cache holds
 
 Each model's seeds train in one compiled program, called once per evaluation
 (a point of the learning curves); every program is compiled before any runs,
@@ -14,6 +15,11 @@ then all the calls are dispatched at once and the models train at the same
 time, a progress bar on stderr following them: one model per device while
 every device gets one, the models left over spread over all devices (3 models
 on 2 cores: one model per core, then the third split over both).
+
+Programs compiled once are kept in JAX's persistent compilation cache
+(`compile_cache`: ~/.cache/fnnet/jax; FNNET_NO_CACHE=1 or --no-cache turns it
+off): a second run compiles nothing, and its closing line says
+`compilation ... (cached)`.
 """
 
 import argparse
@@ -29,6 +35,7 @@ import host_devices
 if __name__ == "__main__":
     host_devices.one_per_core()
 
+import compile_cache
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -278,11 +285,12 @@ def train(jobs, evaluations, epochs):
 
 
 class Clock:
-    """Wall time by phase, for the closing `time:` line."""
+    """Wall time by phase, for the closing `time:` line; `notes[phase]` is printed beside it."""
 
     def __init__(self, start_up):
         self.began = time.perf_counter() - start_up
         self.seconds = {"start-up": start_up}
+        self.notes = {}
 
     @contextlib.contextmanager
     def __call__(self, phase):
@@ -291,7 +299,10 @@ class Clock:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
 
     def line(self):
-        parts = ", ".join(f"{phase} {s:.1f} s" for phase, s in self.seconds.items())
+        parts = ", ".join(
+            f"{phase} {s:.1f} s" + (f" ({self.notes[phase]})" if self.notes.get(phase) else "")
+            for phase, s in self.seconds.items()
+        )
         return f"time: {parts}, total {time.perf_counter() - self.began:.1f} s"
 
 
@@ -326,6 +337,9 @@ def main(argv=None):
     )
     parser.add_argument("--decay", type=float, help="every model's lr decay; None: each its own (in MODELS)")
     parser.add_argument("--plot", metavar="DIR", help="write Figure 1 and learning curves here")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
+    )
     args = parser.parse_args(argv)
     for option in ("epochs", "seeds", "evaluations"):
         if getattr(args, option) < 1:
@@ -335,17 +349,21 @@ def main(argv=None):
     if args.plot:
         require_matplotlib(parser)
 
+    compile_cache.enable(args.no_cache)
+
     every = args.epochs // args.evaluations
-    with clock("compilation"):  # and the data and initial params: small, mostly compilation
-        sets = [np.asarray(a) for a in data(args.seeds)]
-        keys = jax.random.split(jax.random.key(1234), args.seeds)
-        where = placements(args.models, jax.devices())
-        jobs = {
-            name: prepare(name, sets, keys, every, devices, args.lr, args.decay)
-            for name, devices in tqdm(where.items(), desc="compiling", unit="model", file=sys.stderr)
-        }
-    with clock("training"):  # with the evaluations along the way
-        done = train(jobs, args.evaluations, every)
+    with compile_cache.Compiles() as compiles:
+        with clock("compilation"):  # and the data and initial params: small, mostly compilation
+            sets = [np.asarray(a) for a in data(args.seeds)]
+            keys = jax.random.split(jax.random.key(1234), args.seeds)
+            where = placements(args.models, jax.devices())
+            jobs = {
+                name: prepare(name, sets, keys, every, devices, args.lr, args.decay)
+                for name, devices in tqdm(where.items(), desc="compiling", unit="model", file=sys.stderr)
+            }
+        with clock("training"):  # with the evaluations along the way
+            done = train(jobs, args.evaluations, every)
+    clock.notes["compilation"] = compiles.summary()
     results = {}
     epoch = np.arange(1, args.evaluations + 1) * every
     for name, (params, curves) in done.items():

@@ -19,6 +19,7 @@ import host_devices
 if __name__ == "__main__":
     host_devices.one_per_core()
 
+import compile_cache
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,9 +79,13 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=5, help="runs per cell, each its own data and init")
     parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
     parser.add_argument("--plot", metavar="DIR", help="write sweep.png (a heatmap per model) here")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
+    )
     args = parser.parse_args(argv)
     if args.plot:
         require_matplotlib(parser)
+    compile_cache.enable(args.no_cache)
     table, spread = {}, {}
     for name in args.models:
         start = time.perf_counter()

@@ -17,6 +17,9 @@ if cpu_only and "--xla_backend_optimization_level" not in os.environ.get("XLA_FL
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
+# The scripts' persistent compilation cache (scripts/compile_cache.py) stays off here and in the
+# processes the tests start: no test writes to the user's cache or loads what another run left.
+os.environ["FNNET_NO_CACHE"] = "1"
 
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads it once, when the backend starts)
 import pytest  # noqa: E402

@@ -5,7 +5,9 @@ import functools
 import logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import fnnet
 
@@ -76,6 +78,38 @@ TOLERANCES = {
     np.dtype(np.float64): dict(rtol=1e-10, atol=1e-12),
     np.dtype(np.float32): dict(rtol=1e-5, atol=1e-5),
 }
+
+
+# Half precision: a result computed in float32 and rounded once to float16 or bfloat16 is
+# within half an ulp of the float32 one, 2**-11 or 2**-8 relative: these leave a margin.
+HALF_RTOL = {np.dtype(jnp.float16): 2e-3, np.dtype(jnp.bfloat16): 1e-2}
+HALF_DTYPES = pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=["f16", "bf16"])
+
+
+def assert_half_close(got, want, dtype):
+    """`got`, in the half-precision `dtype`, within a rounding of `want`, the float32 result
+    on the same values cast up: rtol `HALF_RTOL`, atol the dtype's smallest normal number
+    (results that round to subnormals) plus float32 noise on the result's scale."""
+    assert got.dtype == dtype, (got.dtype, dtype)
+    want = np.asarray(want, np.float32)
+    atol = float(jnp.finfo(dtype).tiny) + 1e-6 * float(np.abs(want).max(initial=0))
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=HALF_RTOL[np.dtype(dtype)], atol=atol)
+
+
+@functools.cache
+def parameterless_apply_and_vjp(layer):
+    """Jitted `(x, dy) -> (y, dx)` of a layer without params, one program per dtype."""
+    return jax.jit(lambda x, dy: (layer.apply((), x), layer.vjp((), x, dy)[1]))
+
+
+def assert_half_matches_float32(layer, x, dy, dtype):
+    """A parameterless layer's y and dx on host `x` and `dy` in the half-precision `dtype`
+    against its float32 results on the same values cast up."""
+    x, dy = device(x, dtype), device(dy, dtype)
+    y, dx = parameterless_apply_and_vjp(layer)(x, dy)
+    y32, dx32 = parameterless_apply_and_vjp(layer)(x.astype(jnp.float32), dy.astype(jnp.float32))
+    assert_half_close(y, y32, dtype)
+    assert_half_close(dx, dx32, dtype)
 
 
 def device(a, dtype=None):

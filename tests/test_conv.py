@@ -19,7 +19,7 @@ from jax.test_util import check_vjp
 from fnnet import Linear, ReLU, serial
 from fnnet import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
 from fnnet import conv as conv_module
-from helpers import assert_trees_close, device
+from helpers import HALF_DTYPES, assert_half_matches_float32, assert_trees_close, device
 from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, oracle_and_hand
 
 F64, F32 = jnp.float64, jnp.float32
@@ -354,6 +354,47 @@ def test_upsample_and_pools_by_hand():
     np.testing.assert_array_equal(AvgPool2D(3, 1).apply((), x)[0, :, :, 0], [[5, 6], [9, 10]])
     _, dx = AvgPool2D(3, 1).vjp((), x, device(np.full((1, 2, 2, 1), 9.0)))
     np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+
+
+# --- float16 and bfloat16: pooling sums in float32 ----------------------------------------
+
+
+POOLS = [MaxPool2D(2), MaxPool2D(3, 1), AvgPool2D(2), AvgPool2D(3, 1)]
+
+
+@pytest.mark.parametrize("layer", POOLS, ids=["max", "max-overlapping", "avg", "avg-overlapping"])
+@HALF_DTYPES
+def test_pool_half_precision_matches_float32(layer, dtype):
+    """Within a rounding of the float32 results on the same values cast up."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 7, 7, 3))
+    assert_half_matches_float32(layer, x, rng.normal(size=layer.output_shape(x.shape)), dtype)
+
+
+def pool_hazard(case, eps):
+    """(layer, x, dy) whose half-precision sums lose the result."""
+    if case == "avg-large":  # in float16 a window's sum, 1.6e5, overflows; its mean does not
+        return AvgPool2D(2), np.full((1, 4, 4, 1), 4e4), np.ones((1, 2, 2, 1))
+    if case == "avg-absorbed":  # 2 / eps then ones: in half precision 2 / eps + 1 is 2 / eps
+        x = np.ones((1, 3, 3, 1))
+        x[0, 0, 0, 0] = 2 / eps
+        return AvgPool2D(3), x, np.ones((1, 1, 1, 1))
+    # Pixel 31 (or the centre) is in every window: dx there is 1 + 31 eps / 2 (1 + 8 eps / 2),
+    # which half precision rounds to 1 adding each eps / 2 on its own.
+    if case == "avg-overlapping":
+        dy = np.full((1, 1, 32, 1), 16 * eps)
+        dy[0, 0, 31, 0] = 32.0
+        return AvgPool2D((1, 32), 1), np.zeros((1, 1, 63, 1)), dy
+    x, dy = np.zeros((1, 5, 5, 1)), np.full((1, 3, 3, 1), eps / 2)
+    x[0, 2, 2, 0], dy[0, 2, 2, 0] = 1.0, 1.0
+    return MaxPool2D(3, 1), x, dy
+
+
+@pytest.mark.parametrize("case", ["avg-large", "avg-absorbed", "avg-overlapping", "max-overlapping"])
+@HALF_DTYPES
+def test_pool_half_precision_hazards(case, dtype):
+    layer, x, dy = pool_hazard(case, float(jnp.finfo(dtype).eps))
+    assert_half_matches_float32(layer, x, dy, dtype)
 
 
 # --- init -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import fnnet
 from fnnet import LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
 from fnnet.losses import check_targets
-from helpers import count_compilations, device
+from helpers import HALF_DTYPES, assert_half_close, count_compilations, device
 from layer_oracle import DTYPES
 
 # atol: the oracle's formulas differ from the hand ones (e.g. -t/p + (1-t)/(1-p) against
@@ -366,6 +366,51 @@ def test_half_precision_means_over_more_elements_than_float16_counts(case, dtype
     atol = 8 * float(jnp.finfo(dtype).eps) * float(jnp.max(jnp.abs(oracle)))
     np.testing.assert_allclose(np.asarray(grad, np.float32), oracle, rtol=2e-2, atol=atol)
     assert float(jnp.max(jnp.abs(grad.astype(jnp.float32)))) > 0
+
+
+@functools.lru_cache(maxsize=None)
+def value_and_grad_of(loss):
+    """Jitted `(y, t) -> (loss.value, loss.grad)`, one program per dtype."""
+    return jax.jit(lambda y, t: (loss.value(y, t), loss.grad(y, t)))
+
+
+def assert_half_matches_float32(loss, y64, t64, dtype):
+    """Value and gradient on half-precision y (and t) within a rounding of the float32
+    ones on the same values cast up."""
+    y, t = cast(y64, dtype), cast(t64, dtype)
+    value, grad = value_and_grad_of(loss)(y, t)
+    value32, grad32 = value_and_grad_of(loss)(
+        y.astype(jnp.float32), t.astype(jnp.float32) if t.dtype == dtype else t
+    )
+    assert_half_close(value, value32, dtype)
+    assert_half_close(grad, grad32, dtype)
+
+
+@pytest.mark.parametrize("case", CASES)
+@HALF_DTYPES
+def test_half_precision_matches_float32(case, dtype):
+    loss, sample, _ = CASES[case]
+    assert_half_matches_float32(loss, *sample(np.random.default_rng(len(case)), (8, 5)), dtype)
+
+
+def half_hazard(case):
+    """(loss, y, t): elements whose half-precision intermediates overflow or round away."""
+    if case == "MSE-square":  # 300**2 overflows float16; the mean, 5625, does not
+        y = np.zeros((8, 2))
+        y[0, 0] = 300.0
+        return LossMSE(), y, np.zeros((8, 2))
+    if case == "CE-large-logits":  # a log-probability of -8e4 overflows float16; the mean, 2e4, does not
+        y = np.zeros((4, 2))
+        y[0] = [-4e4, 4e4]
+        return LossCrossEntropy(), y, np.zeros(4, np.int32)
+    # log-softmax -5.328 (bfloat16 -5.3125): exp of it 1.8% off, and the gradient with it
+    return LossCrossEntropy(), np.array([[0.0, 0.0, -4.625, -4.625]] * 2), np.array([0, 1], np.int32)
+
+
+@pytest.mark.parametrize("case", ["MSE-square", "CE-large-logits", "CE-log-softmax-rounding"])
+@HALF_DTYPES
+def test_half_precision_hazards(case, dtype):
+    assert_half_matches_float32(*half_hazard(case), dtype)
 
 
 # --- targets outside a loss's domain: NaN, never a quiet number -----------------------------

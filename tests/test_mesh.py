@@ -68,12 +68,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_fit_matches_single_device_fit():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+def run_on_devices(script, count):
+    """Run `script` in a fresh Python with `count` CPU devices; it must end by printing OK."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}", JAX_PLATFORMS="cpu")
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout + done.stderr
+
+
+def test_sharded_fit_matches_single_device_fit():
+    run_on_devices(SCRIPT, 4)
 
 
 @pytest.mark.parametrize("bad", ["not a mesh"])
@@ -86,3 +91,40 @@ def test_mesh_must_be_a_mesh(bad):
     params = model.init(jax.random.key(0), x.shape)[1]
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, epochs=1, progress=False, mesh=bad)
+
+
+ONE_PER_DEVICE = textwrap.dedent("""
+    import jax, numpy as np, pytest
+    from jax.sharding import Mesh
+    import fnnet
+    assert len(jax.devices()) == 2, jax.devices()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    model = fnnet.serial(fnnet.Linear(2, 4), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.Linear(4, 1), fnnet.Sigmoid())
+    loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
+    x, y = fnnet.data.disk(jax.random.key(1), 10)
+    params = model.init(jax.random.key(0), x.shape)[1]
+    # full batch, every minibatch, only the last minibatch: one sample per device
+    for n, batch_size, which in ((2, None, "the batch"), (8, 2, "each batch"),
+                                 (10, 4, "the last batch of each epoch")):
+        says = (rf"^fit: {which} \\(2 samples; n={n}, batch_size={batch_size}\\) split over 2 devices "
+                r"\\(mesh axis 'data'\\) is 1 sample per device, and the model needs at least 2 samples "
+                r"per device to train: serial layer 1: BatchNorm")
+        with pytest.raises(ValueError, match=says):
+            fnnet.fit(model, loss, opt, params, x[:n], y[:n], epochs=2, batch_size=batch_size,
+                      progress=False, mesh=mesh)
+        with pytest.raises(ValueError, match=says.replace("^fit", "^train")):
+            fnnet.train(model, loss, opt, 2, batch_size=batch_size, mesh=mesh)(params, opt.init(params),
+                                                                              x[:n], y[:n])
+    # two samples per device train; so does one per device without BatchNorm
+    assert np.isfinite(fnnet.fit(model, loss, opt, params, x[:8], y[:8], epochs=2, batch_size=4,
+                                 progress=False, mesh=mesh).losses).all()
+    plain = fnnet.serial(fnnet.Linear(2, 4), fnnet.ReLU(), fnnet.Linear(4, 1), fnnet.Sigmoid())
+    plain_params = plain.init(jax.random.key(0), x.shape)[1]
+    assert np.isfinite(fnnet.fit(plain, loss, opt, plain_params, x[:2], y[:2], epochs=2, progress=False,
+                                 mesh=mesh).losses).all()
+    print("OK")
+""")
+
+
+def test_batchnorm_refuses_one_sample_per_device_naming_the_split():
+    run_on_devices(ONE_PER_DEVICE, 2)

@@ -1,10 +1,12 @@
 """fnnet.SGD and fnnet.Adam against a plain NumPy reference written here."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, count_compilations
+from helpers import HALF_DTYPES, HALF_RTOL, assert_half_close, assert_trees_close, count_compilations
 
 import fnnet
 from fnnet import schedules
@@ -721,3 +723,73 @@ def test_a_rule_reading_a_hyperparameter_it_was_not_given_is_named():
         r"its hyperparameters are \['lr'\], its slots \[\]",
     ):
         opt.step(params, params, opt.init(params))
+
+
+# --- float16 and bfloat16 params: moments kept and updates computed in float32 -------------
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def run_steps(step, params, grads, state, n_steps):
+    """`n_steps` steps on the same grads: one program per step and dtype (shapes are shared)."""
+    return jax.lax.fori_loop(0, n_steps, lambda _, carry: step(carry[0], grads, carry[1]), (params, state))
+
+
+def half_params(rng):
+    return {"w": rng.normal(size=2), "b": rng.normal(size=3)}
+
+
+def assert_half_steps_match_float32(opt, params64, grads64, dtype, n_steps):
+    """After `n_steps` steps on half-precision params and grads, one more step from the
+    same params moves them as the float32 step does (on the same values cast up), within
+    a rounding; the slots match the float32 run's, and are float32."""
+    params, grads = (jax.tree.map(lambda a: jnp.asarray(a, dtype), tree) for tree in (params64, grads64))
+    wide = functools.partial(jax.tree.map, lambda a: a.astype(jnp.float32))
+    state = run_steps(opt.step, params, grads, opt.init(params), n_steps)[1]
+    state32 = run_steps(opt.step, wide(params), wide(grads), opt.init(wide(params)), n_steps)[1]
+    new = run_steps(opt.step, params, grads, state, 1)[0]
+    new32 = run_steps(opt.step, wide(params), wide(grads), state32, 1)[0]
+    for p, p32 in zip(jax.tree.leaves(new), jax.tree.leaves(new32)):
+        assert_half_close(p, p32, dtype)
+    for slot, slot32 in zip(jax.tree.leaves(state.slots), jax.tree.leaves(state32.slots)):
+        assert slot.dtype == jnp.float32  # a float16 nu of 3e5 would be inf
+        np.testing.assert_allclose(slot, slot32, rtol=HALF_RTOL[np.dtype(dtype)])
+
+
+HALF_OPTIMIZERS = pytest.mark.parametrize(
+    "opt",
+    [fnnet.SGD(0.1, momentum=0.9, weight_decay=0.01), fnnet.Adam(0.1)],
+    ids=["SGD-momentum", "Adam"],
+)
+
+
+@HALF_OPTIMIZERS
+@HALF_DTYPES
+def test_half_precision_matches_float32(opt, dtype):
+    rng = np.random.default_rng(50)
+    assert_half_steps_match_float32(opt, half_params(rng), half_params(rng), dtype, 3)
+
+
+@pytest.mark.parametrize(
+    "opt, dtype, g, n_steps",
+    [
+        (fnnet.Adam(1e-3), jnp.float16, 1e-4, 10),  # nu ~ 1e-10 underflows float16 to 0
+        (fnnet.Adam(1e-3), jnp.float16, 1e4, 3),  # nu ~ 1e5 overflows float16 to inf
+        (fnnet.Adam(1e-3), jnp.float16, 1.0, 1000),  # b2 nu rounds to nu: nu stalls
+        (fnnet.Adam(1e-3), jnp.bfloat16, 1.0, 1000),
+        (fnnet.SGD(1e-3, momentum=0.99), jnp.float16, 5e3, 20),  # the velocity overflows
+        (fnnet.SGD(1e-3, momentum=0.999), jnp.bfloat16, 1.0, 1000),  # it stalls at 256
+    ],
+    ids=[
+        "Adam-f16-tiny",
+        "Adam-f16-huge",
+        "Adam-f16-stalls",
+        "Adam-bf16-stalls",
+        "SGD-f16-huge",
+        "SGD-bf16-stalls",
+    ],
+)
+def test_half_precision_hazards(opt, dtype, g, n_steps):
+    params = {"w": np.zeros(2), "b": np.ones(3)}  # the shapes of half_params
+    assert_half_steps_match_float32(
+        opt, params, jax.tree.map(lambda p: np.full(p.shape, g), params), dtype, n_steps
+    )

@@ -198,3 +198,58 @@ def test_sweep_refuses_targets_the_loss_cannot_take():
     xs, ys = jnp.stack([args["x"]] * 2), jnp.stack([args["y"], args["y"] * 5])
     with pytest.raises(ValueError, match=r"^sweep: y of member\(s\) \[1\]: LossBCE: targets must be in"):
         fnnet.sweep(run, params, states, xs, ys, keys=keys, per_member_data=True)
+
+
+BN_MODEL = fnnet.serial(
+    fnnet.Linear(2, 4), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.Linear(4, 1), fnnet.Sigmoid()
+)
+
+
+@pytest.mark.parametrize(
+    "n, batch_size, which",
+    [(1, None, "the batch"), (6, 1, "each batch"), (9, 4, "the last batch of each epoch")],
+)
+def test_a_step_on_one_sample_is_refused_before_any_work_where_batchnorm_trains(n, batch_size, which):
+    x, y = fnnet.data.disk(jax.random.key(1), n)
+    params = BN_MODEL.init(jax.random.key(0), x.shape)[1]
+    says = (
+        rf"^OWNER: {which} is 1 sample \(n={n}, batch_size={batch_size}\), and the model needs at "
+        r"least 2 samples per batch to train: serial layer 1: BatchNorm\(momentum=0.9, eps=1e-05\): "
+        r"training normalizes by the batch"
+    )
+    messages = []
+    for owner, call in (
+        (
+            "fit",
+            lambda: fnnet.fit(BN_MODEL, LOSS, OPT, params, x, y, 2, batch_size=batch_size, progress=False),
+        ),
+        (
+            "train",
+            lambda: fnnet.train(BN_MODEL, LOSS, OPT, 2, batch_size=batch_size)(
+                params, OPT.init(params), x, y
+            ),
+        ),
+    ):
+        with (
+            count_compilations() as compiled,
+            pytest.raises(ValueError, match=says.replace("OWNER", owner)) as caught,
+        ):
+            call()
+        assert not [c for c in compiled if "run" in c], f"{owner} compiled its loop before refusing"
+        messages.append(re.sub(rf"^{owner}\b", "OWNER", str(caught.value)))
+    assert messages[0] == messages[1], messages
+
+
+def test_one_sample_steps_train_where_the_model_can():
+    """BatchNorm on images normalizes over height and width too: one image is enough; a
+    model without BatchNorm trains on one sample."""
+    x, y = fnnet.data.disk(jax.random.key(1), 9)
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    assert np.isfinite(via_fit(params, None, x, y, None, batch_size=4).losses).all()
+    model = fnnet.serial(fnnet.Conv2D(1, 2, 3), fnnet.BatchNorm(), fnnet.Flatten(), fnnet.Linear(32, 1))
+    images = jax.random.normal(jax.random.key(3), (1, 4, 4, 1))
+    params = model.init(jax.random.key(0), images.shape)[1]
+    _, _, losses = fnnet.train(model, fnnet.LossMSE(), OPT, 2)(
+        params, OPT.init(params), images, jnp.ones((1, 1))
+    )
+    assert np.isfinite(losses).all()

@@ -2,12 +2,13 @@
 rows summing to one, and extreme inputs in float32."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_vjp
-from helpers import device
+from helpers import HALF_DTYPES, assert_half_matches_float32, device
 from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, random_point
 
 from fnnet import LogSoftmax, Softmax
@@ -80,3 +81,27 @@ def test_extreme_inputs_float32():
 def test_needs_a_feature_axis():
     with pytest.raises(ValueError, match=r"Softmax: input needs a feature axis, got shape \(\)"):
         Softmax().apply((), device(1.0))
+
+
+# --- float16 and bfloat16: computed in float32, returned in the input's dtype ---------------
+
+
+@LAYERS
+@HALF_DTYPES
+def test_half_precision_matches_float32(layer, dtype):
+    """Within a rounding of the float32 results on the same values cast up."""
+    _, x, dy = random_point(5, (6, 7), np.float64, spread=3.0)
+    assert_half_matches_float32(layer, x, dy, dtype)
+
+
+@LAYERS
+@HALF_DTYPES
+def test_half_precision_hazards(layer, dtype):
+    """Row 0: a cotangent that is nearly constant along the row, dy = 64 + k ulp: in half
+    precision sum(dy * y) (or sum(dy)) rounds by as much as dx itself. Row 1: log-softmax
+    -5.328, which bfloat16 rounds to -5.3125, so exp of it is off by 1.8%. Row 2: logits
+    +-3e4, whose differences reach 6e4 (finite in float16)."""
+    ulp = 64 * float(jnp.finfo(dtype).eps)
+    x = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, -4.625, -4.625], [3e4, -3e4, 0.0, 1.0]])
+    dy = np.array([64 + ulp * np.arange(4), [1.0, -1.0, 0.5, 2.0], [1.0, -1.0, 0.5, 2.0]])
+    assert_half_matches_float32(layer, x, dy, dtype)

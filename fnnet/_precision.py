@@ -1,0 +1,25 @@
+"""Half precision: where a layer, loss or optimizer sums, normalizes or keeps moments,
+float16 and bfloat16 (and float8) inputs are computed on in float32, and the result is
+returned in the input's dtype (an optimizer's slots stay float32).
+
+float16 overflows past 65504 (300**2 is inf) and keeps 11 significant bits, bfloat16 8:
+a sum, a variance or a cancellation in them can lose every digit of the result
+(bfloat16's 256 + 1 is 256). float32 and float64 arrays pass through unchanged: the same
+program as before.
+"""
+
+import jax.numpy as jnp
+
+
+def at_least_float32(dtype):
+    """The dtype arithmetic on floats of `dtype` runs in: float32 for narrower floats (which
+    promote to nothing implicitly), else `dtype` itself (float32, float64)."""
+    return jnp.dtype(dtype) if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
+
+
+def wide(x):
+    """`x` in at least float32 when it is a narrower float; any other array as it is (integer
+    labels and bool masks included)."""
+    if not jnp.issubdtype(x.dtype, jnp.floating) or at_least_float32(x.dtype) == x.dtype:
+        return x
+    return x.astype(jnp.float32)
