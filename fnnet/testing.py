@@ -86,6 +86,7 @@ def check_vjp(
 
     modes = (False, True) if train is None else (train,)
     with jax.enable_x64(True), contract_hint():
+        _check_contract(layer, shape, key, modes)
         for i, scale in enumerate(scales):
             _check_at(layer, shape, jax.random.fold_in(key, i), modes, scale, rtol, atol)
 
@@ -109,6 +110,15 @@ def _check_tolerance(name: str, value) -> float:
     return float(value)
 
 
+def _check_contract(layer, shape, key, modes) -> None:
+    """init returns (output_shape, params) and apply one array (traced, not run), else a
+    clear error, not one from inside the differences."""
+    _, params = _checked_init(layer, key, shape)
+    for train in modes:
+        mode = dict(train=train, key=key if train else None)
+        jax.eval_shape(functools.partial(_checked_apply, layer, **mode), params, _input(shape))
+
+
 def _check_at(layer, shape, key, modes, scale, rtol, atol) -> None:
     """Draw points until one is away from kinks in every mode (or DRAWS are drawn), then
     compare there, inference first."""
@@ -117,10 +127,6 @@ def _check_at(layer, shape, key, modes, scale, rtol, atol) -> None:
         init_key, point_key = jax.random.split(jax.random.fold_in(key, draw))
         _, params = _checked_init(layer, init_key, shape)
         params = jax.tree.map(_float64, params)
-        if draw == 0:  # apply returns one array (traced, not run), else a clear error
-            for train in modes:
-                mode = dict(train=train, key=point_key if train else None)
-                jax.eval_shape(functools.partial(_checked_apply, layer, **mode), params, _input(shape))
         points = differences(params, point_key, scale, jnp.zeros((), jnp.int64), shape=shape, modes=modes)
         checks = []
         for train, (x, dy, train_key, (expected, rounding, uncertainty, finite)) in zip(modes, points):

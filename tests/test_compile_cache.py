@@ -35,20 +35,13 @@ def compilation(lines):
 
 
 @pytest.mark.slow
-def test_disk_second_run_loads_every_program_from_the_cache_and_no_cache_compiles(tmp_path):
-    first, _ = run_disk(tmp_path / "cache")
+def test_disk_second_run_loads_every_program_from_the_cache_and_recompiles_corrupt_entries(tmp_path):
+    first, _ = run_disk(tmp_path)
     assert "cached" not in first[-1]
-    assert os.listdir(tmp_path / "cache")  # the small programs too: no 1 s threshold
-    second, _ = run_disk(tmp_path / "cache")
+    assert os.listdir(tmp_path)  # the small programs too: no 1 s threshold
+    second, _ = run_disk(tmp_path)
     assert compilation(second).endswith(" s (cached)"), second[-1]
     assert second[:-1] == first[:-1]  # the same results
-    uncached, _ = run_disk(tmp_path / "cache", "--no-cache")
-    assert "cached" not in uncached[-1] and uncached[:-1] == first[:-1]
-
-
-@pytest.mark.slow
-def test_disk_recompiles_corrupt_cache_entries_with_the_same_results(tmp_path):
-    first, _ = run_disk(tmp_path)
     for name in os.listdir(tmp_path):
         if name.endswith("-cache"):
             data = (tmp_path / name).read_bytes()
