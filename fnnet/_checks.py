@@ -138,3 +138,20 @@ def check_init(owner: str, key, input_shape) -> tuple:
     """Check `init(key, input_shape)`'s arguments; returns the shape as a tuple."""
     check_key(f"{owner}.init", key)
     return check_shape(f"{owner}.init", input_shape)
+
+
+def as_array(owner, name, a):
+    """`a` as an array: arrays as they are, array-likes (lists, pandas frames) of numbers
+    through NumPy; anything else a TypeError naming the conversion to use."""
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a
+    try:
+        array = np.asarray(a)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{owner}: {name} must be an array of numbers (or a list or frame np.asarray turns "
+            f"into one), got {describe(a)}"
+        )
+    return array

@@ -7,6 +7,7 @@ user's `run_id`. An optimizer is recorded as how it steps (`opt.step`); its
 hyperparameters are compared from the checkpoint's optimizer state.
 """
 
+import os
 import jax
 import numpy as np
 
@@ -73,18 +74,21 @@ def differences(stored: dict, current: dict) -> list:
 
 
 def refuse_to_overwrite(path) -> None:
-    """Raise FileExistsError if `path` holds a checkpoint of `fit` with epochs done: a run
-    started again on it would replace that work with its first save."""
+    """Raise FileExistsError if `path` holds a file: a run started again on it would replace
+    it with its first save (a checkpoint's epochs done, or a file of `save`'s or another's)."""
+    if not os.path.lexists(path):
+        return
     try:
         metadata = read_metadata(path)
-    except (OSError, ValueError):  # no file, or none of fit's: nothing of a run to keep
-        return
-    done = metadata.get("epochs_done") if isinstance(metadata, dict) else None
-    if isinstance(done, int) and done > 0:
-        raise FileExistsError(
-            f"fit: checkpoint {path!r} holds a run with {done} epochs done; pass resume=True "
-            f"to continue it, or overwrite=True to start again over it"
-        )
+    except (OSError, ValueError):
+        held = "a file that is not a checkpoint of fit (unreadable, truncated or foreign)"
+    else:
+        done = metadata.get("epochs_done") if isinstance(metadata, dict) else None
+        held = f"a run with {done} epochs done" if isinstance(done, int) else "a checkpoint written by save"
+    raise FileExistsError(
+        f"fit: checkpoint {path!r} holds {held}; pass resume=True to continue a run of fit, "
+        f"or overwrite=True to replace the file"
+    )
 
 
 def _refusal(path, why) -> ValueError:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_key, describe, is_int
+from fnnet._checks import as_array, check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
 from fnnet.losses import Loss, check_targets
@@ -69,9 +69,10 @@ def prepare_run(
         raise TypeError(
             f"{owner}: opt_state must be an OptState, from opt.init(params), got {describe(opt_state)}"
         )
-    count = opt_state.count
-    start = 0 if isinstance(count, jax.core.Tracer) or jnp.ndim(count) else int(count)
-    check_schedule(opt, epochs * steps_per_epoch, start)  # the steps this run will take
+    count = opt_state.count  # a sweep's states hold one count per member: check from each
+    starts = [] if isinstance(count, jax.core.Tracer) else sorted({int(c) for c in np.ravel(count)})
+    for start in starts or [0]:
+        check_schedule(opt, epochs * steps_per_epoch, start)  # the steps this run will take
     try:
         jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
     except (TypeError, ValueError) as error:
@@ -112,23 +113,6 @@ def _warn_of_other_hyperparams(owner, opt, opt_state) -> None:
             HyperparameterMismatch,
             stacklevel=4,
         )
-
-
-def as_array(owner, name, a):
-    """`a` as an array: arrays as they are, array-likes (lists, pandas frames) of numbers
-    through NumPy; anything else a TypeError naming the conversion to use."""
-    if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return a
-    try:
-        array = np.asarray(a)
-    except (TypeError, ValueError):
-        array = None
-    if array is None or array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{owner}: {name} must be an array of numbers (or a list or frame np.asarray turns "
-            f"into one), got {describe(a)}"
-        )
-    return array
 
 
 def check_kinds(owner, model, loss, *opt) -> None:

@@ -7,8 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import check_init, check_key, check_shape, describe
-from fnnet.layers import Layer, check_cotangent, contract_hint
+from fnnet._checks import as_array, check_init, check_key, check_shape, describe, is_int
+from fnnet.layers import Layer, check_cotangent, check_dparams, contract_hint
 from fnnet.state import check_update, trainable_mask
 
 __all__ = ["Sequential", "serial", "Residual", "summary"]
@@ -24,6 +24,12 @@ def _check_params(params, n_layers):
         raise ValueError(
             f"serial of {n_layers} layers: params must be a tuple of "
             f"{n_layers} entries (one per layer), got {got}"
+        )
+    concrete = [leaf for leaf in jax.tree.leaves(params) if not isinstance(leaf, jax.core.Tracer)]
+    if any(getattr(leaf, "is_deleted", lambda: False)() for leaf in concrete):
+        raise ValueError(
+            "serial: params hold arrays that were donated to a train_step and deleted: use the "
+            "params the step returned, or keep a copy to reuse, jax.tree.map(jnp.copy, params)"
         )
 
 
@@ -45,7 +51,13 @@ def _checked_init(layer, key, shape):
     result = layer.init(key, shape)
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], (tuple, list))):
         raise TypeError(f"{layer.name}: init must return (output_shape, params), got {describe(result)}")
-    return tuple(result[0]), result[1]
+    params = result[1]
+    if isinstance(params, (tuple, list)) and params and all(is_int(d) for d in params):
+        raise TypeError(
+            f"{layer.name}: init returned params {tuple(params)}, plain ints like a shape: init must "
+            f"return (output_shape, params), in that order, got {describe(result)}"
+        )
+    return tuple(result[0]), params
 
 
 def _checked_apply(layer, params, x, **mode):
@@ -66,6 +78,7 @@ def _checked_vjp(layer, params, x, dy, **mode):
         raise ValueError(
             f"{layer.name}: vjp returned dx of shape {jnp.shape(result[1])} for x of shape {jnp.shape(x)}"
         )
+    check_dparams(layer.name, params, result[0])
     return result
 
 
@@ -125,6 +138,7 @@ class Sequential(Layer):
         of the last of them."""
         n = len(self.layers)
         _check_params(params, n)
+        x = jnp.asarray(as_array("serial", "x", x))
         inputs, keys = [], _layer_keys(key, n)
         for i, layer in enumerate(self.layers[:upto]):
             inputs.append(x)

@@ -158,8 +158,8 @@ def fit(
         Functions of your own (a layer's, an initializer) are compared by their
         qualified names only, not their code: after changing one, start anew.
       mesh: a `jax.sharding.Mesh` for data-parallel training (see `train`).
-      overwrite: replace a checkpoint of `fit` that already holds epochs, when not
-        resuming (without it, such a file is refused: finished work is never lost).
+      overwrite: replace the file at `checkpoint` when not resuming (without it, any
+        file there is refused, a checkpoint's epochs named: finished work is never lost).
       run_id: an optional name of the run, recorded in the checkpoint and
         compared on resume.
 
@@ -185,6 +185,9 @@ def fit(
     validate, validation = validation is not None, setup.validation
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
+    for name, flag in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"fit: {name} must be True or False, got {describe(flag)}")
     if run_id is not None and not isinstance(run_id, str):
         raise TypeError(f"fit: run_id must be None or a str naming the run, got {describe(run_id)}")
     if (checkpoint_every or resume) and checkpoint is None:
@@ -240,7 +243,7 @@ def fit(
                 new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0])
             chunk_losses = np.asarray(chunk.losses)[:count]
             if not (np.all(np.isfinite(chunk_losses)) and bool(chunk.finite)):
-                raise _diverged(run_chunk, starts, losses + chunk_losses.tolist(), count)
+                raise _diverged(run_chunk, starts, losses + chunk_losses.tolist(), count, loss)
             params, opt_state = chunk.params, chunk.opt_state
             losses += chunk_losses.tolist()
             if validate:
@@ -335,7 +338,7 @@ def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
         )
 
 
-def _diverged(run_chunk, starts, losses, count):
+def _diverged(run_chunk, starts, losses, count, loss):
     """The TrainingDiverged for a chunk of `count` epochs that went non-finite. `losses`
     are the run's losses, this chunk's last.
 
@@ -382,7 +385,7 @@ def _diverged(run_chunk, starts, losses, count):
     what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
     return TrainingDiverged(
         f"fit: {what}; the loss is not finite even at the params this run started from (epoch "
-        f"{at}): the error carries those, and no params with a finite loss",
+        f"{at}): the error carries those, and no params with a finite loss{loss.non_finite_hint}",
         epoch=epoch,
         start_epoch=at,
         params=params,

@@ -6,10 +6,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import describe
+from fnnet._checks import as_array, describe
 from fnnet._layout import feature_major
 from fnnet._setup import check_kinds
-from fnnet.layers import Layer, contract_hint
+from fnnet.layers import Layer, check_dparams, check_train, contract_hint
 from fnnet.losses import Loss
 
 __all__ = ["value_and_grad", "as_jax"]
@@ -56,6 +56,7 @@ def loss_and_grads_in(
     with contract_hint():
         y = user(layer.apply(params, x, train=train, key=key))
         dparams, _ = layer.vjp(params, x, user(loss.grad(y, target)), train=train, key=key)
+    check_dparams(layer.name, params, dparams)
     return loss.value(y, target), dparams
 
 
@@ -69,6 +70,9 @@ class ValueAndGrad:
     train: bool = True
 
     def __call__(self, params, x, target, *, key=None):
+        x, target = (
+            jnp.asarray(as_array("value_and_grad", name, a)) for name, a in (("x", x), ("target", target))
+        )
         return loss_and_grads(self.model, self.loss, params, x, target, train=self.train, key=key)
 
 
@@ -98,7 +102,7 @@ def value_and_grad(model: Layer, loss: Loss, *, train: bool = True) -> ValueAndG
       >>> value, grads = jax.jit(value_and_grad(model, LossBCE()))(params, x, y)
     """
     check_kinds("value_and_grad", model, loss)
-    return ValueAndGrad(model, loss, train)
+    return ValueAndGrad(model, loss, check_train("value_and_grad", train))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +141,7 @@ def as_jax(model: Layer, *, train: bool = False):
     """
     if not isinstance(model, Layer):
         raise TypeError(f"as_jax: model must be a Layer, got {describe(model)}")
-    return _AsJax(model, train)
+    return _AsJax(model, check_train("as_jax", train))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

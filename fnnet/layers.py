@@ -113,9 +113,10 @@ class FunctionLayer(Layer):
     params are drawn, is not compared: the params are data).
     """
 
+    # Fields without defaults, said so: else a dataclass takes the inherited method as one.
     init: Callable = dataclasses.field(compare=False)  # type: ignore[assignment]
-    apply: Callable  # type: ignore[assignment]
-    vjp: Callable  # type: ignore[assignment]
+    apply: Callable = dataclasses.field()  # type: ignore[assignment]
+    vjp: Callable = dataclasses.field()  # type: ignore[assignment]
     update_state: Optional[Callable] = None
 
     def __post_init__(self):
@@ -145,6 +146,16 @@ def check_cotangent(name: str, dy, y_shape) -> None:
     shape: another shape would broadcast into a silently wrong gradient."""
     if jnp.shape(dy) != tuple(y_shape):
         raise ValueError(f"{name}: expected dy of the output's shape {tuple(y_shape)}, got {jnp.shape(dy)}")
+
+
+def check_dparams(name: str, params, dparams) -> None:
+    """Raise TypeError unless a vjp's `dparams` has the structure of `params` (an optimizer
+    would otherwise blame the gradients of the whole model)."""
+    if jax.tree.structure(dparams) != jax.tree.structure(params):  # type: ignore[operator]
+        raise TypeError(
+            f"{name}: vjp returned dparams of structure {jax.tree.structure(dparams)} for params of "
+            f"structure {jax.tree.structure(params)}; dparams must mirror params (() for none)"
+        )
 
 
 def check_train(name: str, train) -> bool:

@@ -15,7 +15,7 @@ of functions, or a subclass of `Loss` like the built-in ones.
 """
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,8 @@ class Loss:
     """
 
     check_targets: Optional[Callable[[np.ndarray, int], None]] = None
+    # What `fit` adds when the loss is not finite at the params a run starts from.
+    non_finite_hint: ClassVar[str] = ""
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(FunctionLoss if cls is Loss else cls)
@@ -98,9 +100,11 @@ class FunctionLoss(Loss):
 
 def _check_same_shape(name, y, target):
     if jnp.shape(y) != jnp.shape(target):
+        hint = "; for a one-output model pass the target as y[:, None]"
         raise ValueError(
             f"{name}: prediction and target must have the same shape, "
             f"got {jnp.shape(y)} and {jnp.shape(target)}"
+            + (hint if jnp.shape(y) == jnp.shape(target) + (1,) else "")
         )
 
 
@@ -182,6 +186,11 @@ class LossBCE(_MeanLoss):
       >>> LossBCE(eps=1e-6)
       LossBCE(eps=1e-06)
     """
+
+    non_finite_hint: ClassVar[str] = (
+        "; LossBCE takes probabilities in [0, 1]: a model without a final Sigmoid gives NaN "
+        "(use LossBCEWithLogits on its logits)"
+    )
 
     eps: float = 1e-7
 

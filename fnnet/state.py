@@ -13,6 +13,9 @@ from typing import Any, List
 import jax
 import jax.numpy as jnp
 
+from fnnet._checks import as_array, describe
+from fnnet.layers import Layer
+
 __all__ = ["State", "trainable_mask", "update_state", "state_leaves", "with_state", "check_update"]
 
 
@@ -65,8 +68,11 @@ def update_state(model, params, x, *, key=None) -> Any:
     Example:
       >>> params = update_state(model, params, x)
     """
+    if not isinstance(model, Layer):
+        raise TypeError(f"update_state: model must be a Layer, got {describe(model)}")
     if model.update_state is None:
         return params
+    x = jnp.asarray(as_array("update_state", "x", x))
     return check_update(params, model.update_state(params, x, key=key))
 
 

@@ -16,7 +16,7 @@ from fnnet._hosts import whole
 from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.losses import check_targets
-from fnnet.optim import OptState
+from fnnet.optim import OptState, check_schedule
 from fnnet.training import _all_finite
 
 __all__ = ["init_many", "spread", "vmapped", "sweep", "SweepResult"]
@@ -211,6 +211,19 @@ def _check_targets(x, y, params, per_member_data, run):
         raise ValueError(f"sweep: y{which}: {first}")
 
 
+def _check_schedules(run, opt_states, x, per_member_data) -> None:
+    """A train run's lr schedule over the steps each member will take, from its own count
+    (inside the sweep the counts are traced: the run cannot check them itself)."""
+    opt, epochs = getattr(run, "optimizer", None), getattr(run, "epochs", None)
+    counts = whole(opt_states.count) if isinstance(opt_states, OptState) else None
+    if opt is None or epochs is None or counts is None or np.ndim(x) < 1 + per_member_data:
+        return
+    n, size = np.shape(x)[int(per_member_data)], getattr(run, "batch_size", None)
+    steps = epochs * (1 if size is None else -(-n // size))
+    for start in sorted({int(c) for c in np.ravel(counts)}):
+        check_schedule(opt, steps, start)
+
+
 def _check_values(members, x, y, params, opt_states, per_member_data, opt):
     """Raise ValueError naming the members whose data, params or hyperparameters (where
     concrete) are bad: NaN or infinite values, hyperparameters out of their range."""
@@ -324,6 +337,7 @@ def sweep(
         _members("sweep", {"x": x, "y": y}, "the per-member data", members)
     devices = _check_devices("sweep", devices)
     _check_values(members, x, y, params, opt_states, per_member_data, getattr(run, "optimizer", None))
+    _check_schedules(run, opt_states, x, per_member_data)
     _check_targets(x, y, params, per_member_data, run)
     stacked = (params, opt_states, keys) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)

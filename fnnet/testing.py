@@ -76,8 +76,8 @@ def check_vjp(
     if not isinstance(layer, Layer):
         raise TypeError(f"check_vjp: layer must be a Layer, got {describe(layer)}")
     shape = check_shape("check_vjp", input_shape)
-    if any(n < 0 for n in shape):
-        raise ValueError(f"check_vjp: input_shape must hold known sizes >= 0, got {shape}")
+    if any(n < 1 for n in shape):
+        raise ValueError(f"check_vjp: input_shape must hold sizes >= 1 (an entry to check), got {shape}")
     key = check_key("check_vjp", key)
     if train is not None and not isinstance(train, bool):
         raise TypeError(f"check_vjp: train must be True, False or None (both), got {describe(train)}")
@@ -114,9 +114,16 @@ def _check_contract(layer, shape, key, modes) -> None:
     """init returns (output_shape, params) and apply one array (traced, not run), else a
     clear error, not one from inside the differences."""
     _, params = _checked_init(layer, key, shape)
+    params = jax.tree.map(_float64, params)
     for train in modes:
         mode = dict(train=train, key=key if train else None)
-        jax.eval_shape(functools.partial(_checked_apply, layer, **mode), params, _input(shape))
+        y = jax.eval_shape(functools.partial(_checked_apply, layer, **mode), params, _input(shape))
+        if y.dtype != jnp.float64:
+            raise TypeError(
+                f"check_vjp: {layer.name}: apply returned {y.dtype} for float64 params and x; "
+                f"the check differences in float64, so the layer must compute in its input's "
+                f"dtype (no cast to another inside)"
+            )
 
 
 def _check_at(layer, shape, key, modes, scale, rtol, atol) -> None:
@@ -205,7 +212,8 @@ def _differences(apply, params, x, dy_key, train_key, zero, train):
     dy-weighted: how far each output's differences of step STEP and 2 * STEP disagree
     (three times the smaller step's truncation, about its rounding, measured whatever the
     layer computes inside), plus its second difference over 2 * STEP (the error a kink
-    within the step causes, even one both steps straddle)."""
+    within the step causes, even one both steps straddle), plus, where only the steps of 1
+    move it (either way), their larger secant (a slope the small steps cannot resolve)."""
     apply = functools.partial(apply, train=train, key=train_key if train else None)
     center = _stored(apply(params, x), zero)
     dy = jax.random.normal(dy_key, jnp.shape(center), jnp.float64)
@@ -227,9 +235,14 @@ def _differences(apply, params, x, dy_key, train_key, zero, train):
         moved = (plus != minus) | (plus2 != minus2) | (far_plus != plus) | (far_minus != minus)
         slope, slope2 = (plus - minus) / (2 * STEP), (plus2 - minus2) / (4 * STEP)
         bend = jnp.abs(plus - 2 * center + minus) / (2 * STEP)  # a kink both steps straddle
+        # Moved by the steps of 1 either way, not by the small ones: a slope below the
+        # output's resolution (saturated terms summing to near 0), bounded by the secants.
+        rise, fall = jnp.abs(far_plus - center), jnp.abs(center - far_minus)
+        unresolved = (plus == minus) & (plus2 == minus2) & (rise > 0) & (fall > 0)
+        blind = jnp.where(unresolved, jnp.maximum(rise, fall), 0.0)
         weight = jnp.abs(dy) * moved
         rounding = ROUNDING * eps * jnp.sum(weight * (jnp.abs(plus) + jnp.abs(minus))) / (2 * STEP)
-        return jnp.vdot(dy, slope), rounding, jnp.sum(weight * (jnp.abs(slope - slope2) + bend))
+        return jnp.vdot(dy, slope), rounding, jnp.sum(weight * (jnp.abs(slope - slope2) + bend + blind))
 
     batch = max(1, 2**20 // max(1, 7 * center.size))  # a bounded number of outputs in memory at once
     indices = jnp.arange(flat.size)
@@ -268,7 +281,7 @@ def _check_structure(expected, actual) -> None:
             f"check_vjp: vjp must return a pair (dparams, dx), got {type(actual).__name__}"
             + (f" of length {len(actual)}" if isinstance(actual, tuple) else "")
         )
-    if [name for name, _ in _named_leaves(actual)] != [name for name, _ in _named_leaves(expected)]:
+    if jax.tree.structure(actual) != jax.tree.structure(expected):  # type: ignore[operator]
         raise AssertionError(
             f"check_vjp: vjp returned {jax.tree.structure(actual)}, "
             f"expected (dparams, dx) with the structure {jax.tree.structure(expected)}"

@@ -1,13 +1,15 @@
 """Benchmarks: fnnet against plain jax.grad, PyTorch eager and scikit-learn (when installed).
 
-    python scripts/bench.py            # full run: ~10 minutes on an idle 2-core CPU
+    python scripts/bench.py            # full run: ~15 minutes on an idle 2-core CPU
     python scripts/bench.py --quick    # a smoke run: few epochs, times include compilation
     python scripts/bench.py --profile  # XLA's per-operation times of fnnet's W1 epoch
+    python scripts/bench.py --only fixed  # imports and compilation, in fresh processes
 
 Prints markdown tables (ready for BENCHMARKS.md; `--markdown FILE` also writes
 them). The variants of a table take turns, A B C A B C ..., for `--rounds`
 rounds after one warm-up call each (so without compilation); a table gives the
-best and the median round, and a ratio is the median over rounds of the two
+best and the median round (the fixed-cost table: the median of `--fresh-rounds`
+fresh processes, compilation included), and a ratio is the median over rounds of the two
 variants' times in the same round. The tables' code is in the package
 scripts/benchmarks/, one module per kind (its docstring lists them). Unlike
 the other scripts it leaves JAX's persistent compilation cache off
@@ -27,13 +29,14 @@ if __name__ == "__main__":
     host_devices.one_per_core(*(["--xla_cpu_enable_xprof_traceme=true"] if "--profile" in sys.argv else []))
 
 import jax
+from benchmarks.fixed import bench_fixed
 from benchmarks.floor import bench_floor
 from benchmarks.peers import installed
 from benchmarks.profiling import profile_w1
 from benchmarks.scaling import bench_compile_memory, bench_scaling, bench_sweep, sgemm_rate
 from benchmarks.workloads import bench_bn, bench_digits, bench_w1
 
-TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor")
+TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor", "fixed")
 TARGETS = (
     "W1: fnnet <= 0.5x batch-major jax.grad, no slower than feature-major jax.grad, "
     ">= 5x faster than PyTorch eager. W4: fnnet <= 0.7x plain jax.grad, >= 5x faster than "
@@ -85,6 +88,12 @@ def main(argv=None):
         "need scikit-learn for the digits)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
+    parser.add_argument(
+        "--fresh-rounds",
+        type=int,
+        default=3,
+        help="fresh processes per cell of the fixed-cost table (--quick: 1)",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -145,6 +154,8 @@ def main(argv=None):
         texts.append(bench_scaling(args.quick, rounds, rate, size))
     if "memory" in args.only:
         texts.append(bench_compile_memory(3_000 if args.quick else 10_000))
+    if "fixed" in args.only:
+        texts.append(bench_fixed(args.quick, 1 if args.quick else args.fresh_rounds))
     if args.markdown:
         with open(args.markdown, "w") as file:
             file.write("\n".join(texts))

@@ -1240,3 +1240,81 @@ def test_a_batch_of_one_is_named_in_the_users_shape_on_the_feature_major_path():
     params = model.init(jax.random.key(0), x.shape)[1]
     with pytest.raises(ValueError, match=r"got input of shape \(1, 4\) \(a batch of one"):
         fnnet.value_and_grad(model, fnnet.LossMSE())(params, x, jnp.ones((1, 1)))
+
+
+# --- a second adversarial pass: more of each kind -------------------------------------------
+
+
+def _linear_with_vjp(vjp):
+    lin = fnnet.Linear(3, 2)
+    return fnnet.Layer(
+        lin.init, lin.apply, lambda params, x, dy, *, train=False, key=None: vjp(lin, params, x, dy)
+    )
+
+
+@pytest.mark.parametrize(
+    "dparams, shown",
+    [
+        (lambda d: {}, r"PyTreeDef\(\{\}\)"),
+        (lambda d: None, r"PyTreeDef\(None\)"),
+        (lambda d: [d["b"], d["w"]], ""),
+    ],
+    ids=["empty", "None", "a list"],
+)
+def test_a_vjp_whose_dparams_do_not_mirror_the_params_is_named(dparams, shown):
+    layer = _linear_with_vjp(lambda lin, p, x, dy: (dparams(lin.vjp(p, x, dy)[0]), lin.vjp(p, x, dy)[1]))
+    model = fnnet.Sequential(fnnet.Tanh(), layer)
+    x, y = jnp.ones((4, 3)), jnp.ones((4, 2))
+    params = model.init(jax.random.key(0), x.shape)[1]
+    with pytest.raises(
+        TypeError, match=rf"serial layer 1: .*vjp returned dparams of structure {shown}.*mirror params"
+    ):
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(0.1), params, x, y, epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"vjp returned dparams of structure .* mirror params"):
+        fnnet.value_and_grad(layer, fnnet.LossMSE())(params[1], x, y)
+
+
+def test_init_returning_params_then_shape_is_named():
+    lin = fnnet.Linear(3, 3)
+    swapped = fnnet.Layer(lambda key, shape: ((), tuple(shape)), lin.apply, lin.vjp)
+    with pytest.raises(
+        TypeError, match=r"serial layer 0: .*init returned params \(4, 3\), plain ints like a shape"
+    ):
+        fnnet.Sequential(swapped, fnnet.Linear(3, 1)).init(jax.random.key(0), (4, 3))
+
+
+def test_a_layer_without_its_vjp_is_refused_when_built():
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'vjp'"):
+        fnnet.Layer(fnnet.Tanh().init, fnnet.Tanh().apply)
+
+
+def test_params_donated_to_a_step_and_applied_again_are_named():
+    model = fnnet.Sequential(fnnet.Linear(3, 1))
+    params = model.init(jax.random.key(0), (4, 3))[1]
+    opt = fnnet.SGD(0.1)
+    step = fnnet.train_step(model, fnnet.LossMSE(), opt)
+    new_params, _, _ = step(params, opt.init(params), jnp.ones((4, 3)), jnp.ones((4, 1)))
+    with pytest.raises(
+        ValueError, match=r"params hold arrays that were donated .* jax.tree.map\(jnp.copy, params\)"
+    ):
+        model.apply(params, jnp.ones((4, 3)))
+    assert model.apply(new_params, [[1.0, 2.0, 3.0]]).shape == (1, 1)  # a list is an array too
+
+
+def test_update_state_takes_a_layer_and_array_likes():
+    model = fnnet.Sequential(fnnet.Linear(3, 3), fnnet.BatchNorm())
+    params = model.init(jax.random.key(0), (4, 3))[1]
+    with pytest.raises(TypeError, match=r"update_state: model must be a Layer, got LossMSE\(\)"):
+        fnnet.update_state(fnnet.LossMSE(), params, jnp.ones((4, 3)))
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    moved = fnnet.update_state(model, params, x.tolist())
+    expected = fnnet.update_state(model, params, jnp.asarray(x, jnp.float32))
+    jax.tree.map(np.testing.assert_array_equal, moved, expected)
+
+
+@pytest.mark.parametrize(
+    "make", [fnnet.as_jax, lambda m, train: fnnet.value_and_grad(m, fnnet.LossMSE(), train=train)]
+)
+def test_train_must_be_a_bool(make):
+    with pytest.raises(TypeError, match=r"train must be a Python bool .*got 'False' \(str\)"):
+        make(fnnet.Sequential(fnnet.Dropout(0.5)), train="False")

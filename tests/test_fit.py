@@ -734,6 +734,21 @@ def test_a_schedule_is_checked_over_the_steps_a_continued_run_takes():
         fnnet.fit(MODEL, LOSS, opt, params, x, y, epochs=20, progress=False, opt_state=state)
     with pytest.raises(ValueError, match=r"at step 100"):
         fnnet.train(MODEL, LOSS, opt, epochs=20)(params, state, x, y)
+    # A sweep's states, one count per member: checked from each.
+    keys = jax.random.split(jax.random.key(0), 2)
+    stacked = fnnet.init_many(keys, MODEL, x.shape)
+    states = jax.vmap(opt.init)(stacked)._replace(count=jnp.array([0, 95], jnp.int32))
+    with pytest.raises(ValueError, match=r"at step 100"):
+        fnnet.sweep(fnnet.train(MODEL, LOSS, opt, epochs=10), stacked, states, x, y, keys=keys)
+
+
+def test_bce_on_a_model_without_its_sigmoid_says_to_use_logits():
+    x, y = data()
+    logits = fnnet.Sequential(fnnet.Linear(2, 1))
+    with pytest.raises(
+        fnnet.TrainingDiverged, match=r"LossBCE takes probabilities .* \(use LossBCEWithLogits"
+    ):
+        fnnet.fit(logits, fnnet.LossBCE(), fnnet.SGD(0.1), init(logits), x, y, epochs=2, progress=False)
 
 
 def _linear_decay(t):

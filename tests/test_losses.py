@@ -563,3 +563,12 @@ def test_bce_refuses_predictions_that_are_not_probabilities():
     assert np.isnan(jax.jit(fnnet.LossBCE().value)(p, t))
     assert np.isnan(jax.jit(fnnet.LossBCE().grad)(jnp.array([-0.1, 0.5]), t)[0])
     assert np.isfinite(fnnet.LossBCE().value(jnp.array([0.0, 1.0]), t))
+
+
+def test_a_target_without_the_output_axis_is_told_to_add_it():
+    model = fnnet.Sequential(fnnet.Linear(3, 1))
+    params = model.init(jax.random.key(0), (4, 3))[1]
+    with pytest.raises(
+        ValueError, match=r"got \(4, 1\) and \(4,\); for a one-output model pass the target as y\[:, None\]"
+    ):
+        fnnet.value_and_grad(model, fnnet.LossMSE())(params, jnp.ones((4, 3)), jnp.ones(4))

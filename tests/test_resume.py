@@ -3,6 +3,8 @@ coming after a resume, and a resume that refuses another run's checkpoint."""
 
 import json
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -462,3 +464,31 @@ def test_a_new_run_never_writes_over_finished_epochs(tmp_path):
     assert path.read_bytes() == before
     fit(2, path, overwrite=True, **FULL_BATCH)
     assert fnnet.load(path, PARAMS)[2]["epochs_done"] == 2
+
+
+@pytest.mark.parametrize("held", ["save", "text", "truncated"])
+def test_a_new_run_never_writes_over_any_file(tmp_path, held):
+    """A file of `save`'s, any other file, a truncated checkpoint of fit's: all refused
+    unless overwrite=True, the file untouched."""
+    path = tmp_path / "run.npz"
+    if held == "save":
+        fnnet.save(path, PARAMS, OPT.init(PARAMS))
+    elif held == "text":
+        path.write_text("notes")
+    else:
+        fit(3, path, **FULL_BATCH)
+        path.write_bytes(path.read_bytes()[:100])
+    before = path.read_bytes()
+    what = {"save": "a checkpoint written by save", "text": "a file that is not a checkpoint of fit"}
+    with pytest.raises(
+        FileExistsError, match=re.escape(what.get(held, "a file that is not a checkpoint of fit"))
+    ):
+        fit(2, path, **FULL_BATCH)
+    assert path.read_bytes() == before
+    fit(2, path, overwrite=True, **FULL_BATCH)
+
+
+@pytest.mark.parametrize("flag", ["overwrite", "resume"])
+def test_resume_and_overwrite_must_be_bools(tmp_path, flag):
+    with pytest.raises(TypeError, match=rf"fit: {flag} must be True or False, got 'no' \(str\)"):
+        fit(2, tmp_path / "run.npz", **{flag: "no"}, **FULL_BATCH)

@@ -362,7 +362,12 @@ def test_a_one_percent_error_is_caught_at_any_batch_size_and_offset(inner, shape
         (
             dict(input_shape=(-1, 3)),
             ValueError,
-            r"check_vjp: input_shape must hold known sizes >= 0, got \(-1, 3\)",
+            r"check_vjp: input_shape must hold sizes >= 1 .*, got \(-1, 3\)",
+        ),
+        (
+            dict(input_shape=(0, 3)),
+            ValueError,
+            r"check_vjp: input_shape must hold sizes >= 1 .*, got \(0, 3\)",
         ),
     ],
 )
@@ -411,3 +416,24 @@ def test_a_broken_contract_is_named():
         check_vjp(Layer(init, apply, vjp), SHAPE, key=KEY)
     with pytest.raises(TypeError, match=r"apply must return an array, got .*\(tuple\)"):
         check_vjp(Layer(Identity().init, pair, vjp), SHAPE, key=KEY)
+
+
+def test_a_sum_of_saturated_terms_near_zero_passes():
+    # Tanh saturated at inputs of 1000: each pooled output sums +-1s to ~1e-13, whose slope
+    # (~1e-13) lies below the output's resolution; the vjp computes it, the differences see 0.
+    check_vjp(Sequential(Conv2D(2, 2, 3), Tanh(), AvgPool2D(2)), (2, 4, 4, 2), key=jax.random.key(2))
+
+
+def test_a_layer_that_casts_inside_or_returns_another_structure_is_named():
+    tanh = Tanh()
+
+    def cast(params, x, *, train=False, key=None):
+        return jnp.tanh(x.astype(jnp.float32))
+
+    def none_for_empty(params, x, dy, *, train=False, key=None):
+        return None, tanh.vjp(params, x, dy)[1]
+
+    with pytest.raises(TypeError, match=r"apply returned float32 for float64 params and x; .* \(no cast"):
+        check_vjp(Layer(tanh.init, cast, tanh.vjp), SHAPE, key=KEY)
+    with pytest.raises(AssertionError, match=r"vjp returned PyTreeDef\(\(None, \*\)\), expected"):
+        check_vjp(Layer(tanh.init, tanh.apply, none_for_empty), SHAPE, key=KEY)

@@ -4,6 +4,8 @@
 - floor: what a W4 step cannot beat on this machine;
 - scaling: sweeps of many models, scaling against the matmul rate, compile
   time and memory;
+- fixed: the fixed costs (imports, first and second calls' compilation), each cell
+  in a fresh process that runs fresh;
 - jaxgrad: the plain jax.grad baselines;
 - peers: PyTorch and scikit-learn, each in its own process;
 - timing: interleaved rounds, ratios and tables;

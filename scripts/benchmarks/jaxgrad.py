@@ -183,3 +183,59 @@ def bn_sgd_full_batch(epochs, feature_major):
 def bn_accuracy(params, running, x, y):
     p, _ = bn_mlp_forward(params, running, x, False)
     return float(jnp.mean((p > 0.5) == (y > 0.5)))
+
+
+# ---- the fixed-cost table: the plainest minibatch program --------------------------------
+
+
+def bce_logits(z, t):
+    """Binary cross-entropy on logits, the stable form."""
+    return jnp.mean(jnp.maximum(z, 0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z))))
+
+
+def bn_dropout_logits(params, running, x, key, rate, train, momentum=0.9, eps=1e-5):
+    """Linear BatchNorm ReLU Dropout(rate) Linear, logits out: `(z, running)`.
+    params: {"linear": [(w, b)] * 2, "bn": (scale, shift)}; running: (mean, var)."""
+    (w1, b1), (w2, b2) = params["linear"]
+    scale, shift = params["bn"]
+    mean, var = running
+    h = x @ w1 + b1
+    if train:
+        batch_mean, batch_var = jnp.mean(h, axis=0), jnp.var(h, axis=0)
+        running = (momentum * mean + (1 - momentum) * batch_mean, momentum * var + (1 - momentum) * batch_var)
+        mean, var = batch_mean, batch_var
+    h = jax.nn.relu(scale * (h - mean) / jnp.sqrt(var + eps) + shift)
+    if train and rate:
+        h = h * jax.random.bernoulli(key, 1 - rate, h.shape) / (1 - rate)
+    return h @ w2 + b2, running
+
+
+def adam_flat_scan(loss, epochs, batch_size):
+    """`run(params, state, x, y, key, lr) -> (params, state, losses)`: `epochs` epochs of Adam
+    as the plainest JAX program has them: every epoch's permutation drawn up front (one
+    vmapped `permutation`), the remainder dropped, one flat `lax.scan` over all steps.
+    `loss(params, state, x, y, key) -> (value, state)`; state None for a stateless model."""
+
+    @jax.jit
+    def run(params, state, x, y, key, lr):
+        n = x.shape[0]
+        steps = n // batch_size
+        shuffle_key, draw_key = jax.random.split(key)
+        orders = jax.vmap(lambda k: jax.random.permutation(k, n)[: steps * batch_size])(
+            jax.random.split(shuffle_key, epochs)
+        )
+
+        def step(carry, indices):
+            params, state, mu, nu, t = carry
+            (value, state), grads = jax.value_and_grad(loss, has_aux=True)(
+                params, state, x[indices], y[indices], jax.random.fold_in(draw_key, t)
+            )
+            params, mu, nu = adam(params, grads, mu, nu, t, lr)
+            return (params, state, mu, nu, t + 1), value
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        start = (params, state, zeros, zeros, jnp.zeros((), jnp.int32))
+        (params, state, *_), values = lax.scan(step, start, orders.reshape(-1, batch_size))
+        return params, state, values.reshape(epochs, steps).mean(axis=1)
+
+    return run
