@@ -156,7 +156,7 @@ class Sequential(Layer):
             dparams[i], dy = _naming_layer(
                 i, _checked_vjp, self.layers[i], params[i], inputs[i], dy, train=train, key=keys[i]
             )
-        return tuple(dparams), dy
+        return (dparams if isinstance(params, list) else tuple(dparams)), dy  # params' container
 
     @property
     def update_state(self):  # type: ignore[override]

@@ -56,7 +56,7 @@ def loss_and_grads_in(
     with contract_hint():
         y = user(layer.apply(params, x, train=train, key=key))
         dparams, _ = layer.vjp(params, x, user(loss.grad(y, target)), train=train, key=key)
-    check_dparams(layer.name, params, dparams)
+    check_dparams("the model", params, dparams)  # a Sequential names its layer itself
     return loss.value(y, target), dparams
 
 

@@ -299,7 +299,12 @@ def learning_rate(hyperparams: dict, schedule: Optional[Callable], t):
     in the hyperparameters' dtype. Every optimizer's step uses it, and so does fit's
     warning of an lr that underflows to 0."""
     lr = hyperparams["lr"] * (hyperparams["decay"] ** t if "decay" in hyperparams else 1)
-    return lr if schedule is None else lr * schedule(t)
+    if schedule is None:
+        return lr
+    # A schedule gone negative (gradient ascent) gives NaN: where the counts are traced
+    # (a run inside jax.vmap) the steps could not be checked before the run.
+    scheduled = schedule(t)
+    return lr * jnp.where(scheduled < 0, jnp.nan, scheduled)
 
 
 def _check_schedule(owner, schedule, steps=1, start=0):

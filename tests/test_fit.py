@@ -742,6 +742,19 @@ def test_a_schedule_is_checked_over_the_steps_a_continued_run_takes():
         fnnet.sweep(fnnet.train(MODEL, LOSS, opt, epochs=10), stacked, states, x, y, keys=keys)
 
 
+def test_a_schedule_gone_negative_inside_jax_vmap_gives_nan_not_gradient_ascent():
+    # Inside jax.vmap the counts are traced and the run cannot check them: the step's lr
+    # is NaN where the schedule is negative, so the member's losses say so.
+    x, y = data()
+    opt = fnnet.SGD(_linear_decay)
+    keys = jax.random.split(jax.random.key(0), 2)
+    stacked = fnnet.init_many(keys, MODEL, x.shape)
+    states = jax.vmap(opt.init)(stacked)._replace(count=jnp.array([95, 0], jnp.int32))
+    run = fnnet.train(MODEL, LOSS, opt, epochs=10)
+    losses = jax.vmap(lambda p, s, k: run(p, s, x, y, key=k))(stacked, states, keys)[2]
+    assert np.isnan(losses[0, -1]) and np.isfinite(losses[1]).all()
+
+
 def test_bce_on_a_model_without_its_sigmoid_says_to_use_logits():
     x, y = data()
     logits = fnnet.Sequential(fnnet.Linear(2, 1))
