@@ -152,8 +152,11 @@ def _check_at(layer, shape, key, modes, scale, rtol, atol) -> None:
             _kinked(expected, rounding, uncertainty) for expected, _, rounding, uncertainty, _ in checks
         ):
             break
+    floating = jax.tree.map(
+        lambda leaf: bool(jnp.issubdtype(leaf.dtype, jnp.floating)), (params, _input(shape))
+    )
     for expected, actual, rounding, uncertainty, where in checks:
-        _compare(expected, actual, rounding, uncertainty, rtol, atol, where)
+        _compare(expected, actual, rounding, uncertainty, floating, rtol, atol, where)
 
 
 def _input(shape):
@@ -244,7 +247,8 @@ def _differences(apply, params, x, dy_key, train_key, zero, train):
         rounding = ROUNDING * eps * jnp.sum(weight * (jnp.abs(plus) + jnp.abs(minus))) / (2 * STEP)
         return jnp.vdot(dy, slope), rounding, jnp.sum(weight * (jnp.abs(slope - slope2) + bend + blind))
 
-    batch = max(1, 2**20 // max(1, 7 * center.size))  # a bounded number of outputs in memory at once
+    # A bounded number of floats in memory at once: each step holds its moved entries and outputs.
+    batch = max(1, 2**21 // (7 * (flat.size + center.size)))
     indices = jnp.arange(flat.size)
     expected, rounding, uncertainty = (
         jax.vmap(entry)(indices) if flat.size <= batch else jax.lax.map(entry, indices, batch_size=batch)
@@ -300,15 +304,24 @@ def _kinked(expected, rounding, uncertainty) -> bool:
     )
 
 
-def _compare(expected, actual, rounding, uncertainty, rtol, atol, where) -> None:
+def _compare(expected, actual, rounding, uncertainty, floating, rtol, atol, where) -> None:
+    """Each leaf of `actual` whose param (or x) is floating against `expected`, entry by entry;
+    `floating`, a tree like (params, x) of bools (an integer param has no gradient)."""
     named = zip(
-        _named_leaves(actual), _named_leaves(expected), _named_leaves(rounding), _named_leaves(uncertainty)
+        _named_leaves(actual),
+        _named_leaves(expected),
+        _named_leaves(rounding),
+        _named_leaves(uncertainty),
+        _named_leaves(floating),
     )
-    for (name, a), (_, e), (_, r), (_, k) in named:
-        e = np.asarray(e, np.float64)
-        if not jnp.issubdtype(jnp.result_type(a), jnp.floating):  # integer leaves have no gradient
+    for (name, a), (_, e), (_, r), (_, k), (_, checked) in named:
+        if not checked:
             continue
-        a = np.asarray(a, np.float64)
+        if jnp.issubdtype(jnp.result_type(a), jnp.complexfloating):
+            raise AssertionError(
+                f"check_vjp: {name} is complex ({jnp.result_type(a)}), for a real {name[1:]}"
+            )
+        e, a = np.asarray(e, np.float64), np.asarray(a, np.float64)  # an int or bool leaf as its values
         error = np.abs(a - e)
         scale = float(np.max(np.abs(e), initial=0.0))
         allowed = rtol * np.abs(e) + atol * scale + np.asarray(r) + 2 * np.asarray(k)

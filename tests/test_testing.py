@@ -437,3 +437,12 @@ def test_a_layer_that_casts_inside_or_returns_another_structure_is_named():
         check_vjp(Layer(tanh.init, cast, tanh.vjp), SHAPE, key=KEY)
     with pytest.raises(AssertionError, match=r"vjp returned PyTreeDef\(\(None, \*\)\), expected"):
         check_vjp(Layer(tanh.init, tanh.apply, none_for_empty), SHAPE, key=KEY)
+
+
+def test_an_integer_or_bool_cotangent_is_compared_by_its_values():
+    # A ReLU whose vjp forgot dy: `x > 0`, a bool array, is no gradient of a float x.
+    def forgot_dy(params, x, dy, *, train=False, key=None):
+        return (), x > 0
+
+    with pytest.raises(AssertionError, match=r"check_vjp: dx differs from finite differences"):
+        check_vjp(Layer(ReLU().init, ReLU().apply, forgot_dy), SHAPE, key=KEY)
