@@ -314,6 +314,11 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size):
     return jax.device_put(x, data), jax.device_put(y, data)
 
 
+# The step's own formula, t traced: one program whatever the step (a concrete t would
+# make decay ** t an integer power, compiled anew for every run length).
+_unscheduled_lr = jax.jit(lambda hyperparams, t: learning_rate(hyperparams, None, t))
+
+
 def underflow_step(opt, opt_state, steps: int):
     """The first of the next `steps` steps whose learning rate is exactly 0.0, with that
     lr's dtype, or None: `optim.learning_rate`, the optimizers' own formula."""
@@ -323,7 +328,7 @@ def underflow_step(opt, opt_state, steps: int):
     if opt.schedule is None and np.all(np.asarray(hyper["decay"]) == 1):
         return None  # a constant lr, checked > 0 when set
     start = int(opt_state.count)
-    if opt.schedule is None and float(learning_rate(hyper, None, jnp.int32(start + steps - 1))) != 0:
+    if opt.schedule is None and float(_unscheduled_lr(hyper, jnp.int32(start + steps - 1))) != 0:
         return None  # lr * decay**t only falls with t: not 0 at the last step, never 0
     size = 1 << max(10, (steps - 1).bit_length())  # padded: few shapes, few compilations
     t = jnp.arange(start, start + size, dtype=jnp.int32)

@@ -155,6 +155,17 @@ def test_second_fit_with_new_objects_does_not_recompile():
     assert result.losses.shape == (EPOCHS,) and result.val_losses is None
 
 
+def test_another_epochs_count_with_a_decay_compiles_nothing():
+    # fit's check of the decayed lr at the run's last step once compiled an integer power
+    # for every run length.
+    x, y = data()
+    opt = fnnet.SGD(lr=0.1, decay=0.999)
+    fnnet.fit(MODEL, LOSS, opt, init(), x, y, epochs=3, progress=False)
+    with count_compilations() as compiled:
+        fnnet.fit(MODEL, LOSS, opt, init(), x, y, epochs=5, progress=False)
+    assert compiled == []
+
+
 # Divergence ---------------------------------------------------------------------------------------
 # A linear model on MSE with a learning rate past 2 / curvature: the loss grows geometrically
 # until it overflows float32.
