@@ -48,8 +48,8 @@ def check_vjp(
     Args:
       layer: the Layer to check.
       input_shape: the shape of x, a tuple of ints, e.g. `(8, 3)`: keep it small, each
-        entry of x and of the params costs two forward passes (run together, in one
-        `vmap`).
+        entry of x and of the params costs seven forward passes (steps of +-1e-5, +-2e-5,
+        +-1 and 0, run together in a `vmap`, in pieces of bounded memory).
       key: a `jax.random` key: the params, x and dy are drawn from it.
       train: True checks training mode (apply and vjp given the same key, so stochastic
         layers draw the same masks), False inference; None (default) checks both.
