@@ -155,3 +155,13 @@ def as_array(owner, name, a):
             f"into one), got {describe(a)}"
         )
     return array
+
+
+def donated(tree) -> bool:
+    """Whether `tree` holds an array a jitted step was donated and deleted (tracers, whose
+    buffers are not known yet, never are)."""
+    return any(
+        leaf.is_deleted()
+        for leaf in jax.tree.leaves(tree)
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)
+    )

@@ -69,10 +69,7 @@ def prepare_run(
         raise TypeError(
             f"{owner}: opt_state must be an OptState, from opt.init(params), got {describe(opt_state)}"
         )
-    count = opt_state.count  # a sweep's states hold one count per member: check from each
-    starts = [] if isinstance(count, jax.core.Tracer) else sorted({int(c) for c in np.ravel(count)})
-    for start in starts or [0]:
-        check_schedule(opt, epochs * steps_per_epoch, start)  # the steps this run will take
+    check_schedule(opt, epochs * steps_per_epoch, opt_state.count)  # the steps this run will take
     try:
         jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
     except (TypeError, ValueError) as error:

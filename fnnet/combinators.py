@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fnnet._checks import as_array, check_init, check_key, check_shape, describe, is_int
+from fnnet._checks import as_array, check_init, check_key, check_shape, describe, donated, is_int
 from fnnet.layers import Layer, check_cotangent, check_dparams, contract_hint
 from fnnet.state import check_update, trainable_mask
 
@@ -25,8 +25,7 @@ def _check_params(params, n_layers):
             f"serial of {n_layers} layers: params must be a tuple of "
             f"{n_layers} entries (one per layer), got {got}"
         )
-    concrete = [leaf for leaf in jax.tree.leaves(params) if not isinstance(leaf, jax.core.Tracer)]
-    if any(getattr(leaf, "is_deleted", lambda: False)() for leaf in concrete):
+    if donated(params):
         raise ValueError(
             "serial: params hold arrays that were donated to a train_step and deleted: use the "
             "params the step returned, or keep a copy to reuse, jax.tree.map(jnp.copy, params)"

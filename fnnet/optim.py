@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._checks import as_number, describe, is_real
-from fnnet._precision import at_least_float32
+from fnnet._precision import at_least_float32, wide
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
@@ -272,10 +272,7 @@ def check_hyperparams(opt: Optimizer, owner: str, opt_state) -> None:
 
 def _zero_slot(p):
     """A slot's zeros for param leaf `p`: in p's dtype, float32 for narrower floats."""
-    dtype = jnp.result_type(p)
-    if jnp.issubdtype(dtype, jnp.floating) and at_least_float32(dtype) != dtype:
-        return jnp.zeros_like(p, jnp.float32)
-    return jnp.zeros_like(p)
+    return jnp.zeros_like(wide(jnp.asarray(p)))
 
 
 def _check_trainable_floats(owner, params):
@@ -326,10 +323,14 @@ def _check_schedule(owner, schedule, steps=1, start=0):
         )
 
 
-def check_schedule(opt: Optimizer, steps: int, start: int = 0) -> None:
-    """Raise ValueError if `opt`'s lr schedule (if any) is bad within the `steps` steps
-    after step `start`."""
-    if opt.schedule is not None:
+def check_schedule(opt: Optimizer, steps: int, counts=0) -> None:
+    """Raise ValueError if `opt`'s lr schedule (if any) is bad within the `steps` steps after
+    each count in `counts` (a state's count, or a sweep's, one per member; traced counts,
+    whose values are not known, from 0)."""
+    if opt.schedule is None:
+        return
+    starts = {0} if isinstance(counts, jax.core.Tracer) else {int(c) for c in np.ravel(counts)}
+    for start in sorted(starts):
         _check_schedule(opt.name, opt.schedule, steps, start)
 
 

@@ -220,8 +220,7 @@ def _check_schedules(run, opt_states, x, per_member_data) -> None:
         return
     n, size = np.shape(x)[int(per_member_data)], getattr(run, "batch_size", None)
     steps = epochs * (1 if size is None else -(-n // size))
-    for start in sorted({int(c) for c in np.ravel(counts)}):
-        check_schedule(opt, steps, start)
+    check_schedule(opt, steps, counts)
 
 
 def _check_values(members, x, y, params, opt_states, per_member_data, opt):

@@ -172,23 +172,16 @@ def _jitted(function, callable_):
     its keywords static; cached when `callable_` is a value (hashable) or a value's
     method, so the differences of one apply compile once whatever its vjp."""
     # A bound method compares its self by identity: key it by its function and self instead.
-    key = (
-        (function, callable_.__func__, callable_.__self__)
-        if inspect.ismethod(callable_)
-        else (function, callable_)
-    )
+    key = (callable_.__func__, callable_.__self__) if inspect.ismethod(callable_) else callable_
     try:
-        return _PROGRAMS[key]
+        return _cached_jit(function, key)
     except TypeError:  # not hashable
         return _jit(function, callable_)
-    except KeyError:
-        if len(_PROGRAMS) >= 128:
-            _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        program = _PROGRAMS[key] = _jit(function, callable_)
-        return program
 
 
-_PROGRAMS: dict = {}  # (function, callable_'s key) -> its jitted program, the oldest dropped first
+@functools.lru_cache(maxsize=128)
+def _cached_jit(function, key):
+    return _jit(function, key[0].__get__(key[1]) if isinstance(key, tuple) else key)
 
 
 def _jit(function, callable_):

@@ -10,7 +10,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_key, describe
+from fnnet._checks import check_key, describe, donated
 from fnnet._setup import check_count, check_kinds, prepare_run
 from fnnet._types import Array
 from fnnet._layout import feature_major
@@ -122,7 +122,7 @@ class TrainStep:
     optimizer: Optimizer
 
     def arguments(self, params, opt_state, x, y, key):
-        if any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree.leaves((params, opt_state))):
+        if donated((params, opt_state)):
             raise ValueError(
                 "train_step: params or opt_state hold arrays an earlier step was donated and "
                 "deleted: pass the ones the step returned, or keep a copy to reuse, "

@@ -55,14 +55,7 @@ def test_passes_on_correct_layers(layer, train):
 
 def wrong_in(layer, leaf, factor=2):
     """`layer` with its vjp times `factor` in one leaf: a key of dparams, or "dx"."""
-
-    def vjp(params, x, dy, *, train=False, key=None):
-        dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
-        if leaf == "dx":
-            return dparams, factor * dx
-        return {**dparams, leaf: factor * dparams[leaf]}, dx
-
-    return Layer(layer.init, layer.apply, vjp)
+    return made_wrong(layer, leaf if leaf == "dx" else (leaf,), lambda a, x, train: factor * a)
 
 
 @pytest.mark.parametrize("leaf, named", [("w", r"dparams\['w'\]"), ("b", r"dparams\['b'\]"), ("dx", r"dx")])
@@ -263,14 +256,16 @@ WRONG = {
 
 
 def made_wrong(layer, leaf, how):
-    """`layer` with `WRONG[how]` done to one leaf of its vjp: "dx" or a path into dparams."""
+    """`layer` with `how` (a name in WRONG, or a `(leaf, x, train) -> wrong leaf`) done to
+    one leaf of its vjp: "dx" or a path into dparams."""
+    change = WRONG[how] if isinstance(how, str) else how
 
     def vjp(params, x, dy, *, train=False, key=None):
         dparams, dx = layer.vjp(params, x, dy, train=train, key=key)
         if leaf == "dx":
-            return dparams, WRONG[how](dx, x, train)
+            return dparams, change(dx, x, train)
         inner = functools.reduce(lambda tree, k: tree[k], leaf[:-1], dparams)
-        wrong = {**inner, leaf[-1]: WRONG[how](inner[leaf[-1]], x, train)}
+        wrong = {**inner, leaf[-1]: change(inner[leaf[-1]], x, train)}
         if leaf[:-1]:  # a list or tuple of layers' dparams, one level down
             return type(dparams)(wrong if i == leaf[0] else d for i, d in enumerate(dparams)), dx
         return wrong, dx
