@@ -19,7 +19,7 @@ from jax import lax
 
 from fnnet.activations import Elementwise
 from fnnet.combinators import Residual, Sequential, _checked_apply, _checked_vjp
-from fnnet.layers import Layer, Linear, check_cotangent
+from fnnet.layers import Layer, Linear, check_cotangent, masked
 from fnnet.norm import BatchNorm
 
 
@@ -60,18 +60,25 @@ class _Transposed(Layer):
     def name(self) -> str:
         return self.layer.name
 
-    def apply(self, params, x, *, train=False, key=None):
-        return _checked_apply(self.layer, params, x.T, train=train, key=key).T
+    @property
+    def uses_mask(self) -> bool:  # type: ignore[override]
+        return self.layer.uses_mask
 
-    def vjp(self, params, x, dy, *, train=False, key=None):
-        dparams, dx = _checked_vjp(self.layer, params, x.T, dy.T, train=train, key=key)
+    def apply(self, params, x, *, train=False, key=None, mask=None):
+        return _checked_apply(self.layer, params, x.T, train=train, key=key, **masked(self.layer, mask)).T
+
+    def vjp(self, params, x, dy, *, train=False, key=None, mask=None):
+        mode = dict(train=train, key=key, **masked(self.layer, mask))
+        dparams, dx = _checked_vjp(self.layer, params, x.T, dy.T, **mode)
         return dparams, dx.T
 
     @property
     def update_state(self):  # type: ignore[override]
         if self.layer.update_state is None:
             return None
-        return lambda params, x, *, key=None: self.layer.update_state(params, x.T, key=key)
+        return lambda params, x, *, key=None, mask=None: self.layer.update_state(
+            params, x.T, key=key, **masked(self.layer, mask)
+        )
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -79,19 +86,20 @@ class _BatchNormFeatureMajor(Layer):
     """`BatchNorm` on `(features, batch)` inputs: its own methods, the features on axis 0."""
 
     norm: BatchNorm
+    uses_mask = True
 
     @property
     def name(self) -> str:
         return self.norm.name
 
-    def apply(self, params, x, *, train=False, key=None):
-        return self.norm.forward(params, x, train, 0)
+    def apply(self, params, x, *, train=False, key=None, mask=None):
+        return self.norm.forward(params, x, train, 0, mask)
 
-    def vjp(self, params, x, dy, *, train=False, key=None):
-        return self.norm.backward(params, x, dy, train, 0)
+    def vjp(self, params, x, dy, *, train=False, key=None, mask=None):
+        return self.norm.backward(params, x, dy, train, 0, mask)
 
-    def update_state(self, params, x, *, key=None):  # type: ignore[override]
-        return self.norm.moved(params, x, 0)
+    def update_state(self, params, x, *, key=None, mask=None):  # type: ignore[override]
+        return self.norm.moved(params, x, 0, mask)
 
 
 def _native(layer: Layer) -> Optional[Layer]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnet._buckets import padded_samples, run_size
 from fnnet._checks import as_array, check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
@@ -24,9 +25,11 @@ from fnnet.state import trainable_mask
 
 
 class Setup(NamedTuple):
-    """A checked run: the epochs (an int), x and y placed on the mesh (if any), one typed
-    PRNG key, the batch size (None for full batch, also when it equals n), the steps per
-    epoch and the optimizer state to start from."""
+    """A checked run: the epochs (an int), x and y as arrays, one typed PRNG key, the
+    batch size (None for full batch, also when it equals n), the steps per epoch, the
+    optimizer state to start from, the validation pair (or None), and what the program
+    runs on: `data`, `(x, y, weights)` padded (`fnnet._buckets`) and placed on the mesh
+    (if any), and `validation_data` the same of the validation pair (or None)."""
 
     epochs: int
     x: Any
@@ -35,7 +38,9 @@ class Setup(NamedTuple):
     batch_size: Optional[int]
     steps_per_epoch: int
     opt_state: Any
-    validation: Any = None
+    validation: Any
+    data: Any
+    validation_data: Any
 
 
 def prepare_run(
@@ -82,8 +87,15 @@ def prepare_run(
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
     check_one_sample_steps(owner, model, params, x, size, key, mesh)
-    x, y = place(owner, mesh, jnp.asarray(x), jnp.asarray(y), size)
-    return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state, validation)
+    data = place(owner, mesh, x, y, size)
+    validation_data = None
+    if validation is not None:
+        x_val, y_val = validation
+        validation_data = place(owner, None, x_val, y_val, None)
+        if mesh is not None:  # inference on every device: replicated
+            replicated = NamedSharding(mesh, PartitionSpec())
+            validation_data = jax.device_put(validation_data, replicated)
+    return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state, validation, data, validation_data)
 
 
 class HyperparameterMismatch(UserWarning):
@@ -291,24 +303,24 @@ def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optio
 
 
 def place(owner, mesh: Optional[Mesh], x, y, batch_size):
-    """Put x and y on the mesh (a Mesh or None), sharded along its first axis; checks
-    divisibility and, with several processes, that every process passed the same x and y."""
-    if mesh is None:
-        return x, y
-    check_same_on_every_process(f"{owner}: data-parallel training", mesh, {"x": x, "y": y})
-    axis = mesh.axis_names[0]
-    n_shards = mesh.shape[axis]
-    n = x.shape[0]
-    sizes = [n] if batch_size is None else [batch_size] + ([n % batch_size] if n % batch_size else [])
-    for size in sizes:
-        if size % n_shards:
+    """`(x, y, weights)` padded to the run's bucket (`fnnet._buckets`) and put on the mesh
+    (a Mesh or None), sharded along its first axis; checks that every batch divides over
+    the mesh and, with several processes, that every process passed the same x and y."""
+    shards = 1
+    if mesh is not None:
+        check_same_on_every_process(f"{owner}: data-parallel training", mesh, {"x": x, "y": y})
+        axis = mesh.axis_names[0]
+        shards = mesh.shape[axis]
+        if batch_size is not None and batch_size % shards:
             raise ValueError(
-                f"{owner}: data-parallel training over {n_shards} devices (mesh axis {axis!r}) "
-                f"needs every batch divisible by {n_shards}, got a batch of {size} "
-                f"(n={n}, batch_size={batch_size}); drop or pad samples to fit"
+                f"{owner}: data-parallel training over {shards} devices (mesh axis {axis!r}) "
+                f"needs every batch divisible by {shards}, got batch_size {batch_size} "
+                f"(n={x.shape[0]}); pick a batch_size that is a multiple of {shards}"
             )
-    data = NamedSharding(mesh, PartitionSpec(axis))
-    return jax.device_put(x, data), jax.device_put(y, data)
+    data = padded_samples(x, y, run_size(x.shape[0], batch_size, shards))
+    if mesh is None:  # device_put, not jnp.asarray: that compiles a copy for every shape
+        return tuple(a if isinstance(a, jax.core.Tracer) else jax.device_put(a) for a in data)
+    return jax.device_put(data, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))
 
 
 # The step's own formula, t traced: one program whatever the step (a concrete t would

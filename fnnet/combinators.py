@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._checks import as_array, check_init, check_key, check_shape, describe, donated, is_int
-from fnnet.layers import Layer, check_cotangent, check_dparams, contract_hint
+from fnnet.layers import Layer, check_cotangent, check_dparams, contract_hint, masked
 from fnnet.state import check_update, trainable_mask
 
 __all__ = ["Sequential", "serial", "Residual", "summary"]
@@ -86,8 +86,8 @@ def _layer_keys(key, n):
     return [None] * n if key is None else list(jax.random.split(check_key("serial", key), n))
 
 
-def _updated(layer, params, x, key):
-    return check_update(params, layer.update_state(params, x, key=key))
+def _updated(layer, params, x, key, mask):
+    return check_update(params, layer.update_state(params, x, key=key, **masked(layer, mask)))
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
@@ -132,7 +132,11 @@ class Sequential(Layer):
             params.append(layer_params)
         return shape, tuple(params)
 
-    def forward(self, params, x, train, key, upto=None):
+    @property
+    def uses_mask(self) -> bool:  # type: ignore[override]
+        return any(layer.uses_mask for layer in self.layers)
+
+    def forward(self, params, x, train, key, upto=None, mask=None):
         """The inputs and keys of the first `upto` layers (all by default), and the output
         of the last of them."""
         n = len(self.layers)
@@ -141,20 +145,21 @@ class Sequential(Layer):
         inputs, keys = [], _layer_keys(key, n)
         for i, layer in enumerate(self.layers[:upto]):
             inputs.append(x)
-            x = _naming_layer(i, _checked_apply, layer, params[i], x, train=train, key=keys[i])
+            mode = dict(train=train, key=keys[i], **masked(layer, mask))
+            x = _naming_layer(i, _checked_apply, layer, params[i], x, **mode)
         return inputs, keys, x
 
-    def apply(self, params, x, *, train=False, key=None):
-        return self.forward(params, x, train, key)[2]
+    def apply(self, params, x, *, train=False, key=None, mask=None):
+        return self.forward(params, x, train, key, mask=mask)[2]
 
-    def vjp(self, params, x, dy, *, train=False, key=None):
-        inputs, keys, y = self.forward(params, x, train, key)
+    def vjp(self, params, x, dy, *, train=False, key=None, mask=None):
+        inputs, keys, y = self.forward(params, x, train, key, mask=mask)
         check_cotangent("serial", dy, jnp.shape(y))
         dparams = [None] * len(self.layers)
         for i in reversed(range(len(self.layers))):
-            dparams[i], dy = _naming_layer(
-                i, _checked_vjp, self.layers[i], params[i], inputs[i], dy, train=train, key=keys[i]
-            )
+            layer = self.layers[i]
+            mode = dict(train=train, key=keys[i], **masked(layer, mask))
+            dparams[i], dy = _naming_layer(i, _checked_vjp, layer, params[i], inputs[i], dy, **mode)
         return (dparams if isinstance(params, list) else tuple(dparams)), dy  # params' container
 
     @property
@@ -164,12 +169,14 @@ class Sequential(Layer):
         if not stateful:
             return None
 
-        def update_state(params, x, *, key=None):
+        def update_state(params, x, *, key=None, mask=None):
             # the forward only up to the last stateful layer's input
-            inputs, keys, last_input = self.forward(params, x, True, key, upto=stateful[-1])
+            inputs, keys, last_input = self.forward(params, x, True, key, upto=stateful[-1], mask=mask)
             inputs.append(last_input)
             return tuple(
-                _naming_layer(i, _updated, self.layers[i], p, inputs[i], keys[i]) if i in stateful else p
+                _naming_layer(i, _updated, self.layers[i], p, inputs[i], keys[i], mask)
+                if i in stateful
+                else p
                 for i, p in enumerate(params)
             )
 
@@ -206,15 +213,19 @@ class Residual(Layer):
             )
         return tuple(input_shape), params
 
-    def apply(self, params, x, *, train=False, key=None):
-        y = self.layer.apply(params, x, train=train, key=key)
+    @property
+    def uses_mask(self) -> bool:  # type: ignore[override]
+        return self.layer.uses_mask
+
+    def apply(self, params, x, *, train=False, key=None, mask=None):
+        y = self.layer.apply(params, x, train=train, key=key, **masked(self.layer, mask))
         if y.shape != x.shape:
             raise ValueError(f"Residual: the layer must keep its input's shape, got {x.shape} -> {y.shape}")
         return x + y
 
-    def vjp(self, params, x, dy, *, train=False, key=None):
+    def vjp(self, params, x, dy, *, train=False, key=None, mask=None):
         check_cotangent("Residual", dy, jnp.shape(x))
-        dparams, dx = self.layer.vjp(params, x, dy, train=train, key=key)
+        dparams, dx = self.layer.vjp(params, x, dy, train=train, key=key, **masked(self.layer, mask))
         return dparams, dy + dx  # d(x + f(x)) = dy + f's dx
 
     @property

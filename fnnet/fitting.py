@@ -223,10 +223,9 @@ def fit(
             _CHUNK,
             params,
             opt_state,
-            setup.x,
-            setup.y,
+            setup.data,
             key,
-            validation,
+            setup.validation_data,
             np.int32(count),
         )
 

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 from fnnet._checks import as_array, describe
 from fnnet._layout import feature_major
 from fnnet._setup import check_kinds
-from fnnet.layers import Layer, check_dparams, check_train, contract_hint
+from fnnet._precision import wide
+from fnnet.layers import Layer, check_dparams, check_train, contract_hint, masked
 from fnnet.losses import Loss
 
 __all__ = ["value_and_grad", "as_jax"]
@@ -43,21 +44,55 @@ def loss_and_grads(model: Layer, loss: Loss, params, x, target, *, train: bool =
     return loss_and_grads_in(twin, loss, params, x.T, target, train=train, key=key, transposed=True)
 
 
+def shared_loss(loss: Loss, y, target, share):
+    """`(value, dy)`: the loss's value and gradient in y, each sample counted by its `share`.
+
+    `share` is None (the loss as it is: a mean over the batch) or `(batch,)`, each
+    sample's share of the value: weights over their sum, 0 for padding. Every fnnet loss
+    is a mean over samples, so it is taken per sample (on a batch of one, `jax.vmap`) and
+    summed by shares: a loss of your own needs nothing more.
+    """
+    if share is None:
+        return loss.value(y, target), loss.grad(y, target)
+
+    def per_sample(f):
+        return jax.vmap(lambda y1, t1: f(y1[None], t1[None]))(y, target)
+
+    values, grads = per_sample(loss.value), per_sample(loss.grad)[:, 0]
+    wide_share = wide(share)
+    value = jnp.sum(wide_share * wide(values)).astype(values.dtype)
+    dy = (wide_share.reshape((-1,) + (1,) * (grads.ndim - 1)) * wide(grads)).astype(grads.dtype)
+    return value, dy
+
+
 def loss_and_grads_in(
-    layer: Layer, loss: Loss, params, x, target, *, train: bool, key, transposed: bool = False
+    layer: Layer,
+    loss: Loss,
+    params,
+    x,
+    target,
+    *,
+    train: bool,
+    key,
+    transposed: bool = False,
+    share=None,
 ):
     """`loss_and_grads` for x already in `layer`'s layout: `x.T` when `transposed` (a
     feature-major twin on `(features, batch)`). A training loop transposes once, before
-    the loop, and calls this: XLA does not hoist the transpose out of the loop itself."""
+    the loop, and calls this: XLA does not hoist the transpose out of the loop itself.
+    `share` (`shared_loss`) weighs the samples; where it is 0 (padding) a layer that
+    mixes samples (`uses_mask`) leaves them out of its statistics."""
 
     def user(a):  # the twin's (outputs, batch) <-> the loss's (batch, outputs)
         return a.T if transposed else a
 
+    mode = dict(train=train, key=key, **masked(layer, None if share is None else share > 0))
     with contract_hint():
-        y = user(layer.apply(params, x, train=train, key=key))
-        dparams, _ = layer.vjp(params, x, user(loss.grad(y, target)), train=train, key=key)
+        y = user(layer.apply(params, x, **mode))
+        value, dy = shared_loss(loss, y, target, share)
+        dparams, _ = layer.vjp(params, x, user(dy), **mode)
     check_dparams("the model", params, dparams)  # a Sequential names its layer itself
-    return loss.value(y, target), dparams
+    return value, dparams
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,6 +49,16 @@ Training calls `apply` and `vjp` with `train=True`: `train_step`, `train`,
 `fit` and `sweep` with the run's key and the step count folded in at each
 step; `value_and_grad` with the key it is given (fold in your own step).
 
+**Padding and masks.** To run data of any size in one compiled program, training
+pads the samples to a bucket (`fnnet._buckets`) and gives each a weight, 0 for
+padding: the loss is their weighted mean, so padded samples move nothing. A layer
+that mixes samples (`BatchNorm`'s batch statistics) sets the class attribute
+`uses_mask = True`; its `apply`, `vjp` and `update_state` then take a keyword
+`mask=None`: `(batch,)`, 1 for samples that count and 0 for padding (None: all
+count), and leave the padding out of every statistic, its dx zero. Other layers
+treat samples one by one and never see a mask (a layer of your own that mixes
+samples must declare it too, or its statistics include the padding).
+
 **State.** Non-trainable values live in params under `fnnet.State` nodes:
 `model.apply(params, x)` finds them, checkpoints and sweeps carry them, and
 optimizers never change them; after each optimizer step, training writes in
@@ -61,7 +71,7 @@ Inputs are `(..., features)`; how a run lays them out in memory is private
 import contextlib
 import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +92,8 @@ class Layer:
     """
 
     update_state: Optional[Callable[..., Params]] = None
+    # True for a layer that mixes samples: it takes `mask=` (see "Padding and masks")
+    uses_mask: ClassVar[bool] = False
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(FunctionLayer if cls is Layer else cls)
@@ -139,6 +151,12 @@ def contract_hint():
             f"{error} (a layer's apply and vjp take the keywords train and key, "
             f"update_state the keyword key: see fnnet.layers)"
         ) from error
+
+
+def masked(layer: Layer, mask) -> dict:
+    """The keywords that give `layer` the sample mask: `{"mask": mask}` for a layer that
+    uses one (a mask there), else none."""
+    return {"mask": mask} if mask is not None and layer.uses_mask else {}
 
 
 def check_cotangent(name: str, dy, y_shape) -> None:

@@ -35,21 +35,47 @@ def _check_number(owner, name, value, ok, expected):
     return float(value)
 
 
-def _normalize(x, axes, eps):
+def _mean(v, axes, weights=None, count=None):
+    """The mean of v over `axes` (kept), or its `weights`-weighted mean of total `count`."""
+    if weights is None:
+        return jnp.mean(v, axis=axes, keepdims=True)
+    return jnp.sum(weights * v, axis=axes, keepdims=True) / count
+
+
+def _normalize(x, axes, eps, weights=None, count=None):
     """(xhat, mean, var, s) of x over `axes`, with the biased variance, in at least float32:
-    in float16 the variance of [0, 300, -300] overflows (and the row normalizes to zeros)."""
+    in float16 the variance of [0, 300, -300] overflows (and the row normalizes to zeros).
+    With `weights` (the sample mask against x) and their `count`: over the samples that count."""
     x = wide(x)
-    mean = jnp.mean(x, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    mean = _mean(x, axes, weights, count)
+    var = _mean(jnp.square(x - mean), axes, weights, count)
     s = jnp.sqrt(var + eps)
     return (x - mean) / s, mean, var, s
 
 
-def _normalize_vjp(g, xhat, s, axes):
-    # dx = (g - mean(g) - xhat * mean(g * xhat)) / s
-    return (
-        g - jnp.mean(g, axis=axes, keepdims=True) - xhat * jnp.mean(g * xhat, axis=axes, keepdims=True)
-    ) / s
+def _normalize_vjp(g, xhat, s, axes, weights=None, count=None):
+    # dx = (g - mean(g) - xhat * mean(g * xhat)) / s, and 0 for the samples that do not count
+    dx = (g - _mean(g, axes, weights, count) - xhat * _mean(g * xhat, axes, weights, count)) / s
+    return dx if weights is None else weights * dx
+
+
+def _sample_weights(mask, x, axis):
+    """The sample mask `(batch,)` shaped against x (the batch on axis 0, or on axis 1 in the
+    feature-major twin, `axis` 0), and how many values per feature count; (None, None)
+    without a mask."""
+    if mask is None:
+        return None, None
+    batch_axis = 1 if axis == 0 else 0
+    if jnp.shape(mask) != (x.shape[batch_axis],):
+        raise ValueError(
+            f"BatchNorm: mask must have shape ({x.shape[batch_axis]},), one entry per sample, "
+            f"got {jnp.shape(mask)}"
+        )
+    shape = [1] * x.ndim
+    shape[batch_axis] = -1
+    weights = (jnp.asarray(mask) > 0).astype(wide(x).dtype).reshape(shape)
+    per_sample = math.prod(x.shape) // (x.shape[batch_axis] * x.shape[axis])
+    return weights, jnp.maximum(jnp.sum(weights), 1) * per_sample
 
 
 def _per_feature(v, x, axis=-1):
@@ -151,9 +177,10 @@ class BatchNorm(Layer):
     def init(self, key, input_shape):
         return _scale_shift_init(self.name, key, input_shape, 2, self.dtype, True)
 
-    def statistics(self, params, x, train, axis):
-        """xhat, s, the batch's mean and var (None in inference), axes; the features on
-        `axis` (0 in the private feature-major twin, `fnnet._layout`)."""
+    def statistics(self, params, x, train, axis, mask=None):
+        """xhat, s, the batch's mean and var (None in inference), axes and the sample
+        weights and count (`_sample_weights`); the features on `axis` (0 in the private
+        feature-major twin, `fnnet._layout`)."""
         _check(self.name, params, x, 2, True, axis)
         axes = _batch_axes(x, axis)
         if check_train(self.name, train) and math.prod(x.shape[a] for a in axes) < 2:
@@ -165,38 +192,42 @@ class BatchNorm(Layer):
                 f"single-sample last batch)"
             )
         if train:
-            xhat, mean, var, s = _normalize(x, axes, self.eps)
-            return xhat, s, mean, var, axes
+            weights, count = _sample_weights(mask, x, axis)
+            xhat, mean, var, s = _normalize(x, axes, self.eps, weights, count)
+            return xhat, s, mean, var, axes, weights, count
         running = params["running"]
         s = jnp.sqrt(_per_feature(running["var"], x, axis) + self.eps)
-        return (wide(x) - _per_feature(running["mean"], x, axis)) / s, s, None, None, axes
+        return (wide(x) - _per_feature(running["mean"], x, axis)) / s, s, None, None, axes, None, None
 
-    def apply(self, params, x, *, train=False, key=None):
-        return self.forward(params, x, train, -1)
+    # the batch's statistics mix samples: training leaves padded samples out (`mask`)
+    uses_mask = True
 
-    def vjp(self, params, x, dy, *, train=False, key=None):
-        return self.backward(params, x, dy, train, -1)
+    def apply(self, params, x, *, train=False, key=None, mask=None):
+        return self.forward(params, x, train, -1, mask)
 
-    def update_state(self, params, x, *, key=None):  # type: ignore[override]
-        return self.moved(params, x, -1)
+    def vjp(self, params, x, dy, *, train=False, key=None, mask=None):
+        return self.backward(params, x, dy, train, -1, mask)
+
+    def update_state(self, params, x, *, key=None, mask=None):  # type: ignore[override]
+        return self.moved(params, x, -1, mask)
 
     # The methods above with the features on `axis`: -1, or 0 in the private
     # feature-major twin (`fnnet._layout`).
 
-    def forward(self, params, x, train, axis):
+    def forward(self, params, x, train, axis, mask=None):
         with jax.named_scope(self.name):
-            xhat = self.statistics(params, x, train, axis)[0]
+            xhat = self.statistics(params, x, train, axis, mask)[0]
             scale, shift = _per_feature(params["scale"], x, axis), _per_feature(params["shift"], x, axis)
             return (scale * xhat + shift).astype(x.dtype)
 
-    def backward(self, params, x, dy, train, axis):
+    def backward(self, params, x, dy, train, axis, mask=None):
         with jax.named_scope(self.name):
-            xhat, s, _, _, axes = self.statistics(params, x, train, axis)
+            xhat, s, _, _, axes, weights, count = self.statistics(params, x, train, axis, mask)
             check_cotangent(self.name, dy, jnp.shape(x))
             g = wide(dy) * _per_feature(params["scale"], x, axis)
             running = params["running"]
             if train:  # the running statistics are not used: zero cotangents
-                dx = _normalize_vjp(g, xhat, s, axes)
+                dx = _normalize_vjp(g, xhat, s, axes, weights, count)
                 drunning = State(mean=jnp.zeros_like(running["mean"]), var=jnp.zeros_like(running["var"]))
             else:  # y = scale (x - m) / s + shift, s = sqrt(v + eps)
                 dx = g / s
@@ -212,8 +243,8 @@ class BatchNorm(Layer):
             }
             return dparams, dx.astype(x.dtype)
 
-    def moved(self, params, x, axis):
-        _, _, mean, var, _ = self.statistics(params, x, True, axis)
+    def moved(self, params, x, axis, mask=None):
+        _, _, mean, var = self.statistics(params, x, True, axis, mask)[:4]
         running = params["running"]
         moved = {
             stat: self.momentum * running[stat]

@@ -14,8 +14,8 @@ from fnnet._checks import check_key, describe, donated
 from fnnet._setup import check_count, check_kinds, prepare_run
 from fnnet._types import Array
 from fnnet._layout import feature_major
-from fnnet.grad import check_input, loss_and_grads_in
-from fnnet.layers import Layer
+from fnnet.grad import check_input, loss_and_grads_in, shared_loss
+from fnnet.layers import Layer, masked
 from fnnet.losses import Loss
 from fnnet.optim import Optimizer, OptState
 from fnnet.state import check_update, state_leaves, with_state
@@ -32,21 +32,24 @@ def step_key(key, count):
 
 
 def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh]) -> Callable:
-    """`(params, x, y, key) -> (value, grads, state)` for one batch in training mode.
+    """`(params, x, y, weights, key) -> (value, grads, state)` for one batch in training mode.
 
+    `weights` is None (every sample counts) or `(batch,)` (0 for padding): the value is
+    the weighted mean loss, and a layer that mixes samples leaves the padding out.
     `state` holds the new values of the leaves under `State` (from
     `layer.update_state`), or None for a stateless layer. x is in `layer`'s
     layout (`transposed`: a feature-major twin on `(features, batch)`).
     """
 
-    def core(params, x, y, key):
+    def core(params, x, y, share, key):
         value, grads = loss_and_grads_in(
-            layer, loss, params, x, y, train=True, key=key, transposed=transposed
+            layer, loss, params, x, y, train=True, key=key, transposed=transposed, share=share
         )
+        mask = masked(layer, None if share is None else share > 0)
         state = (
             None
             if layer.update_state is None
-            else state_leaves(check_update(params, layer.update_state(params, x, key=key)))
+            else state_leaves(check_update(params, layer.update_state(params, x, key=key, **mask)))
         )
         return value, grads, state
 
@@ -54,13 +57,14 @@ def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh])
 
 
 def _step(layer: Layer, loss: Loss, step_rule: Callable, transposed: bool, mesh: Optional[Mesh]) -> Callable:
-    """One training step: `(params, opt_state, x, y, key) -> (params, opt_state, value)`,
-    with `key` the step's own key and `step_rule` the optimizer's `step`. The optimizer moves the trainable leaves; the
-    leaves under `State` take their new values from the same forward pass."""
+    """One training step: `(params, opt_state, x, y, weights, key) -> (params, opt_state,
+    value)`, with `key` the step's own key and `step_rule` the optimizer's `step`. The
+    optimizer moves the trainable leaves; the leaves under `State` take their new values
+    from the same forward pass."""
     gradients = _gradients(layer, loss, transposed, mesh)
 
-    def step(params, opt_state, x, y, key):
-        value, grads, state = gradients(params, x, y, key)
+    def step(params, opt_state, x, y, weights, key):
+        value, grads, state = gradients(params, x, y, weights, key)
         new_params, opt_state = step_rule(params, grads, opt_state)
         if state is not None:
             new_params = with_state(new_params, state)
@@ -87,8 +91,8 @@ def _train_step_body(model, loss, step_rule, params, opt_state, x, y, key):
     check_input(model, params, x)
     twin = feature_major(model, x)
     if twin is None:
-        return _step(model, loss, step_rule, False, None)(params, opt_state, x, y, key)
-    return _step(twin, loss, step_rule, True, None)(params, opt_state, x.T, y, key)
+        return _step(model, loss, step_rule, False, None)(params, opt_state, x, y, None, key)
+    return _step(twin, loss, step_rule, True, None)(params, opt_state, x.T, y, None, key)
 
 
 # one program per (model, loss, step rule) value and shapes: equal configurations share it
@@ -141,32 +145,42 @@ class TrainStep:
 
 
 def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) -> Callable:
-    """`core(params, x, y, key) -> tree` split over the mesh's first axis.
+    """`core(params, x, y, share, key) -> (value, grads, state)` as `(params, x, y, weights,
+    key) -> (value, grads, state)`, split over the mesh's first axis.
 
-    Each device takes its shard of the batch (axis `x_batch_axis` of x, axis 0
-    of y), folds its index into the key (so its draws are its own) and runs
-    `core` on its samples; one all-reduce then averages every output at once
-    (a flat vector of the loss, the grads and any running statistics). The
-    average of the shards' mean losses is the batch's mean loss, as `place`
-    makes every shard the same size. Without a mesh: `core`.
+    `share` is each sample's share of the loss: its weight over the batch's total (None
+    when `weights` is None: the loss's own mean). On a mesh each device takes its shard
+    of the batch (axis `x_batch_axis` of x, axis 0 of y and weights), folds its index
+    into the key (so its draws are its own) and runs `core` with the weights themselves
+    as shares (its loss a weighted sum); one all-reduce then sums every output and the
+    weights at once (a flat vector), and the loss and grads are divided by the total
+    weight, the running statistics averaged over devices. Without a mesh: `core` on
+    the batch.
     """
     if mesh is None:
-        return core
+        return lambda params, x, y, weights, key: core(
+            params, x, y, None if weights is None else weights / jnp.sum(weights), key
+        )
     axis = mesh.axis_names[0]
     n_shards = mesh.shape[axis]
 
-    def local(params, x, y, key):
+    def local(params, x, y, weights, key):
         if key is not None:
             key = jax.random.fold_in(key, lax.axis_index(axis))
-        flat, unflatten = ravel_pytree(core(params, x, y, key))
-        return unflatten(lax.psum(flat, axis) / n_shards)
+        value, grads, state = core(params, x, y, weights, key)
+        total = n_shards if weights is None else jnp.sum(weights)  # psum: the batch's
+        flat, unflatten = ravel_pytree((value, grads, state, total))
+        value, grads, state, total = unflatten(lax.psum(flat, axis))
+        return jax.tree.map(lambda a: a / total, (value, grads)) + (
+            jax.tree.map(lambda a: a / n_shards, state),
+        )
 
     x_spec = PartitionSpec(*[None] * x_batch_axis, axis)
     return jax.shard_map(
         local,
         mesh=mesh,
         out_specs=PartitionSpec(),
-        in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis), PartitionSpec()),
+        in_specs=(PartitionSpec(), x_spec, PartitionSpec(axis), PartitionSpec(axis), PartitionSpec()),
     )
 
 
@@ -174,16 +188,18 @@ def _epoch(model, loss, step_rule, batch_size, mesh):
     """One pass over the data, as `(prepare, epoch)`.
 
     `prepare(x)` runs once, before the training loop; then each pass is
-    `epoch(params, state, prepare(x), y, key) -> (params, state, loss)`.
-    Where `fnnet._layout` gives the model a feature-major twin, `prepare`
-    transposes x (XLA does not hoist the transpose out of the loop itself) and
-    the steps run the twin. Full batch: one step. With `batch_size`: the samples are
-    shuffled by `fold_in(key, state.count)` (one gather per epoch), cut into
-    `n // batch_size` full batches and, when `batch_size` does not divide n,
-    one last smaller batch of the rest, so every sample is used exactly once
-    per epoch. The epoch's loss is the mean of its batches' losses weighted by
-    their sizes, each taken before its step. Each step draws with
-    `step_key(key, count)`.
+    `epoch(params, state, prepare(x), y, weights, key) -> (params, state, loss)`, the
+    samples padded (`fnnet._buckets`): `weights` is 1 for a sample and 0 for padding.
+    Where `fnnet._layout` gives the model a feature-major twin, `prepare` transposes x
+    (XLA does not hoist the transpose out of the loop itself) and the steps run the twin.
+    Full batch: one step. With `batch_size`: the samples are shuffled by `fold_in(key,
+    state.count)` (one gather per epoch; the padding sorted last, so the order of the
+    samples does not depend on it) and cut into batches of `batch_size`, the last one
+    padded when `batch_size` does not divide n, so every sample is used exactly once per
+    epoch and every step has one shape; the steps of padding alone are skipped
+    (`lax.cond`: they move nothing, not even the step count). The epoch's loss is the
+    weighted mean of its samples' losses, each taken before its batch's step. Each step
+    draws with `step_key(key, count)`.
     """
 
     def twin(x):  # the same answer for x and prepare(x): 2-D either way
@@ -192,35 +208,31 @@ def _epoch(model, loss, step_rule, batch_size, mesh):
     def prepare(x):
         return x if twin(x) is None else x.T
 
-    def epoch(params, state, x, y, key):
+    def epoch(params, state, x, y, weights, key):
         fm = twin(x)
         step = _step(model if fm is None else fm, loss, step_rule, fm is not None, mesh)
+        dtype = jnp.result_type(float)
         if batch_size is None:
-            return step(params, state, x, y, step_key(key, state.count))
-        n = x.shape[0]
-        order = jax.random.permutation(jax.random.fold_in(key, state.count), n)
-        x, y = jnp.take(x, order, axis=0), jnp.take(y, order, axis=0)
-
-        def samples(start, size):
-            return lax.dynamic_slice_in_dim(x, start, size), lax.dynamic_slice_in_dim(y, start, size)
+            return step(params, state, x, y, weights, step_key(key, state.count))
+        counts = weights > 0
+        steps = (jnp.sum(counts, dtype=jnp.int32) + batch_size - 1) // batch_size
+        bits = jax.random.bits(jax.random.fold_in(key, state.count), counts.shape, jnp.uint32)
+        order = jnp.argsort(jnp.where(counts, bits >> 1, jnp.uint32(2**32 - 1)), stable=True)
+        x, y, weights = (jnp.take(a, order, axis=0) for a in (x, y, weights))
 
         def batch(carry, start):
-            params, state = carry
-            params, state, value = step(
-                params, state, *samples(start, batch_size), step_key(key, state.count)
-            )
-            return (params, state), value
+            def trained(carry):
+                params, state = carry
+                samples = (lax.dynamic_slice_in_dim(a, start, batch_size) for a in (x, y, weights))
+                params, state, value = step(params, state, *samples, step_key(key, state.count))
+                return (params, state), value.astype(dtype)
 
-        n_full = n // batch_size
-        (params, state), values = lax.scan(batch, (params, state), jnp.arange(n_full) * batch_size)
-        total = jnp.sum(values) * batch_size
-        rest = n - n_full * batch_size
-        if rest:
-            params, state, value = step(
-                params, state, *samples(n_full * batch_size, rest), step_key(key, state.count)
-            )
-            total = total + value * rest
-        return params, state, total / n
+            return lax.cond(start < steps * batch_size, trained, lambda c: (c, jnp.zeros((), dtype)), carry)
+
+        starts = jnp.arange(x.shape[0] // batch_size) * batch_size
+        (params, state), values = lax.scan(batch, (params, state), starts)
+        batch_weights = jnp.sum(weights.reshape(-1, batch_size), axis=1)
+        return params, state, jnp.sum(values * batch_weights) / jnp.sum(batch_weights)
 
     return prepare, epoch
 
@@ -251,9 +263,10 @@ def _all_finite(tree) -> Array:
     )
 
 
-def _run(mesh, model, loss, step_rule, batch_size, count, params, state, x, y, key, validation, active):
-    """A loop of `count` epochs, returning a `Run`. `validation` is None or `(x_val,
-    y_val)`, whose loss (in inference mode) is recorded after each epoch. `count` is
+def _run(mesh, model, loss, step_rule, batch_size, count, params, state, data, key, validation, active):
+    """A loop of `count` epochs, returning a `Run`. `data` is `(x, y, weights)`, padded
+    (`fnnet._buckets`); `validation` is None or `(x_val, y_val, weights_val)`, whose loss
+    (in inference mode) is recorded after each epoch. `count` is
     static, one compile per value: a loop of known length runs on a GPU without reading
     its condition back to the host every epoch. `active` (an int32 scalar, traced, or
     None) runs only the first `active` epochs of the loop: the others pass the params and
@@ -261,15 +274,17 @@ def _run(mesh, model, loss, step_rule, batch_size, count, params, state, x, y, k
     number of epochs up to `count`."""
     prepare, epoch = _epoch(model, loss, step_rule, batch_size, mesh)
     dtype = jnp.result_type(float)
+    x, y, weights = data
     x = prepare(x)
 
+    def validated(params):
+        x_val, y_val, weights_val = validation
+        share = weights_val / jnp.sum(weights_val)
+        return shared_loss(loss, model.apply(params, x_val), y_val, share)[0].astype(dtype)
+
     def trained(carry):
-        params, state, value = epoch(*carry, x, y, key)
-        val_value = (
-            None
-            if validation is None
-            else loss.value(model.apply(params, validation[0]), validation[1]).astype(dtype)
-        )
+        params, state, value = epoch(*carry, x, y, weights, key)
+        val_value = None if validation is None else validated(params)
         return (params, state), value.astype(dtype), val_value
 
     def skipped(carry):
@@ -291,7 +306,7 @@ def _run(mesh, model, loss, step_rule, batch_size, count, params, state, x, y, k
 @functools.lru_cache(maxsize=None)
 def _runner(mesh: Optional[Mesh]) -> Callable:
     """`_run` jitted for `mesh` (its data sharded along the mesh's first axis, the rest
-    replicated), as `run(model, loss, step_rule, batch_size, count, params, state, x, y,
+    replicated), as `run(model, loss, step_rule, batch_size, count, params, state, data,
     key, validation, active)`. jit keeps one program per value of the static settings
     (model, loss, the optimizer's step rule, batch size, count) and shapes."""
     run = functools.partial(_run, mesh)
@@ -303,7 +318,7 @@ def _runner(mesh: Optional[Mesh]) -> Callable:
         run,
         static_argnums=(0, 1, 2, 3, 4),
         out_shardings=replicated,
-        in_shardings=(replicated, replicated, data, data, replicated, replicated, replicated),
+        in_shardings=(replicated, replicated, data, replicated, replicated, replicated),
     )
 
 
@@ -395,8 +410,7 @@ class TrainRun:
             self.epochs,
             params,
             setup.opt_state,
-            setup.x,
-            setup.y,
+            setup.data,
             setup.key,
             None,
             None,

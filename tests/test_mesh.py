@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent("""
     opt = fnnet.SGD(lr=0.5)
     # the data really is split: each device holds a quarter of x
     from fnnet._setup import place
-    xs, ys = place("test", mesh, x, y, None)
+    xs, ys, weights = place("test", mesh, x, y, None)
     assert xs.sharding.spec == PartitionSpec("data"), xs.sharding
     assert {s.data.shape for s in xs.addressable_shards} == {(16, 2)}
     # so is every batch inside the compiled run
@@ -47,14 +47,21 @@ SCRIPT = textwrap.dedent("""
     text = jax.jit(run).lower(params, opt.init(params), x, y).compile().as_text()
     assert text.count(" all-reduce(") == 1, text.count(" all-reduce(")
     assert "f32[2,16]" in text, "no per-device shard of 64 / 4 = 16 samples"
-    # a batch the device count does not divide: a clear error, not a wrong result
-    for kwargs in ({"batch_size": 10}, {"batch_size": None}):
-        try:
-            fnnet.fit(model, loss, opt, params, x[:62], y[:62], epochs=2, progress=False, mesh=mesh, **kwargs)
-        except ValueError as error:
-            assert "divisible by 4" in str(error), error
-        else:
-            raise AssertionError("no error for an indivisible batch")
+    # a batch_size the device count does not divide: a clear error, not a wrong result
+    try:
+        fnnet.fit(model, loss, opt, params, x[:62], y[:62], epochs=2, progress=False, mesh=mesh, batch_size=10)
+    except ValueError as error:
+        assert "divisible by 4" in str(error), error
+    else:
+        raise AssertionError("no error for an indivisible batch")
+    # n the device count does not divide, full batch or a last smaller batch: padded (to 64),
+    # the padding weighing nothing on any device
+    for batch_size in (None, 16):
+        alone = fnnet.fit(model, loss, opt, params, x[:62], y[:62], epochs=5, batch_size=batch_size,
+                          progress=False)
+        shared = fnnet.fit(model, loss, opt, params, x[:62], y[:62], epochs=5, batch_size=batch_size,
+                           progress=False, mesh=mesh)
+        np.testing.assert_allclose(alone.losses, shared.losses, rtol=1e-5)
     # a sweep of 3 members over 4 devices: padded to 4, one member per device, padding dropped
     keys = jax.random.split(jax.random.key(2), 3)
     stacked = fnnet.init_many(keys, model, x.shape)

@@ -1,0 +1,53 @@
+"""Buckets: the samples of a run padded to one of few sizes, so one compiled program
+serves every data size in a bucket (each fold of a cross-validation, say).
+
+n samples are padded to the next size of the form m * 2**k with 8 <= m < 16 (sizes up
+to 16 exactly): at most 1/8 of padding, 8 buckets per doubling. With minibatches the
+size is then rounded up to whole batches (every step has one shape), on a mesh to whole
+shards. Padded rows repeat the first sample (so they are finite wherever the data is)
+and weigh 0: they take no part in a loss, a gradient, a batch statistic
+(`Layer.uses_mask`) or a shuffle (sorted last), and the samples' results do not depend
+on them.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet._precision import at_least_float32
+
+
+def bucket(n: int, multiple: int = 1) -> int:
+    """The padded size for n samples: `m * 2**k >= n` with 8 <= m < 16 (n itself up to
+    16), rounded up to a multiple of `multiple`."""
+    step = 1 << max(0, n.bit_length() - 4)
+    size = -(-n // step) * step
+    return -(-size // multiple) * multiple
+
+
+def _padded(a, size: int):
+    """`a`'s rows, then copies of its first row up to `size` rows: on the host (NumPy)
+    for concrete arrays, by JAX inside `jit` or `vmap` and for an array other processes
+    hold parts of."""
+    extra = size - a.shape[0]
+    if isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and not a.is_fully_addressable):
+        return jnp.concatenate([a, jnp.broadcast_to(a[:1], (extra,) + a.shape[1:])]) if extra else a
+    a = np.asarray(a)
+    return np.concatenate([a, np.broadcast_to(a[:1], (extra,) + a.shape[1:])]) if extra else a
+
+
+def padded_samples(x, y, size: int):
+    """`(x, y, weights)` padded to `size` rows; weights `(size,)` are 1 for the samples and
+    0 for the padding, in x's dtype (at least float32)."""
+    n = x.shape[0]
+    weights = (np.arange(size) < n).astype(at_least_float32(x.dtype))
+    return _padded(x, size), _padded(y, size), weights
+
+
+def run_size(n: int, batch_size, shards: int = 1) -> int:
+    """The padded size of a run's n samples: the bucket's, in whole batches of
+    `batch_size` (None for full batch) and whole shards."""
+    size = bucket(n)
+    if batch_size is not None:
+        return -(-size // batch_size) * batch_size
+    return -(-size // shards) * shards
