@@ -6,19 +6,115 @@ settings it was built with. Equal settings make equal, equally hashed values, so
 `functools.lru_cache` share one program among every equal configuration, with no
 cache of constructors. `settings_repr` makes a value print as the code that builds
 it: `Linear(2, 25)`, `Dropout(0.1)`, `LossBCE(eps=1e-06)`.
+
+**Numbers are data.** A setting that only scales the math (Dropout's rate, BatchNorm's
+momentum and eps, LeakyReLU's slope, ELU's alpha) is a `number_field`. Layers are JAX
+pytrees (`register_settings`): their number fields (and the layers they hold) are the
+leaves, every other setting the tree's structure. Training passes the model to `jax.jit`
+as an argument, not a static one, so a model that differs only in its numbers runs the
+same program (the numbers traced), as optimizer hyperparameters do; equality and `repr`
+still count every setting.
 """
 
 import dataclasses
 import numbers
 
+import jax
 import numpy as np
 
 from fnnet._checks import describe as _describe
 
 
+def number_field(default=dataclasses.MISSING):
+    """A setting that is a number scaling the math, data under `jit` (see above)."""
+    return dataclasses.field(default=default, metadata={"number": True})
+
+
+class _Structure:
+    """A layer's pytree structure: its class, which fields are children (numbers and
+    layers) and every other field's value, compared (and hashed) as the dataclass compares
+    them: fields with `compare=False` (an initializer, a dtype) are kept but not compared."""
+
+    def __init__(self, cls, children: tuple, others: tuple, compared: tuple):
+        self.cls, self.children, self.others, self.compared = cls, children, others, compared
+
+    def key(self):
+        return (self.cls, self.children, self.compared)
+
+    def __eq__(self, other):
+        return isinstance(other, _Structure) and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+
+class _Whole:
+    """The structure of a layer that is not a dataclass: the layer itself, no leaves."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _Whole) and type(self.layer) is type(other.layer) and self.layer == other.layer
+        )
+
+    def __hash__(self):
+        return hash(self.layer)
+
+
+def _is_child(field, value) -> bool:
+    from fnnet.layers import Layer  # a layer's fields may hold layers (Sequential, Residual)
+
+    holds_layers = isinstance(value, Layer) or (
+        isinstance(value, tuple) and value and all(isinstance(v, Layer) for v in value)
+    )
+    return bool(field.metadata.get("number")) or holds_layers
+
+
+def _flatten(value):
+    if not dataclasses.is_dataclass(value):
+        return (), _Whole(value)
+    children, others, compared, names = [], [], [], []
+    for field in dataclasses.fields(value):
+        setting = getattr(value, field.name)
+        if _is_child(field, setting):
+            names.append(field.name)
+            children.append(setting)
+        else:
+            others.append((field.name, setting))
+            if field.compare:
+                compared.append((field.name, setting))
+    return tuple(children), _Structure(type(value), tuple(names), tuple(others), tuple(compared))
+
+
+def _unflatten(structure, children):
+    if isinstance(structure, _Whole):
+        return structure.layer
+    value = object.__new__(structure.cls)  # no __post_init__: the numbers may be traced
+    for name, setting in zip(structure.children, children):
+        object.__setattr__(value, name, setting)
+    for name, setting in structure.others:
+        object.__setattr__(value, name, setting)
+    return value
+
+
+def register_settings(cls) -> None:
+    """Make `cls` a JAX pytree of its numbers and the layers it holds (see above)."""
+    jax.tree_util.register_pytree_node(cls, _flatten, _unflatten)
+
+
+def traced(value) -> bool:
+    """Whether a setting is traced (a number field inside `jit`)."""
+    return isinstance(value, jax.core.Tracer)
+
+
 def show(value) -> str:
     """A setting as code: a function by its qualified name, a dtype as `jnp.float32`, a
-    tuple of settings as a tuple of them, anything else by its repr."""
+    tuple of settings as a tuple of them, a traced number as `traced`, anything else by
+    its repr."""
+    if traced(value):
+        return "traced"
     if isinstance(value, (tuple, list)):
         inner = ", ".join(show(v) for v in value)
         return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else f"({inner})"

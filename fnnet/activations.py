@@ -11,7 +11,7 @@ from jax import lax
 
 from fnnet._precision import wide
 from fnnet.layers import Parameterless, check_cotangent, check_float, check_floating, check_no_params
-from fnnet._values import setattr_frozen, show
+from fnnet._values import number_field, setattr_frozen, show
 
 __all__ = [
     "Elementwise",
@@ -137,7 +137,7 @@ class Sigmoid(Elementwise):
 class LeakyReLU(Elementwise):
     """x for x > 0, else slope * x."""
 
-    slope: float = 0.01
+    slope: float = number_field(0.01)
 
     def __post_init__(self):
         setattr_frozen(self, slope=check_float("LeakyReLU: slope", self.slope))
@@ -153,7 +153,7 @@ class LeakyReLU(Elementwise):
 class ELU(Elementwise):
     """x for x > 0, else alpha * (exp(x) - 1)."""
 
-    alpha: float = 1.0
+    alpha: float = number_field(1.0)
 
     def __post_init__(self):
         setattr_frozen(self, alpha=check_float("ELU: alpha", self.alpha))

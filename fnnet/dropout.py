@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._checks import check_key, describe, is_real
-from fnnet._values import setattr_frozen
+from fnnet._values import number_field, setattr_frozen, show, traced
 from fnnet.layers import Parameterless, check_cotangent, check_floating, check_no_params, check_train
 
 __all__ = ["Dropout"]
@@ -31,7 +31,7 @@ class Dropout(Parameterless):
       >>> model = Sequential(Linear(2, 25), ReLU(), Dropout(0.1), Linear(25, 1))
     """
 
-    rate: float
+    rate: float = number_field()
 
     def __post_init__(self):
         if not is_real(self.rate):
@@ -44,13 +44,13 @@ class Dropout(Parameterless):
 
     @property
     def name(self) -> str:
-        return f"Dropout(rate={self.rate})"
+        return f"Dropout(rate={show(self.rate)})"
 
     def scaled_mask(self, params, x, train, key):
         """mask / (1 - rate), or None when nothing is dropped."""
         check_no_params(self.name, params)
         check_floating(self.name, x)
-        if not check_train(self.name, train) or self.rate == 0:
+        if not check_train(self.name, train) or (not traced(self.rate) and self.rate == 0):
             return None
         if key is None:
             raise ValueError(

@@ -28,8 +28,9 @@ def check_input(model: Layer, params, x) -> None:
     _traced_apply.eval_shape(model, params, x)
 
 
-# `model.apply` traced once per model value and shapes (a bound method is new at each access)
-_traced_apply = jax.jit(lambda model, params, x: model.apply(params, x), static_argnums=0)
+# `model.apply` traced once per model structure and shapes (a bound method is new at each
+# access); the model is an argument, its numbers traced (`fnnet._values`)
+_traced_apply = jax.jit(lambda model, params, x: model.apply(params, x))
 
 
 def loss_and_grads(model: Layer, loss: Loss, params, x, target, *, train: bool = True, key=None):

@@ -79,7 +79,7 @@ import numpy as np
 
 from fnnet._checks import check_init, describe, is_int, is_real
 from fnnet._types import Params, Shape
-from fnnet._values import check_functions, functions_repr, settings_repr, setattr_frozen
+from fnnet._values import check_functions, functions_repr, register_settings, settings_repr, setattr_frozen
 
 __all__ = ["Layer", "FunctionLayer", "Linear"]
 
@@ -97,6 +97,10 @@ class Layer:
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(FunctionLayer if cls is Layer else cls)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register_settings(cls)  # a pytree of its numbers (fnnet._values)
 
     def init(self, key, input_shape: Shape) -> tuple:
         raise NotImplementedError(f"{type(self).__name__} must define init(key, input_shape)")

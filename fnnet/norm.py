@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_real
 from fnnet._precision import wide
-from fnnet._values import setattr_frozen
+from fnnet._values import number_field, setattr_frozen, show
 from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
 
@@ -157,8 +157,8 @@ class BatchNorm(Layer):
       >>> model = Sequential(Linear(2, 25), BatchNorm(), ReLU(), Linear(25, 1))
     """
 
-    momentum: float = 0.9
-    eps: float = 1e-5
+    momentum: float = number_field(0.9)
+    eps: float = number_field(1e-5)
     dtype: Any = weights_field(np.dtype("float32"))
 
     def __post_init__(self):
@@ -172,7 +172,7 @@ class BatchNorm(Layer):
 
     @property
     def name(self) -> str:
-        return f"BatchNorm(momentum={self.momentum}, eps={self.eps})"
+        return f"BatchNorm(momentum={show(self.momentum)}, eps={show(self.eps)})"
 
     def init(self, key, input_shape):
         return _scale_shift_init(self.name, key, input_shape, 2, self.dtype, True)
@@ -271,7 +271,7 @@ class LayerNorm(Layer):
       >>> model = Sequential(Linear(2, 25), LayerNorm(), ReLU(), Linear(25, 1))
     """
 
-    eps: float = 1e-5
+    eps: float = number_field(1e-5)
     dtype: Any = weights_field(np.dtype("float32"))
 
     def __post_init__(self):
@@ -283,7 +283,7 @@ class LayerNorm(Layer):
 
     @property
     def name(self) -> str:
-        return f"LayerNorm(eps={self.eps})"
+        return f"LayerNorm(eps={show(self.eps)})"
 
     def init(self, key, input_shape):
         return _scale_shift_init(self.name, key, input_shape, 1, self.dtype, False)

@@ -95,8 +95,9 @@ def _train_step_body(model, loss, step_rule, params, opt_state, x, y, key):
     return _step(twin, loss, step_rule, True, None)(params, opt_state, x.T, y, None, key)
 
 
-# one program per (model, loss, step rule) value and shapes: equal configurations share it
-_train_step_jit = jax.jit(_train_step_body, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
+# one program per (model structure, loss, step rule) value and shapes: equal configurations
+# share it, and so do models that differ only in their numbers (traced: `fnnet._values`)
+_train_step_jit = jax.jit(_train_step_body, static_argnums=(1, 2), donate_argnums=(3, 4))
 
 
 def train_step(model: Layer, loss: Loss, opt: Optimizer) -> "TrainStep":
@@ -308,17 +309,18 @@ def _runner(mesh: Optional[Mesh]) -> Callable:
     """`_run` jitted for `mesh` (its data sharded along the mesh's first axis, the rest
     replicated), as `run(model, loss, step_rule, batch_size, count, params, state, data,
     key, validation, active)`. jit keeps one program per value of the static settings
-    (model, loss, the optimizer's step rule, batch size, count) and shapes."""
+    (loss, the optimizer's step rule, batch size, count), the model's structure and
+    shapes: the model is an argument, its numbers traced (`fnnet._values`)."""
     run = functools.partial(_run, mesh)
     if mesh is None:
-        return jax.jit(run, static_argnums=(0, 1, 2, 3, 4))
+        return jax.jit(run, static_argnums=(1, 2, 3, 4))
     replicated = NamedSharding(mesh, PartitionSpec())
     data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
     return jax.jit(
         run,
-        static_argnums=(0, 1, 2, 3, 4),
+        static_argnums=(1, 2, 3, 4),
         out_shardings=replicated,
-        in_shardings=(replicated, replicated, data, replicated, replicated, replicated),
+        in_shardings=(replicated, replicated, replicated, data, replicated, replicated, replicated),
     )
 
 

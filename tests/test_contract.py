@@ -398,9 +398,10 @@ def test_summary_lists_output_shapes_and_parameter_counts(capsys):
 
 
 def test_equal_configurations_share_one_compiled_program():
-    """Models built anew (fresh initializers included), another lr, other epochs: no new
-    program. Another Dropout rate is another model, so it compiles (counted, to prove the
-    counter sees compilations here)."""
+    """Models built anew (fresh initializers included), another lr, other epochs, another
+    Dropout rate or LeakyReLU slope (numbers are data): no new program. Another layer size
+    is another model, so it compiles (counted, to prove the counter sees compilations
+    here)."""
     x, y = data()
     params = _model().init(jax.random.key(0), x.shape)[1]
     fnnet.fit(_model(), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False)
@@ -409,8 +410,23 @@ def test_equal_configurations_share_one_compiled_program():
         fnnet.fit(other, fnnet.LossBCE(), fnnet.SGD(lr=0.3), params, x, y, epochs=7, progress=False)
     assert compiled == [], compiled
     with count_compilations() as compiled:
-        fnnet.fit(_model(rate=0.5), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False)
-    assert compiled, "another Dropout rate is another model"
+        fnnet.fit(
+            _model(rate=0.5, slope=0.2), LOSS, fnnet.SGD(lr=0.1), params, x, y, epochs=4, progress=False
+        )
+    assert compiled == [], compiled
+    wider = fnnet.Sequential(*_model().layers[:-2], fnnet.Linear(8, 2), fnnet.Softmax())
+    with count_compilations() as compiled:
+        fnnet.fit(
+            wider,
+            fnnet.LossMSE(),
+            fnnet.SGD(lr=0.1),
+            wider.init(jax.random.key(0), x.shape)[1],
+            x,
+            jnp.concatenate([y, 1 - y], axis=1),
+            epochs=4,
+            progress=False,
+        )
+    assert compiled, "another layer size is another model"
 
 
 # --- what a user's layer gets wrong is caught -----------------------------------------------
