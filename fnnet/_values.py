@@ -63,22 +63,22 @@ class _Whole:
         return hash(self.layer)
 
 
-def _is_child(field, value) -> bool:
-    from fnnet.layers import Layer  # a layer's fields may hold layers (Sequential, Residual)
-
-    holds_layers = isinstance(value, Layer) or (
-        isinstance(value, tuple) and value and all(isinstance(v, Layer) for v in value)
+def _is_child(field, value, kind) -> bool:
+    """A number field, or a field holding a `kind` (a layer) or a tuple of them (Sequential,
+    Residual): the pytree's children."""
+    holds = isinstance(value, kind) or (
+        isinstance(value, tuple) and bool(value) and all(isinstance(v, kind) for v in value)
     )
-    return bool(field.metadata.get("number")) or holds_layers
+    return bool(field.metadata.get("number")) or holds
 
 
-def _flatten(value):
+def _flatten(value, kind):
     if not dataclasses.is_dataclass(value):
         return (), _Whole(value)
     children, others, compared, names = [], [], [], []
     for field in dataclasses.fields(value):
         setting = getattr(value, field.name)
-        if _is_child(field, setting):
+        if _is_child(field, setting, kind):
             names.append(field.name)
             children.append(setting)
         else:
@@ -99,9 +99,9 @@ def _unflatten(structure, children):
     return value
 
 
-def register_settings(cls) -> None:
-    """Make `cls` a JAX pytree of its numbers and the layers it holds (see above)."""
-    jax.tree_util.register_pytree_node(cls, _flatten, _unflatten)
+def register_settings(cls, kind) -> None:
+    """Make `cls` a JAX pytree of its numbers and the `kind`s (layers) it holds (see above)."""
+    jax.tree_util.register_pytree_node(cls, lambda value: _flatten(value, kind), _unflatten)
 
 
 def traced(value) -> bool:

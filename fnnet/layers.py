@@ -100,7 +100,7 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        register_settings(cls)  # a pytree of its numbers (fnnet._values)
+        register_settings(cls, Layer)  # a pytree of its numbers (fnnet._values)
 
     def init(self, key, input_shape: Shape) -> tuple:
         raise NotImplementedError(f"{type(self).__name__} must define init(key, input_shape)")
