@@ -1,0 +1,299 @@
+"""Runs padded to buckets (`fnnet._buckets`): one program for every data size in a bucket and
+every layer number, and padding that changes nothing: not a loss, a gradient, a batch
+statistic or a shuffle.
+
+Oracles: JAX's autodiff of the unpadded forward (BatchNorm's masked VJP, the weighted
+losses), and the same run on unpadded data (`run_size` bypassed).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_trees_equal, count_compilations, device
+
+import fnnet
+from fnnet._buckets import bucket, padded_samples, run_size
+from fnnet.grad import shared_loss
+from fnnet.training import _runner
+
+
+def test_buckets_pad_by_at_most_an_eighth_and_grow_with_n():
+    sizes = [bucket(n) for n in range(1, 5000)]
+    assert sizes[:16] == list(range(1, 17))  # small n exactly
+    for n, size in enumerate(sizes, start=1):
+        assert n <= size <= n * 9 / 8, (n, size)
+    assert all(a <= b for a, b in zip(sizes, sizes[1:]))
+    assert len(set(sizes[1000:2000])) <= 9  # 8 buckets a doubling
+    assert run_size(455, 32) == run_size(456, 32) == 480  # a 5-fold split of 569 (455, 456)
+    assert run_size(1000, None) == 1024 and run_size(1000, None, shards=3) == 1026
+
+
+# --- one program ------------------------------------------------------------------------------
+
+X, Y = (np.asarray(a) for a in fnnet.data.disk(jax.random.key(3), 569))
+
+
+def _model(rate=0.2, momentum=0.9, eps=1e-5, slope=0.01, alpha=1.0):
+    return fnnet.Sequential(
+        fnnet.Linear(2, 16),
+        fnnet.BatchNorm(momentum=momentum, eps=eps),
+        fnnet.LeakyReLU(slope),
+        fnnet.Dropout(rate),
+        fnnet.Linear(16, 16),
+        fnnet.ELU(alpha),
+        fnnet.Linear(16, 1),
+    )
+
+
+PARAMS = _model().init(jax.random.key(0), (1, 2))[1]
+LOSS = fnnet.LossBCEWithLogits()
+
+
+def _fit(model, x, y, validation, batch_size=32, epochs=3, opt=None, **kwargs):
+    return fnnet.fit(
+        model,
+        LOSS,
+        opt or fnnet.Adam(lr=1e-3),
+        PARAMS,
+        x,
+        y,
+        epochs,
+        batch_size=batch_size,
+        validation=validation,
+        progress=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("batch_size", [32, None])
+def test_a_cross_validation_and_its_settings_compile_one_program(batch_size, tmp_path):
+    """Each fold of a 5-fold split (training sizes 455 and 456, held-out 113 and 114) with
+    another Dropout rate, BatchNorm momentum and eps, LeakyReLU slope, ELU alpha, lr,
+    epochs and checkpoint settings: nothing compiles after the first fit."""
+    folds = np.array_split(np.random.default_rng(0).permutation(len(X)), 5)
+    settings = [
+        {},
+        dict(rate=0.5, momentum=0.5),
+        dict(eps=1e-3, slope=0.2),
+        dict(alpha=0.5, rate=0.0),
+        dict(rate=0.1),
+    ]
+    for i, (held, changes) in enumerate(zip(folds, settings)):
+        kept = np.setdiff1d(np.arange(len(X)), held)
+        extra = {} if i < 3 else dict(checkpoint=tmp_path / f"fold{i}.npz", checkpoint_every=2)
+        with count_compilations() as compiled:
+            result = _fit(
+                _model(**changes),
+                X[kept],
+                Y[kept],
+                (X[held], Y[held]),
+                batch_size,
+                epochs=3 + i,
+                opt=fnnet.Adam(lr=1e-3 * (i + 1)),
+                **extra,
+            )
+        assert np.all(np.isfinite(result.losses)) and len(result.losses) == 3 + i
+        if i:
+            assert compiled == [], (i, compiled)
+        else:
+            assert any("_run" in name for name in compiled), compiled  # the counter sees it
+
+
+def test_another_bucket_or_architecture_compiles():
+    _fit(_model(), X[:100], Y[:100], None)
+    with count_compilations() as compiled:
+        _fit(_model(), X[:200], Y[:200], None)  # 100 -> 104, 200 -> 208: another bucket
+    assert compiled
+
+
+# --- padding changes nothing ------------------------------------------------------------------
+
+
+def _run_padded(model, x, y, size, batch_size, filler=None, epochs=3, opt=fnnet.Adam(lr=1e-2)):
+    """fit's compiled run on (x, y) padded to `size` rows: copies of the first (as fit pads)
+    or `filler` rows (anything: they weigh 0)."""
+    px, py, weights = padded_samples(x, y, size)
+    if filler is not None:
+        px, py = px.copy(), py.copy()
+        px[len(x) :], py[len(x) :] = filler, 1.0
+    params = model.init(jax.random.key(0), (1, 2))[1]
+    return _runner(None)(
+        model,
+        LOSS,
+        opt.step,
+        batch_size,
+        epochs,
+        params,
+        opt.init(params),
+        tuple(device(a) for a in (px, py, weights)),
+        jax.random.key(4),
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("batch_size", [32, 7])
+def test_minibatch_runs_are_bitwise_the_same_whatever_the_padding(batch_size):
+    """The samples' order, batches and draws do not depend on the padding: padded to its
+    bucket, to more, or with other values in the padding, the same bits."""
+    x, y = X[:455], Y[:455]
+    want = _run_padded(_model(), x, y, run_size(455, batch_size), batch_size)
+    for size in (run_size(455, batch_size) + 2 * batch_size, 1024 // batch_size * batch_size):
+        for filler in (None, 1e3):
+            got = _run_padded(_model(), x, y, size, batch_size, filler)
+            assert_trees_equal(
+                (got.params, got.opt_state, got.losses), (want.params, want.opt_state, want.losses)
+            )
+
+
+@pytest.mark.parametrize("batch_size", [None, 32])
+def test_padded_runs_match_the_unpadded_run(batch_size):
+    """Against the same run on the samples alone (no padding at all): equal up to float
+    rounding, BatchNorm's statistics and its running ones included. (SGD: Adam divides by
+    the gradient's size, and the bias before a BatchNorm has a gradient of rounding noise
+    alone, which it would turn into steps of lr.)"""
+    x, y = X[:457], Y[:457]
+    exact = 457 if batch_size is None else 457 + (-457 % batch_size)
+    if batch_size is not None:  # the unpadded reference needs whole batches: 457 = 14 * 32 + 9
+        x, y = X[: 14 * 32], Y[: 14 * 32]
+        exact = 14 * 32
+    opt = fnnet.SGD(lr=0.3)
+    want = _run_padded(_model(), x, y, exact, batch_size, opt=opt)
+    for filler in (None, -7.0):
+        got = _run_padded(_model(), x, y, 512, batch_size, filler=filler, opt=opt)
+    for a, b in zip(jax.tree.leaves((got.params, got.losses)), jax.tree.leaves((want.params, want.losses))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_the_last_smaller_batch_matches_its_unpadded_step():
+    """A last batch of 9 real samples padded to 32: one step equals the step on the 9 alone
+    (train_step, no padding), BatchNorm's batch statistics and Dropout's draws included."""
+    model, opt, key = _model(), fnnet.SGD(lr=0.1), jax.random.key(2)
+    params = model.init(jax.random.key(0), (1, 2))[1]
+    x, y = X[:9], Y[:9]
+    step = fnnet.train_step(model, LOSS, opt)
+    got = _runner(None)(
+        model,
+        LOSS,
+        opt.step,
+        32,
+        1,
+        params,
+        opt.init(params),
+        tuple(device(a) for a in padded_samples(x, y, 32)),
+        key,
+        None,
+        None,
+    )
+    # the run shuffles the 9 first: the same step on them in its order
+    order = np.argsort(
+        np.where(
+            np.arange(32) < 9,
+            np.asarray(jax.random.bits(jax.random.fold_in(key, 0), (32,), jnp.uint32)) >> 1,
+            2**32 - 1,
+        ),
+        kind="stable",
+    )[:9]
+    want, _, want_loss = step(
+        jax.tree.map(jnp.copy, params), opt.init(params), device(x[order]), device(y[order]), key=key
+    )
+    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.losses[0], want_loss, rtol=1e-5)
+
+
+# --- BatchNorm's masked statistics against the oracle -----------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(11, 5), (6, 3, 3, 4)], ids=["dense", "images"])
+@pytest.mark.parametrize("seed", range(3))
+def test_batchnorm_with_a_mask_is_batchnorm_of_the_samples_that_count(shape, seed):
+    """apply, vjp and update_state of padded x with a mask: the samples' rows equal those of
+    the samples alone, the vjp against jax.vjp of the unpadded forward, the padding's dx 0."""
+    rng = np.random.default_rng(seed)
+    layer = fnnet.BatchNorm(momentum=0.7, eps=1e-3)
+    params = layer.init(jax.random.key(seed), shape)[1]
+    params = {
+        **params,
+        "scale": device(rng.normal(size=shape[-1:])),
+        "shift": device(rng.normal(size=shape[-1:])),
+    }
+    n = shape[0]
+    x = rng.normal(size=shape) * 3 + 1
+    pad = rng.normal(size=(4,) + shape[1:]) * 100  # anything: it must not count
+    mask = device(np.arange(n + 4) < n)
+    padded = device(np.concatenate([x, pad]))
+    dy = rng.normal(size=shape)
+    dy_padded = device(np.concatenate([dy, np.zeros_like(pad)]))
+
+    y = layer.apply(params, padded, train=True, mask=mask)
+    want_y, vjp = jax.vjp(lambda p, x: layer.apply(p, x, train=True), params, device(x))
+    np.testing.assert_allclose(y[:n], want_y, rtol=1e-10, atol=1e-10)
+    dparams, dx = layer.vjp(params, padded, dy_padded, train=True, mask=mask)
+    want_dparams, want_dx = vjp(device(dy))
+    np.testing.assert_allclose(dx[:n], want_dx, rtol=1e-9, atol=1e-10)
+    np.testing.assert_array_equal(dx[n:], 0)
+    for a, b in zip(jax.tree.leaves(dparams), jax.tree.leaves(want_dparams)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+    moved = layer.update_state(params, padded, mask=mask)
+    want_moved = layer.update_state(params, device(x))
+    for a, b in zip(jax.tree.leaves(moved), jax.tree.leaves(want_moved)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_model_passes_the_mask_to_its_batchnorm_alone():
+    model = fnnet.Sequential(fnnet.Linear(2, 3), fnnet.Residual(fnnet.BatchNorm()), fnnet.ReLU())
+    assert model.uses_mask and model.layers[1].uses_mask and not model.layers[0].uses_mask
+    assert not fnnet.Sequential(fnnet.Linear(2, 3), fnnet.Dropout(0.1)).uses_mask
+    with pytest.raises(ValueError, match=r"BatchNorm: mask must have shape \(5,\)"):
+        fnnet.BatchNorm().apply(
+            fnnet.BatchNorm().init(jax.random.key(0), (5, 2))[1],
+            jnp.ones((5, 2)),
+            train=True,
+            mask=jnp.ones(4),
+        )
+
+
+# --- the losses weighted by sample ------------------------------------------------------------
+
+LOSSES = {
+    "mse": (fnnet.LossMSE(), lambda y, t: jnp.mean((y - t) ** 2, axis=-1)),
+    "bce": (
+        fnnet.LossBCE(),
+        lambda p, t: -jnp.mean(t * jnp.log(p) + (1 - t) * jnp.log1p(-p), axis=-1),
+    ),
+    "bce_logits": (
+        fnnet.LossBCEWithLogits(),
+        lambda z, t: jnp.mean(jnp.logaddexp(0, z) - t * z, axis=-1),
+    ),
+    "cross_entropy": (
+        fnnet.LossCrossEntropy(),
+        lambda z, t: -jnp.take_along_axis(jax.nn.log_softmax(z), t[:, None], axis=-1)[:, 0],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("seed", range(3))
+def test_shared_loss_is_the_weighted_mean_and_its_gradient(name, seed):
+    """Against jax.value_and_grad of sum(share * per-sample loss), written out."""
+    loss, per_sample = LOSSES[name]
+    rng = np.random.default_rng(seed)
+    n, k = 7, 3
+    if name == "cross_entropy":
+        y, t = rng.normal(size=(n, k)), rng.integers(0, k, n)
+    elif name == "bce":
+        y, t = rng.uniform(0.05, 0.95, (n, k)), rng.uniform(0, 1, (n, k))
+    else:
+        y, t = rng.normal(size=(n, k)), rng.uniform(0, 1, (n, k))
+    weights = rng.uniform(0, 2, n) * (rng.uniform(size=n) > 0.3)
+    share = device(weights / weights.sum())
+    value, dy = shared_loss(loss, device(y), device(t), share)
+    want, want_dy = jax.value_and_grad(lambda y: jnp.sum(share * per_sample(y, device(t))))(device(y))
+    np.testing.assert_allclose(value, want, rtol=1e-10)
+    np.testing.assert_allclose(dy, want_dy, rtol=1e-9, atol=1e-12)
+    # equal shares: the loss itself
+    value, dy = shared_loss(loss, device(y), device(t), device(np.full(n, 1 / n)))
+    np.testing.assert_allclose(value, loss.value(device(y), device(t)), rtol=1e-12)
+    np.testing.assert_allclose(dy, loss.grad(device(y), device(t)), rtol=1e-12, atol=1e-15)
