@@ -131,9 +131,9 @@ class Optimizer:
         dtype = at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
         return OptState(
-            count=jnp.zeros((), jnp.int32),
+            count=_on_device(0, jnp.int32),
             hyperparams={
-                n: jnp.asarray(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
+                n: _on_device(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
                 for n, v in values.items()
             },
             slots={slot: jax.tree.map(_zero_slot, params) for slot in self.step.slot_names},
@@ -270,9 +270,21 @@ def check_hyperparams(opt: Optimizer, owner: str, opt_state) -> None:
                 _check_hyperparam(f"{owner}: opt_state", name, value, rules[name])
 
 
+def _on_device(value, dtype):
+    """`value` as an array of `dtype`: built on the host and put on the device where it is
+    concrete (`jnp.asarray` and `jnp.zeros` compile a small program for every new shape,
+    a first `fit`'s fixed cost), traced where it is (inside `vmap`)."""
+    if isinstance(value, jax.core.Tracer):
+        return jnp.asarray(value, dtype)
+    return jax.device_put(np.asarray(value, dtype))
+
+
 def _zero_slot(p):
     """A slot's zeros for param leaf `p`: in p's dtype, float32 for narrower floats."""
-    return jnp.zeros_like(wide(jnp.asarray(p)))
+    dtype = at_least_float32(jnp.result_type(p))
+    if isinstance(p, jax.core.Tracer):
+        return jnp.zeros(jnp.shape(p), dtype)
+    return _on_device(np.zeros(jnp.shape(p)), dtype)
 
 
 def _check_trainable_floats(owner, params):

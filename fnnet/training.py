@@ -252,16 +252,13 @@ class Run(NamedTuple):
 
 
 def _all_finite(tree) -> Array:
-    return jnp.all(
-        jnp.stack(
-            [
-                jnp.all(jnp.isfinite(leaf))
-                for leaf in jax.tree.leaves(tree)
-                if jnp.issubdtype(leaf.dtype, jnp.inexact)
-            ]
-            or [jnp.bool_(True)]
-        )
-    )
+    """Whether every float in `tree` is finite: one reduction over all of them at once (a
+    reduction per leaf compiles a kernel each, a tenth of W1's compile time)."""
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.bool_(True)
+    dtype = jnp.result_type(*leaves)
+    return jnp.all(jnp.isfinite(jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])))
 
 
 def _run(mesh, model, loss, step_rule, batch_size, count, params, state, data, key, validation, active):
