@@ -17,6 +17,14 @@ def at_least_float32(dtype):
     return jnp.dtype(dtype) if jnp.finfo(dtype).bits >= 32 else jnp.dtype(jnp.float32)
 
 
+def like(number, array):
+    """A layer's number (a rate, a slope, an eps) in `array`'s dtype, as a Python float
+    would meet it: a number stacked per member of a sweep is a float32 or float64 array,
+    which would otherwise promote a bfloat16 input (or a float32 running statistic under
+    x64) to its own dtype."""
+    return jnp.asarray(number, jnp.result_type(array))
+
+
 def wide(x):
     """`x` in at least float32 when it is a narrower float; any other array as it is (integer
     labels and bool masks included)."""

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fnnet._precision import wide
+from fnnet._precision import like, wide
 from fnnet.layers import Parameterless, check_cotangent, check_float, check_floating, check_no_params
 from fnnet._values import number_field, setattr_frozen, show
 
@@ -143,10 +143,10 @@ class LeakyReLU(Elementwise):
         setattr_frozen(self, slope=check_float("LeakyReLU: slope", self.slope))
 
     def f(self, x):
-        return jnp.where(x > 0, x, self.slope * x)
+        return jnp.where(x > 0, x, like(self.slope, x) * x)
 
     def df(self, x, y):
-        return jnp.where(x > 0, 1.0, self.slope).astype(x.dtype)
+        return jnp.where(x > 0, 1, like(self.slope, x)).astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -160,10 +160,10 @@ class ELU(Elementwise):
 
     def f(self, x):
         # exp only of min(x, 0), so large x never overflows the unused branch.
-        return jnp.where(x > 0, x, self.alpha * jnp.expm1(jnp.minimum(x, 0)))
+        return jnp.where(x > 0, x, like(self.alpha, x) * jnp.expm1(jnp.minimum(x, 0)))
 
     def df(self, x, y):
-        return jnp.where(x > 0, 1.0, y + self.alpha).astype(x.dtype)  # y + alpha = alpha e^x
+        return jnp.where(x > 0, 1, y + like(self.alpha, y)).astype(x.dtype)  # y + alpha = alpha e^x
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet._checks import check_key, describe, is_real
+from fnnet._precision import like
 from fnnet._values import number_field, setattr_frozen, show, traced
 from fnnet.layers import Parameterless, check_cotangent, check_floating, check_no_params, check_train
 
@@ -57,7 +58,7 @@ class Dropout(Parameterless):
                 f"{self.name}: training mode draws a mask and needs a key; pass key=jax.random.key(...)"
             )
         keep = jax.random.bernoulli(check_key(self.name, key), 1 - self.rate, x.shape)
-        return keep.astype(x.dtype) / (1 - self.rate)
+        return keep.astype(x.dtype) / like(1 - self.rate, x)
 
     def apply(self, params, x, *, train=False, key=None):
         mask = self.scaled_mask(params, x, train, key)

@@ -19,7 +19,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_real
-from fnnet._precision import wide
+from fnnet._precision import like, wide
 from fnnet._values import number_field, setattr_frozen, show
 from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
@@ -49,7 +49,7 @@ def _normalize(x, axes, eps, weights=None, count=None):
     x = wide(x)
     mean = _mean(x, axes, weights, count)
     var = _mean(jnp.square(x - mean), axes, weights, count)
-    s = jnp.sqrt(var + eps)
+    s = jnp.sqrt(var + like(eps, var))
     return (x - mean) / s, mean, var, s
 
 
@@ -196,7 +196,8 @@ class BatchNorm(Layer):
             xhat, mean, var, s = _normalize(x, axes, self.eps, weights, count)
             return xhat, s, mean, var, axes, weights, count
         running = params["running"]
-        s = jnp.sqrt(_per_feature(running["var"], x, axis) + self.eps)
+        var = wide(_per_feature(running["var"], x, axis))
+        s = jnp.sqrt(var + like(self.eps, var))
         return (wide(x) - _per_feature(running["mean"], x, axis)) / s, s, None, None, axes, None, None
 
     # the batch's statistics mix samples: training leaves padded samples out (`mask`)
@@ -247,8 +248,8 @@ class BatchNorm(Layer):
         _, _, mean, var = self.statistics(params, x, True, axis, mask)[:4]
         running = params["running"]
         moved = {
-            stat: self.momentum * running[stat]
-            + (1 - self.momentum) * batch.reshape(-1).astype(running[stat].dtype)
+            stat: like(self.momentum, running[stat]) * running[stat]
+            + like(1 - self.momentum, running[stat]) * batch.reshape(-1).astype(running[stat].dtype)
             for stat, batch in (("mean", mean), ("var", var))
         }
         return {**params, "running": State(moved)}

@@ -92,27 +92,33 @@ class Vmapped:
     def settings(self) -> tuple:
         return (self.run, self.per_member_data, self.groups, self.one_by_one)
 
-    def __call__(self, params, opt_states, x, y, keys):
-        return _run_sweep(*self.settings(), params, opt_states, x, y, keys)
+    def __call__(self, params, opt_states, x, y, keys, models=None):
+        return _run_sweep(*self.settings(), params, opt_states, x, y, keys, models)
 
-    def lower(self, params, opt_states, x, y, keys):
-        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys)
+    def lower(self, params, opt_states, x, y, keys, models=None):
+        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys, models)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys):
+def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys, models):
+    """The members' runs; `models` None, or the members' models stacked (`sweep`'s
+    `models`), each run given its own."""
     data_axis = 0 if per_member_data else None
 
-    def one(params, state, x, y, key):
-        return run(params, state, x, y, key=key)
+    def one(params, state, x, y, key, model):
+        return run(params, state, x, y, key=key, **({} if model is None else {"model": model}))
 
     if not one_by_one:
-        return jax.vmap(one, in_axes=(0, 0, data_axis, data_axis, 0))(params, states, x, y, keys)
+        axes = (0, 0, data_axis, data_axis, 0, 0)
+        return jax.vmap(one, in_axes=axes)(params, states, x, y, keys, models)
 
-    def group(params, states, x, y, keys):  # one group's members, one after another
+    def group(params, states, x, y, keys, models):  # one group's members, one after another
         if per_member_data:
-            return lax.map(lambda member: one(*member), (params, states, x, y, keys))
-        return lax.map(lambda member: one(member[0], member[1], x, y, member[2]), (params, states, keys))
+            return lax.map(lambda member: one(*member), (params, states, x, y, keys, models))
+        return lax.map(
+            lambda member: one(member[0], member[1], x, y, member[2], member[3]),
+            (params, states, keys, models),
+        )
 
     members = jnp.shape(keys)[0]
     if members % groups:
@@ -120,10 +126,10 @@ def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, k
             f"vmapped: {members} members do not split into {groups} equal groups; pad them (see spread)"
         )
     split = lambda a: a.reshape((groups, -1) + a.shape[1:])  # noqa: E731
-    params, states, keys = jax.tree.map(split, (params, states, keys))
+    params, states, keys, models = jax.tree.map(split, (params, states, keys, models))
     if per_member_data:
         x, y = split(x), split(y)
-    out = jax.vmap(group, in_axes=(0, 0, data_axis, data_axis, 0))(params, states, x, y, keys)
+    out = jax.vmap(group, in_axes=(0, 0, data_axis, data_axis, 0, 0))(params, states, x, y, keys, models)
     return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
 
 
@@ -256,6 +262,25 @@ def _check_values(members, x, y, params, opt_states, per_member_data, opt):
                 )
 
 
+def _stacked_models(run, models, members):
+    """`models`, one per member, as one model whose numbers are stacked `(M,)` arrays."""
+    same_structure = getattr(run, "same_structure", None)
+    if same_structure is None:
+        raise TypeError(f"sweep: models needs a run from fnnet.train, got {describe(run)}")
+    if not isinstance(models, (list, tuple)) or len(models) != members:
+        raise ValueError(
+            f"sweep: models must be a list of {members} models (one per member, as the keys), "
+            f"got {describe(models)}"
+        )
+    for m, model in enumerate(models):
+        try:
+            same_structure(model)
+        except TypeError as error:
+            raise TypeError(f"sweep: models[{m}]: {error}") from None
+    dtype = jnp.result_type(float)
+    return jax.tree.map(lambda *numbers: np.asarray(numbers, dtype), *models)
+
+
 class SweepResult(NamedTuple):
     """What `sweep` returns, stacked over M members.
 
@@ -289,6 +314,7 @@ def sweep(
     keys,
     devices: Optional[Sequence[jax.Device]] = None,
     per_member_data: bool = False,
+    models: Optional[Sequence[Layer]] = None,
 ) -> SweepResult:
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
 
@@ -304,6 +330,11 @@ def sweep(
       devices: where to run; default all local devices. Members are sharded
         over them (sweep members never communicate; see `spread`).
       per_member_data: x and y hold one data set per member.
+      models: None (every member trains the run's model), or M models of the
+        run's structure, one per member, differing in their numbers at most
+        (Dropout's rate, BatchNorm's momentum and eps, LeakyReLU's slope,
+        ELU's alpha: data, like the optimizer's hyperparameters), for a run
+        from `fnnet.train`; all train in the run's one program.
 
     Returns:
       `SweepResult(params, opt_states, losses, finite)`, stacked over members;
@@ -338,11 +369,12 @@ def sweep(
     _check_values(members, x, y, params, opt_states, per_member_data, getattr(run, "optimizer", None))
     _check_schedules(run, opt_states, x, per_member_data)
     _check_targets(x, y, params, per_member_data, run)
-    stacked = (params, opt_states, keys) + ((x, y) if per_member_data else ())
+    stacked_models = None if models is None else _stacked_models(run, models, members)
+    stacked = (params, opt_states, keys, stacked_models) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
-    params, opt_states, keys = stacked[:3]
+    params, opt_states, keys, stacked_models = stacked[:4]
     if per_member_data:
-        x, y = stacked[3:]
-    out = vmapped(run, per_member_data, len(devices))(params, opt_states, x, y, keys)
+        x, y = stacked[4:]
+    out = vmapped(run, per_member_data, len(devices))(params, opt_states, x, y, keys, stacked_models)
     params, opt_states, losses = jax.tree.map(lambda a: a[:members], out)
     return SweepResult(params, opt_states, losses, _finite(params, losses))

@@ -357,7 +357,12 @@ def train(
       optimizer's hyperparameters valid; it raises TypeError or ValueError
       before any work. A run that diverges returns its
       non-finite losses (`fit` raises `TrainingDiverged`; `fnnet.sweep`
-      flags the member).
+      flags the member). `run(..., model=other)` trains `other`, a model of
+      the same structure whose numbers (a Dropout rate, a slope: data, see
+      `fnnet._values`) differ, in the same program: `fnnet.sweep(...,
+      models=...)` gives each member its own.
+      The samples are padded to a bucket (`fnnet._buckets`: at most 1/8 more),
+      the padding weighing nothing, so one program serves every n in it.
 
     Example:
       >>> opt = SGD(lr=0.5)
@@ -379,8 +384,8 @@ def train(
 
 @dataclasses.dataclass(frozen=True)
 class TrainRun:
-    """`run(params, opt_state, x, y, *, key=None) -> (params, opt_state, losses)`, made by
-    `train`: a value of its settings, so equal settings make equal runs. Runs of
+    """`run(params, opt_state, x, y, *, key=None, model=None) -> (params, opt_state,
+    losses)`, made by `train`: a value of its settings, so equal settings make equal runs. Runs of
     optimizers that step the same way are equal (`opt.step`): their hyperparameters are
     data in the state, and a sweep of them shares one program."""
 
@@ -395,8 +400,9 @@ class TrainRun:
     def __post_init__(self):
         object.__setattr__(self, "step", self.optimizer.step)
 
-    def __call__(self, params, opt_state, x, y, *, key=None):
-        model, loss, opt = self.model, self.loss, self.optimizer
+    def __call__(self, params, opt_state, x, y, *, key=None, model=None):
+        loss, opt = self.loss, self.optimizer
+        model = self.model if model is None else self.same_structure(model)
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
         setup = prepare_run(
             "train", model, loss, opt, params, opt_state, x, y, self.epochs, self.batch_size, key, self.mesh
@@ -418,3 +424,13 @@ class TrainRun:
         # given invalid ones reports NaN losses, never a result that looks like one.
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True
         return result.params, result.opt_state, jnp.where(valid, result.losses, jnp.nan)
+
+    def same_structure(self, model):
+        """`model`, a model of this run's structure whose numbers may differ (a sweep's
+        member, its numbers traced), or TypeError."""
+        if not isinstance(model, Layer) or jax.tree.structure(model) != jax.tree.structure(self.model):
+            raise TypeError(
+                f"train: model must be {self.model!r} with other numbers (a rate, a slope) at "
+                f"most, got {describe(model)}"
+            )
+        return model

@@ -297,3 +297,74 @@ def test_shared_loss_is_the_weighted_mean_and_its_gradient(name, seed):
     value, dy = shared_loss(loss, device(y), device(t), device(np.full(n, 1 / n)))
     np.testing.assert_allclose(value, loss.value(device(y), device(t)), rtol=1e-12)
     np.testing.assert_allclose(dy, loss.grad(device(y), device(t)), rtol=1e-12, atol=1e-15)
+
+
+# --- numbers are data: per member in a sweep, and in the input's dtype ------------------------
+
+
+def test_a_sweep_gives_each_member_its_own_numbers_in_one_program():
+    """Three members of one structure, each its own Dropout rate, LeakyReLU slope, BatchNorm
+    momentum and ELU alpha: each equals its own run alone, bit for bit, and another set of
+    numbers compiles nothing."""
+    x, y = X[:200], Y[:200]
+    numbers = [
+        dict(rate=0.0, slope=0.01),
+        dict(rate=0.3, slope=0.2, momentum=0.5),
+        dict(rate=0.1, alpha=0.5, eps=1e-3),
+    ]
+    models = [_model(**n) for n in numbers]
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = fnnet.init_many(keys, models[0], x.shape)
+    opt = fnnet.Adam(lr=1e-2)
+    run = fnnet.train(models[0], LOSS, opt, epochs=4, batch_size=32)
+    states = jax.vmap(opt.init)(params)
+    result = fnnet.sweep(run, params, states, x, y, keys=keys, models=models, devices=jax.devices()[:1])
+    for m, model in enumerate(models):
+        own = jax.tree.map(lambda a: a[m], params)
+        alone = fnnet.train(model, LOSS, opt, epochs=4, batch_size=32)(own, opt.init(own), x, y, key=keys[m])
+        assert_trees_equal(
+            (jax.tree.map(lambda a: a[m], result.params), result.losses[m]), (alone[0], alone[2])
+        )
+    others = [_model(rate=0.2, slope=0.3), _model(rate=0.4), _model(momentum=0.1)]
+    with count_compilations() as compiled:
+        fnnet.sweep(run, params, states, x, y, keys=keys, models=others, devices=jax.devices()[:1])
+    assert compiled == [], compiled
+
+
+def test_sweep_models_are_checked_by_name():
+    x, y = X[:64], Y[:64]
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = fnnet.init_many(keys, _model(), x.shape)
+    opt = fnnet.SGD(lr=0.1)
+    run = fnnet.train(_model(), LOSS, opt, epochs=1)
+    states = jax.vmap(opt.init)(params)
+    with pytest.raises(ValueError, match=r"sweep: models must be a list of 2 models \(one per member"):
+        fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model()])
+    other = fnnet.Sequential(*_model().layers[:-1], fnnet.Linear(16, 1, dtype=jnp.float64))
+    wider = fnnet.Sequential(*_model().layers[:-1], fnnet.Linear(16, 2))
+    with pytest.raises(TypeError, match=r"sweep: models\[1\]: train: model must be Sequential\(Linear"):
+        fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model(), wider])
+    fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model(), other])  # a dtype shapes init alone
+    with pytest.raises(TypeError, match=r"sweep: models needs a run from fnnet.train"):
+        fnnet.sweep(lambda *a, **k: None, params, states, x, y, keys=keys, models=[_model(), _model()])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_stacked_numbers_keep_the_input_dtype(dtype):
+    """A number stacked per member is a float64 array under x64; the layers meet the input in
+    its own dtype, as a Python float does: the same output, in the input's dtype."""
+    layers = [fnnet.LeakyReLU(0.2), fnnet.ELU(0.5), fnnet.Dropout(0.3), fnnet.LayerNorm(eps=1e-3)]
+    x = device(np.random.default_rng(0).normal(size=(8, 5)), dtype)
+    key = jax.random.key(1)
+    for layer in layers:
+        params = layer.init(jax.random.key(0), x.shape)[1]
+        params = jax.tree.map(lambda p: p.astype(dtype), params)
+        stacked = jax.tree.map(lambda n: jnp.asarray([n, n], jnp.float64), layer)
+
+        def apply(layer, x):
+            return layer.apply(params, x, train=True, key=key)
+
+        want = apply(layer, x)
+        got = jax.vmap(apply, in_axes=(0, None))(stacked, x)
+        assert got.dtype == want.dtype == dtype, (layer, got.dtype)
+        np.testing.assert_array_equal(np.asarray(got[1], np.float32), np.asarray(want, np.float32))
