@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._checks import as_number, describe, is_real
-from fnnet._precision import at_least_float32, wide
+from fnnet._precision import at_least_float32
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
