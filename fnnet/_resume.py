@@ -15,7 +15,8 @@ from fnnet._hosts import tree_digest
 from fnnet._values import settings
 from fnnet.checkpoint import load, read_metadata
 
-RECORD = 3  # the record's version: checkpoints without it are refused, never misread
+RECORD = 4  # the record's version: checkpoints without it are refused, never misread
+# (4: runs padded to buckets, shuffles of the padded samples: a run of 3 would not continue alike)
 
 
 def run_record(model, loss, opt, params, opt_state, x, y, validation, batch_size, key, run_id) -> dict:
