@@ -281,7 +281,8 @@ def _on_device(value, dtype):
 
 def _zero_slot(p):
     """A slot's zeros for param leaf `p`: in p's dtype, float32 for narrower floats."""
-    dtype = at_least_float32(jnp.result_type(p))
+    dtype = jnp.result_type(p)
+    dtype = at_least_float32(dtype) if jnp.issubdtype(dtype, jnp.floating) else dtype
     if isinstance(p, jax.core.Tracer):
         return jnp.zeros(jnp.shape(p), dtype)
     return _on_device(np.zeros(jnp.shape(p)), dtype)

@@ -93,16 +93,20 @@ class Vmapped:
         return (self.run, self.per_member_data, self.groups, self.one_by_one)
 
     def __call__(self, params, opt_states, x, y, keys, models=None):
-        return _run_sweep(*self.settings(), params, opt_states, x, y, keys, models)
+        models_arg = () if models is None else (models,)
+        return _run_sweep(*self.settings(), params, opt_states, x, y, keys, *models_arg)
 
     def lower(self, params, opt_states, x, y, keys, models=None):
-        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys, models)
+        models_arg = () if models is None else (models,)
+        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys, *models_arg)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys, models):
-    """The members' runs; `models` None, or the members' models stacked (`sweep`'s
-    `models`), each run given its own."""
+def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys, *models_arg):
+    """The members' runs; `models_arg` empty, or the members' models stacked (`sweep`'s
+    `models`), each run given its own (an argument only when given: a program lowered
+    without it takes the five arguments it always took)."""
+    models = models_arg[0] if models_arg else None
     data_axis = 0 if per_member_data else None
 
     def one(params, state, x, y, key, model):

@@ -6,6 +6,9 @@
   time and memory;
 - fixed: the fixed costs (imports, first and second calls' compilation), each cell
   in a fresh process that runs fresh;
+- search: a grid search with cross-validation and a refit, fnnet's (the compilation
+  cache cold and warm) against scikit-learn's GridSearchCV, each a fresh process that
+  runs `search_fresh`;
 - jaxgrad: the plain jax.grad baselines;
 - peers: PyTorch and scikit-learn, each in its own process;
 - timing: interleaved rounds, ratios and tables;

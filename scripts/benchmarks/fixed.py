@@ -9,9 +9,10 @@ off, fnnet and plain taking turns; a cell is the median of the rounds. A
 first call's tracing, lowering and XLA compiling come from JAX's own compile
 events (`jax.monitoring`: jaxpr_trace, jaxpr_to_mlir_module and
 backend_compile, each program's and the checks' small ones); "run" is the
-rest of its wall time. Then a second call each with another lr, n (a 5-fold
-split's training size), Dropout rate and epochs: its time and the programs it
-compiled.
+rest of its wall time. The first call trains on fold 0's training set of a
+5-fold split (`training_sets`); then a second call each with another lr, another
+fold (the last fold's training set: the same size or one sample apart), Dropout rate
+and epochs: its time and the programs it compiled.
 """
 
 import json
@@ -130,14 +131,24 @@ def data(name):
     return x[order].astype(np.float32), y[order, None].astype(np.float32)
 
 
+def training_sets(n, folds=5):
+    """The training sets of the first and the last fold of a `folds`-fold split of n samples
+    (all samples but the fold's), index arrays: `np.array_split` of a fixed permutation, so
+    where `folds` does not divide n the last training set is one sample larger."""
+    parts = np.array_split(np.random.default_rng(0).permutation(n), folds)
+    return [np.concatenate(parts[:k] + parts[k + 1 :]) for k in (0, folds - 1)]
+
+
 def arrays(name, workload: Workload):
-    """The data, and the plain program's initial params: fnnet's `model.init(key(0))`, as
-    `fresh.py`'s fnnet process draws them, so both start from the same point."""
+    """The data, the training sets of the first and last folds (`train0`, `train1`) and the plain
+    program's initial params: fnnet's `model.init(key(0))`, as `fresh.py`'s fnnet process
+    draws them, so both start from the same point."""
     x, y = data(name)
-    build, _ = fresh.fnnet_calls(jax, fnnet, {"x": x, "y": y}, options(workload, len(y)))
+    build, _ = fresh.fnnet_calls(jax, fnnet, {"x": x, "y": y}, workload._asdict())
     _, params = build(workload.rate).init(jax.random.key(0), x.shape)
     linear = [p for p in params if isinstance(p, dict) and "w" in p]
-    out = {"x": x, "y": y}
+    train0, train1 = training_sets(len(y))
+    out = {"x": x, "y": y, "train0": train0, "train1": train1}
     for i, p in enumerate(linear):
         out[f"w{i}"], out[f"b{i}"] = p["w"], p["b"]
     for p in params:
@@ -146,19 +157,20 @@ def arrays(name, workload: Workload):
     return {k: np.asarray(v) for k, v in out.items()}, len(linear)
 
 
-def options(workload: Workload, n, linears=0):
-    return {**workload._asdict(), "n2": n - n // 5, "linears": linears}
+def environment():
+    """A fresh process's environment: the scripts on its path, no JAX cache folder set."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SCRIPTS, env.get("PYTHONPATH")]))
+    return env
 
 
 def run_fresh(variant, path, opts):
     """One fresh process's measurements (see `fresh.py`)."""
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SCRIPTS, env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.fresh", variant, path, json.dumps(opts)],
         capture_output=True,
         text=True,
-        env=env,
+        env=environment(),
         timeout=600,
     )
     if done.returncode:
@@ -205,12 +217,13 @@ def bench_fixed(quick=False, rounds=3):
             for name, w in workloads.items()
         }
     with tempfile.TemporaryDirectory() as folder:
-        runs = {}
+        runs, sizes = {}, {}
         for name, workload in workloads.items():
             values, linears = arrays(name, workload)
             path = os.path.join(folder, f"{name}.npz")
             np.savez(path, **values)
-            runs[name] = (path, options(workload, len(values["y"]), linears))
+            runs[name] = (path, {**workload._asdict(), "linears": linears})
+            sizes[name] = (len(values["train0"]), len(values["train1"]))
         for _ in range(rounds):
             for name in names:
                 for variant in ("fnnet", "plain"):
@@ -234,7 +247,7 @@ def bench_fixed(quick=False, rounds=3):
                         for phase in ("trace", "lower", "compile", "run", "wall")
                     ),
                     f"{median(c, 'first', 'programs'):.0f}",
-                    *(second_call(c, what) for what in ("lr", "n", "dropout", "epochs")),
+                    *(second_call(c, what) for what in ("lr", "fold", "dropout", "epochs")),
                     f"{ratio:.2f}" if variant == "fnnet" else "",
                 ]
             )
@@ -245,11 +258,17 @@ def bench_fixed(quick=False, rounds=3):
         + ", fnnet and plain taking turns; JAX's persistent compilation cache off. trace, lower, "
         "compile: JAX's compile events during the first call (all its programs: the run's and "
         "the checks' small ones); run: the rest of its wall time (running, checks, Python). "
-        "2nd: a second call in the same process with another lr, n (4/5 of the samples), "
-        "Dropout rate or epochs (half): seconds (programs compiled). Compilation / plain: "
+        "The first call trains on fold 0's training set of a 5-fold split (np.array_split of a "
+        "fixed permutation: all samples but fold 0), both variants on the same samples. "
+        "2nd: a second call in the same process with another lr, another fold (the last fold's "
+        "training set: the same size or one sample apart), Dropout rate or epochs (half): "
+        "seconds (programs compiled). Compilation / plain: "
         "trace + lower + compile over the plain program's, the median of the rounds' ratios. "
         f"Load average {load[0]:.2f} before, {after[0]:.2f} after. Workloads: "
-        + "; ".join(f"{name}: {w.title}" for name, w in workloads.items())
+        + "; ".join(
+            f"{name}: {w.title}, training sets of the first and last folds: {sizes[name][0]} and {sizes[name][1]} samples"
+            for name, w in workloads.items()
+        )
         + "."
     )
     return table(
@@ -266,7 +285,7 @@ def bench_fixed(quick=False, rounds=3):
             "first call s",
             "programs",
             "2nd: lr s (programs)",
-            "2nd: n",
+            "2nd: another fold",
             "2nd: Dropout",
             "2nd: epochs",
             "compilation / plain",

@@ -3,11 +3,13 @@
     PYTHONPATH=scripts python -m benchmarks.fresh VARIANT ARRAYS.npz OPTIONS_JSON
 
 VARIANT is "fnnet" (`fnnet.fit`) or "plain" (the `jax.grad` program of `jaxgrad.py`);
-ARRAYS.npz holds x, y and the plain program's initial params (`fixed.arrays`);
+ARRAYS.npz holds x, y, the training sets' indices of the first and last folds (`train0`,
+`train1`) and the plain program's initial params (`fixed.arrays`);
 OPTIONS_JSON the workload (`fixed.Workload`). It times `import jax` (and `import
-fnnet`), then the first call, split by JAX's own compile events, then a second call
-each with another lr, n, Dropout rate and epochs, and prints one JSON line. Only the
-standard library is imported before the timed imports.
+fnnet`), then the first call on fold 0's training set (`train0`), split by JAX's own
+compile events, then a second call each with another lr, another fold (`train1`),
+Dropout rate and epochs, and prints one JSON line. Only the standard library is
+imported before the timed imports.
 """
 
 import json
@@ -78,7 +80,7 @@ def timed(jax, call):
 
 
 def fnnet_calls(jax, fnnet, arrays, o):
-    """`(build(rate), fit(model, lr, n, epochs))` for the workload `o`."""
+    """`(build(rate), fit(model, lr, (x, y), epochs))` for the workload `o`."""
     from .workloads import cnn, mlp
 
     sizes = o["sizes"]
@@ -102,18 +104,16 @@ def fnnet_calls(jax, fnnet, arrays, o):
         "bce_logits": fnnet.LossBCEWithLogits,
         "cross_entropy": fnnet.LossCrossEntropy,
     }
-    x, y = arrays["x"], arrays["y"]
-    _, params = build(o["rate"]).init(jax.random.key(0), x.shape)
+    _, params = build(o["rate"]).init(jax.random.key(0), arrays["x"].shape)
 
-    def fit(model, lr, n, epochs):
+    def fit(model, lr, data, epochs):
         opt = fnnet.SGD(lr=lr, decay=o["decay"]) if o["batch_size"] is None else fnnet.Adam(lr=lr)
         return fnnet.fit(
             model,
             loss[o["loss"]](),
             opt,
             params,
-            x[:n],
-            y[:n],
+            *data,
             epochs,
             batch_size=o["batch_size"],
             progress=False,
@@ -128,7 +128,6 @@ def plain_calls(jax, arrays, o):
     from . import jaxgrad as jg
 
     jnp = jax.numpy
-    x, y = arrays["x"], arrays["y"]
     linear = [(jnp.asarray(arrays[f"w{i}"]), jnp.asarray(arrays[f"b{i}"])) for i in range(o["linears"])]
     key, runs = jax.random.key(0), {}
 
@@ -142,8 +141,8 @@ def plain_calls(jax, arrays, o):
         def build_sgd(rate):
             return lambda epochs: jg.sgd_full_batch(epochs, False)
 
-        def fit_sgd(make, lr, n, epochs):
-            return run_of(make, epochs)(linear, x[:n], y[:n], lr, o["decay"])
+        def fit_sgd(make, lr, data, epochs):
+            return run_of(make, epochs)(linear, *data, lr, o["decay"])
 
         return build_sgd, fit_sgd
     if o["model"] == "bn_dropout":
@@ -169,8 +168,8 @@ def plain_calls(jax, arrays, o):
         loss = loss_of(rate)
         return lambda epochs: jg.adam_flat_scan(loss, epochs, o["batch_size"])
 
-    def fit(make, lr, n, epochs):
-        return run_of(make, epochs)(params, state, x[:n], y[:n], key, lr)
+    def fit(make, lr, data, epochs):
+        return run_of(make, epochs)(params, state, *data, key, lr)
 
     return build, fit
 
@@ -195,17 +194,18 @@ def main(variant, path, options):
         build, fit = fnnet_calls(jax, fnnet, arrays, o)
     else:
         build, fit = plain_calls(jax, arrays, o)
-    n, lr, epochs, rate = len(arrays["y"]), o["lr"], o["epochs"], o["rate"]
+    fold0, fold1 = ((arrays["x"][arrays[k]], arrays["y"][arrays[k]]) for k in ("train0", "train1"))
+    lr, epochs, rate = o["lr"], o["epochs"], o["rate"]
     model = build(rate)
-    first = timed(jax, lambda: fit(model, lr, n, epochs))
+    first = timed(jax, lambda: fit(model, lr, fold0, epochs))
     second = {
-        "lr": timed(jax, lambda: fit(model, o["lr2"], n, epochs)),
-        "n": timed(jax, lambda: fit(model, lr, o["n2"], epochs)),
+        "lr": timed(jax, lambda: fit(model, o["lr2"], fold0, epochs)),
+        "fold": timed(jax, lambda: fit(model, lr, fold1, epochs)),
     }
     if rate is not None:
         other = build(o["rate2"])
-        second["dropout"] = timed(jax, lambda: fit(other, lr, n, epochs))
-    second["epochs"] = timed(jax, lambda: fit(model, lr, n, o["epochs2"]))
+        second["dropout"] = timed(jax, lambda: fit(other, lr, fold0, epochs))
+    second["epochs"] = timed(jax, lambda: fit(model, lr, fold0, o["epochs2"]))
     print(json.dumps({"imports": imports, "first": first, "second": second}))
 
 
