@@ -24,6 +24,15 @@ from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, 
 from fnnet.state import trainable_mask
 
 
+# Traced (not run) once per model structure, loss or step rule and shapes, then served from
+# jit's cache: a search's every fit checks the same model again. The model is an argument
+# (its numbers traced), the loss and the step rule static values.
+traced_apply = jax.jit(lambda model, params, x: model.apply(params, x))
+_traced_loss = jax.jit(lambda loss, y, target: loss.value(y, target), static_argnums=0)
+_traced_init = jax.jit(lambda model, key, shape: model.init(key, shape)[1], static_argnums=2)
+_traced_step = jax.jit(lambda step, params, grads, state: step(params, grads, state), static_argnums=0)
+
+
 class Setup(NamedTuple):
     """A checked run: the epochs (an int), x and y as arrays, one typed PRNG key, the
     batch size (None for full batch, also when it equals n), the steps per epoch, the
@@ -76,7 +85,7 @@ def prepare_run(
         )
     check_schedule(opt, epochs * steps_per_epoch, opt_state.count)  # the steps this run will take
     try:
-        jax.eval_shape(opt.step, params, params, opt_state)  # traced, not run: a foreign state fails
+        _traced_step.eval_shape(opt.step, params, params, opt_state)  # a foreign state fails
     except (TypeError, ValueError) as error:
         raise type(error)(f"{owner}: opt_state: {error}") from error
     check_hyperparams(opt, owner, opt_state)
@@ -197,13 +206,13 @@ def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
     """Trace (not run) the model and loss on all of `x`, `y`: params must fit the model, x the
     params, y the model's output. Returns the model's number of outputs."""
     try:
-        out = jax.eval_shape(model.apply, params, x)
+        out = traced_apply.eval_shape(model, params, x)
     except (TypeError, ValueError) as error:
         if name_x == "x":
             raise
         raise type(error)(f"{owner}: the model on {name_x}: {error}") from error
     try:
-        jax.eval_shape(loss.value, out, y)
+        _traced_loss.eval_shape(loss, out, y)
     except ValueError as error:
         hint = ""
         if tuple(out.shape) == tuple(jnp.shape(y)) + (1,):
@@ -250,7 +259,7 @@ def check_param_dtypes(owner, params) -> None:
 def _params_spec(model, shape):
     """The params `model.init` gives for inputs of `shape`, as shapes and dtypes (traced,
     not drawn)."""
-    return jax.eval_shape(lambda key: model.init(key, shape)[1], jax.random.key(0))
+    return _traced_init.eval_shape(model, jax.random.key(0), tuple(shape))
 
 
 def check_params(owner, model, params, x) -> None:

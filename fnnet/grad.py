@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from fnnet._checks import as_array, describe
 from fnnet._layout import feature_major
-from fnnet._setup import check_kinds
+from fnnet._setup import check_kinds, traced_apply
 from fnnet._precision import wide
 from fnnet.layers import Layer, check_dparams, check_train, contract_hint, masked
 from fnnet.losses import Loss
@@ -25,12 +25,7 @@ def check_input(model: Layer, params, x) -> None:
             f"an empty batch: x of shape {jnp.shape(x)} holds no values, and the "
             f"mean loss over no samples is undefined"
         )
-    _traced_apply.eval_shape(model, params, x)
-
-
-# `model.apply` traced once per model structure and shapes (a bound method is new at each
-# access); the model is an argument, its numbers traced (`fnnet._values`)
-_traced_apply = jax.jit(lambda model, params, x: model.apply(params, x))
+    traced_apply.eval_shape(model, params, x)  # once per model structure and shapes
 
 
 def loss_and_grads(model: Layer, loss: Loss, params, x, target, *, train: bool = True, key=None):
