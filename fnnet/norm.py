@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import jax
+from jax import lax
 import numpy as np
 import jax.numpy as jnp
 
@@ -36,10 +37,16 @@ def _check_number(owner, name, value, ok, expected):
 
 
 def _mean(v, axes, weights=None, count=None):
-    """The mean of v over `axes` (kept), or its `weights`-weighted mean of total `count`."""
+    """The mean of v over `axes` (kept), or, with `weights` (`_sample_weights`), the mean
+    over the samples that count, `count` values per feature. The weighted sum over the
+    batch is a product with the mask (a matrix-vector product runs faster than a
+    multiply-and-reduce), at full precision (TF32 would round the statistics)."""
     if weights is None:
         return jnp.mean(v, axis=axes, keepdims=True)
-    return jnp.sum(weights * v, axis=axes, keepdims=True) / count
+    mask, batch_axis = weights
+    summed = jnp.tensordot(v, mask, axes=([batch_axis], [0]), precision=lax.Precision.HIGHEST)
+    others = tuple(a - (a > batch_axis) for a in axes if a != batch_axis)
+    return jnp.expand_dims(jnp.sum(summed, axis=others, keepdims=True), batch_axis) / count
 
 
 def _normalize(x, axes, eps, weights=None, count=None):
@@ -56,13 +63,16 @@ def _normalize(x, axes, eps, weights=None, count=None):
 def _normalize_vjp(g, xhat, s, axes, weights=None, count=None):
     # dx = (g - mean(g) - xhat * mean(g * xhat)) / s, and 0 for the samples that do not count
     dx = (g - _mean(g, axes, weights, count) - xhat * _mean(g * xhat, axes, weights, count)) / s
-    return dx if weights is None else weights * dx
+    if weights is None:
+        return dx
+    mask, batch_axis = weights
+    return jnp.expand_dims(mask, tuple(a for a in range(dx.ndim) if a != batch_axis)) * dx
 
 
 def _sample_weights(mask, x, axis):
-    """The sample mask `(batch,)` shaped against x (the batch on axis 0, or on axis 1 in the
-    feature-major twin, `axis` 0), and how many values per feature count; (None, None)
-    without a mask."""
+    """`((mask, batch_axis), count)`: the sample mask `(batch,)` as 0s and 1s in x's
+    computing dtype and the batch's axis in x (0, or 1 in the feature-major twin, `axis`
+    0), and how many values per feature count; (None, None) without a mask."""
     if mask is None:
         return None, None
     batch_axis = 1 if axis == 0 else 0
@@ -71,11 +81,9 @@ def _sample_weights(mask, x, axis):
             f"BatchNorm: mask must have shape ({x.shape[batch_axis]},), one entry per sample, "
             f"got {jnp.shape(mask)}"
         )
-    shape = [1] * x.ndim
-    shape[batch_axis] = -1
-    weights = (jnp.asarray(mask) > 0).astype(wide(x).dtype).reshape(shape)
+    weights = (jnp.asarray(mask) > 0).astype(wide(x).dtype)
     per_sample = math.prod(x.shape) // (x.shape[batch_axis] * x.shape[axis])
-    return weights, jnp.maximum(jnp.sum(weights), 1) * per_sample
+    return (weights, batch_axis), jnp.maximum(jnp.sum(weights), 1) * per_sample
 
 
 def _per_feature(v, x, axis=-1):
