@@ -36,11 +36,13 @@ def _padded(a, size: int):
     return np.concatenate([a, np.broadcast_to(a[:1], (extra,) + a.shape[1:])]) if extra else a
 
 
-def padded_samples(x, y, size: int):
-    """`(x, y, weights)` padded to `size` rows; weights `(size,)` are 1 for the samples and
-    0 for the padding, in x's dtype (at least float32)."""
-    n = x.shape[0]
-    weights = (np.arange(size) < n).astype(at_least_float32(x.dtype))
+def padded_samples(x, y, size: int, sample_weight=None):
+    """`(x, y, weights)` padded to `size` rows; weights `(size,)` are the samples'
+    `sample_weight` (1 by default) and 0 for the padding, in x's dtype (at least float32)."""
+    n, dtype = x.shape[0], at_least_float32(x.dtype)
+    weights = (np.arange(size) < n).astype(dtype)
+    if sample_weight is not None:
+        weights[:n] = np.asarray(sample_weight, dtype)
     return _padded(x, size), _padded(y, size), weights
 
 

@@ -19,7 +19,9 @@ RECORD = 4  # the record's version: checkpoints without it are refused, never mi
 # (4: runs padded to buckets, shuffles of the padded samples: a run of 3 would not continue alike)
 
 
-def run_record(model, loss, opt, params, opt_state, x, y, validation, batch_size, key, run_id) -> dict:
+def run_record(
+    model, loss, opt, params, opt_state, x, y, validation, batch_size, key, run_id, sample_weight=None
+) -> dict:
     """What defines a run, as JSON: compared by `differences` when it resumes."""
     return {
         "record": RECORD,
@@ -28,6 +30,7 @@ def run_record(model, loss, opt, params, opt_state, x, y, validation, batch_size
         "batch_size": batch_size,
         "key": [str(jax.random.key_impl(key)), np.asarray(jax.random.key_data(key)).tolist()],
         "data": tree_digest((x, y)),
+        "sample_weight": None if sample_weight is None else tree_digest(sample_weight),
         "validation": None if validation is None else tree_digest(tuple(validation)),
         "x64": bool(jax.config.read("jax_enable_x64")),
         "model": settings(model),
@@ -45,6 +48,7 @@ _WHAT = {  # field -> how an error names it
     "batch_size": "batch_size",
     "key": "key",
     "data": "the data (x, y)",
+    "sample_weight": "sample_weight",
     "validation": "the validation data",
     "x64": "jax_enable_x64",
     "model": "the model",

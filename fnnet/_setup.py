@@ -38,7 +38,8 @@ class Setup(NamedTuple):
     batch size (None for full batch, also when it equals n), the steps per epoch, the
     optimizer state to start from, the validation pair (or None), and what the program
     runs on: `data`, `(x, y, weights)` padded (`fnnet._buckets`) and placed on the mesh
-    (if any), and `validation_data` the same of the validation pair (or None)."""
+    (if any), and `validation_data` the same of the validation pair (or None); and the
+    checked `sample_weight` (or None)."""
 
     epochs: int
     x: Any
@@ -50,15 +51,30 @@ class Setup(NamedTuple):
     validation: Any
     data: Any
     validation_data: Any
+    sample_weight: Any = None
 
 
 def prepare_run(
-    owner, model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh, validation=None
+    owner,
+    model,
+    loss,
+    opt,
+    params,
+    opt_state,
+    x,
+    y,
+    epochs,
+    batch_size,
+    key,
+    mesh,
+    validation=None,
+    sample_weight=None,
 ) -> Setup:
     """Check a run's arguments, in the order a reader would, and prepare it (see `Setup`).
 
     `opt_state` None is `opt.init(params)`; `key` None is `jax.random.key(0)`;
-    `validation` None or `(x_val, y_val)`, checked like `(x, y)`.
+    `validation` None or `(x_val, y_val)`, checked like `(x, y)`; `sample_weight` None
+    or `(n,)` weights >= 0 (`check_sample_weight`).
     """
     check_kinds(owner, model, loss, opt)
     epochs = check_count(f"{owner}: epochs", epochs)
@@ -70,6 +86,7 @@ def prepare_run(
     check_params(owner, model, params, x)
     check_targets_of(owner, loss, "y", y, n_outputs)
     size = check_batch_size(owner, batch_size, x.shape[0])
+    sample_weight = check_sample_weight(owner, sample_weight, x.shape[0])
     if validation is not None:
         if not (isinstance(validation, tuple) and len(validation) == 2):
             raise TypeError(f"{owner}: validation must be a pair (x_val, y_val), got {describe(validation)}")
@@ -77,7 +94,8 @@ def prepare_run(
         check_data(owner, "x_val", "y_val", *validation)
         check_shapes(owner, model, loss, params, "x_val", "y_val", *validation)
         check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
-    steps_per_epoch = 1 if size is None else -(-x.shape[0] // size)
+    counted = x.shape[0] if sample_weight is None else int(np.count_nonzero(sample_weight))
+    steps_per_epoch = 1 if size is None else -(-counted // size)
     opt_state = opt.init(params) if opt_state is None else opt_state
     if not isinstance(opt_state, OptState):
         raise TypeError(
@@ -96,7 +114,7 @@ def prepare_run(
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
     check_one_sample_steps(owner, model, params, x, size, key, mesh)
-    data = place(owner, mesh, x, y, size)
+    data = place(owner, mesh, x, y, size, sample_weight)
     validation_data = None
     if validation is not None:
         x_val, y_val = validation
@@ -104,7 +122,37 @@ def prepare_run(
         if mesh is not None:  # inference on every device: replicated
             replicated = NamedSharding(mesh, PartitionSpec())
             validation_data = jax.device_put(validation_data, replicated)
-    return Setup(epochs, x, y, key, size, steps_per_epoch, opt_state, validation, data, validation_data)
+    return Setup(
+        epochs, x, y, key, size, steps_per_epoch, opt_state, validation, data, validation_data, sample_weight
+    )
+
+
+def check_sample_weight(owner, sample_weight, n):
+    """`sample_weight` as a NumPy float64 array `(n,)` of finite weights >= 0, not all 0
+    (None passes): each sample's weight in the loss, a weighted mean, as scikit-learn's
+    `fit(X, y, sample_weight)` takes it."""
+    if sample_weight is None:
+        return None
+    weights = as_array(owner, "sample_weight", sample_weight)
+    if isinstance(weights, jax.core.Tracer):
+        raise TypeError(f"{owner}: sample_weight must be concrete (NumPy or a jax array), not traced")
+    weights = np.asarray(weights)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}: sample_weight must be real numbers, got dtype {weights.dtype}")
+    if weights.shape != (n,):
+        raise ValueError(
+            f"{owner}: sample_weight must have shape ({n},), one weight per sample, got {weights.shape}"
+        )
+    weights = weights.astype(np.float64)
+    if not np.all(np.isfinite(weights)):
+        raise ValueError(
+            f"{owner}: sample_weight holds {int(np.sum(~np.isfinite(weights)))} NaN or infinite value(s)"
+        )
+    if np.any(weights < 0):
+        raise ValueError(f"{owner}: sample_weight must be >= 0, got a minimum of {weights.min()}")
+    if not np.any(weights > 0):
+        raise ValueError(f"{owner}: sample_weight is 0 for every sample: nothing to train on")
+    return weights
 
 
 class HyperparameterMismatch(UserWarning):
@@ -311,7 +359,7 @@ def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optio
             raise ValueError(f"{owner}: {where} to train: {error}") from error
 
 
-def place(owner, mesh: Optional[Mesh], x, y, batch_size):
+def place(owner, mesh: Optional[Mesh], x, y, batch_size, sample_weight=None):
     """`(x, y, weights)` padded to the run's bucket (`fnnet._buckets`) and put on the mesh
     (a Mesh or None), sharded along its first axis; checks that every batch divides over
     the mesh and, with several processes, that every process passed the same x and y."""
@@ -326,7 +374,7 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size):
                 f"needs every batch divisible by {shards}, got batch_size {batch_size} "
                 f"(n={x.shape[0]}); pick a batch_size that is a multiple of {shards}"
             )
-    data = padded_samples(x, y, run_size(x.shape[0], batch_size, shards))
+    data = padded_samples(x, y, run_size(x.shape[0], batch_size, shards), sample_weight)
     if mesh is None:  # device_put, not jnp.asarray: that compiles a copy for every shape
         return tuple(a if isinstance(a, jax.core.Tracer) else jax.device_put(a) for a in data)
     return jax.device_put(data, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))

@@ -116,6 +116,7 @@ def fit(
     overwrite: bool = False,
     mesh=None,
     run_id: Optional[str] = None,
+    sample_weight=None,
 ) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
@@ -162,6 +163,11 @@ def fit(
         file there is refused, a checkpoint's epochs named: finished work is never lost).
       run_id: an optional name of the run, recorded in the checkpoint and
         compared on resume.
+      sample_weight: None, or `(n,)` weights >= 0 (finite, not all 0), one per
+        sample of x: each batch's loss is the weighted mean of its samples'
+        (as scikit-learn's `fit(X, y, sample_weight)`), the epoch's loss the
+        weighted mean over all of them; a sample of weight 0 takes no part
+        (nor in BatchNorm's statistics). Recorded in the checkpoint (a digest).
 
     Returns:
       FitResult(params, opt_state, losses, val_losses).
@@ -178,7 +184,20 @@ def fit(
         the run (e.g. `SGD(0.1, decay=0.5)` for 300 epochs).
     """
     setup = prepare_run(
-        "fit", model, loss, opt, params, opt_state, x, y, epochs, batch_size, key, mesh, validation
+        "fit",
+        model,
+        loss,
+        opt,
+        params,
+        opt_state,
+        x,
+        y,
+        epochs,
+        batch_size,
+        key,
+        mesh,
+        validation,
+        sample_weight,
     )
     epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
     steps_per_epoch = setup.steps_per_epoch
@@ -203,7 +222,18 @@ def fit(
         if not (resume or overwrite):
             _resume.refuse_to_overwrite(checkpoint)
         spec = _resume.run_record(
-            model, loss, opt, params, opt_state, setup.x, setup.y, validation, size, key, run_id
+            model,
+            loss,
+            opt,
+            params,
+            opt_state,
+            setup.x,
+            setup.y,
+            validation,
+            size,
+            key,
+            run_id,
+            setup.sample_weight,
         )
     losses, val_losses, done = [], [], 0
     if resume and spec is not None and os.path.exists(checkpoint):

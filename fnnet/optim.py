@@ -25,8 +25,11 @@ recompiles a jitted step and `jax.vmap` over them trains a sweep:
     states = jax.vmap(lambda p, lr: opt.init(p, lr=lr))(stacked_params, lrs)
 
 The learning rate at step t is `lr * decay**t` (for optimizers built with a
-decay), times `schedule(t)` when `lr` was given as a schedule. Leaves under a
-`fnnet.State` (running statistics) are never changed.
+decay), times `schedule(t)` when `lr` was given as a schedule. An optimizer built
+with a `clip_norm` hyperparameter (every built-in one takes `clip_norm=`) first
+scales the gradients by min(1, clip_norm / norm), norm the global L2 norm of every
+trainable gradient. Leaves under a `fnnet.State` (running statistics) are never
+changed.
 """
 
 import dataclasses
@@ -49,6 +52,7 @@ __all__ = [
     "optimizer",
     "SGD",
     "Adam",
+    "AdamW",
     "positive",
     "nonnegative",
     "fraction",
@@ -367,7 +371,9 @@ def optimizer(
       slots: names of the leaf-shaped buffers the rule keeps, zero at `init`.
       hints: hyperparameter name -> why `init` cannot set it, added to that error.
       **hyperparams: name -> `Hyperparameter` (default and check). One named
-        `decay` makes the learning rate of step t `lr * decay**t`.
+        `decay` makes the learning rate of step t `lr * decay**t`; one named
+        `clip_norm` (e.g. `positive(1.0)`) scales the gradients to a global L2
+        norm of at most its value before the rule sees them.
 
     Example (RMSProp in full):
       >>> def RMSProp(lr, rho=0.9, eps=1e-8):
@@ -495,6 +501,8 @@ class OptimizerStep:
         lr = learning_rate(hyper, schedule, t)
         leaves, treedef = jax.tree.flatten(params)
         grad_leaves = treedef.flatten_up_to(grads)
+        if "clip_norm" in hyper:
+            grad_leaves = _clipped(grad_leaves, jax.tree.leaves(trainable_mask(params)), hyper["clip_norm"])
         slot_leaves = {name: treedef.flatten_up_to(state.slots[name]) for name in slot_names}
         new_leaves, new_slots = [], {name: [] for name in slot_names}
         for i, (p, g, moves) in enumerate(zip(leaves, grad_leaves, jax.tree.leaves(trainable_mask(params)))):
@@ -534,6 +542,25 @@ class OptimizerStep:
         )
 
 
+def _clipped(grads, moves, clip_norm):
+    """The trainable `grads` scaled by min(1, clip_norm / norm), norm their global L2 norm
+    (in at least float32); the others as they are."""
+    squares = [jnp.sum(jnp.square(g.astype(at_least_float32(g.dtype)))) for g, m in zip(grads, moves) if m]
+    if not squares:
+        return grads
+    norm = jnp.sqrt(sum(squares))
+    scale = jnp.minimum(1, clip_norm / jnp.where(norm > 0, norm, 1))  # g = 0: nothing to scale
+    return [
+        (g * scale.astype(at_least_float32(g.dtype))).astype(g.dtype) if m else g
+        for g, m in zip(grads, moves)
+    ]
+
+
+def _clip(clip_norm) -> dict:
+    """The `clip_norm` hyperparameter of a built-in optimizer: none for None."""
+    return {} if clip_norm is None else {"clip_norm": positive(clip_norm)}
+
+
 def _plain_sgd(p, g, slots, h, lr, t):
     return p - lr * (g + h["weight_decay"] * p), slots  # p <- p - lr (g + wd p)
 
@@ -568,6 +595,8 @@ class SGD(Optimizer):
         no velocity buffer (a params-sized array less) and no momentum to set.
       nesterov: use Nesterov momentum (needs momentum > 0).
       weight_decay: L2 coefficient >= 0.
+      clip_norm: None, or > 0: the gradients are first scaled to a global L2 norm of
+        at most clip_norm (a hyperparameter, data in the state like lr).
 
     Example:
       >>> opt = SGD(lr=0.5, decay=0.9999)
@@ -583,6 +612,7 @@ class SGD(Optimizer):
     momentum: Optional[float] = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
+    clip_norm: Optional[float] = None
 
     def __post_init__(self):
         lr, momentum, nesterov = self.lr, self.momentum, self.nesterov
@@ -598,6 +628,7 @@ class SGD(Optimizer):
                 lr,
                 decay=decay_rule,
                 weight_decay=weight_decay_rule,
+                **_clip(self.clip_norm),
                 hints={
                     "momentum": "an SGD built with momentum=None keeps no velocity: "
                     "build it with a momentum (0 included) to set it here"
@@ -612,6 +643,7 @@ class SGD(Optimizer):
                 momentum=fraction(momentum),
                 decay=decay_rule,
                 weight_decay=weight_decay_rule,
+                **_clip(self.clip_norm),
             )
 
 
@@ -628,7 +660,8 @@ class Adam(Optimizer):
 
     mu <- b1 mu + (1 - b1) g; nu <- b2 nu + (1 - b2) g**2;
     p <- p - lr_t * mu_hat / (sqrt(nu_hat) + eps), with bias-corrected hats.
-    Every argument after `lr` is keyword-only.
+    Every argument after `lr` is keyword-only; `clip_norm` (None, or > 0) clips the
+    gradients' global L2 norm first.
 
     Example:
       >>> Adam(3e-3, b2=0.99)
@@ -641,6 +674,7 @@ class Adam(Optimizer):
     b2: float = 0.999
     eps: float = 1e-8
     decay: float = 1.0
+    clip_norm: Optional[float] = None
 
     def __post_init__(self):
         self._build(
@@ -652,4 +686,53 @@ class Adam(Optimizer):
             b1=fraction(self.b1),
             b2=fraction(self.b2),
             eps=positive(self.eps),
+            **_clip(self.clip_norm),
+        )
+
+
+def _adamw(p, g, slots, h, lr, t):
+    new_p, slots = _adam(p, g, slots, h, lr, t)
+    return new_p - lr * h["weight_decay"] * p, slots  # p <- p - lr_t (adam step + wd p)
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), lr_t = lr * decay**t.
+
+    The Adam step, then p <- p - lr_t * weight_decay * p, with p the param before the
+    step (as PyTorch's and optax's AdamW): the decay is not scaled by Adam's moments, as
+    an L2 term in the gradient would be. Every argument after `lr` is keyword-only.
+
+    Args:
+      lr: learning rate > 0, or a schedule `t -> lr`.
+      b1, b2: in [0, 1); eps: > 0; decay: per-step lr decay in (0, 1].
+      weight_decay: >= 0 (default 0.01, PyTorch's).
+      clip_norm: None, or > 0: clip the gradients' global L2 norm first.
+
+    Example:
+      >>> AdamW(1e-3, weight_decay=0.05)
+      AdamW(lr=0.001, weight_decay=0.05)
+    """
+
+    lr: ScalarOrSchedule
+    _: dataclasses.KW_ONLY
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    decay: float = 1.0
+    clip_norm: Optional[float] = None
+
+    def __post_init__(self):
+        self._build(
+            "AdamW",
+            _adamw,
+            self.lr,
+            ["mu", "nu"],
+            decay=decay_factor(self.decay),
+            b1=fraction(self.b1),
+            b2=fraction(self.b2),
+            eps=positive(self.eps),
+            weight_decay=nonnegative(self.weight_decay),
+            **_clip(self.clip_norm),
         )

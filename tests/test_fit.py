@@ -777,3 +777,110 @@ def test_bce_on_a_model_without_its_sigmoid_says_to_use_logits():
 
 def _linear_decay(t):
     return 0.1 * (1 - jnp.asarray(t, jnp.float32) / 100)
+
+
+# --- sample weights ----------------------------------------------------------------------------
+
+
+def test_integer_sample_weights_train_as_repeated_samples():
+    """Full batch: weights 0, 1, 2, 3 give the run on each sample repeated that many times
+    (up to rounding); the oracle is fit on the repeated data."""
+    x, y = (np.asarray(a) for a in data(60))
+    counts = np.random.default_rng(0).integers(0, 4, 60)
+    weighted = fnnet.fit(
+        MODEL, LOSS, fnnet.SGD(0.3), init(), x, y, EPOCHS, sample_weight=counts, progress=False
+    )
+    repeated = fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.SGD(0.3),
+        init(),
+        np.repeat(x, counts, 0),
+        np.repeat(y, counts, 0),
+        EPOCHS,
+        progress=False,
+    )
+    np.testing.assert_allclose(weighted.losses, repeated.losses, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(weighted.params), jax.tree.leaves(repeated.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_weights_of_one_change_nothing_and_another_weighting_compiles_nothing():
+    x, y = data(60)
+    plain = fnnet.fit(MODEL, LOSS, fnnet.Adam(0.01), init(), x, y, 4, batch_size=8, progress=False)
+    with count_compilations() as compiled:
+        ones = fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.Adam(0.01),
+            init(),
+            x,
+            y,
+            4,
+            batch_size=8,
+            sample_weight=np.ones(60),
+            progress=False,
+        )
+        other = fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.Adam(0.01),
+            init(),
+            x,
+            y,
+            4,
+            batch_size=8,
+            sample_weight=np.linspace(0.1, 2, 60),
+            progress=False,
+        )
+    assert compiled == [], compiled
+    assert_trees_equal((plain.params, plain.losses), (ones.params, ones.losses))
+    assert not np.array_equal(other.losses, plain.losses)
+
+
+@pytest.mark.parametrize(
+    "weights, error, says",
+    [
+        (
+            np.ones(59),
+            ValueError,
+            r"fit: sample_weight must have shape \(60,\), one weight per sample, got \(59,\)",
+        ),
+        (np.ones((60, 1)), ValueError, r"fit: sample_weight must have shape \(60,\)"),
+        (np.r_[-1.0, np.ones(59)], ValueError, r"fit: sample_weight must be >= 0, got a minimum of -1.0"),
+        (np.r_[np.nan, np.ones(59)], ValueError, r"fit: sample_weight holds 1 NaN or infinite value"),
+        (np.zeros(60), ValueError, r"fit: sample_weight is 0 for every sample: nothing to train on"),
+        (["a"] * 60, TypeError, r"fit: sample_weight must be an array of numbers"),
+        (np.ones(60, complex), TypeError, r"fit: sample_weight must be real numbers, got dtype complex128"),
+    ],
+)
+def test_bad_sample_weights_are_refused_by_name(weights, error, says):
+    x, y = data(60)
+    with pytest.raises(error, match=says):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 1, sample_weight=weights, progress=False)
+
+
+def test_a_resume_with_other_sample_weights_is_refused(tmp_path):
+    x, y = data(60)
+    path = tmp_path / "run.npz"
+    weights = np.linspace(0.5, 1.5, 60)
+    fnnet.fit(
+        MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 2, checkpoint=path, sample_weight=weights, progress=False
+    )
+    with pytest.raises(ValueError, match="sample_weight"):
+        fnnet.fit(MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 4, checkpoint=path, resume=True, progress=False)
+    resumed = fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.SGD(0.1),
+        init(),
+        x,
+        y,
+        4,
+        checkpoint=path,
+        resume=True,
+        sample_weight=weights,
+        progress=False,
+    )
+    whole = fnnet.fit(MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 4, sample_weight=weights, progress=False)
+    assert_trees_equal((resumed.params, resumed.losses), (whole.params, whole.losses))

@@ -793,3 +793,109 @@ def test_half_precision_hazards(opt, dtype, g, n_steps):
     assert_half_steps_match_float32(
         opt, params, jax.tree.map(lambda p: np.full(p.shape, g), params), dtype, n_steps
     )
+
+
+# --- AdamW and clip_norm -----------------------------------------------------------------------
+
+
+def numpy_adamw(params, grads_seq, lr, b1, b2, eps, weight_decay, clip_norm=None):
+    """Decoupled AdamW (PyTorch's and optax's formula), with optional global-norm clipping."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    mu = {k: np.zeros_like(v) for k, v in p.items()}
+    nu = {k: np.zeros_like(v) for k, v in p.items()}
+    for t, grads in enumerate(grads_seq, start=1):
+        g = {k: np.asarray(v, np.float64) for k, v in grads.items()}
+        if clip_norm is not None:
+            norm = np.sqrt(sum(np.sum(v**2) for v in g.values()))
+            g = {k: v * min(1.0, clip_norm / norm) for k, v in g.items()}
+        for k in p:
+            mu[k] = b1 * mu[k] + (1 - b1) * g[k]
+            nu[k] = b2 * nu[k] + (1 - b2) * g[k] ** 2
+            step = (mu[k] / (1 - b1**t)) / (np.sqrt(nu[k] / (1 - b2**t)) + eps)
+            p[k] = p[k] - lr * step - lr * weight_decay * p[k]
+    return p
+
+
+def _flat_params(seed):
+    rng = np.random.default_rng(seed)
+    return {"w": jnp.asarray(rng.normal(size=(3, 4))), "b": jnp.asarray(rng.normal(size=(4,)))}
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_adamw_matches_the_reference(seed, clip_norm):
+    params = _flat_params(seed)
+    grads = make_noise(seed + 10, params, n_steps=20)
+    opt = fnnet.AdamW(1e-2, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.1, clip_norm=clip_norm)
+    state, p = opt.init(params), params
+    for g in grads:
+        p, state = opt.step(p, g, state)
+    want = numpy_adamw(params, grads, 1e-2, 0.8, 0.99, 1e-6, 0.1, clip_norm)
+    for k in want:
+        np.testing.assert_allclose(p[k], want[k], rtol=1e-10, atol=1e-12)
+
+
+def test_adamw_without_weight_decay_is_adam_and_decays_params_alone():
+    params, grads = _flat_params(0), make_noise(1, _flat_params(0), n_steps=5)
+    adam, adamw = fnnet.Adam(1e-2), fnnet.AdamW(1e-2, weight_decay=0.0)
+    pa, sa, pw, sw = params, adam.init(params), params, adamw.init(params)
+    for g in grads:
+        pa, sa = adam.step(pa, g, sa)
+        pw, sw = adamw.step(pw, g, sw)
+    assert_trees_close(pa, pw, rtol=0, atol=0)
+    # with zero gradients Adam does not move; AdamW shrinks every param by (1 - lr wd) a step
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    opt = fnnet.AdamW(0.1, weight_decay=0.5)
+    moved, _ = opt.step(params, zeros, opt.init(params))
+    for k in params:
+        np.testing.assert_allclose(moved[k], params[k] * (1 - 0.1 * 0.5), rtol=1e-12)
+    assert repr(fnnet.AdamW(1e-3)) == "AdamW(lr=0.001)"
+    assert (
+        repr(fnnet.AdamW(1e-3, weight_decay=0.05, clip_norm=1.0))
+        == "AdamW(lr=0.001, weight_decay=0.05, clip_norm=1.0)"
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c: fnnet.SGD(0.1, clip_norm=c),
+        lambda c: fnnet.SGD(0.1, momentum=None, clip_norm=c),
+        lambda c: fnnet.Adam(0.1, clip_norm=c),
+        lambda c: fnnet.AdamW(0.1, clip_norm=c),
+    ],
+    ids=["sgd", "plain_sgd", "adam", "adamw"],
+)
+def test_clip_norm_scales_the_global_norm_and_is_data(make):
+    """Each optimizer with clip_norm steps as the unclipped one on the gradients scaled by
+    min(1, c / global norm); a norm below c changes nothing (bitwise); running statistics
+    under a State are not counted; another clip_norm compiles nothing."""
+    params = {**_flat_params(3), "running": fnnet.State(mean=jnp.full((4,), 1e6))}
+    rng = np.random.default_rng(4)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
+    norm = float(np.sqrt(sum(np.sum(np.asarray(grads[k]) ** 2) for k in ("w", "b"))))
+    clipped_opt, plain = make(norm / 4), make(None)
+    scaled = {**grads, "w": grads["w"] / 4, "b": grads["b"] / 4}
+    got, _ = clipped_opt.step(params, grads, clipped_opt.init(params))
+    want, _ = plain.step(params, scaled, plain.init(params))
+    assert_trees_close(got, want, rtol=1e-12, atol=1e-15)
+    loose = make(norm * 2)
+    got, _ = loose.step(params, grads, loose.init(params))
+    assert_trees_close(got, plain.step(params, grads, plain.init(params))[0], rtol=0, atol=0)
+    step = jax.jit(clipped_opt.step)
+    step(params, grads, clipped_opt.init(params))
+    with count_compilations() as compiled:
+        step(params, grads, clipped_opt.init(params, clip_norm=0.1))
+    assert compiled == []
+
+
+@pytest.mark.parametrize(
+    "bad, error", [(0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError), ("1", TypeError)]
+)
+def test_bad_clip_norm_and_adamw_settings_are_refused_by_name(bad, error):
+    with pytest.raises(error, match="clip_norm"):
+        fnnet.Adam(1e-3, clip_norm=bad)
+    with pytest.raises(ValueError, match=r"AdamW: weight_decay must be >= 0, got -0.1"):
+        fnnet.AdamW(1e-3, weight_decay=-0.1)
+    with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['clip_norm'\]"):
+        fnnet.Adam(1e-3).init(_flat_params(0), clip_norm=1.0)
