@@ -19,7 +19,7 @@ from fnnet._buckets import padded_samples, run_size
 from fnnet._checks import as_array, check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
-from fnnet.losses import Loss, check_targets
+from fnnet.losses import FunctionLoss, Loss, check_targets
 from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
 from fnnet.state import trainable_mask
 
@@ -29,7 +29,6 @@ from fnnet.state import trainable_mask
 # (its numbers traced), the loss and the step rule static values.
 traced_apply = jax.jit(lambda model, params, x: model.apply(params, x))
 _traced_loss = jax.jit(lambda loss, y, target: loss.value(y, target), static_argnums=0)
-_traced_init = jax.jit(lambda model, key, shape: model.init(key, shape)[1], static_argnums=2)
 _traced_step = jax.jit(lambda step, params, grads, state: step(params, grads, state), static_argnums=0)
 
 
@@ -85,6 +84,7 @@ def prepare_run(
     n_outputs = check_shapes(owner, model, loss, params, "x", "y", x, y)
     check_params(owner, model, params, x)
     check_targets_of(owner, loss, "y", y, n_outputs)
+    check_per_sample(owner, model, loss, params, x, y)
     size = check_batch_size(owner, batch_size, x.shape[0])
     sample_weight = check_sample_weight(owner, sample_weight, x.shape[0])
     if validation is not None:
@@ -271,6 +271,28 @@ def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
     return out.shape[-1]
 
 
+def check_per_sample(owner, model, loss, params, x, y, samples: int = 8) -> None:
+    """Raise ValueError unless a loss of your own is a mean of per-sample terms: on the
+    model's outputs for the first few samples, its value equals the mean of its values on
+    each sample alone (the built-in losses are, by construction; concrete data only)."""
+    if type(loss).__module__ == "fnnet.losses" and not isinstance(loss, FunctionLoss):
+        return
+    if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer) or x.shape[0] < 2:
+        return
+    k = min(samples, x.shape[0])
+    out = traced_apply(model, params, jax.device_put(np.asarray(x[:k])))
+    target = jax.device_put(np.asarray(y[:k]))
+    whole = float(loss.value(out, target))
+    each = float(np.mean([float(loss.value(out[i : i + 1], target[i : i + 1])) for i in range(k)]))
+    if not np.isclose(whole, each, rtol=1e-3, atol=1e-6 * max(1.0, abs(each))):
+        raise ValueError(
+            f"{owner}: the loss must be a mean over samples of per-sample terms (training weighs "
+            f"and pads samples through it): on the first {k} samples its value is {whole:.6g}, the "
+            f"mean of its values on each alone {each:.6g}; a loss of batch statistics or a sum is "
+            f"not one"
+        )
+
+
 def check_targets_of(owner, loss, name_y, y, n_outputs) -> None:
     try:
         check_targets(loss, y, n_outputs)
@@ -307,7 +329,8 @@ def check_param_dtypes(owner, params) -> None:
 def _params_spec(model, shape):
     """The params `model.init` gives for inputs of `shape`, as shapes and dtypes (traced,
     not drawn)."""
-    return _traced_init.eval_shape(model, jax.random.key(0), tuple(shape))
+    # not cached by the model's structure: that leaves out how a layer draws (`init`)
+    return jax.eval_shape(lambda key: model.init(key, shape)[1], jax.random.key(0))
 
 
 def check_params(owner, model, params, x) -> None:
@@ -329,17 +352,30 @@ def check_params(owner, model, params, x) -> None:
     _non_finite(owner, "params", params)
 
 
+def _shard_counts(n, batch_size, shards):
+    """`(which, size, counts)` for each kind of step: the batch's real samples and how many
+    of them each device holds, the run padded (`fnnet._buckets`: padding last, each
+    device a contiguous slice of the batch)."""
+    if batch_size is None:
+        kinds = [("the batch", n, run_size(n, None, shards))]
+    else:
+        kinds = [("each batch", batch_size, batch_size)] if n >= batch_size else []
+        if n % batch_size:
+            kinds.append(("the last batch of each epoch", n % batch_size, batch_size))
+    for which, real, slots in kinds:
+        per = slots // shards
+        yield which, real, [min(max(real - k * per, 0), per) for k in range(shards)]
+
+
 def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optional[Mesh]) -> None:
-    """Where a step gives a device one sample (a batch of 1, or a batch split into 1 per
-    device), trace (not run) the model in training mode on one sample: a layer that cannot
-    train on it (BatchNorm, on `(1, features)`) raises, named here with the batch and devices."""
+    """Where a step gives a device one sample (a batch of 1, or one of a batch split over
+    the devices), trace (not run) the model in training mode on one sample: a layer that
+    cannot train on it (BatchNorm, on `(1, features)`) raises, named here with the batch
+    and devices."""
     n = x.shape[0]
     devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
-    batches = [("the batch", n)] if batch_size is None else [("each batch", batch_size)]
-    if batch_size is not None and n % batch_size:
-        batches.append(("the last batch of each epoch", n % batch_size))
-    for which, size in batches:
-        if size != devices:
+    for which, size, counts in _shard_counts(n, batch_size, devices):
+        if 1 not in counts:
             continue
         one = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)
         try:
@@ -353,8 +389,9 @@ def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optio
             else:
                 where = (
                     f"{which} ({size} samples; n={n}, batch_size={batch_size}) split over {devices} "
-                    f"devices (mesh axis {mesh.axis_names[0]!r}) is 1 sample per device, and the model "
-                    f"needs at least 2 samples per device"
+                    f"devices (mesh axis {mesh.axis_names[0]!r}) gives a device 1 sample ({counts} "
+                    f"each, the batch padded to whole devices), and the model needs at least 2 "
+                    f"samples per device"
                 )
             raise ValueError(f"{owner}: {where} to train: {error}") from error
 

@@ -9,8 +9,10 @@ it: `Linear(2, 25)`, `Dropout(0.1)`, `LossBCE(eps=1e-06)`.
 
 **Numbers are data.** A setting that only scales the math (Dropout's rate, BatchNorm's
 momentum and eps, LeakyReLU's slope, ELU's alpha) is a `number_field`. Layers are JAX
-pytrees (`register_settings`): their number fields (and the layers they hold) are the
-leaves, every other setting the tree's structure. Training passes the model to `jax.jit`
+pytrees (`register_settings`): a built-in layer's number fields (and the layers it holds)
+are the leaves, every other setting the tree's structure. A layer class of your own is
+one leafless node, the layer itself (its settings static, as before, so its own code
+may branch on them and its `__post_init__` runs once). Training passes the model to `jax.jit`
 as an argument, not a static one, so a model that differs only in its numbers runs the
 same program (the numbers traced), as optimizer hyperparameters do; equality and `repr`
 still count every setting.
@@ -40,6 +42,9 @@ class _Structure:
 
     def key(self):
         return (self.cls, self.children, self.compared)
+
+    def __repr__(self) -> str:
+        return f"{self.cls.__name__}({', '.join(f'{n}={show(v)}' for n, v in self.compared)})"
 
     def __eq__(self, other):
         return isinstance(other, _Structure) and self.key() == other.key()
@@ -73,8 +78,8 @@ def _is_child(field, value, kind) -> bool:
 
 
 def _flatten(value, kind):
-    if not dataclasses.is_dataclass(value):
-        return (), _Whole(value)
+    if not (dataclasses.is_dataclass(value) and type(value).__module__.startswith("fnnet.")):
+        return (), _Whole(value)  # a layer class of your own: static, whole
     children, others, compared, names = [], [], [], []
     for field in dataclasses.fields(value):
         setting = getattr(value, field.name)
@@ -127,7 +132,10 @@ def show(value) -> str:
 
 def settings_repr(value) -> str:
     """`Name(a, b, c=1)`: the fields without a default positionally, the others by keyword
-    where they differ from their default (fields marked `repr=False` left out)."""
+    where they differ from their default (fields marked `repr=False` left out); a class
+    of your own that is not a dataclass by its name alone, `Name()`."""
+    if not dataclasses.is_dataclass(value):
+        return f"{type(value).__name__}()"
     args = []
     for field in dataclasses.fields(value):
         if not field.repr:

@@ -180,7 +180,7 @@ def _unflatten(archive: Archive, prefix: str, like, dtypes: dict) -> Any:
                 f"load: {path!r} entry {name!r} is {dtype}{list(shape)}, "
                 f"expected {expected_dtype}{list(expected_shape)}"
             )
-        restored.append(jnp.asarray(archive.data(name).view(dtype)))
+        restored.append(jax.device_put(archive.data(name).view(dtype)))  # jnp.asarray compiles per shape
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 

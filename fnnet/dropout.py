@@ -53,6 +53,10 @@ class Dropout(Parameterless):
         check_floating(self.name, x)
         if not check_train(self.name, train) or (not traced(self.rate) and self.rate == 0):
             return None
+        if key is None and traced(self.rate):
+            # A rate passed to jit as data (fit, train_step): 0 needs no key, as a Python 0
+            # does; a rate > 0 without a key was refused before tracing, and is NaN here.
+            return jnp.where(self.rate == 0, 1, jnp.nan).astype(x.dtype)
         if key is None:
             raise ValueError(
                 f"{self.name}: training mode draws a mask and needs a key; pass key=jax.random.key(...)"

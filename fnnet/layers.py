@@ -53,7 +53,8 @@ step; `value_and_grad` with the key it is given (fold in your own step).
 pads the samples to a bucket (`fnnet._buckets`) and gives each a weight, 0 for
 padding: the loss is their weighted mean, so padded samples move nothing. A layer
 that mixes samples (`BatchNorm`'s batch statistics) sets the class attribute
-`uses_mask = True`; its `apply`, `vjp` and `update_state` then take a keyword
+`uses_mask = True` (`Layer(..., uses_mask=True)` for one of functions); its `apply`,
+`vjp` and `update_state` then take a keyword
 `mask=None`: `(batch,)`, 1 for samples that count and 0 for padding (None: all
 count), and leave the padding out of every statistic, its dx zero. Other layers
 treat samples one by one and never see a mask (a layer of your own that mixes
@@ -87,8 +88,8 @@ __all__ = ["Layer", "FunctionLayer", "Linear"]
 class Layer:
     """The base of every layer; see the module docstring for the contract.
 
-    `Layer(init, apply, vjp, update_state=None)` makes a layer of your own four
-    functions (a `FunctionLayer`).
+    `Layer(init, apply, vjp, update_state=None, uses_mask=False)` makes a layer of your
+    own functions (a `FunctionLayer`); `uses_mask=True` for one that mixes samples.
     """
 
     update_state: Optional[Callable[..., Params]] = None
@@ -134,12 +135,16 @@ class FunctionLayer(Layer):
     apply: Callable = dataclasses.field()  # type: ignore[assignment]
     vjp: Callable = dataclasses.field()  # type: ignore[assignment]
     update_state: Optional[Callable] = None
+    uses_mask: bool = False  # type: ignore[misc]  # the class's ClassVar, here a setting
 
     def __post_init__(self):
         check_functions("Layer", self, ("init", "apply", "vjp"), ("update_state",))
+        if not isinstance(self.uses_mask, bool):
+            raise TypeError(f"Layer: uses_mask must be True or False, got {describe(self.uses_mask)}")
 
     def __repr__(self) -> str:
-        return functions_repr("Layer", self, ("init", "apply", "vjp"), ("update_state",))
+        text = functions_repr("Layer", self, ("init", "apply", "vjp"), ("update_state",))
+        return text[:-1] + ", uses_mask=True)" if self.uses_mask else text
 
 
 @contextlib.contextmanager
@@ -149,11 +154,17 @@ def contract_hint():
     try:
         yield
     except TypeError as error:
-        if type(error) is not TypeError or "unexpected keyword argument" not in str(error):
-            raise
+        message = str(error)
+        if (
+            type(error) is not TypeError
+            or "unexpected keyword argument" not in message
+            or "see fnnet.layers)" in message
+        ):
+            raise  # not a keyword error, or hinted already (by an inner Sequential)
         raise TypeError(
             f"{error} (a layer's apply and vjp take the keywords train and key, "
-            f"update_state the keyword key: see fnnet.layers)"
+            f"update_state the keyword key, and all three mask where the layer sets "
+            f"uses_mask: see fnnet.layers)"
         ) from error
 
 

@@ -55,8 +55,12 @@ def _check_probabilities(name, t):
 class Loss:
     """A loss: `value(y, target)` and `grad(y, target)`, pure functions.
 
-    `value` is a mean over the batch (every fnnet loss is): data-parallel
-    training averages the shards' values and grads, which is right for means.
+    `value` is a mean over the batch's samples of per-sample terms, each sample's
+    depending on its own prediction and target alone (every fnnet loss is): training
+    weighs samples through it (padding weighs 0, `fit(sample_weight=)` its weights:
+    `fnnet.grad.shared_loss`) and data-parallel training averages shards; `fit` and
+    `train` refuse a loss of your own whose value on a few samples is not the mean of
+    its values on each (a batch statistic, a sum).
     `check_targets(target, n_outputs)`, if not None, checks a whole target
     array on the host (a NumPy array; `n_outputs` is the model's last
     dimension) and raises ValueError on targets the loss cannot take; `fit`

@@ -11,7 +11,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._checks import check_keys, check_shape, describe, is_int
+from fnnet._checks import check_keys, check_shape, describe, is_int, is_real
 from fnnet._hosts import whole
 from fnnet._types import Array
 from fnnet.layers import Layer
@@ -281,6 +281,13 @@ def _stacked_models(run, models, members):
             same_structure(model)
         except TypeError as error:
             raise TypeError(f"sweep: models[{m}]: {error}") from None
+    for m, model in enumerate(models):
+        for number in jax.tree.leaves(model):
+            if not (is_real(number) or (np.ndim(number) == 0 and np.asarray(number).dtype.kind in "iuf")):
+                raise TypeError(
+                    f"sweep: models[{m}]: each number of a layer (a rate, a slope, a momentum, an "
+                    f"eps) must be one number, got {describe(number)}"
+                )
     dtype = jnp.result_type(float)
     return jax.tree.map(lambda *numbers: np.asarray(numbers, dtype), *models)
 

@@ -95,6 +95,9 @@ def _train_step_body(model, loss, step_rule, params, opt_state, x, y, key):
     return _step(twin, loss, step_rule, True, None)(params, opt_state, x.T, y, None, key)
 
 
+# the model in training mode without a key, its numbers concrete: traced once per model
+_keyless_apply = jax.jit(lambda model, params, x: model.apply(params, x, train=True), static_argnums=0)
+
 # one program per (model structure, loss, step rule) value and shapes: equal configurations
 # share it, and so do models that differ only in their numbers (traced: `fnnet._values`)
 _train_step_jit = jax.jit(_train_step_body, static_argnums=(1, 2), donate_argnums=(3, 4))
@@ -136,6 +139,8 @@ class TrainStep:
         if key is not None:
             key = check_key("train_step", key)
         check_step_args(self.optimizer, opt_state, x, y)
+        if key is None:  # a layer that draws (Dropout at a rate > 0) refuses, naming itself
+            _keyless_apply.eval_shape(self.model, params, x)
         return (self.model, self.loss, self.optimizer.step, params, opt_state, x, y, key)
 
     def __call__(self, params, opt_state, x, y, *, key=None):
@@ -155,7 +160,7 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
     into the key (so its draws are its own) and runs `core` with the weights themselves
     as shares (its loss a weighted sum); one all-reduce then sums every output and the
     weights at once (a flat vector), and the loss and grads are divided by the total
-    weight, the running statistics averaged over devices. Without a mesh: `core` on
+    weight, the running statistics averaged over devices weighted by their samples' weights. Without a mesh: `core` on
     the batch.
     """
     if mesh is None:
@@ -169,12 +174,16 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
         if key is not None:
             key = jax.random.fold_in(key, lax.axis_index(axis))
         value, grads, state = core(params, x, y, weights, key)
-        total = n_shards if weights is None else jnp.sum(weights)  # psum: the batch's
+        if weights is None:
+            flat, unflatten = ravel_pytree((value, grads, state))
+            return jax.tree.map(lambda a: a / n_shards, unflatten(lax.psum(flat, axis)))
+        # the running statistics weighted by the device's samples: a device of padding
+        # alone (weights all 0) counts for nothing
+        total = jnp.sum(weights)
+        state = jax.tree.map(lambda a: a * total.astype(a.dtype), state)
         flat, unflatten = ravel_pytree((value, grads, state, total))
         value, grads, state, total = unflatten(lax.psum(flat, axis))
-        return jax.tree.map(lambda a: a / total, (value, grads)) + (
-            jax.tree.map(lambda a: a / n_shards, state),
-        )
+        return jax.tree.map(lambda a: a / total.astype(a.dtype), (value, grads, state))
 
     x_spec = PartitionSpec(*[None] * x_batch_axis, axis)
     return jax.shard_map(

@@ -368,3 +368,115 @@ def test_stacked_numbers_keep_the_input_dtype(dtype):
         got = jax.vmap(apply, in_axes=(0, None))(stacked, x)
         assert got.dtype == want.dtype == dtype, (layer, got.dtype)
         np.testing.assert_array_equal(np.asarray(got[1], np.float32), np.asarray(want, np.float32))
+
+
+# --- what a user's own code may do -------------------------------------------------------------
+
+
+def _centring_layer(uses_mask):
+    """x - the batch's mean (over the samples that count, given a mask): a layer of your
+    own that mixes samples."""
+
+    def init(key, shape):
+        return tuple(shape), ()
+
+    def apply(params, x, *, train=False, key=None, mask=None):
+        if mask is None:
+            return x - jnp.mean(x, axis=0, keepdims=True)
+        weights = mask.astype(x.dtype)[:, None]
+        return x - jnp.sum(weights * x, axis=0, keepdims=True) / jnp.sum(weights)
+
+    def vjp(params, x, dy, *, train=False, key=None, mask=None):
+        if mask is None:  # dx = dy - mean(dy)
+            return (), dy - jnp.mean(dy, axis=0, keepdims=True)
+        weights = mask.astype(x.dtype)[:, None]
+        return (), weights * (dy - jnp.sum(weights * dy, axis=0, keepdims=True) / jnp.sum(weights))
+
+    return fnnet.Layer(init, apply, vjp, uses_mask=uses_mask)
+
+
+def test_a_layer_of_functions_that_declares_uses_mask_leaves_the_padding_out():
+    """n=17 (padded to 18): a full-batch fit with a centring layer of your own
+    equals train_step's steps on the samples alone when it declares uses_mask."""
+    layer = _centring_layer(True)
+    assert layer.uses_mask and "uses_mask=True" in repr(layer)
+    model = fnnet.Sequential(fnnet.Linear(2, 4), layer, fnnet.Tanh(), fnnet.Linear(4, 1))
+    x, y = X[:17], Y[:17]
+    params = model.init(jax.random.key(0), x.shape)[1]
+    opt = fnnet.SGD(lr=0.3)
+    got = fnnet.fit(model, LOSS, opt, params, x, y, 3, progress=False)
+    step, p, state = fnnet.train_step(model, LOSS, opt), jax.tree.map(jnp.copy, params), opt.init(params)
+    for _ in range(3):
+        p, state, _ = step(p, state, device(x), device(y))
+    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    undeclared = fnnet.Sequential(
+        fnnet.Linear(2, 4), _centring_layer(False), fnnet.Tanh(), fnnet.Linear(4, 1)
+    )
+    mixed = fnnet.fit(undeclared, LOSS, opt, params, x, y, 3, progress=False)  # the padding counted
+    assert not np.allclose(mixed.params[0]["w"], p[0]["w"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match=r"Layer: uses_mask must be True or False, got 'yes' \(str\)"):
+        fnnet.Layer(layer.init, layer.apply, layer.vjp, uses_mask="yes")
+
+
+def test_a_loss_that_is_not_a_mean_of_per_sample_terms_is_refused():
+    def centred(y, t):
+        return jnp.mean(((y - jnp.mean(y, 0, keepdims=True)) - (t - jnp.mean(t, 0, keepdims=True))) ** 2)
+
+    def summed(y, t):
+        return jnp.sum((y - t) ** 2)
+
+    for value in (centred, summed):
+        loss = fnnet.Loss(value, lambda y, t: 2 * (y - t))
+        with pytest.raises(
+            ValueError, match=r"fit: the loss must be a mean over samples of per-sample terms"
+        ):
+            fnnet.fit(_model(), loss, fnnet.SGD(lr=0.1), PARAMS, X[:20], Y[:20], 1, progress=False)
+
+
+class _Poly(fnnet.Layer):
+    """A layer class of your own, not a dataclass field of numbers: static as before."""
+
+    def __init__(self, degree):
+        self.degree, self._half = degree, degree / 2
+
+    def __eq__(self, other):
+        return type(other) is _Poly and other.degree == self.degree
+
+    def __hash__(self):
+        return hash(self.degree)
+
+    def init(self, key, shape):
+        return tuple(shape), ()
+
+    def apply(self, params, x, *, train=False, key=None):
+        return x * self._half if self.degree == 2 else x
+
+    def vjp(self, params, x, dy, *, train=False, key=None):
+        return (), dy * self._half if self.degree == 2 else dy
+
+
+def test_layers_of_your_own_keep_their_settings_and_dropout_at_zero_needs_no_key():
+    model = fnnet.Sequential(fnnet.Linear(2, 4), _Poly(2), fnnet.Dropout(0.0), fnnet.Linear(4, 1))
+    params = model.init(jax.random.key(0), (1, 2))[1]
+    opt = fnnet.SGD(lr=0.1)
+    result = fnnet.fit(model, LOSS, opt, params, X[:20], Y[:20], 2, progress=False)
+    assert np.all(np.isfinite(result.losses))
+    step = fnnet.train_step(model, LOSS, opt)
+    _, _, value = step(jax.tree.map(jnp.copy, params), opt.init(params), device(X[:20]), device(Y[:20]))
+    assert np.isfinite(value)
+    dropping = fnnet.Sequential(fnnet.Linear(2, 4), fnnet.Dropout(0.5), fnnet.Linear(4, 1))
+    params = dropping.init(jax.random.key(0), (1, 2))[1]
+    with pytest.raises(ValueError, match=r"Dropout\(rate=0.5\): training mode draws a mask and needs a key"):
+        fnnet.train_step(dropping, LOSS, opt)(params, opt.init(params), device(X[:20]), device(Y[:20]))
+
+
+def test_sweep_models_numbers_must_be_scalars():
+    x, y = X[:32], Y[:32]
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = fnnet.init_many(keys, _model(), x.shape)
+    opt = fnnet.SGD(lr=0.1)
+    run = fnnet.train(_model(), LOSS, opt, epochs=1)
+    pairs = jax.tree.map(lambda v: np.array([v, v]), _model())
+    with pytest.raises(TypeError, match=r"sweep: models\[1\]: each number of a layer .* must be one number"):
+        fnnet.sweep(run, params, jax.vmap(opt.init)(params), x, y, keys=keys, models=[_model(), pairs])

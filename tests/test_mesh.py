@@ -101,6 +101,7 @@ def test_mesh_must_be_a_mesh(bad):
 
 
 ONE_PER_DEVICE = textwrap.dedent("""
+    import re
     import jax, numpy as np, pytest
     from jax.sharding import Mesh
     import fnnet
@@ -110,18 +111,34 @@ ONE_PER_DEVICE = textwrap.dedent("""
     loss, opt = fnnet.LossBCE(), fnnet.SGD(lr=0.5)
     x, y = fnnet.data.disk(jax.random.key(1), 10)
     params = model.init(jax.random.key(0), x.shape)[1]
-    # full batch, every minibatch, only the last minibatch: one sample per device
-    for n, batch_size, which in ((2, None, "the batch"), (8, 2, "each batch"),
-                                 (10, 4, "the last batch of each epoch")):
-        says = (rf"^fit: {which} \\(2 samples; n={n}, batch_size={batch_size}\\) split over 2 devices "
-                r"\\(mesh axis 'data'\\) is 1 sample per device, and the model needs at least 2 samples "
-                r"per device to train: serial layer 1: BatchNorm")
+    # full batch, every minibatch, only the last minibatch (padded to whole devices, the
+    # padding last): a device holds one sample
+    for n, batch_size, which, size, counts in (
+            (2, None, "the batch", 2, "[1, 1]"), (8, 2, "each batch", 2, "[1, 1]"),
+            (3, None, "the batch", 3, "[2, 1]"),
+            (5, 4, "the last batch of each epoch", 1, "[1, 0]"),
+            (7, 4, "the last batch of each epoch", 3, "[2, 1]")):
+        says = (rf"^fit: {which} \\({size} samples; n={n}, batch_size={batch_size}\\) split over 2 "
+                rf"devices \\(mesh axis 'data'\\) gives a device 1 sample \\({re.escape(counts)} each, the batch "
+                r"padded to whole devices\\), and the model needs at least 2 samples per device to train: "
+                r"serial layer 1: BatchNorm")
         with pytest.raises(ValueError, match=says):
             fnnet.fit(model, loss, opt, params, x[:n], y[:n], epochs=2, batch_size=batch_size,
                       progress=False, mesh=mesh)
         with pytest.raises(ValueError, match=says.replace("^fit", "^train")):
             fnnet.train(model, loss, opt, 2, batch_size=batch_size, mesh=mesh)(params, opt.init(params),
                                                                               x[:n], y[:n])
+    # a device of padding alone counts for nothing in the running statistics: n=12, batch 8,
+    # the last batch's 4 samples all on one device; as on one device (momentum 0: the last
+    # batch's statistics)
+    still = fnnet.serial(fnnet.Linear(2, 4), fnnet.BatchNorm(momentum=0.0), fnnet.ReLU(), fnnet.Linear(4, 1),
+                         fnnet.Sigmoid())
+    still_params = still.init(jax.random.key(0), x.shape)[1]
+    for n in (12, 6):  # 6: each device's batch of 4 holds 2 and 2, the last one 2 and 0
+        runs = [fnnet.fit(still, loss, fnnet.SGD(lr=1e-30), still_params, x[:n], y[:n], epochs=1, batch_size=4
+                          if n == 6 else 8, progress=False, mesh=m).params[1]["running"] for m in (None, mesh)]
+        for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(runs[1])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # two samples per device train; so does one per device without BatchNorm
     assert np.isfinite(fnnet.fit(model, loss, opt, params, x[:8], y[:8], epochs=2, batch_size=4,
                                  progress=False, mesh=mesh).losses).all()
