@@ -24,7 +24,8 @@ if $python -c "import xdist" 2>/dev/null; then parallel=(-n 8); fi
 timeout "${TEST_SECONDS:-240}" $python -m pytest -q -p no:cacheprovider -p no:benchmark "${parallel[@]}" tests 2>&1 \
     | tee "$out/tests.txt"
 tests=${PIPESTATUS[0]}
-timeout "${BENCH_SECONDS:-300}" $python scripts/bench.py --no-torch --rounds 3 --markdown "$out/bench.md" 2>&1 \
+timeout "${BENCH_SECONDS:-300}" $python scripts/bench.py --no-torch --rounds 3 --only W1 W4 W5 BN sweeps scaling memory \
+    --markdown "$out/bench.md" 2>&1 \
     | tee "$out/bench.txt"
 bench=${PIPESTATUS[0]}
 echo "tests exit $tests, bench exit $bench"
