@@ -1,10 +1,14 @@
 """Buckets: the samples of a run padded to one of few sizes, so one compiled program
 serves every data size in a bucket (each fold of a cross-validation, say).
 
-n samples are padded to the next size of the form m * 2**k with 8 <= m < 16 (sizes up
-to 16 exactly): at most 1/8 of padding, 8 buckets per doubling. With minibatches the
-size is then rounded up to whole batches (every step has one shape), on a mesh to whole
-shards. Padded rows repeat the first sample (so they are finite wherever the data is)
+With minibatches, n samples are padded to the next size of the form m * 2**k with
+8 <= m < 16 (sizes up to 16 exactly): at most 1/8 of padding, 8 buckets per doubling,
+then rounded up to whole batches (every step has one shape). Only the shuffle and the
+skipped steps of padding alone see that size: a step costs the same in any bucket. A
+full batch computes on every padded row, so its buckets are finer, m * 2**k with
+32 <= m < 64 (at most 1/32 of padding, 1000 samples run as 1008), on a mesh rounded up
+to whole shards. The training sets of a cross-validation's folds (sizes one apart) fall
+in one bucket unless the smaller is a bucket's size itself. Padded rows repeat the first sample (so they are finite wherever the data is)
 and weigh 0: they take no part in a loss, a gradient, a batch statistic
 (`Layer.uses_mask`) or a shuffle (sorted last), and the samples' results do not depend
 on them.
@@ -17,10 +21,11 @@ import numpy as np
 from fnnet._precision import at_least_float32
 
 
-def bucket(n: int, multiple: int = 1) -> int:
-    """The padded size for n samples: `m * 2**k >= n` with 8 <= m < 16 (n itself up to
-    16), rounded up to a multiple of `multiple`."""
-    step = 1 << max(0, n.bit_length() - 4)
+def bucket(n: int, multiple: int = 1, per_doubling: int = 8) -> int:
+    """The padded size for n samples: `m * 2**k >= n` with `per_doubling` <= m <
+    2 * `per_doubling` (a power of two; n itself up to 2 * per_doubling), rounded up to a
+    multiple of `multiple`."""
+    step = 1 << max(0, n.bit_length() - per_doubling.bit_length())
     size = -(-n // step) * step
     return -(-size // multiple) * multiple
 
@@ -49,7 +54,6 @@ def padded_samples(x, y, size: int, sample_weight=None):
 def run_size(n: int, batch_size, shards: int = 1) -> int:
     """The padded size of a run's n samples: the bucket's, in whole batches of
     `batch_size` (None for full batch) and whole shards."""
-    size = bucket(n)
     if batch_size is not None:
-        return -(-size // batch_size) * batch_size
-    return -(-size // shards) * shards
+        return -(-bucket(n) // batch_size) * batch_size
+    return bucket(n, shards, per_doubling=32)

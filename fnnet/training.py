@@ -370,7 +370,7 @@ def train(
       the same structure whose numbers (a Dropout rate, a slope: data, see
       `fnnet._values`) differ, in the same program: `fnnet.sweep(...,
       models=...)` gives each member its own.
-      The samples are padded to a bucket (`fnnet._buckets`: at most 1/8 more),
+      The samples are padded to a bucket (`fnnet._buckets`: at most 1/8 more, 1/32 for a full batch),
       the padding weighing nothing, so one program serves every n in it.
 
     Example:

@@ -18,15 +18,21 @@ from fnnet.grad import shared_loss
 from fnnet.training import _runner
 
 
-def test_buckets_pad_by_at_most_an_eighth_and_grow_with_n():
-    sizes = [bucket(n) for n in range(1, 5000)]
-    assert sizes[:16] == list(range(1, 17))  # small n exactly
+@pytest.mark.parametrize("per_doubling, exact", [(8, 16), (32, 64)])
+def test_buckets_pad_by_at_most_a_fraction_and_grow_with_n(per_doubling, exact):
+    sizes = [bucket(n, per_doubling=per_doubling) for n in range(1, 5000)]
+    assert sizes[:exact] == list(range(1, exact + 1))  # small n exactly
     for n, size in enumerate(sizes, start=1):
-        assert n <= size <= n * 9 / 8, (n, size)
+        assert n <= size <= n * (1 + 1 / per_doubling), (n, size)
     assert all(a <= b for a, b in zip(sizes, sizes[1:]))
-    assert len(set(sizes[1000:2000])) <= 9  # 8 buckets a doubling
+    assert len(set(sizes[1024:2048])) == per_doubling  # buckets a doubling
+
+
+def test_run_sizes_minibatch_full_batch_and_mesh():
     assert run_size(455, 32) == run_size(456, 32) == 480  # a 5-fold split of 569 (455, 456)
-    assert run_size(1000, None) == 1024 and run_size(1000, None, shards=3) == 1026
+    assert run_size(455, None) == run_size(456, None) == 456  # full batch: finer buckets
+    assert run_size(1000, None) == 1008 and run_size(1000, None, shards=3) == 1008
+    assert run_size(1001, None, shards=5) == 1010
 
 
 # --- one program ------------------------------------------------------------------------------
@@ -396,12 +402,12 @@ def _centring_layer(uses_mask):
 
 
 def test_a_layer_of_functions_that_declares_uses_mask_leaves_the_padding_out():
-    """n=17 (padded to 18): a full-batch fit with a centring layer of your own
+    """n=65 (padded to 66): a full-batch fit with a centring layer of your own
     equals train_step's steps on the samples alone when it declares uses_mask."""
     layer = _centring_layer(True)
     assert layer.uses_mask and "uses_mask=True" in repr(layer)
     model = fnnet.Sequential(fnnet.Linear(2, 4), layer, fnnet.Tanh(), fnnet.Linear(4, 1))
-    x, y = X[:17], Y[:17]
+    x, y = X[:65], Y[:65]
     params = model.init(jax.random.key(0), x.shape)[1]
     opt = fnnet.SGD(lr=0.3)
     got = fnnet.fit(model, LOSS, opt, params, x, y, 3, progress=False)
