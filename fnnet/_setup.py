@@ -7,6 +7,7 @@ checks the stacked values (finiteness, targets, hyperparameters) before it vmaps
 `Optimizer.valid` judges traced hyperparameters on the device.
 """
 
+import dataclasses
 import warnings
 from typing import Any, NamedTuple, Optional
 
@@ -326,11 +327,38 @@ def check_param_dtypes(owner, params) -> None:
             )
 
 
+def _every_setting(value):
+    """`value` as a hashable key of every setting it holds, those left out of equality
+    (how a layer draws: `init`, `w_init`) included; a layer class of your own by identity."""
+    if isinstance(value, tuple):
+        return tuple(_every_setting(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return (type(value),) + tuple((f.name, _every_setting(getattr(value, f.name))) for f in fields)
+    if isinstance(value, Layer):
+        return (type(value), id(value))
+    return value
+
+
+_PARAMS_SPECS: dict = {}  # (every setting, shape) -> (model, spec): a search checks one model again
+
+
 def _params_spec(model, shape):
     """The params `model.init` gives for inputs of `shape`, as shapes and dtypes (traced,
-    not drawn)."""
-    # not cached by the model's structure: that leaves out how a layer draws (`init`)
-    return jax.eval_shape(lambda key: model.init(key, shape)[1], jax.random.key(0))
+    not drawn), kept for the model's every setting (its structure alone leaves out `init`)."""
+    try:
+        key = (_every_setting(model), tuple(shape))
+        hash(key)
+    except TypeError:  # a setting that cannot be hashed: traced each time
+        key = None
+    if key in _PARAMS_SPECS:
+        return _PARAMS_SPECS[key][1]
+    spec = jax.eval_shape(lambda k: model.init(k, shape)[1], jax.random.key(0))
+    if key is not None:
+        if len(_PARAMS_SPECS) >= 256:
+            _PARAMS_SPECS.clear()
+        _PARAMS_SPECS[key] = (model, spec)  # the model kept: an id in the key stays its own
+    return spec
 
 
 def check_params(owner, model, params, x) -> None:

@@ -486,3 +486,29 @@ def test_sweep_models_numbers_must_be_scalars():
     pairs = jax.tree.map(lambda v: np.array([v, v]), _model())
     with pytest.raises(TypeError, match=r"sweep: models\[1\]: each number of a layer .* must be one number"):
         fnnet.sweep(run, params, jax.vmap(opt.init)(params), x, y, keys=keys, models=[_model(), pairs])
+
+
+def test_checks_of_params_follow_a_layers_own_init():
+    """Two layers of the same apply and vjp whose inits draw other widths: each fit checks
+    params against its own model's init (a check kept by structure alone would not)."""
+
+    def apply(params, x, *, train=False, key=None):
+        return x @ params["w"] + params["b"][None, :]
+
+    def vjp(params, x, dy, *, train=False, key=None):
+        return {"w": x.T @ dy, "b": jnp.sum(dy, axis=0)}, dy @ params["w"].T
+
+    def dense(width):
+        def init(key, shape):
+            return tuple(shape[:-1]) + (width,), {"w": jnp.zeros((shape[-1], width)), "b": jnp.zeros(width)}
+
+        return fnnet.Layer(init, apply, vjp)
+
+    for width in (4, 8):  # the two models are equal: init is not compared
+        model = fnnet.Sequential(dense(width), fnnet.Tanh())
+        params = model.init(jax.random.key(0), (1, 2))[1]
+        targets = np.zeros((20, width), np.float32)
+        result = fnnet.fit(
+            model, fnnet.LossMSE(), fnnet.SGD(lr=0.1), params, X[:20], targets, 1, progress=False
+        )
+        assert np.isfinite(result.losses).all()
