@@ -17,6 +17,7 @@ from fnnet import fitting as _fitting
 from fnnet import grad as _grad
 from fnnet import layers as _layers
 from fnnet import losses as _losses
+from fnnet import metrics as _metrics
 from fnnet import norm as _norm
 from fnnet import optim as _optim
 from fnnet import pool as _pool
@@ -33,6 +34,7 @@ from fnnet.fitting import *  # noqa: F401,F403
 from fnnet.grad import *  # noqa: F401,F403
 from fnnet.layers import *  # noqa: F401,F403
 from fnnet.losses import *  # noqa: F401,F403
+from fnnet.metrics import *  # noqa: F401,F403
 from fnnet.norm import *  # noqa: F401,F403
 from fnnet.optim import *  # noqa: F401,F403
 from fnnet.pool import *  # noqa: F401,F403
@@ -54,6 +56,7 @@ __all__ = [
         _pool,
         _combinators,
         _losses,
+        _metrics,
         _grad,
         _optim,
         _training,
@@ -64,5 +67,17 @@ __all__ = [
     )
     for name in module.__all__
 ] + ["State", "trainable_mask", "update_state", "schedules", "data"]
-del _activations, _checkpoint, _combinators, _conv, _dropout, _fitting, _grad, _layers, _losses, _norm
+del (
+    _activations,
+    _checkpoint,
+    _combinators,
+    _conv,
+    _dropout,
+    _fitting,
+    _grad,
+    _layers,
+    _losses,
+    _metrics,
+    _norm,
+)
 del _optim, _pool, _state, _sweeps, _testing, _training

@@ -1,0 +1,268 @@
+"""Metrics, and `evaluate`: a model's accuracy, mean squared error, mean absolute error or R²
+on any data, in inference mode, in batches when asked.
+
+A metric is a value (a frozen dataclass of its settings) with two functions: `sums(y,
+target, weights)`, the weighted sums it needs from one batch (they add over batches, so a
+large set is measured a batch at a time, and padding weighs 0), and `value(sums)`, the
+metric from the sums of all batches. `evaluate` pads the data to a bucket
+(`fnnet._buckets`): another data set of a size in the same bucket runs the same program.
+"""
+
+import dataclasses
+from typing import ClassVar, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fnnet._buckets import padded_samples, run_size
+from fnnet._checks import as_array, describe, is_int, is_real
+from fnnet._precision import wide
+from fnnet._setup import check_data, check_param_dtypes, check_params
+from fnnet._values import settings_repr
+from fnnet.layers import Layer
+
+__all__ = ["Metric", "Accuracy", "MeanSquaredError", "MeanAbsoluteError", "R2", "evaluate"]
+
+
+class Metric:
+    """The base of every metric: `sums(y, target, weights) -> dict of arrays` (weighted
+    sums over one batch's samples, `weights` `(batch,)`) and `value(sums) -> float` (the
+    metric from the sums added over all batches). `name` names it in results."""
+
+    name: ClassVar[str] = "metric"
+
+    def sums(self, y, target, weights) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must define sums(y, target, weights)")
+
+    def value(self, sums) -> float:
+        raise NotImplementedError(f"{type(self).__name__} must define value(sums)")
+
+    def __repr__(self) -> str:
+        return settings_repr(self)
+
+
+def _weighted(per_sample, weights):
+    """sum(weights * per_sample) and sum(weights), in at least float32."""
+    weights = wide(jnp.asarray(weights, jnp.result_type(float)))
+    return jnp.sum(weights * wide(per_sample)), jnp.sum(weights)
+
+
+def _per_sample_mean(a):
+    """Each sample's mean over its other axes: `(batch,)`."""
+    return jnp.mean(a.reshape(a.shape[0], -1), axis=1)
+
+
+def _check_like(name, y, target):
+    if jnp.shape(y) != jnp.shape(target):
+        raise ValueError(
+            f"{name}: predictions and targets must have the same shape, got {jnp.shape(y)} and "
+            f"{jnp.shape(target)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Accuracy(Metric):
+    """The fraction of samples classified right (weighted by sample).
+
+    Several outputs `(batch, classes)`: the class is the argmax, of logits or
+    probabilities alike, against integer labels `(batch,)` or one-hot (or probability)
+    rows `(batch, classes)`. One output `(batch, 1)`: the class is `y > threshold`, against
+    `target > threshold`: 0.5 for probabilities and 0/1 targets (a Sigmoid's output), 0.0
+    for logits (with 0/1 targets) or a Tanh's output with -1/+1 targets.
+
+    Example:
+      >>> evaluate(model, params, x, y, ["accuracy"])  # a Sigmoid's probabilities: 0.5
+      {'accuracy': ...}
+      >>> Accuracy(threshold=0.0)  # for logits, or -1/+1 targets
+      Accuracy(threshold=0.0)
+    """
+
+    threshold: float = 0.5
+    name: ClassVar[str] = "accuracy"
+
+    def __post_init__(self):
+        if not is_real(self.threshold) or not np.isfinite(self.threshold):
+            raise TypeError(f"Accuracy: threshold must be a finite float, got {describe(self.threshold)}")
+
+    def sums(self, y, target, weights):
+        y, target = jnp.asarray(y), jnp.asarray(target)
+        if jnp.ndim(y) != 2:
+            raise ValueError(f"accuracy: predictions must be (batch, outputs), got shape {jnp.shape(y)}")
+        if y.shape[1] == 1:
+            _check_like("accuracy", y, target)
+            correct = (y[:, 0] > self.threshold) == (target[:, 0] > self.threshold)
+        elif jnp.issubdtype(target.dtype, jnp.integer) and jnp.shape(target) == y.shape[:1]:
+            correct = jnp.argmax(y, axis=1) == target
+        else:
+            if jnp.shape(target) != jnp.shape(y):
+                raise ValueError(
+                    f"accuracy: targets for {y.shape[1]} outputs must be integer labels of shape "
+                    f"{y.shape[:1]} or rows of shape {y.shape}, got {target.dtype} of shape "
+                    f"{jnp.shape(target)}"
+                )
+            correct = jnp.argmax(y, axis=1) == jnp.argmax(target, axis=1)
+        total, count = _weighted(correct, weights)
+        return {"correct": total, "count": count}
+
+    def value(self, sums):
+        return float(sums["correct"] / sums["count"])
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class MeanSquaredError(Metric):
+    """The mean over samples (weighted) of each sample's mean squared error."""
+
+    name: ClassVar[str] = "mse"
+
+    def sums(self, y, target, weights):
+        _check_like("mse", y, target)
+        total, count = _weighted(_per_sample_mean(jnp.square(wide(y) - wide(target))), weights)
+        return {"error": total, "count": count}
+
+    def value(self, sums):
+        return float(sums["error"] / sums["count"])
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class MeanAbsoluteError(Metric):
+    """The mean over samples (weighted) of each sample's mean absolute error."""
+
+    name: ClassVar[str] = "mae"
+
+    def sums(self, y, target, weights):
+        _check_like("mae", y, target)
+        total, count = _weighted(_per_sample_mean(jnp.abs(wide(y) - wide(target))), weights)
+        return {"error": total, "count": count}
+
+    def value(self, sums):
+        return float(sums["error"] / sums["count"])
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class R2(Metric):
+    """The coefficient of determination, 1 - SS_res / SS_tot, per output and averaged over
+    outputs (scikit-learn's `r2_score`, uniform average; an output whose targets are all
+    equal counts 1.0 where it is predicted exactly, else 0.0), weighted by sample. SS_tot
+    comes from sums of the targets and their squares, in the data's precision (at least
+    float32): targets offset far beyond their spread lose digits (center them, or x64)."""
+
+    name: ClassVar[str] = "r2"
+
+    def sums(self, y, target, weights):
+        _check_like("r2", y, target)
+        y = wide(jnp.asarray(y)).reshape(jnp.shape(y)[0], -1)
+        t = wide(jnp.asarray(target)).reshape(jnp.shape(target)[0], -1)
+        w = wide(jnp.asarray(weights, jnp.result_type(float)))[:, None].astype(t.dtype)
+        return {
+            "count": jnp.sum(w),
+            "t": jnp.sum(w * t, axis=0),
+            "t2": jnp.sum(w * t * t, axis=0),
+            "residual": jnp.sum(w * jnp.square(y - t), axis=0),
+        }
+
+    def value(self, sums):
+        count, t, t2, residual = (np.asarray(sums[k], np.float64) for k in ("count", "t", "t2", "residual"))
+        total = np.maximum(t2 - t * t / count, 0)  # sum of w (target - weighted mean)^2 per output
+        exact = np.where(residual == 0, 1.0, 0.0)
+        scores = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), exact)
+        return float(np.mean(scores))
+
+
+_NAMES = {"accuracy": Accuracy, "mse": MeanSquaredError, "mae": MeanAbsoluteError, "r2": R2}
+
+
+def as_metrics(owner, metrics) -> tuple:
+    """`metrics` (names or Metric values) as a tuple of Metrics, each named once."""
+    if isinstance(metrics, (str, Metric)):
+        metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)) or not metrics:
+        raise TypeError(
+            f"{owner}: metrics must be a non-empty list of names ({', '.join(_NAMES)}) or Metric "
+            f"values, got {describe(metrics)}"
+        )
+    out = []
+    for m in metrics:
+        if isinstance(m, str):
+            if m not in _NAMES:
+                raise ValueError(
+                    f"{owner}: unknown metric {m!r}; expected one of {sorted(_NAMES)} or a Metric"
+                )
+            m = _NAMES[m]()
+        if not isinstance(m, Metric):
+            raise TypeError(f"{owner}: a metric must be a name or a Metric, got {describe(m)}")
+        out.append(m)
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{owner}: metrics must have distinct names, got {names}")
+    return tuple(out)
+
+
+def _sums(model, metrics, params, x, y, weights):
+    out = model.apply(params, x)
+    return tuple(m.sums(out, y, weights) for m in metrics)
+
+
+def _evaluate(model, metrics, batch_size, params, x, y, weights):
+    if batch_size is None:
+        return _sums(model, metrics, params, x, y, weights)
+
+    def batches(a):
+        return a.reshape((-1, batch_size) + a.shape[1:])
+
+    def add(total, batch):
+        sums = _sums(model, metrics, params, *batch)
+        return jax.tree.map(jnp.add, total, sums), None
+
+    first = jax.tree.map(lambda a: a[:batch_size], (x, y, weights))
+    zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda b: _sums(model, metrics, params, *b), first))
+    return lax.scan(add, zero, jax.tree.map(batches, (x, y, weights)))[0]
+
+
+# one program per model structure, metrics, batch size and bucket (the model an argument)
+_evaluate_jit = jax.jit(_evaluate, static_argnums=(1, 2))
+
+
+def evaluate(
+    model: Layer, params, x, y, metrics: Sequence = ("accuracy",), *, batch_size: Optional[int] = None
+) -> dict:
+    """The model's metrics on `(x, y)`, in inference mode.
+
+    Args:
+      model, params: the model and its params.
+      x: `(n, ...)` floating point; y: targets `(n, ...)` (integer labels for accuracy
+        over several outputs, or rows like the model's output).
+      metrics: names (`"accuracy"`, `"mse"`, `"mae"`, `"r2"`) or `Metric` values.
+      batch_size: None to run all of x at once, else batches of it: the activations of
+        one batch at a time (a large test set), the same metrics up to rounding.
+
+    Returns:
+      `{name: float}`, one per metric. The data is padded to its bucket with samples
+      weighing nothing: another data set of a size in the same bucket compiles nothing.
+
+    Example:
+      >>> evaluate(model, params, x, y, ["accuracy", "mse"], batch_size=16)
+      {'accuracy': ..., 'mse': ...}
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"evaluate: model must be a Layer (e.g. fnnet.serial(...)), got {describe(model)}")
+    metrics = as_metrics("evaluate", metrics)
+    x, y = as_array("evaluate", "x", x), as_array("evaluate", "y", y)
+    check_data("evaluate", "x", "y", x, y)
+    check_param_dtypes("evaluate", params)
+    check_params("evaluate", model, params, x)
+    n = x.shape[0]
+    if batch_size is not None:
+        if not is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"evaluate: batch_size must be None or an int >= 1, got {batch_size!r}")
+        batch_size = min(int(batch_size), n)
+    try:
+        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+        for m in metrics:
+            jax.eval_shape(m.sums, out, jax.ShapeDtypeStruct((1,) + tuple(y.shape[1:]), y.dtype), jnp.ones(1))
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"evaluate: {error}") from error
+    data = tuple(jax.device_put(a) for a in padded_samples(x, y, run_size(n, batch_size)))
+    sums = _evaluate_jit(model, metrics, batch_size, params, *data)
+    return {m.name: m.value(jax.device_get(s)) for m, s in zip(metrics, sums)}

@@ -1,0 +1,116 @@
+"""fnnet.metrics and fnnet.evaluate against NumPy references written here."""
+
+import jax
+import numpy as np
+import pytest
+from helpers import count_compilations, device
+
+import fnnet
+from fnnet.metrics import Accuracy, R2
+
+# A model whose output is x @ w (params given), so references can be written by hand.
+LINEAR = fnnet.Sequential(fnnet.Linear(4, 3))
+
+
+def _params(seed, n_out=3):
+    rng = np.random.default_rng(seed)
+    return ({"w": device(rng.normal(size=(4, n_out))), "b": device(rng.normal(size=n_out))},)
+
+
+def _x(seed, n=50):
+    return np.random.default_rng(seed + 100).normal(size=(n, 4))
+
+
+def _out(params, x):
+    return x @ np.asarray(params[0]["w"]) + np.asarray(params[0]["b"])
+
+
+def numpy_r2(pred, target):
+    """scikit-learn's r2_score, uniform average over outputs."""
+    res = np.sum((target - pred) ** 2, axis=0)
+    tot = np.sum((target - target.mean(axis=0)) ** 2, axis=0)
+    return float(
+        np.mean(np.where(tot > 0, 1 - res / np.where(tot > 0, tot, 1), np.where(res == 0, 1.0, 0.0)))
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_metrics_match_numpy(seed, batch_size):
+    params, x = _params(seed), _x(seed)
+    out = _out(params, x)
+    rng = np.random.default_rng(seed + 200)
+    labels = rng.integers(0, 3, len(x))
+    one_hot = np.eye(3)[labels]
+    targets = out + rng.normal(size=out.shape)
+    got = fnnet.evaluate(LINEAR, params, x, labels, ["accuracy"], batch_size=batch_size)
+    assert got == {"accuracy": pytest.approx(np.mean(out.argmax(1) == labels), abs=1e-12)}
+    got = fnnet.evaluate(LINEAR, params, x, one_hot, "accuracy", batch_size=batch_size)
+    assert got["accuracy"] == pytest.approx(np.mean(out.argmax(1) == labels), abs=1e-12)
+    got = fnnet.evaluate(LINEAR, params, x, targets, ["mse", "mae", "r2"], batch_size=batch_size)
+    assert got["mse"] == pytest.approx(np.mean((out - targets) ** 2), rel=1e-10)
+    assert got["mae"] == pytest.approx(np.mean(np.abs(out - targets)), rel=1e-10)
+    assert got["r2"] == pytest.approx(numpy_r2(out, targets), rel=1e-9)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.0])
+def test_accuracy_of_one_output_by_threshold(threshold):
+    model = fnnet.Sequential(fnnet.Linear(4, 1))
+    params, x = _params(0, n_out=1), _x(0)
+    out = _out(params, x)[:, 0]
+    targets = (np.random.default_rng(3).uniform(size=len(x)) > 0.5).astype(np.float64)[:, None]
+    want = np.mean((out > threshold) == (targets[:, 0] > threshold))
+    got = fnnet.evaluate(model, params, x, targets, [Accuracy(threshold=threshold)])
+    assert got["accuracy"] == pytest.approx(want, abs=1e-12)
+
+
+def test_r2_of_a_constant_output_and_weights():
+    pred = np.array([[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]])
+    exact = R2()
+    sums = jax.device_get(exact.sums(device(pred), device(pred), device(np.ones(3))))
+    assert exact.value(sums) == 1.0  # the constant column predicted exactly counts 1
+    off = pred + np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    sums = jax.device_get(exact.sums(device(off), device(pred), device(np.ones(3))))
+    assert exact.value(sums) == pytest.approx(np.mean([0.0, 1 - 1 / 2]))
+    # weights: a sample of weight 2 counts as two
+    sums = jax.device_get(exact.sums(device(off), device(pred), device(np.array([2.0, 1.0, 1.0]))))
+    twice = np.concatenate([off[:1], off]), np.concatenate([pred[:1], pred])
+    assert exact.value(sums) == pytest.approx(numpy_r2(*twice), rel=1e-12)
+
+
+def test_another_size_in_the_bucket_compiles_nothing():
+    params = _params(1)
+    x = _x(1, n=60)
+    labels = np.random.default_rng(1).integers(0, 3, 60)
+    fnnet.evaluate(LINEAR, params, x[:57], labels[:57], ["accuracy"], batch_size=8)
+    with count_compilations() as compiled:
+        got = fnnet.evaluate(LINEAR, params, x[:59], labels[:59], ["accuracy"], batch_size=8)
+    assert compiled == [], compiled
+    assert got["accuracy"] == pytest.approx(np.mean(_out(params, x[:59]).argmax(1) == labels[:59]), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "metrics, kwargs, error, says",
+    [
+        (["precision"], {}, ValueError, r"evaluate: unknown metric 'precision'; expected one of"),
+        ([], {}, TypeError, r"evaluate: metrics must be a non-empty list"),
+        (["mse", "mse"], {}, ValueError, r"evaluate: metrics must have distinct names"),
+        ([3], {}, TypeError, r"evaluate: a metric must be a name or a Metric, got 3"),
+        (["accuracy"], {"batch_size": 0}, ValueError, r"evaluate: batch_size must be None or an int >= 1"),
+    ],
+)
+def test_bad_metrics_and_batch_sizes_are_refused_by_name(metrics, kwargs, error, says):
+    with pytest.raises(error, match=says):
+        fnnet.evaluate(LINEAR, _params(0), _x(0), np.zeros(50, np.int32), metrics, **kwargs)
+
+
+def test_targets_that_do_not_fit_a_metric_are_refused_before_any_work():
+    params, x = _params(0), _x(0)
+    with pytest.raises(ValueError, match=r"evaluate: accuracy: targets for 3 outputs must be integer labels"):
+        fnnet.evaluate(LINEAR, params, x, np.zeros((50, 2)), ["accuracy"])
+    with pytest.raises(ValueError, match=r"evaluate: mse: predictions and targets must have the same shape"):
+        fnnet.evaluate(LINEAR, params, x, np.zeros((50, 1)), ["mse"])
+    with pytest.raises(TypeError, match=r"evaluate: model must be a Layer"):
+        fnnet.evaluate("model", params, x, np.zeros(50), ["mse"])
+    with pytest.raises(TypeError, match=r"Accuracy: threshold must be a finite float"):
+        Accuracy(threshold="0.5")
