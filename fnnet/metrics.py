@@ -110,34 +110,39 @@ class Accuracy(Metric):
         return float(sums["correct"] / sums["count"])
 
 
+class _MeanError(Metric):
+    """The mean over samples (weighted) of each sample's mean of `error(y - target)`."""
+
+    def error(self, difference):
+        raise NotImplementedError
+
+    def sums(self, y, target, weights):
+        _check_like(self.name, y, target)
+        total, count = _weighted(_per_sample_mean(self.error(wide(y) - wide(target))), weights)
+        return {"error": total, "count": count}
+
+    def value(self, sums):
+        return float(sums["error"] / sums["count"])
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
-class MeanSquaredError(Metric):
+class MeanSquaredError(_MeanError):
     """The mean over samples (weighted) of each sample's mean squared error."""
 
     name: ClassVar[str] = "mse"
 
-    def sums(self, y, target, weights):
-        _check_like("mse", y, target)
-        total, count = _weighted(_per_sample_mean(jnp.square(wide(y) - wide(target))), weights)
-        return {"error": total, "count": count}
-
-    def value(self, sums):
-        return float(sums["error"] / sums["count"])
+    def error(self, difference):
+        return jnp.square(difference)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class MeanAbsoluteError(Metric):
+class MeanAbsoluteError(_MeanError):
     """The mean over samples (weighted) of each sample's mean absolute error."""
 
     name: ClassVar[str] = "mae"
 
-    def sums(self, y, target, weights):
-        _check_like("mae", y, target)
-        total, count = _weighted(_per_sample_mean(jnp.abs(wide(y) - wide(target))), weights)
-        return {"error": total, "count": count}
-
-    def value(self, sums):
-        return float(sums["error"] / sums["count"])
+    def error(self, difference):
+        return jnp.abs(difference)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
