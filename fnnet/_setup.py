@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._buckets import padded_samples, run_size
+from fnnet._precision import at_least_float32
 from fnnet._checks import as_array, check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
@@ -95,7 +96,9 @@ def prepare_run(
         check_data(owner, "x_val", "y_val", *validation)
         check_shapes(owner, model, loss, params, "x_val", "y_val", *validation)
         check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
-    counted = x.shape[0] if sample_weight is None else int(np.count_nonzero(sample_weight))
+    counted = x.shape[0]
+    if sample_weight is not None:  # the samples the device counts: weights > 0 in its dtype
+        counted = int(np.count_nonzero(sample_weight.astype(at_least_float32(x.dtype))))
     steps_per_epoch = 1 if size is None else -(-counted // size)
     opt_state = opt.init(params) if opt_state is None else opt_state
     if not isinstance(opt_state, OptState):
@@ -153,7 +156,9 @@ def check_sample_weight(owner, sample_weight, n):
         raise ValueError(f"{owner}: sample_weight must be >= 0, got a minimum of {weights.min()}")
     if not np.any(weights > 0):
         raise ValueError(f"{owner}: sample_weight is 0 for every sample: nothing to train on")
-    return weights
+    # a weighted mean is the same for weights scaled alike: scaled to a largest of 1, they
+    # neither overflow nor underflow float32 (a weight below 2**-126 of the largest is 0)
+    return weights / weights.max()
 
 
 class HyperparameterMismatch(UserWarning):

@@ -167,7 +167,9 @@ def fit(
         sample of x: each batch's loss is the weighted mean of its samples'
         (as scikit-learn's `fit(X, y, sample_weight)`), the epoch's loss the
         weighted mean over all of them; a sample of weight 0 takes no part
-        (nor in BatchNorm's statistics). Recorded in the checkpoint (a digest).
+        (BatchNorm's statistics count each sample of weight > 0 once, whatever
+        its weight). Scaled to a largest weight of 1 (the same weighted means);
+        recorded in the checkpoint (a digest).
 
     Returns:
       FitResult(params, opt_state, losses, val_losses).

@@ -32,6 +32,11 @@ class Metric:
     metric from the sums added over all batches). `name` names it in results."""
 
     name: ClassVar[str] = "metric"
+    # R2's sums are taken of y and targets less the targets' mean (`evaluate` subtracts it)
+    centered: ClassVar[bool] = False
+
+    def check_targets(self, target, n_outputs: int) -> None:
+        """Raise ValueError for targets (host NumPy) the metric cannot take; none by default."""
 
     def sums(self, y, target, weights) -> dict:
         raise NotImplementedError(f"{type(self).__name__} must define sums(y, target, weights)")
@@ -56,10 +61,19 @@ def _per_sample_mean(a):
 
 def _check_like(name, y, target):
     if jnp.shape(y) != jnp.shape(target):
+        hint = (
+            "; for a one-output model pass the targets as y[:, None]"
+            if jnp.shape(y) == jnp.shape(target) + (1,)
+            else ""
+        )
         raise ValueError(
             f"{name}: predictions and targets must have the same shape, got {jnp.shape(y)} and "
-            f"{jnp.shape(target)}"
+            f"{jnp.shape(target)}{hint}"
         )
+
+
+def _ratio(numerator, denominator) -> float:
+    return float(np.float64(numerator) / np.float64(denominator))
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -101,13 +115,28 @@ class Accuracy(Metric):
                     f"accuracy: targets for {y.shape[1]} outputs must be integer labels of shape "
                     f"{y.shape[:1]} or rows of shape {y.shape}, got {target.dtype} of shape "
                     f"{jnp.shape(target)}"
+                    + (" (labels must be integers)" if jnp.shape(target) == y.shape[:1] else "")
                 )
             correct = jnp.argmax(y, axis=1) == jnp.argmax(target, axis=1)
         total, count = _weighted(correct, weights)
         return {"correct": total, "count": count}
 
+    def check_targets(self, target, n_outputs):  # type: ignore[override]
+        if not np.issubdtype(target.dtype, np.integer) or not target.size:
+            return
+        if n_outputs >= 2 and target.ndim == 1 and not (target.min() >= 0 and target.max() < n_outputs):
+            raise ValueError(
+                f"accuracy: labels must be in [0, {n_outputs}) for {n_outputs} outputs, got values "
+                f"in [{target.min()}, {target.max()}]"
+            )
+        if n_outputs == 1 and len(np.unique(target)) > 2:
+            raise ValueError(
+                f"accuracy: one output classifies two ways, by its threshold; got "
+                f"{len(np.unique(target))} distinct integer targets (several classes need one output each)"
+            )
+
     def value(self, sums):
-        return float(sums["correct"] / sums["count"])
+        return _ratio(sums["correct"], sums["count"])
 
 
 class _MeanError(Metric):
@@ -122,7 +151,7 @@ class _MeanError(Metric):
         return {"error": total, "count": count}
 
     def value(self, sums):
-        return float(sums["error"] / sums["count"])
+        return _ratio(sums["error"], sums["count"])
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -150,16 +179,19 @@ class R2(Metric):
     """The coefficient of determination, 1 - SS_res / SS_tot, per output and averaged over
     outputs (scikit-learn's `r2_score`, uniform average; an output whose targets are all
     equal counts 1.0 where it is predicted exactly, else 0.0), weighted by sample. SS_tot
-    comes from sums of the targets and their squares, in the data's precision (at least
-    float32): targets offset far beyond their spread lose digits (center them, or x64)."""
+    comes from sums of the targets and their squares, taken (by `evaluate`) of the targets
+    less their mean, so targets far from zero keep their digits; integer targets are summed
+    as floats."""
 
     name: ClassVar[str] = "r2"
+    centered: ClassVar[bool] = True
 
     def sums(self, y, target, weights):
         _check_like("r2", y, target)
-        y = wide(jnp.asarray(y)).reshape(jnp.shape(y)[0], -1)
-        t = wide(jnp.asarray(target)).reshape(jnp.shape(target)[0], -1)
-        w = wide(jnp.asarray(weights, jnp.result_type(float)))[:, None].astype(t.dtype)
+        dtype = jnp.promote_types(jnp.result_type(float), jnp.float32)
+        y = jnp.asarray(y, dtype).reshape(jnp.shape(y)[0], -1)
+        t = jnp.asarray(target, dtype).reshape(jnp.shape(target)[0], -1)
+        w = jnp.asarray(weights, dtype)[:, None]
         return {
             "count": jnp.sum(w),
             "t": jnp.sum(w * t, axis=0),
@@ -204,24 +236,33 @@ def as_metrics(owner, metrics) -> tuple:
     return tuple(out)
 
 
-def _sums(model, metrics, params, x, y, weights):
+def _sums(model, metrics, params, x, y, weights, center):
     out = model.apply(params, x)
-    return tuple(m.sums(out, y, weights) for m in metrics)
+    sums = []
+    for m in metrics:
+        if m.centered:  # the metric is the same of y and targets shifted alike
+            shift = center.astype(jnp.promote_types(jnp.result_type(float), jnp.float32))
+            sums.append(m.sums(out - shift.astype(out.dtype), y.astype(shift.dtype) - shift, weights))
+        else:
+            sums.append(m.sums(out, y, weights))
+    return tuple(sums)
 
 
-def _evaluate(model, metrics, batch_size, params, x, y, weights):
+def _evaluate(model, metrics, batch_size, params, x, y, weights, center):
     if batch_size is None:
-        return _sums(model, metrics, params, x, y, weights)
+        return _sums(model, metrics, params, x, y, weights, center)
 
     def batches(a):
         return a.reshape((-1, batch_size) + a.shape[1:])
 
     def add(total, batch):
-        sums = _sums(model, metrics, params, *batch)
+        sums = _sums(model, metrics, params, *batch, center)
         return jax.tree.map(jnp.add, total, sums), None
 
     first = jax.tree.map(lambda a: a[:batch_size], (x, y, weights))
-    zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda b: _sums(model, metrics, params, *b), first))
+    zero = jax.tree.map(
+        jnp.zeros_like, jax.eval_shape(lambda b: _sums(model, metrics, params, *b, center), first)
+    )
     return lax.scan(add, zero, jax.tree.map(batches, (x, y, weights)))[0]
 
 
@@ -262,12 +303,18 @@ def evaluate(
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"evaluate: batch_size must be None or an int >= 1, got {batch_size!r}")
         batch_size = min(int(batch_size), n)
-    try:
-        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+    try:  # traced, not run, on all of x and y: errors in their shapes
+        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
         for m in metrics:
-            jax.eval_shape(m.sums, out, jax.ShapeDtypeStruct((1,) + tuple(y.shape[1:]), y.dtype), jnp.ones(1))
+            jax.eval_shape(
+                m.sums, out, jax.ShapeDtypeStruct(y.shape, y.dtype), jax.ShapeDtypeStruct((n,), float)
+            )
+        host = np.asarray(y)
+        for m in metrics:
+            m.check_targets(host, out.shape[-1] if len(out.shape) > 1 else 1)
     except (TypeError, ValueError) as error:
         raise type(error)(f"evaluate: {error}") from error
+    center = np.mean(np.asarray(y, np.float64), axis=0, keepdims=y.ndim > 1)  # R2's shift
     data = tuple(jax.device_put(a) for a in padded_samples(x, y, run_size(n, batch_size)))
-    sums = _evaluate_jit(model, metrics, batch_size, params, *data)
+    sums = _evaluate_jit(model, metrics, batch_size, params, *data, jax.device_put(np.asarray(center)))
     return {m.name: m.value(jax.device_get(s)) for m, s in zip(metrics, sums)}

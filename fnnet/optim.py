@@ -544,11 +544,14 @@ class OptimizerStep:
 
 def _clipped(grads, moves, clip_norm):
     """The trainable `grads` scaled by min(1, clip_norm / norm), norm their global L2 norm
-    (in at least float32); the others as they are."""
-    squares = [jnp.sum(jnp.square(g.astype(at_least_float32(g.dtype)))) for g, m in zip(grads, moves) if m]
-    if not squares:
+    (in at least float32, taken of the grads over their largest magnitude: a gradient of
+    1e20 squared would overflow float32); the others as they are."""
+    wide_grads = [g.astype(at_least_float32(g.dtype)) for g, m in zip(grads, moves) if m]
+    if not wide_grads:
         return grads
-    norm = jnp.sqrt(sum(squares))
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(g), initial=0) for g in wide_grads]))
+    unit = jnp.where(largest > 0, largest, 1)
+    norm = unit * jnp.sqrt(sum(jnp.sum(jnp.square(g / unit.astype(g.dtype))) for g in wide_grads))
     scale = jnp.minimum(1, clip_norm / jnp.where(norm > 0, norm, 1))  # g = 0: nothing to scale
     return [
         (g * scale.astype(at_least_float32(g.dtype))).astype(g.dtype) if m else g

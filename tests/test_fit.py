@@ -884,3 +884,15 @@ def test_a_resume_with_other_sample_weights_is_refused(tmp_path):
     )
     whole = fnnet.fit(MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 4, sample_weight=weights, progress=False)
     assert_trees_equal((resumed.params, resumed.losses), (whole.params, whole.losses))
+
+
+@pytest.mark.parametrize("scale", [1e39, 1e-46])
+def test_sample_weights_beyond_float32_train_as_their_ratios(scale):
+    """Weights that overflow or underflow float32 train as the same weights scaled to 1."""
+    x, y = data(60)
+    weights = np.linspace(0.5, 1.5, 60)
+    want = fnnet.fit(MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 3, sample_weight=weights, progress=False)
+    got = fnnet.fit(
+        MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 3, sample_weight=weights * scale, progress=False
+    )
+    np.testing.assert_allclose(got.losses, want.losses, rtol=1e-6)

@@ -114,3 +114,31 @@ def test_targets_that_do_not_fit_a_metric_are_refused_before_any_work():
         fnnet.evaluate("model", params, x, np.zeros(50), ["mse"])
     with pytest.raises(TypeError, match=r"Accuracy: threshold must be a finite float"):
         Accuracy(threshold="0.5")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_r2_of_targets_far_from_zero(dtype, batch_size):
+    """Targets near 2000 (years) with a spread of ~10, integer or float32: R2 as NumPy's in
+    float64 (sums of targets and their squares would cancel in float32, or overflow int32)."""
+    model = fnnet.Sequential(fnnet.Linear(4, 1))
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 4)).astype(np.float32)
+    w = rng.normal(size=(4, 1))
+    targets = (2000 + 10 * (x @ w) + rng.normal(size=(600, 1))).astype(dtype)
+    params = ({"w": device(w * 10, np.float32), "b": device(np.full(1, 2000.0), np.float32)},)
+    pred = x @ (w * 10) + 2000.0
+    got = fnnet.evaluate(model, params, x, targets, ["r2"], batch_size=batch_size)
+    assert got["r2"] == pytest.approx(numpy_r2(pred, targets.astype(np.float64)), abs=2e-4)
+
+
+def test_labels_accuracy_cannot_score_are_refused():
+    params, x = _params(0), _x(0)
+    with pytest.raises(
+        ValueError,
+        match=r"evaluate: accuracy: labels must be in \[0, 3\) for 3 outputs, got values in \[1, 3\]",
+    ):
+        fnnet.evaluate(LINEAR, params, x, np.arange(50) % 3 + 1, ["accuracy"])
+    model = fnnet.Sequential(fnnet.Linear(4, 1))
+    with pytest.raises(ValueError, match=r"evaluate: accuracy: one output classifies two ways"):
+        fnnet.evaluate(model, _params(0, n_out=1), x, (np.arange(50) % 5)[:, None], ["accuracy"])

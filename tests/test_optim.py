@@ -899,3 +899,12 @@ def test_bad_clip_norm_and_adamw_settings_are_refused_by_name(bad, error):
         fnnet.AdamW(1e-3, weight_decay=-0.1)
     with pytest.raises(TypeError, match=r"unknown hyperparameter\(s\) \['clip_norm'\]"):
         fnnet.Adam(1e-3).init(_flat_params(0), clip_norm=1.0)
+
+
+def test_clip_norm_of_a_huge_gradient_still_steps():
+    """A float32 gradient of 1e20 squared overflows: the norm is taken of the grads over their
+    largest magnitude, so the step is clip_norm long, not zero."""
+    params = {"w": jnp.zeros(2, jnp.float32)}
+    opt = fnnet.SGD(1.0, clip_norm=1.0, momentum=None)
+    moved, _ = opt.step(params, {"w": jnp.array([1e20, 1.0], jnp.float32)}, opt.init(params))
+    np.testing.assert_allclose(moved["w"], [-1.0, -1e-20], rtol=1e-6)
