@@ -96,12 +96,24 @@ def _flatten(value, kind):
 def _unflatten(structure, children):
     if isinstance(structure, _Whole):
         return structure.layer
-    value = object.__new__(structure.cls)  # no __post_init__: the numbers may be traced
+    value = object.__new__(structure.cls)  # no __post_init__ yet: the numbers may be traced
     for name, setting in zip(structure.children, children):
         object.__setattr__(value, name, setting)
     for name, setting in structure.others:
         object.__setattr__(value, name, setting)
+    numbers = [
+        c
+        for name, c in zip(structure.children, children)
+        if not isinstance(c, tuple) and not hasattr(c, "init")
+    ]
+    if numbers and all(_is_plain_number(n) for n in numbers) and hasattr(value, "__post_init__"):
+        value.__post_init__()  # plain numbers (a model rebuilt by jax.tree.map) are checked again
     return value
+
+
+def _is_plain_number(value) -> bool:
+    """A Python number or a NumPy scalar: not traced, not an array of a sweep's members."""
+    return isinstance(value, (numbers.Real, np.number)) and not isinstance(value, bool)
 
 
 def register_settings(cls, kind) -> None:

@@ -512,3 +512,14 @@ def test_checks_of_params_follow_a_layers_own_init():
             model, fnnet.LossMSE(), fnnet.SGD(lr=0.1), params, X[:20], targets, 1, progress=False
         )
         assert np.isfinite(result.losses).all()
+
+
+def test_a_model_rebuilt_with_plain_numbers_is_checked_again():
+    """jax.tree.map over a model's numbers builds each layer anew: out-of-range numbers are
+    refused by the layer's own check (a stacked sweep's arrays and traced numbers are not)."""
+    doubled = jax.tree.map(lambda v: v * 2, _model(rate=0.2, momentum=0.4))
+    assert doubled.layers[3].rate == 0.4 and doubled.layers[1].momentum == 0.8
+    with pytest.raises(
+        ValueError, match=r"Dropout: rate \(the probability of dropping a unit\) must be in \[0, 1\), got 2.0"
+    ):
+        jax.tree.map(lambda v: v * 10, fnnet.Sequential(fnnet.Linear(2, 3), fnnet.Dropout(0.2)))
