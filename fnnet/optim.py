@@ -680,17 +680,24 @@ class Adam(Optimizer):
     clip_norm: Optional[float] = None
 
     def __post_init__(self):
-        self._build(
-            "Adam",
-            _adam,
-            self.lr,
-            ["mu", "nu"],
-            decay=decay_factor(self.decay),
-            b1=fraction(self.b1),
-            b2=fraction(self.b2),
-            eps=positive(self.eps),
-            **_clip(self.clip_norm),
-        )
+        _build_adam(self, "Adam", _adam)
+
+
+def _build_adam(opt, name, rule, **more):
+    """Build Adam or a variant of its moments (AdamW) from `opt`'s settings, plus `more`
+    hyperparameters."""
+    opt._build(
+        name,
+        rule,
+        opt.lr,
+        ["mu", "nu"],
+        decay=decay_factor(opt.decay),
+        b1=fraction(opt.b1),
+        b2=fraction(opt.b2),
+        eps=positive(opt.eps),
+        **more,
+        **_clip(opt.clip_norm),
+    )
 
 
 def _adamw(p, g, slots, h, lr, t):
@@ -727,15 +734,4 @@ class AdamW(Optimizer):
     clip_norm: Optional[float] = None
 
     def __post_init__(self):
-        self._build(
-            "AdamW",
-            _adamw,
-            self.lr,
-            ["mu", "nu"],
-            decay=decay_factor(self.decay),
-            b1=fraction(self.b1),
-            b2=fraction(self.b2),
-            eps=positive(self.eps),
-            weight_decay=nonnegative(self.weight_decay),
-            **_clip(self.clip_norm),
-        )
+        _build_adam(self, "AdamW", _adamw, weight_decay=nonnegative(self.weight_decay))

@@ -351,6 +351,9 @@ def test_sweep_models_are_checked_by_name():
     with pytest.raises(TypeError, match=r"sweep: models\[1\]: train: model must be Sequential\(Linear"):
         fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model(), wider])
     fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model(), other])  # a dtype shapes init alone
+    pairs = jax.tree.map(lambda v: np.array([v, v]), _model())
+    with pytest.raises(TypeError, match=r"sweep: models\[1\]: each number of a layer .* must be one number"):
+        fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model(), pairs])
     with pytest.raises(TypeError, match=r"sweep: models needs a run from fnnet.train"):
         fnnet.sweep(lambda *a, **k: None, params, states, x, y, keys=keys, models=[_model(), _model()])
 
@@ -475,17 +478,6 @@ def test_layers_of_your_own_keep_their_settings_and_dropout_at_zero_needs_no_key
     params = dropping.init(jax.random.key(0), (1, 2))[1]
     with pytest.raises(ValueError, match=r"Dropout\(rate=0.5\): training mode draws a mask and needs a key"):
         fnnet.train_step(dropping, LOSS, opt)(params, opt.init(params), device(X[:20]), device(Y[:20]))
-
-
-def test_sweep_models_numbers_must_be_scalars():
-    x, y = X[:32], Y[:32]
-    keys = jax.random.split(jax.random.key(0), 2)
-    params = fnnet.init_many(keys, _model(), x.shape)
-    opt = fnnet.SGD(lr=0.1)
-    run = fnnet.train(_model(), LOSS, opt, epochs=1)
-    pairs = jax.tree.map(lambda v: np.array([v, v]), _model())
-    with pytest.raises(TypeError, match=r"sweep: models\[1\]: each number of a layer .* must be one number"):
-        fnnet.sweep(run, params, jax.vmap(opt.init)(params), x, y, keys=keys, models=[_model(), pairs])
 
 
 def test_checks_of_params_follow_a_layers_own_init():

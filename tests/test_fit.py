@@ -807,32 +807,25 @@ def test_integer_sample_weights_train_as_repeated_samples():
 
 def test_sample_weights_of_one_change_nothing_and_another_weighting_compiles_nothing():
     x, y = data(60)
-    plain = fnnet.fit(MODEL, LOSS, fnnet.Adam(0.01), init(), x, y, 4, batch_size=8, progress=False)
+
+    def fit(weights=None):
+        return fnnet.fit(
+            MODEL,
+            LOSS,
+            fnnet.Adam(0.01),
+            init(),
+            x,
+            y,
+            4,
+            batch_size=8,
+            sample_weight=weights,
+            progress=False,
+        )
+
+    plain = fit()
     with count_compilations() as compiled:
-        ones = fnnet.fit(
-            MODEL,
-            LOSS,
-            fnnet.Adam(0.01),
-            init(),
-            x,
-            y,
-            4,
-            batch_size=8,
-            sample_weight=np.ones(60),
-            progress=False,
-        )
-        other = fnnet.fit(
-            MODEL,
-            LOSS,
-            fnnet.Adam(0.01),
-            init(),
-            x,
-            y,
-            4,
-            batch_size=8,
-            sample_weight=np.linspace(0.1, 2, 60),
-            progress=False,
-        )
+        ones = fit(np.ones(60))
+        other = fit(np.linspace(0.1, 2, 60))
     assert compiled == [], compiled
     assert_trees_equal((plain.params, plain.losses), (ones.params, ones.losses))
     assert not np.array_equal(other.losses, plain.losses)
