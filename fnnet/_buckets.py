@@ -35,10 +35,12 @@ def _padded(a, size: int):
     for concrete arrays, by JAX inside `jit` or `vmap` and for an array other processes
     hold parts of."""
     extra = size - a.shape[0]
+    if not extra:  # as it is: an array on the device stays there
+        return a
     if isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and not a.is_fully_addressable):
-        return jnp.concatenate([a, jnp.broadcast_to(a[:1], (extra,) + a.shape[1:])]) if extra else a
+        return jnp.concatenate([a, jnp.broadcast_to(a[:1], (extra,) + a.shape[1:])])
     a = np.asarray(a)
-    return np.concatenate([a, np.broadcast_to(a[:1], (extra,) + a.shape[1:])]) if extra else a
+    return np.concatenate([a, np.broadcast_to(a[:1], (extra,) + a.shape[1:])])
 
 
 def padded_samples(x, y, size: int, sample_weight=None):

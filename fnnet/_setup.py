@@ -21,7 +21,7 @@ from fnnet._precision import at_least_float32
 from fnnet._checks import as_array, check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
-from fnnet.losses import FunctionLoss, Loss, check_targets
+from fnnet.losses import Loss, check_targets
 from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
 from fnnet.state import trainable_mask
 
@@ -281,7 +281,7 @@ def check_per_sample(owner, model, loss, params, x, y, samples: int = 8) -> None
     """Raise ValueError unless a loss of your own is a mean of per-sample terms: on the
     model's outputs for the first few samples, its value equals the mean of its values on
     each sample alone (the built-in losses are, by construction; concrete data only)."""
-    if type(loss).__module__ == "fnnet.losses" and not isinstance(loss, FunctionLoss):
+    if loss.per_sample:
         return
     if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer) or x.shape[0] < 2:
         return

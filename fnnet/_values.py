@@ -37,11 +37,14 @@ class _Structure:
     layers) and every other field's value, compared (and hashed) as the dataclass compares
     them: fields with `compare=False` (an initializer, a dtype) are kept but not compared."""
 
-    def __init__(self, cls, children: tuple, others: tuple, compared: tuple):
+    def __init__(self, cls, children: tuple, others: tuple, compared: tuple, numbers: tuple):
         self.cls, self.children, self.others, self.compared = cls, children, others, compared
+        self.numbers = numbers  # which children are number fields (the others hold layers)
+        self._key = (cls, children, compared)
+        self._hash = hash(self._key)  # once: jit hashes a model's structure at every call
 
     def key(self):
-        return (self.cls, self.children, self.compared)
+        return self._key
 
     def __repr__(self) -> str:
         return f"{self.cls.__name__}({', '.join(f'{n}={show(v)}' for n, v in self.compared)})"
@@ -50,7 +53,7 @@ class _Structure:
         return isinstance(other, _Structure) and self.key() == other.key()
 
     def __hash__(self):
-        return hash(self.key())
+        return self._hash
 
 
 class _Whole:
@@ -80,17 +83,20 @@ def _is_child(field, value, kind) -> bool:
 def _flatten(value, kind):
     if not (dataclasses.is_dataclass(value) and type(value).__module__.startswith("fnnet.")):
         return (), _Whole(value)  # a layer class of your own: static, whole
-    children, others, compared, names = [], [], [], []
+    children, others, compared, names, numbers = [], [], [], [], []
     for field in dataclasses.fields(value):
         setting = getattr(value, field.name)
         if _is_child(field, setting, kind):
             names.append(field.name)
             children.append(setting)
+            if field.metadata.get("number"):
+                numbers.append(field.name)
         else:
             others.append((field.name, setting))
             if field.compare:
                 compared.append((field.name, setting))
-    return tuple(children), _Structure(type(value), tuple(names), tuple(others), tuple(compared))
+    structure = _Structure(type(value), tuple(names), tuple(others), tuple(compared), tuple(numbers))
+    return tuple(children), structure
 
 
 def _unflatten(structure, children):
@@ -101,11 +107,7 @@ def _unflatten(structure, children):
         object.__setattr__(value, name, setting)
     for name, setting in structure.others:
         object.__setattr__(value, name, setting)
-    numbers = [
-        c
-        for name, c in zip(structure.children, children)
-        if not isinstance(c, tuple) and not hasattr(c, "init")
-    ]
+    numbers = [c for name, c in zip(structure.children, children) if name in structure.numbers]
     if numbers and all(_is_plain_number(n) for n in numbers) and hasattr(value, "__post_init__"):
         value.__post_init__()  # plain numbers (a model rebuilt by jax.tree.map) are checked again
     return value

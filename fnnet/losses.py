@@ -73,6 +73,9 @@ class Loss:
     check_targets: Optional[Callable[[np.ndarray, int], None]] = None
     # What `fit` adds when the loss is not finite at the params a run starts from.
     non_finite_hint: ClassVar[str] = ""
+    # True where the value is a mean of per-sample terms by construction (the built-in
+    # losses); a loss of your own is checked on a few samples before training
+    per_sample: ClassVar[bool] = False
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(FunctionLoss if cls is Loss else cls)
@@ -137,6 +140,8 @@ def _per(values, count, dtype):
 
 class _MeanLoss(Loss):
     """A loss that is the mean over elements of `_f(y, target)`; `_df` is its derivative in y."""
+
+    per_sample = True
 
     def _f(self, y, target):
         raise NotImplementedError
@@ -323,6 +328,8 @@ class LossCrossEntropy(Loss):
     and probability rows): value = mean(s * logsumexp(y) - sum(t * y));
     grad = (softmax(y) * s - t) / n_examples.
     """
+
+    per_sample = True
 
     def value(self, y, target):
         y, t, dtype = _wide_logits_and_probabilities(y, target)

@@ -19,7 +19,7 @@ from jax import lax
 from fnnet._buckets import padded_samples, run_size
 from fnnet._checks import as_array, describe, is_int, is_real
 from fnnet._precision import wide
-from fnnet._setup import check_data, check_param_dtypes, check_params
+from fnnet._setup import check_data, check_param_dtypes, check_params, traced_apply
 from fnnet._values import settings_repr
 from fnnet.layers import Layer
 
@@ -238,14 +238,14 @@ def as_metrics(owner, metrics) -> tuple:
 
 def _sums(model, metrics, params, x, y, weights, center):
     out = model.apply(params, x)
-    sums = []
-    for m in metrics:
-        if m.centered:  # the metric is the same of y and targets shifted alike
-            shift = center.astype(jnp.promote_types(jnp.result_type(float), jnp.float32))
-            sums.append(m.sums(out - shift.astype(out.dtype), y.astype(shift.dtype) - shift, weights))
-        else:
-            sums.append(m.sums(out, y, weights))
-    return tuple(sums)
+    shift = center.astype(jnp.promote_types(jnp.result_type(float), jnp.float32))
+    # a centered metric is the same of y and targets shifted alike
+    return tuple(
+        m.sums(out - shift.astype(out.dtype), y.astype(shift.dtype) - shift, weights)
+        if m.centered
+        else m.sums(out, y, weights)
+        for m in metrics
+    )
 
 
 def _evaluate(model, metrics, batch_size, params, x, y, weights, center):
@@ -304,7 +304,7 @@ def evaluate(
             raise ValueError(f"evaluate: batch_size must be None or an int >= 1, got {batch_size!r}")
         batch_size = min(int(batch_size), n)
     try:  # traced, not run, on all of x and y: errors in their shapes
-        out = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        out = traced_apply.eval_shape(model, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
         for m in metrics:
             jax.eval_shape(
                 m.sums, out, jax.ShapeDtypeStruct(y.shape, y.dtype), jax.ShapeDtypeStruct((n,), float)
@@ -314,7 +314,9 @@ def evaluate(
             m.check_targets(host, out.shape[-1] if len(out.shape) > 1 else 1)
     except (TypeError, ValueError) as error:
         raise type(error)(f"evaluate: {error}") from error
-    center = np.mean(np.asarray(y, np.float64), axis=0, keepdims=y.ndim > 1)  # R2's shift
+    center = np.zeros(())  # R2's shift: the targets' mean
+    if any(m.centered for m in metrics):
+        center = np.mean(np.asarray(y, np.float64), axis=0, keepdims=y.ndim > 1)
     data = tuple(jax.device_put(a) for a in padded_samples(x, y, run_size(n, batch_size)))
     sums = _evaluate_jit(model, metrics, batch_size, params, *data, jax.device_put(np.asarray(center)))
     return {m.name: m.value(jax.device_get(s)) for m, s in zip(metrics, sums)}

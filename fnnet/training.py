@@ -155,7 +155,7 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
     key) -> (value, grads, state)`, split over the mesh's first axis.
 
     `share` is each sample's share of the loss: its weight over the batch's total (None
-    when `weights` is None: the loss's own mean). On a mesh each device takes its shard
+    when `weights` is None, a train_step's batch on one device: the loss's own mean). On a mesh each device takes its shard
     of the batch (axis `x_batch_axis` of x, axis 0 of y and weights), folds its index
     into the key (so its draws are its own) and runs `core` with the weights themselves
     as shares (its loss a weighted sum); one all-reduce then sums every output and the
@@ -168,15 +168,11 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
             params, x, y, None if weights is None else weights / jnp.sum(weights), key
         )
     axis = mesh.axis_names[0]
-    n_shards = mesh.shape[axis]
 
-    def local(params, x, y, weights, key):
+    def local(params, x, y, weights, key):  # weights: a run's, always given on a mesh
         if key is not None:
             key = jax.random.fold_in(key, lax.axis_index(axis))
         value, grads, state = core(params, x, y, weights, key)
-        if weights is None:
-            flat, unflatten = ravel_pytree((value, grads, state))
-            return jax.tree.map(lambda a: a / n_shards, unflatten(lax.psum(flat, axis)))
         # the running statistics weighted by the device's samples: a device of padding
         # alone (weights all 0) counts for nothing
         total = jnp.sum(weights)
