@@ -22,6 +22,7 @@ from fnnet import norm as _norm
 from fnnet import optim as _optim
 from fnnet import pool as _pool
 from fnnet import state as _state
+from fnnet import stopping as _stopping
 from fnnet import sweeps as _sweeps
 from fnnet import testing as _testing
 from fnnet import training as _training
@@ -39,6 +40,7 @@ from fnnet.norm import *  # noqa: F401,F403
 from fnnet.optim import *  # noqa: F401,F403
 from fnnet.pool import *  # noqa: F401,F403
 from fnnet.state import State, trainable_mask, update_state
+from fnnet.stopping import *  # noqa: F401,F403
 from fnnet.sweeps import *  # noqa: F401,F403
 from fnnet.testing import *  # noqa: F401,F403
 from fnnet.training import *  # noqa: F401,F403
@@ -57,6 +59,7 @@ __all__ = [
         _combinators,
         _losses,
         _metrics,
+        _stopping,
         _grad,
         _optim,
         _training,
@@ -80,4 +83,4 @@ del (
     _metrics,
     _norm,
 )
-del _optim, _pool, _state, _sweeps, _testing, _training
+del _optim, _pool, _state, _stopping, _sweeps, _testing, _training

@@ -48,7 +48,9 @@ def padded_samples(x, y, size: int, sample_weight=None):
     `sample_weight` (1 by default) and 0 for the padding, in x's dtype (at least float32)."""
     n, dtype = x.shape[0], at_least_float32(x.dtype)
     weights = (np.arange(size) < n).astype(dtype)
-    if sample_weight is not None:
+    if isinstance(sample_weight, jax.core.Tracer):  # a sweep's member's
+        weights = jnp.concatenate([sample_weight.astype(dtype), jnp.zeros(size - n, dtype)])
+    elif sample_weight is not None:
         weights[:n] = np.asarray(sample_weight, dtype)
     return _padded(x, size), _padded(y, size), weights
 

@@ -13,17 +13,41 @@ import numpy as np
 
 from fnnet._hosts import tree_digest
 from fnnet._values import settings
-from fnnet.checkpoint import load, read_metadata
+from fnnet.checkpoint import load, load_best, read_metadata
+from fnnet.stopping import from_record
 
 RECORD = 4  # the record's version: checkpoints without it are refused, never misread
 # (4: runs padded to buckets, shuffles of the padded samples: a run of 3 would not continue alike)
 
 
 def run_record(
-    model, loss, opt, params, opt_state, x, y, validation, batch_size, key, run_id, sample_weight=None
+    model,
+    loss,
+    opt,
+    params,
+    opt_state,
+    x,
+    y,
+    validation,
+    batch_size,
+    key,
+    run_id,
+    sample_weight=None,
+    watching=None,
 ) -> dict:
-    """What defines a run, as JSON: compared by `differences` when it resumes."""
+    """What defines a run, as JSON: compared by `differences` when it resumes. `watching`
+    (`training.Watching`): the metrics recorded and the early stopping, as their settings
+    (absent from a record without them, as before them)."""
+    metrics, stopping = (), None
+    if watching is not None:
+        metrics, stopping = watching
+    extra = {}
+    if metrics:
+        extra["metrics"] = [settings(m) for m in metrics]
+    if stopping is not None:
+        extra["early_stopping"] = settings(stopping)
     return {
+        **extra,
         "record": RECORD,
         "run_id": run_id,
         "n": int(x.shape[0]),
@@ -44,6 +68,8 @@ def run_record(
 
 _WHAT = {  # field -> how an error names it
     "run_id": "run_id",
+    "metrics": "metrics",
+    "early_stopping": "early_stopping",
     "n": "the number of samples (n)",
     "batch_size": "batch_size",
     "key": "key",
@@ -57,14 +83,25 @@ _WHAT = {  # field -> how an error names it
     "start_params": "the initial params",
     "start_opt_state": "the initial optimizer state (its step count or buffers)",
 }
-_SHOWN = ("run_id", "n", "batch_size", "key", "x64", "model", "loss", "optimizer")  # by value
+_SHOWN = (
+    "run_id",
+    "metrics",
+    "early_stopping",
+    "n",
+    "batch_size",
+    "key",
+    "x64",
+    "model",
+    "loss",
+    "optimizer",
+)  # by value
 
 
 def differences(stored: dict, current: dict) -> list:
     """What differs between a checkpoint's run and this one, as phrases."""
     found = []
     for field, what in _WHAT.items():
-        was, now = stored.get(field), current[field]
+        was, now = stored.get(field), current.get(field)
         if was == now:
             continue
         if field == "validation" and (was is None) != (now is None):
@@ -100,9 +137,11 @@ def _refusal(path, why) -> ValueError:
     return ValueError(f"fit: cannot resume from {path!r}: {why}")
 
 
-def resume(path, params, opt_state, record, epochs, steps_per_epoch):
-    """`(params, opt_state, losses, val_losses, epochs_done, start_count)` from the
-    checkpoint at `path`, after checking that it is this run's."""
+def resume(path, params, opt_state, record, epochs, steps_per_epoch, names, stopping, dtype):
+    """`(params, opt_state, history, epochs_done, start_count, watch)` from the checkpoint
+    at `path`, after checking that it is this run's: `history` `{name: list}` of the
+    quantities `names` (`loss`, metrics, `val_` ones), `watch` the early stopping's state
+    (`stopping` an EarlyStopping or None; its best params read from the checkpoint)."""
     metadata = read_metadata(path)
     stored = metadata.get("run") if isinstance(metadata, dict) else None
     if not isinstance(stored, dict):
@@ -122,23 +161,32 @@ def resume(path, params, opt_state, record, epochs, steps_per_epoch):
             path,
             f"it is another run's: {'; '.join(found)}. Resume with the same settings, or start a new checkpoint",
         )
-    done, losses, val_losses = (metadata.get(k) for k in ("epochs_done", "losses", "val_losses"))
+    done = metadata.get("epochs_done")
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise _refusal(path, f"corrupt metadata: epochs_done is {done!r}, not an int >= 0")
     if done > epochs:
         raise ValueError(f"fit: checkpoint {path!r} has {done} epochs done, more than epochs={epochs}")
-    for name, values, length in (
-        ("losses", losses, done),
-        ("val_losses", val_losses, 0 if record["validation"] is None else done),
-    ):
+    stored_metrics = metadata.get("metrics") or {}
+    history = {}
+    for name in names:
+        values = {"loss": metadata.get("losses"), "val_loss": metadata.get("val_losses")}.get(
+            name, stored_metrics.get(name) if isinstance(stored_metrics, dict) else None
+        )
         if not (
             isinstance(values, list)
-            and len(values) == length
+            and len(values) == done
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         ):
+            what = {"loss": "losses", "val_loss": "val_losses"}.get(name, f"metrics[{name!r}]")
             raise _refusal(
-                path, f"corrupt metadata: {name} must be a list of {length} numbers, got {values!r:.80}"
+                path, f"corrupt metadata: {what} must be a list of {done} numbers, got {values!r:.80}"
             )
+        history[name] = values
+    if record["validation"] is None and metadata.get("val_losses") != []:
+        raise _refusal(
+            path,
+            f"corrupt metadata: val_losses must be a list of 0 numbers, got {metadata.get('val_losses')!r:.80}",
+        )
     start, count = stored.get("start_count"), int(loaded_state.count)
     if not isinstance(start, int) or count != start + done * steps_per_epoch:
         raise _refusal(
@@ -146,7 +194,15 @@ def resume(path, params, opt_state, record, epochs, steps_per_epoch):
             f"corrupt metadata: the optimizer took {count} steps, not the {done} epochs x "
             f"{steps_per_epoch} steps the metadata says (from step {start!r})",
         )
-    return loaded_params, loaded_state, losses, val_losses, done, start
+    watch = None
+    if stopping is not None:
+        best = load_best(path, params) if stopping.restore_best else None
+        watch = from_record(metadata.get("early_stopping"), stopping, dtype, best)
+        if watch is None or int(watch.epoch) != done:
+            raise _refusal(
+                path, f"corrupt metadata: early_stopping is {metadata.get('early_stopping')!r:.80}"
+            )
+    return loaded_params, loaded_state, history, done, start, watch
 
 
 def _hyperparam_differences(stored_state, state) -> list:

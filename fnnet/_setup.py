@@ -97,7 +97,8 @@ def prepare_run(
         check_shapes(owner, model, loss, params, "x_val", "y_val", *validation)
         check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
     counted = x.shape[0]
-    if sample_weight is not None:  # the samples the device counts: weights > 0 in its dtype
+    if sample_weight is not None and not isinstance(sample_weight, jax.core.Tracer):
+        # the samples the device counts: weights > 0 in its dtype
         counted = int(np.count_nonzero(sample_weight.astype(at_least_float32(x.dtype))))
     steps_per_epoch = 1 if size is None else -(-counted // size)
     opt_state = opt.init(params) if opt_state is None else opt_state
@@ -138,8 +139,12 @@ def check_sample_weight(owner, sample_weight, n):
     if sample_weight is None:
         return None
     weights = as_array(owner, "sample_weight", sample_weight)
-    if isinstance(weights, jax.core.Tracer):
-        raise TypeError(f"{owner}: sample_weight must be concrete (NumPy or a jax array), not traced")
+    if isinstance(weights, jax.core.Tracer):  # a sweep's member: its rows checked by sweep
+        if not jnp.issubdtype(weights.dtype, jnp.floating) or weights.shape != (n,):
+            raise ValueError(
+                f"{owner}: sample_weight must be floats of shape ({n},), got {weights.dtype}{list(weights.shape)}"
+            )
+        return weights / jnp.max(weights)
     weights = np.asarray(weights)
     if weights.dtype.kind not in "biuf":
         raise TypeError(f"{owner}: sample_weight must be real numbers, got dtype {weights.dtype}")

@@ -94,17 +94,26 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
       OSError: the file cannot be written (FileNotFoundError, PermissionError,
         a full disk...); the message names `path`, and no temporary file stays.
     """
+    save_run(path, params, opt_state, metadata)
+
+
+def save_run(path, params, opt_state=None, metadata: Optional[dict] = None, best_params=None) -> None:
+    """`save`, and for `fit`'s early stopping the best params so far (entries prefixed
+    `best_params`, read by `load_best`; `load` leaves them out)."""
     path = os.fspath(path)
     dtypes: dict = {}
     arrays = _flatten("params", params, dtypes)
     if opt_state is not None:
         arrays.update(_flatten("opt_state", opt_state, dtypes))
+    if best_params is not None:
+        arrays.update(_flatten("best_params", best_params, dtypes))
     try:
         header = json.dumps(
             {
                 "format": _FORMAT,
                 "metadata": metadata,
                 "has_opt_state": opt_state is not None,
+                "has_best_params": best_params is not None,
                 "dtypes": dtypes,
             }
         )
@@ -214,6 +223,16 @@ def load(path, params, opt_state=None):
         return _load(archive, (params, opt_state))
 
 
+def load_best(path, params):
+    """The best params a checkpoint of `fit` with early stopping holds (`save_run`), checked
+    against the template `params`."""
+    with open_npz(os.fspath(path)) as archive:
+        header = _read_header(archive)
+        if not header.get("has_best_params"):
+            raise ValueError(f"load: {archive.path!r} holds no best params (no early stopping)")
+        return _unflatten(archive, "best_params", params, header.get("dtypes", {}))
+
+
 def read_metadata(path):
     """The metadata of the checkpoint at `path`, read without its arrays (for a resume,
     which compares the run record before it asks for arrays of this run's shapes)."""
@@ -248,6 +267,7 @@ def _load(archive: Archive, like):
         if name != _HEADER
         and name not in expected
         and (like_state is not None or not name.startswith("opt_state"))
+        and not (header.get("has_best_params") and name.startswith("best_params"))
     )
     if extra:
         raise ValueError(

@@ -1,8 +1,9 @@
 """`fit`: a compiled training run in chunks, with progress, checkpoints, resume and a NaN guard."""
 
+import dataclasses
 import os
 import warnings
-from typing import NamedTuple, Optional
+from typing import Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +14,10 @@ from fnnet._atomic import check_writable
 from fnnet._checks import describe
 from fnnet._hosts import on_writer
 from fnnet._setup import HyperparameterMismatch, check_count, prepare_run, underflow_step
-from fnnet.checkpoint import save
-from fnnet.training import _runner
+from fnnet._progress import Progress as _Progress
+from fnnet.checkpoint import save_run
+from fnnet.stopping import EarlyStopping, as_record, start
+from fnnet.training import _runner, centers_of, prepare_watching
 
 __all__ = [
     "CheckpointError",
@@ -31,13 +34,21 @@ _CHUNK = 500
 _PROGRESS_UPDATES = 20  # with a progress bar, an update (and NaN check) at least this often a run
 
 
-class FitResult(NamedTuple):
-    """What `fit` returns.
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitResult:
+    """What `fit` returns; it unpacks as `params, opt_state, losses, val_losses`.
 
-    params: the trained params (with any `State`, e.g. BatchNorm's running statistics);
+    params: the trained params (with any `State`, e.g. BatchNorm's running statistics):
+      with `EarlyStopping(restore_best=True)`, those after the best epoch;
     opt_state: the optimizer state after the last step (resume from it);
-    losses: `(epochs,)` NumPy, each epoch's training loss (before its steps);
-    val_losses: `(epochs,)` NumPy, each epoch's validation loss (after it), or None.
+    losses: `(epochs_run,)` NumPy, each epoch's training loss (before its steps);
+    val_losses: `(epochs_run,)` NumPy, each epoch's validation loss (after it), or None;
+    metrics: `{name: (epochs_run,)}` NumPy, each metric on the training data after each
+      epoch (in inference mode); empty without `metrics=`;
+    val_metrics: the same on the validation data, or None without it;
+    best_epoch: with early stopping, the epochs run for the best monitored value (its
+      params are those of a run of that many epochs), else None;
+    stopped_epoch: the epochs run when early stopping ended the run, else None.
     Printed, it is a one-line summary.
     """
 
@@ -45,6 +56,13 @@ class FitResult(NamedTuple):
     opt_state: object
     losses: np.ndarray
     val_losses: Optional[np.ndarray]
+    metrics: dict = dataclasses.field(default_factory=dict)
+    val_metrics: Optional[dict] = None
+    best_epoch: Optional[int] = None
+    stopped_epoch: Optional[int] = None
+
+    def __iter__(self) -> Iterator:
+        return iter((self.params, self.opt_state, self.losses, self.val_losses))
 
     def __repr__(self):
         leaves = jax.tree.leaves(self.params)
@@ -55,9 +73,13 @@ class FitResult(NamedTuple):
             if self.val_losses is None or not len(self.val_losses)
             else (f", validation loss {self.val_losses[-1]:.4g}")
         )
+        last = {**self.metrics, **{"val_" + k: v for k, v in (self.val_metrics or {}).items()}}
+        shown = "".join(f", {name} {v[-1]:.4g}" for name, v in last.items() if len(v))
+        stop = "" if self.stopped_epoch is None else f", stopped after {self.stopped_epoch}"
+        best = "" if self.best_epoch is None else f", best epoch {self.best_epoch}"
         return (
-            f"FitResult({len(self.losses)} epochs, {loss}{val}; params: {len(leaves)} arrays, "
-            f"{values} values)"
+            f"FitResult({len(self.losses)} epochs, {loss}{val}{shown}{best}{stop}; params: "
+            f"{len(leaves)} arrays, {values} values)"
         )
 
 
@@ -117,6 +139,8 @@ def fit(
     mesh=None,
     run_id: Optional[str] = None,
     sample_weight=None,
+    metrics=None,
+    early_stopping: Optional[EarlyStopping] = None,
 ) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
@@ -141,7 +165,9 @@ def fit(
         every sample once per epoch.
       key: one JAX PRNG key (default `jax.random.key(0)`): the shuffles and
         the draws of layers such as Dropout.
-      progress: show a tqdm bar (if tqdm is installed).
+      progress: show a tqdm bar (if tqdm is installed) with the loss, the validation
+        loss and the metrics; where stderr is not a terminal, plain lines instead (one
+        at most every 10 s, and one at the end).
       opt_state: a state to start from; default `opt.init(params)`.
       validation: optional `(x_val, y_val)`; its loss is recorded each epoch.
       checkpoint: a path; its folder must be writable (checked before
@@ -170,9 +196,20 @@ def fit(
         (BatchNorm's statistics count each sample of weight > 0 once, whatever
         its weight). Scaled to a largest weight of 1 (the same weighted means);
         recorded in the checkpoint (a digest).
+      metrics: None, or names (`"accuracy"`, `"mse"`, `"mae"`, `"r2"`) or `Metric`s
+        computed after each epoch inside the compiled loop, in inference mode, on the
+        training data (weighted by `sample_weight`) and on `validation`: an extra
+        forward pass over each per epoch. Shown by the progress bar, returned per
+        epoch in `FitResult.metrics` / `.val_metrics`.
+      early_stopping: None, or a `fnnet.EarlyStopping`: the run ends once its
+        monitored quantity (`"val_loss"`, `"loss"`, a metric's name or `"val_"` and
+        one) has not improved for `patience` epochs, decided inside the compiled loop;
+        a checkpointed, killed and resumed run stops where the uninterrupted one does,
+        with the same bits (the best params are saved in the checkpoint).
 
     Returns:
-      FitResult(params, opt_state, losses, val_losses).
+      FitResult: unpacks as `params, opt_state, losses, val_losses`; also `metrics`,
+      `val_metrics`, `best_epoch`, `stopped_epoch`.
 
     Raises:
       TypeError, ValueError: bad input (checked before any training).
@@ -204,6 +241,8 @@ def fit(
     epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
     steps_per_epoch = setup.steps_per_epoch
     validate, validation = validation is not None, setup.validation
+    watching = prepare_watching("fit", metrics, early_stopping, model, params, setup)
+    stopping, dtype = watching.stopping, jnp.result_type(float)
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
     for name, flag in (("resume", resume), ("overwrite", overwrite)):
@@ -236,65 +275,95 @@ def fit(
             key,
             run_id,
             setup.sample_weight,
+            watching,
         )
-    losses, val_losses, done = [], [], 0
+    names = _recorded_names(watching, validate)
+    history: dict = {name: [] for name in names}
+    done = 0
+    watch = None if stopping is None else start(stopping, params, dtype)
     if resume and spec is not None and os.path.exists(checkpoint):
-        params, opt_state, losses, val_losses, done, spec["start_count"] = _resume.resume(
-            checkpoint, params, opt_state, spec, epochs, steps_per_epoch
+        params, opt_state, history, done, spec["start_count"], watch = _resume.resume(
+            checkpoint, params, opt_state, spec, epochs, steps_per_epoch, names, stopping, dtype
         )
+    stopped = watch is not None and bool(watch.stopped)
     _warn_underflow(opt, opt_state, (epochs - done) * steps_per_epoch, done, steps_per_epoch)
 
     run = _runner(mesh)
+    centers = centers_of(watching, setup)
 
-    def run_chunk(params, opt_state, count):
+    def run_chunk(params, opt_state, count, watch):
         return run(
             model,
             loss,
             opt.step,
             size,
             _CHUNK,
+            watching.static(),
             params,
             opt_state,
             setup.data,
             key,
             setup.validation_data,
             np.int32(count),
+            watch,
+            centers,
         )
 
-    bar = _progress_bar(progress, epochs, done)
+    def saved():
+        best = None if watch is None else watch.best_params
+        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch, best)
+
+    bar = _Progress(epochs, done) if progress else None
     updates = 1 if bar is None else _PROGRESS_UPDATES
-    plan = list(_chunks(done, epochs, checkpoint_every, checkpoint is not None, updates))
-    starts = [(params, opt_state, done)]  # the starts of the last two chunks, for a replay
+    plan = [] if stopped else list(_chunks(done, epochs, checkpoint_every, checkpoint is not None, updates))
+    starts = [(params, opt_state, done, watch)]  # the starts of the last two chunks, for a replay
     try:
-        new = run_chunk(params, opt_state, plan[0][0]) if plan else None
+        new = run_chunk(params, opt_state, plan[0][0], watch) if plan else None
         for i, (count, save_after) in enumerate(plan):
             chunk = new
             assert chunk is not None  # queued by the previous turn (plan is not empty here)
             if i + 1 < len(plan):  # queued behind this one: the device needs no host to go on
-                new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0])
+                new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0], chunk.watch)
+            if chunk.watch is not None:
+                stopped = bool(chunk.watch.stopped)
+                count = int(chunk.watch.epoch) - done
             chunk_losses = np.asarray(chunk.losses)[:count]
             if not (np.all(np.isfinite(chunk_losses)) and bool(chunk.finite)):
-                raise _diverged(run_chunk, starts, losses + chunk_losses.tolist(), count, loss)
-            params, opt_state = chunk.params, chunk.opt_state
-            losses += chunk_losses.tolist()
-            if validate:
-                val_losses += np.asarray(chunk.val_losses)[:count].tolist()
+                raise _diverged(run_chunk, starts, history["loss"] + chunk_losses.tolist(), count, loss)
+            params, opt_state, watch = chunk.params, chunk.opt_state, chunk.watch
+            records = {"loss": chunk.losses, "val_loss": chunk.val_losses, **chunk.metrics}
+            for name in names:
+                history[name] += np.asarray(records[name])[:count].tolist()
             done += count
-            starts = [starts[-1], (params, opt_state, done)]
+            starts = [starts[-1], (params, opt_state, done, watch)]
             if bar is not None:
-                bar.update(count)
-                bar.set_postfix(loss=f"{chunk_losses[-1]:.4g}")
-            if save_after:
-                _save(checkpoint, params, opt_state, epochs, losses, val_losses, validate, spec)
+                bar.update(done, {name: values[-1] for name, values in history.items() if values})
+            if checkpoint is not None and (save_after or stopped):
+                saved()
+            if stopped:
+                break
     finally:
         if bar is not None:
             bar.close()
+    if watch is not None and watch.best_params is not None and watch.best_epoch > 0:
+        params = watch.best_params
     return FitResult(
         params,
         opt_state,
-        _as_losses(losses),
-        _as_losses(val_losses) if validate else None,
+        _as_losses(history["loss"]),
+        _as_losses(history["val_loss"]) if validate else None,
+        {m.name: _as_losses(history[m.name]) for m in watching.metrics},
+        {m.name: _as_losses(history["val_" + m.name]) for m in watching.metrics} if validate else None,
+        None if watch is None else int(watch.best_epoch),
+        done if stopped else None,
     )
+
+
+def _recorded_names(watching, validate) -> list:
+    """The quantities a run records each epoch, by name: the loss, the metrics, and with
+    validation data the same on it (`"val_"` names)."""
+    names = ["loss"] + [m.name for m in watching.metrics]
+    return names + (["val_" + name for name in names] if validate else [])
 
 
 def _as_losses(values) -> np.ndarray:
@@ -323,10 +392,11 @@ def _chunks(done, epochs, checkpoint_every, checkpointing, updates=_PROGRESS_UPD
         yield count, save
 
 
-def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
+def _save(path, params, opt_state, epochs, history, validate, spec, watch, best_params):
+    losses = history["loss"]
     try:
         on_writer(  # with several processes, process 0 alone writes; the others wait
-            save,
+            save_run,
             path,
             params,
             opt_state,
@@ -334,9 +404,12 @@ def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
                 "epochs_done": len(losses),
                 "epochs": epochs,
                 "losses": losses,
-                "val_losses": val_losses,
+                "val_losses": history.get("val_loss", []),
+                "metrics": {k: v for k, v in history.items() if k not in ("loss", "val_loss")},
+                "early_stopping": None if watch is None else as_record(watch),
                 "run": spec,
             },
+            best_params=best_params,
         )
     except OSError as error:
         raise CheckpointError(
@@ -348,7 +421,7 @@ def _save(path, params, opt_state, epochs, losses, val_losses, validate, spec):
             params=params,
             opt_state=opt_state,
             losses=_as_losses(losses),
-            val_losses=_as_losses(val_losses) if validate else None,
+            val_losses=_as_losses(history["val_loss"]) if validate else None,
         ) from error
 
 
@@ -383,13 +456,13 @@ def _diverged(run_chunk, starts, losses, count, loss):
     bad_loss = [start + i for i, value in enumerate(losses[start:]) if not np.isfinite(value)]
     epoch = bad_loss[0] if bad_loss else start + count - 1
     good = epoch - 1 if bad_loss else epoch
-    for params, opt_state, at in reversed(starts):
+    for params, opt_state, at, watch in reversed(starts):
         if at > good:
             continue
         low, high, best = at, good, (params, opt_state)  # the state at `at` is finite
         while low < high:  # the last g in [low, high] whose params and state are finite
             middle = (low + high + 1) // 2
-            new = run_chunk(params, opt_state, middle - at)
+            new = run_chunk(params, opt_state, middle - at, watch)
             if bool(new.finite):
                 low, best = middle, (new.params, new.opt_state)
             else:
@@ -412,7 +485,7 @@ def _diverged(run_chunk, starts, losses, count, loss):
             opt_state=best[1],
             losses=_as_losses(losses[:low]),
         )
-    params, opt_state, at = starts[0]
+    params, opt_state, at, _ = starts[0]
     what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
     return TrainingDiverged(
         f"fit: {what}; the loss is not finite even at the params this run started from (epoch "
@@ -423,13 +496,3 @@ def _diverged(run_chunk, starts, losses, count, loss):
         opt_state=opt_state,
         losses=_as_losses(losses[:at]),
     )
-
-
-def _progress_bar(progress, epochs, done):
-    if not progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=epochs, initial=done, unit="epoch", desc="fit")

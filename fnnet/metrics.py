@@ -4,7 +4,8 @@ on any data, in inference mode, in batches when asked.
 A metric is a value (a frozen dataclass of its settings) with two functions: `sums(y,
 target, weights)`, the weighted sums it needs from one batch (they add over batches, so a
 large set is measured a batch at a time, and padding weighs 0), and `value(sums)`, the
-metric from the sums of all batches. `evaluate` pads the data to a bucket
+metric from the sums of all batches, both traced (jnp): `fit(..., metrics=...)` computes
+them inside its compiled loop, each epoch. `evaluate` pads the data to a bucket
 (`fnnet._buckets`): another data set of a size in the same bucket runs the same program.
 """
 
@@ -18,6 +19,7 @@ from jax import lax
 
 from fnnet._buckets import padded_samples, run_size
 from fnnet._checks import as_array, describe, is_int, is_real
+from fnnet._hosts import whole
 from fnnet._precision import wide
 from fnnet._setup import check_data, check_param_dtypes, check_params, traced_apply
 from fnnet._values import settings_repr
@@ -28,10 +30,13 @@ __all__ = ["Metric", "Accuracy", "MeanSquaredError", "MeanAbsoluteError", "R2", 
 
 class Metric:
     """The base of every metric: `sums(y, target, weights) -> dict of arrays` (weighted
-    sums over one batch's samples, `weights` `(batch,)`) and `value(sums) -> float` (the
-    metric from the sums added over all batches). `name` names it in results."""
+    sums over one batch's samples, `weights` `(batch,)`) and `value(sums) -> scalar array`
+    (the metric from the sums added over all batches), both written with `jax.numpy`, as
+    they run inside compiled programs. `name` names it in results; `greater_is_better`
+    says which way `EarlyStopping(mode="auto")` watches it."""
 
     name: ClassVar[str] = "metric"
+    greater_is_better: ClassVar[bool] = True
     # R2's sums are taken of y and targets less the targets' mean (`evaluate` subtracts it)
     centered: ClassVar[bool] = False
 
@@ -72,8 +77,8 @@ def _check_like(name, y, target):
         )
 
 
-def _ratio(numerator, denominator) -> float:
-    return float(np.float64(numerator) / np.float64(denominator))
+def _ratio(numerator, denominator):
+    return numerator / denominator
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -142,6 +147,8 @@ class Accuracy(Metric):
 class _MeanError(Metric):
     """The mean over samples (weighted) of each sample's mean of `error(y - target)`."""
 
+    greater_is_better: ClassVar[bool] = False
+
     def error(self, difference):
         raise NotImplementedError
 
@@ -200,11 +207,11 @@ class R2(Metric):
         }
 
     def value(self, sums):
-        count, t, t2, residual = (np.asarray(sums[k], np.float64) for k in ("count", "t", "t2", "residual"))
-        total = np.maximum(t2 - t * t / count, 0)  # sum of w (target - weighted mean)^2 per output
-        exact = np.where(residual == 0, 1.0, 0.0)
-        scores = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), exact)
-        return float(np.mean(scores))
+        count, t, t2, residual = (sums[k] for k in ("count", "t", "t2", "residual"))
+        total = jnp.maximum(t2 - t * t / count, 0)  # sum of w (target - weighted mean)^2 per output
+        exact = jnp.where(residual == 0, 1.0, 0.0)
+        scores = jnp.where(total > 0, 1 - residual / jnp.where(total > 0, total, 1), exact)
+        return jnp.mean(scores)
 
 
 _NAMES = {"accuracy": Accuracy, "mse": MeanSquaredError, "mae": MeanAbsoluteError, "r2": R2}
@@ -248,26 +255,67 @@ def _sums(model, metrics, params, x, y, weights, center):
     )
 
 
-def _evaluate(model, metrics, batch_size, params, x, y, weights, center):
+def measure(model, metrics, batch_size, params, x, y, weights, center) -> dict:
+    """`{name: value}` of `metrics` (a tuple of Metrics) on `(x, y)` in inference mode,
+    traced: all of x at once (`batch_size` None) or a scan over batches of it (x's length a
+    multiple of `batch_size`); `weights` `(n,)` (0 for padding) and `center` (the targets'
+    mean, for a centered metric: `center_of`) as `evaluate` pads and computes them."""
     if batch_size is None:
-        return _sums(model, metrics, params, x, y, weights, center)
+        sums = _sums(model, metrics, params, x, y, weights, center)
+    else:
 
-    def batches(a):
-        return a.reshape((-1, batch_size) + a.shape[1:])
+        def batches(a):
+            return a.reshape((-1, batch_size) + a.shape[1:])
 
-    def add(total, batch):
-        sums = _sums(model, metrics, params, *batch, center)
-        return jax.tree.map(jnp.add, total, sums), None
+        def batch_sums(batch):
+            x, y, weights = batch
+            return _sums(model, metrics, params, x, y, weights, center)
 
-    first = jax.tree.map(lambda a: a[:batch_size], (x, y, weights))
-    zero = jax.tree.map(
-        jnp.zeros_like, jax.eval_shape(lambda b: _sums(model, metrics, params, *b, center), first)
-    )
-    return lax.scan(add, zero, jax.tree.map(batches, (x, y, weights)))[0]
+        def add(total, batch):
+            return jax.tree.map(jnp.add, total, batch_sums(batch)), None
+
+        first = jax.tree.map(lambda a: a[:batch_size], (x, y, weights))
+        zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(batch_sums, first))
+        sums = lax.scan(add, zero, jax.tree.map(batches, (x, y, weights)))[0]
+    return {m.name: m.value(s) for m, s in zip(metrics, sums)}
 
 
 # one program per model structure, metrics, batch size and bucket (the model an argument)
-_evaluate_jit = jax.jit(_evaluate, static_argnums=(1, 2))
+_measure_jit = jax.jit(measure, static_argnums=(1, 2))
+
+
+def center_of(metrics, y):
+    """The targets' mean (float64, host) for a centered metric (R2: its sums keep their
+    digits for targets far from zero), else 0."""
+    if not any(m.centered for m in metrics):
+        return jax.device_put(np.zeros(()))
+    host = whole(y)
+    if host is None:  # a sweep's per-member targets, or global data held in parts
+        return jnp.mean(y.astype(jnp.result_type(float)), axis=0, keepdims=y.ndim > 1)
+    return jax.device_put(np.mean(np.asarray(host, np.float64), axis=0, keepdims=host.ndim > 1))
+
+
+def check_metrics(owner, metrics, model, params, x, y, name_y="y") -> None:
+    """Trace (not run) the model on x and each metric's sums on its output and y: errors in
+    their shapes, and targets a metric cannot take, raised naming the owner and `name_y`."""
+    if not metrics:
+        return
+    try:
+        out = traced_apply.eval_shape(model, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        for m in metrics:
+            jax.eval_shape(
+                m.sums,
+                out,
+                jax.ShapeDtypeStruct(y.shape, y.dtype),
+                jax.ShapeDtypeStruct(x.shape[:1], float),
+            )
+        host = whole(y)  # None for a sweep's per-member targets
+        if host is not None:
+            for m in metrics:
+                m.check_targets(host, out.shape[-1] if len(out.shape) > 1 else 1)
+    except (TypeError, ValueError) as error:
+        where = "" if name_y == "y" else f"{name_y}: "
+        raise type(error)(f"{owner}: {where}{error}") from error
 
 
 def evaluate(
@@ -303,20 +351,8 @@ def evaluate(
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"evaluate: batch_size must be None or an int >= 1, got {batch_size!r}")
         batch_size = min(int(batch_size), n)
-    try:  # traced, not run, on all of x and y: errors in their shapes
-        out = traced_apply.eval_shape(model, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
-        for m in metrics:
-            jax.eval_shape(
-                m.sums, out, jax.ShapeDtypeStruct(y.shape, y.dtype), jax.ShapeDtypeStruct((n,), float)
-            )
-        host = np.asarray(y)
-        for m in metrics:
-            m.check_targets(host, out.shape[-1] if len(out.shape) > 1 else 1)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"evaluate: {error}") from error
-    center = np.zeros(())  # R2's shift: the targets' mean
-    if any(m.centered for m in metrics):
-        center = np.mean(np.asarray(y, np.float64), axis=0, keepdims=y.ndim > 1)
+    check_metrics("evaluate", metrics, model, params, x, y)
     data = tuple(jax.device_put(a) for a in padded_samples(x, y, run_size(n, batch_size)))
-    sums = _evaluate_jit(model, metrics, batch_size, params, *data, jax.device_put(np.asarray(center)))
-    return {m.name: m.value(jax.device_get(s)) for m, s in zip(metrics, sums)}
+    center = center_of(metrics, y)
+    values = _measure_jit(model, metrics, batch_size, params, *data, center)
+    return {name: float(value) for name, value in jax.device_get(values).items()}

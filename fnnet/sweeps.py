@@ -13,6 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._checks import check_keys, check_shape, describe, is_int, is_real
 from fnnet._hosts import whole
+from fnnet._setup import check_sample_weight
 from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.losses import check_targets
@@ -92,25 +93,33 @@ class Vmapped:
     def settings(self) -> tuple:
         return (self.run, self.per_member_data, self.groups, self.one_by_one)
 
-    def __call__(self, params, opt_states, x, y, keys, models=None):
-        models_arg = () if models is None else (models,)
-        return _run_sweep(*self.settings(), params, opt_states, x, y, keys, *models_arg)
+    def __call__(self, params, opt_states, x, y, keys, models=None, sample_weights=None):
+        extra = _extra(models, sample_weights)
+        return _run_sweep(*self.settings(), params, opt_states, x, y, keys, *extra)
 
-    def lower(self, params, opt_states, x, y, keys, models=None):
-        models_arg = () if models is None else (models,)
-        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys, *models_arg)
+    def lower(self, params, opt_states, x, y, keys, models=None, sample_weights=None):
+        extra = _extra(models, sample_weights)
+        return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys, *extra)
+
+
+def _extra(models, sample_weights) -> tuple:
+    """`()`, or `({"model": ..., "sample_weight": ...},)` with those given: the members'
+    own arguments of the run, stacked."""
+    given = {name: v for name, v in (("model", models), ("sample_weight", sample_weights)) if v is not None}
+    return (given,) if given else ()
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys, *models_arg):
-    """The members' runs; `models_arg` empty, or the members' models stacked (`sweep`'s
-    `models`), each run given its own (an argument only when given: a program lowered
-    without it takes the five arguments it always took)."""
-    models = models_arg[0] if models_arg else None
+def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys, *extra_arg):
+    """The members' runs; `extra_arg` empty, or a dict of the members' own keyword
+    arguments of the run, stacked: `model` (`sweep`'s `models`), `sample_weight` (an
+    argument only when given: a program lowered without it takes the five arguments it
+    always took)."""
+    models = extra_arg[0] if extra_arg else {}
     data_axis = 0 if per_member_data else None
 
-    def one(params, state, x, y, key, model):
-        return run(params, state, x, y, key=key, **({} if model is None else {"model": model}))
+    def one(params, state, x, y, key, extra):
+        return run(params, state, x, y, key=key, **extra)
 
     if not one_by_one:
         axes = (0, 0, data_axis, data_axis, 0, 0)
@@ -296,8 +305,11 @@ class SweepResult(NamedTuple):
     """What `sweep` returns, stacked over M members.
 
     params, opt_states: the members' final params and optimizer states.
-    losses: `(M, epochs)`, each member's loss per epoch.
-    finite: `(M,)` bool: True where the member's every loss and param is finite
+    losses: `(M, epochs)`, each member's loss per epoch; for a run of `train` with
+      metrics or early stopping, its history, each entry stacked (`"epochs"` `(M,)`: the
+      epochs each member ran before it stopped, NaN recorded after).
+    finite: `(M,)` bool: True where the member's every loss (of the epochs it ran) and
+      param is finite
       and its hyperparameters are valid (checked on the device, so also for
       values traced inside `jit`, which no host check sees). A False member
       diverged or was given bad hyperparameters: do not read it as a result.
@@ -312,7 +324,23 @@ class SweepResult(NamedTuple):
 @jax.jit
 def _finite(params, losses):
     # Per member; one given invalid hyperparameters has NaN losses (from `train`'s run).
+    if isinstance(losses, dict):  # a history: the losses of the epochs each member ran
+        loss = losses["loss"]
+        if "epochs" in losses:
+            ran = jnp.arange(loss.shape[-1])[None, :] < losses["epochs"][:, None]
+            loss = jnp.where(ran, loss, 0)
+        losses = loss
     return jax.vmap(lambda params, losses: _all_finite((params, losses)))(params, losses)
+
+
+def _check_sample_weights(weights, members: int, n: int) -> np.ndarray:
+    """`(M, n)` weights, each member's checked as `fit` checks one `sample_weight`."""
+    host = np.asarray(weights)
+    if host.shape != (members, n):
+        raise ValueError(
+            f"sweep: sample_weights must have shape ({members}, {n}), one row per member, got {host.shape}"
+        )
+    return np.stack([check_sample_weight(f"sweep: member {m}", row, n) for m, row in enumerate(host)])
 
 
 def sweep(
@@ -326,6 +354,7 @@ def sweep(
     devices: Optional[Sequence[jax.Device]] = None,
     per_member_data: bool = False,
     models: Optional[Sequence[Layer]] = None,
+    sample_weights=None,
 ) -> SweepResult:
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
 
@@ -346,6 +375,9 @@ def sweep(
         (Dropout's rate, BatchNorm's momentum and eps, LeakyReLU's slope,
         ELU's alpha: data, like the optimizer's hyperparameters), for a run
         from `fnnet.train`; all train in the run's one program.
+      sample_weights: None, or `(M, n)`: each member's `sample_weight` (a
+        run from `fnnet.train`), e.g. 0/1 masks of cross-validation folds, so
+        every fold trains in one program; each row finite, >= 0, not all 0.
 
     Returns:
       `SweepResult(params, opt_states, losses, finite)`, stacked over members;
@@ -381,11 +413,15 @@ def sweep(
     _check_schedules(run, opt_states, x, per_member_data)
     _check_targets(x, y, params, per_member_data, run)
     stacked_models = None if models is None else _stacked_models(run, models, members)
-    stacked = (params, opt_states, keys, stacked_models) + ((x, y) if per_member_data else ())
+    if sample_weights is not None:
+        sample_weights = _check_sample_weights(sample_weights, members, np.shape(x)[int(per_member_data)])
+    stacked = (params, opt_states, keys, stacked_models, sample_weights) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
-    params, opt_states, keys, stacked_models = stacked[:4]
+    params, opt_states, keys, stacked_models, sample_weights = stacked[:5]
     if per_member_data:
-        x, y = stacked[4:]
-    out = vmapped(run, per_member_data, len(devices))(params, opt_states, x, y, keys, stacked_models)
+        x, y = stacked[5:]
+    out = vmapped(run, per_member_data, len(devices))(
+        params, opt_states, x, y, keys, stacked_models, sample_weights
+    )
     params, opt_states, losses = jax.tree.map(lambda a: a[:members], out)
     return SweepResult(params, opt_states, losses, _finite(params, losses))

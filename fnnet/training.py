@@ -17,8 +17,10 @@ from fnnet._layout import feature_major
 from fnnet.grad import check_input, loss_and_grads_in, shared_loss
 from fnnet.layers import Layer, masked
 from fnnet.losses import Loss
+from fnnet.metrics import as_metrics, center_of, check_metrics, measure
 from fnnet.optim import Optimizer, OptState
 from fnnet.state import check_update, state_leaves, with_state
+from fnnet.stopping import EarlyStopping, Watch, start, static_part, watched
 
 __all__ = ["train_step", "train"]
 
@@ -244,15 +246,19 @@ def _epoch(model, loss, step_rule, batch_size, mesh):
 
 
 class Run(NamedTuple):
-    """What `_runner`'s program returns: `count` losses (and validation losses, None
-    without validation data), and whether every float in the final params and optimizer
-    state is finite (checked once, at the end: a check every epoch costs W1 a fifth of
-    its time)."""
+    """What `_runner`'s program returns: `count` losses, validation losses (None without
+    validation data) and `{name: (count,)}` metrics (`"val_"` names on the validation
+    data; empty without metrics), the early-stopping `Watch` (or None), and whether every
+    float in the final params and optimizer state is finite (checked once, at the end: a
+    check every epoch costs W1 a fifth of its time). Epochs not run (past `active`, or
+    after the watch stopped the run) record NaN."""
 
     params: Any
     opt_state: Any
     losses: Array
     val_losses: Optional[Array]
+    metrics: dict
+    watch: Optional[Watch]
     finite: Array
 
 
@@ -266,63 +272,151 @@ def _all_finite(tree) -> Array:
     return jnp.all(jnp.isfinite(jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])))
 
 
-def _run(mesh, model, loss, step_rule, batch_size, count, params, state, data, key, validation, active):
+class Watching(NamedTuple):
+    """What a run records and watches besides its loss, static: the metrics (a tuple of
+    `Metric`s, on the training data and, with validation data, on it) and the resolved
+    `EarlyStopping` (or None)."""
+
+    metrics: tuple = ()
+    stopping: Optional[EarlyStopping] = None
+
+    def static(self) -> "Watching":
+        """What the compiled run keys on: the early stopping's numbers are data (`Watch`)."""
+        return Watching(self.metrics, static_part(self.stopping))
+
+
+def prepare_watching(owner, metrics, early_stopping, model, params, setup) -> Watching:
+    """`metrics` (None, names or Metrics) and `early_stopping` (None or an EarlyStopping)
+    checked against the run's model, targets and validation data (a `Setup`), before any
+    work: metrics that do not fit the targets, a monitor that names no recorded quantity."""
+    metrics = () if metrics is None else as_metrics(owner, metrics)
+    validate = setup.validation is not None
+    for m in metrics:
+        if m.name in ("loss",) or m.name.startswith("val_"):
+            raise ValueError(f"{owner}: a metric cannot be named {m.name!r} (a name the run records itself)")
+    check_metrics(owner, metrics, model, params, setup.x, setup.y)
+    if validate:
+        x_val, y_val = setup.validation
+        check_metrics(owner, metrics, model, params, x_val, y_val, name_y="y_val")
+    if early_stopping is None:
+        return Watching(metrics, None)
+    if not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(
+            f"{owner}: early_stopping must be None or a fnnet.EarlyStopping, got {describe(early_stopping)}"
+        )
+    recorded = {"loss": False, **{m.name: m.greater_is_better for m in metrics}}
+    if validate:
+        recorded.update({"val_" + name: better for name, better in recorded.items()})
+    return Watching(metrics, early_stopping.resolved(owner, recorded))
+
+
+def centers_of(watching: Watching, setup):
+    """The training and validation targets' means for a centered metric (R2), as data; None
+    without metrics."""
+    if not watching.metrics:
+        return None
+    targets = (setup.y, None if setup.validation is None else setup.validation[1])
+    return tuple(None if t is None else center_of(watching.metrics, t) for t in targets)
+
+
+def _run(
+    mesh,
+    model,
+    loss,
+    step_rule,
+    batch_size,
+    count,
+    watching,
+    params,
+    state,
+    data,
+    key,
+    validation,
+    active,
+    watch,
+    centers,
+):
     """A loop of `count` epochs, returning a `Run`. `data` is `(x, y, weights)`, padded
     (`fnnet._buckets`); `validation` is None or `(x_val, y_val, weights_val)`, whose loss
-    (in inference mode) is recorded after each epoch. `count` is
-    static, one compile per value: a loop of known length runs on a GPU without reading
-    its condition back to the host every epoch. `active` (an int32 scalar, traced, or
-    None) runs only the first `active` epochs of the loop: the others pass the params and
-    state through unchanged (`lax.cond`) and record a loss of 0, so one program runs any
-    number of epochs up to `count`."""
+    (in inference mode) is recorded after each epoch. `count` is static, one compile per
+    value: a loop of known length runs on a GPU without reading its condition back to
+    the host every epoch. `active` (an int32 scalar, traced, or None) runs only the first
+    `active` epochs of the loop: the others pass the params and state through unchanged
+    (`lax.cond`), so one program runs any number of epochs up to `count`. `watching`
+    (static) names the metrics recorded after each epoch in inference mode (`centers`:
+    the training and validation targets' means, `fnnet.metrics.center_of`) and the early
+    stopping whose `watch` the loop carries: once it has stopped, every later epoch is
+    skipped as those past `active` are."""
     prepare, epoch = _epoch(model, loss, step_rule, batch_size, mesh)
     dtype = jnp.result_type(float)
-    x, y, weights = data
-    x = prepare(x)
+    x_in, y, weights = data
+    x = prepare(x_in)
+    metrics, stopping = watching
 
     def validated(params):
         x_val, y_val, weights_val = validation
         share = weights_val / jnp.sum(weights_val)
         return shared_loss(loss, model.apply(params, x_val), y_val, share)[0].astype(dtype)
 
+    def recorded(params, value):
+        record = {"loss": value.astype(dtype)}
+        if validation is not None:
+            record["val_loss"] = validated(params)
+        if metrics:
+            record.update(measure(model, metrics, batch_size, params, x_in, y, weights, centers[0]))
+            if validation is not None:
+                found = measure(model, metrics, None, params, *validation, centers[1])
+                record.update({"val_" + name: value for name, value in found.items()})
+        return {name: value.astype(dtype) for name, value in record.items()}
+
     def trained(carry):
-        params, state, value = epoch(*carry, x, y, weights, key)
-        val_value = None if validation is None else validated(params)
-        return (params, state), value.astype(dtype), val_value
+        params, state, watch = carry
+        params, state, value = epoch(params, state, x, y, weights, key)
+        record = recorded(params, value)
+        if watch is not None:
+            watch = watched(stopping, watch, record[stopping.monitor], params)
+        return (params, state, watch), record
+
+    names = ["loss"] + [m.name for m in metrics]
+    names += [] if validation is None else ["val_" + name for name in names]
 
     def skipped(carry):
-        return carry, jnp.zeros((), dtype), None if validation is None else jnp.zeros((), dtype)
+        return carry, {name: jnp.full((), jnp.nan, dtype) for name in names}
 
     def body(carry, i):
-        if active is None:
-            carry, value, val_value = trained(carry)
-        else:
-            carry, value, val_value = lax.cond(i < active, trained, skipped, carry)
-        return carry, (value, val_value)
+        go = None if active is None else i < active
+        if watch is not None:
+            go = ~carry[2].stopped if go is None else go & ~carry[2].stopped
+        if go is None:
+            return trained(carry)
+        return lax.cond(go, trained, skipped, carry)
 
-    (params, state), (losses, val_losses) = lax.scan(
-        body, (params, state), jnp.arange(count, dtype=jnp.int32)
+    (params, state, watch), record = lax.scan(
+        body, (params, state, watch), jnp.arange(count, dtype=jnp.int32)
     )
-    return Run(params, state, losses, val_losses, _all_finite((params, state)))
+    losses, val_losses = record.pop("loss"), record.pop("val_loss", None)
+    return Run(params, state, losses, val_losses, record, watch, _all_finite((params, state)))
 
 
 @functools.lru_cache(maxsize=None)
 def _runner(mesh: Optional[Mesh]) -> Callable:
     """`_run` jitted for `mesh` (its data sharded along the mesh's first axis, the rest
-    replicated), as `run(model, loss, step_rule, batch_size, count, params, state, data,
-    key, validation, active)`. jit keeps one program per value of the static settings
-    (loss, the optimizer's step rule, batch size, count), the model's structure and
-    shapes: the model is an argument, its numbers traced (`fnnet._values`)."""
+    replicated), as `run(model, loss, step_rule, batch_size, count, watching, params,
+    state, data, key, validation, active, watch, centers)`. jit keeps one program per
+    value of the static settings (loss, the optimizer's step rule, batch size, count,
+    watching), the model's structure and shapes: the model is an argument, its numbers
+    traced (`fnnet._values`)."""
     run = functools.partial(_run, mesh)
+    static = (1, 2, 3, 4, 5)
     if mesh is None:
-        return jax.jit(run, static_argnums=(1, 2, 3, 4))
+        return jax.jit(run, static_argnums=static)
     replicated = NamedSharding(mesh, PartitionSpec())
     data = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
     return jax.jit(
         run,
-        static_argnums=(1, 2, 3, 4),
+        static_argnums=static,
         out_shardings=replicated,
-        in_shardings=(replicated, replicated, replicated, data, replicated, replicated, replicated),
+        in_shardings=(replicated, replicated, replicated, data) + (replicated,) * 5,
     )
 
 
@@ -333,6 +427,9 @@ def train(
     epochs: int,
     batch_size: Optional[int] = None,
     mesh: Optional[Mesh] = None,
+    *,
+    metrics=None,
+    early_stopping: Optional[EarlyStopping] = None,
 ) -> "TrainRun":
     """A whole training run as one pure, jitted, vmappable function.
 
@@ -341,6 +438,10 @@ def train(
       epochs: number of passes over the data (static).
       batch_size: None for full batch, else minibatches reshuffled each epoch
         (see below).
+      metrics: None, or names / `Metric`s recorded after each epoch in inference
+        mode, on the training data and on `validation=` data (`"val_"` names).
+      early_stopping: None, or an `EarlyStopping`: each run (each member of a
+        vmapped sweep) stops on its own; once stopped its params no longer change.
       mesh: a `jax.sharding.Mesh` for data-parallel training: x and y are
         sharded along its first axis, params and optimizer state replicated;
         each device computes the loss and grads of its shard, and one
@@ -349,8 +450,15 @@ def train(
         device's samples: 1 per device is refused, before any work.
 
     Returns:
-      `run(params, opt_state, x, y, *, key=None) -> (params, opt_state, losses)` with
-      `losses` of shape `(epochs,)`, one per epoch. Epoch e shuffles with
+      `run(params, opt_state, x, y, *, key=None, validation=None) -> (params, opt_state,
+      losses)` with `losses` of shape `(epochs,)`, one per epoch. With metrics,
+      early stopping or `validation=(x_val, y_val)`, the third output is a history
+      instead: `{"loss": (epochs,), "val_loss": ..., "accuracy": ..., "val_accuracy":
+      ...}` and, with early stopping, `"epochs"` (the epochs run) and `"best_epoch"`
+      (the epochs run for the best value), each epoch after a stop recording NaN;
+      `params` are the best ones when `restore_best`. `sample_weight` is `fit`'s
+      (`(n,)`, >= 0): traced inside a sweep, each member its own (`sweep(...,
+      sample_weights=)`: cross-validation folds as 0/1 masks share one program). Epoch e shuffles with
       `fold_in(key, opt_state.count)` and each step draws (Dropout) with
       `step_key(key, opt_state.count)`, so a run continued from a saved state
       repeats the uninterrupted one. `key` defaults to `jax.random.key(0)`.
@@ -384,15 +492,21 @@ def train(
     epochs = check_count("train: epochs", epochs)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
-    return TrainRun(model, loss, opt, epochs, batch_size, mesh)
+    metrics = () if metrics is None else as_metrics("train", metrics)
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(
+            f"train: early_stopping must be None or a fnnet.EarlyStopping, got {describe(early_stopping)}"
+        )
+    return TrainRun(model, loss, opt, epochs, batch_size, mesh, metrics, early_stopping)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainRun:
-    """`run(params, opt_state, x, y, *, key=None, model=None) -> (params, opt_state,
-    losses)`, made by `train`: a value of its settings, so equal settings make equal runs. Runs of
-    optimizers that step the same way are equal (`opt.step`): their hyperparameters are
-    data in the state, and a sweep of them shares one program."""
+    """`run(params, opt_state, x, y, *, key=None, model=None, validation=None,
+    sample_weight=None) -> (params, opt_state, losses or history)`, made by `train`: a value of its settings, so equal
+    settings make equal runs. Runs of optimizers that step the same way are equal
+    (`opt.step`): their hyperparameters are data in the state, and a sweep of them shares
+    one program."""
 
     model: Layer
     loss: Loss
@@ -400,35 +514,64 @@ class TrainRun:
     epochs: int
     batch_size: Optional[int] = None
     mesh: Optional[Mesh] = None
+    metrics: tuple = ()
+    early_stopping: Optional[EarlyStopping] = None
     step: Callable = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "step", self.optimizer.step)
 
-    def __call__(self, params, opt_state, x, y, *, key=None, model=None):
+    def __call__(self, params, opt_state, x, y, *, key=None, model=None, validation=None, sample_weight=None):
         loss, opt = self.loss, self.optimizer
         model = self.model if model is None else self.same_structure(model)
         # Checked here, where n is known: a gather past the end of y would clamp, not fail.
         setup = prepare_run(
-            "train", model, loss, opt, params, opt_state, x, y, self.epochs, self.batch_size, key, self.mesh
+            "train",
+            model,
+            loss,
+            opt,
+            params,
+            opt_state,
+            x,
+            y,
+            self.epochs,
+            self.batch_size,
+            key,
+            self.mesh,
+            validation,
+            sample_weight,
         )
+        watching = prepare_watching("train", self.metrics or None, self.early_stopping, model, params, setup)
+        stopping = watching.stopping
         result = _runner(self.mesh)(
             model,
             loss,
             opt.step,
             setup.batch_size,
             self.epochs,
+            watching.static(),
             params,
             setup.opt_state,
             setup.data,
             setup.key,
+            setup.validation_data,
             None,
-            None,
+            None if stopping is None else start(stopping, params, jnp.result_type(float)),
+            centers_of(watching, setup),
         )
         # Hyperparameters traced inside vmap (a sweep) were not checked on the host: a run
         # given invalid ones reports NaN losses, never a result that looks like one.
         valid = opt.valid(opt_state.hyperparams) if isinstance(opt_state, OptState) else True
-        return result.params, result.opt_state, jnp.where(valid, result.losses, jnp.nan)
+        if not (self.metrics or stopping is not None or validation is not None):
+            return result.params, result.opt_state, jnp.where(valid, result.losses, jnp.nan)
+        history = {"loss": result.losses, **({} if validation is None else {"val_loss": result.val_losses})}
+        history = {name: jnp.where(valid, v, jnp.nan) for name, v in {**history, **result.metrics}.items()}
+        params = result.params
+        if stopping is not None:
+            history.update(epochs=result.watch.epoch, best_epoch=result.watch.best_epoch)
+            if stopping.restore_best:
+                params = result.watch.best_params
+        return params, result.opt_state, history
 
     def same_structure(self, model):
         """`model`, a model of this run's structure whose numbers may differ (a sweep's

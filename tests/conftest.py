@@ -35,11 +35,11 @@ def saves(monkeypatch):
     from fnnet import fitting
 
     written = []
-    real_save = fitting.save
+    real_save = fitting.save_run
 
-    def recording_save(path, params, opt_state=None, metadata=None):
+    def recording_save(path, params, opt_state=None, metadata=None, best_params=None):
         written.append(metadata["epochs_done"])
-        real_save(path, params, opt_state, metadata)
+        real_save(path, params, opt_state, metadata, best_params)
 
-    monkeypatch.setattr(fitting, "save", recording_save)
+    monkeypatch.setattr(fitting, "save_run", recording_save)
     return written

@@ -149,3 +149,19 @@ def png_size(path):
         head = file.read(24)
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def interrupt_on_checkpoint(monkeypatch, number):
+    """Make fit's `number`-th checkpoint raise KeyboardInterrupt instead of writing."""
+    from fnnet import fitting as fit_module
+
+    real_save = fit_module.save_run
+    calls = []
+
+    def save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "save_run", save)

@@ -15,7 +15,7 @@ from helpers import assert_trees_equal, count_compilations, device
 import fnnet
 from fnnet._buckets import bucket, padded_samples, run_size
 from fnnet.grad import shared_loss
-from fnnet.training import _runner
+from fnnet.training import Watching, _runner
 
 
 @pytest.mark.parametrize("per_doubling, exact", [(8, 16), (32, 64)])
@@ -130,10 +130,13 @@ def _run_padded(model, x, y, size, batch_size, filler=None, epochs=3, opt=fnnet.
         opt.step,
         batch_size,
         epochs,
+        Watching(),
         params,
         opt.init(params),
         tuple(device(a) for a in (px, py, weights)),
         jax.random.key(4),
+        None,
+        None,
         None,
         None,
     )
@@ -185,10 +188,13 @@ def test_the_last_smaller_batch_matches_its_unpadded_step():
         opt.step,
         32,
         1,
+        Watching(),
         params,
         opt.init(params),
         tuple(device(a) for a in padded_samples(x, y, 32)),
         key,
+        None,
+        None,
         None,
         None,
     )

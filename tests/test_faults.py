@@ -70,11 +70,11 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_exactly(tmp_path):
     path = tmp_path / "run.npz"
     # The child saves a checkpoint every 20 epochs and, to be caught mid-run, pauses after each.
     child = run_child(f"""
-    real_save = fitting.save
+    real_save = fitting.save_run
     def slow_save(*args, **kwargs):
         real_save(*args, **kwargs)
         time.sleep(0.3)
-    fitting.save = slow_save
+    fitting.save_run = slow_save
     fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(lr=0.5), params, x, y, key=jax.random.key(3),
               checkpoint={str(path)!r}, **{FIT!r})
     print("finished")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, count_compilations
+from helpers import assert_trees_equal, count_compilations, interrupt_on_checkpoint
 
 import fnnet
 
@@ -322,20 +322,6 @@ def test_checkpoint_every_writes_checkpoints(tmp_path, saves, epochs, expected):
     assert_trees_equal(got_state, result.opt_state)
     assert metadata["epochs_done"] == epochs and metadata["epochs"] == epochs
     assert np.array_equal(np.asarray(metadata["losses"], result.losses.dtype), result.losses)
-
-
-def interrupt_on_checkpoint(monkeypatch, number):
-    """Make fit's `number`-th checkpoint raise KeyboardInterrupt instead of writing."""
-    real_save = fit_module.save
-    calls = []
-
-    def save(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == number:
-            raise KeyboardInterrupt
-        real_save(*args, **kwargs)
-
-    monkeypatch.setattr(fit_module, "save", save)
 
 
 @pytest.mark.parametrize("batch_size", [None, 24], ids=["full_batch", "minibatch_24_of_64"])

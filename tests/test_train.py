@@ -192,15 +192,15 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     GPU, a loop whose length XLA cannot see reads its condition back to the host every
     epoch (W1 on an H200: 0.66 s, 0.53 s with the length known)."""
     from fnnet._buckets import padded_samples, run_size
-    from fnnet.training import _runner
+    from fnnet.training import Watching, _runner
 
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
     runner = _runner(None)
     for count in (EPOCHS, 2):
         padded = padded_samples(x, y, run_size(x.shape[0], batch_size))
-        args = (params, opt.init(params), padded, jax.random.key(0), None, None)
-        hlo = runner.lower(MODEL, LOSS, opt.step, batch_size, count, *args).compile().as_text()
+        args = (params, opt.init(params), padded, jax.random.key(0), None, None, None, None)
+        hlo = runner.lower(MODEL, LOSS, opt.step, batch_size, count, Watching(), *args).compile().as_text()
         trips = re.findall(r'"known_trip_count":\{"n":"(\d+)"\}', hlo)
         assert len(trips) == hlo.count(" while("), (trips, hlo.count(" while("))  # every loop
         assert str(count) in trips

@@ -1,0 +1,301 @@
+"""What MLPClassifier and MLPRegressor share: their parameters, their checks and `fit`.
+
+Training runs in fnnet: the stochastic solvers through `fnnet.fit`'s compiled loop
+(`_training`), L-BFGS as one compiled loop of its own (`_lbfgs`); the weights come back as
+scikit-learn's `coefs_` and `intercepts_`, from which `predict` computes in NumPy.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import jax
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from fnnet._buckets import padded_samples, run_size
+from fnnet.sklearn import _lbfgs, _network
+from fnnet.sklearn._objectives import sklearn_adam, sklearn_sgd
+from fnnet.sklearn._training import Stopping, train_epochs
+
+DTYPE = np.float32  # fnnet trains in float32; predictions are computed in float64
+
+
+class BaseMLP(BaseEstimator):
+    """The base of MLPClassifier and MLPRegressor; not for use on its own."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_norm": ["boolean"],
+    }
+
+    # -- what the subclasses define --------------------------------------------------
+    def _validate_input(self, X, y, incremental, reset):
+        raise NotImplementedError
+
+    def _training_target(self, Y):
+        raise NotImplementedError
+
+    def _training_loss(self):
+        raise NotImplementedError
+
+    def _score_metric(self):
+        raise NotImplementedError
+
+    def _loss_scale(self) -> float:
+        """The recorded loss over scikit-learn's (its regression losses average outputs)."""
+        return 1.0
+
+    # -- fitting -----------------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        hidden = self.hidden_layer_sizes
+        hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        if self.solver == "lbfgs" and (self.dropout or self.batch_norm):
+            raise ValueError(
+                f"solver='lbfgs' trains full batch in inference mode: dropout must be 0 and "
+                f"batch_norm False, got dropout={self.dropout}, batch_norm={self.batch_norm}; "
+                f"use solver='adam' or 'sgd'"
+            )
+        if self.solver != "lbfgs" and not self.shuffle:
+            raise ValueError(
+                "shuffle=False is not supported: fnnet's compiled loop reshuffles the minibatches "
+                "every epoch; use shuffle=True"
+            )
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        layer_units = [X.shape[1]] + [int(h) for h in hidden] + [Y.shape[1]]
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(Y, layer_units, random_state)
+        elif [c.shape for c in self.coefs_] != list(zip(layer_units[:-1], layer_units[1:])):
+            raise ValueError(
+                f"warm_start / partial_fit: the fitted layers {[c.shape for c in self.coefs_]} do not "
+                f"fit layer units {layer_units}"
+            )
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sample_weight)
+        else:
+            self._fit_stochastic(X, Y, sample_weight, random_state, incremental)
+        weights = self.coefs_ + self.intercepts_
+        if not all(np.isfinite(w).all() for w in weights):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may contain large "
+                "values and need to be preprocessed."
+            )
+        return self
+
+    def _initialize(self, Y, layer_units, random_state):
+        self.n_iter_, self.t_ = 0, 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._out_activation()
+        self.coefs_, self.intercepts_ = _network.glorot_weights(
+            random_state, layer_units, self.activation, np.float64
+        )
+        self._norms = None
+        self._opt_state = None
+        self._lr = float(self.learning_rate_init)
+        if self.solver != "lbfgs":
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+            else:
+                self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
+
+    def _model(self):
+        layer_units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        return _network.build_model(layer_units, self.activation, self.dropout, self.batch_norm)
+
+    def _params(self, model):
+        return _network.initial_params(model, self.coefs_, self.intercepts_, self._norms, DTYPE)
+
+    def _store(self, model, params):
+        coefs, intercepts, norms = _network.split_params(model, jax.device_get(params))
+        self.coefs_ = [c.astype(np.float64) for c in coefs]
+        self.intercepts_ = [b.astype(np.float64) for b in intercepts]
+        self._norms = norms or None
+
+    def _fit_lbfgs(self, X, Y, sample_weight):
+        model = self._model()
+        n = X.shape[0]
+        x, y, weights = padded_samples(
+            X.astype(DTYPE), self._training_target(Y), run_size(n, None), sample_weight
+        )
+        total = n if sample_weight is None else float(np.sum(sample_weight))
+        params, result = _lbfgs.fit_lbfgs(
+            model,
+            self._training_loss(),
+            self._params(model),
+            x,
+            y,
+            weights,
+            l2=self.alpha / total,
+            max_iter=self.max_iter,
+            max_fun=self.max_fun,
+            gtol=self.tol,
+        )
+        self._store(model, params)
+        status, n_iter = int(result.status), int(result.n_iter)
+        self.n_iter_ = min(n_iter, self.max_iter)
+        self.loss_ = float(result.value) / self._loss_scale()
+        if status != _lbfgs.CONVERGED:
+            warnings.warn(_lbfgs.not_converged(status, self.n_iter_, self.max_iter), ConvergenceWarning)
+
+    def _split(self, X, Y, sample_weight, random_state):
+        """The training and validation parts for `early_stopping` (stratified by class for a
+        classifier of one label per sample)."""
+        stratify = Y.argmax(axis=1) if self._stratify(Y) else None
+        arrays = [X, Y] + ([] if sample_weight is None else [sample_weight])
+        parts = train_test_split(
+            *arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
+        )
+        if parts[1].shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+            )
+        x_train, x_val, y_train, y_val = parts[:4]
+        return x_train, y_train, (None if sample_weight is None else parts[4]), (x_val, y_val)
+
+    def _stratify(self, Y) -> bool:
+        return False
+
+    def _fit_stochastic(self, X, Y, sample_weight, random_state, incremental):
+        validation = None
+        if self.early_stopping:
+            X, Y, sample_weight, validation = self._split(X, Y, sample_weight, random_state)
+            validation = (validation[0].astype(DTYPE), self._training_target(validation[1]))
+        n = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n))
+        mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
+        l2 = self.alpha / (batch_size * mean_weight) if mean_weight > 0 else 0.0
+
+        def make_opt(lr):
+            if self.solver == "adam":
+                return sklearn_adam(lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, l2=l2)
+            return sklearn_sgd(
+                lr,
+                momentum=self.momentum,
+                nesterov=bool(self.nesterovs_momentum),
+                power_t=self.power_t if self.learning_rate == "invscaling" else 0.0,
+                l2=l2,
+                steps_per_epoch=-(-n // batch_size),
+                n_samples=n,
+            )
+
+        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+        epochs = 1 if incremental else self.max_iter
+        if not incremental:
+            self._opt_state, self._lr = None, float(self.learning_rate_init)
+        metric = self._score_metric() if validation is not None else None
+        model = self._model()
+        trained = train_epochs(
+            model,
+            self._training_loss(),
+            make_opt,
+            self._lr,
+            self._params(model),
+            self._opt_state,
+            X.astype(DTYPE),
+            self._training_target(Y),
+            epochs=epochs,
+            batch_size=None if batch_size >= n else batch_size,
+            key=jax.random.key(random_state.randint(np.iinfo(np.int32).max)),
+            sample_weight=sample_weight,
+            validation=validation,
+            metric=metric,
+            stopping=None if incremental else self._stopping(validation is not None, epochs),
+            adaptive=adaptive,
+        )
+        self._store(model, trained.params)
+        self._opt_state = jax.device_get(trained.opt_state)
+        self._lr = trained.lr
+        self._record(trained, n, incremental, adaptive)
+
+    def _stopping(self, validating, epochs):
+        """scikit-learn's rule as an EarlyStopping, or None where it cannot stop a run."""
+        if self.n_iter_no_change >= epochs:  # np.inf included
+            return None
+        patience = int(self.n_iter_no_change) + 1
+        if validating:
+            return Stopping("val_" + self._score_metric().name, "max", patience, self.tol, True)
+        return Stopping("loss", "min", patience, self.tol * self._loss_scale(), False)
+
+    def _record(self, trained, n, incremental, adaptive):
+        """The fitted attributes of a stochastic run, by scikit-learn's bookkeeping."""
+        losses = trained.losses / self._loss_scale()
+        self.n_iter_ = len(losses)
+        self.t_ += n * len(losses)
+        self.loss_curve_ += losses.tolist()
+        self.loss_ = float(losses[-1])
+        if trained.scores is not None:
+            self.validation_scores_ += trained.scores.tolist()
+            self.best_validation_score_ = max(self.best_validation_score_, float(np.max(trained.scores)))
+        else:
+            for loss in losses:  # scikit-learn's _update_no_improvement_count
+                self._no_improvement_count = (
+                    self._no_improvement_count + 1 if loss > self.best_loss_ - self.tol else 0
+                )
+                self.best_loss_ = min(self.best_loss_, float(loss))
+            if incremental and self._no_improvement_count > self.n_iter_no_change:
+                if adaptive and self._lr > 1e-6:
+                    self._lr /= 5.0
+                self._no_improvement_count = 0
+        if self.verbose:
+            for i, loss in enumerate(losses):
+                print(f"Iteration {i + 1}, loss = {loss:.8f}")
+        if not incremental and not trained.stopped and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                f"optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
+
+    # -- prediction --------------------------------------------------------------------
+    def _forward(self, X):
+        """The output layer's activation on validated X, float64 `(n, n_outputs_)`."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        out = _network.forward(X, self.coefs_, self.intercepts_, self._norms, self.activation)
+        return _network.out_function(self.out_activation_)(out)

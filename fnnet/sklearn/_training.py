@@ -1,0 +1,144 @@
+"""Epochs of minibatch training through `fnnet.fit`'s compiled loop, with scikit-learn's
+stopping rules and its `adaptive` learning rate.
+
+scikit-learn counts an epoch as no improvement when the training loss is not below the
+best so far by `tol` (or, with `early_stopping`, the validation score not above the best by
+`tol`), and stops after `n_iter_no_change` such epochs in a row plus one: that is
+`fnnet.EarlyStopping(monitor, patience=n_iter_no_change + 1, min_delta=tol)`, decided
+inside the compiled loop. Its `adaptive` rate divides the rate by 5 where it would stop
+(until the rate is 1e-6 or less): here a new `fit` of the same program from where the
+last one stopped, with the rate (data in the optimizer state) divided by 5.
+"""
+
+from typing import NamedTuple, Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+import fnnet
+from fnnet.fitting import TrainingDiverged
+
+__all__ = ["Stopping", "Trained", "train_epochs"]
+
+_SMALLEST_ADAPTIVE_LR = 1e-6  # scikit-learn stops instead of dividing a rate this small
+
+
+class Stopping(NamedTuple):
+    """What to watch (`"loss"` or `"val_" + a metric's name`), which way, for how many
+    epochs, by how much, and whether to return the best epoch's params."""
+
+    monitor: str
+    mode: str
+    patience: int
+    min_delta: float
+    restore_best: bool
+
+
+class Trained(NamedTuple):
+    """params, opt_state, each epoch's training loss, each epoch's validation score (None
+    without validation data), whether a stopping rule ended the run, the final lr, and
+    the epochs run for the best monitored value (None without a rule)."""
+
+    params: object
+    opt_state: object
+    losses: np.ndarray
+    scores: Optional[np.ndarray]
+    stopped: bool
+    lr: float
+    best_epoch: Optional[int]
+
+
+def _with_lr(opt_state, lr):
+    dtype = opt_state.hyperparams["lr"].dtype
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "lr": jnp.asarray(lr, dtype)})
+
+
+def train_epochs(
+    model,
+    loss,
+    make_opt,
+    lr,
+    params,
+    opt_state,
+    x,
+    y,
+    *,
+    epochs,
+    batch_size,
+    key,
+    sample_weight=None,
+    validation=None,
+    metric=None,
+    stopping: Optional[Stopping] = None,
+    adaptive: bool = False,
+) -> Trained:
+    """Train for at most `epochs` epochs in fnnet's compiled loop.
+
+    Args:
+      model, loss: a Layer and a Loss; params: the params to start from.
+      make_opt: `lr -> Optimizer`; lr: the learning rate to start with.
+      opt_state: the state to go on from, or None for a fresh one.
+      x, y, sample_weight: the training data (arrays `fit` takes).
+      epochs, batch_size, key: as `fnnet.fit` takes them.
+      validation, metric: None, or `(x_val, y_val)` and the `Metric` scored on it each epoch.
+      stopping: None (run every epoch), or the rule that ends the run.
+      adaptive: divide the rate by 5 where the rule would stop, and go on.
+
+    Returns:
+      Trained.
+
+    Raises:
+      ValueError: the training diverged (scikit-learn's message for non-finite weights).
+    """
+    losses: list = []
+    scores: Optional[list] = None if validation is None else []
+    done, stopped, best_epoch = 0, False, None
+    options: dict = {}
+    if validation is not None:
+        options.update(validation=validation, metrics=[metric])
+    if stopping is not None:
+        options["early_stopping"] = fnnet.EarlyStopping(*stopping)
+    while done < epochs:
+        opt = make_opt(lr)
+        opt_state = opt.init(params) if opt_state is None else _with_lr(opt_state, lr)
+        try:
+            result = fnnet.fit(
+                model,
+                loss,
+                opt,
+                params,
+                x,
+                y,
+                epochs - done,
+                batch_size=batch_size,
+                key=key,
+                progress=False,
+                opt_state=opt_state,
+                sample_weight=sample_weight,
+                **options,
+            )
+        except TrainingDiverged as error:
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may contain large "
+                "values and need to be preprocessed."
+            ) from error
+        params, opt_state = result.params, result.opt_state
+        losses += np.asarray(result.losses).tolist()
+        if scores is not None:
+            scores += np.asarray((result.val_metrics or {})[metric.name]).tolist()
+        if stopping is not None and result.best_epoch is not None:
+            best_epoch = done + result.best_epoch
+        done += len(result.losses)
+        stopped = stopping is not None and result.stopped_epoch is not None
+        if not (stopped and adaptive) or lr <= _SMALLEST_ADAPTIVE_LR:
+            break
+        lr = lr / 5.0
+    return Trained(
+        params,
+        opt_state,
+        np.asarray(losses, np.float64),
+        None if scores is None else np.asarray(scores, np.float64),
+        stopped,
+        lr,
+        best_epoch,
+    )

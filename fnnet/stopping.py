@@ -1,0 +1,194 @@
+"""Early stopping: a run ends once a watched quantity stops improving, decided inside the
+compiled loop.
+
+A `lax.scan` cannot end early, but a run can stop changing: the loop carries a `Watch`
+(the best value so far, its epoch, the epochs since the last improvement, whether the run
+has stopped and, to restore them, the best params), and once stopped every later epoch of
+the loop passes the params through. Under `vmap` (a sweep, a search) each member stops on
+its own and the program stays one; `fit` stops calling the loop once its run has stopped.
+"""
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet._checks import describe, is_int, is_real
+from fnnet._types import Array
+from fnnet._values import settings_repr
+
+__all__ = ["EarlyStopping"]
+
+_MODES = ("auto", "min", "max")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class EarlyStopping:
+    """Stop a run when `monitor` has not improved for `patience` epochs.
+
+    Args:
+      monitor: what to watch, recorded after each epoch: `"loss"` (the training
+        loss), `"val_loss"` (the loss on `validation=`), a metric's name (from
+        `metrics=`, on the training data) or `"val_"` and a metric's name (on the
+        validation data), e.g. `"val_accuracy"`.
+      mode: `"min"`, `"max"`, or `"auto"`: `"max"` for a metric whose
+        `greater_is_better` (accuracy, r2), else `"min"`.
+      patience: epochs (>= 1) without an improvement after which the run stops.
+      min_delta: an epoch improves when its value beats the best so far by more
+        than `min_delta` (>= 0); patience counts the epochs since the last one.
+        The best value, its epoch and (restore_best) its params follow every
+        new best, however small its lead (scikit-learn's `tol` rule).
+      restore_best: return the params after the best epoch (bitwise those of a
+        run of that many epochs) instead of the last ones.
+
+    Example:
+      >>> result = fit(model, loss, opt, params, x[:48], y[:48], 1000, validation=(x[48:], y[48:]),
+      ...              metrics=["accuracy"], early_stopping=EarlyStopping("val_accuracy", patience=20),
+      ...              progress=False)
+      >>> result.stopped_epoch is None or result.best_epoch <= result.stopped_epoch
+      True
+    """
+
+    monitor: str = "val_loss"
+    mode: str = "auto"
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise TypeError(
+                f"EarlyStopping: monitor must be a name (e.g. 'val_loss'), got {describe(self.monitor)}"
+            )
+        if self.mode not in _MODES:
+            raise ValueError(f"EarlyStopping: mode must be one of {_MODES}, got {self.mode!r}")
+        if not is_int(self.patience) or self.patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 1, got {self.patience!r}")
+        if not is_real(self.min_delta) or not np.isfinite(self.min_delta) or self.min_delta < 0:
+            raise ValueError(f"EarlyStopping: min_delta must be a finite float >= 0, got {self.min_delta!r}")
+        if not isinstance(self.restore_best, (bool, np.bool_)):
+            raise TypeError(
+                f"EarlyStopping: restore_best must be True or False, got {describe(self.restore_best)}"
+            )
+
+    def __repr__(self) -> str:
+        return settings_repr(self)
+
+    def resolved(self, owner: str, recorded: dict) -> "EarlyStopping":
+        """This with `mode` "min" or "max", after checking that `monitor` names one of the
+        `recorded` quantities (`{name: greater_is_better}`), else ValueError naming them."""
+        if self.monitor not in recorded:
+            hint = (
+                "; validation quantities need validation=(x_val, y_val)"
+                if self.monitor.startswith("val_") and "val_loss" not in recorded
+                else ""
+            )
+            raise ValueError(
+                f"{owner}: early_stopping monitors {self.monitor!r}, which the run does not record; "
+                f"it records {sorted(recorded)} (metrics come from metrics=){hint}"
+            )
+        if self.mode != "auto":
+            return self
+        return dataclasses.replace(self, mode="max" if recorded[self.monitor] else "min")
+
+
+class Watch(NamedTuple):
+    """The early-stopping state a run carries: `epoch` (epochs trained so far), `best`
+    (the best value seen), `best_epoch` (the epochs trained for it; 0 before any),
+    `wait` (epochs since the last improvement by more than min_delta), `stopped`,
+    `best_params` (the params after the best epoch, or None without restore_best), and
+    the numbers `patience` and `min_delta`, data: another value compiles nothing."""
+
+    epoch: Array
+    best: Array
+    best_epoch: Array
+    wait: Array
+    stopped: Array
+    best_params: Any
+    patience: Array
+    min_delta: Array
+
+
+def static_part(stopping: Optional[EarlyStopping]) -> Optional[EarlyStopping]:
+    """What a compiled run keys on: `stopping` with its numbers (carried in the `Watch`) at
+    their defaults, so runs that differ only in patience or min_delta share a program."""
+    if stopping is None:
+        return None
+    return dataclasses.replace(stopping, patience=10, min_delta=0.0)
+
+
+def start(stopping: EarlyStopping, params, dtype, epoch: int = 0) -> Watch:
+    """The watch of a run that has seen nothing yet, `epoch` epochs in."""
+    worst = np.inf if stopping.mode == "min" else -np.inf
+    return Watch(
+        jnp.int32(epoch),
+        jnp.asarray(worst, dtype),
+        jnp.int32(0),
+        jnp.int32(0),
+        jnp.bool_(False),
+        params if stopping.restore_best else None,
+        jnp.int32(stopping.patience),
+        jnp.asarray(stopping.min_delta, dtype),
+    )
+
+
+def watched(stopping: EarlyStopping, watch: Watch, value, params) -> Watch:
+    """The watch after an epoch whose monitored value is `value` and params `params`
+    (traced). A NaN never improves."""
+    sign = 1 if stopping.mode == "min" else -1
+    value = value.astype(watch.best.dtype)
+    gain = sign * (watch.best - value)  # > 0: a new best
+    better = gain > 0
+    improved = gain > watch.min_delta
+    epoch = watch.epoch + 1
+    wait = jnp.where(improved, 0, watch.wait + 1)
+    best_params = watch.best_params
+    if best_params is not None:
+        best_params = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best_params)
+    return Watch(
+        epoch,
+        jnp.where(better, value, watch.best),
+        jnp.where(better, epoch, watch.best_epoch),
+        wait,
+        wait >= watch.patience,
+        best_params,
+        watch.patience,
+        watch.min_delta,
+    )
+
+
+def as_record(watch: Watch) -> dict:
+    """The watch's numbers as JSON (a checkpoint's metadata): exact, as a float holds a
+    float32's or float64's value."""
+    return {
+        "epoch": int(watch.epoch),
+        "best": float(watch.best),
+        "best_epoch": int(watch.best_epoch),
+        "wait": int(watch.wait),
+        "stopped": bool(watch.stopped),
+    }
+
+
+def from_record(record, stopping: EarlyStopping, dtype, best_params) -> Optional[Watch]:
+    """The watch `as_record` wrote, or None when `record` is not one."""
+    fields = ("epoch", "best", "best_epoch", "wait", "stopped")
+    if not isinstance(record, dict) or set(record) != set(fields):
+        return None
+    if not all(is_int(record[k]) for k in ("epoch", "best_epoch", "wait")) or not isinstance(
+        record["stopped"], bool
+    ):
+        return None
+    if not isinstance(record["best"], (int, float)):
+        return None
+    return Watch(
+        jnp.int32(record["epoch"]),
+        jnp.asarray(record["best"], dtype),
+        jnp.int32(record["best_epoch"]),
+        jnp.int32(record["wait"]),
+        jnp.bool_(record["stopped"]),
+        best_params,
+        jnp.int32(stopping.patience),
+        jnp.asarray(stopping.min_delta, dtype),
+    )
