@@ -34,10 +34,11 @@ def run_record(
     run_id,
     sample_weight=None,
     watching=None,
+    shuffle=True,
 ) -> dict:
     """What defines a run, as JSON: compared by `differences` when it resumes. `watching`
-    (`training.Watching`): the metrics recorded and the early stopping, as their settings
-    (absent from a record without them, as before them)."""
+    (`training.Watching`): the metrics recorded and the early stopping, as their settings;
+    `shuffle` False recorded (each absent from a record without it, as before them)."""
     metrics, stopping = (), None
     if watching is not None:
         metrics, stopping = watching
@@ -46,6 +47,8 @@ def run_record(
         extra["metrics"] = [settings(m) for m in metrics]
     if stopping is not None:
         extra["early_stopping"] = settings(stopping)
+    if not shuffle:
+        extra["shuffle"] = False
     return {
         **extra,
         "record": RECORD,
@@ -70,6 +73,7 @@ _WHAT = {  # field -> how an error names it
     "run_id": "run_id",
     "metrics": "metrics",
     "early_stopping": "early_stopping",
+    "shuffle": "shuffle",
     "n": "the number of samples (n)",
     "batch_size": "batch_size",
     "key": "key",
@@ -86,6 +90,7 @@ _WHAT = {  # field -> how an error names it
 _SHOWN = (
     "run_id",
     "metrics",
+    "shuffle",
     "early_stopping",
     "n",
     "batch_size",
@@ -102,6 +107,8 @@ def differences(stored: dict, current: dict) -> list:
     found = []
     for field, what in _WHAT.items():
         was, now = stored.get(field), current.get(field)
+        if field == "shuffle":  # recorded only when False
+            was, now = was is not False, now is not False
         if was == now:
             continue
         if field == "validation" and (was is None) != (now is None):

@@ -141,6 +141,7 @@ def fit(
     sample_weight=None,
     metrics=None,
     early_stopping: Optional[EarlyStopping] = None,
+    shuffle: bool = True,
 ) -> FitResult:
     """Train `model` on `(x, y)` for `epochs` epochs in a compiled loop.
 
@@ -161,8 +162,8 @@ def fit(
       x: `(n, n_in)` floating point; y: real targets, `(n, ...)`.
       epochs: number of passes over the data.
       batch_size: None for full batch; else minibatches reshuffled every epoch
-        from `key`, the last one smaller when `batch_size` does not divide n:
-        every sample once per epoch.
+        from `key` (in the samples' order with `shuffle=False`), the last one
+        smaller when `batch_size` does not divide n: every sample once per epoch.
       key: one JAX PRNG key (default `jax.random.key(0)`): the shuffles and
         the draws of layers such as Dropout.
       progress: show a tqdm bar (if tqdm is installed) with the loss, the validation
@@ -245,7 +246,7 @@ def fit(
     stopping, dtype = watching.stopping, jnp.result_type(float)
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
-    for name, flag in (("resume", resume), ("overwrite", overwrite)):
+    for name, flag in (("resume", resume), ("overwrite", overwrite), ("shuffle", shuffle)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"fit: {name} must be True or False, got {describe(flag)}")
     if run_id is not None and not isinstance(run_id, str):
@@ -276,6 +277,7 @@ def fit(
             run_id,
             setup.sample_weight,
             watching,
+            bool(shuffle),
         )
     names = _recorded_names(watching, validate)
     history: dict = {name: [] for name in names}
@@ -297,6 +299,7 @@ def fit(
             loss,
             opt.step,
             size,
+            bool(shuffle),
             _CHUNK,
             watching.static(),
             params,

@@ -6,6 +6,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -192,7 +193,7 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
     )
 
 
-def _epoch(model, loss, step_rule, batch_size, mesh):
+def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
     """One pass over the data, as `(prepare, epoch)`.
 
     `prepare(x)` runs once, before the training loop; then each pass is
@@ -200,8 +201,8 @@ def _epoch(model, loss, step_rule, batch_size, mesh):
     samples padded (`fnnet._buckets`): `weights` is 1 for a sample and 0 for padding.
     Where `fnnet._layout` gives the model a feature-major twin, `prepare` transposes x
     (XLA does not hoist the transpose out of the loop itself) and the steps run the twin.
-    Full batch: one step. With `batch_size`: the samples are shuffled by `fold_in(key,
-    state.count)` (one gather per epoch; the padding sorted last, so the order of the
+    Full batch: one step. With `batch_size`: the samples are shuffled (unless not
+    `shuffle`) by `fold_in(key, state.count)` (one gather per epoch; the padding sorted last, so the order of the
     samples does not depend on it) and cut into batches of `batch_size`, the last one
     padded when `batch_size` does not divide n, so every sample is used exactly once per
     epoch and every step has one shape; the steps of padding alone are skipped
@@ -224,7 +225,10 @@ def _epoch(model, loss, step_rule, batch_size, mesh):
             return step(params, state, x, y, weights, step_key(key, state.count))
         counts = weights > 0
         steps = (jnp.sum(counts, dtype=jnp.int32) + batch_size - 1) // batch_size
-        bits = jax.random.bits(jax.random.fold_in(key, state.count), counts.shape, jnp.uint32)
+        if shuffle:
+            bits = jax.random.bits(jax.random.fold_in(key, state.count), counts.shape, jnp.uint32)
+        else:  # the samples in their order, those of weight 0 (and the padding) last
+            bits = jnp.arange(counts.shape[0], dtype=jnp.uint32) << 1
         order = jnp.argsort(jnp.where(counts, bits >> 1, jnp.uint32(2**32 - 1)), stable=True)
         x, y, weights = (jnp.take(a, order, axis=0) for a in (x, y, weights))
 
@@ -325,6 +329,7 @@ def _run(
     loss,
     step_rule,
     batch_size,
+    shuffle,
     count,
     watching,
     params,
@@ -347,7 +352,7 @@ def _run(
     the training and validation targets' means, `fnnet.metrics.center_of`) and the early
     stopping whose `watch` the loop carries: once it has stopped, every later epoch is
     skipped as those past `active` are."""
-    prepare, epoch = _epoch(model, loss, step_rule, batch_size, mesh)
+    prepare, epoch = _epoch(model, loss, step_rule, batch_size, mesh, shuffle)
     dtype = jnp.result_type(float)
     x_in, y, weights = data
     x = prepare(x_in)
@@ -401,13 +406,13 @@ def _run(
 @functools.lru_cache(maxsize=None)
 def _runner(mesh: Optional[Mesh]) -> Callable:
     """`_run` jitted for `mesh` (its data sharded along the mesh's first axis, the rest
-    replicated), as `run(model, loss, step_rule, batch_size, count, watching, params,
+    replicated), as `run(model, loss, step_rule, batch_size, shuffle, count, watching, params,
     state, data, key, validation, active, watch, centers)`. jit keeps one program per
     value of the static settings (loss, the optimizer's step rule, batch size, count,
     watching), the model's structure and shapes: the model is an argument, its numbers
     traced (`fnnet._values`)."""
     run = functools.partial(_run, mesh)
-    static = (1, 2, 3, 4, 5)
+    static = (1, 2, 3, 4, 5, 6)
     if mesh is None:
         return jax.jit(run, static_argnums=static)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -430,6 +435,7 @@ def train(
     *,
     metrics=None,
     early_stopping: Optional[EarlyStopping] = None,
+    shuffle: bool = True,
 ) -> "TrainRun":
     """A whole training run as one pure, jitted, vmappable function.
 
@@ -442,6 +448,7 @@ def train(
         mode, on the training data and on `validation=` data (`"val_"` names).
       early_stopping: None, or an `EarlyStopping`: each run (each member of a
         vmapped sweep) stops on its own; once stopped its params no longer change.
+      shuffle: False to take the minibatches in the samples' order every epoch.
       mesh: a `jax.sharding.Mesh` for data-parallel training: x and y are
         sharded along its first axis, params and optimizer state replicated;
         each device computes the loss and grads of its shard, and one
@@ -497,7 +504,9 @@ def train(
         raise TypeError(
             f"train: early_stopping must be None or a fnnet.EarlyStopping, got {describe(early_stopping)}"
         )
-    return TrainRun(model, loss, opt, epochs, batch_size, mesh, metrics, early_stopping)
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"train: shuffle must be True or False, got {describe(shuffle)}")
+    return TrainRun(model, loss, opt, epochs, batch_size, mesh, metrics, early_stopping, bool(shuffle))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,6 +525,7 @@ class TrainRun:
     mesh: Optional[Mesh] = None
     metrics: tuple = ()
     early_stopping: Optional[EarlyStopping] = None
+    shuffle: bool = True
     step: Callable = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
@@ -548,6 +558,7 @@ class TrainRun:
             loss,
             opt.step,
             setup.batch_size,
+            self.shuffle,
             self.epochs,
             watching.static(),
             params,

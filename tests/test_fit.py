@@ -875,3 +875,25 @@ def test_sample_weights_beyond_float32_train_as_their_ratios(scale):
         MODEL, LOSS, fnnet.SGD(0.1), init(), x, y, 3, sample_weight=weights * scale, progress=False
     )
     np.testing.assert_allclose(got.losses, want.losses, rtol=1e-6)
+
+
+def test_without_shuffling_the_batches_are_the_samples_in_order(tmp_path):
+    x, y = data()
+    opt = fnnet.SGD(lr=0.5)
+    result = fnnet.fit(MODEL, LOSS, opt, init(), x, y, 2, batch_size=24, shuffle=False, progress=False)
+    step = fnnet.train_step(MODEL, LOSS, opt)
+    params, state = init(), opt.init(init())
+    for _ in range(2):
+        for start in range(0, x.shape[0], 24):  # 24, 24, then the last 16
+            params, state, _ = step(params, state, x[start : start + 24], y[start : start + 24])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), result.params, params)
+    path = tmp_path / "run.npz"
+    fnnet.fit(
+        MODEL, LOSS, opt, init(), x, y, 1, batch_size=24, shuffle=False, progress=False, checkpoint=path
+    )
+    with pytest.raises(ValueError, match=r"cannot resume .* shuffle is True now, False in the checkpoint"):
+        fnnet.fit(
+            MODEL, LOSS, opt, init(), x, y, 2, batch_size=24, progress=False, checkpoint=path, resume=True
+        )
+    with pytest.raises(TypeError, match=r"fit: shuffle must be True or False, got 'no' \(str\)"):
+        fnnet.fit(MODEL, LOSS, opt, init(), x, y, 2, batch_size=24, progress=False, shuffle="no")

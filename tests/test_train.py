@@ -200,7 +200,11 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     for count in (EPOCHS, 2):
         padded = padded_samples(x, y, run_size(x.shape[0], batch_size))
         args = (params, opt.init(params), padded, jax.random.key(0), None, None, None, None)
-        hlo = runner.lower(MODEL, LOSS, opt.step, batch_size, count, Watching(), *args).compile().as_text()
+        hlo = (
+            runner.lower(MODEL, LOSS, opt.step, batch_size, True, count, Watching(), *args)
+            .compile()
+            .as_text()
+        )
         trips = re.findall(r'"known_trip_count":\{"n":"(\d+)"\}', hlo)
         assert len(trips) == hlo.count(" while("), (trips, hlo.count(" while("))  # every loop
         assert str(count) in trips
