@@ -42,7 +42,7 @@ def run_record(
     metrics, stopping = (), None
     if watching is not None:
         metrics, stopping = watching
-    extra = {}
+    extra: dict = {}
     if metrics:
         extra["metrics"] = [settings(m) for m in metrics]
     if stopping is not None:
