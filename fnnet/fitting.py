@@ -242,7 +242,7 @@ def fit(
     epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
     steps_per_epoch = setup.steps_per_epoch
     validate, validation = validation is not None, setup.validation
-    watching = prepare_watching("fit", metrics, early_stopping, model, params, setup)
+    watching = prepare_watching("fit", metrics, early_stopping, model, loss, params, setup)
     stopping, dtype = watching.stopping, jnp.result_type(float)
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)

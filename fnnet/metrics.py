@@ -24,6 +24,7 @@ from fnnet._precision import wide
 from fnnet._setup import check_data, check_param_dtypes, check_params, traced_apply
 from fnnet._values import settings_repr
 from fnnet.layers import Layer
+from fnnet.losses import LossBCEWithLogits
 
 __all__ = ["Metric", "Accuracy", "MeanSquaredError", "MeanAbsoluteError", "R2", "evaluate"]
 
@@ -217,8 +218,10 @@ class R2(Metric):
 _NAMES = {"accuracy": Accuracy, "mse": MeanSquaredError, "mae": MeanAbsoluteError, "r2": R2}
 
 
-def as_metrics(owner, metrics) -> tuple:
-    """`metrics` (names or Metric values) as a tuple of Metrics, each named once."""
+def as_metrics(owner, metrics, loss=None) -> tuple:
+    """`metrics` (names or Metric values) as a tuple of Metrics, each named once. Trained
+    with `loss` LossBCEWithLogits, the model's one output is a logit: "accuracy" is then
+    `Accuracy(threshold=0.0)`."""
     if isinstance(metrics, (str, Metric)):
         metrics = [metrics]
     if not isinstance(metrics, (list, tuple)) or not metrics:
@@ -233,7 +236,7 @@ def as_metrics(owner, metrics) -> tuple:
                 raise ValueError(
                     f"{owner}: unknown metric {m!r}; expected one of {sorted(_NAMES)} or a Metric"
                 )
-            m = _NAMES[m]()
+            m = Accuracy(0.0) if m == "accuracy" and isinstance(loss, LossBCEWithLogits) else _NAMES[m]()
         if not isinstance(m, Metric):
             raise TypeError(f"{owner}: a metric must be a name or a Metric, got {describe(m)}")
         out.append(m)

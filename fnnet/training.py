@@ -289,11 +289,11 @@ class Watching(NamedTuple):
         return Watching(self.metrics, static_part(self.stopping))
 
 
-def prepare_watching(owner, metrics, early_stopping, model, params, setup) -> Watching:
+def prepare_watching(owner, metrics, early_stopping, model, loss, params, setup) -> Watching:
     """`metrics` (None, names or Metrics) and `early_stopping` (None or an EarlyStopping)
     checked against the run's model, targets and validation data (a `Setup`), before any
     work: metrics that do not fit the targets, a monitor that names no recorded quantity."""
-    metrics = () if metrics is None else as_metrics(owner, metrics)
+    metrics = () if metrics is None else as_metrics(owner, metrics, loss)
     validate = setup.validation is not None
     for m in metrics:
         if m.name in ("loss",) or m.name.startswith("val_"):
@@ -499,7 +499,7 @@ def train(
     epochs = check_count("train: epochs", epochs)
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"train: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
-    metrics = () if metrics is None else as_metrics("train", metrics)
+    metrics = () if metrics is None else as_metrics("train", metrics, loss)
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(
             f"train: early_stopping must be None or a fnnet.EarlyStopping, got {describe(early_stopping)}"
@@ -551,7 +551,9 @@ class TrainRun:
             validation,
             sample_weight,
         )
-        watching = prepare_watching("train", self.metrics or None, self.early_stopping, model, params, setup)
+        watching = prepare_watching(
+            "train", self.metrics or None, self.early_stopping, model, loss, params, setup
+        )
         stopping = watching.stopping
         result = _runner(self.mesh)(
             model,

@@ -301,3 +301,13 @@ def test_sweep_checks_each_members_sample_weights():
         fnnet.sweep(run, stacked, states, X, Y, keys=keys, sample_weights=bad)
     with pytest.raises(ValueError, match=r"sweep: sample_weights must have shape \(2, 96\)"):
         fnnet.sweep(run, stacked, states, X, Y, keys=keys, sample_weights=np.ones((2, 95)))
+
+
+def test_accuracy_of_a_logit_trained_with_bce_with_logits_thresholds_at_zero():
+    model = fnnet.serial(fnnet.Linear(2, 16), fnnet.Tanh(), fnnet.Linear(16, 1))
+    params = model.init(jax.random.key(0), X.shape)[1]
+    loss = fnnet.LossBCEWithLogits()
+    result = fnnet.fit(model, loss, OPT, params, X, Y, 40, metrics=["accuracy"], progress=False)
+    at_zero = fnnet.evaluate(model, result.params, X, Y, [fnnet.Accuracy(threshold=0.0)])["accuracy"]
+    at_half = fnnet.evaluate(model, result.params, X, Y, ["accuracy"])["accuracy"]
+    assert result.metrics["accuracy"][-1] == pytest.approx(at_zero, rel=1e-6) and at_zero != at_half
