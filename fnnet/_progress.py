@@ -19,8 +19,8 @@ def _shown(values: dict) -> str:
 
 
 class Progress:
-    """`update(epochs_done, values)` after each chunk, `close()` at the end; `values` the
-    last epoch's recorded quantities by name (loss, val_loss, metrics)."""
+    """`update(epochs_done, values, stopped)` after each chunk, `close()` at the end;
+    `values` the last epoch's recorded quantities by name (loss, val_loss, metrics)."""
 
     def __init__(self, epochs: int, done: int):
         self.epochs, self.start = epochs, time.perf_counter()
@@ -36,13 +36,15 @@ class Progress:
                 self.bar = tqdm(total=epochs, initial=done, unit="epoch", desc="fit")
         self.done = done
 
-    def update(self, done: int, values: dict) -> None:
+    def update(self, done: int, values: dict, stopped: bool = False) -> None:
+        """After a chunk: `done` epochs, the last one's `values`; `stopped` by early stopping."""
+        shown = _shown(values) + (", stopped early" if stopped else "")
         if self.bar is not None:
             self.bar.update(done - self.done)
-            self.bar.set_postfix_str(_shown(values))
+            self.bar.set_postfix_str(shown)
         else:
             now = time.perf_counter()
-            self.pending = f"fit: epoch {done}/{self.epochs}, {_shown(values)}"
+            self.pending = f"fit: epoch {done}/{self.epochs}, {shown}"
             if now - (self.start if self.last_line is None else self.last_line) >= _EVERY_SECONDS:
                 self._print(now)
         self.done = done

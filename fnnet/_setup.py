@@ -139,12 +139,16 @@ def check_sample_weight(owner, sample_weight, n):
     if sample_weight is None:
         return None
     weights = as_array(owner, "sample_weight", sample_weight)
-    if isinstance(weights, jax.core.Tracer):  # a sweep's member: its rows checked by sweep
-        if not jnp.issubdtype(weights.dtype, jnp.floating) or weights.shape != (n,):
+    if isinstance(weights, jax.core.Tracer):  # a sweep's member, its values unseen here
+        if weights.dtype.kind not in "biuf" or weights.shape != (n,):
             raise ValueError(
-                f"{owner}: sample_weight must be floats of shape ({n},), got {weights.dtype}{list(weights.shape)}"
+                f"{owner}: sample_weight must be real numbers of shape ({n},), got "
+                f"{weights.dtype}{list(weights.shape)}"
             )
-        return weights / jnp.max(weights)
+        weights = weights.astype(jnp.promote_types(weights.dtype, jnp.float32))
+        largest = jnp.max(weights)
+        valid = jnp.all(jnp.isfinite(weights)) & jnp.all(weights >= 0) & (largest > 0)
+        return jnp.where(valid, weights / largest, jnp.nan)  # a bad row: NaN losses, flagged
     weights = np.asarray(weights)
     if weights.dtype.kind not in "biuf":
         raise TypeError(f"{owner}: sample_weight must be real numbers, got dtype {weights.dtype}")

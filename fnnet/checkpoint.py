@@ -26,7 +26,7 @@ import numpy as np
 from fnnet._atomic import write_atomically
 from fnnet._npz import Archive, open_npz, unreadable
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "load_best"]
 
 _HEADER = "__fnnet__"
 _FORMAT = 2
@@ -224,12 +224,24 @@ def load(path, params, opt_state=None):
 
 
 def load_best(path, params):
-    """The best params a checkpoint of `fit` with early stopping holds (`save_run`), checked
-    against the template `params`."""
-    with open_npz(os.fspath(path)) as archive:
+    """The best params in a checkpoint of `fit` with `EarlyStopping(restore_best=True)`.
+
+    `load` reads the run's last params (where it resumes); these are those of its best
+    epoch so far, what `fit` returns. `params` is a template, as for `load`.
+
+    Example:
+      >>> fnnet.load_best("run.npz", params)  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, f"load_best: checkpoint {path!r} does not exist")
+    with open_npz(path) as archive:
         header = _read_header(archive)
         if not header.get("has_best_params"):
-            raise ValueError(f"load: {archive.path!r} holds no best params (no early stopping)")
+            raise ValueError(
+                f"load_best: {archive.path!r} holds no best params (a run without early stopping's "
+                f"restore_best): use load"
+            )
         return _unflatten(archive, "best_params", params, header.get("dtypes", {}))
 
 

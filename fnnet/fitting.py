@@ -16,11 +16,12 @@ from fnnet._hosts import on_writer
 from fnnet._setup import HyperparameterMismatch, check_count, prepare_run, underflow_step
 from fnnet._progress import Progress as _Progress
 from fnnet.checkpoint import save_run
-from fnnet.stopping import EarlyStopping, as_record, start
+from fnnet.stopping import EarlyStopping, as_record, restored, start
 from fnnet.training import _runner, centers_of, prepare_watching
 
 __all__ = [
     "CheckpointError",
+    "EarlyStoppingWithoutBest",
     "FitResult",
     "HyperparameterMismatch",
     "LearningRateUnderflow",
@@ -39,15 +40,16 @@ class FitResult:
     """What `fit` returns; it unpacks as `params, opt_state, losses, val_losses`.
 
     params: the trained params (with any `State`, e.g. BatchNorm's running statistics):
-      with `EarlyStopping(restore_best=True)`, those after the best epoch;
+      with `EarlyStopping(restore_best=True)`, those of the best epoch (`best_epoch`);
     opt_state: the optimizer state after the last step (resume from it);
     losses: `(epochs_run,)` NumPy, each epoch's training loss (before its steps);
     val_losses: `(epochs_run,)` NumPy, each epoch's validation loss (after it), or None;
     metrics: `{name: (epochs_run,)}` NumPy, each metric on the training data after each
       epoch (in inference mode); empty without `metrics=`;
     val_metrics: the same on the validation data, or None without it;
-    best_epoch: with early stopping, the epochs run for the best monitored value (its
-      params are those of a run of that many epochs), else None;
+    best_epoch: with early stopping, the epochs run to the params of the best monitored
+      value (a run of that many epochs has them; for "loss", measured before each epoch's
+      steps, one less than the epoch that recorded it), else None (or none finite);
     stopped_epoch: the epochs run when early stopping ended the run, else None.
     Printed, it is a one-line summary.
     """
@@ -63,6 +65,12 @@ class FitResult:
 
     def __iter__(self) -> Iterator:
         return iter((self.params, self.opt_state, self.losses, self.val_losses))
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index):  # result[0] is params, as when FitResult was a tuple
+        return (self.params, self.opt_state, self.losses, self.val_losses)[index]
 
     def __repr__(self):
         leaves = jax.tree.leaves(self.params)
@@ -103,14 +111,20 @@ class CheckpointError(OSError):
     """A checkpoint could not be written mid-run (a full disk); training stopped there.
 
     An OSError with the failed write's errno. Attributes: `epoch` (epochs
-    done), `params`, `opt_state`, `losses` and `val_losses` (None without
-    validation data) of the run up to then: what `FitResult` would hold.
+    done), `params` (with early stopping's restore_best, the best so far),
+    `opt_state`, `losses` and `val_losses` (None without validation data) of
+    the run up to then: what `FitResult` would hold.
     """
 
     def __init__(self, message, *, errno, epoch, params, opt_state, losses, val_losses):
         super().__init__(errno, message) if errno else super().__init__(message)
         self.epoch, self.params, self.opt_state = epoch, params, opt_state
         self.losses, self.val_losses = losses, val_losses
+
+
+class EarlyStoppingWithoutBest(UserWarning):
+    """Early stopping's monitored quantity was never finite (a NaN or infinite validation
+    loss, a metric of your own giving NaN): the run has no best epoch."""
 
 
 class LearningRateUnderflow(UserWarning):
@@ -206,7 +220,8 @@ def fit(
         monitored quantity (`"val_loss"`, `"loss"`, a metric's name or `"val_"` and
         one) has not improved for `patience` epochs, decided inside the compiled loop;
         a checkpointed, killed and resumed run stops where the uninterrupted one does,
-        with the same bits (the best params are saved in the checkpoint).
+        with the same bits (the checkpoint holds the last params, where a resume goes
+        on, and the best ones: `fnnet.load_best(path, params)`).
 
     Returns:
       FitResult: unpacks as `params, opt_state, losses, val_losses`; also `metrics`,
@@ -246,7 +261,12 @@ def fit(
     stopping, dtype = watching.stopping, jnp.result_type(float)
     if checkpoint_every is not None:
         checkpoint_every = check_count("fit: checkpoint_every", checkpoint_every)
-    for name, flag in (("resume", resume), ("overwrite", overwrite), ("shuffle", shuffle)):
+    for name, flag in (
+        ("resume", resume),
+        ("overwrite", overwrite),
+        ("shuffle", shuffle),
+        ("progress", progress),
+    ):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"fit: {name} must be True or False, got {describe(flag)}")
     if run_id is not None and not isinstance(run_id, str):
@@ -340,7 +360,8 @@ def fit(
             done += count
             starts = [starts[-1], (params, opt_state, done, watch)]
             if bar is not None:
-                bar.update(done, {name: values[-1] for name, values in history.items() if values})
+                last = {name: values[-1] for name, values in history.items() if values}
+                bar.update(done, last, stopped)
             if checkpoint is not None and (save_after or stopped):
                 saved()
             if stopped:
@@ -348,8 +369,15 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    if watch is not None and watch.best_params is not None and watch.best_epoch > 0:
-        params = watch.best_params
+    best_epoch = None if watch is None else int(watch.best_epoch)
+    if best_epoch == -1 and done:
+        warnings.warn(
+            f"fit: early stopping's {stopping.monitor!r} was never finite in {done} epochs: no best "
+            f"epoch, the params are the last ones",
+            EarlyStoppingWithoutBest,
+            stacklevel=2,
+        )
+    params = restored(watch, params)
     return FitResult(
         params,
         opt_state,
@@ -357,7 +385,7 @@ def fit(
         _as_losses(history["val_loss"]) if validate else None,
         {m.name: _as_losses(history[m.name]) for m in watching.metrics},
         {m.name: _as_losses(history["val_" + m.name]) for m in watching.metrics} if validate else None,
-        None if watch is None else int(watch.best_epoch),
+        None if best_epoch == -1 else best_epoch,
         done if stopped else None,
     )
 
@@ -417,11 +445,11 @@ def _save(path, params, opt_state, epochs, history, validate, spec, watch, best_
     except OSError as error:
         raise CheckpointError(
             f"fit: training stopped at epoch {len(losses)}, as its checkpoint could not be "
-            f"written ({error}); the error carries the params, optimizer state and losses "
-            f"up to there",
+            f"written ({error}); the error carries the params (the best ones, with early "
+            f"stopping's restore_best), optimizer state and losses up to there",
             errno=error.errno,
             epoch=len(losses),
-            params=params,
+            params=restored(watch, params),
             opt_state=opt_state,
             losses=_as_losses(losses),
             val_losses=_as_losses(history["val_loss"]) if validate else None,

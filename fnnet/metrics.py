@@ -105,6 +105,7 @@ class Accuracy(Metric):
     def __post_init__(self):
         if not is_real(self.threshold) or not np.isfinite(self.threshold):
             raise TypeError(f"Accuracy: threshold must be a finite float, got {describe(self.threshold)}")
+        object.__setattr__(self, "threshold", float(self.threshold))  # a setting, hashable
 
     def sums(self, y, target, weights):
         y, target = jnp.asarray(y), jnp.asarray(target)
@@ -128,17 +129,20 @@ class Accuracy(Metric):
         return {"correct": total, "count": count}
 
     def check_targets(self, target, n_outputs):  # type: ignore[override]
-        if not np.issubdtype(target.dtype, np.integer) or not target.size:
+        if not target.size:
+            return
+        if n_outputs == 1 and len(np.unique(target)) > 2:
+            raise ValueError(
+                f"accuracy: one output classifies two ways, by its threshold; got "
+                f"{len(np.unique(target))} distinct targets (several classes need one output each; "
+                f"for real-valued targets use mse, mae or r2)"
+            )
+        if not np.issubdtype(target.dtype, np.integer):
             return
         if n_outputs >= 2 and target.ndim == 1 and not (target.min() >= 0 and target.max() < n_outputs):
             raise ValueError(
                 f"accuracy: labels must be in [0, {n_outputs}) for {n_outputs} outputs, got values "
                 f"in [{target.min()}, {target.max()}]"
-            )
-        if n_outputs == 1 and len(np.unique(target)) > 2:
-            raise ValueError(
-                f"accuracy: one output classifies two ways, by its threshold; got "
-                f"{len(np.unique(target))} distinct integer targets (several classes need one output each)"
             )
 
     def value(self, sums):
@@ -306,12 +310,15 @@ def check_metrics(owner, metrics, model, params, x, y, name_y="y") -> None:
     try:
         out = traced_apply.eval_shape(model, params, jax.ShapeDtypeStruct(x.shape, x.dtype))
         for m in metrics:
-            jax.eval_shape(
+            sums = jax.eval_shape(
                 m.sums,
                 out,
                 jax.ShapeDtypeStruct(y.shape, y.dtype),
                 jax.ShapeDtypeStruct(x.shape[:1], float),
             )
+            value = jax.eval_shape(m.value, sums)
+            if getattr(value, "shape", None) != ():
+                raise ValueError(f"metric {m.name!r}: value(sums) must give a scalar, got {describe(value)}")
         host = whole(y)  # None for a sweep's per-member targets
         if host is not None:
             for m in metrics:

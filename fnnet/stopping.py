@@ -22,6 +22,7 @@ from fnnet._values import settings_repr
 __all__ = ["EarlyStopping"]
 
 _MODES = ("auto", "min", "max")
+_MOST_PATIENCE = 2**31 - 1  # an int32 counts the epochs
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -40,8 +41,12 @@ class EarlyStopping:
         than `min_delta` (>= 0); patience counts the epochs since the last one.
         The best value, its epoch and (restore_best) its params follow every
         new best, however small its lead (scikit-learn's `tol` rule).
-      restore_best: return the params after the best epoch (bitwise those of a
-        run of that many epochs) instead of the last ones.
+      restore_best: return the params at the best value (bitwise those of a run
+        of `best_epoch` epochs) instead of the last ones: those after the best
+        epoch, or for `"loss"` (each epoch's loss is taken before its steps, at
+        the params the epoch starts from) those before it. A run whose
+        monitored value was never finite has no best: it returns the last
+        params (and `fit` warns).
 
     Example:
       >>> result = fit(model, loss, opt, params, x[:48], y[:48], 1000, validation=(x[48:], y[48:]),
@@ -64,8 +69,10 @@ class EarlyStopping:
             )
         if self.mode not in _MODES:
             raise ValueError(f"EarlyStopping: mode must be one of {_MODES}, got {self.mode!r}")
-        if not is_int(self.patience) or self.patience < 1:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 1, got {self.patience!r}")
+        if not is_int(self.patience) or not 1 <= self.patience <= _MOST_PATIENCE:
+            raise ValueError(
+                f"EarlyStopping: patience must be an int in [1, {_MOST_PATIENCE}], got {self.patience!r}"
+            )
         if not is_real(self.min_delta) or not np.isfinite(self.min_delta) or self.min_delta < 0:
             raise ValueError(f"EarlyStopping: min_delta must be a finite float >= 0, got {self.min_delta!r}")
         if not isinstance(self.restore_best, (bool, np.bool_)):
@@ -96,7 +103,8 @@ class EarlyStopping:
 
 class Watch(NamedTuple):
     """The early-stopping state a run carries: `epoch` (epochs trained so far), `best`
-    (the best value seen), `best_epoch` (the epochs trained for it; 0 before any),
+    (the best value seen: +-inf before any finite one), `best_epoch` (the epochs trained
+    to the params it was measured at; -1 before any),
     `wait` (epochs since the last improvement by more than min_delta), `stopped`,
     `best_params` (the params after the best epoch, or None without restore_best), and
     the numbers `patience` and `min_delta`, data: another value compiles nothing."""
@@ -125,7 +133,7 @@ def start(stopping: EarlyStopping, params, dtype, epoch: int = 0) -> Watch:
     return Watch(
         jnp.int32(epoch),
         jnp.asarray(worst, dtype),
-        jnp.int32(0),
+        jnp.int32(-1),
         jnp.int32(0),
         jnp.bool_(False),
         params if stopping.restore_best else None,
@@ -134,15 +142,17 @@ def start(stopping: EarlyStopping, params, dtype, epoch: int = 0) -> Watch:
     )
 
 
-def watched(stopping: EarlyStopping, watch: Watch, value, params) -> Watch:
-    """The watch after an epoch whose monitored value is `value` and params `params`
-    (traced). A NaN never improves."""
+def watched(stopping: EarlyStopping, watch: Watch, value, before, after) -> Watch:
+    """The watch after an epoch whose monitored value is `value`, trained from params
+    `before` to `after` (traced): the value is that of `after`, or for `"loss"` (taken
+    before each step) of `before`, the run one epoch shorter. A NaN never improves."""
     sign = 1 if stopping.mode == "min" else -1
     value = value.astype(watch.best.dtype)
     gain = sign * (watch.best - value)  # > 0: a new best
     better = gain > 0
     improved = gain > watch.min_delta
     epoch = watch.epoch + 1
+    at, params = (epoch - 1, before) if stopping.monitor == "loss" else (epoch, after)
     wait = jnp.where(improved, 0, watch.wait + 1)
     best_params = watch.best_params
     if best_params is not None:
@@ -150,7 +160,7 @@ def watched(stopping: EarlyStopping, watch: Watch, value, params) -> Watch:
     return Watch(
         epoch,
         jnp.where(better, value, watch.best),
-        jnp.where(better, epoch, watch.best_epoch),
+        jnp.where(better, at, watch.best_epoch),
         wait,
         wait >= watch.patience,
         best_params,
@@ -159,12 +169,22 @@ def watched(stopping: EarlyStopping, watch: Watch, value, params) -> Watch:
     )
 
 
+def restored(watch: Optional[Watch], last):
+    """The params a run returns: the best ones where the watch keeps them and saw a finite
+    value, else `last` (traced or not)."""
+    if watch is None or watch.best_params is None:
+        return last
+    found = watch.best_epoch >= 0
+    return jax.tree.map(lambda best, new: jnp.where(found, best, new), watch.best_params, last)
+
+
 def as_record(watch: Watch) -> dict:
     """The watch's numbers as JSON (a checkpoint's metadata): exact, as a float holds a
-    float32's or float64's value."""
+    float32's or float64's value; an infinite best as a string (JSON has no infinity)."""
+    best = float(watch.best)
     return {
         "epoch": int(watch.epoch),
-        "best": float(watch.best),
+        "best": best if np.isfinite(best) else str(best),
         "best_epoch": int(watch.best_epoch),
         "wait": int(watch.wait),
         "stopped": bool(watch.stopped),
@@ -180,11 +200,14 @@ def from_record(record, stopping: EarlyStopping, dtype, best_params) -> Optional
         record["stopped"], bool
     ):
         return None
-    if not isinstance(record["best"], (int, float)):
+    best = record["best"]
+    if isinstance(best, str) and best in ("inf", "-inf"):
+        best = float(best)
+    if isinstance(best, bool) or not isinstance(best, (int, float)):
         return None
     return Watch(
         jnp.int32(record["epoch"]),
-        jnp.asarray(record["best"], dtype),
+        jnp.asarray(best, dtype),
         jnp.int32(record["best_epoch"]),
         jnp.int32(record["wait"]),
         jnp.bool_(record["stopped"]),

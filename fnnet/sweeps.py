@@ -1,6 +1,7 @@
 """Sweeps: many training runs as one `jax.vmap`, spread over the local devices."""
 
 import dataclasses
+import inspect
 import functools
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -93,33 +94,34 @@ class Vmapped:
     def settings(self) -> tuple:
         return (self.run, self.per_member_data, self.groups, self.one_by_one)
 
-    def __call__(self, params, opt_states, x, y, keys, models=None, sample_weights=None):
-        extra = _extra(models, sample_weights)
+    def __call__(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):
+        extra = _extra(models, sample_weights, validation)
         return _run_sweep(*self.settings(), params, opt_states, x, y, keys, *extra)
 
-    def lower(self, params, opt_states, x, y, keys, models=None, sample_weights=None):
-        extra = _extra(models, sample_weights)
+    def lower(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):
+        extra = _extra(models, sample_weights, validation)
         return _run_sweep.lower(*self.settings(), params, opt_states, x, y, keys, *extra)
 
 
-def _extra(models, sample_weights) -> tuple:
-    """`()`, or `({"model": ..., "sample_weight": ...},)` with those given: the members'
-    own arguments of the run, stacked."""
-    given = {name: v for name, v in (("model", models), ("sample_weight", sample_weights)) if v is not None}
-    return (given,) if given else ()
+def _extra(models, sample_weights, validation) -> tuple:
+    """`()`, or `(own, shared)`: the run's keyword arguments given, each member's own
+    stacked (`model`, `sample_weight`) and those all share (`validation`)."""
+    own = {name: v for name, v in (("model", models), ("sample_weight", sample_weights)) if v is not None}
+    shared = {} if validation is None else {"validation": validation}
+    return (own, shared) if own or shared else ()
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _run_sweep(run, per_member_data, groups, one_by_one, params, states, x, y, keys, *extra_arg):
-    """The members' runs; `extra_arg` empty, or a dict of the members' own keyword
-    arguments of the run, stacked: `model` (`sweep`'s `models`), `sample_weight` (an
-    argument only when given: a program lowered without it takes the five arguments it
-    always took)."""
-    models = extra_arg[0] if extra_arg else {}
+    """The members' runs; `extra_arg` empty, or `(own, shared)`: dicts of the members' own
+    keyword arguments of the run, stacked (`model`: `sweep`'s `models`; `sample_weight`),
+    and of those they share (`validation`); arguments only when given: a program lowered
+    without them takes the five arguments it always took."""
+    models, shared = extra_arg if extra_arg else ({}, {})
     data_axis = 0 if per_member_data else None
 
     def one(params, state, x, y, key, extra):
-        return run(params, state, x, y, key=key, **extra)
+        return run(params, state, x, y, key=key, **extra, **shared)
 
     if not one_by_one:
         axes = (0, 0, data_axis, data_axis, 0, 0)
@@ -333,14 +335,34 @@ def _finite(params, losses):
     return jax.vmap(lambda params, losses: _all_finite((params, losses)))(params, losses)
 
 
-def _check_sample_weights(weights, members: int, n: int) -> np.ndarray:
-    """`(M, n)` weights, each member's checked as `fit` checks one `sample_weight`."""
-    host = np.asarray(weights)
-    if host.shape != (members, n):
-        raise ValueError(
-            f"sweep: sample_weights must have shape ({members}, {n}), one row per member, got {host.shape}"
+def _check_sample_weights(run, weights, members: int, n: int):
+    """`(M, n)` weights, each member's checked as `fit` checks one `sample_weight` where
+    concrete (traced, inside `jit`: a bad row gives its member NaN losses, flagged)."""
+    if not _takes(run, "sample_weight"):
+        raise TypeError(
+            f"sweep: sample_weights needs a run that takes sample_weight= (from fnnet.train), got {describe(run)}"
         )
+    if not (hasattr(weights, "shape") and hasattr(weights, "dtype")) and not isinstance(
+        weights, (list, tuple)
+    ):
+        raise TypeError(f"sweep: sample_weights must be an array (M, n) of weights, got {describe(weights)}")
+    if np.shape(weights) != (members, n):
+        raise ValueError(
+            f"sweep: sample_weights must have shape ({members}, {n}), one row per member, got {np.shape(weights)}"
+        )
+    if isinstance(weights, jax.core.Tracer):
+        return weights
+    host = np.asarray(weights)
     return np.stack([check_sample_weight(f"sweep: member {m}", row, n) for m, row in enumerate(host)])
+
+
+def _takes(run, name: str) -> bool:
+    """Whether `run` takes the keyword `name` (or any keyword)."""
+    try:
+        parameters = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):
+        return True  # a callable Python cannot inspect: let it answer
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def sweep(
@@ -355,6 +377,7 @@ def sweep(
     per_member_data: bool = False,
     models: Optional[Sequence[Layer]] = None,
     sample_weights=None,
+    validation=None,
 ) -> SweepResult:
     """Train M members at once: `jax.vmap(run)` with members spread over devices.
 
@@ -378,6 +401,9 @@ def sweep(
       sample_weights: None, or `(M, n)`: each member's `sample_weight` (a
         run from `fnnet.train`), e.g. 0/1 masks of cross-validation folds, so
         every fold trains in one program; each row finite, >= 0, not all 0.
+      validation: None, or `(x_val, y_val)` shared by every member (a run from
+        `fnnet.train`): its loss and metrics recorded, and early stopping may
+        watch them (`"val_loss"`).
 
     Returns:
       `SweepResult(params, opt_states, losses, finite)`, stacked over members;
@@ -414,14 +440,23 @@ def sweep(
     _check_targets(x, y, params, per_member_data, run)
     stacked_models = None if models is None else _stacked_models(run, models, members)
     if sample_weights is not None:
-        sample_weights = _check_sample_weights(sample_weights, members, np.shape(x)[int(per_member_data)])
+        sample_weights = _check_sample_weights(
+            run, sample_weights, members, np.shape(x)[int(per_member_data)]
+        )
+    if validation is not None:
+        if not _takes(run, "validation"):
+            raise TypeError(
+                f"sweep: validation needs a run that takes validation= (from fnnet.train), got {describe(run)}"
+            )
+        if not (isinstance(validation, tuple) and len(validation) == 2):
+            raise TypeError(f"sweep: validation must be a pair (x_val, y_val), got {describe(validation)}")
     stacked = (params, opt_states, keys, stacked_models, sample_weights) + ((x, y) if per_member_data else ())
     stacked = spread(stacked, devices)
     params, opt_states, keys, stacked_models, sample_weights = stacked[:5]
     if per_member_data:
         x, y = stacked[5:]
     out = vmapped(run, per_member_data, len(devices))(
-        params, opt_states, x, y, keys, stacked_models, sample_weights
+        params, opt_states, x, y, keys, stacked_models, sample_weights, validation
     )
     params, opt_states, losses = jax.tree.map(lambda a: a[:members], out)
     return SweepResult(params, opt_states, losses, _finite(params, losses))

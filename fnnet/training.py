@@ -21,7 +21,7 @@ from fnnet.losses import Loss
 from fnnet.metrics import as_metrics, center_of, check_metrics, measure
 from fnnet.optim import Optimizer, OptState
 from fnnet.state import check_update, state_leaves, with_state
-from fnnet.stopping import EarlyStopping, Watch, start, static_part, watched
+from fnnet.stopping import EarlyStopping, Watch, restored, start, static_part, watched
 
 __all__ = ["train_step", "train"]
 
@@ -296,7 +296,7 @@ def prepare_watching(owner, metrics, early_stopping, model, loss, params, setup)
     metrics = () if metrics is None else as_metrics(owner, metrics, loss)
     validate = setup.validation is not None
     for m in metrics:
-        if m.name in ("loss",) or m.name.startswith("val_"):
+        if m.name in ("loss", "epochs", "best_epoch") or m.name.startswith("val_"):
             raise ValueError(f"{owner}: a metric cannot be named {m.name!r} (a name the run records itself)")
     check_metrics(owner, metrics, model, params, setup.x, setup.y)
     if validate:
@@ -375,11 +375,11 @@ def _run(
         return {name: value.astype(dtype) for name, value in record.items()}
 
     def trained(carry):
-        params, state, watch = carry
-        params, state, value = epoch(params, state, x, y, weights, key)
+        before, state, watch = carry
+        params, state, value = epoch(before, state, x, y, weights, key)
         record = recorded(params, value)
         if watch is not None:
-            watch = watched(stopping, watch, record[stopping.monitor], params)
+            watch = watched(stopping, watch, record[stopping.monitor], before, params)
         return (params, state, watch), record
 
     names = ["loss"] + [m.name for m in metrics]
@@ -462,7 +462,7 @@ def train(
       early stopping or `validation=(x_val, y_val)`, the third output is a history
       instead: `{"loss": (epochs,), "val_loss": ..., "accuracy": ..., "val_accuracy":
       ...}` and, with early stopping, `"epochs"` (the epochs run) and `"best_epoch"`
-      (the epochs run for the best value), each epoch after a stop recording NaN;
+      (the epochs run to the params of the best value; -1 if none was finite), each epoch after a stop recording NaN;
       `params` are the best ones when `restore_best`. `sample_weight` is `fit`'s
       (`(n,)`, >= 0): traced inside a sweep, each member its own (`sweep(...,
       sample_weights=)`: cross-validation folds as 0/1 masks share one program). Epoch e shuffles with
@@ -582,8 +582,7 @@ class TrainRun:
         params = result.params
         if stopping is not None:
             history.update(epochs=result.watch.epoch, best_epoch=result.watch.best_epoch)
-            if stopping.restore_best:
-                params = result.watch.best_params
+            params = restored(result.watch, params)
         return params, result.opt_state, history
 
     def same_structure(self, model):

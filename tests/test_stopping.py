@@ -34,14 +34,15 @@ def _equal(a, b):
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
-def _replayed(values, mode, patience, min_delta):
-    """(best_epoch, stopped_epoch or None): EarlyStopping's rule run on the host."""
+def _replayed(values, mode, patience, min_delta, before=False):
+    """(best_epoch, stopped_epoch or None): EarlyStopping's rule run on the host; `before`:
+    each value is measured before its epoch's steps (the training loss)."""
     sign = 1 if mode == "min" else -1
     best, best_epoch, wait = np.inf, 0, 0
     for epoch, value in enumerate(values, 1):
         gain = best - sign * value  # best kept as sign * value
         if gain > 0:
-            best, best_epoch = sign * value, epoch
+            best, best_epoch = sign * value, epoch - before
         wait = 0 if gain > min_delta else wait + 1
         if wait >= patience:
             return best_epoch, epoch
@@ -82,7 +83,7 @@ def test_a_run_stops_by_the_rule_and_restores_a_run_of_its_best_epoch(monitor, m
         "val_loss": result.val_losses,
         "val_accuracy": result.val_metrics["accuracy"],
     }
-    best_epoch, stopped = _replayed(history[monitor], mode, patience, min_delta)
+    best_epoch, stopped = _replayed(history[monitor], mode, patience, min_delta, monitor == "loss")
     assert stopped is not None and stopped < 400, "the run did not stop: the test proves nothing"
     assert (result.best_epoch, result.stopped_epoch) == (best_epoch, stopped)
     assert len(result.losses) == len(result.val_losses) == stopped
@@ -190,6 +191,11 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys):
     err = capsys.readouterr().err
     assert "\r" not in err and err.startswith("fit: epoch 4/4, loss "), err
     assert "val_loss" in err and "val_accuracy" in err
+    result = _fit(400, progress=True, early_stopping=fnnet.EarlyStopping("loss", patience=2, min_delta=1e-3))
+    err = capsys.readouterr().err
+    assert err.startswith(f"fit: epoch {result.stopped_epoch}/400, loss ") and ", stopped early (" in err, err
+    with pytest.raises(TypeError, match=r"fit: progress must be True or False, got 'yes' \(str\)"):
+        _fit(2, progress="yes")
 
 
 @pytest.mark.parametrize(
@@ -248,8 +254,13 @@ def test_metrics_that_do_not_fit_the_targets_are_refused():
             ValueError,
             r"EarlyStopping: mode must be one of \('auto', 'min', 'max'\), got 'up'",
         ),
-        ({"patience": 0}, ValueError, r"EarlyStopping: patience must be an int >= 1, got 0"),
-        ({"patience": 2.5}, ValueError, r"EarlyStopping: patience must be an int >= 1, got 2.5"),
+        ({"patience": 0}, ValueError, r"EarlyStopping: patience must be an int in \[1, 2147483647\], got 0"),
+        (
+            {"patience": 2.5},
+            ValueError,
+            r"EarlyStopping: patience must be an int in \[1, 2147483647\], got 2.5",
+        ),
+        ({"patience": 2**40}, ValueError, r"EarlyStopping: patience must be an int in \[1, 2147483647\]"),
         ({"min_delta": -1.0}, ValueError, r"EarlyStopping: min_delta must be a finite float >= 0, got -1.0"),
         ({"min_delta": float("nan")}, ValueError, r"EarlyStopping: min_delta must be a finite float >= 0"),
         (
@@ -311,3 +322,118 @@ def test_accuracy_of_a_logit_trained_with_bce_with_logits_thresholds_at_zero():
     at_zero = fnnet.evaluate(model, result.params, X, Y, [fnnet.Accuracy(threshold=0.0)])["accuracy"]
     at_half = fnnet.evaluate(model, result.params, X, Y, ["accuracy"])["accuracy"]
     assert result.metrics["accuracy"][-1] == pytest.approx(at_zero, rel=1e-6) and at_zero != at_half
+
+
+def test_a_monitor_never_finite_warns_and_fit_and_train_return_the_last_params():
+    y_val = np.full((40, 1), 1e30, np.float32)  # an infinite validation loss
+    model, loss = fnnet.serial(fnnet.Linear(2, 1)), fnnet.LossMSE()
+    params = model.init(jax.random.key(0), X.shape)[1]
+    stopping = fnnet.EarlyStopping("val_loss", patience=3)
+    with pytest.warns(fnnet.EarlyStoppingWithoutBest, match=r"'val_loss' was never finite in 3 epochs"):
+        result = fnnet.fit(
+            model,
+            loss,
+            OPT,
+            params,
+            X,
+            Y,
+            20,
+            progress=False,
+            validation=(XV, y_val),
+            early_stopping=stopping,
+        )
+    assert result.best_epoch is None and result.stopped_epoch == 3
+    run = fnnet.train(model, loss, OPT, 20, early_stopping=stopping)
+    last, _, history = run(params, OPT.init(params), X, Y, validation=(XV, y_val))
+    assert int(history["best_epoch"]) == -1 and int(history["epochs"]) == 3
+    _equal(last, result.params)
+    _equal(last, fnnet.fit(model, loss, OPT, params, X, Y, 3, progress=False).params)
+
+
+def test_a_checkpoint_failing_at_the_stop_carries_the_best_params(tmp_path, monkeypatch):
+    stopping = fnnet.EarlyStopping("val_accuracy", patience=20)
+    whole = _fit(400, validation=(XV, YV), metrics=["accuracy"], early_stopping=stopping)
+    real_save, calls = fit_module.save_run, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the save at the stop (no checkpoint_every: the only one)
+            raise OSError(28, "No space left on device")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "save_run", full_disk)
+    with pytest.raises(fnnet.CheckpointError) as caught:
+        _fit(
+            400,
+            validation=(XV, YV),
+            metrics=["accuracy"],
+            early_stopping=stopping,
+            checkpoint=tmp_path / "c.npz",
+        )
+    assert caught.value.epoch == whole.stopped_epoch
+    _equal(caught.value.params, whole.params)
+
+
+def test_fit_result_indexes_as_its_four_fields():
+    result = _fit(2)
+    assert len(result) == 4 and result[2] is result.losses and result[-1] is None
+    _equal(result[0], result.params)
+
+
+def test_sweep_takes_shared_validation_and_traced_sample_weights():
+    stopping = fnnet.EarlyStopping("val_loss", patience=2, min_delta=1e-2)
+    run = fnnet.train(MODEL, LOSS, OPT, 40, batch_size=16, early_stopping=stopping)
+    stacked, states, keys = _members(2)
+    masks = np.stack([np.arange(96) % 2 == 0, np.ones(96, bool)]).astype(np.float32)
+    swept = jax.jit(
+        lambda w: fnnet.sweep(run, stacked, states, X, Y, keys=keys, sample_weights=w, validation=(XV, YV))
+    )
+    result = swept(masks)
+    for member in range(2):
+        _, _, alone = run(
+            PARAMS,
+            OPT.init(PARAMS),
+            X,
+            Y,
+            key=jax.random.key(3),
+            validation=(XV, YV),
+            sample_weight=masks[member],
+        )
+        assert int(result.losses["epochs"][member]) == int(alone["epochs"]) < 40
+    bad = swept(np.stack([masks[0], -masks[1]]))  # traced: a negative row is flagged, not trained
+    assert np.asarray(bad.finite).tolist() == [True, False]
+
+
+def test_bad_metrics_and_names_are_refused():
+    class Vector(fnnet.metrics.MeanSquaredError):
+        name = "vec"
+
+        def value(self, sums):
+            return jnp.stack([sums["error"] / sums["count"]])
+
+    with pytest.raises(ValueError, match=r"fit: metric 'vec': value\(sums\) must give a scalar"):
+        _fit(2, metrics=[Vector()])
+
+    class Epochs(fnnet.metrics.MeanSquaredError):
+        name = "epochs"
+
+    with pytest.raises(ValueError, match=r"fit: a metric cannot be named 'epochs'"):
+        _fit(2, metrics=[Epochs()])
+    assert fnnet.Accuracy(threshold=jnp.float32(0.5)) == fnnet.Accuracy(0.5)  # a setting: a float
+    real = np.asarray(X[:, :1] * 3 + 5)
+    with pytest.raises(
+        ValueError, match=r"fit: accuracy: one output classifies two ways.*use mse, mae or r2"
+    ):
+        fnnet.fit(MODEL, fnnet.LossMSE(), OPT, PARAMS, X, real, 2, progress=False, metrics=["accuracy"])
+
+
+def test_a_checkpoint_holds_the_last_params_and_the_best(tmp_path):
+    path = tmp_path / "run.npz"
+    stopping = fnnet.EarlyStopping("val_accuracy", patience=20)
+    result = _fit(400, validation=(XV, YV), metrics=["accuracy"], early_stopping=stopping, checkpoint=path)
+    _equal(fnnet.load_best(path, PARAMS), result.params)
+    _equal(fnnet.load(path, PARAMS)[0], _fit(result.stopped_epoch).params)
+    plain = tmp_path / "plain.npz"
+    fnnet.save(plain, PARAMS)
+    with pytest.raises(ValueError, match=r"load_best: .* holds no best params"):
+        fnnet.load_best(plain, PARAMS)
