@@ -370,7 +370,7 @@ def fit(
         if bar is not None:
             bar.close()
     best_epoch = None if watch is None else int(watch.best_epoch)
-    if best_epoch == -1 and done:
+    if stopping is not None and best_epoch == -1 and done:
         warnings.warn(
             f"fit: early stopping's {stopping.monitor!r} was never finite in {done} epochs: no best "
             f"epoch, the params are the last ones",
