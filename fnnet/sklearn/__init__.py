@@ -5,6 +5,8 @@
   defaults, fitted attributes and methods, plus `dropout=` and `batch_norm=`.
 - `NeuralNetClassifier`, `NeuralNetRegressor`: any fnnet model, loss and optimizer as an
   estimator (in a `Pipeline`, a grid search, cross-validation).
+- `GridSearchCV`, `RandomizedSearchCV`: scikit-learn's searches, whose MLP fits of one
+  architecture (every candidate and fold) train together as one compiled program.
 
 Training runs in fnnet's compiled loop (`fnnet.fit`), its stopping rules inside it, so a
 second fit of the same architecture (another random_state, another fold) compiles
@@ -13,5 +15,13 @@ nothing; L-BFGS is written here, a compiled `lax.while_loop` on fnnet's hand gra
 
 from fnnet.sklearn._mlp import MLPClassifier, MLPRegressor
 from fnnet.sklearn._neural_net import NeuralNetClassifier, NeuralNetRegressor
+from fnnet.sklearn._search import GridSearchCV, RandomizedSearchCV
 
-__all__ = ["MLPClassifier", "MLPRegressor", "NeuralNetClassifier", "NeuralNetRegressor"]
+__all__ = [
+    "GridSearchCV",
+    "MLPClassifier",
+    "MLPRegressor",
+    "NeuralNetClassifier",
+    "NeuralNetRegressor",
+    "RandomizedSearchCV",
+]

@@ -7,6 +7,7 @@ scikit-learn's `coefs_` and `intercepts_`, from which `predict` computes in NumP
 
 import warnings
 from numbers import Integral, Real
+from typing import Optional
 
 import jax
 import numpy as np
@@ -20,7 +21,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from fnnet._buckets import padded_samples, run_size
 from fnnet.sklearn import _lbfgs, _network
 from fnnet.sklearn._objectives import sklearn_adam, sklearn_sgd
-from fnnet.sklearn._training import Stopping, train_epochs
+from fnnet.sklearn._training import Plan, Stopping, Trained, train_epochs
 
 DTYPE = np.float32  # fnnet trains in float32; predictions are computed in float64
 
@@ -75,6 +76,18 @@ class BaseMLP(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        X, Y, sample_weight, random_state = self._prepare(X, y, sample_weight, incremental)
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sample_weight)
+        else:
+            plan = self._plan(X, Y, sample_weight, random_state, incremental)
+            self._finish(plan, train_epochs(plan), incremental)
+        return self._checked_weights()
+
+    def _prepare(self, X, y, sample_weight, incremental):
+        """What fit does before training: the checks, the validated `(X, Y, sample_weight)`
+        (Y 2-D) and, on a first pass, the initial weights and fitted attributes; returns
+        them and the random state (its initial weights drawn)."""
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
@@ -106,10 +119,9 @@ class BaseMLP(BaseEstimator):
                 f"warm_start / partial_fit: the fitted layers {[c.shape for c in self.coefs_]} do not "
                 f"fit layer units {layer_units}"
             )
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, sample_weight)
-        else:
-            self._fit_stochastic(X, Y, sample_weight, random_state, incremental)
+        return X, Y, sample_weight, random_state
+
+    def _checked_weights(self):
         weights = self.coefs_ + self.intercepts_
         if not all(np.isfinite(w).all() for w in weights):
             raise ValueError(
@@ -117,6 +129,30 @@ class BaseMLP(BaseEstimator):
                 "values and need to be preprocessed."
             )
         return self
+
+    # -- a fit in parts, for a search that trains many at once ----------------------------
+    def _search_plan(self, X, y, sample_weight=None) -> Optional[Plan]:
+        """`fit(X, y, sample_weight)` up to its training: the checks, the initial weights and
+        fitted attributes set as fit sets them, and the run fit would train; None (and
+        nothing done) where fit trains otherwise than one run at one rate: L-BFGS,
+        `learning_rate="adaptive"`, `early_stopping` (its own validation split) or a
+        `warm_start` from fitted weights. Raises what fit raises."""
+        if (
+            self.solver == "lbfgs"
+            or self.early_stopping
+            or (self.solver == "sgd" and self.learning_rate == "adaptive")
+            or (self.warm_start and hasattr(self, "coefs_"))
+        ):
+            return None
+        self._validate_params()
+        X, Y, sample_weight, random_state = self._prepare(X, y, sample_weight, False)
+        return self._plan(X, Y, sample_weight, random_state, False)
+
+    def _search_fitted(self, plan: Plan, trained: Trained):
+        """The fitted estimator from `plan`'s run trained elsewhere (`_search_plan`); raises
+        what fit raises on non-finite weights. Returns self."""
+        self._finish(plan, trained, False)
+        return self._checked_weights()
 
     def _initialize(self, Y, layer_units, random_state):
         self.n_iter_, self.t_ = 0, 0
@@ -194,7 +230,9 @@ class BaseMLP(BaseEstimator):
     def _stratify(self, Y) -> bool:
         return False
 
-    def _fit_stochastic(self, X, Y, sample_weight, random_state, incremental):
+    def _plan(self, X, Y, sample_weight, random_state, incremental) -> Plan:
+        """The stochastic solver's run on validated `(X, Y)` (its key drawn from
+        `random_state`), to go on from the stored weights and optimizer state."""
         validation = None
         if self.early_stopping:
             X, Y, sample_weight, validation = self._split(X, Y, sample_weight, random_state)
@@ -210,48 +248,52 @@ class BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n))
         mean_weight = 1.0 if sample_weight is None else float(np.mean(sample_weight))
         l2 = self.alpha / (batch_size * mean_weight) if mean_weight > 0 else 0.0
+        solver, beta_1, beta_2, epsilon = self.solver, self.beta_1, self.beta_2, self.epsilon
+        momentum, nesterov = self.momentum, bool(self.nesterovs_momentum)
+        power_t = self.power_t if self.learning_rate == "invscaling" else 0.0
 
         def make_opt(lr):
-            if self.solver == "adam":
-                return sklearn_adam(lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, l2=l2)
+            if solver == "adam":
+                return sklearn_adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, l2=l2)
             return sklearn_sgd(
                 lr,
-                momentum=self.momentum,
-                nesterov=bool(self.nesterovs_momentum),
-                power_t=self.power_t if self.learning_rate == "invscaling" else 0.0,
+                momentum=momentum,
+                nesterov=nesterov,
+                power_t=power_t,
                 l2=l2,
                 steps_per_epoch=-(-n // batch_size),
                 n_samples=n,
             )
 
-        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
         epochs = 1 if incremental else self.max_iter
         if not incremental:
             self._opt_state, self._lr = None, float(self.learning_rate_init)
-        metric = self._score_metric() if validation is not None else None
         model = self._model()
-        trained = train_epochs(
-            model,
-            self._training_loss(),
-            make_opt,
-            self._lr,
-            self._params(model),
-            self._opt_state,
-            X.astype(DTYPE),
-            self._training_target(Y),
+        return Plan(
+            model=model,
+            loss=self._training_loss(),
+            make_opt=make_opt,
+            lr=self._lr,
+            params=self._params(model),
+            opt_state=self._opt_state,
+            x=X.astype(DTYPE),
+            y=self._training_target(Y),
+            sample_weight=sample_weight,
             epochs=epochs,
             batch_size=None if batch_size >= n else batch_size,
             key=jax.random.key(random_state.randint(np.iinfo(np.int32).max)),
-            sample_weight=sample_weight,
             validation=validation,
-            metric=metric,
+            metric=self._score_metric() if validation is not None else None,
             stopping=None if incremental else self._stopping(validation is not None, epochs),
-            adaptive=adaptive,
+            adaptive=self.solver == "sgd" and self.learning_rate == "adaptive",
         )
-        self._store(model, trained.params)
+
+    def _finish(self, plan: Plan, trained: Trained, incremental):
+        """The fitted attributes from `plan`'s trained run."""
+        self._store(plan.model, trained.params)
         self._opt_state = jax.device_get(trained.opt_state)
         self._lr = trained.lr
-        self._record(trained, n, incremental, adaptive)
+        self._record(trained, plan.x.shape[0], incremental, plan.adaptive)
 
     def _stopping(self, validating, epochs):
         """scikit-learn's rule as an EarlyStopping, or None where it cannot stop a run."""

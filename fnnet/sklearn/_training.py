@@ -10,7 +10,7 @@ inside the compiled loop. Its `adaptive` rate divides the rate by 5 where it wou
 last one stopped, with the rate (data in the optimizer state) divided by 5.
 """
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 import fnnet
 from fnnet.fitting import TrainingDiverged
 
-__all__ = ["Stopping", "Trained", "train_epochs"]
+__all__ = ["Stopping", "Plan", "Trained", "train_epochs"]
 
 _SMALLEST_ADAPTIVE_LR = 1e-6  # scikit-learn stops instead of dividing a rate this small
 
@@ -32,6 +32,35 @@ class Stopping(NamedTuple):
     patience: int
     min_delta: float
     restore_best: bool
+
+
+class Plan(NamedTuple):
+    """A stochastic fit's training, as the estimator prepares it: `train_epochs`'s arguments.
+
+    model, loss: a Layer and a Loss; make_opt: `lr -> Optimizer`; lr: the rate to start
+    with; params: the params to start from; opt_state: the state to go on from (None: a
+    fresh one); x, y, sample_weight: the training data; epochs, batch_size (None: full
+    batch), key: as `fnnet.fit` takes them; validation, metric: None, or `(x_val, y_val)`
+    and the `Metric` scored on it each epoch; stopping: None or the rule that ends the
+    run; adaptive: divide the rate by 5 where the rule would stop, and go on.
+    """
+
+    model: Any
+    loss: Any
+    make_opt: Any
+    lr: float
+    params: Any
+    opt_state: Any
+    x: np.ndarray
+    y: np.ndarray
+    sample_weight: Optional[np.ndarray]
+    epochs: int
+    batch_size: Optional[int]
+    key: Any
+    validation: Optional[tuple]
+    metric: Any
+    stopping: Optional[Stopping]
+    adaptive: bool
 
 
 class Trained(NamedTuple):
@@ -53,36 +82,11 @@ def _with_lr(opt_state, lr):
     return opt_state._replace(hyperparams={**opt_state.hyperparams, "lr": jnp.asarray(lr, dtype)})
 
 
-def train_epochs(
-    model,
-    loss,
-    make_opt,
-    lr,
-    params,
-    opt_state,
-    x,
-    y,
-    *,
-    epochs,
-    batch_size,
-    key,
-    sample_weight=None,
-    validation=None,
-    metric=None,
-    stopping: Optional[Stopping] = None,
-    adaptive: bool = False,
-) -> Trained:
-    """Train for at most `epochs` epochs in fnnet's compiled loop.
+def train_epochs(plan: Plan) -> Trained:
+    """Train for at most `plan.epochs` epochs in fnnet's compiled loop.
 
     Args:
-      model, loss: a Layer and a Loss; params: the params to start from.
-      make_opt: `lr -> Optimizer`; lr: the learning rate to start with.
-      opt_state: the state to go on from, or None for a fresh one.
-      x, y, sample_weight: the training data (arrays `fit` takes).
-      epochs, batch_size, key: as `fnnet.fit` takes them.
-      validation, metric: None, or `(x_val, y_val)` and the `Metric` scored on it each epoch.
-      stopping: None (run every epoch), or the rule that ends the run.
-      adaptive: divide the rate by 5 where the rule would stop, and go on.
+      plan: the run (see `Plan`).
 
     Returns:
       Trained.
@@ -90,6 +94,8 @@ def train_epochs(
     Raises:
       ValueError: the training diverged (scikit-learn's message for non-finite weights).
     """
+    model, loss, make_opt, lr, params, opt_state, x, y, sample_weight, epochs = plan[:10]
+    batch_size, key, validation, metric, stopping, adaptive = plan[10:]
     losses: list = []
     scores: Optional[list] = None if validation is None else []
     done, stopped, best_epoch = 0, False, None
