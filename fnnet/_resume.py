@@ -16,8 +16,9 @@ from fnnet._values import settings
 from fnnet.checkpoint import load, load_best, read_metadata
 from fnnet.stopping import from_record
 
-RECORD = 4  # the record's version: checkpoints without it are refused, never misread
-# (4: runs padded to buckets, shuffles of the padded samples: a run of 3 would not continue alike)
+RECORD = 5  # the record's version: checkpoints without it are refused, never misread
+# (4: runs padded to buckets, shuffles of the padded samples: a run of 3 would not continue
+# alike; 5: shuffles by one sort of random ranks and indices)
 
 
 def run_record(

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._checks import describe, is_int, is_real
-from fnnet._types import Array
 from fnnet._values import settings_repr
 
 __all__ = ["EarlyStopping"]
@@ -109,14 +108,14 @@ class Watch(NamedTuple):
     `best_params` (the params after the best epoch, or None without restore_best), and
     the numbers `patience` and `min_delta`, data: another value compiles nothing."""
 
-    epoch: Array
-    best: Array
-    best_epoch: Array
-    wait: Array
-    stopped: Array
+    epoch: Any
+    best: Any
+    best_epoch: Any
+    wait: Any
+    stopped: Any
     best_params: Any
-    patience: Array
-    min_delta: Array
+    patience: Any
+    min_delta: Any
 
 
 def static_part(stopping: Optional[EarlyStopping]) -> Optional[EarlyStopping]:
@@ -130,15 +129,15 @@ def static_part(stopping: Optional[EarlyStopping]) -> Optional[EarlyStopping]:
 def start(stopping: EarlyStopping, params, dtype, epoch: int = 0) -> Watch:
     """The watch of a run that has seen nothing yet, `epoch` epochs in."""
     worst = np.inf if stopping.mode == "min" else -np.inf
-    return Watch(
-        jnp.int32(epoch),
-        jnp.asarray(worst, dtype),
-        jnp.int32(-1),
-        jnp.int32(0),
-        jnp.bool_(False),
+    return Watch(  # NumPy scalars: a jnp scalar is a program of its own, compiled once a process
+        np.int32(epoch),
+        np.asarray(worst, dtype),
+        np.int32(-1),
+        np.int32(0),
+        np.bool_(False),
         params if stopping.restore_best else None,
-        jnp.int32(stopping.patience),
-        jnp.asarray(stopping.min_delta, dtype),
+        np.int32(stopping.patience),
+        np.asarray(stopping.min_delta, dtype),
     )
 
 
@@ -206,12 +205,12 @@ def from_record(record, stopping: EarlyStopping, dtype, best_params) -> Optional
     if isinstance(best, bool) or not isinstance(best, (int, float)):
         return None
     return Watch(
-        jnp.int32(record["epoch"]),
-        jnp.asarray(best, dtype),
-        jnp.int32(record["best_epoch"]),
-        jnp.int32(record["wait"]),
-        jnp.bool_(record["stopped"]),
+        np.int32(record["epoch"]),
+        np.asarray(best, dtype),
+        np.int32(record["best_epoch"]),
+        np.int32(record["wait"]),
+        np.bool_(record["stopped"]),
         best_params,
-        jnp.int32(stopping.patience),
-        jnp.asarray(stopping.min_delta, dtype),
+        np.int32(stopping.patience),
+        np.asarray(stopping.min_delta, dtype),
     )

@@ -193,6 +193,29 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
     )
 
 
+_INDEX_BITS = 12  # up to 2**12 samples are ordered by one sort of one uint32 array
+
+
+def _order(counts, key):
+    """An epoch's order of the padded samples: those that count (`counts`, weight > 0)
+    shuffled by `key` (in their order for None), then the others in theirs. Each sample's
+    place depends on its own random bits and index alone, never on how many padding rows
+    follow, so a run does not depend on its bucket.
+
+    Up to 2**12 samples: one sort of uint32 keys, 20 random bits above the index (ties,
+    about one pair an epoch at 1,500 samples, go by index): a quarter of the time of
+    argsort's sort of two arrays (a third of a small model's epoch on a CPU). More: an
+    argsort of 31 random bits."""
+    n = counts.shape[0]
+    index = jnp.arange(n, dtype=jnp.uint32)
+    bits = index << 1 if key is None else jax.random.bits(key, (n,), jnp.uint32)
+    if n > 2**_INDEX_BITS:
+        return jnp.argsort(jnp.where(counts, bits >> 1, jnp.uint32(2**32 - 1)), stable=True)
+    last = jnp.uint32(2 ** (32 - _INDEX_BITS) - 1)  # the rank of what does not count
+    rank = jnp.where(counts, jnp.minimum(bits >> _INDEX_BITS, last - 1) if key is not None else 0, last)
+    return jnp.sort((rank << _INDEX_BITS) | index) & jnp.uint32(2**_INDEX_BITS - 1)
+
+
 def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
     """One pass over the data, as `(prepare, epoch)`.
 
@@ -225,11 +248,7 @@ def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
             return step(params, state, x, y, weights, step_key(key, state.count))
         counts = weights > 0
         steps = (jnp.sum(counts, dtype=jnp.int32) + batch_size - 1) // batch_size
-        if shuffle:
-            bits = jax.random.bits(jax.random.fold_in(key, state.count), counts.shape, jnp.uint32)
-        else:  # the samples in their order, those of weight 0 (and the padding) last
-            bits = jnp.arange(counts.shape[0], dtype=jnp.uint32) << 1
-        order = jnp.argsort(jnp.where(counts, bits >> 1, jnp.uint32(2**32 - 1)), stable=True)
+        order = _order(counts, jax.random.fold_in(key, state.count) if shuffle else None)
         x, y, weights = (jnp.take(a, order, axis=0) for a in (x, y, weights))
 
         def batch(carry, start):

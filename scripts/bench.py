@@ -5,6 +5,7 @@
     python scripts/bench.py --profile  # XLA's per-operation times of fnnet's W1 epoch
     python scripts/bench.py --only fixed  # imports and compilation, in fresh processes
     python scripts/bench.py --only search  # a grid search against scikit-learn's, fresh processes
+    python scripts/bench.py --only sklearn  # fnnet.sklearn's MLPClassifier against scikit-learn's
 
 Prints markdown tables (ready for BENCHMARKS.md; `--markdown FILE` also writes
 them). The variants of a table take turns, A B C A B C ..., for `--rounds`
@@ -17,8 +18,11 @@ breast-cancer data and a refit, fnnet's against scikit-learn's GridSearchCV, eac
 a fresh process (it needs scikit-learn). The tables' code is in the package
 scripts/benchmarks/, one module per kind (its docstring lists them). Unlike the
 other scripts it leaves JAX's persistent compilation cache off (`compile_cache`):
-it times compilation; only the search table's "warm" fnnet row turns it on, in a
-folder of its own.
+it times compilation; only the "warm" fnnet rows of the search and sklearn tables turn
+it on, each in a folder of its own. The sklearn tables (`sklearn_fit.py`; they need
+scikit-learn): `fnnet.sklearn.MLPClassifier` against scikit-learn's on the digits, a later
+fit in one process and a fresh process's first fit, and both sides' test scores on
+scikit-learn's bundled data sets.
 """
 
 import argparse
@@ -40,16 +44,20 @@ from benchmarks.peers import installed
 from benchmarks.profiling import profile_w1
 from benchmarks.scaling import bench_compile_memory, bench_scaling, bench_sweep, sgemm_rate
 from benchmarks.search import bench_search
+from benchmarks.sklearn_fit import bench_sklearn
 from benchmarks.workloads import bench_bn, bench_digits, bench_w1
 
-TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor", "fixed", "search")
+TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor", "fixed", "search", "sklearn")
 TARGETS = (
     "W1: fnnet <= 0.5x batch-major jax.grad, no slower than feature-major jax.grad, "
     ">= 5x faster than PyTorch eager. W4: fnnet <= 0.7x plain jax.grad (nested scans), "
     "<= 1.0x the flat-scan jax.grad, >= 5x faster than PyTorch eager, >= 3x faster than "
     "MLPClassifier. W5: fnnet <= 1.0x plain jax.grad (nested and flat scans), >= 3x faster "
     "than PyTorch eager. BN: fnnet no slower than jax.grad. search: fnnet's grid search, a "
-    "fresh process, <= 1.0x scikit-learn's wall with the compilation cache warm, <= 2.0x cold."
+    "fresh process, <= 1.0x scikit-learn's wall with the compilation cache warm, <= 2.0x cold. "
+    "sklearn: fnnet.sklearn.MLPClassifier's later fit on the digits >= 5x faster than "
+    "scikit-learn's; a fresh process's first fit, the cache warm, <= 1.5x scikit-learn's wall; "
+    "test scores within 1 point of accuracy (0.02 of R2) of scikit-learn's."
 )
 
 
@@ -92,8 +100,8 @@ def main(argv=None):
     parser.add_argument(
         "--no-sklearn",
         action="store_true",
-        help="skip scikit-learn's MLPClassifier and the search table (scikit-learn's "
-        "GridSearchCV is its reference) even if installed (W4 and W5 still need "
+        help="skip scikit-learn's MLPClassifier, the search table (scikit-learn's "
+        "GridSearchCV is its reference) and the sklearn tables even if installed (W4 and W5 still need "
         "scikit-learn for the digits)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
@@ -101,7 +109,7 @@ def main(argv=None):
         "--fresh-rounds",
         type=int,
         default=3,
-        help="fresh processes per cell of the fixed-cost and search tables (--quick: 1)",
+        help="fresh processes per cell of the fixed-cost, search and sklearn tables (--quick: 1)",
     )
     parser.add_argument(
         "--only",
@@ -172,6 +180,19 @@ def main(argv=None):
             print(
                 "(search skipped: its data and its reference, GridSearchCV, need scikit-learn: "
                 "not installed or --no-sklearn)\n"
+            )
+    if "sklearn" in args.only:
+        if "sklearn" in peers:
+            texts.append(
+                bench_sklearn(
+                    1 if args.quick else args.rounds,
+                    1 if args.quick else args.fresh_rounds,
+                    1 if args.quick else 5,
+                )
+            )
+        else:
+            print(
+                "(sklearn skipped: scikit-learn, its reference and data, is not installed or --no-sklearn)\n"
             )
     if args.markdown:
         with open(args.markdown, "w") as file:

@@ -441,3 +441,29 @@ def test_run_under_vmap_checks_what_is_concrete():
     run = fnnet.train(MODEL, LOSS, OPT, epochs=EPOCHS)
     with pytest.raises(ValueError, match=r"train: x holds 1 NaN or infinite value\(s\)"):
         jax.vmap(run, in_axes=(0, 0, None, None))(params, states, with_value(x, (0, 0), np.nan), y, key=keys)
+
+
+@pytest.mark.parametrize("n, padded", [(1437, 1536), (5000, 5120)], ids=["one_sort", "argsort"])
+def test_an_epochs_order_puts_the_counted_samples_first_whatever_the_padding(n, padded):
+    """The order is a permutation: the samples of weight > 0 shuffled (in order without a
+    key), then the others in their order; the counted ones' order is the same whatever
+    padding follows them, and another key draws another order."""
+    from fnnet.training import _order
+
+    weights = np.ones(n)
+    weights[::7] = 0  # samples of weight 0 among them
+    counted = np.flatnonzero(weights > 0)
+    orders = {}
+    for size in (n, padded):
+        counts = jnp.asarray(np.arange(size) < n) & jnp.asarray(np.pad(weights, (0, size - n)) > 0)
+        order = np.asarray(_order(counts, jax.random.key(3)))
+        assert sorted(order.tolist()) == list(range(size))
+        assert sorted(order[: len(counted)].tolist()) == counted.tolist()
+        assert order[len(counted) :].tolist() == sorted(set(range(size)) - set(counted.tolist()))
+        orders[size] = order[: len(counted)]
+        assert np.asarray(_order(counts, None))[: len(counted)].tolist() == counted.tolist()
+    np.testing.assert_array_equal(orders[n], orders[padded])
+    counts = jnp.asarray(weights > 0)
+    assert not np.array_equal(
+        np.asarray(_order(counts, jax.random.key(4))), np.asarray(_order(counts, jax.random.key(3)))
+    )
