@@ -65,7 +65,7 @@ def _rosenbrock(x):
     return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_lbfgs_finds_the_minimum_as_scipys_does(seed):
     """A random convex quadratic (its minimum solved exactly) and Rosenbrock's function
     (minimum at ones) from random starts: each converged, as close as SciPy's L-BFGS-B."""

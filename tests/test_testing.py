@@ -285,13 +285,13 @@ def caught(layer, shape):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUILT_INS)
 def test_no_false_failures_and_every_wrong_vjp_caught(name):
-    """20 keys in float32 and in float64 params, both modes and every scale: no failure;
+    """12 keys in float32 and in float64 params, both modes and every scale: no failure;
     then each way a vjp goes wrong, in dx and in a leaf of dparams: each caught. One test
     per layer: its differences compile once."""
     layer, shape, param = BUILT_INS[name]
     for x64 in (False, True):
         with jax.enable_x64(x64):
-            for seed in range(20):
+            for seed in range(12):
                 check_vjp(layer, shape, key=jax.random.key(seed))
     leaves = ["dx"] + ([param] if param else [])
     missed = [
