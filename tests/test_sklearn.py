@@ -241,8 +241,6 @@ def test_errors():
         MLPClassifier(hidden_layer_sizes=(4, 0)).fit(X, y)
     with pytest.raises(ValueError, match="solver='lbfgs' trains full batch"):
         MLPClassifier(solver="lbfgs", dropout=0.5).fit(X, y)
-    with pytest.raises(ValueError, match="shuffle=False is not supported"):
-        MLPClassifier(shuffle=False).fit(X, y)
     clf = MLPClassifier(solver="lbfgs", random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4"):
         clf.predict(X[:, :3])
@@ -254,3 +252,16 @@ def test_errors():
         NeuralNetClassifier(small_net, loss=fnnet.LossMSE()).fit(X, y)
     with pytest.raises(TypeError, match="must return an fnnet Layer"):
         NeuralNetRegressor(lambda n_in, n_out: None).fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_without_shuffling_the_loss_curve_is_scikit_learns(solver):
+    """shuffle=False: the same batches in the same order from the same initial weights, so
+    every epoch's loss is scikit-learn's (float32 against its float64)."""
+    X_train, _, y_train, _ = _data("iris")
+    params = {"solver": solver, "shuffle": False, "max_iter": 8, "alpha": 0.0, "batch_size": 32}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(random_state=0, **params).fit(X_train, y_train)
+        theirs = sk.MLPClassifier(random_state=0, **params).fit(X_train, y_train)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=2e-5)

@@ -45,7 +45,7 @@ _STOPPING = EarlyStopping("loss", "min", restore_best=False)  # scikit-learn's r
 def batchable(plan: Plan) -> bool:
     """Whether `plan` trains as one run from a fresh state (no validation split, one rate)."""
     stopping = plan.stopping
-    fresh = plan.opt_state is None and plan.validation is None and not plan.adaptive
+    fresh = plan.opt_state is None and plan.validation is None and not plan.adaptive and plan.shuffle
     return fresh and (stopping is None or (stopping.monitor, stopping.mode) == ("loss", "min"))
 
 

@@ -98,11 +98,6 @@ class BaseMLP(BaseEstimator):
                 f"batch_norm False, got dropout={self.dropout}, batch_norm={self.batch_norm}; "
                 f"use solver='adam' or 'sgd'"
             )
-        if self.solver != "lbfgs" and not self.shuffle:
-            raise ValueError(
-                "shuffle=False is not supported: fnnet's compiled loop reshuffles the minibatches "
-                "every epoch; use shuffle=True"
-            )
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
@@ -286,6 +281,7 @@ class BaseMLP(BaseEstimator):
             metric=self._score_metric() if validation is not None else None,
             stopping=None if incremental else self._stopping(validation is not None, epochs),
             adaptive=self.solver == "sgd" and self.learning_rate == "adaptive",
+            shuffle=bool(self.shuffle),
         )
 
     def _finish(self, plan: Plan, trained: Trained, incremental):

@@ -42,7 +42,8 @@ class Plan(NamedTuple):
     fresh one); x, y, sample_weight: the training data; epochs, batch_size (None: full
     batch), key: as `fnnet.fit` takes them; validation, metric: None, or `(x_val, y_val)`
     and the `Metric` scored on it each epoch; stopping: None or the rule that ends the
-    run; adaptive: divide the rate by 5 where the rule would stop, and go on.
+    run; adaptive: divide the rate by 5 where the rule would stop, and go on; shuffle:
+    False to take the minibatches in the samples' order (scikit-learn's `shuffle`).
     """
 
     model: Any
@@ -61,6 +62,7 @@ class Plan(NamedTuple):
     metric: Any
     stopping: Optional[Stopping]
     adaptive: bool
+    shuffle: bool = True
 
 
 class Trained(NamedTuple):
@@ -95,11 +97,11 @@ def train_epochs(plan: Plan) -> Trained:
       ValueError: the training diverged (scikit-learn's message for non-finite weights).
     """
     model, loss, make_opt, lr, params, opt_state, x, y, sample_weight, epochs = plan[:10]
-    batch_size, key, validation, metric, stopping, adaptive = plan[10:]
+    batch_size, key, validation, metric, stopping, adaptive = plan[10:16]
     losses: list = []
     scores: Optional[list] = None if validation is None else []
     done, stopped, best_epoch = 0, False, None
-    options: dict = {}
+    options: dict = {} if plan.shuffle else {"shuffle": False}
     if validation is not None:
         options.update(validation=validation, metrics=[metric])
     if stopping is not None:
