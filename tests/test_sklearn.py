@@ -265,3 +265,45 @@ def test_without_shuffling_the_loss_curve_is_scikit_learns(solver):
         ours = MLPClassifier(random_state=0, **params).fit(X_train, y_train)
         theirs = sk.MLPClassifier(random_state=0, **params).fit(X_train, y_train)
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=2e-5)
+
+
+def test_early_stopping_restores_the_best_even_when_the_rule_never_ends_the_run():
+    X_train, _, y_train, _ = _data("diabetes")
+    y_train = (y_train - y_train.mean()) / y_train.std()
+    params = {
+        "early_stopping": True,
+        "n_iter_no_change": np.inf,
+        "learning_rate_init": 0.05,
+        "random_state": 0,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        long = MLPRegressor(max_iter=10, **params).fit(X_train, y_train)
+        best = int(np.argmax(long.validation_scores_)) + 1
+        assert best < 10, "the last epoch was the best: the test proves nothing"
+        short = MLPRegressor(max_iter=best, **params).fit(X_train, y_train)
+    for a, b in zip(long.coefs_ + long.intercepts_, short.coefs_ + short.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_failed_fit_leaves_the_estimator_unfitted():
+    X, y = load_iris(return_X_y=True)
+    for estimator, kwargs in (
+        (MLPClassifier(max_iter=5), {"sample_weight": -np.ones(len(y))}),
+        (MLPClassifier(solver="lbfgs", max_iter=5), {"sample_weight": -np.ones(len(y))}),
+        (MLPRegressor(max_iter=5), {}),
+    ):
+        target = y * 1e39 if isinstance(estimator, MLPRegressor) else y
+        with pytest.raises(ValueError, match="Negative values|beyond float32"):
+            estimator.fit(X, target, **kwargs)
+        with pytest.raises(NotFittedError):
+            estimator.predict(X)
+    with pytest.raises(ValueError, match="X holds values beyond float32"):
+        MLPRegressor(solver="lbfgs").fit(X * 1e39, y)
+    with pytest.raises(TypeError, match=r"hidden_layer_sizes must be integers, got \[5.5\]"):
+        MLPClassifier(hidden_layer_sizes=(5.5,)).fit(X, y)
+    five = NeuralNetClassifier(fnnet.Sequential(fnnet.Linear(4, 5)), epochs=1)
+    with pytest.raises(ValueError, match="the model gives 5 outputs a sample, the targets need 3"):
+        five.fit(X, y)
+    with pytest.raises(NotFittedError):
+        five.predict(X)

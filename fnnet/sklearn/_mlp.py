@@ -23,7 +23,7 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _DOC = """
     Args (scikit-learn's, with its defaults): hidden_layer_sizes, activation
     ('identity', 'logistic', 'tanh', 'relu'), solver ('lbfgs', 'sgd', 'adam'), alpha
-    (the L2 penalty 0.5 * alpha * sum(coef**2) / samples in the batch), batch_size
+    (the L2 penalty 0.5 * alpha * sum(coef**2) / batch_size), batch_size
     ('auto' = min(200, n)), learning_rate ('constant', 'invscaling', 'adaptive'; sgd),
     learning_rate_init, power_t, max_iter (epochs; L-BFGS iterations), shuffle, random_state,
     tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,

@@ -24,6 +24,7 @@ from fnnet.sklearn._objectives import sklearn_adam, sklearn_sgd
 from fnnet.sklearn._training import Plan, Stopping, Trained, train_epochs
 
 DTYPE = np.float32  # fnnet trains in float32; predictions are computed in float64
+_MOST_PATIENCE = 2**31 - 1  # EarlyStopping's largest: a rule that never ends a run
 
 
 class BaseMLP(BaseEstimator):
@@ -76,13 +77,25 @@ class BaseMLP(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        X, Y, sample_weight, random_state = self._prepare(X, y, sample_weight, incremental)
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, sample_weight)
-        else:
-            plan = self._plan(X, Y, sample_weight, random_state, incremental)
-            self._finish(plan, train_epochs(plan), incremental)
-        return self._checked_weights()
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        try:
+            X, Y, sample_weight, random_state = self._prepare(X, y, sample_weight, incremental)
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, Y, sample_weight)
+            else:
+                plan = self._plan(X, Y, sample_weight, random_state, incremental)
+                self._finish(plan, train_epochs(plan), incremental)
+            return self._checked_weights()
+        except BaseException:
+            if first_pass:  # a failed first fit leaves the estimator unfitted, not half-made
+                self._forget()
+            raise
+
+    def _forget(self):
+        """Remove what fitting set: every attribute that is not a constructor parameter."""
+        parameters = set(self.get_params(deep=False))
+        for name in [k for k in vars(self) if k not in parameters]:
+            delattr(self, name)
 
     def _prepare(self, X, y, sample_weight, incremental):
         """What fit does before training: the checks, the validated `(X, Y, sample_weight)`
@@ -90,6 +103,8 @@ class BaseMLP(BaseEstimator):
         them and the random state (its initial weights drawn)."""
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+        if not all(isinstance(h, Integral) for h in hidden):
+            raise TypeError(f"hidden_layer_sizes must be integers, got {hidden}.")
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         if self.solver == "lbfgs" and (self.dropout or self.batch_norm):
@@ -103,8 +118,16 @@ class BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
         Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        for name, a in (("X", X), ("y", Y)):  # fnnet trains in float32
+            with np.errstate(over="ignore"):
+                finite = not np.issubdtype(a.dtype, np.number) or np.all(np.isfinite(a.astype(DTYPE)))
+            if not finite:
+                raise ValueError(
+                    f"{name} holds values beyond float32's range (fnnet trains in float32): scale "
+                    f"the data, e.g. with StandardScaler"
+                )
         layer_units = [X.shape[1]] + [int(h) for h in hidden] + [Y.shape[1]]
         random_state = check_random_state(self.random_state)
         if first_pass:
@@ -200,6 +223,11 @@ class BaseMLP(BaseEstimator):
             max_fun=self.max_fun,
             gtol=self.tol,
         )
+        if not np.isfinite(float(result.value)):
+            raise ValueError(
+                "Solver produced a non-finite loss. The input data may contain large values and "
+                "need to be preprocessed."
+            )
         self._store(model, params)
         status, n_iter = int(result.status), int(result.n_iter)
         self.n_iter_ = min(n_iter, self.max_iter)
@@ -210,7 +238,9 @@ class BaseMLP(BaseEstimator):
     def _split(self, X, Y, sample_weight, random_state):
         """The training and validation parts for `early_stopping` (stratified by class for a
         classifier of one label per sample)."""
-        stratify = Y.argmax(axis=1) if self._stratify(Y) else None
+        stratify = None
+        if self._stratify(Y):  # one label per sample: a 0/1 column, or one-hot rows
+            stratify = Y[:, 0] if Y.shape[1] == 1 else Y.argmax(axis=1)
         arrays = [X, Y] + ([] if sample_weight is None else [sample_weight])
         parts = train_test_split(
             *arrays, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
@@ -293,11 +323,12 @@ class BaseMLP(BaseEstimator):
 
     def _stopping(self, validating, epochs):
         """scikit-learn's rule as an EarlyStopping, or None where it cannot stop a run."""
-        if self.n_iter_no_change >= epochs:  # np.inf included
-            return None
-        patience = int(self.n_iter_no_change) + 1
-        if validating:
+        never = self.n_iter_no_change >= epochs  # np.inf included: the rule never ends a run
+        patience = _MOST_PATIENCE if never else int(self.n_iter_no_change) + 1
+        if validating:  # the best weights restored, whether or not the rule ends the run
             return Stopping("val_" + self._score_metric().name, "max", patience, self.tol, True)
+        if never:
+            return None
         return Stopping("loss", "min", patience, self.tol * self._loss_scale(), False)
 
     def _record(self, trained, n, incremental, adaptive):

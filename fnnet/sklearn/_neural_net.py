@@ -83,6 +83,15 @@ class _BaseNeuralNet(BaseEstimator):
         return X.reshape((X.shape[0],) + shape).astype(dtype)
 
     def _train(self, X, y, sample_weight, n_outputs):
+        try:
+            return self._trained(X, y, sample_weight, n_outputs)
+        except BaseException:  # a failed fit leaves the estimator unfitted, not half-made
+            parameters = set(self.get_params(deep=False))
+            for name in [k for k in vars(self) if k not in parameters]:
+                delattr(self, name)
+            raise
+
+    def _trained(self, X, y, sample_weight, n_outputs):
         random_state = check_random_state(self.random_state)
         if isinstance(self.model, Layer):
             self.model_ = self.model
@@ -98,6 +107,12 @@ class _BaseNeuralNet(BaseEstimator):
         x = self._inputs(X)
         seeds = random_state.randint(np.iinfo(np.int32).max, size=2)
         _, params = self.model_.init(jax.random.key(seeds[0]), (1,) + x.shape[1:])
+        out = traced_apply.eval_shape(self.model_, params, jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
+        if out.shape[-1] != n_outputs:
+            raise ValueError(
+                f"{type(self).__name__}: the model gives {out.shape[-1]} outputs a sample, the targets "
+                f"need {n_outputs} ({'one per class' if n_outputs > 2 else 'their columns'})"
+            )
         result = fnnet.fit(
             self.model_,
             self._loss(),
@@ -163,15 +178,15 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"NeuralNetClassifier: y must hold at least 2 classes, got 1 class: {encoder.classes_}"
+            )
+        if self._one_output() and len(encoder.classes_) != 2:
+            raise ValueError(
+                f"NeuralNetClassifier: {describe(self._loss())} classifies 2 classes, y holds {len(encoder.classes_)}"
+            )
         self.classes_ = encoder.classes_
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"NeuralNetClassifier: y must hold at least 2 classes, got 1 class: {self.classes_}"
-            )
-        if self._one_output() and len(self.classes_) != 2:
-            raise ValueError(
-                f"NeuralNetClassifier: {describe(self._loss())} classifies 2 classes, y holds {len(self.classes_)}"
-            )
         labels = encoder.transform(y).astype(np.int32)
         target = labels[:, None].astype(np.float32) if self._one_output() else labels
         return self._train(X, target, sample_weight, 1 if self._one_output() else len(self.classes_))
