@@ -17,7 +17,7 @@ from fnnet._setup import HyperparameterMismatch, check_count, prepare_run, under
 from fnnet._progress import Progress as _Progress
 from fnnet.checkpoint import save_run
 from fnnet.stopping import EarlyStopping, as_record, restored, start
-from fnnet.training import _runner, centers_of, prepare_watching
+from fnnet._loop import _runner, centers_of, prepare_watching
 
 __all__ = [
     "CheckpointError",

@@ -19,7 +19,7 @@ from fnnet._types import Array
 from fnnet.layers import Layer
 from fnnet.losses import check_targets
 from fnnet.optim import OptState, check_schedule
-from fnnet.training import _all_finite
+from fnnet._loop import _all_finite
 
 __all__ = ["init_many", "spread", "vmapped", "sweep", "SweepResult"]
 

@@ -15,7 +15,7 @@ from helpers import assert_trees_equal, count_compilations, device
 import fnnet
 from fnnet._buckets import bucket, padded_samples, run_size
 from fnnet.grad import shared_loss
-from fnnet.training import Watching, _runner
+from fnnet._loop import Watching, _runner
 
 
 @pytest.mark.parametrize("per_doubling, exact", [(8, 16), (32, 64)])

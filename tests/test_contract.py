@@ -16,7 +16,7 @@ from helpers import assert_trees_close, assert_trees_equal, count_compilations
 
 import fnnet
 from fnnet._layout import feature_major
-from fnnet.training import step_key
+from fnnet._loop import step_key
 
 # Linear-BatchNorm-ReLU-Dropout-Linear-Sigmoid: every mechanism at once.
 MODEL = fnnet.serial(

@@ -286,7 +286,7 @@ def _masked_sgd(lr, mask):
 def test_another_optimizer_through_as_jax_leaves_the_state_to_update_state():
     """The recipe of as_jax's docstring: jax.grad through the hand VJP, an optimizer masked
     off the State leaves, then fnnet.update_state: the same params as fnnet's own step."""
-    from fnnet.training import step_key
+    from fnnet._loop import step_key
 
     model = fnnet.Sequential(fnnet.Linear(2, 6), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.Linear(6, 1))
     loss = fnnet.LossMSE()

@@ -192,7 +192,7 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     GPU, a loop whose length XLA cannot see reads its condition back to the host every
     epoch (W1 on an H200: 0.66 s, 0.53 s with the length known)."""
     from fnnet._buckets import padded_samples, run_size
-    from fnnet.training import Watching, _runner
+    from fnnet._loop import Watching, _runner
 
     opt = fnnet.SGD(lr=0.1)
     params, (x, y) = init(), data()
@@ -448,7 +448,7 @@ def test_an_epochs_order_puts_the_counted_samples_first_whatever_the_padding(n, 
     """The order is a permutation: the samples of weight > 0 shuffled (in order without a
     key), then the others in their order; the counted ones' order is the same whatever
     padding follows them, and another key draws another order."""
-    from fnnet.training import _order
+    from fnnet._loop import _order
 
     weights = np.ones(n)
     weights[::7] = 0  # samples of weight 0 among them

@@ -33,7 +33,7 @@ from fnnet._buckets import run_size
 from fnnet._precision import at_least_float32
 from fnnet.fitting import _CHUNK
 from fnnet.stopping import EarlyStopping, Watch
-from fnnet.training import Watching, _run
+from fnnet._loop import Watching, _run
 from fnnet.sklearn._training import Plan, Trained
 
 __all__ = ["batchable", "group_key", "Program"]
