@@ -17,7 +17,7 @@ from fnnet._layout import feature_major
 from fnnet.grad import loss_and_grads_in, shared_loss
 from fnnet.layers import Layer, masked
 from fnnet.losses import Loss
-from fnnet.metrics import as_metrics, center_of, check_metrics, measure
+from fnnet.metrics import as_metrics, center_of, check_metrics, measure, values_of
 from fnnet.state import check_update, state_leaves, with_state
 from fnnet.stopping import EarlyStopping, Watch, static_part, watched
 
@@ -252,6 +252,13 @@ def prepare_watching(owner, metrics, early_stopping, model, loss, params, setup)
     return Watching(metrics, early_stopping.resolved(owner, recorded))
 
 
+def recorded_names(watching: Watching, validate: bool) -> list:
+    """The quantities a run records each epoch, by name: the loss, the metrics, and with
+    validation data the same on it (`"val_"` names)."""
+    names = ["loss"] + [m.name for m in watching.metrics]
+    return names + (["val_" + name for name in names] if validate else [])
+
+
 def centers_of(watching: Watching, setup):
     """The training and validation targets' means for a centered metric (R2), as data; None
     without metrics."""
@@ -296,20 +303,20 @@ def _run(
     x = prepare(x_in)
     metrics, stopping = watching
 
-    def validated(params):
+    def validated(params):  # the validation loss and metrics, from one forward pass
         x_val, y_val, weights_val = validation
-        share = weights_val / jnp.sum(weights_val)
-        return shared_loss(loss, model.apply(params, x_val), y_val, share)[0].astype(dtype)
+        out = model.apply(params, x_val)
+        found = {"loss": shared_loss(loss, out, y_val, weights_val / jnp.sum(weights_val))[0]}
+        if metrics:
+            found.update(values_of(metrics, out, y_val, weights_val, centers[1]))
+        return {"val_" + name: value for name, value in found.items()}
 
     def recorded(params, value):
-        record = {"loss": value.astype(dtype)}
-        if validation is not None:
-            record["val_loss"] = validated(params)
+        record = {"loss": value}
         if metrics:
             record.update(measure(model, metrics, batch_size, params, x_in, y, weights, centers[0]))
-            if validation is not None:
-                found = measure(model, metrics, None, params, *validation, centers[1])
-                record.update({"val_" + name: value for name, value in found.items()})
+        if validation is not None:
+            record.update(validated(params))
         return {name: value.astype(dtype) for name, value in record.items()}
 
     def trained(carry):
@@ -320,10 +327,8 @@ def _run(
             watch = watched(stopping, watch, record[stopping.monitor], before, params)
         return (params, state, watch), record
 
-    names = ["loss"] + [m.name for m in metrics]
-    names += [] if validation is None else ["val_" + name for name in names]
-
     def skipped(carry):
+        names = recorded_names(watching, validation is not None)
         return carry, {name: jnp.full((), jnp.nan, dtype) for name in names}
 
     def body(carry, i):

@@ -17,7 +17,7 @@ from fnnet._setup import HyperparameterMismatch, check_count, prepare_run, under
 from fnnet._progress import Progress as _Progress
 from fnnet.checkpoint import save_run
 from fnnet.stopping import EarlyStopping, as_record, restored, start
-from fnnet._loop import _runner, centers_of, prepare_watching
+from fnnet._loop import _runner, centers_of, prepare_watching, recorded_names
 
 __all__ = [
     "CheckpointError",
@@ -299,7 +299,7 @@ def fit(
             watching,
             bool(shuffle),
         )
-    names = _recorded_names(watching, validate)
+    names = recorded_names(watching, validate)
     history: dict = {name: [] for name in names}
     done = 0
     watch = None if stopping is None else start(stopping, params, dtype)
@@ -333,8 +333,7 @@ def fit(
         )
 
     def saved():
-        best = None if watch is None else watch.best_params
-        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch, best)
+        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch)
 
     bar = _Progress(epochs, done) if progress else None
     updates = 1 if bar is None else _PROGRESS_UPDATES
@@ -390,13 +389,6 @@ def fit(
     )
 
 
-def _recorded_names(watching, validate) -> list:
-    """The quantities a run records each epoch, by name: the loss, the metrics, and with
-    validation data the same on it (`"val_"` names)."""
-    names = ["loss"] + [m.name for m in watching.metrics]
-    return names + (["val_" + name for name in names] if validate else [])
-
-
 def _as_losses(values) -> np.ndarray:
     """Losses as NumPy in the dtype the training loop computes them in: float32, float64
     under jax_enable_x64 (as train's run returns them)."""
@@ -423,7 +415,7 @@ def _chunks(done, epochs, checkpoint_every, checkpointing, updates=_PROGRESS_UPD
         yield count, save
 
 
-def _save(path, params, opt_state, epochs, history, validate, spec, watch, best_params):
+def _save(path, params, opt_state, epochs, history, validate, spec, watch):
     losses = history["loss"]
     try:
         on_writer(  # with several processes, process 0 alone writes; the others wait
@@ -440,7 +432,7 @@ def _save(path, params, opt_state, epochs, history, validate, spec, watch, best_
                 "early_stopping": None if watch is None else as_record(watch),
                 "run": spec,
             },
-            best_params=best_params,
+            best_params=None if watch is None else watch.best_params,
         )
     except OSError as error:
         raise CheckpointError(

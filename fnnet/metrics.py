@@ -78,10 +78,6 @@ def _check_like(name, y, target):
         )
 
 
-def _ratio(numerator, denominator):
-    return numerator / denominator
-
-
 @dataclasses.dataclass(frozen=True, repr=False)
 class Accuracy(Metric):
     """The fraction of samples classified right (weighted by sample).
@@ -146,7 +142,7 @@ class Accuracy(Metric):
             )
 
     def value(self, sums):
-        return _ratio(sums["correct"], sums["count"])
+        return sums["correct"] / sums["count"]
 
 
 class _MeanError(Metric):
@@ -163,7 +159,7 @@ class _MeanError(Metric):
         return {"error": total, "count": count}
 
     def value(self, sums):
-        return _ratio(sums["error"], sums["count"])
+        return sums["error"] / sums["count"]
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -250,8 +246,8 @@ def as_metrics(owner, metrics, loss=None) -> tuple:
     return tuple(out)
 
 
-def _sums(model, metrics, params, x, y, weights, center):
-    out = model.apply(params, x)
+def _sums(metrics, out, y, weights, center):
+    """Each metric's weighted sums of the outputs `out` against `y`."""
     shift = center.astype(jnp.promote_types(jnp.result_type(float), jnp.float32))
     # a centered metric is the same of y and targets shifted alike
     return tuple(
@@ -262,28 +258,33 @@ def _sums(model, metrics, params, x, y, weights, center):
     )
 
 
+def values_of(metrics, out, y, weights, center) -> dict:
+    """`{name: value}` of `metrics` for the outputs `out` of all the data at once (traced):
+    a run that has them already (its validation loss) measures without another forward."""
+    return {m.name: m.value(s) for m, s in zip(metrics, _sums(metrics, out, y, weights, center))}
+
+
 def measure(model, metrics, batch_size, params, x, y, weights, center) -> dict:
     """`{name: value}` of `metrics` (a tuple of Metrics) on `(x, y)` in inference mode,
     traced: all of x at once (`batch_size` None) or a scan over batches of it (x's length a
     multiple of `batch_size`); `weights` `(n,)` (0 for padding) and `center` (the targets'
     mean, for a centered metric: `center_of`) as `evaluate` pads and computes them."""
     if batch_size is None:
-        sums = _sums(model, metrics, params, x, y, weights, center)
-    else:
+        return values_of(metrics, model.apply(params, x), y, weights, center)
 
-        def batches(a):
-            return a.reshape((-1, batch_size) + a.shape[1:])
+    def batches(a):
+        return a.reshape((-1, batch_size) + a.shape[1:])
 
-        def batch_sums(batch):
-            x, y, weights = batch
-            return _sums(model, metrics, params, x, y, weights, center)
+    def batch_sums(batch):
+        x, y, weights = batch
+        return _sums(metrics, model.apply(params, x), y, weights, center)
 
-        def add(total, batch):
-            return jax.tree.map(jnp.add, total, batch_sums(batch)), None
+    def add(total, batch):
+        return jax.tree.map(jnp.add, total, batch_sums(batch)), None
 
-        first = jax.tree.map(lambda a: a[:batch_size], (x, y, weights))
-        zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(batch_sums, first))
-        sums = lax.scan(add, zero, jax.tree.map(batches, (x, y, weights)))[0]
+    first = jax.tree.map(lambda a: a[:batch_size], (x, y, weights))
+    zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(batch_sums, first))
+    sums = lax.scan(add, zero, jax.tree.map(batches, (x, y, weights)))[0]
     return {m.name: m.value(s) for m, s in zip(metrics, sums)}
 
 

@@ -127,25 +127,16 @@ def test_a_killed_and_resumed_early_stopped_run_is_the_uninterrupted_one(tmp_pat
     assert (again.stopped_epoch, len(again.losses)) == (whole.stopped_epoch, whole.stopped_epoch)
 
 
-def test_a_resume_with_other_stopping_or_metrics_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "metrics, patience, named",
+    [(["accuracy"], 4, r"early_stopping is .*patience=4"), (["mse"], 3, r"metrics is")],
+)
+def test_a_resume_with_other_stopping_or_metrics_is_refused(tmp_path, metrics, patience, named):
     path = tmp_path / "run.npz"
     _fit(5, checkpoint=path, metrics=["accuracy"], early_stopping=fnnet.EarlyStopping("loss", patience=3))
-    with pytest.raises(ValueError, match=r"cannot resume .* early_stopping is .*patience=4"):
-        _fit(
-            9,
-            checkpoint=path,
-            resume=True,
-            metrics=["accuracy"],
-            early_stopping=fnnet.EarlyStopping("loss", patience=4),
-        )
-    with pytest.raises(ValueError, match=r"cannot resume .* metrics is"):
-        _fit(
-            9,
-            checkpoint=path,
-            resume=True,
-            metrics=["mse"],
-            early_stopping=fnnet.EarlyStopping("loss", patience=3),
-        )
+    with pytest.raises(ValueError, match=r"cannot resume .* " + named):
+        other = fnnet.EarlyStopping("loss", patience=patience)
+        _fit(9, checkpoint=path, resume=True, metrics=metrics, early_stopping=other)
 
 
 def test_each_member_of_a_sweep_stops_on_its_own():

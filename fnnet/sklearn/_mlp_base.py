@@ -21,7 +21,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from fnnet._buckets import padded_samples, run_size
 from fnnet.sklearn import _lbfgs, _network
 from fnnet.sklearn._objectives import sklearn_adam, sklearn_sgd
-from fnnet.sklearn._training import Plan, Stopping, Trained, train_epochs
+from fnnet.sklearn._training import Plan, Trained, train_epochs
+from fnnet.stopping import EarlyStopping
 
 DTYPE = np.float32  # fnnet trains in float32; predictions are computed in float64
 _MOST_PATIENCE = 2**31 - 1  # EarlyStopping's largest: a rule that never ends a run
@@ -326,10 +327,10 @@ class BaseMLP(BaseEstimator):
         never = self.n_iter_no_change >= epochs  # np.inf included: the rule never ends a run
         patience = _MOST_PATIENCE if never else int(self.n_iter_no_change) + 1
         if validating:  # the best weights restored, whether or not the rule ends the run
-            return Stopping("val_" + self._score_metric().name, "max", patience, self.tol, True)
+            return EarlyStopping("val_" + self._score_metric().name, "max", patience, self.tol, True)
         if never:
             return None
-        return Stopping("loss", "min", patience, self.tol * self._loss_scale(), False)
+        return EarlyStopping("loss", "min", patience, self.tol * self._loss_scale(), False)
 
     def _record(self, trained, n, incremental, adaptive):
         """The fitted attributes of a stochastic run, by scikit-learn's bookkeeping."""

@@ -18,20 +18,9 @@ import numpy as np
 import fnnet
 from fnnet.fitting import TrainingDiverged
 
-__all__ = ["Stopping", "Plan", "Trained", "train_epochs"]
+__all__ = ["Plan", "Trained", "train_epochs"]
 
 _SMALLEST_ADAPTIVE_LR = 1e-6  # scikit-learn stops instead of dividing a rate this small
-
-
-class Stopping(NamedTuple):
-    """What to watch (`"loss"` or `"val_" + a metric's name`), which way, for how many
-    epochs, by how much, and whether to return the best epoch's params."""
-
-    monitor: str
-    mode: str
-    patience: int
-    min_delta: float
-    restore_best: bool
 
 
 class Plan(NamedTuple):
@@ -60,7 +49,7 @@ class Plan(NamedTuple):
     key: Any
     validation: Optional[tuple]
     metric: Any
-    stopping: Optional[Stopping]
+    stopping: Optional[fnnet.EarlyStopping]
     adaptive: bool
     shuffle: bool = True
 
@@ -96,8 +85,23 @@ def train_epochs(plan: Plan) -> Trained:
     Raises:
       ValueError: the training diverged (scikit-learn's message for non-finite weights).
     """
-    model, loss, make_opt, lr, params, opt_state, x, y, sample_weight, epochs = plan[:10]
-    batch_size, key, validation, metric, stopping, adaptive = plan[10:16]
+    model, loss, make_opt, lr, params, opt_state = (
+        plan.model,
+        plan.loss,
+        plan.make_opt,
+        plan.lr,
+        plan.params,
+        plan.opt_state,
+    )
+    x, y, sample_weight, epochs, batch_size, key = (
+        plan.x,
+        plan.y,
+        plan.sample_weight,
+        plan.epochs,
+        plan.batch_size,
+        plan.key,
+    )
+    validation, metric, stopping, adaptive = plan.validation, plan.metric, plan.stopping, plan.adaptive
     losses: list = []
     scores: Optional[list] = None if validation is None else []
     done, stopped, best_epoch = 0, False, None
@@ -105,7 +109,7 @@ def train_epochs(plan: Plan) -> Trained:
     if validation is not None:
         options.update(validation=validation, metrics=[metric])
     if stopping is not None:
-        options["early_stopping"] = fnnet.EarlyStopping(*stopping)
+        options["early_stopping"] = stopping
     while done < epochs:
         opt = make_opt(lr)
         opt_state = opt.init(params) if opt_state is None else _with_lr(opt_state, lr)

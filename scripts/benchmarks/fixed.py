@@ -18,8 +18,6 @@ and epochs: its time and the programs it compiled.
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from typing import NamedTuple, Optional
 
@@ -29,6 +27,7 @@ import numpy as np
 import fnnet
 
 from . import fresh
+from .children import run_child
 from .timing import table
 from .workloads import W1_SIZES, W4_SIZES, digits
 
@@ -166,16 +165,7 @@ def environment():
 
 def run_fresh(variant, path, opts):
     """One fresh process's measurements (see `fresh.py`)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fresh", variant, path, json.dumps(opts)],
-        capture_output=True,
-        text=True,
-        env=environment(),
-        timeout=600,
-    )
-    if done.returncode:
-        raise RuntimeError(f"benchmarks.fresh {variant} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("fresh", [variant, path, json.dumps(opts)], environment())[1]
 
 
 def median(cells, *keys):

@@ -12,18 +12,15 @@ search filled before the rounds. The variants take turns, a cell is the
 median of the rounds, a ratio the median of the rounds' ratios.
 """
 
-import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
 import numpy as np
 
 from . import search_fresh as fresh
+from .children import run_child
 from .fixed import environment
 from .timing import table, target
 
@@ -58,18 +55,8 @@ def run(side, path, cache=None):
     env.pop("FNNET_CACHE_DIR", None)
     env.pop("FNNET_NO_CACHE", None)
     env.update({"FNNET_CACHE_DIR": cache} if cache else {"FNNET_NO_CACHE": "1"})
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.search_fresh", side, path],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    wall = time.perf_counter() - start
-    if done.returncode:
-        raise RuntimeError(f"benchmarks.search_fresh {side} failed:\n{done.stderr[-3000:]}")
-    return {"wall": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+    wall, printed = run_child("search_fresh", [side, path], env)
+    return {"wall": wall, **printed}
 
 
 def grid_text(grid):

@@ -18,6 +18,8 @@ import json
 import sys
 import time
 
+from .children import search_times
+
 FOLDS = "StratifiedKFold(3, shuffle=True, random_state=0)"
 N_FOLDS, EPOCHS, BATCH_SIZE, HIDDEN = 3, 50, 32, 64
 FNNET_GRID = {"lr": [1e-3, 3e-3], "Dropout": [0.1, 0.3]}  # the Dropout rate
@@ -118,14 +120,7 @@ def sklearn_side(path):
     )
     start = time.perf_counter()
     grid.fit(x, y)
-    seconds = time.perf_counter() - start
-    return {
-        "imports": imports,
-        "search": seconds - grid.refit_time_,
-        "refit": grid.refit_time_,
-        "best": grid.best_params_,
-        "score": float(grid.best_score_),
-    }
+    return search_times(grid, imports, time.perf_counter() - start)
 
 
 def main(side, path):

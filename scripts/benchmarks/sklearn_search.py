@@ -21,9 +21,10 @@ pool is not governed by them).
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+from .children import run_child, search_times
 
 THREADS = 1  # scikit-learn's MLP on the digits runs its small products no faster on two
 ROUNDS = 3
@@ -65,14 +66,7 @@ def child(side, n_jobs):
     search = GridSearchCV(MLPClassifier(**SETTINGS), GRID, cv=cv, n_jobs=n_jobs)
     start = time.perf_counter()
     search.fit(X, y)
-    seconds = time.perf_counter() - start
-    return {
-        "imports": imports,
-        "search": seconds - search.refit_time_,
-        "refit": search.refit_time_,
-        "best": search.best_params_,
-        "score": float(search.best_score_),
-    }
+    return search_times(search, imports, time.perf_counter() - start)
 
 
 def run(side, n_jobs):
@@ -83,18 +77,8 @@ def run(side, n_jobs):
     )
     scripts = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [scripts, env.get("PYTHONPATH")]))
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sklearn_search", "--child", side, json.dumps(n_jobs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    wall = time.perf_counter() - start
-    if done.returncode:
-        raise RuntimeError(f"benchmarks.sklearn_search {side} failed:\n{done.stderr[-3000:]}")
-    return {"wall": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+    wall, printed = run_child("sklearn_search", ["--child", side, json.dumps(n_jobs)], env, timeout=900)
+    return {"wall": wall, **printed}
 
 
 def bench(rounds=ROUNDS):
