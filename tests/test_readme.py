@@ -1,5 +1,6 @@
-"""README.md's Python blocks run as a newcomer would paste them: each alone, in a fresh
-interpreter with two CPU devices (as README's data-parallel section says to start it)."""
+"""The Python blocks of README.md and docs/api.md run as a newcomer would paste them: each
+alone, in a fresh interpreter with two CPU devices (as the data-parallel section says to
+start it)."""
 
 import os
 import pathlib
@@ -11,9 +12,12 @@ import textwrap
 import pytest
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
+API = README.parent / "docs" / "api.md"
 # Blocks inside list items are indented: dedented, they run as pasted.
 BLOCKS = [
-    textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    textwrap.dedent(block)
+    for page in (README, API)
+    for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
 ]
 
 pytestmark = pytest.mark.slow  # every README block runs, some of them training
