@@ -16,9 +16,9 @@ from fnnet._values import settings
 from fnnet.checkpoint import load, load_best, read_metadata
 from fnnet.stopping import from_record
 
-RECORD = 5  # the record's version: checkpoints without it are refused, never misread
+RECORD = 6  # the record's version: checkpoints without it are refused, never misread
 # (4: runs padded to buckets, shuffles of the padded samples: a run of 3 would not continue
-# alike; 5: shuffles by one sort of random ranks and indices)
+# alike; 5: shuffles by one sort of random ranks and indices; 6: past 4096 samples too)
 
 
 def run_record(

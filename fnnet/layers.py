@@ -76,6 +76,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from fnnet._checks import check_init, describe, is_int, is_real
@@ -371,7 +372,14 @@ class Linear(Layer):
         check_cotangent(self.name, dy, jnp.shape(x)[:-1] + (self.n_out,))
         with jax.named_scope(self.name):
             # dw = x^T dy (summed over batch dims), db = sum dy, dx = dy w^T
-            dw = jnp.tensordot(x, dy, axes=(tuple(range(x.ndim - 1)),) * 2)
+            if x.ndim == 1:
+                dw = jnp.outer(x, dy)
+            else:
+                # x^T is copied (the barrier keeps XLA from folding the transpose into the
+                # product): XLA's CPU backend multiplies a plain (n_in, batch) @ (batch, n_out)
+                # 10-30% faster than one contracting both operands' first axes.
+                xt = lax.optimization_barrier(jnp.reshape(x, (-1, self.n_in)).T)
+                dw = xt @ jnp.reshape(dy, (-1, self.n_out))
             db = jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
             # Cotangents take their primal's dtype (as JAX's autodiff does) when dtypes mix.
             return {"w": dw.astype(w.dtype), "b": db.astype(b.dtype)}, (dy @ w.T).astype(x.dtype)

@@ -2,21 +2,35 @@
 products in full float32 precision (GPUs otherwise use TF32, ~1e-3 relative error,
 which the oracle comparisons would read as wrong gradients).
 
-On a CPU-only JAX (no accelerator plugin installed), the suite, which compiles hundreds
-of small XLA programs and runs most of them once or a few times, compiles them at LLVM's
-level 0 (the HLO passes, fusion included, are unchanged): it takes about a quarter less
-time. Processes the tests start inherit it. Every comparison in the suite is against an
-oracle with a tolerance, or between programs compiled alike.
+On a CPU-only JAX (no accelerator plugin installed), the suite, which compiles thousands
+of small XLA programs and runs most of them once or a few times, compiles them for a
+short compile rather than a fast run: LLVM's level 0 (about a quarter less time), XLA's
+CPU elemental emitters for the fused loops instead of its MLIR fusion emitters (most of
+these programs' compile time: the suite in about half the CPU time with the older ones),
+and each program compiled in one piece (the pytest-xdist workers keep the cores busy;
+splitting a small module over threads costs more than it saves). The program fnnet
+builds is the same; XLA fuses it a little differently for the older emitters, so the
+tests that read a compiled program's HLO (test_conv, test_mesh, test_train) compile it
+with XLA's default `xla_cpu_use_fusion_emitters`, through `compiler_options`.
+Processes the tests start inherit the flags (a test that sets XLA_FLAGS for its child
+adds to them). Every comparison in the suite is against an oracle with a tolerance, or
+between programs compiled alike.
 """
 
 import importlib.util
 import os
 
 cpu_only = importlib.util.find_spec("jax_plugins") is None  # CUDA, ROCm and TPU plugins live there
-if cpu_only and "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-    ).strip()
+# Each unless XLA_FLAGS already sets it.
+QUICK_COMPILE = {
+    "--xla_backend_optimization_level": "0",
+    "--xla_cpu_use_fusion_emitters": "false",
+    "--xla_cpu_parallel_codegen_split_count": "1",
+}
+if cpu_only:
+    for flag, value in QUICK_COMPILE.items():
+        if flag not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {flag}={value}").strip()
 # The scripts' persistent compilation cache (scripts/compile_cache.py) stays off here and in the
 # processes the tests start: no test writes to the user's cache or loads what another run left.
 os.environ["FNNET_NO_CACHE"] = "1"

@@ -172,8 +172,10 @@ def test_padded_runs_match_the_unpadded_run(batch_size):
     want = _run_padded(_model(), x, y, exact, batch_size, opt=opt)
     for filler in (None, -7.0):
         got = _run_padded(_model(), x, y, 512, batch_size, filler=filler, opt=opt)
-    for a, b in zip(jax.tree.leaves((got.params, got.losses)), jax.tree.leaves((want.params, want.losses))):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+        for a, b in zip(
+            jax.tree.leaves((got.params, got.losses)), jax.tree.leaves((want.params, want.losses))
+        ):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
 def test_the_last_smaller_batch_matches_its_unpadded_step():

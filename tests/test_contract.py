@@ -217,6 +217,7 @@ def test_as_jax_in_training_mode_uses_the_hand_vjp():
 def test_data_parallel_averages_the_running_statistics(tmp_path):
     """Over a 2-device mesh, each device normalizes its shard and the running statistics
     are the average of the shards' updates: checked against two single-device updates."""
+    import os
     import subprocess
     import sys
     import textwrap
@@ -241,7 +242,8 @@ def test_data_parallel_averages_the_running_statistics(tmp_path):
         print("ok")
     """)
     env = {
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        # the suite's compile flags (tests/conftest.py), and two devices
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
         "JAX_PLATFORMS": "cpu",
         "PATH": "/usr/bin:/bin",
     }

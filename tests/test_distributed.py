@@ -35,7 +35,11 @@ def free_port():
 def run(tmp_path_factory):
     """Start both processes, wait for their results, kill process 1, watch process 0."""
     out = tmp_path_factory.mktemp("distributed")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device per process
+    # one device per process: the suite's compile flags (tests/conftest.py) without a device count
+    flags = [
+        f for f in os.environ.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f
+    ]
+    env = dict(os.environ, XLA_FLAGS=" ".join(flags))
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(HERE), PYTHONUNBUFFERED="1")
     port, children = free_port(), []
     start = time.monotonic()

@@ -38,13 +38,15 @@ SCRIPT = textwrap.dedent("""
     assert {s.data.shape for s in xs.addressable_shards} == {(16, 2)}
     # so is every batch inside the compiled run
     run = fnnet.train(model, loss, opt, epochs=2, batch_size=16, mesh=mesh)
-    text = jax.jit(run).lower(params, opt.init(params), x, y, key=jax.random.key(0)).compile().as_text()
+    # compiled by XLA's default CPU pipeline (this process has tests/conftest.py's flags)
+    default = {"xla_cpu_use_fusion_emitters": True}
+    text = jax.jit(run).lower(params, opt.init(params), x, y, key=jax.random.key(0)).compile(compiler_options=default).as_text()
     assert "all-reduce" in text, "no cross-device gradient reduction in the program"
     assert "f32[4,2]" in text, "no per-device batch of 16 / 4 = 4 rows"
     # full batch: each device works on its 16 samples (feature-major, 2 x 16), and one
     # all-reduce per step carries the loss and every grad together
     run = fnnet.train(model, loss, opt, epochs=2, mesh=mesh)
-    text = jax.jit(run).lower(params, opt.init(params), x, y).compile().as_text()
+    text = jax.jit(run).lower(params, opt.init(params), x, y).compile(compiler_options=default).as_text()
     assert text.count(" all-reduce(") == 1, text.count(" all-reduce(")
     assert "f32[2,16]" in text, "no per-device shard of 64 / 4 = 16 samples"
     # a batch_size the device count does not divide: a clear error, not a wrong result
@@ -77,7 +79,9 @@ SCRIPT = textwrap.dedent("""
 
 def run_on_devices(script, count):
     """Run `script` in a fresh Python with `count` CPU devices; it must end by printing OK."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}", JAX_PLATFORMS="cpu")
+    # the suite's compile flags (tests/conftest.py), then the device count (the last one counts)
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
