@@ -119,24 +119,36 @@ def _order(counts, key):
     """An epoch's order of the padded samples: those that count (`counts`, weight > 0)
     shuffled by `key` (in their order for None), then the others in theirs.
 
-    Each sample's rank is 20 of its own random bits (a prefix of a larger draw is the
-    same draw); the samples go by rank, ties (about one pair an epoch at 1,500 samples) by
-    index, the padding's rank last. The order depends on each sample's bits and index
-    alone, at every size, never on how many padding rows follow, so a run does not depend
-    on its bucket. Up to 2**12 samples the rank and index are one uint32 key, one sort of
-    one array: a quarter of the time of a sort of two (a third of a small model's epoch
-    on a CPU); more samples: a sort of the two as keys, the same order."""
+    Each sample's place depends on its own random bits and index alone (a prefix of a
+    larger draw is the same draw), never on how many padding rows follow, so a run does not
+    depend on its bucket. While the samples that count lie in the first 2**12 rows: one
+    sort of uint32 keys, 20 random bits above the index (ties, about one pair an epoch at
+    1,500 samples, go by index), a quarter of the time of argsort's sort of two arrays (a
+    third of a small model's epoch on a CPU). Past them: an argsort of 31 random bits (more
+    ties would leave long runs in the data's order). Which of the two is chosen by where
+    the last sample that counts lies, not by the padded size (`lax.cond` when it is past
+    2**12 rows)."""
     n = counts.shape[0]
     index = jnp.arange(n, dtype=jnp.uint32)
-    last = jnp.uint32(2 ** (32 - _INDEX_BITS) - 1)  # the rank of what does not count
-    if key is None:
-        rank = jnp.where(counts, jnp.uint32(0), last)
-    else:
-        bits = jax.random.bits(key, (n,), jnp.uint32)
-        rank = jnp.where(counts, jnp.minimum(bits >> _INDEX_BITS, last - 1), last)
-    if n > 2**_INDEX_BITS:
-        return lax.sort((rank, index), num_keys=2)[1].astype(jnp.int32)
-    return (jnp.sort((rank << _INDEX_BITS) | index) & jnp.uint32(2**_INDEX_BITS - 1)).astype(jnp.int32)
+    bits = index << 1 if key is None else jax.random.bits(key, (n,), jnp.uint32)
+
+    def one_sort(counts, bits):
+        index = jnp.arange(counts.shape[0], dtype=jnp.uint32)
+        last = jnp.uint32(2 ** (32 - _INDEX_BITS) - 1)  # the rank of what does not count
+        rank = jnp.where(counts, jnp.minimum(bits >> _INDEX_BITS, last - 1) if key is not None else 0, last)
+        return (jnp.sort((rank << _INDEX_BITS) | index) & jnp.uint32(2**_INDEX_BITS - 1)).astype(jnp.int32)
+
+    if n <= 2**_INDEX_BITS:
+        return one_sort(counts, bits)
+    head = 2**_INDEX_BITS
+
+    def in_the_head(_):
+        return jnp.concatenate([one_sort(counts[:head], bits[:head]), jnp.arange(head, n, dtype=jnp.int32)])
+
+    def past_it(_):
+        return jnp.argsort(jnp.where(counts, bits >> 1, jnp.uint32(2**32 - 1)), stable=True).astype(jnp.int32)
+
+    return lax.cond(jnp.any(counts[head:]), past_it, in_the_head, None)
 
 
 def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
@@ -176,17 +188,19 @@ def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
 
         def batch(carry, start):
             def trained(carry):
-                params, state = carry
-                samples = (lax.dynamic_slice_in_dim(a, start, batch_size) for a in (x, y, weights))
-                params, state, value = step(params, state, *samples, step_key(key, state.count))
-                return (params, state), value.astype(dtype)
+                params, state, total, weight = carry
+                xs, ys, ws = (lax.dynamic_slice_in_dim(a, start, batch_size) for a in (x, y, weights))
+                params, state, value = step(params, state, xs, ys, ws, step_key(key, state.count))
+                w = jnp.sum(ws).astype(dtype)
+                return params, state, total + value.astype(dtype) * w, weight + w
 
-            return lax.cond(start < steps * batch_size, trained, lambda c: (c, jnp.zeros((), dtype)), carry)
+            return lax.cond(start < steps * batch_size, trained, lambda c: c, carry), None
 
+        # the loss summed step by step, in order: the same bits whatever padding follows
         starts = jnp.arange(x.shape[0] // batch_size) * batch_size
-        (params, state), values = lax.scan(batch, (params, state), starts)
-        batch_weights = jnp.sum(weights.reshape(-1, batch_size), axis=1)
-        return params, state, jnp.sum(values * batch_weights) / jnp.sum(batch_weights)
+        zero = jnp.zeros((), dtype)
+        (params, state, total, weight), _ = lax.scan(batch, (params, state, zero, zero), starts)
+        return params, state, total / weight
 
     return prepare, epoch
 

@@ -145,11 +145,13 @@ def _run_padded(model, x, y, size, batch_size, filler=None, epochs=3, opt=fnnet.
 
 @pytest.mark.parametrize("batch_size", [32, 7])
 def test_minibatch_runs_are_bitwise_the_same_whatever_the_padding(batch_size):
-    """The samples' order, batches and draws do not depend on the padding: padded to its
-    bucket, to more, or with other values in the padding, the same bits."""
+    """The samples' order, batches, draws and recorded losses do not depend on the padding:
+    padded to its bucket, to more (past 4096 rows too, where the shuffle chooses its sort by
+    where the samples lie), or with other values in the padding, the same bits."""
     x, y = X[:455], Y[:455]
     want = _run_padded(_model(), x, y, run_size(455, batch_size), batch_size)
-    for size in (run_size(455, batch_size) + 2 * batch_size, 1024 // batch_size * batch_size):
+    sizes = (run_size(455, batch_size) + 2 * batch_size, 1024, 4608)
+    for size in (s // batch_size * batch_size for s in sizes):
         for filler in (None, 1e3):
             got = _run_padded(_model(), x, y, size, batch_size, filler)
             assert_trees_equal(
@@ -525,3 +527,20 @@ def test_a_model_rebuilt_with_plain_numbers_is_checked_again():
         ValueError, match=r"Dropout: rate \(the probability of dropping a unit\) must be in \[0, 1\), got 2.0"
     ):
         jax.tree.map(lambda v: v * 10, fnnet.Sequential(fnnet.Linear(2, 3), fnnet.Dropout(0.2)))
+
+
+@pytest.mark.parametrize("n", [4000, 4500])
+def test_data_near_4096_rows_trains_alike_alone_and_inside_more_rows(n):
+    """n samples alone (buckets 4096 and 4608) and as the first n of 5000 rows weighted 1 and
+    0 (bucket 5120): the same params and recorded losses, bit for bit (the shuffle's sort is
+    chosen by where the samples lie, and the epoch's loss is summed step by step, so neither
+    depends on the rows after the samples)."""
+    x, y = (np.asarray(a) for a in fnnet.data.disk(jax.random.key(3), 5000))
+    model = fnnet.Sequential(fnnet.Linear(2, 16), fnnet.ReLU(), fnnet.Dropout(0.2), fnnet.Linear(16, 1))
+    loss, opt = fnnet.LossBCEWithLogits(), fnnet.Adam(lr=1e-2)
+    params = model.init(jax.random.key(0), (1, 2))[1]
+    kwargs = dict(batch_size=32, key=jax.random.key(5), progress=False)
+    alone = fnnet.fit(model, loss, opt, params, x[:n], y[:n], 3, **kwargs)
+    weights = (np.arange(5000) < n).astype(np.float32)
+    inside = fnnet.fit(model, loss, opt, params, x, y, 3, sample_weight=weights, **kwargs)
+    assert_trees_equal((alone.params, alone.losses), (inside.params, inside.losses))

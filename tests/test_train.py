@@ -445,13 +445,13 @@ def test_run_under_vmap_checks_what_is_concrete():
 
 
 @pytest.mark.parametrize(
-    "n, padded", [(1437, 1536), (4000, 5120), (5000, 5120)], ids=["one_sort", "across", "two_keys"]
+    "n, padded", [(1437, 1536), (4000, 5120), (5000, 5120)], ids=["one_sort", "across", "argsort"]
 )
 def test_an_epochs_order_puts_the_counted_samples_first_whatever_the_padding(n, padded):
     """The order is a permutation: the samples of weight > 0 shuffled (in order without a
     key), then the others in their order; the counted ones' order is the same whatever
-    padding follows them (4000 samples alone take one sort of one array, padded to 5120 a
-    sort of two keys: the same order), and another key draws another order."""
+    padding follows them (4000 samples padded to 5120 still take the one sort of the first
+    4096 rows, as alone: the same order), and another key draws another order."""
     from fnnet._loop import _order
 
     weights = np.ones(n)
