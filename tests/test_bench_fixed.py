@@ -25,8 +25,9 @@ def test_bench_quick_fixed_table_times_both_variants_and_a_new_lr_compiles_nothi
     assert set(rows) == {"fnnet fit", "plain jax.grad"}, out
     for cells in rows.values():
         trace, lower, compile_, run, first = (float(c) for c in cells[4:9])
+        # five cells, each rounded to 3 decimals: the sum within 5 x 0.0005 of the whole
         assert min(trace, lower, compile_) > 0 and trace + lower + compile_ + run == pytest.approx(
-            first, abs=2e-3
+            first, abs=2.6e-3
         )
         assert int(cells[9]) >= 1  # the first call compiled its program
         assert cells[10].endswith("(0)"), cells  # lr is data in both: no program compiled
