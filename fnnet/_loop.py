@@ -129,18 +129,17 @@ def _order(counts, key):
     the last sample that counts lies, not by the padded size (`lax.cond` when it is past
     2**12 rows)."""
     n = counts.shape[0]
-    index = jnp.arange(n, dtype=jnp.uint32)
-    bits = index << 1 if key is None else jax.random.bits(key, (n,), jnp.uint32)
+    bits = jnp.zeros(n, jnp.uint32) if key is None else jax.random.bits(key, (n,), jnp.uint32)
 
     def one_sort(counts, bits):
         index = jnp.arange(counts.shape[0], dtype=jnp.uint32)
         last = jnp.uint32(2 ** (32 - _INDEX_BITS) - 1)  # the rank of what does not count
-        rank = jnp.where(counts, jnp.minimum(bits >> _INDEX_BITS, last - 1) if key is not None else 0, last)
+        rank = jnp.where(counts, jnp.minimum(bits >> _INDEX_BITS, last - 1), last)
         return (jnp.sort((rank << _INDEX_BITS) | index) & jnp.uint32(2**_INDEX_BITS - 1)).astype(jnp.int32)
 
-    if n <= 2**_INDEX_BITS:
-        return one_sort(counts, bits)
     head = 2**_INDEX_BITS
+    if n <= head:
+        return one_sort(counts, bits)
 
     def in_the_head(_):
         return jnp.concatenate([one_sort(counts[:head], bits[:head]), jnp.arange(head, n, dtype=jnp.int32)])

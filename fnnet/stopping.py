@@ -123,7 +123,8 @@ def static_part(stopping: Optional[EarlyStopping]) -> Optional[EarlyStopping]:
     their defaults, so runs that differ only in patience or min_delta share a program."""
     if stopping is None:
         return None
-    return dataclasses.replace(stopping, patience=10, min_delta=0.0)
+    default = EarlyStopping()
+    return dataclasses.replace(stopping, patience=default.patience, min_delta=default.min_delta)
 
 
 def start(stopping: EarlyStopping, params, dtype, epoch: int = 0) -> Watch:
