@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fnnet import _draws
 from fnnet._checks import as_array, check_init, check_key, check_shape, describe, donated, is_int
 from fnnet.layers import Layer, check_cotangent, check_dparams, contract_hint, masked
 from fnnet.state import check_update, trainable_mask
@@ -83,7 +84,7 @@ def _checked_vjp(layer, params, x, dy, **mode):
 
 def _layer_keys(key, n):
     """One key per layer (split once), or None for each when there is no key."""
-    return [None] * n if key is None else list(jax.random.split(check_key("serial", key), n))
+    return [None] * n if key is None else _draws.split(check_key("serial", key), n)
 
 
 def _updated(layer, params, x, key, mask):
@@ -126,7 +127,7 @@ class Sequential(Layer):
 
     def init(self, key, input_shape):
         shape, params = check_init("serial", key, input_shape), []
-        keys = jax.random.split(key, len(self.layers))  # one key per layer
+        keys = _draws.split(key, len(self.layers))  # one key per layer
         for i, (layer, layer_key) in enumerate(zip(self.layers, keys)):
             shape, layer_params = _naming_layer(i, _checked_init, layer, layer_key, shape)
             params.append(layer_params)

@@ -79,6 +79,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from fnnet import _draws
 from fnnet._checks import check_init, describe, is_int, is_real
 from fnnet._types import Params, Shape
 from fnnet._values import check_functions, functions_repr, register_settings, settings_repr, setattr_frozen
@@ -273,7 +274,7 @@ class Parameterless(Layer):
 
 def _uniform(bound: float):
     def init(key, shape, dtype):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return _draws.uniform(key, shape, dtype, bound)
 
     return init
 
@@ -285,7 +286,7 @@ def draw_weights(layer, key, w_shape: Shape, fan_in: int) -> dict:
     """`{"w": w_shape, "b": (w_shape[-1],)}` drawn with `layer`'s `w_init` and `b_init`, by
     default from U[-1/sqrt(fan_in), 1/sqrt(fan_in)], in `layer.dtype`."""
     default = _uniform(1 / math.sqrt(fan_in))
-    w_key, b_key = jax.random.split(key)
+    w_key, b_key = _draws.split(key, 2)
     return {
         "w": (layer.w_init or default)(w_key, w_shape, layer.dtype),
         "b": (layer.b_init or default)(b_key, w_shape[-1:], layer.dtype),

@@ -1308,7 +1308,7 @@ def test_update_state_takes_a_layer_and_array_likes():
         fnnet.update_state(fnnet.LossMSE(), params, jnp.ones((4, 3)))
     x = np.random.default_rng(0).normal(size=(4, 3))
     moved = fnnet.update_state(model, params, x.tolist())
-    expected = fnnet.update_state(model, params, jnp.asarray(x, jnp.float32))
+    expected = fnnet.update_state(model, params, jnp.asarray(x))  # the list as NumPy reads it: float64
     jax.tree.map(np.testing.assert_array_equal, moved, expected)
 
 
