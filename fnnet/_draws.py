@@ -1,18 +1,24 @@
-"""`init`'s random draws, on the host when they can be: `split` and the default
-initializer's `uniform`, computed with NumPy for a concrete key.
+"""fnnet's random draws: the bits of `jax.random`'s threefry draws, computed without
+its programs (NumPy on the host for `init`, Threefry's rounds unrolled in training).
 
-In a fresh process every draw of a new shape compiles a small program (a split, each
-layer's weights, its biases): ~0.7 s for a two-layer MLP's first `init`, more than its
-training on a small data set. Threefry-2x32 is a fixed function of a key and a counter;
-`_threefry` is its twenty rounds again, in NumPy, giving the bits of `jax.random.split`
-and `jax.random.bits` (tests compare them on random keys and shapes). JAX computes the
-same draws instead when the key is traced (`init` under `jit` or `vmap`), raw (uint32)
-or of another PRNG, or when `jax_threefry_partitionable` is off (another layout of the
-counters).
+Threefry-2x32 is a fixed function of a key and a counter; `_threefry` is its twenty
+rounds again, written once for NumPy and JAX arrays alike, giving the bits of
+`jax.random.split`, `fold_in` and `bits` (tests compare them on random keys and shapes).
+- `init` (`split`, the default initializer's `uniform`): in a fresh process every draw
+  of a new shape compiles a small program (a split, each layer's weights, its biases),
+  ~0.7 s for a two-layer MLP's first `init`, more than its training on a small data
+  set. For a concrete key NumPy draws the same bits on the host, compiling nothing.
+- Training (`fold_in`, `bits`, `bernoulli`: the shuffle's keys, each step's key,
+  Dropout's masks): JAX's CPU lowering runs the rounds as a loop of five small
+  programs; unrolled, they fuse into one (the shuffle's 2,000 keys 4x faster, and
+  quicker to compile).
+JAX's own functions draw instead for keys of another PRNG or raw (uint32) keys, when
+`jax_threefry_partitionable` is off (another layout of the counters), and for dtypes
+other than float32 and float64: the same numbers wherever they are drawn.
 
-`uniform` draws the bits of `jax.random.uniform` but scales them with one rounding
-(a product) instead of `u * (high - low) + low`, which XLA fuses into one multiply-add
-where the CPU has one and NumPy cannot: a draw does not depend on where it ran.
+`uniform` scales the bits of `jax.random.uniform` with one rounding, `(u - 1/2) * 2
+bound`, where `u * (high - low) + low` is fused by XLA into one multiply-add on a CPU
+that has one and cannot be in NumPy: a draw does not depend on where it ran.
 """
 
 import math
@@ -21,7 +27,6 @@ from typing import List, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)  # Threefry's key schedule constant
@@ -29,9 +34,10 @@ _HOST_DRAWS = 2**21  # more numbers draw faster in JAX, compilation included
 
 
 def _threefry(words, low):
-    """Threefry-2x32 of the key `words` (2 uint32) over the counters `(0, low)`."""
+    """Threefry-2x32 of the key `words` (2 uint32) over the counters `(0, low)`, in
+    NumPy or JAX as the arrays are."""
     ks = (words[0], words[1], words[0] ^ words[1] ^ _PARITY)
-    x = [np.zeros_like(low) + ks[0], low + ks[1]]
+    x = [(low ^ low) + ks[0], low + ks[1]]  # (low ^ low: zeros of low's shape and kind)
     for i in range(5):
         for r in _ROTATIONS[i % 2]:
             x[0] = x[0] + x[1]
@@ -41,17 +47,40 @@ def _threefry(words, low):
     return x
 
 
+def _random_bits(words, shape: tuple, width: int):
+    """`jax.random.bits(key, shape)` of `width` (32 or 64) bits for the key `words`."""
+    xp = np if isinstance(words, np.ndarray) else jnp
+    high, low = _threefry(words, xp.arange(math.prod(shape), dtype=np.uint32))
+    if width == 32:
+        return (high ^ low).reshape(shape)
+    return ((high.astype(np.uint64) << np.uint64(32)) | low).reshape(shape)
+
+
+def _unit(words, shape: tuple, dtype: np.dtype):
+    """`jax.random.uniform(key, shape, dtype)` in [0, 1): random mantissa bits under the
+    exponent of 1.0, minus 1 (exact)."""
+    bits = _random_bits(words, shape, 8 * dtype.itemsize)
+    one = np.array(1.0, dtype).view(bits.dtype)
+    mantissa = (bits >> bits.dtype.type(8 * dtype.itemsize - np.finfo(dtype).nmant)) | one
+    return mantissa.view(dtype) - dtype.type(1)
+
+
+def _threefry_key(key) -> bool:
+    """Whether `key` is one typed threefry key, its counters laid out as
+    `jax_threefry_partitionable` lays them: one `_threefry` draws for (it may be traced)."""
+    return (
+        isinstance(key, jax.Array)
+        and key.shape == ()
+        and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and str(jax.random.key_impl(key)) == "threefry2x32"
+        and jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
+    )
+
+
 def _words(key) -> Optional[np.ndarray]:
-    """The two uint32 words of one concrete threefry key, or None where JAX must draw."""
-    if (
-        isinstance(key, jax.core.Tracer)
-        or not isinstance(key, jax.Array)
-        or key.shape != ()
-        or not jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or str(jax.random.key_impl(key)) != "threefry2x32"
-        or not jax.config.jax_threefry_partitionable  # type: ignore[attr-defined]
-        or not key.is_fully_addressable
-    ):
+    """The two uint32 words of one concrete threefry key on the host, or None (a traced
+    key, a concrete one inside a trace, one held by several processes, another PRNG's)."""
+    if isinstance(key, jax.core.Tracer) or not _threefry_key(key) or not key.is_fully_addressable:
         return None
     try:
         return np.asarray(jax.random.key_data(key), np.uint32)
@@ -59,8 +88,14 @@ def _words(key) -> Optional[np.ndarray]:
         return None
 
 
+def _placed(value, key):
+    """`value` where JAX would have put a draw from `key`: with the key when it is
+    committed to devices, on the default device otherwise."""
+    return jax.device_put(value, key.sharding if key.committed else None)
+
+
 def split(key, num: int) -> List:
-    """`list(jax.random.split(key, num))`."""
+    """`list(jax.random.split(key, num))`, on the host for a concrete key."""
     words = _words(key)
     if words is None:
         return list(jax.random.split(key, num))
@@ -70,28 +105,42 @@ def split(key, num: int) -> List:
     ]
 
 
+def fold_in(key, data):
+    """`jax.random.fold_in(key, data)` for a scalar `data` (as uint32), unrolled."""
+    if not _threefry_key(key):
+        return jax.random.fold_in(key, data)
+    high, low = _threefry(jax.random.key_data(key), jnp.asarray(data, jnp.uint32))
+    return jax.random.wrap_key_data(jnp.stack([high, low]), impl="threefry2x32")
+
+
+def bits(key, shape: tuple):
+    """`jax.random.bits(key, shape, jnp.uint32)`, unrolled."""
+    if not _threefry_key(key):
+        return jax.random.bits(key, shape, jnp.uint32)
+    return _random_bits(jax.random.key_data(key), shape, 32)
+
+
+def bernoulli(key, p, shape: tuple):
+    """`jax.random.bernoulli(key, p, shape)`, unrolled: `uniform(key, shape) < p` in p's dtype."""
+    dtype = jnp.asarray(p).dtype
+    if not _threefry_key(key) or dtype not in (np.float32, np.float64):
+        return jax.random.bernoulli(key, p, shape)
+    return _unit(jax.random.key_data(key), shape, dtype) < p
+
+
 def uniform(key, shape: tuple, dtype, bound: float):
     """U[-bound, bound) of `shape` in `dtype`: the bits of `jax.random.uniform`, scaled as
-    `(u - 1/2) * 2 bound` for u in [0, 1) (exact but for the product's one rounding;
-    float32 and float64; other dtypes draw with `jax.random.uniform` itself)."""
+    `(u - 1/2) * 2 bound` (exact but for the product's one rounding), on the host for a
+    concrete key and up to 2**21 numbers."""
     dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64) or jax.dtypes.canonicalize_dtype(dtype) != dtype:
+    if (
+        not _threefry_key(key)
+        or dtype not in (np.float32, np.float64)
+        or jax.dtypes.canonicalize_dtype(dtype) != dtype  # float64 without x64: JAX warns
+    ):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
-    unsigned = np.dtype(f"uint{8 * dtype.itemsize}")
-    one = np.array(1.0, dtype).view(unsigned)  # the bits of 1.0: exponent 0, mantissa 0
-    shift = unsigned.type(8 * dtype.itemsize - np.finfo(dtype).nmant)
-    width = dtype.type(bound) * 2
     words = _words(key)
-    if words is None or math.prod(shape) > _HOST_DRAWS:
-        bits = jax.random.bits(key, shape, unsigned)
-        return (lax.bitcast_convert_type((bits >> shift) | one, dtype) - dtype.type(1.5)) * width
-    high, low = _threefry(words, np.arange(math.prod(shape), dtype=np.uint32))
-    bits = high ^ low if dtype == np.float32 else (high.astype(np.uint64) << np.uint64(32)) | low
-    floats = ((bits >> shift) | one).view(dtype) - dtype.type(1.5)
-    return _placed((floats * width).reshape(shape), key)
-
-
-def _placed(value, key):
-    """`value` where JAX would have put a draw from `key`: with the key when it is
-    committed to devices, on the default device otherwise."""
-    return jax.device_put(value, key.sharding if key.committed else None)
+    host = words is not None and math.prod(shape) <= _HOST_DRAWS
+    unit = _unit(words if host else jax.random.key_data(key), shape, dtype)
+    drawn = (unit - dtype.type(0.5)) * (dtype.type(bound) * 2)
+    return _placed(drawn, key) if host else drawn

@@ -11,6 +11,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnet import _draws
 from fnnet._checks import describe
 from fnnet._types import Array
 from fnnet._layout import feature_major
@@ -27,7 +28,7 @@ def step_key(key, count):
     count folded in (then a 1, so it differs from the epoch's shuffling key), or None."""
     if key is None:
         return None
-    return jax.random.fold_in(jax.random.fold_in(key, count), 1)
+    return _draws.fold_in(_draws.fold_in(key, count), 1)
 
 
 def _gradients(layer: Layer, loss: Loss, transposed: bool, mesh: Optional[Mesh]) -> Callable:
@@ -93,7 +94,7 @@ def _data_parallel(core: Callable, mesh: Optional[Mesh], x_batch_axis: int = 0) 
 
     def local(params, x, y, weights, key):  # weights: a run's, always given on a mesh
         if key is not None:
-            key = jax.random.fold_in(key, lax.axis_index(axis))
+            key = _draws.fold_in(key, lax.axis_index(axis))
         value, grads, state = core(params, x, y, weights, key)
         # the running statistics weighted by the device's samples: a device of padding
         # alone (weights all 0) counts for nothing
@@ -129,7 +130,7 @@ def _order(counts, key):
     the last sample that counts lies, not by the padded size (`lax.cond` when it is past
     2**12 rows)."""
     n = counts.shape[0]
-    bits = jnp.zeros(n, jnp.uint32) if key is None else jax.random.bits(key, (n,), jnp.uint32)
+    bits = jnp.zeros(n, jnp.uint32) if key is None else _draws.bits(key, (n,))
 
     def one_sort(counts, bits):
         index = jnp.arange(counts.shape[0], dtype=jnp.uint32)
@@ -182,7 +183,7 @@ def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
             return step(params, state, x, y, weights, step_key(key, state.count))
         counts = weights > 0
         steps = (jnp.sum(counts, dtype=jnp.int32) + batch_size - 1) // batch_size
-        order = _order(counts, jax.random.fold_in(key, state.count) if shuffle else None)
+        order = _order(counts, _draws.fold_in(key, state.count) if shuffle else None)
         x, y, weights = (jnp.take(a, order, axis=0) for a in (x, y, weights))
 
         def batch(carry, start):

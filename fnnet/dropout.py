@@ -2,9 +2,9 @@
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
+from fnnet import _draws
 from fnnet._checks import check_key, describe, is_real
 from fnnet._precision import like
 from fnnet._values import number_field, setattr_frozen, show, traced
@@ -61,7 +61,7 @@ class Dropout(Parameterless):
             raise ValueError(
                 f"{self.name}: training mode draws a mask and needs a key; pass key=jax.random.key(...)"
             )
-        keep = jax.random.bernoulli(check_key(self.name, key), 1 - self.rate, x.shape)
+        keep = _draws.bernoulli(check_key(self.name, key), 1 - self.rate, x.shape)
         return keep.astype(x.dtype) / like(1 - self.rate, x)
 
     def apply(self, params, x, *, train=False, key=None):

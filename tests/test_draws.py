@@ -129,3 +129,28 @@ def test_a_first_init_compiles_nothing():
     assert jax.tree.map(_bits, params) == jax.tree.map(
         _bits, jax.jit(lambda k: model.init(k, (8, n_in))[1])(key)
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_draws_equal_jaxs_traced_and_vmapped(dtype):
+    """fold_in, bits and bernoulli (the shuffle's and each step's keys, Dropout's masks)."""
+    keys = jax.random.split(_fresh_key(), 4)
+    counts = jnp.asarray(RNG.integers(0, 2**31, size=4), jnp.int32)
+    shape = tuple(int(d) for d in RNG.integers(1, 9, size=RNG.integers(1, 4)))
+    p = dtype(RNG.uniform(0.05, 0.95))
+
+    def ours(key, count):
+        key = _draws.fold_in(key, count)
+        return jax.random.key_data(key), _draws.bits(key, shape), _draws.bernoulli(key, p, shape)
+
+    def jaxs(key, count):
+        key = jax.random.fold_in(key, count)
+        return (
+            jax.random.key_data(key),
+            jax.random.bits(key, shape, jnp.uint32),
+            jax.random.bernoulli(key, p, shape),
+        )
+
+    for run in (jax.jit, lambda f: jax.jit(jax.vmap(f))):
+        args = (keys[0], counts[0]) if run is jax.jit else (keys, counts)
+        assert jax.tree.map(_bits, run(ours)(*args)) == jax.tree.map(_bits, run(jaxs)(*args))
