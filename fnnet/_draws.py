@@ -2,16 +2,17 @@
 its programs (NumPy on the host for `init`, Threefry's rounds unrolled in training).
 
 Threefry-2x32 is a fixed function of a key and a counter; `_threefry` is its twenty
-rounds again, written once for NumPy and JAX arrays alike, giving the bits of
-`jax.random.split`, `fold_in` and `bits` (tests compare them on random keys and shapes).
+rounds again, one function for NumPy and JAX arrays (NumPy's or `lax`'s operations),
+giving the bits of `jax.random.split`, `fold_in` and `bits` (tests compare them on
+random keys and shapes, traced and vmapped).
 - `init` (`split`, the default initializer's `uniform`): in a fresh process every draw
   of a new shape compiles a small program (a split, each layer's weights, its biases),
   ~0.7 s for a two-layer MLP's first `init`, more than its training on a small data
   set. For a concrete key NumPy draws the same bits on the host, compiling nothing.
 - Training (`fold_in`, `bits`, `bernoulli`: the shuffle's keys, each step's key,
   Dropout's masks): JAX's CPU lowering runs the rounds as a loop of five small
-  programs; unrolled, they fuse into one (the shuffle's 2,000 keys 4x faster, and
-  quicker to compile).
+  programs; unrolled, they fuse into one (the shuffle's 2,000 keys 4x faster, the
+  digits MLP's epoch ~5%; quicker to compile, slower to trace).
 JAX's own functions draw instead for keys of another PRNG or raw (uint32) keys, when
 `jax_threefry_partitionable` is off (another layout of the counters), and for dtypes
 other than float32 and float64: the same numbers wherever they are drawn.
@@ -27,28 +28,35 @@ from typing import List, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)  # Threefry's key schedule constant
 _HOST_DRAWS = 2**21  # more numbers draw faster in JAX, compilation included
 
 
+_NUMPY = (np.add, np.bitwise_xor, np.bitwise_or, np.left_shift, np.right_shift)
+_LAX = (lax.add, lax.bitwise_xor, lax.bitwise_or, lax.shift_left, lax.shift_right_logical)
+
+
 def _threefry(words, low):
-    """Threefry-2x32 of the key `words` (2 uint32) over the counters `(0, low)`, in
-    NumPy or JAX as the arrays are."""
-    ks = (words[0], words[1], words[0] ^ words[1] ^ _PARITY)
-    x = [(low ^ low) + ks[0], low + ks[1]]  # (low ^ low: zeros of low's shape and kind)
+    """Threefry-2x32 of the key `words` (2 uint32) over the counters `(0, low)`: NumPy's
+    functions for NumPy arrays, `lax`'s for JAX's (a quarter of jnp's time to trace)."""
+    add, xor, or_, left, right = _NUMPY if isinstance(low, np.ndarray) else _LAX
+    ks = (words[0], words[1], xor(xor(words[0], words[1]), _PARITY))
+    x = [add(xor(low, low), ks[0]), add(low, ks[1])]  # (low ^ low: zeros like low)
     for i in range(5):
         for r in _ROTATIONS[i % 2]:
-            x[0] = x[0] + x[1]
-            x[1] = x[0] ^ ((x[1] << np.uint32(r)) | (x[1] >> np.uint32(32 - r)))
-        x[0] = x[0] + ks[(i + 1) % 3]
-        x[1] = x[1] + ks[(i + 2) % 3] + np.uint32(i + 1)
+            x[0] = add(x[0], x[1])
+            x[1] = xor(x[0], or_(left(x[1], np.uint32(r)), right(x[1], np.uint32(32 - r))))
+        x[0] = add(x[0], ks[(i + 1) % 3])
+        x[1] = add(add(x[1], ks[(i + 2) % 3]), np.uint32(i + 1))
     return x
 
 
 def _random_bits(words, shape: tuple, width: int):
-    """`jax.random.bits(key, shape)` of `width` (32 or 64) bits for the key `words`."""
+    """`jax.random.bits(key, shape)` of `width` (32 or 64) bits for the key `words`, in
+    NumPy or, for JAX words, unrolled in JAX."""
     xp = np if isinstance(words, np.ndarray) else jnp
     high, low = _threefry(words, xp.arange(math.prod(shape), dtype=np.uint32))
     if width == 32:
@@ -56,10 +64,9 @@ def _random_bits(words, shape: tuple, width: int):
     return ((high.astype(np.uint64) << np.uint64(32)) | low).reshape(shape)
 
 
-def _unit(words, shape: tuple, dtype: np.dtype):
-    """`jax.random.uniform(key, shape, dtype)` in [0, 1): random mantissa bits under the
-    exponent of 1.0, minus 1 (exact)."""
-    bits = _random_bits(words, shape, 8 * dtype.itemsize)
+def _unit(bits, dtype: np.dtype):
+    """`jax.random.uniform`'s numbers in [0, 1) from random `bits` of dtype's width:
+    random mantissa bits under the exponent of 1.0, minus 1 (exact)."""
     one = np.array(1.0, dtype).view(bits.dtype)
     mantissa = (bits >> bits.dtype.type(8 * dtype.itemsize - np.finfo(dtype).nmant)) | one
     return mantissa.view(dtype) - dtype.type(1)
@@ -125,7 +132,7 @@ def bernoulli(key, p, shape: tuple):
     dtype = jnp.asarray(p).dtype
     if not _threefry_key(key) or dtype not in (np.float32, np.float64):
         return jax.random.bernoulli(key, p, shape)
-    return _unit(jax.random.key_data(key), shape, dtype) < p
+    return _unit(_random_bits(jax.random.key_data(key), shape, 8 * dtype.itemsize), dtype) < p
 
 
 def uniform(key, shape: tuple, dtype, bound: float):
@@ -139,8 +146,10 @@ def uniform(key, shape: tuple, dtype, bound: float):
         or jax.dtypes.canonicalize_dtype(dtype) != dtype  # float64 without x64: JAX warns
     ):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
-    words = _words(key)
-    host = words is not None and math.prod(shape) <= _HOST_DRAWS
-    unit = _unit(words if host else jax.random.key_data(key), shape, dtype)
-    drawn = (unit - dtype.type(0.5)) * (dtype.type(bound) * 2)
-    return _placed(drawn, key) if host else drawn
+    words, unsigned = _words(key), np.dtype(f"uint{8 * dtype.itemsize}")
+    if words is None or math.prod(shape) > _HOST_DRAWS:  # in JAX (under jit or vmap: init's)
+        return (_unit(jax.random.bits(key, shape, unsigned), dtype) - dtype.type(0.5)) * (
+            dtype.type(bound) * 2
+        )
+    unit = _unit(_random_bits(words, shape, 8 * dtype.itemsize), dtype)
+    return _placed((unit - dtype.type(0.5)) * (dtype.type(bound) * 2), key)
