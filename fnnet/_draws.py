@@ -10,9 +10,10 @@ random keys and shapes, traced and vmapped).
   ~0.7 s for a two-layer MLP's first `init`, more than its training on a small data
   set. For a concrete key NumPy draws the same bits on the host, compiling nothing.
 - Training (`fold_in`, `bits`, `bernoulli`: the shuffle's keys, each step's key,
-  Dropout's masks): JAX's CPU lowering runs the rounds as a loop of five small
-  programs; unrolled, they fuse into one (the shuffle's 2,000 keys 4x faster, the
-  digits MLP's epoch ~5%; quicker to compile, slower to trace).
+  Dropout's masks), for a traced key: JAX's CPU lowering runs the rounds as a loop of
+  five small programs; unrolled, they fuse into one (the shuffle's 2,000 keys 4x faster,
+  the digits MLP's epoch ~5%; quicker to compile, slower to trace). Called eagerly,
+  `jax.random`'s own functions (compiled once) draw them.
 JAX's own functions draw instead for keys of another PRNG or raw (uint32) keys, when
 `jax_threefry_partitionable` is off (another layout of the counters), and for dtypes
 other than float32 and float64: the same numbers wherever they are drawn.
@@ -32,7 +33,7 @@ from jax import lax
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)  # Threefry's key schedule constant
-_HOST_DRAWS = 2**21  # more numbers draw faster in JAX, compilation included
+_HOST_DRAWS = 2**18  # more numbers draw faster in JAX, its program compiled once
 
 
 _NUMPY = (np.add, np.bitwise_xor, np.bitwise_or, np.left_shift, np.right_shift)
@@ -86,12 +87,18 @@ def _threefry_key(key) -> bool:
 
 def _words(key) -> Optional[np.ndarray]:
     """The two uint32 words of one concrete threefry key on the host, or None (a traced
-    key, a concrete one inside a trace, one held by several processes, another PRNG's)."""
-    if isinstance(key, jax.core.Tracer) or not _threefry_key(key) or not key.is_fully_addressable:
+    key, a concrete one inside a trace, one held by several processes or in a memory
+    other than the devices', another PRNG's, a transfer to the host refused)."""
+    if (
+        isinstance(key, jax.core.Tracer)
+        or not _threefry_key(key)
+        or not key.is_fully_addressable
+        or key.sharding.memory_kind not in (None, "device")
+    ):
         return None
     try:
         return np.asarray(jax.random.key_data(key), np.uint32)
-    except jax.errors.TracerArrayConversionError:  # a concrete key inside a trace
+    except (jax.errors.TracerArrayConversionError, RuntimeError):  # inside a trace; a transfer guard
         return None
 
 
@@ -112,38 +119,53 @@ def split(key, num: int) -> List:
     ]
 
 
+def _unrolled(key) -> bool:
+    """Whether to draw with `key` by the unrolled rounds: a traced threefry key (an eager
+    call draws faster with `jax.random`'s own compiled functions)."""
+    return isinstance(key, jax.core.Tracer) and _threefry_key(key)
+
+
 def fold_in(key, data):
-    """`jax.random.fold_in(key, data)` for a scalar `data` (as uint32), unrolled."""
-    if not _threefry_key(key):
+    """`jax.random.fold_in(key, data)` for a scalar `data` (as uint32)."""
+    if not _unrolled(key) or jnp.shape(data) != ():
         return jax.random.fold_in(key, data)
     high, low = _threefry(jax.random.key_data(key), jnp.asarray(data, jnp.uint32))
     return jax.random.wrap_key_data(jnp.stack([high, low]), impl="threefry2x32")
 
 
 def bits(key, shape: tuple):
-    """`jax.random.bits(key, shape, jnp.uint32)`, unrolled."""
-    if not _threefry_key(key):
+    """`jax.random.bits(key, shape, jnp.uint32)`."""
+    if not _unrolled(key):
         return jax.random.bits(key, shape, jnp.uint32)
     return _random_bits(jax.random.key_data(key), shape, 32)
 
 
 def bernoulli(key, p, shape: tuple):
-    """`jax.random.bernoulli(key, p, shape)`, unrolled: `uniform(key, shape) < p` in p's dtype."""
+    """`jax.random.bernoulli(key, p, shape)` for a scalar p: `uniform(key, shape) < p` in
+    p's dtype."""
     dtype = jnp.asarray(p).dtype
-    if not _threefry_key(key) or dtype not in (np.float32, np.float64):
+    if not _unrolled(key) or dtype not in (np.float32, np.float64) or jnp.shape(p) != () or shape is None:
         return jax.random.bernoulli(key, p, shape)
     return _unit(_random_bits(jax.random.key_data(key), shape, 8 * dtype.itemsize), dtype) < p
+
+
+# A bound at least this makes every nonzero number (at least 2**-nmant * 2 bound) normal.
+_SMALLEST = {
+    np.dtype(t): float(np.finfo(t).tiny) * 2.0 ** np.finfo(t).nmant for t in (np.float32, np.float64)
+}
 
 
 def uniform(key, shape: tuple, dtype, bound: float):
     """U[-bound, bound) of `shape` in `dtype`: the bits of `jax.random.uniform`, scaled as
     `(u - 1/2) * 2 bound` (exact but for the product's one rounding), on the host for a
-    concrete key and up to 2**21 numbers."""
+    concrete key and up to 2**18 numbers. Bounds whose numbers could be subnormal (XLA
+    flushes them to zero, NumPy does not) or overflow draw with `jax.random.uniform`."""
     dtype = np.dtype(dtype)
     if (
         not _threefry_key(key)
         or dtype not in (np.float32, np.float64)
         or jax.dtypes.canonicalize_dtype(dtype) != dtype  # float64 without x64: JAX warns
+        or not _SMALLEST[dtype] <= bound <= np.finfo(dtype).max / 2
     ):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
     words, unsigned = _words(key), np.dtype(f"uint{8 * dtype.itemsize}")

@@ -1,4 +1,9 @@
-"""`init`'s draws on the host (fnnet._draws) against JAX's: the same bits, whichever ran."""
+"""fnnet._draws against jax.random: the same bits, on the host, traced, vmapped or eager.
+
+Keys, shapes and bounds are fresh every run; a failure names the run's SEED."""
+
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +14,14 @@ from jax._src import monitoring
 import fnnet
 from fnnet import _draws
 
-RNG = np.random.default_rng()  # fresh keys, shapes and bounds every run
+SEED = int(np.random.SeedSequence().entropy % 2**63)
+RNG = np.random.default_rng(SEED)  # fresh keys, shapes and bounds every run
+
+
+@pytest.fixture(autouse=True)
+def _name_the_seed():
+    yield
+    print(f"test_draws: SEED = {SEED}")  # captured: pytest shows it with a failure only
 
 
 def _fresh_key():
@@ -72,14 +84,31 @@ def test_keys_jax_must_draw_with_fall_back_to_jax():
 
 def test_without_partitionable_threefry_jax_draws():
     key = _fresh_key()
-    jax.config.update("jax_threefry_partitionable", False)
-    try:
+
+    def draws_alike():
         assert _draws._words(key) is None
         assert [np.asarray(jax.random.key_data(k)).tolist() for k in _draws.split(key, 3)] == np.asarray(
             jax.random.key_data(jax.random.split(key, 3))
         ).tolist()
+        traced = jax.jit(
+            lambda k: (_draws.bits(_draws.fold_in(k, 7), (5,)), _draws.uniform(k, (3,), np.float32, 0.5))
+        )
+        expected = jax.jit(
+            lambda k: (
+                jax.random.bits(jax.random.fold_in(k, 7), (5,), jnp.uint32),
+                jax.random.uniform(k, (3,), np.float32, -0.5, 0.5),
+            )
+        )
+        assert jax.tree.map(_bits, traced(key)) == jax.tree.map(_bits, expected(key))
+
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", False)
+    try:
+        draws_alike()
     finally:
-        jax.config.update("jax_threefry_partitionable", True)
+        jax.config.update("jax_threefry_partitionable", before)
+    with jax.threefry_partitionable(False):
+        draws_alike()
 
 
 def test_a_draw_stays_with_a_committed_key():
@@ -151,6 +180,62 @@ def test_training_draws_equal_jaxs_traced_and_vmapped(dtype):
             jax.random.bernoulli(key, p, shape),
         )
 
-    for run in (jax.jit, lambda f: jax.jit(jax.vmap(f))):
-        args = (keys[0], counts[0]) if run is jax.jit else (keys, counts)
+    for run in (jax.jit, lambda f: jax.jit(jax.vmap(f)), _eager):
+        args = (keys, counts) if run not in (jax.jit, _eager) else (keys[0], counts[0])
         assert jax.tree.map(_bits, run(ours)(*args)) == jax.tree.map(_bits, run(jaxs)(*args))
+
+
+def _eager(f):
+    return f
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0), (1,)])
+@pytest.mark.parametrize("p", [0.0, 1.0, 0.5])
+def test_training_draws_at_the_edges(shape, p):
+    key = _fresh_key()
+    ours = jax.jit(lambda k: (_draws.bits(k, shape), _draws.bernoulli(k, np.float32(p), shape)))(key)
+    jaxs = jax.jit(
+        lambda k: (jax.random.bits(k, shape, jnp.uint32), jax.random.bernoulli(k, np.float32(p), shape))
+    )(key)
+    assert jax.tree.map(_bits, ours) == jax.tree.map(_bits, jaxs)
+
+
+def test_draws_jax_would_refuse_or_broadcast_are_jaxs():
+    key = jax.jit(lambda k: k)(_fresh_key())
+    with pytest.raises(TypeError, match="scalar"):
+        jax.jit(lambda k: _draws.fold_in(k, jnp.arange(2)))(key)
+    with pytest.raises(ValueError, match="broadcast"):
+        jax.jit(lambda k: _draws.bernoulli(k, jnp.full((2, 1), 0.5), (1000,)))(key)
+
+
+@pytest.mark.parametrize("bound", [1e-33, 1e-38, 3e38, float("inf"), float("nan"), -0.5])
+def test_bounds_the_host_cannot_draw_alike_are_jaxs(bound):
+    key = _fresh_key()
+    with np.errstate(all="ignore"):
+        host = _draws.uniform(key, (4, 3), np.float32, bound)
+    traced = jax.jit(_draws.uniform, static_argnums=(1, 2, 3))(key, (4, 3), np.float32, bound)
+    assert _bits(host) == _bits(traced) == _bits(jax.random.uniform(key, (4, 3), np.float32, -bound, bound))
+
+
+def test_x64_off_draws_alike():
+    """The suite runs with x64 on; a process with it off (JAX's default)."""
+    code = (
+        "import jax, numpy as np\n"
+        "from fnnet import _draws\n"
+        f"key = jax.random.fold_in(jax.random.key({int(RNG.integers(2**31))}), 5)\n"
+        "host = np.asarray(_draws.uniform(key, (7, 5), np.float32, 0.3))\n"
+        "traced = np.asarray(jax.jit(_draws.uniform, static_argnums=(1, 2, 3))(key, (7, 5), np.float32, 0.3))\n"
+        "assert host.dtype == np.float32 and host.tobytes() == traced.tobytes()\n"
+        "m = jax.jit(lambda k: _draws.bernoulli(_draws.fold_in(k, 3), 0.7, (9,)))(key)\n"
+        "assert (m == jax.random.bernoulli(jax.random.fold_in(key, 3), 0.7, (9,))).all()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env_without_x64()
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _env_without_x64():
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
