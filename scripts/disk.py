@@ -175,9 +175,8 @@ def stack(trees):
 def starts(name, keys, n_in, lr=None, decay=None):
     """The seeds' initial params and optimizer states, stacked over seeds.
 
-    Made eagerly, seed by seed: each random draw compiles once per shape, for
-    every seed and model (a jitted, vmapped `init` compiles per model, and
-    about twice as long).
+    Made eagerly, seed by seed: `init` draws on the host for a concrete key and
+    compiles nothing (a jitted, vmapped `init` would compile a program per model).
     """
     model, opt = MODELS[name][0], optimizer(name, lr, decay)
     params = [model.init(key, (1, n_in))[1] for key in keys]
