@@ -105,10 +105,18 @@ def _scale_shift_init(owner, key, input_shape, min_rank, dtype, running):
             f"{owner}: expected input_shape with at least {min_rank} axes (..., features), got {input_shape}"
         )
     c = input_shape[-1]
-    params = {"scale": jnp.ones((c,), dtype), "shift": jnp.zeros((c,), dtype)}
+    params = {"scale": _filled(1, c, dtype), "shift": _filled(0, c, dtype)}
     if running:
-        params["running"] = State(mean=jnp.zeros((c,), dtype), var=jnp.ones((c,), dtype))
+        params["running"] = State(mean=_filled(0, c, dtype), var=_filled(1, c, dtype))
     return input_shape, params
+
+
+def _filled(value, c, dtype):
+    """`jnp.full((c,), value, dtype)`, made on the host (no program to compile in a fresh
+    process) for a dtype JAX keeps as it is."""
+    if jax.dtypes.canonicalize_dtype(dtype) != np.dtype(dtype):
+        return jnp.full((c,), value, dtype)  # float64 without x64: JAX's warning and float32
+    return jax.device_put(np.full((c,), value, dtype))
 
 
 def _check(owner, params, x, min_rank, running, axis=-1):
