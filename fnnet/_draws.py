@@ -168,10 +168,8 @@ def uniform(key, shape: tuple, dtype, bound: float):
         or not _SMALLEST[dtype] <= bound <= np.finfo(dtype).max / 2
     ):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
-    words, unsigned = _words(key), np.dtype(f"uint{8 * dtype.itemsize}")
-    if words is None or math.prod(shape) > _HOST_DRAWS:  # in JAX (under jit or vmap: init's)
-        return (_unit(jax.random.bits(key, shape, unsigned), dtype) - dtype.type(0.5)) * (
-            dtype.type(bound) * 2
-        )
-    unit = _unit(_random_bits(words, shape, 8 * dtype.itemsize), dtype)
-    return _placed((unit - dtype.type(0.5)) * (dtype.type(bound) * 2), key)
+    words, width = _words(key), 8 * dtype.itemsize
+    host = words is not None and math.prod(shape) <= _HOST_DRAWS  # else JAX's (init under jit or vmap)
+    bits = _random_bits(words, shape, width) if host else jax.random.bits(key, shape, f"uint{width}")
+    drawn = (_unit(bits, dtype) - dtype.type(0.5)) * (dtype.type(bound) * 2)
+    return _placed(drawn, key) if host else drawn

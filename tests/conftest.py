@@ -12,9 +12,10 @@ splitting a small module over threads costs more than it saves). The program fnn
 builds is the same; XLA fuses it a little differently for the older emitters, so the
 tests that assert on a compiled program's fusions (test_conv, test_mesh, test_train) compile
 it with XLA's default `xla_cpu_use_fusion_emitters`, through `compiler_options`
-(test_forward_once counts products, the same under either). Processes the tests start
-inherit the flags (a test that sets XLA_FLAGS for its child adds to them), but the one
-that checks disk.py picks its own device count with XLA_FLAGS unset. Every comparison in the suite is against an oracle with a tolerance, or
+(helpers.XLA_DEFAULT; test_forward_once counts products, the same under either).
+Processes the tests start inherit the flags (helpers.child_xla_flags adds a child's
+device count to them), but the one that checks disk.py picks its own device count with
+XLA_FLAGS unset. Every comparison in the suite is against an oracle with a tolerance, or
 between programs compiled alike.
 """
 

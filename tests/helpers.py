@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,20 @@ import numpy as np
 import pytest
 
 import fnnet
+
+# XLA's default CPU pipeline, for the tests that read a compiled program's fusions
+# (tests/conftest.py compiles the suite's programs with another: see its docstring)
+XLA_DEFAULT = {"xla_cpu_use_fusion_emitters": True}
+
+
+def child_xla_flags(devices=None) -> str:
+    """XLA_FLAGS for a child process: the suite's compile flags (tests/conftest.py) and
+    `devices` host CPU devices (one, XLA's own count, for None)."""
+    flags = [
+        f for f in os.environ.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f
+    ]
+    return " ".join(flags + ([f"--xla_force_host_platform_device_count={devices}"] if devices else []))
+
 
 # jax records this event around every XLA compilation (jax._src.dispatch.BACKEND_COMPILE_EVENT),
 # and only then: a program served from jit's caches does not record it.

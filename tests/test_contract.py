@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, count_compilations
+from helpers import assert_trees_close, assert_trees_equal, child_xla_flags, count_compilations
 
 import fnnet
 from fnnet._layout import feature_major
@@ -217,7 +217,6 @@ def test_as_jax_in_training_mode_uses_the_hand_vjp():
 def test_data_parallel_averages_the_running_statistics(tmp_path):
     """Over a 2-device mesh, each device normalizes its shard and the running statistics
     are the average of the shards' updates: checked against two single-device updates."""
-    import os
     import subprocess
     import sys
     import textwrap
@@ -242,8 +241,7 @@ def test_data_parallel_averages_the_running_statistics(tmp_path):
         print("ok")
     """)
     env = {
-        # the suite's compile flags (tests/conftest.py), and two devices
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": child_xla_flags(2),
         "JAX_PLATFORMS": "cpu",
         "PATH": "/usr/bin:/bin",
     }

@@ -19,7 +19,7 @@ from jax.test_util import check_vjp
 from fnnet import Linear, ReLU, serial
 from fnnet import AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D, Upsample2D
 from fnnet import conv as conv_module
-from helpers import HALF_DTYPES, assert_half_matches_float32, assert_trees_close, device
+from helpers import HALF_DTYPES, XLA_DEFAULT, assert_half_matches_float32, assert_trees_close, device
 from layer_oracle import DTYPES, assert_vjp_matches_jax, hand_vjp, oracle_and_hand
 
 F64, F32 = jnp.float64, jnp.float32
@@ -166,11 +166,7 @@ def test_the_kernel_gradient_reuses_the_forwards_patches():
     def step(p, x, dy):
         return layer.apply(p, x), layer.vjp(p, x, dy)[0]
 
-    # compiled by XLA's default CPU pipeline, as in a user's process (tests/conftest.py sets another)
-    compiled = (
-        jax.jit(step).lower(params, x, dy).compile(compiler_options={"xla_cpu_use_fusion_emitters": True})
-    )
-    hlo = compiled.as_text()
+    hlo = jax.jit(step).lower(params, x, dy).compile(compiler_options=XLA_DEFAULT).as_text()
     stacks = [line for line in hlo.splitlines() if " concatenate(" in line]
     assert len(stacks) == 1 and "f32[2,6,5,9,3]" in stacks[0], stacks  # (n, oh, ow, kh kw, c_in)
 

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import child_xla_flags
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +36,7 @@ def free_port():
 def run(tmp_path_factory):
     """Start both processes, wait for their results, kill process 1, watch process 0."""
     out = tmp_path_factory.mktemp("distributed")
-    # one device per process: the suite's compile flags (tests/conftest.py) without a device count
-    flags = [
-        f for f in os.environ.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f
-    ]
-    env = dict(os.environ, XLA_FLAGS=" ".join(flags))
+    env = dict(os.environ, XLA_FLAGS=child_xla_flags())  # one device per process
     env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(HERE), PYTHONUNBUFFERED="1")
     port, children = free_port(), []
     start = time.monotonic()

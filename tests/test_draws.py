@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax._src import monitoring
+from helpers import count_compilations
 
 import fnnet
 from fnnet import _draws
@@ -151,17 +151,8 @@ def test_a_first_init_compiles_nothing():
         fnnet.Linear(hidden, 1),
     )
     key = _fresh_key()
-    compiled = []
-
-    def listen(event, duration, **kwargs):
-        if event.endswith("backend_compile_duration"):
-            compiled.append(kwargs.get("fun_name"))
-
-    monitoring.register_event_duration_secs_listener(listen)
-    try:
+    with count_compilations() as compiled:
         params = model.init(key, (8, n_in))[1]
-    finally:
-        monitoring.unregister_event_duration_listener(listen)
     assert compiled == []
     assert jax.tree.map(_bits, params) == jax.tree.map(
         _bits, jax.jit(lambda k: model.init(k, (8, n_in))[1])(key)

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import child_xla_flags
 
 pytestmark = pytest.mark.slow  # two devices in a child process, each compiling its sharded programs
 
@@ -79,9 +80,7 @@ SCRIPT = textwrap.dedent("""
 
 def run_on_devices(script, count):
     """Run `script` in a fresh Python with `count` CPU devices; it must end by printing OK."""
-    # the suite's compile flags (tests/conftest.py), then the device count (the last one counts)
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}"
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=child_xla_flags(count), JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )

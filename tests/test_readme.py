@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers import child_xla_flags
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
 API = README.parent / "docs" / "api.md"
@@ -45,9 +46,7 @@ def test_readme_has_the_blocks_we_run():
 
 
 def test_every_readme_python_block_runs_alone():
-    # the suite's compile flags (tests/conftest.py), then two devices (the last one counts)
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": child_xla_flags(2), "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
         [sys.executable, "-c", RUNNER],
         input="\n#---block---\n".join(BLOCKS),

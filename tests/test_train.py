@@ -6,7 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, assert_trees_equal, count_compilations, jitted_value_and_grad
+from helpers import (
+    XLA_DEFAULT,
+    assert_trees_close,
+    assert_trees_equal,
+    count_compilations,
+    jitted_value_and_grad,
+)
 
 import fnnet
 
@@ -200,10 +206,9 @@ def test_the_epoch_loop_has_a_length_xla_knows(batch_size):
     for count in (EPOCHS, 2):
         padded = padded_samples(x, y, run_size(x.shape[0], batch_size))
         args = (params, opt.init(params), padded, jax.random.key(0), None, None, None, None)
-        # compiled by XLA's default CPU pipeline, as in a user's process (tests/conftest.py sets another)
         hlo = (
             runner.lower(MODEL, LOSS, opt.step, batch_size, True, count, Watching(), *args)
-            .compile(compiler_options={"xla_cpu_use_fusion_emitters": True})
+            .compile(compiler_options=XLA_DEFAULT)
             .as_text()
         )
         trips = re.findall(r'"known_trip_count":\{"n":"(\d+)"\}', hlo)

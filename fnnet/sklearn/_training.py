@@ -85,23 +85,8 @@ def train_epochs(plan: Plan) -> Trained:
     Raises:
       ValueError: the training diverged (scikit-learn's message for non-finite weights).
     """
-    model, loss, make_opt, lr, params, opt_state = (
-        plan.model,
-        plan.loss,
-        plan.make_opt,
-        plan.lr,
-        plan.params,
-        plan.opt_state,
-    )
-    x, y, sample_weight, epochs, batch_size, key = (
-        plan.x,
-        plan.y,
-        plan.sample_weight,
-        plan.epochs,
-        plan.batch_size,
-        plan.key,
-    )
-    validation, metric, stopping, adaptive = plan.validation, plan.metric, plan.stopping, plan.adaptive
+    params, opt_state, lr = plan.params, plan.opt_state, plan.lr  # what each pass changes
+    validation, metric, stopping = plan.validation, plan.metric, plan.stopping
     losses: list = []
     scores: Optional[list] = None if validation is None else []
     done, stopped, best_epoch = 0, False, None
@@ -110,23 +95,23 @@ def train_epochs(plan: Plan) -> Trained:
         options.update(validation=validation, metrics=[metric])
     if stopping is not None:
         options["early_stopping"] = stopping
-    while done < epochs:
-        opt = make_opt(lr)
+    while done < plan.epochs:
+        opt = plan.make_opt(lr)
         opt_state = opt.init(params) if opt_state is None else _with_lr(opt_state, lr)
         try:
             result = fnnet.fit(
-                model,
-                loss,
+                plan.model,
+                plan.loss,
                 opt,
                 params,
-                x,
-                y,
-                epochs - done,
-                batch_size=batch_size,
-                key=key,
+                plan.x,
+                plan.y,
+                plan.epochs - done,
+                batch_size=plan.batch_size,
+                key=plan.key,
                 progress=False,
                 opt_state=opt_state,
-                sample_weight=sample_weight,
+                sample_weight=plan.sample_weight,
                 **options,
             )
         except TrainingDiverged as error:
@@ -142,7 +127,7 @@ def train_epochs(plan: Plan) -> Trained:
             best_epoch = done + result.best_epoch
         done += len(result.losses)
         stopped = stopping is not None and result.stopped_epoch is not None
-        if not (stopped and adaptive) or lr <= _SMALLEST_ADAPTIVE_LR:
+        if not (stopped and plan.adaptive) or lr <= _SMALLEST_ADAPTIVE_LR:
             break
         lr = lr / 5.0
     return Trained(
