@@ -5,10 +5,11 @@ Threefry-2x32 is a fixed function of a key and a counter; `_threefry` is its twe
 rounds again, one function for NumPy and JAX arrays (NumPy's or `lax`'s operations),
 giving the bits of `jax.random.split`, `fold_in` and `bits` (tests compare them on
 random keys and shapes, traced and vmapped).
-- `init` (`split`, the default initializer's `uniform`): in a fresh process every draw
-  of a new shape compiles a small program (a split, each layer's weights, its biases),
-  ~0.7 s for a two-layer MLP's first `init`, more than its training on a small data
-  set. For a concrete key NumPy draws the same bits on the host, compiling nothing.
+- `init` (`split`, the default initializer's `uniform`) and `fnnet.data.disk`'s points
+  (`unit`): in a fresh process every draw of a new shape compiles a small program (a
+  split, each layer's weights, its biases), ~0.7 s for a two-layer MLP's first `init`,
+  more than its training on a small data set. For a concrete key NumPy draws the same
+  bits on the host, compiling nothing.
 - Training (`fold_in`, `bits`, `bernoulli`: the shuffle's keys, each step's key,
   Dropout's masks), for a traced key: JAX's CPU lowering runs the rounds as a loop of
   five small programs; unrolled, they fuse into one (the shuffle's 2,000 keys 4x faster,
@@ -155,21 +156,36 @@ _SMALLEST = {
 }
 
 
+def _drawn(key, shape: tuple, dtype: np.dtype, scale):
+    """`scale(u)` of the numbers `u` of `jax.random.uniform(key, shape, dtype)` in [0, 1),
+    or None where JAX's own function must draw (see `uniform`): on the host for a concrete
+    key and up to 2**18 numbers, else from `jax.random.bits`."""
+    if (
+        not _threefry_key(key)
+        or dtype not in (np.float32, np.float64)
+        or jax.dtypes.canonicalize_dtype(dtype) != dtype  # float64 without x64: JAX warns
+    ):
+        return None
+    words, width = _words(key), 8 * dtype.itemsize
+    host = words is not None and math.prod(shape) <= _HOST_DRAWS  # else JAX's (init under jit or vmap)
+    bits = _random_bits(words, shape, width) if host else jax.random.bits(key, shape, f"uint{width}")
+    drawn = scale(_unit(bits, dtype))
+    return _placed(drawn, key) if host else drawn
+
+
+def unit(key, shape: tuple, dtype):
+    """`jax.random.uniform(key, shape, dtype)`: U[0, 1), on the host for a concrete key."""
+    drawn = _drawn(key, shape, np.dtype(dtype), lambda u: u)
+    return jax.random.uniform(key, shape, dtype) if drawn is None else drawn
+
+
 def uniform(key, shape: tuple, dtype, bound: float):
     """U[-bound, bound) of `shape` in `dtype`: the bits of `jax.random.uniform`, scaled as
     `(u - 1/2) * 2 bound` (exact but for the product's one rounding), on the host for a
     concrete key and up to 2**18 numbers. Bounds whose numbers could be subnormal (XLA
     flushes them to zero, NumPy does not) or overflow draw with `jax.random.uniform`."""
     dtype = np.dtype(dtype)
-    if (
-        not _threefry_key(key)
-        or dtype not in (np.float32, np.float64)
-        or jax.dtypes.canonicalize_dtype(dtype) != dtype  # float64 without x64: JAX warns
-        or not _SMALLEST[dtype] <= bound <= np.finfo(dtype).max / 2
-    ):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    words, width = _words(key), 8 * dtype.itemsize
-    host = words is not None and math.prod(shape) <= _HOST_DRAWS  # else JAX's (init under jit or vmap)
-    bits = _random_bits(words, shape, width) if host else jax.random.bits(key, shape, f"uint{width}")
-    drawn = (_unit(bits, dtype) - dtype.type(0.5)) * (dtype.type(bound) * 2)
-    return _placed(drawn, key) if host else drawn
+    drawn = None
+    if dtype in _SMALLEST and _SMALLEST[dtype] <= bound <= np.finfo(dtype).max / 2:
+        drawn = _drawn(key, shape, dtype, lambda u: (u - dtype.type(0.5)) * (dtype.type(bound) * 2))
+    return jax.random.uniform(key, shape, dtype, -bound, bound) if drawn is None else drawn

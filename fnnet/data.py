@@ -4,7 +4,9 @@ import math as _math
 
 import jax as _jax
 import jax.numpy as _jnp
+import numpy as _np
 
+from fnnet import _draws
 from fnnet._checks import check_key as _check_key
 from fnnet._checks import is_int as _is_int
 
@@ -31,6 +33,11 @@ def disk(key, n: int) -> tuple:
     key = _check_key("disk", key)
     if not _is_int(n) or n < 1:
         raise ValueError(f"disk: n must be an int >= 1, got {n!r}")
-    x = _jax.random.uniform(key, (int(n), 2), _jnp.float32)
-    inside = _jnp.sum((x - _jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
-    return x, inside.astype(_jnp.float32)
+    x = _draws.unit(key, (int(n), 2), _np.float32)
+    if isinstance(x, _jax.core.Tracer):  # a traced key (inside jit or vmap)
+        inside = _jnp.sum((x - _jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
+        return x, inside.astype(_jnp.float32)
+    # concrete (drawn on the host for a threefry key): labelled on the host, compiling nothing
+    squared = _np.sum((_np.asarray(x) - _np.asarray(DISK_CENTRE, _np.float32)) ** 2, axis=1, keepdims=True)
+    inside = (squared < _np.float32(DISK_RADIUS**2)).astype(_np.float32)
+    return x, _jax.device_put(inside, x.sharding if x.committed else None)

@@ -137,18 +137,17 @@ def accuracy(predict, out, labels):
     return jnp.mean(predict(out) == (labels[..., 0] > 0.5), axis=-1)
 
 
-@jax.jit
-def _data(seeds, n=1000):
-    def one(seed):
-        key = jax.random.key(seed)
-        return fnnet.data.disk(jax.random.fold_in(key, 0), n) + fnnet.data.disk(jax.random.fold_in(key, 1), n)
-
-    return jax.vmap(one)(seeds)
-
-
 def data(seeds, n=1000):
-    """Independent train and test sets per seed, stacked: x (seeds, n, 2), y (seeds, n, 1)."""
-    return _data(jnp.arange(seeds))
+    """Independent train and test sets per seed, stacked: x (seeds, n, 2), y (seeds, n, 1),
+    numpy. Drawn eagerly: `fnnet.data.disk` draws and labels a concrete key's points on
+    the host, compiling nothing."""
+    sets = []
+    for seed in range(seeds):
+        key = jax.random.key(seed)
+        sets.append(
+            fnnet.data.disk(jax.random.fold_in(key, 0), n) + fnnet.data.disk(jax.random.fold_in(key, 1), n)
+        )
+    return tuple(np.stack(arrays) for arrays in zip(*sets))
 
 
 def placements(names, devices):

@@ -1,10 +1,13 @@
-"""fnnet.data.disk: labels follow the geometric definition; classes are about balanced."""
+"""fnnet.data.disk: labels follow the geometric definition; classes are about balanced; a
+concrete key's points drawn on the host, compiling nothing."""
 
 import math
 
 import jax
 import numpy as np
 import pytest
+
+from helpers import count_compilations
 
 import fnnet
 
@@ -34,3 +37,25 @@ def test_disk_draws_differ_by_key_and_repeat_by_key():
 def test_disk_rejects_bad_sizes(n):
     with pytest.raises(ValueError, match="disk: n must be an int >= 1"):
         fnnet.data.disk(jax.random.key(0), n)
+
+
+def test_disk_of_a_concrete_key_compiles_nothing_and_equals_the_traced_draw():
+    key = jax.random.fold_in(jax.random.key(int(np.random.SeedSequence().entropy % 2**31)), 3)
+    n = int(np.random.default_rng().integers(1, 5000))
+    with count_compilations() as compiled:
+        x, y = fnnet.data.disk(key, n)
+    assert compiled == [], compiled
+    traced_x, traced_y = jax.jit(fnnet.data.disk, static_argnums=1)(key, n)
+    assert np.array_equal(np.asarray(x), np.asarray(jax.random.uniform(key, (n, 2), np.float32)))
+    assert np.array_equal(np.asarray(x), np.asarray(traced_x))
+    # the labels alike but within a rounding of the circle (XLA may fuse the squares' sum)
+    distance = np.hypot(*(np.asarray(x, np.float64) - 0.5).T) - 1 / math.sqrt(2 * math.pi)
+    far = np.abs(distance) > 1e-6
+    assert np.array_equal(np.asarray(y)[far], np.asarray(traced_y)[far])
+    assert y.shape == traced_y.shape and y.dtype == traced_y.dtype
+
+
+def test_disk_follows_a_committed_key():
+    key = jax.device_put(jax.random.key(5), jax.devices()[-1])
+    x, y = fnnet.data.disk(key, 10)
+    assert x.committed and y.committed and x.devices() == y.devices() == {jax.devices()[-1]}

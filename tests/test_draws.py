@@ -58,6 +58,19 @@ def test_uniform_on_the_host_equals_uniform_traced(dtype):
         assert np.all((-limit <= np.asarray(host)) & (np.asarray(host) < limit))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unit_is_jaxs_uniform_on_the_host_traced_and_vmapped(dtype):
+    for _ in range(10):
+        key = _fresh_key()
+        shape = tuple(int(d) for d in RNG.integers(0, 9, size=RNG.integers(0, 4)))
+        expected = _bits(jax.random.uniform(key, shape, dtype))
+        assert _bits(_draws.unit(key, shape, dtype)) == expected
+        assert _bits(jax.jit(_draws.unit, static_argnums=(1, 2))(key, shape, dtype)) == expected
+    keys = jax.random.split(_fresh_key(), 3)
+    many = jax.vmap(lambda k: _draws.unit(k, (4,), dtype))(keys)
+    assert _bits(many) == _bits(jax.vmap(lambda k: jax.random.uniform(k, (4,), dtype))(keys))
+
+
 def test_uniform_past_the_host_limit_is_jaxs_draw(monkeypatch):
     key, shape = _fresh_key(), (17, 5)
     host = _draws.uniform(key, shape, np.float32, 0.3)

@@ -74,6 +74,13 @@ SCRIPT = textwrap.dedent("""
     for i in range(3):
         p_i = jax.tree.map(lambda a: a[i], stacked)
         np.testing.assert_allclose(swept[2][i], run(p_i, opt.init(p_i), x, y, key=keys[i])[2], rtol=1e-6)
+    # each device runs its member unbatched (shard_map), as one device runs them all: the same bits
+    one = fnnet.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys=keys, devices=jax.devices()[:1])
+    for a, b in zip(jax.tree.leaves(swept), jax.tree.leaves(one)):
+        assert (np.asarray(a) == np.asarray(b)).all(), (a, b)
+    spread = fnnet.spread((stacked, jax.vmap(opt.init)(stacked), keys))
+    lowered = fnnet.vmapped(run, groups=4).lower(spread[0], spread[1], x, y, spread[2])
+    assert "manual_computation" in lowered.as_text() and "batching_dims" not in lowered.as_text()
     print("OK")
 """)
 

@@ -310,6 +310,18 @@ def test_runs_of_optimizers_of_other_hyperparameters_share_one_sweep_program():
         assert compiled == [], compiled
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="members run one by one on CPUs only")
+def test_members_on_one_device_run_unbatched_as_alone():
+    (params, states, x, y, keys), swept = seq_sweep([0.1, 0.2, 0.05])
+    lowered = fnnet.vmapped(SEQ_RUN).lower(params, states, x, y, keys)
+    assert "dot_general" in lowered.as_text() and "batching_dims" not in lowered.as_text()
+    for i in range(3):
+        member = jax.tree.map(lambda a: a[i], (params, states))
+        alone = SEQ_RUN(*member, x, y, key=keys[i])
+        for got, want in zip(jax.tree.leaves(swept[:3]), jax.tree.leaves(alone)):
+            assert (np.asarray(got[i]) == np.asarray(want)).all(), (i, got[i], want)
+
+
 def test_sweep_takes_its_keys_by_keyword():
     with pytest.raises(TypeError, match=r"sweep\(\) takes 5 positional arguments but 6 were given"):
         fnnet.sweep(*arguments().values())
