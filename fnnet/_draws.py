@@ -103,7 +103,7 @@ def _words(key) -> Optional[np.ndarray]:
         return None
 
 
-def _placed(value, key):
+def placed(value, key):
     """`value` where JAX would have put a draw from `key`: with the key when it is
     committed to devices, on the default device otherwise."""
     return jax.device_put(value, key.sharding if key.committed else None)
@@ -116,7 +116,7 @@ def split(key, num: int) -> List:
         return list(jax.random.split(key, num))
     new = _threefry(words, np.arange(num, dtype=np.uint32))
     return [
-        jax.random.wrap_key_data(_placed(np.array([a, b]), key), impl="threefry2x32") for a, b in zip(*new)
+        jax.random.wrap_key_data(placed(np.array([a, b]), key), impl="threefry2x32") for a, b in zip(*new)
     ]
 
 
@@ -156,27 +156,27 @@ _SMALLEST = {
 }
 
 
-def _drawn(key, shape: tuple, dtype: np.dtype, scale):
-    """`scale(u)` of the numbers `u` of `jax.random.uniform(key, shape, dtype)` in [0, 1),
-    or None where JAX's own function must draw (see `uniform`): on the host for a concrete
-    key and up to 2**18 numbers, else from `jax.random.bits`."""
-    if (
-        not _threefry_key(key)
-        or dtype not in (np.float32, np.float64)
-        or jax.dtypes.canonicalize_dtype(dtype) != dtype  # float64 without x64: JAX warns
-    ):
+def _kept(dtype: np.dtype) -> bool:
+    """Whether the host draws in `dtype`: float32, or float64 where JAX keeps it (x64 on)."""
+    return dtype in (np.float32, np.float64) and jax.dtypes.canonicalize_dtype(dtype) == dtype
+
+
+def _host_bits(key, shape: tuple, width: int) -> Optional[np.ndarray]:
+    """`jax.random.bits(key, shape)` of `width` bits drawn by NumPy, or None where JAX
+    draws them: a key `_words` cannot read, more than 2**18 numbers (JAX's program,
+    compiled once, draws those faster)."""
+    words = _words(key)
+    if words is None or math.prod(shape) > _HOST_DRAWS:
         return None
-    words, width = _words(key), 8 * dtype.itemsize
-    host = words is not None and math.prod(shape) <= _HOST_DRAWS  # else JAX's (init under jit or vmap)
-    bits = _random_bits(words, shape, width) if host else jax.random.bits(key, shape, f"uint{width}")
-    drawn = scale(_unit(bits, dtype))
-    return _placed(drawn, key) if host else drawn
+    return _random_bits(words, shape, width)
 
 
-def unit(key, shape: tuple, dtype):
-    """`jax.random.uniform(key, shape, dtype)`: U[0, 1), on the host for a concrete key."""
-    drawn = _drawn(key, shape, np.dtype(dtype), lambda u: u)
-    return jax.random.uniform(key, shape, dtype) if drawn is None else drawn
+def unit(key, shape: tuple, dtype) -> Optional[np.ndarray]:
+    """The numbers of `jax.random.uniform(key, shape, dtype)`, U[0, 1), drawn on the host
+    as a NumPy array; None where JAX must draw them (`_host_bits`, `_kept`)."""
+    dtype = np.dtype(dtype)
+    bits = _host_bits(key, shape, 8 * dtype.itemsize) if _kept(dtype) else None
+    return None if bits is None else np.asarray(_unit(bits, dtype))
 
 
 def uniform(key, shape: tuple, dtype, bound: float):
@@ -185,7 +185,11 @@ def uniform(key, shape: tuple, dtype, bound: float):
     concrete key and up to 2**18 numbers. Bounds whose numbers could be subnormal (XLA
     flushes them to zero, NumPy does not) or overflow draw with `jax.random.uniform`."""
     dtype = np.dtype(dtype)
-    drawn = None
-    if dtype in _SMALLEST and _SMALLEST[dtype] <= bound <= np.finfo(dtype).max / 2:
-        drawn = _drawn(key, shape, dtype, lambda u: (u - dtype.type(0.5)) * (dtype.type(bound) * 2))
-    return jax.random.uniform(key, shape, dtype, -bound, bound) if drawn is None else drawn
+    if not _threefry_key(key) or not _kept(dtype) or not _SMALLEST[dtype] <= bound <= np.finfo(dtype).max / 2:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    width = 8 * dtype.itemsize
+    host_bits = _host_bits(key, shape, width)
+    # else JAX's bits: a traced key (init under jit or vmap), many numbers
+    bits = jax.random.bits(key, shape, f"uint{width}") if host_bits is None else host_bits
+    drawn = (_unit(bits, dtype) - dtype.type(0.5)) * (dtype.type(bound) * 2)
+    return drawn if host_bits is None else placed(drawn, key)

@@ -33,11 +33,14 @@ def disk(key, n: int) -> tuple:
     key = _check_key("disk", key)
     if not _is_int(n) or n < 1:
         raise ValueError(f"disk: n must be an int >= 1, got {n!r}")
-    x = _draws.unit(key, (int(n), 2), _np.float32)
-    if isinstance(x, _jax.core.Tracer):  # a traced key (inside jit or vmap)
+    points = _draws.unit(key, (int(n), 2), _np.float32)
+    if points is None:  # drawn by JAX: a traced key, another PRNG's, many points
+        x = _jax.random.uniform(key, (int(n), 2), _jnp.float32)
         inside = _jnp.sum((x - _jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
         return x, inside.astype(_jnp.float32)
-    # concrete (drawn on the host for a threefry key): labelled on the host, compiling nothing
-    squared = _np.sum((_np.asarray(x) - _np.asarray(DISK_CENTRE, _np.float32)) ** 2, axis=1, keepdims=True)
-    inside = (squared < _np.float32(DISK_RADIUS**2)).astype(_np.float32)
-    return x, _jax.device_put(inside, x.sharding if x.committed else None)
+    # drawn on the host, compiling nothing: labelled there in the precision JAX's labels
+    # take (float64 with x64 on, else float32)
+    dtype = _np.dtype(_jnp.result_type(float))
+    squared = _np.sum((points.astype(dtype) - _np.asarray(DISK_CENTRE, dtype)) ** 2, axis=1, keepdims=True)
+    inside = (squared < dtype.type(DISK_RADIUS**2)).astype(_np.float32)
+    return _draws.placed(points, key), _draws.placed(inside, key)

@@ -46,7 +46,7 @@ def _mean(v, axes, weights=None, count=None):
     mask, batch_axis = weights
     summed = jnp.tensordot(v, mask, axes=([batch_axis], [0]), precision=lax.Precision.HIGHEST)
     others = tuple(a - (a > batch_axis) for a in axes if a != batch_axis)
-    return jnp.expand_dims(jnp.sum(summed, axis=others, keepdims=True), batch_axis) / count
+    return jnp.expand_dims(jnp.sum(summed, axis=others, keepdims=True), batch_axis) * (1 / count)
 
 
 def _normalize(x, axes, eps, weights=None, count=None):
@@ -57,12 +57,12 @@ def _normalize(x, axes, eps, weights=None, count=None):
     mean = _mean(x, axes, weights, count)
     var = _mean(jnp.square(x - mean), axes, weights, count)
     s = jnp.sqrt(var + like(eps, var))
-    return (x - mean) / s, mean, var, s
+    return (x - mean) * (1 / s), mean, var, s
 
 
 def _normalize_vjp(g, xhat, s, axes, weights=None, count=None):
     # dx = (g - mean(g) - xhat * mean(g * xhat)) / s, and 0 for the samples that do not count
-    dx = (g - _mean(g, axes, weights, count) - xhat * _mean(g * xhat, axes, weights, count)) / s
+    dx = (g - _mean(g, axes, weights, count) - xhat * _mean(g * xhat, axes, weights, count)) * (1 / s)
     if weights is None:
         return dx
     mask, batch_axis = weights

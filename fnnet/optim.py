@@ -654,7 +654,10 @@ def _adam(p, g, slots, h, lr, t):
     mu = h["b1"] * slots["mu"] + (1 - h["b1"]) * g  # mu <- b1 mu + (1 - b1) g
     nu = h["b2"] * slots["nu"] + (1 - h["b2"]) * g * g  # nu <- b2 nu + (1 - b2) g^2
     c1, c2 = 1 - h["b1"] ** (t + 1), 1 - h["b2"] ** (t + 1)  # bias corrections for step t + 1
-    return p - lr * (mu / c1) / (jnp.sqrt(nu / c2) + h["eps"]), {"mu": mu, "nu": nu}
+    # mu_hat = mu / c1, as mu * (1 / c1): XLA rewrites a division by a scalar so in one
+    # program and not in another (a sweep's devices'), which would round them apart
+    mu_hat, nu_hat = mu * (1 / c1), nu * (1 / c2)
+    return p - lr * mu_hat / (jnp.sqrt(nu_hat) + h["eps"]), {"mu": mu, "nu": nu}
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

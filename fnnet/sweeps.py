@@ -1,4 +1,5 @@
-"""Sweeps: many training runs as one `jax.vmap`, spread over the local devices."""
+"""Sweeps: many training runs as one program, spread over the local devices (on a CPU each
+device runs its members one after another, elsewhere they are vmapped)."""
 
 import dataclasses
 import inspect
@@ -68,7 +69,9 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
         products slower than the same products one by one, each group runs
         its members one after another (`lax.map`), unbatched: one group
         alone, or one per device where `spread` put them (`jax.shard_map`),
-        else the groups vmapped. The same results, about 1.4x faster per
+        else the groups vmapped. The same results as a vmap up to rounding
+        (on this CPU each member's bits are its run's alone, but for
+        BatchNorm's last bits on several devices), about 1.4x faster per
         member (a batch of one group compiles and runs as a batch: 15% slower).
 
     Returns:
@@ -94,8 +97,10 @@ class Vmapped:
     one_by_one: bool
 
     def settings(self, keys) -> tuple:
-        """`_run_sweep`'s static arguments, for members whose keys are `keys`."""
-        mesh = _groups_mesh(keys, self.groups)
+        """`_run_sweep`'s static arguments, for members whose keys are `keys` (the groups
+        vmapped for a data-parallel run: its shard_map cannot sit in the groups')."""
+        data_parallel = getattr(self.run, "mesh", None) is not None
+        mesh = None if data_parallel else _groups_mesh(keys, self.groups)
         return (self.run, self.per_member_data, self.groups, self.one_by_one, mesh)
 
     def __call__(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):

@@ -59,16 +59,21 @@ def test_uniform_on_the_host_equals_uniform_traced(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_unit_is_jaxs_uniform_on_the_host_traced_and_vmapped(dtype):
+def test_unit_is_jaxs_uniform_drawn_on_the_host(dtype):
     for _ in range(10):
         key = _fresh_key()
         shape = tuple(int(d) for d in RNG.integers(0, 9, size=RNG.integers(0, 4)))
-        expected = _bits(jax.random.uniform(key, shape, dtype))
-        assert _bits(_draws.unit(key, shape, dtype)) == expected
-        assert _bits(jax.jit(_draws.unit, static_argnums=(1, 2))(key, shape, dtype)) == expected
-    keys = jax.random.split(_fresh_key(), 3)
-    many = jax.vmap(lambda k: _draws.unit(k, (4,), dtype))(keys)
-    assert _bits(many) == _bits(jax.vmap(lambda k: jax.random.uniform(k, (4,), dtype))(keys))
+        host = _draws.unit(key, shape, dtype)
+        assert isinstance(host, np.ndarray)
+        assert _bits(host) == _bits(jax.random.uniform(key, shape, dtype))
+        assert _bits(host) == _bits(jax.jit(jax.random.uniform, static_argnums=(1, 2))(key, shape, dtype))
+    # where JAX must draw: None
+    traced = []
+    jax.jit(lambda k: traced.append(_draws.unit(k, (3,), dtype)) or k)(key)
+    assert traced == [None]
+    assert _draws.unit(jax.random.PRNGKey(1), (3,), dtype) is None  # a raw key
+    assert _draws.unit(key, (3,), jnp.bfloat16) is None
+    assert _draws.unit(key, (_draws._HOST_DRAWS + 1,), dtype) is None
 
 
 def test_uniform_past_the_host_limit_is_jaxs_draw(monkeypatch):

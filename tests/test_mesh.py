@@ -74,13 +74,26 @@ SCRIPT = textwrap.dedent("""
     for i in range(3):
         p_i = jax.tree.map(lambda a: a[i], stacked)
         np.testing.assert_allclose(swept[2][i], run(p_i, opt.init(p_i), x, y, key=keys[i])[2], rtol=1e-6)
-    # each device runs its member unbatched (shard_map), as one device runs them all: the same bits
-    one = fnnet.sweep(run, stacked, jax.vmap(opt.init)(stacked), x, y, keys=keys, devices=jax.devices()[:1])
-    for a, b in zip(jax.tree.leaves(swept), jax.tree.leaves(one)):
-        assert (np.asarray(a) == np.asarray(b)).all(), (a, b)
+    # each device runs its member unbatched (shard_map), as one device runs them all: the same
+    # bits, minibatches or not, Adam's bias corrections included (each member's run's alone)
+    for batch_size, other in ((None, opt), (16, fnnet.Adam(lr=0.05)), (None, fnnet.AdamW(lr=0.05))):
+        other_run = fnnet.train(model, loss, other, epochs=5, batch_size=batch_size)
+        states = jax.vmap(other.init)(stacked)
+        spread_out = fnnet.sweep(other_run, stacked, states, x, y, keys=keys)
+        one = fnnet.sweep(other_run, stacked, states, x, y, keys=keys, devices=jax.devices()[:1])
+        p_2 = jax.tree.map(lambda a: a[2], stacked)
+        alone = other_run(p_2, other.init(p_2), x, y, key=keys[2])
+        for a, b, c in zip(jax.tree.leaves(spread_out[:3]), jax.tree.leaves(one[:3]), jax.tree.leaves(alone)):
+            assert (np.asarray(a) == np.asarray(b)).all() and (np.asarray(a[2]) == np.asarray(c)).all(), other
     spread = fnnet.spread((stacked, jax.vmap(opt.init)(stacked), keys))
     lowered = fnnet.vmapped(run, groups=4).lower(spread[0], spread[1], x, y, spread[2])
     assert "manual_computation" in lowered.as_text() and "batching_dims" not in lowered.as_text()
+    # a sweep of a data-parallel run: its devices' groups vmapped around the run's own shard_map
+    pair = jax.devices()[:2]
+    parallel = fnnet.train(model, loss, opt, epochs=5, mesh=Mesh(np.array(pair), ("data",)))
+    swept = fnnet.sweep(parallel, stacked, jax.vmap(opt.init)(stacked), x, y, keys=keys, devices=pair)
+    p_0 = jax.tree.map(lambda a: a[0], stacked)
+    np.testing.assert_allclose(swept[2][0], parallel(p_0, opt.init(p_0), x, y, key=keys[0])[2], rtol=1e-6)
     print("OK")
 """)
 
