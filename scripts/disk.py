@@ -85,8 +85,9 @@ def regularized_model():
 
 
 # name -> (model, loss, targets from 0/1 labels, 0/1 prediction from outputs, lr, decay).
-# lr and decay: the best cells of `python scripts/sweep.py` and `python scripts/sweep.py
-# --models handout` (5 lr x 3 decay x 5 seeds, 10,000 epochs; the tables are in README.md).
+# lr and decay: cells of the plateau of `python scripts/sweep.py` (5 lr x 3 decay x 5 seeds,
+# 10,000 epochs; docs/sweep.png), its best when chosen and within a standard deviation of
+# its best since: which cell of the plateau is best changes with a run's last bits.
 MODELS = {
     "sigmoid_bce": (
         report_model(fnnet.Sigmoid()),

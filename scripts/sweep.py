@@ -1,12 +1,12 @@
-"""A grid of learning rate x decay x seeds for each of the disk task's models, as one vmap.
+"""A grid of learning rate x decay x seeds for each of the disk task's models, as one program.
 
     python scripts/sweep.py                       # 3 models x 5 lr x 3 decay x 5 seeds, 10,000 epochs
     python scripts/sweep.py --plot figures        # also write figures/sweep.png
 
-Every member of a model's grid trains in one compiled program (`jax.vmap` over
+Every member of a model's grid trains in one compiled program (`fnnet.sweep` over
 initial keys, data sets and optimizer hyperparameters, spread over the local
 devices). Prints the mean +- std test accuracy per cell; `scripts/disk.py`'s
-defaults are the best cells.
+defaults are cells of its plateau.
 """
 
 import argparse
