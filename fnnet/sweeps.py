@@ -69,10 +69,12 @@ def vmapped(run: Callable, per_member_data: bool = False, groups: int = 1) -> Ca
         products slower than the same products one by one, each group runs
         its members one after another (`lax.map`), unbatched: one group
         alone, or one per device where `spread` put them (`jax.shard_map`),
-        else the groups vmapped. The same results as a vmap up to rounding
-        (on this CPU each member's bits are its run's alone, but for
-        BatchNorm's last bits on several devices), about 1.4x faster per
-        member (a batch of one group compiles and runs as a batch: 15% slower).
+        else the groups vmapped (a data-parallel run's groups too). The same
+        results as a vmap up to rounding, about 1.4x faster per member (a batch
+        of one group compiles and runs as a batch: 15% slower). On this CPU an
+        unbatched member has its run's bits alone, but for BatchNorm's and
+        LayerNorm's rounding on several devices (which Adam can grow in a
+        param whose gradient is 0 but for rounding, a bias before BatchNorm).
 
     Returns:
       `f(params, opt_states, x, y, keys) -> run's outputs stacked over members`.
@@ -96,20 +98,29 @@ class Vmapped:
     groups: int
     one_by_one: bool
 
-    def settings(self, keys) -> tuple:
-        """`_run_sweep`'s static arguments, for members whose keys are `keys` (the groups
-        vmapped for a data-parallel run: its shard_map cannot sit in the groups')."""
-        data_parallel = getattr(self.run, "mesh", None) is not None
-        mesh = None if data_parallel else _groups_mesh(keys, self.groups)
-        return (self.run, self.per_member_data, self.groups, self.one_by_one, mesh)
-
     def __call__(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):
-        extra = _extra(models, sample_weights, validation)
-        return _run_sweep(*self.settings(keys), params, opt_states, x, y, keys, *extra)
+        return self._sweep(
+            _run_sweep, params, opt_states, x, y, keys, *_extra(models, sample_weights, validation)
+        )
 
     def lower(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):
         extra = _extra(models, sample_weights, validation)
-        return _run_sweep.lower(*self.settings(keys), params, opt_states, x, y, keys, *extra)
+        return self._sweep(_run_sweep.lower, params, opt_states, x, y, keys, *extra)
+
+    def _sweep(self, call, *arguments):
+        """`call(*static settings, *arguments)`: each device's group unbatched where
+        `spread` put them, else (a run of its own shard_map, as a data-parallel run: it
+        cannot sit inside the groups') the groups vmapped."""
+        settings = (self.run, self.per_member_data, self.groups, self.one_by_one)
+        keys = arguments[4]
+        data_parallel = getattr(self.run, "mesh", None) is not None  # fnnet.train(..., mesh=)
+        mesh = None if data_parallel else _groups_mesh(keys, self.groups)
+        if mesh is not None:
+            try:
+                return call(*settings, mesh, *arguments)
+            except Exception:  # retried as a vmap: the run's own error, if any, raised from there
+                pass
+        return call(*settings, None, *arguments)
 
 
 def _groups_mesh(keys, groups: int) -> Optional[Mesh]:

@@ -94,6 +94,9 @@ SCRIPT = textwrap.dedent("""
     swept = fnnet.sweep(parallel, stacked, jax.vmap(opt.init)(stacked), x, y, keys=keys, devices=pair)
     p_0 = jax.tree.map(lambda a: a[0], stacked)
     np.testing.assert_allclose(swept[2][0], parallel(p_0, opt.init(p_0), x, y, key=keys[0])[2], rtol=1e-6)
+    wrapped = lambda p, s, x, y, key=None: parallel(p, s, x, y, key=key)  # no .mesh to read
+    again = fnnet.sweep(wrapped, stacked, jax.vmap(opt.init)(stacked), x, y, keys=keys, devices=pair)
+    assert (np.asarray(again[2]) == np.asarray(swept[2])).all()
     print("OK")
 """)
 

@@ -322,6 +322,23 @@ def test_members_on_one_device_run_unbatched_as_alone():
             assert (np.asarray(got[i]) == np.asarray(want)).all(), (i, got[i], want)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="members run one by one on CPUs only")
+def test_batchnorm_members_on_one_device_have_their_runs_bits_alone():
+    model = fnnet.serial(
+        fnnet.Linear(2, 8), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid()
+    )
+    x, y = fnnet.data.disk(jax.random.key(3), 50)
+    keys = jax.random.split(jax.random.key(1), 3)
+    params = fnnet.init_many(keys, model, x.shape)
+    run = fnnet.train(model, LOSS, OPT, epochs=5)  # full batch: 50 samples padded
+    swept = fnnet.sweep(run, params, jax.vmap(OPT.init)(params), x, y, keys=keys)
+    for i in range(3):
+        p_i = jax.tree.map(lambda a: a[i], params)
+        alone = run(p_i, OPT.init(p_i), x, y, key=keys[i])
+        for got, want in zip(jax.tree.leaves(swept[:3]), jax.tree.leaves(alone)):
+            assert (np.asarray(got[i]) == np.asarray(want)).all(), (i, got[i], want)
+
+
 def test_sweep_takes_its_keys_by_keyword():
     with pytest.raises(TypeError, match=r"sweep\(\) takes 5 positional arguments but 6 were given"):
         fnnet.sweep(*arguments().values())
