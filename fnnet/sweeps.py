@@ -114,7 +114,7 @@ class Vmapped:
         settings = (self.run, self.per_member_data, self.groups, self.one_by_one)
         keys = arguments[4]
         data_parallel = getattr(self.run, "mesh", None) is not None  # fnnet.train(..., mesh=)
-        mesh = None if data_parallel else _groups_mesh(keys, self.groups)
+        mesh = None if data_parallel or not self.one_by_one else _groups_mesh(keys, self.groups)
         if mesh is not None:
             try:
                 return call(*settings, mesh, *arguments)
