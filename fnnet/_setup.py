@@ -259,6 +259,12 @@ def check_data(owner, name_x, name_y, x, y) -> None:
         raise TypeError(
             f"{owner}: {name_y} must be real, got dtype {y.dtype}: the losses are defined on real targets"
         )
+    if not (jnp.issubdtype(y.dtype, jnp.number) or jnp.issubdtype(y.dtype, jnp.bool_)):  # strings, objects
+        raise TypeError(
+            f"{owner}: {name_y} must hold numbers (bool, int or float), got dtype {y.dtype}; "
+            f"encode class labels as integers, e.g. np.unique({name_y}, return_inverse=True)[1] "
+            f"(fnnet.sklearn's classifiers take labels of any kind)"
+        )
     for name, a in ((name_x, x), (name_y, y)):
         bad = count_nonfinite(a)
         if bad:

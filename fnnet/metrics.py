@@ -24,7 +24,7 @@ from fnnet._precision import wide
 from fnnet._setup import check_data, check_param_dtypes, check_params, traced_apply
 from fnnet._values import settings_repr
 from fnnet.layers import Layer
-from fnnet.losses import LossBCEWithLogits
+from fnnet.losses import Loss, LossBCEWithLogits
 
 __all__ = ["Metric", "Accuracy", "MeanSquaredError", "MeanAbsoluteError", "R2", "evaluate"]
 
@@ -127,12 +127,23 @@ class Accuracy(Metric):
     def check_targets(self, target, n_outputs):  # type: ignore[override]
         if not target.size:
             return
-        if n_outputs == 1 and len(np.unique(target)) > 2:
+        values = np.unique(target)
+        if n_outputs == 1 and len(values) > 2:
             raise ValueError(
                 f"accuracy: one output classifies two ways, by its threshold; got "
-                f"{len(np.unique(target))} distinct targets (several classes need one output each; "
+                f"{len(values)} distinct targets (several classes need one output each; "
                 f"for real-valued targets use mse, mae or r2)"
             )
+        if n_outputs == 1 and len(values) == 2:
+            low, high = (float(v) for v in values)
+            probabilities = (low, high) == (0.0, 1.0)
+            if not low <= self.threshold < high or (self.threshold == 0.5 and not probabilities):
+                raise ValueError(
+                    f"accuracy: the threshold {self.threshold} does not split the targets {low:g} "
+                    f"and {high:g} as the model's output would be split; for them use "
+                    f"Accuracy(threshold={(low + high) / 2:g}) (0.5 is for probabilities against "
+                    f"0/1 targets, 0.0 for logits or -1/+1 targets)"
+                )
         if not np.issubdtype(target.dtype, np.integer):
             return
         if n_outputs >= 2 and target.ndim == 1 and not (target.min() >= 0 and target.max() < n_outputs):
@@ -330,7 +341,14 @@ def check_metrics(owner, metrics, model, params, x, y, name_y="y") -> None:
 
 
 def evaluate(
-    model: Layer, params, x, y, metrics: Sequence = ("accuracy",), *, batch_size: Optional[int] = None
+    model: Layer,
+    params,
+    x,
+    y,
+    metrics: Sequence = ("accuracy",),
+    *,
+    batch_size: Optional[int] = None,
+    loss=None,
 ) -> dict:
     """The model's metrics on `(x, y)`, in inference mode.
 
@@ -341,6 +359,8 @@ def evaluate(
       metrics: names (`"accuracy"`, `"mse"`, `"mae"`, `"r2"`) or `Metric` values.
       batch_size: None to run all of x at once, else batches of it: the activations of
         one batch at a time (a large test set), the same metrics up to rounding.
+      loss: None, or the loss the model was trained with: names resolve as `fit`
+        resolves them (after `LossBCEWithLogits`, "accuracy" thresholds the logit at 0).
 
     Returns:
       `{name: float}`, one per metric. The data is padded to its bucket with samples
@@ -352,7 +372,11 @@ def evaluate(
     """
     if not isinstance(model, Layer):
         raise TypeError(f"evaluate: model must be a Layer (e.g. fnnet.serial(...)), got {describe(model)}")
-    metrics = as_metrics("evaluate", metrics)
+    if loss is not None and not isinstance(loss, Loss):
+        raise TypeError(
+            f"evaluate: loss must be None or a fnnet loss (e.g. LossBCEWithLogits()), got {describe(loss)}"
+        )
+    metrics = as_metrics("evaluate", metrics, loss)
     x, y = as_array("evaluate", "x", x), as_array("evaluate", "y", y)
     check_data("evaluate", "x", "y", x, y)
     check_param_dtypes("evaluate", params)

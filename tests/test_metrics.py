@@ -142,3 +142,58 @@ def test_labels_accuracy_cannot_score_are_refused():
     model = fnnet.Sequential(fnnet.Linear(4, 1))
     with pytest.raises(ValueError, match=r"evaluate: accuracy: one output classifies two ways"):
         fnnet.evaluate(model, _params(0, n_out=1), x, (np.arange(50) % 5)[:, None], ["accuracy"])
+
+
+def test_a_threshold_that_does_not_split_the_targets_is_refused_naming_the_one_that_does():
+    model = fnnet.Sequential(fnnet.Linear(4, 1))
+    params, x = _params(0, n_out=1), _x(0)
+    signs = np.where(np.random.default_rng(4).uniform(size=(50, 1)) > 0.5, 1.0, -1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"evaluate: accuracy: the threshold 0.5 does not split the targets -1 and 1.*Accuracy\(threshold=0\)",
+    ):
+        fnnet.evaluate(model, params, x, signs, ["accuracy"])
+    with pytest.raises(
+        ValueError, match=r"the threshold 0.5 does not split the targets 2 and 3.*Accuracy\(threshold=2.5\)"
+    ):
+        fnnet.evaluate(model, params, x, signs / 2 + 2.5, ["accuracy"])
+    with pytest.raises(ValueError, match=r"the threshold 1.0 does not split the targets 0 and 1"):
+        fnnet.evaluate(model, params, x, (signs > 0).astype(np.float64), [Accuracy(threshold=1.0)])
+    out = _out(params, x)[:, 0]
+    got = fnnet.evaluate(model, params, x, signs, [Accuracy(threshold=0.0)])
+    assert got["accuracy"] == pytest.approx(np.mean((out > 0) == (signs[:, 0] > 0)), abs=1e-12)
+
+
+def test_evaluate_resolves_names_by_the_loss_as_fit_does():
+    model = fnnet.Sequential(fnnet.Linear(4, 1))
+    params, x = _params(1, n_out=1), _x(1)
+    labels = (np.random.default_rng(6).uniform(size=(50, 1)) > 0.5).astype(np.float64)
+    logits = _out(params, x)[:, 0]
+    got = fnnet.evaluate(model, params, x, labels, ["accuracy"], loss=fnnet.LossBCEWithLogits())
+    assert got["accuracy"] == pytest.approx(np.mean((logits > 0) == (labels[:, 0] > 0.5)), abs=1e-12)
+    with pytest.raises(TypeError, match=r"evaluate: loss must be None or a fnnet loss"):
+        fnnet.evaluate(model, params, x, labels, ["accuracy"], loss="bce")
+
+
+@pytest.mark.parametrize("labels", [np.array(["no", "yes"] * 25), np.array([None, 1] * 25, dtype=object)])
+def test_labels_that_are_not_numbers_are_refused_naming_y(labels):
+    model = fnnet.Sequential(fnnet.Linear(4, 2))
+    params, x = _params(0, n_out=2), _x(0)
+    with pytest.raises(TypeError, match=r"evaluate: y must hold numbers .* encode class labels as integers"):
+        fnnet.evaluate(model, params, x, labels, ["accuracy"])
+    with pytest.raises(TypeError, match=r"fit: y must hold numbers"):
+        fnnet.fit(
+            model, fnnet.LossCrossEntropy(), fnnet.SGD(lr=0.1), params, x, labels, epochs=1, progress=False
+        )
+    with pytest.raises(TypeError, match=r"fit: y_val must hold numbers"):
+        fnnet.fit(
+            model,
+            fnnet.LossCrossEntropy(),
+            fnnet.SGD(lr=0.1),
+            params,
+            x,
+            np.arange(50) % 2,
+            epochs=1,
+            progress=False,
+            validation=(x, labels),
+        )
