@@ -383,7 +383,14 @@ def _params_spec(model, shape):
 
 def check_params(owner, model, params, x) -> None:
     """params: the tree and shapes `model.init` gives, all finite."""
-    expected = _params_spec(model, (1,) + tuple(x.shape[1:]))
+    shape = (1,) + tuple(x.shape[1:])  # one sample of x: init's shapes depend on no more
+    try:
+        expected = _params_spec(model, shape)
+    except (TypeError, ValueError) as error:
+        if type(error) not in (TypeError, ValueError):
+            raise
+        message = str(error).replace(str(shape), str(tuple(x.shape)))  # the shape given, not ours
+        raise type(error)(f"{owner}: the model on x: {message}") from None
     got, want = jax.tree.structure(params), jax.tree.structure(expected)
     if got != want:  # type: ignore[operator]
         kinds = ""

@@ -351,7 +351,8 @@ def fit(
                 count = int(chunk.watch.epoch) - done
             chunk_losses = np.asarray(chunk.losses)[:count]
             if not (np.all(np.isfinite(chunk_losses)) and bool(chunk.finite)):
-                raise _diverged(run_chunk, starts, history["loss"] + chunk_losses.tolist(), count, loss)
+                losses = history["loss"] + chunk_losses.tolist()
+                raise _diverged(run_chunk, starts, losses, count, loss, steps_per_epoch)
             params, opt_state, watch = chunk.params, chunk.opt_state, chunk.watch
             records = {"loss": chunk.losses, "val_loss": chunk.val_losses, **chunk.metrics}
             for name in names:
@@ -465,9 +466,11 @@ def _warn_underflow(opt, opt_state, steps, done, steps_per_epoch):
         )
 
 
-def _diverged(run_chunk, starts, losses, count, loss):
+def _diverged(run_chunk, starts, losses, count, loss, steps_per_epoch=1):
     """The TrainingDiverged for a chunk of `count` epochs that went non-finite. `losses`
-    are the run's losses, this chunk's last.
+    are the run's losses, this chunk's last; an epoch of several steps records their
+    losses, each before its step (so its loss may be non-finite from params the epoch's
+    own steps made).
 
     The params at the start of epoch g are good when they, their optimizer state and the
     loss at them, losses[g], are finite. The first non-finite loss (or, if every loss is
@@ -510,9 +513,20 @@ def _diverged(run_chunk, starts, losses, count, loss):
         )
     params, opt_state, at, _ = starts[0]
     what = f"the loss became non-finite at epoch {epoch} (loss {losses[epoch]})"
+    if steps_per_epoch > 1:  # its steps' losses: the start's, or params its own steps made
+        why = (
+            f"an epoch's loss is its {steps_per_epoch} minibatches' losses, each before its "
+            f"step, so the params went non-finite within the epoch (or the loss was not finite "
+            f"even at the params this run started from): the error carries those (epoch "
+            f"{at}), the last known finite. Try a smaller learning rate"
+        )
+    else:
+        why = (
+            f"the loss is not finite even at the params this run started from (epoch {at}): "
+            f"the error carries those, and no params with a finite loss"
+        )
     return TrainingDiverged(
-        f"fit: {what}; the loss is not finite even at the params this run started from (epoch "
-        f"{at}): the error carries those, and no params with a finite loss{loss.non_finite_hint}",
+        f"fit: {what}; {why}{loss.non_finite_hint}",
         epoch=epoch,
         start_epoch=at,
         params=params,

@@ -239,6 +239,25 @@ def test_divergence_at_a_chunk_start_carries_params_with_a_finite_loss():
     assert np.isfinite(float(fnnet.LossMSE().value(LINEAR.apply(error.params, x), y)))
 
 
+def test_minibatches_that_diverge_within_the_first_epoch_are_not_blamed_on_the_start():
+    """SGD(1e10) on 64 samples in batches of 16: the loss at the starting params is finite,
+    but the epoch's later batches, taken after steps that diverged, are not: the error says
+    the params went non-finite within the epoch and carries the starting ones."""
+    x, y = linear_data()
+    params = init(LINEAR)
+    assert np.isfinite(float(fnnet.LossMSE().value(LINEAR.apply(params, x), y)))
+    with pytest.raises(
+        fnnet.TrainingDiverged,
+        match=r"non-finite at epoch 0 .* an epoch's loss is its 4 minibatches' losses, each before "
+        r"its step, so the params went non-finite within the epoch .* Try a smaller learning rate",
+    ) as info:
+        fnnet.fit(
+            LINEAR, fnnet.LossMSE(), fnnet.SGD(lr=1e10), params, x, y, epochs=5, batch_size=16, progress=False
+        )
+    assert (info.value.epoch, info.value.start_epoch) == (0, 0)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(info.value.params))
+
+
 def test_an_optimizer_state_that_overflows_is_divergence():
     """Adam's second moment overflows to inf (grads of 1e22) while the loss stays finite (1e24):
     the params then stop moving. The error names the epoch and carries finite state."""

@@ -197,3 +197,12 @@ def test_labels_that_are_not_numbers_are_refused_naming_y(labels):
             progress=False,
             validation=(x, labels),
         )
+
+
+def test_data_of_another_feature_count_is_named_with_its_own_shape():
+    model = fnnet.Sequential(fnnet.Linear(4, 1))
+    x = np.c_[_x(0), _x(1)]  # 8 features for a model of 4
+    with pytest.raises(
+        ValueError, match=r"evaluate: the model on x: .*Linear\(n_in=4, n_out=1\).* got \(50, 8\)"
+    ):
+        fnnet.evaluate(model, _params(0, n_out=1), x, np.zeros((50, 1)), ["mse"])
