@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._atomic import write_atomically
+from fnnet._checks import donated
 from fnnet._npz import Archive, open_npz, unreadable
 
 __all__ = ["save", "load", "load_best"]
@@ -91,9 +92,16 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
     Raises:
       TypeError: a leaf that is not a numeric array or number (a str, an
         object), or metadata that JSON cannot write.
+      ValueError: params or opt_state hold arrays a `train_step` was donated
+        and deleted.
       OSError: the file cannot be written (FileNotFoundError, PermissionError,
         a full disk...); the message names `path`, and no temporary file stays.
     """
+    if donated((params, opt_state)):
+        raise ValueError(
+            "save: params or opt_state hold arrays that were donated to a train_step and "
+            "deleted: save the ones the step returned (or a copy kept before it)"
+        )
     save_run(path, params, opt_state, metadata)
 
 

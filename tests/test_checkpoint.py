@@ -465,3 +465,15 @@ def test_a_save_removes_the_temporaries_dead_processes_left_of_it(saved):
         (folder / name).write_bytes(b"\0" * 1000)
     fnnet.save(path, params, state)
     assert sorted(os.listdir(folder)) == sorted(kept + [path.name])
+
+
+def test_save_refuses_params_a_train_step_donated(tmp_path):
+    model = fnnet.Sequential(fnnet.Linear(2, 1))
+    params = model.init(jax.random.key(0), (4, 2))[1]
+    opt = fnnet.SGD(lr=0.1)
+    step = fnnet.train_step(model, fnnet.LossMSE(), opt)
+    state = opt.init(params)
+    step(params, state, jnp.ones((4, 2)), jnp.ones((4, 1)))
+    with pytest.raises(ValueError, match=r"save: params or opt_state hold arrays that were donated"):
+        fnnet.save(tmp_path / "run.npz", params)
+    assert not list(tmp_path.iterdir())
