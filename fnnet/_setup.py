@@ -383,14 +383,14 @@ def _params_spec(model, shape):
 
 def check_params(owner, model, params, x) -> None:
     """params: the tree and shapes `model.init` gives, all finite."""
-    shape = (1,) + tuple(x.shape[1:])  # one sample of x: init's shapes depend on no more
-    try:
-        expected = _params_spec(model, shape)
+    try:  # on one sample of x (init's shapes depend on no more): kept for every n
+        expected = _params_spec(model, (1,) + tuple(x.shape[1:]))
     except (TypeError, ValueError) as error:
-        if type(error) not in (TypeError, ValueError):
-            raise
-        message = str(error).replace(str(shape), str(tuple(x.shape)))  # the shape given, not ours
-        raise type(error)(f"{owner}: the model on x: {message}") from None
+        try:  # again on x's own shape, for the model's message to name it
+            _params_spec(model, tuple(x.shape))
+        except type(error) as own:
+            error = own
+        raise type(error)(f"{owner}: the model on x: {error}") from None
     got, want = jax.tree.structure(params), jax.tree.structure(expected)
     if got != want:  # type: ignore[operator]
         kinds = ""

@@ -36,11 +36,15 @@ def disk(key, n: int) -> tuple:
     points = _draws.unit(key, (int(n), 2), _np.float32)
     if points is None:  # drawn by JAX: a traced key, another PRNG's, many points
         x = _jax.random.uniform(key, (int(n), 2), _jnp.float32)
-        inside = _jnp.sum((x - _jnp.asarray([DISK_CENTRE])) ** 2, axis=1, keepdims=True) < DISK_RADIUS**2
-        return x, inside.astype(_jnp.float32)
-    # drawn on the host, compiling nothing: labelled there in the precision JAX's labels
-    # take (float64 with x64 on, else float32)
+        return x, _inside(_jnp, x)
+    # drawn on the host, and labelled there: nothing to compile
+    return _draws.placed(points, key), _draws.placed(_inside(_np, points), key)
+
+
+def _inside(xp, x):
+    """1.0 for the points `x` inside the disk, else 0.0, `(n, 1)` float32, computed by `xp`
+    (NumPy or jax.numpy) in JAX's default float precision (float64 with x64 on): the same
+    labels on the host and traced."""
     dtype = _np.dtype(_jnp.result_type(float))
-    squared = _np.sum((points.astype(dtype) - _np.asarray(DISK_CENTRE, dtype)) ** 2, axis=1, keepdims=True)
-    inside = (squared < dtype.type(DISK_RADIUS**2)).astype(_np.float32)
-    return _draws.placed(points, key), _draws.placed(inside, key)
+    squared = xp.sum((x.astype(dtype) - xp.asarray([DISK_CENTRE], dtype)) ** 2, axis=1, keepdims=True)
+    return (squared < dtype.type(DISK_RADIUS**2)).astype(_np.float32)

@@ -99,20 +99,19 @@ class Vmapped:
     one_by_one: bool
 
     def __call__(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):
-        return self._sweep(
-            _run_sweep, params, opt_states, x, y, keys, *_extra(models, sample_weights, validation)
-        )
+        extra = _extra(models, sample_weights, validation)
+        return self._sweep(_run_sweep, params, opt_states, x, y, keys, extra)
 
     def lower(self, params, opt_states, x, y, keys, models=None, sample_weights=None, validation=None):
         extra = _extra(models, sample_weights, validation)
-        return self._sweep(_run_sweep.lower, params, opt_states, x, y, keys, *extra)
+        return self._sweep(_run_sweep.lower, params, opt_states, x, y, keys, extra)
 
-    def _sweep(self, call, *arguments):
-        """`call(*static settings, *arguments)`: each device's group unbatched where
-        `spread` put them, else (a run of its own shard_map, as a data-parallel run: it
-        cannot sit inside the groups') the groups vmapped."""
+    def _sweep(self, call, params, opt_states, x, y, keys, extra):
+        """`call(*static settings, params, ..., keys, *extra)`: each device's group
+        unbatched where `spread` put them, else (a run of its own shard_map, as a
+        data-parallel run: it cannot sit inside the groups') the groups vmapped."""
         settings = (self.run, self.per_member_data, self.groups, self.one_by_one)
-        keys = arguments[4]
+        arguments = (params, opt_states, x, y, keys, *extra)
         data_parallel = getattr(self.run, "mesh", None) is not None  # fnnet.train(..., mesh=)
         mesh = None if data_parallel or not self.one_by_one else _groups_mesh(keys, self.groups)
         if mesh is not None:
@@ -152,12 +151,12 @@ def _run_sweep(run, per_member_data, groups, one_by_one, mesh, params, states, x
     the groups are sharded over, one group each (`_groups_mesh`)."""
     models, shared = extra_arg if extra_arg else ({}, {})
     data_axis = 0 if per_member_data else None
+    axes = (0, 0, data_axis, data_axis, 0, 0, None)  # of params, states, x, y, keys, models, shared
 
     def one(params, state, x, y, key, extra, shared):
         return run(params, state, x, y, key=key, **extra, **shared)
 
     if not one_by_one:
-        axes = (0, 0, data_axis, data_axis, 0, 0, None)
         return jax.vmap(one, in_axes=axes)(params, states, x, y, keys, models, shared)
 
     def group(params, states, x, y, keys, models, shared):  # one group's members, one after another
@@ -193,7 +192,6 @@ def _run_sweep(run, per_member_data, groups, one_by_one, mesh, params, states, x
         specs = (own, own, data, data, own, own, replicated)
         out = jax.shard_map(alone, mesh=mesh, in_specs=specs, out_specs=own, check_vma=False)(*arguments)
     else:
-        axes = (0, 0, data_axis, data_axis, 0, 0, None)
         out = jax.vmap(group, in_axes=axes)(*arguments)
     return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
 
