@@ -134,14 +134,14 @@ class Optimizer:
         ]
         dtype = at_least_float32(jnp.result_type(*floats) if floats else jnp.result_type(float))
         values = {n: overrides.get(n, hyper.value) for n, hyper in rules.items()}
-        return OptState(
-            count=_on_device(0, jnp.int32),
+        state = OptState(
+            count=_array(0, jnp.int32),
             hyperparams={
-                n: _on_device(_check_hyperparam(name, n, v, rules[n], dtype), dtype)
-                for n, v in values.items()
+                n: _array(_check_hyperparam(name, n, v, rules[n], dtype), dtype) for n, v in values.items()
             },
             slots={slot: jax.tree.map(_zero_slot, params) for slot in self.step.slot_names},
         )
+        return _on_device(state)
 
     def valid(self, hyperparams: dict, numpy=jnp):
         """Whether every hyperparameter in `hyperparams` (a state's) is finite and keeps its
@@ -274,13 +274,23 @@ def check_hyperparams(opt: Optimizer, owner: str, opt_state) -> None:
                 _check_hyperparam(f"{owner}: opt_state", name, value, rules[name])
 
 
-def _on_device(value, dtype):
-    """`value` as an array of `dtype`: built on the host and put on the device where it is
-    concrete (`jnp.asarray` and `jnp.zeros` compile a small program for every new shape,
-    a first `fit`'s fixed cost), traced where it is (inside `vmap`)."""
+def _array(value, dtype):
+    """`value` as an array of `dtype`: built on the host where it is concrete (`jnp.asarray`
+    and `jnp.zeros` compile a small program for every new shape, a first `fit`'s fixed
+    cost), traced where it is (inside `vmap`)."""
     if isinstance(value, jax.core.Tracer):
         return jnp.asarray(value, dtype)
-    return jax.device_put(np.asarray(value, dtype))
+    return np.asarray(value, dtype)
+
+
+def _on_device(tree):
+    """`tree` with its host arrays put on the device, in one call (one per leaf costs ~0.1 ms
+    each, a tenth of a small later fit's own time); traced leaves as they are."""
+    leaves, treedef = jax.tree.flatten(tree)
+    at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, np.ndarray)]
+    for i, leaf in zip(at, jax.device_put([leaves[i] for i in at])):
+        leaves[i] = leaf
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def _zero_slot(p):
@@ -289,7 +299,7 @@ def _zero_slot(p):
     dtype = at_least_float32(dtype) if jnp.issubdtype(dtype, jnp.floating) else dtype
     if isinstance(p, jax.core.Tracer):
         return jnp.zeros(jnp.shape(p), dtype)
-    return _on_device(np.zeros(jnp.shape(p)), dtype)
+    return np.zeros(jnp.shape(p), dtype)
 
 
 def _check_trainable_floats(owner, params):

@@ -10,6 +10,7 @@ import pytest
 from helpers import count_compilations
 
 import fnnet
+from fnnet._layout import MINIBATCH
 
 MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
 LOSS = fnnet.LossBCE()
@@ -323,18 +324,26 @@ def test_members_on_one_device_run_unbatched_as_alone():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="members run one by one on CPUs only")
-def test_batchnorm_members_on_one_device_have_their_runs_bits_alone():
+@pytest.mark.parametrize("batch_size", [None, MINIBATCH], ids=["full batch", "feature-major minibatches"])
+def test_batchnorm_members_on_one_device_have_their_runs_bits_alone(batch_size):
     model = fnnet.serial(
-        fnnet.Linear(2, 8), fnnet.BatchNorm(), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid()
+        fnnet.Linear(2, 8),
+        fnnet.BatchNorm(),
+        fnnet.ReLU(),
+        fnnet.Dropout(0.2),
+        fnnet.Linear(8, 1),
+        fnnet.Sigmoid(),
     )
-    x, y = fnnet.data.disk(jax.random.key(3), 50)
+    n = 50 if batch_size is None else 2 * batch_size + 45  # padded either way
+    x, y = fnnet.data.disk(jax.random.key(3), n)
     keys = jax.random.split(jax.random.key(1), 3)
     params = fnnet.init_many(keys, model, x.shape)
-    run = fnnet.train(model, LOSS, OPT, epochs=5)  # full batch: 50 samples padded
-    swept = fnnet.sweep(run, params, jax.vmap(OPT.init)(params), x, y, keys=keys)
+    opt = OPT if batch_size is None else fnnet.Adam(lr=0.01)
+    run = fnnet.train(model, LOSS, opt, epochs=5 if batch_size is None else 2, batch_size=batch_size)
+    swept = fnnet.sweep(run, params, jax.vmap(opt.init)(params), x, y, keys=keys)
     for i in range(3):
         p_i = jax.tree.map(lambda a: a[i], params)
-        alone = run(p_i, OPT.init(p_i), x, y, key=keys[i])
+        alone = run(p_i, opt.init(p_i), x, y, key=keys[i])
         for got, want in zip(jax.tree.leaves(swept[:3]), jax.tree.leaves(alone)):
             assert (np.asarray(got[i]) == np.asarray(want)).all(), (i, got[i], want)
 

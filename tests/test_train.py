@@ -15,6 +15,9 @@ from helpers import (
 )
 
 import fnnet
+from fnnet._buckets import run_size
+from fnnet._layout import MINIBATCH, feature_major
+from fnnet._loop import _order
 
 # One configuration for most tests, so compiled programs are shared between them.
 MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.Tanh(), fnnet.Linear(8, 1), fnnet.Sigmoid())
@@ -250,6 +253,41 @@ def test_minibatch_run_equals_manual_steps_on_its_batches(dtype, rtol):
     assert int(got_state.count) == 3
     sizes = np.asarray([len(b) for b in batches])
     np.testing.assert_allclose(float(losses[0]), np.sum(values * sizes) / N, rtol=rtol)
+
+
+def test_minibatches_of_the_feature_major_size_equal_jax_grad_steps():
+    """Minibatches of at least `MINIBATCH` samples run the model's feature-major twin (x
+    transposed once, the epoch's order gathered along its columns): each step equals
+    jax.grad of the plain batch-major model on that batch, in the run's order, the last
+    batch smaller."""
+    n, batch = 300, MINIBATCH  # batches of 128, 128 and 44
+    model = fnnet.serial(fnnet.Linear(3, 16), fnnet.Tanh(), fnnet.Linear(16, 1), fnnet.Sigmoid())
+    x = jax.random.normal(jax.random.key(7), (n, 3), jnp.float32)
+    y = (jax.random.uniform(jax.random.key(8), (n, 1)) < 0.4).astype(jnp.float32)
+    assert feature_major(model, x, batch) is not None
+    params, opt, key = (
+        model.init(jax.random.key(0), (1, 3))[1],
+        fnnet.SGD(lr=0.5, momentum=0.5),
+        jax.random.key(3),
+    )
+    got, _, losses = fnnet.train(model, LOSS, opt, epochs=1, batch_size=batch)(
+        params, opt.init(params), x, y, key=key
+    )
+
+    def plain_loss(p, xb, yb):
+        h = jnp.tanh(xb @ p[0]["w"] + p[0]["b"][None])
+        out = jax.nn.sigmoid(h @ p[2]["w"] + p[2]["b"][None])
+        return -jnp.mean(yb * jnp.log(out) + (1 - yb) * jnp.log(1 - out))
+
+    order = np.asarray(_order(jnp.arange(run_size(n, batch)) < n, fnnet._draws.fold_in(key, 0)))[:n]
+    want, state, total = params, opt.init(params), 0.0
+    for start in range(0, n, batch):
+        b = order[start : start + batch]
+        value, grads = jax.value_and_grad(plain_loss)(want, x[b], y[b])
+        want, state = opt.step(want, grads, state)
+        total += float(value) * len(b)
+    assert_trees_close(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(losses[0]), total / n, rtol=1e-5)
 
 
 def test_same_key_same_result_other_key_other_result():
