@@ -8,6 +8,7 @@ checks the stacked values (finiteness, targets, hyperparameters) before it vmaps
 """
 
 import dataclasses
+import re
 import warnings
 from typing import Any, NamedTuple, Optional
 
@@ -277,17 +278,18 @@ def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
     try:
         out = traced_apply.eval_shape(model, params, x)
     except (TypeError, ValueError) as error:
-        if name_x == "x":
+        if name_x == "x":  # the model's own words: the params or x, the shapes it names
             raise
         raise type(error)(f"{owner}: the model on {name_x}: {error}") from error
     try:
         _traced_loss.eval_shape(loss, out, y)
     except ValueError as error:
-        hint = ""
-        if tuple(out.shape) == tuple(jnp.shape(y)) + (1,):
+        message, hint = str(error), ""
+        if tuple(out.shape) == tuple(jnp.shape(y)) + (1,):  # the fix named once, for name_y
+            message = re.sub(r"; for a one-output model pass the targets? as y\[:, None\]", "", message)
             hint = f"; {name_y} has no output axis: pass {name_y}[:, None] (or {name_y}.reshape(-1, 1))"
         raise ValueError(
-            f"{owner}: {name_y} does not fit the model's output on {name_x}: {error}{hint}"
+            f"{owner}: {name_y} does not fit the model's output on {name_x}: {message}{hint}"
         ) from error
     return out.shape[-1]
 

@@ -709,12 +709,15 @@ def test_array_likes_train_like_arrays():
     np.testing.assert_allclose(got.losses, want.losses, rtol=1e-6)  # lists are float64 under x64
 
 
-def test_targets_without_the_output_axis_get_the_fix_named():
+def test_targets_without_the_output_axis_get_the_fix_named_once():
     x, y = data()
-    with pytest.raises(
-        ValueError, match=r"y has no output axis: pass y\[:, None\] \(or y\.reshape\(-1, 1\)\)"
-    ):
-        fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, y[:, 0], epochs=1, progress=False)
+    for kwargs, name in (({}, "y"), ({"validation": (x, y[:, 0])}, "y_val")):
+        target = y if kwargs else y[:, 0]
+        with pytest.raises(ValueError) as caught:
+            fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.3), init(), x, target, epochs=1, progress=False, **kwargs)
+        message = str(caught.value)
+        assert f"{name} has no output axis: pass {name}[:, None] (or {name}.reshape(-1, 1))" in message
+        assert message.count("[:, None]") == 1, message
 
 
 def test_a_state_of_other_hyperparameters_is_named_not_silently_used():
