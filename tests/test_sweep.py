@@ -181,10 +181,7 @@ def arguments():
         (
             {"keys": jax.random.split(jax.random.key(0), 2)},
             ValueError,
-            (
-                r"sweep: every leaf of params must be stacked on a leading member axis of size 2 \(2 keys: one per member\), got "
-                r"params\[0\]\['b'\] of shape \(3, 8\)"
-            ),
+            r"sweep: keys holds 2 key\(s\), one per member, but params is stacked for 3 members: pass 3 keys",
         ),
         (
             lambda a: {"opt_states": jax.tree.map(lambda v: v[:2] if jnp.ndim(v) else v, a["opt_states"])},
@@ -356,5 +353,17 @@ def test_sweep_takes_its_keys_by_keyword():
 def test_members_and_keys_of_other_counts_name_the_keys():
     kwargs = arguments()
     kwargs["keys"] = kwargs["keys"][:2]
-    with pytest.raises(ValueError, match=r"member axis of size 2 \(2 keys: one per member\), got params"):
+    with pytest.raises(
+        ValueError,
+        match=r"^sweep: keys holds 2 key\(s\), one per member, but params is stacked for 3 members: "
+        r"pass 3 keys \(jax.random.split\(key, 3\)\)",
+    ):
+        fnnet.sweep(**kwargs)
+    # params whose leaves disagree among themselves: the leaf named
+    kwargs = arguments()
+    first, *rest = kwargs["params"]
+    kwargs["params"] = (dict(first, b=first["b"][:2]), *rest)
+    with pytest.raises(
+        ValueError, match=r"member axis of size 3 \(3 keys: one per member\), got params\[0\]\['b'\]"
+    ):
         fnnet.sweep(**kwargs)
