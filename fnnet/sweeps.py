@@ -478,9 +478,9 @@ def sweep(
             raise TypeError(f"sweep: {name} must be an array, got {describe(a)}")
     members = check_keys("sweep", keys)
     _warn_of_vmapped_rbg("sweep", keys)
-    stacked = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
-    if len(stacked) == 1 and None not in stacked and stacked != {members}:  # the keys are the odd ones
-        (count,) = stacked
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
+    if len(sizes) == 1 and None not in sizes and sizes != {members}:  # the keys are the odd ones
+        (count,) = sizes
         raise ValueError(
             f"sweep: keys holds {members} key(s), one per member, but params is stacked for "
             f"{count} members: pass {count} keys (jax.random.split(key, {count}))"
