@@ -1,15 +1,13 @@
 """The one place a run picks how its data lies in memory.
 
 XLA's CPU backend multiplies (25x25)(25xN) about twice as fast as (Nx25)(25x25),
-so a run on a 2-D batch of a model with built-in `Linear` layers, trained whole or in
-minibatches of at least `MINIBATCH` samples, runs on `(features, batch)`: x is
-transposed once, before the training loop, and the model's feature-major twin runs the
-steps: `Linear`, `BatchNorm` and elementwise activations in that layout, every other
-layer (Dropout, a layer of your own) on its input transposed back, so its math, draws
-and errors are the batch-major ones. Smaller minibatches and images run as the user
-laid them out (a 64-128-128-10 MLP's epoch in batches of 32 takes a third longer
-feature-major; in batches of 200 a 64-100-10 MLP's takes 8% less). The public layout
-is always `(batch, features)`, and the results are the same either way.
+so a full-batch run on a 2-D batch of a model with built-in `Linear` layers runs on
+`(features, batch)`: x is transposed once, before the training loop, and the
+model's feature-major twin runs the steps: `Linear`, `BatchNorm` and elementwise
+activations in that layout, every other layer (Dropout, a layer of your own) on its
+input transposed back, so its math, draws and errors are the batch-major ones.
+Minibatches and images run as the user laid them out. The public layout is always `(batch,
+features)`, and the results are the same either way.
 """
 
 import dataclasses
@@ -134,13 +132,9 @@ def _twin(layer: Layer) -> Optional[Layer]:
     return None
 
 
-MINIBATCH = 128  # the smallest minibatch trained feature-major
-
-
-def feature_major(model: Layer, x, batch_size: Optional[int] = None) -> Optional[Layer]:
+def feature_major(model: Layer, x, minibatches: bool = False) -> Optional[Layer]:
     """The model's twin on `(features, batch)`, to run on `x.T`, for a 2-D batch trained
-    whole (`batch_size` None) or in minibatches of at least `MINIBATCH` samples; None to
-    run `model` on x as it is."""
-    if jnp.ndim(x) != 2 or (batch_size is not None and batch_size < MINIBATCH):
+    whole; None to run `model` on x as it is."""
+    if minibatches or jnp.ndim(x) != 2:
         return None
     return _twin(model)

@@ -170,7 +170,7 @@ def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
     """
 
     def twin(x):  # the same answer for x and prepare(x): 2-D either way
-        return feature_major(model, x, batch_size)
+        return feature_major(model, x, minibatches=batch_size is not None)
 
     def prepare(x):
         return x if twin(x) is None else x.T
@@ -184,15 +184,12 @@ def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
         counts = weights > 0
         steps = (jnp.sum(counts, dtype=jnp.int32) + batch_size - 1) // batch_size
         order = _order(counts, _draws.fold_in(key, state.count) if shuffle else None)
-        x_axis = 0 if fm is None else 1  # the batch's axis of x
-        x = jnp.take(x, order, axis=x_axis)
-        y, weights = (jnp.take(a, order, axis=0) for a in (y, weights))
+        x, y, weights = (jnp.take(a, order, axis=0) for a in (x, y, weights))
 
         def batch(carry, start):
             def trained(carry):
                 params, state, total, weight = carry
-                xs = lax.dynamic_slice_in_dim(x, start, batch_size, axis=x_axis)
-                ys, ws = (lax.dynamic_slice_in_dim(a, start, batch_size) for a in (y, weights))
+                xs, ys, ws = (lax.dynamic_slice_in_dim(a, start, batch_size) for a in (x, y, weights))
                 params, state, value = step(params, state, xs, ys, ws, step_key(key, state.count))
                 w = jnp.sum(ws).astype(dtype)
                 return params, state, total + value.astype(dtype) * w, weight + w
@@ -200,7 +197,7 @@ def _epoch(model, loss, step_rule, batch_size, mesh, shuffle=True):
             return lax.cond(start < steps * batch_size, trained, lambda c: c, carry), None
 
         # the loss summed step by step, in order: the same bits whatever padding follows
-        starts = jnp.arange(y.shape[0] // batch_size) * batch_size
+        starts = jnp.arange(x.shape[0] // batch_size) * batch_size
         zero = jnp.zeros((), dtype)
         (params, state, total, weight), _ = lax.scan(batch, (params, state, zero, zero), starts)
         return params, state, total / weight

@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_trees_close, assert_trees_equal, child_xla_flags, count_compilations
 
 import fnnet
-from fnnet._layout import MINIBATCH, feature_major
+from fnnet._layout import feature_major
 from fnnet._loop import step_key
 
 # Linear-BatchNorm-ReLU-Dropout-Linear-Sigmoid: every mechanism at once.
@@ -280,8 +280,7 @@ def test_the_layout_is_private_and_picked_for_full_batch_2d_runs_of_linear_model
     assert "feature_major" not in dir(fnnet.Layer) and "feature_major" not in dir(mlp)
     x = jnp.ones((16, 2))
     assert feature_major(mlp, x) is not None
-    assert feature_major(mlp, x, batch_size=MINIBATCH - 1) is None
-    assert feature_major(mlp, x, batch_size=MINIBATCH) is not None
+    assert feature_major(mlp, x, minibatches=True) is None
     assert feature_major(mlp, jnp.ones((4, 4, 2))) is None
     # BatchNorm has a twin of its own; Dropout runs its own math on the input transposed back
     layers = str(feature_major(MODEL, x).layers)

@@ -85,22 +85,6 @@ SCRIPT = textwrap.dedent("""
         alone = other_run(p_2, other.init(p_2), x, y, key=keys[2])
         for a, b, c in zip(jax.tree.leaves(spread_out[:3]), jax.tree.leaves(one[:3]), jax.tree.leaves(alone)):
             assert (np.asarray(a) == np.asarray(b)).all() and (np.asarray(a[2]) == np.asarray(c)).all(), other
-    # minibatches of the feature-major size (x transposed once, each epoch gathered along its
-    # columns): data-parallel as on one device; a sweep's bits spread out, on one device, alone
-    from fnnet._layout import MINIBATCH
-    x3, y3 = fnnet.data.disk(jax.random.key(4), 2 * MINIBATCH + 44)
-    adam = fnnet.Adam(lr=0.05)
-    alone = fnnet.fit(model, loss, adam, params, x3, y3, epochs=3, batch_size=MINIBATCH, progress=False)
-    shared = fnnet.fit(model, loss, adam, params, x3, y3, epochs=3, batch_size=MINIBATCH, progress=False,
-                       mesh=mesh)
-    np.testing.assert_allclose(alone.losses, shared.losses, rtol=1e-5)
-    big_run = fnnet.train(model, loss, adam, epochs=2, batch_size=MINIBATCH)
-    states = jax.vmap(adam.init)(stacked)
-    spread_out = fnnet.sweep(big_run, stacked, states, x3, y3, keys=keys)
-    one = fnnet.sweep(big_run, stacked, states, x3, y3, keys=keys, devices=jax.devices()[:1])
-    alone = big_run(p_2, adam.init(p_2), x3, y3, key=keys[2])
-    for a, b, c in zip(jax.tree.leaves(spread_out[:3]), jax.tree.leaves(one[:3]), jax.tree.leaves(alone)):
-        assert (np.asarray(a) == np.asarray(b)).all() and (np.asarray(a[2]) == np.asarray(c)).all()
     spread = fnnet.spread((stacked, jax.vmap(opt.init)(stacked), keys))
     lowered = fnnet.vmapped(run, groups=4).lower(spread[0], spread[1], x, y, spread[2])
     assert "manual_computation" in lowered.as_text() and "batching_dims" not in lowered.as_text()

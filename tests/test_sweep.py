@@ -10,7 +10,6 @@ import pytest
 from helpers import count_compilations
 
 import fnnet
-from fnnet._layout import MINIBATCH
 
 MODEL = fnnet.serial(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
 LOSS = fnnet.LossBCE()
@@ -321,7 +320,7 @@ def test_members_on_one_device_run_unbatched_as_alone():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="members run one by one on CPUs only")
-@pytest.mark.parametrize("batch_size", [None, MINIBATCH], ids=["full batch", "feature-major minibatches"])
+@pytest.mark.parametrize("batch_size", [None, 128], ids=["full batch", "minibatches"])
 def test_batchnorm_members_on_one_device_have_their_runs_bits_alone(batch_size):
     model = fnnet.serial(
         fnnet.Linear(2, 8),
