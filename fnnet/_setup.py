@@ -8,7 +8,6 @@ checks the stacked values (finiteness, targets, hyperparameters) before it vmaps
 """
 
 import dataclasses
-import re
 import warnings
 from typing import Any, NamedTuple, Optional
 
@@ -22,7 +21,7 @@ from fnnet._precision import at_least_float32
 from fnnet._checks import as_array, check_key, describe, is_int
 from fnnet._hosts import check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
-from fnnet.losses import Loss, check_targets
+from fnnet.losses import ONE_OUTPUT_HINT, Loss, check_targets, one_output_hint
 from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
 from fnnet.state import trainable_mask
 
@@ -285,8 +284,8 @@ def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
         _traced_loss.eval_shape(loss, out, y)
     except ValueError as error:
         message, hint = str(error), ""
-        if tuple(out.shape) == tuple(jnp.shape(y)) + (1,):  # the fix named once, for name_y
-            message = re.sub(r"; for a one-output model pass the targets? as y\[:, None\]", "", message)
+        if one_output_hint(out, y):  # the fix named once, for name_y
+            message = message.replace(ONE_OUTPUT_HINT, "")
             hint = f"; {name_y} has no output axis: pass {name_y}[:, None] (or {name_y}.reshape(-1, 1))"
         raise ValueError(
             f"{owner}: {name_y} does not fit the model's output on {name_x}: {message}{hint}"

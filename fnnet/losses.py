@@ -105,13 +105,20 @@ class FunctionLoss(Loss):
         return functions_repr("Loss", self, ("value", "grad"), ("check_targets",))
 
 
+# the fix for targets without the model's one output axis, (n,) for (n, 1)
+ONE_OUTPUT_HINT = "; for a one-output model pass the target as y[:, None]"
+
+
+def one_output_hint(y, target) -> str:
+    """`ONE_OUTPUT_HINT` where `target` lacks the output axis of a one-output `y`, else ""."""
+    return ONE_OUTPUT_HINT if jnp.shape(y) == jnp.shape(target) + (1,) else ""
+
+
 def _check_same_shape(name, y, target):
     if jnp.shape(y) != jnp.shape(target):
-        hint = "; for a one-output model pass the target as y[:, None]"
         raise ValueError(
             f"{name}: prediction and target must have the same shape, "
-            f"got {jnp.shape(y)} and {jnp.shape(target)}"
-            + (hint if jnp.shape(y) == jnp.shape(target) + (1,) else "")
+            f"got {jnp.shape(y)} and {jnp.shape(target)}{one_output_hint(y, target)}"
         )
 
 

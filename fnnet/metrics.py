@@ -24,7 +24,7 @@ from fnnet._precision import wide
 from fnnet._setup import check_data, check_param_dtypes, check_params, traced_apply
 from fnnet._values import settings_repr
 from fnnet.layers import Layer
-from fnnet.losses import Loss, LossBCEWithLogits
+from fnnet.losses import Loss, LossBCEWithLogits, one_output_hint
 
 __all__ = ["Metric", "Accuracy", "MeanSquaredError", "MeanAbsoluteError", "R2", "evaluate"]
 
@@ -67,14 +67,9 @@ def _per_sample_mean(a):
 
 def _check_like(name, y, target):
     if jnp.shape(y) != jnp.shape(target):
-        hint = (
-            "; for a one-output model pass the targets as y[:, None]"
-            if jnp.shape(y) == jnp.shape(target) + (1,)
-            else ""
-        )
         raise ValueError(
             f"{name}: predictions and targets must have the same shape, got {jnp.shape(y)} and "
-            f"{jnp.shape(target)}{hint}"
+            f"{jnp.shape(target)}{one_output_hint(y, target)}"
         )
 
 

@@ -237,12 +237,17 @@ def _check_devices(owner, devices) -> list:
     return list(devices)
 
 
+def _leading(leaf) -> Optional[int]:
+    """A leaf's leading (member) size, None for a scalar."""
+    return jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+
+
 def _members(owner, tree, name, members=None) -> int:
     """The common leading size of `tree`'s leaves (`members`, the keys' count, if given);
     raise if they differ."""
     of_keys = members is not None
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        size = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
+        size = _leading(leaf)
         if members is None:
             members = size
         if size is None or size != members:
@@ -478,7 +483,7 @@ def sweep(
             raise TypeError(f"sweep: {name} must be an array, got {describe(a)}")
     members = check_keys("sweep", keys)
     _warn_of_vmapped_rbg("sweep", keys)
-    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(params)}
+    sizes = {_leading(leaf) for leaf in jax.tree.leaves(params)}
     if len(sizes) == 1 and None not in sizes and sizes != {members}:  # the keys are the odd ones
         (count,) = sizes
         raise ValueError(

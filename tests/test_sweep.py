@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import count_compilations
+from helpers import assert_trees_equal, count_compilations
 
 import fnnet
 
@@ -307,16 +307,19 @@ def test_runs_of_optimizers_of_other_hyperparameters_share_one_sweep_program():
         assert compiled == [], compiled
 
 
+def assert_members_are_their_runs_alone(swept, run, params, states, x, y, keys):
+    """Each member's params, optimizer state and losses have bitwise its run's bits alone."""
+    for i in range(len(keys)):
+        member = jax.tree.map(lambda a: a[i], (params, states))
+        assert_trees_equal(jax.tree.map(lambda a: a[i], tuple(swept[:3])), run(*member, x, y, key=keys[i]))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="members run one by one on CPUs only")
 def test_members_on_one_device_run_unbatched_as_alone():
     (params, states, x, y, keys), swept = seq_sweep([0.1, 0.2, 0.05])
     lowered = fnnet.vmapped(SEQ_RUN).lower(params, states, x, y, keys)
     assert "dot_general" in lowered.as_text() and "batching_dims" not in lowered.as_text()
-    for i in range(3):
-        member = jax.tree.map(lambda a: a[i], (params, states))
-        alone = SEQ_RUN(*member, x, y, key=keys[i])
-        for got, want in zip(jax.tree.leaves(swept[:3]), jax.tree.leaves(alone)):
-            assert (np.asarray(got[i]) == np.asarray(want)).all(), (i, got[i], want)
+    assert_members_are_their_runs_alone(swept, SEQ_RUN, params, states, x, y, keys)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="members run one by one on CPUs only")
@@ -336,12 +339,9 @@ def test_batchnorm_members_on_one_device_have_their_runs_bits_alone(batch_size):
     params = fnnet.init_many(keys, model, x.shape)
     opt = OPT if batch_size is None else fnnet.Adam(lr=0.01)
     run = fnnet.train(model, LOSS, opt, epochs=5 if batch_size is None else 2, batch_size=batch_size)
-    swept = fnnet.sweep(run, params, jax.vmap(opt.init)(params), x, y, keys=keys)
-    for i in range(3):
-        p_i = jax.tree.map(lambda a: a[i], params)
-        alone = run(p_i, opt.init(p_i), x, y, key=keys[i])
-        for got, want in zip(jax.tree.leaves(swept[:3]), jax.tree.leaves(alone)):
-            assert (np.asarray(got[i]) == np.asarray(want)).all(), (i, got[i], want)
+    states = jax.vmap(opt.init)(params)
+    swept = fnnet.sweep(run, params, states, x, y, keys=keys)
+    assert_members_are_their_runs_alone(swept, run, params, states, x, y, keys)
 
 
 def test_sweep_takes_its_keys_by_keyword():
