@@ -26,6 +26,20 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) or _scalar_array(value, "iuf")
 
 
+def is_finite(value) -> bool:
+    """Whether the real number `value` is finite as a float (an int too large for one is not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def shown(value):
+    """A number as an error shows it: itself, or for an int too large for a float, in words."""
+    too_large = isinstance(value, int) and not isinstance(value, bool) and not is_finite(value)
+    return "an int too large for a float" if too_large else value
+
+
 def as_number(value):
     """A concrete 0-d JAX or NumPy array or a NumPy scalar of numbers (which `is_int` and
     `is_real` accept) as its Python number, hashable, so equal settings share their
@@ -60,6 +74,8 @@ def describe(value) -> str:
         return f"the class {value.__qualname__}"
     if isinstance(value, types.MethodType):
         return f"the method {value.__qualname__} of {describe(value.__self__)}"
+    if shown(value) is not value:
+        return shown(value)
     text = repr(value)
     return f"{text} ({type(value).__name__})" if len(text) <= 60 else type(value).__name__
 

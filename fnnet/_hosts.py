@@ -41,6 +41,15 @@ def count_nonfinite(a) -> int:
     return sum(int(np.sum(~np.isfinite(p))) for p in parts if np.issubdtype(p.dtype, np.inexact))
 
 
+def count_beyond(a, dtype) -> int:
+    """How many values this process holds of `a` lie beyond float `dtype`'s range (0 for a
+    tracer): those that turn infinite when `a` is put on a device in `dtype`."""
+    parts = host_parts(a) or []
+    top = np.finfo(dtype).max
+    with np.errstate(invalid="ignore"):
+        return sum(int(np.sum(np.abs(p) > top)) for p in parts if np.issubdtype(p.dtype, np.floating))
+
+
 def check_same_on_every_process(owner: str, mesh, trees: dict) -> None:
     """Raise ValueError unless every process passed equal values for `trees` (name -> pytree).
 

@@ -278,12 +278,12 @@ def recorded_names(watching: Watching, validate: bool) -> list:
 
 
 def centers_of(watching: Watching, setup):
-    """The training and validation targets' means for a centered metric (R2), as data; None
-    without metrics."""
+    """The training targets' mean (weighted by the run's `sample_weight`) and the validation
+    targets' for a centered metric (R2), as data; None without metrics."""
     if not watching.metrics:
         return None
-    targets = (setup.y, None if setup.validation is None else setup.validation[1])
-    return tuple(None if t is None else center_of(watching.metrics, t) for t in targets)
+    validation = None if setup.validation is None else center_of(watching.metrics, setup.validation[1])
+    return center_of(watching.metrics, setup.y, setup.sample_weight), validation
 
 
 def _run(

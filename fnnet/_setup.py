@@ -17,9 +17,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._buckets import padded_samples, run_size
-from fnnet._precision import at_least_float32
 from fnnet._checks import as_array, check_key, describe, is_int
-from fnnet._hosts import check_same_on_every_process, count_nonfinite
+from fnnet._hosts import count_beyond, check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
 from fnnet.losses import ONE_OUTPUT_HINT, Loss, check_targets, one_output_hint
 from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
@@ -98,14 +97,14 @@ def prepare_run(
         check_targets_of(owner, loss, "y_val", validation[1], n_outputs)
     counted = x.shape[0]
     if sample_weight is not None and not isinstance(sample_weight, jax.core.Tracer):
-        # the samples the device counts: weights > 0 in its dtype
-        counted = int(np.count_nonzero(sample_weight.astype(at_least_float32(x.dtype))))
+        counted = int(np.count_nonzero(sample_weight))  # the samples the device counts
     steps_per_epoch = 1 if size is None else -(-counted // size)
     opt_state = opt.init(params) if opt_state is None else opt_state
     if not isinstance(opt_state, OptState):
         raise TypeError(
             f"{owner}: opt_state must be an OptState, from opt.init(params), got {describe(opt_state)}"
         )
+    check_step_range(owner, epochs, steps_per_epoch, opt_state.count)
     check_schedule(opt, epochs * steps_per_epoch, opt_state.count)  # the steps this run will take
     try:
         _traced_step.eval_shape(opt.step, params, params, opt_state)  # a foreign state fails
@@ -118,7 +117,7 @@ def prepare_run(
     if mesh is not None and not isinstance(mesh, Mesh):
         raise TypeError(f"{owner}: mesh must be a jax.sharding.Mesh, got {describe(mesh)}")
     check_same_on_every_process(owner, mesh, {"params": params, "opt_state": opt_state})
-    check_one_sample_steps(owner, model, params, x, size, key, mesh)
+    check_one_sample_steps(owner, model, params, x, size, key, mesh, counted)
     data = place(owner, mesh, x, y, size, sample_weight)
     validation_data = None
     if validation is not None:
@@ -150,7 +149,7 @@ def check_sample_weight(owner, sample_weight, n):
         valid = jnp.all(jnp.isfinite(weights)) & jnp.all(weights >= 0) & (largest > 0)
         return jnp.where(valid, weights / largest, jnp.nan)  # a bad row: NaN losses, flagged
     weights = np.asarray(weights)
-    if weights.dtype.kind not in "biuf":
+    if not (weights.dtype.kind in "biu" or jnp.issubdtype(weights.dtype, jnp.floating)):
         raise TypeError(f"{owner}: sample_weight must be real numbers, got dtype {weights.dtype}")
     if weights.shape != (n,):
         raise ValueError(
@@ -166,8 +165,10 @@ def check_sample_weight(owner, sample_weight, n):
     if not np.any(weights > 0):
         raise ValueError(f"{owner}: sample_weight is 0 for every sample: nothing to train on")
     # a weighted mean is the same for weights scaled alike: scaled to a largest of 1, they
-    # neither overflow nor underflow float32 (a weight below 2**-126 of the largest is 0)
-    return weights / weights.max()
+    # neither overflow nor underflow float32; a weight below 2**-126 of the largest (which
+    # the device would flush to 0 or could not hold) is 0, here as there
+    weights = weights / weights.max()
+    return np.where(weights < np.finfo(np.float32).tiny, 0.0, weights)
 
 
 class HyperparameterMismatch(UserWarning):
@@ -214,6 +215,22 @@ def check_count(name, value) -> int:
     if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
+
+
+_INT32_MAX = 2**31 - 1  # the step count and the epochs are int32 on the device
+
+
+def check_step_range(owner, epochs: int, steps_per_epoch: int, count) -> None:
+    """Raise ValueError unless the run's epochs and its last step count (from the state's
+    `count`, where concrete) fit the device's int32 counters."""
+    start = 0 if isinstance(count, jax.core.Tracer) else int(count)
+    last = start + epochs * steps_per_epoch
+    if epochs > _INT32_MAX or last > _INT32_MAX:
+        raise ValueError(
+            f"{owner}: epochs={epochs} ({steps_per_epoch} step(s) each, from step {start}) would "
+            f"count past step 2**31 - 1, the largest int32 the run counts its steps and epochs in; "
+            f"train fewer epochs (early stopping ends a run before its epochs when asked)"
+        )
 
 
 def check_batch_size(owner, batch_size, n) -> Optional[int]:
@@ -269,6 +286,15 @@ def check_data(owner, name_x, name_y, x, y) -> None:
         bad = count_nonfinite(a)
         if bad:
             raise ValueError(f"{owner}: {name} holds {bad} NaN or infinite value(s)")
+        held = jax.dtypes.canonicalize_dtype(a.dtype)  # float64 is float32 on the device without x64
+        if held != a.dtype and jnp.issubdtype(a.dtype, jnp.floating):
+            beyond = count_beyond(a, held)
+            if beyond:
+                raise ValueError(
+                    f"{owner}: {name} holds {beyond} value(s) beyond {held.name}'s range, in which JAX "
+                    f"holds {a.dtype.name} data (jax_enable_x64 off): they would be infinite; scale "
+                    f"the data (standardize it, say)"
+                )
 
 
 def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
@@ -423,13 +449,17 @@ def _shard_counts(n, batch_size, shards):
         yield which, real, [min(max(real - k * per, 0), per) for k in range(shards)]
 
 
-def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optional[Mesh]) -> None:
+def check_one_sample_steps(
+    owner, model, params, x, batch_size, key, mesh: Optional[Mesh], counted: Optional[int] = None
+) -> None:
     """Where a step gives a device one sample (a batch of 1, or one of a batch split over
     the devices), trace (not run) the model in training mode on one sample: a layer that
     cannot train on it (BatchNorm, on `(1, features)`) raises, named here with the batch
-    and devices."""
-    n = x.shape[0]
+    and devices. `counted`: the samples of weight > 0 (all of x's by default), those the
+    batches are made of (the others are sorted last, with the padding)."""
+    n = x.shape[0] if counted is None else counted
     devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
+    samples = f"n={n}" if n == x.shape[0] else f"{n} of x's {x.shape[0]} samples weigh > 0"
     for which, size, counts in _shard_counts(n, batch_size, devices):
         if 1 not in counts:
             continue
@@ -439,12 +469,12 @@ def check_one_sample_steps(owner, model, params, x, batch_size, key, mesh: Optio
         except ValueError as error:
             if mesh is None:
                 where = (
-                    f"{which} is 1 sample (n={n}, batch_size={batch_size}), and the model needs at "
+                    f"{which} is 1 sample ({samples}, batch_size={batch_size}), and the model needs at "
                     f"least 2 samples per batch"
                 )
             else:
                 where = (
-                    f"{which} ({size} samples; n={n}, batch_size={batch_size}) split over {devices} "
+                    f"{which} ({size} samples; {samples}, batch_size={batch_size}) split over {devices} "
                     f"devices (mesh axis {mesh.axis_names[0]!r}) gives a device 1 sample ({counts} "
                     f"each, the batch padded to whole devices), and the model needs at least 2 "
                     f"samples per device"

@@ -2,6 +2,7 @@
 (x + layer(x)), and `summary` of a model."""
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 
 from fnnet import _draws
 from fnnet._checks import as_array, check_init, check_key, check_shape, describe, donated, is_int
-from fnnet.layers import Layer, check_cotangent, check_dparams, contract_hint, masked
+from fnnet.layers import FunctionLayer, Layer, check_cotangent, check_dparams, contract_hint, masked
 from fnnet.state import check_update, trainable_mask
 
 __all__ = ["Sequential", "serial", "Residual", "summary"]
@@ -61,11 +62,51 @@ def _checked_init(layer, key, shape):
 
 
 def _checked_apply(layer, params, x, **mode):
-    """`layer.apply`'s output, refused unless it is one array (a pair would pass on as data)."""
+    """`layer.apply`'s output, refused unless it is one array (a pair would pass on as data)
+    and, for a user's own layer, of the shape its `init` declares for x's (else the next
+    layer would be blamed, in its shapes)."""
     y = layer.apply(params, x, **mode)
     if not (hasattr(y, "shape") and hasattr(y, "dtype")):
         raise TypeError(f"{layer.name}: apply must return an array, got {describe(y)}")
+    if _own(layer):
+        declared = _declared_shape(layer, tuple(jnp.shape(x)))
+        if declared is not None and tuple(y.shape) != declared:
+            raise ValueError(
+                f"{layer.name}: apply returned an output of shape {tuple(y.shape)} for x of shape "
+                f"{tuple(jnp.shape(x))}, where its init gives the output shape {declared}"
+            )
     return y
+
+
+def _own(layer) -> bool:
+    """A user's layer: `Layer(init, apply, vjp)`, or a class of theirs."""
+    return isinstance(layer, FunctionLayer) or not type(layer).__module__.startswith("fnnet.")
+
+
+def _declared_shape(layer, shape):
+    """The output shape `layer.init` gives for input `shape` (traced, not run; kept per
+    init function, or layer, and shape), or None where init does not take that shape."""
+    owner = layer.init if isinstance(layer, FunctionLayer) else layer
+    try:
+        return _declared_shapes(owner, layer, shape)
+    except TypeError:  # a layer class of the user's that cannot be hashed
+        return _declared_shapes.__wrapped__(owner, layer, shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _declared_shapes(owner, layer, shape):
+    found = []
+
+    def init(key):
+        output_shape, params = layer.init(key, shape)
+        found.append(tuple(output_shape))
+        return params
+
+    try:
+        jax.eval_shape(init, jax.random.key(0))
+    except Exception:  # not a shape its init takes: the apply's own errors say the rest
+        return None
+    return found[0] if found and all(is_int(d) for d in found[0]) else None
 
 
 def _checked_vjp(layer, params, x, dy, **mode):

@@ -337,15 +337,18 @@ def fit(
 
     bar = _Progress(epochs, done) if progress else None
     updates = 1 if bar is None else _PROGRESS_UPDATES
-    plan = [] if stopped else list(_chunks(done, epochs, checkpoint_every, checkpoint is not None, updates))
+    plan = iter(() if stopped else _chunks(done, epochs, checkpoint_every, checkpoint is not None, updates))
     starts = [(params, opt_state, done, watch)]  # the starts of the last two chunks, for a replay
     try:
-        new = run_chunk(params, opt_state, plan[0][0], watch) if plan else None
-        for i, (count, save_after) in enumerate(plan):
+        following = next(plan, None)
+        new = None if following is None else run_chunk(params, opt_state, following[0], watch)
+        while following is not None:
+            count, save_after = following
             chunk = new
-            assert chunk is not None  # queued by the previous turn (plan is not empty here)
-            if i + 1 < len(plan):  # queued behind this one: the device needs no host to go on
-                new = run_chunk(chunk.params, chunk.opt_state, plan[i + 1][0], chunk.watch)
+            assert chunk is not None  # queued by the previous turn
+            following = next(plan, None)
+            if following is not None:  # queued behind this one: the device needs no host to go on
+                new = run_chunk(chunk.params, chunk.opt_state, following[0], chunk.watch)
             if chunk.watch is not None:
                 stopped = bool(chunk.watch.stopped)
                 count = int(chunk.watch.epoch) - done

@@ -80,7 +80,7 @@ from jax import lax
 import numpy as np
 
 from fnnet import _draws
-from fnnet._checks import check_init, describe, is_int, is_real
+from fnnet._checks import check_init, describe, is_finite, is_int, is_real, shown
 from fnnet._types import Params, Shape
 from fnnet._values import check_functions, functions_repr, register_settings, settings_repr, setattr_frozen
 
@@ -184,13 +184,28 @@ def check_cotangent(name: str, dy, y_shape) -> None:
 
 
 def check_dparams(name: str, params, dparams) -> None:
-    """Raise TypeError unless a vjp's `dparams` has the structure of `params` (an optimizer
-    would otherwise blame the gradients of the whole model)."""
+    """Raise unless a vjp's `dparams` mirror `params`: their structure, each leaf's shape, and
+    floats for float params (an optimizer would otherwise blame the gradients of the whole
+    model, broadcast a gradient of another shape, or step by truncated integers)."""
     if jax.tree.structure(dparams) != jax.tree.structure(params):  # type: ignore[operator]
         raise TypeError(
             f"{name}: vjp returned dparams of structure {jax.tree.structure(dparams)} for params of "
             f"structure {jax.tree.structure(params)}; dparams must mirror params (() for none)"
         )
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, p), d in zip(paths, jax.tree.leaves(dparams)):
+        where = f"dparams{jax.tree_util.keystr(path)}"
+        if jnp.shape(d) != jnp.shape(p):
+            raise ValueError(
+                f"{name}: vjp returned {where} of shape {jnp.shape(d)} for a param of shape {jnp.shape(p)}"
+            )
+        if jnp.issubdtype(jnp.result_type(p), jnp.inexact) and not jnp.issubdtype(
+            jnp.result_type(d), jnp.inexact
+        ):
+            raise TypeError(
+                f"{name}: vjp returned {where} of dtype {jnp.result_type(d)} for a param of dtype "
+                f"{jnp.result_type(p)}; a gradient must be floating point (no cast to an integer)"
+            )
 
 
 def check_train(name: str, train) -> bool:
@@ -204,7 +219,10 @@ def check_train(name: str, train) -> bool:
 
 def check_dtype(name: str, dtype):
     """`dtype` as a NumPy dtype; TypeError unless floating (params must be)."""
-    dtype = jnp.dtype(dtype)
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a floating dtype, such as jnp.float32, got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating dtype, got {dtype}")
     return dtype
@@ -227,8 +245,8 @@ def check_size(name: str, value, low: int = 1) -> int:
 def check_float(name: str, value) -> float:
     if not is_real(value):
         raise TypeError(f"{name} must be a float, got {describe(value)}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    if not is_finite(value):
+        raise ValueError(f"{name} must be finite, got {shown(value)}")
     return float(value)
 
 

@@ -204,8 +204,8 @@ class LossBCE(_MeanLoss):
     """
 
     non_finite_hint: ClassVar[str] = (
-        "; LossBCE takes probabilities in [0, 1]: a model without a final Sigmoid gives NaN "
-        "(use LossBCEWithLogits on its logits)"
+        "; LossBCE takes probabilities in [0, 1]: a model whose output is not one (no final "
+        "Sigmoid) gives NaN (use LossBCEWithLogits on its logits)"
     )
 
     eps: float = 1e-7

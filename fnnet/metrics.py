@@ -298,15 +298,22 @@ def measure(model, metrics, batch_size, params, x, y, weights, center) -> dict:
 _measure_jit = jax.jit(measure, static_argnums=(1, 2))
 
 
-def center_of(metrics, y):
+def center_of(metrics, y, weights=None):
     """The targets' mean (float64, host) for a centered metric (R2: its sums keep their
-    digits for targets far from zero), else 0."""
+    digits for targets far from zero), weighted by `weights` (`(n,)`, a run's
+    `sample_weight`; None: every sample alike), else 0."""
     if not any(m.centered for m in metrics):
         return jax.device_put(np.zeros(()))
     host = whole(y)
-    if host is None:  # a sweep's per-member targets, or global data held in parts
-        return jnp.mean(y.astype(jnp.result_type(float)), axis=0, keepdims=y.ndim > 1)
-    return jax.device_put(np.mean(np.asarray(host, np.float64), axis=0, keepdims=host.ndim > 1))
+    keep = jnp.ndim(y) > 1
+    if host is None or isinstance(weights, jax.core.Tracer):  # a sweep's member, global data in parts
+        y = jnp.asarray(y).astype(jnp.result_type(float))
+        if weights is None:
+            return jnp.mean(y, axis=0, keepdims=keep)
+        w = jnp.asarray(weights, y.dtype).reshape((-1,) + (1,) * (y.ndim - 1))
+        return jnp.sum(w * y, axis=0, keepdims=keep) / jnp.sum(w)
+    w = None if weights is None else np.asarray(weights, np.float64)
+    return jax.device_put(np.average(np.asarray(host, np.float64), axis=0, weights=w, keepdims=keep))
 
 
 def check_metrics(owner, metrics, model, params, x, y, name_y="y") -> None:

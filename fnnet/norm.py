@@ -19,8 +19,8 @@ from jax import lax
 import numpy as np
 import jax.numpy as jnp
 
-from fnnet._checks import check_init, describe, is_real
-from fnnet._precision import like, wide
+from fnnet._checks import check_init, describe, is_finite, is_real, shown
+from fnnet._precision import at_least_float32, like, wide
 from fnnet._values import number_field, setattr_frozen, show
 from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
@@ -31,9 +31,24 @@ __all__ = ["BatchNorm", "LayerNorm"]
 def _check_number(owner, name, value, ok, expected):
     if not is_real(value):
         raise TypeError(f"{owner}: {name} must be a float, got {describe(value)}")
-    if not (math.isfinite(value) and ok(value)):
-        raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
+    if not (is_finite(value) and ok(value)):
+        raise ValueError(f"{owner}: {name} must be {expected}, got {shown(value)}")
     return float(value)
+
+
+_SMALLEST_EPS = float(np.finfo(np.float32).tiny)  # below it, eps is 0 in float32 arithmetic
+
+
+def _check_eps(owner, value):
+    """eps > 0, and a normal float32 number: a smaller one is 0 where the layer runs in
+    float32, and a constant feature would normalize to 0 / 0."""
+    eps = _check_number(owner, "eps", value, lambda v: v > 0, "> 0")
+    if eps < _SMALLEST_EPS:
+        raise ValueError(
+            f"{owner}: eps must be at least {_SMALLEST_EPS:.4g}, float32's smallest normal number "
+            f"(less is 0 in float32, where a constant feature would give 0 / 0), got {value}"
+        )
+    return eps
 
 
 def _mean(v, axes, weights=None, count=None):
@@ -106,8 +121,9 @@ def _scale_shift_init(owner, key, input_shape, min_rank, dtype, running):
         )
     c = input_shape[-1]
     params = {"scale": _filled(1, c, dtype), "shift": _filled(0, c, dtype)}
-    if running:
-        params["running"] = State(mean=_filled(0, c, dtype), var=_filled(1, c, dtype))
+    if running:  # in at least float32: a half-precision statistic stalls (its steps round away)
+        wider = at_least_float32(dtype)
+        params["running"] = State(mean=_filled(0, c, wider), var=_filled(1, c, wider))
     return input_shape, params
 
 
@@ -161,8 +177,9 @@ class BatchNorm(Layer):
     (`model.apply(params, x)`): x is normalized by the running statistics,
     which start at mean 0 and variance 1.
 
-    Params: `{"scale": (c,), "shift": (c,), "running": State(mean=(c,), var=(c,))}`;
-    optimizers never change `running`. Input `(batch, ..., c)`, output the same.
+    Params: `{"scale": (c,), "shift": (c,), "running": State(mean=(c,), var=(c,))}`,
+    `running` in at least float32 (in float16 or bfloat16 a statistic's small steps
+    would round away); optimizers never change it. Input `(batch, ..., c)`, output the same.
 
     Args:
       momentum: in [0, 1): how much of the running statistics each step keeps.
@@ -182,7 +199,7 @@ class BatchNorm(Layer):
         setattr_frozen(
             self,
             momentum=_check_number(owner, "momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1)"),
-            eps=_check_number(owner, "eps", self.eps, lambda v: v > 0, "> 0"),
+            eps=_check_eps(owner, self.eps),
             dtype=check_dtype(f"{owner}: dtype", self.dtype),
         )
 
@@ -294,7 +311,7 @@ class LayerNorm(Layer):
     def __post_init__(self):
         setattr_frozen(
             self,
-            eps=_check_number("LayerNorm", "eps", self.eps, lambda v: v > 0, "> 0"),
+            eps=_check_eps("LayerNorm", self.eps),
             dtype=check_dtype("LayerNorm: dtype", self.dtype),
         )
 

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import as_number, describe, is_real
+from fnnet._checks import as_number, describe, is_finite, is_real
 from fnnet._precision import at_least_float32
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
@@ -238,8 +238,10 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
             )
         return value
     # Numbers only: not bool, None or str (np.asarray("0.1", float) would read 0.1).
+    if isinstance(value, int) and not isinstance(value, bool) and not is_finite(value):
+        raise ValueError(f"{owner}: {name} must be {rule.expected}, got an int too large for a float")
     try:
-        array = np.asarray(value)
+        array = np.asarray(float(value) if isinstance(value, int) and not isinstance(value, bool) else value)
     except (TypeError, ValueError):
         array = None
     if isinstance(value, bool) or array is None or array.dtype.kind not in "iuf":
@@ -259,6 +261,12 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
             raise ValueError(
                 f"{owner}: {name} must be {rule.expected} in the params' dtype "
                 f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there"
+            )
+        if number not in (0.0, 1.0) and float(cast) in (0.0, 1.0):  # a decay of 1: none at all
+            raise ValueError(
+                f"{owner}: {name}={value!r} rounds to {float(cast)} in the params' dtype "
+                f"{np.dtype(dtype).name}, as if there were no {name}; give a value that keeps its "
+                f"effect there (float64 params, under jax_enable_x64, keep more digits)"
             )
     return value
 
@@ -553,20 +561,28 @@ class OptimizerStep:
 
 
 def _clipped(grads, moves, clip_norm):
-    """The trainable `grads` scaled by min(1, clip_norm / norm), norm their global L2 norm
-    (in at least float32, taken of the grads over their largest magnitude: a gradient of
-    1e20 squared would overflow float32); the others as they are."""
-    wide_grads = [g.astype(at_least_float32(g.dtype)) for g, m in zip(grads, moves) if m]
-    if not wide_grads:
+    """The trainable `grads` scaled by min(1, clip_norm / norm), norm their global L2 norm;
+    the others as they are.
+
+    In at least float32, and in units of 2**e, the grads' largest magnitude's power of
+    two: with r the norm of g / 2**e (exact, `ldexp`), norm > clip_norm is r > clip_norm /
+    2**e and a clipped g is (g / 2**e) * (clip_norm / r), so neither the norm (a gradient of
+    1e20 squared overflows float32) nor a factor (1 / 1e38 is below float32's normal
+    numbers: XLA divides by a scalar through its reciprocal, flushed to 0) leaves its range."""
+    at = [i for i, m in enumerate(moves) if m]
+    if not at:
         return grads
-    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(g), initial=0) for g in wide_grads]))
-    unit = jnp.where(largest > 0, largest, 1)
-    norm = unit * jnp.sqrt(sum(jnp.sum(jnp.square(g / unit.astype(g.dtype))) for g in wide_grads))
-    scale = jnp.minimum(1, clip_norm / jnp.where(norm > 0, norm, 1))  # g = 0: nothing to scale
-    return [
-        (g * scale.astype(at_least_float32(g.dtype))).astype(g.dtype) if m else g
-        for g, m in zip(grads, moves)
-    ]
+    wide = [grads[i].astype(at_least_float32(grads[i].dtype)) for i in at]
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(g), initial=0) for g in wide]))
+    e = jnp.frexp(largest)[1]  # 0 for 0
+    relative = [jnp.ldexp(g, -e) for g in wide]
+    r = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in relative))
+    clip = r > jnp.ldexp(clip_norm.astype(r.dtype), -e)  # g = 0: r = 0, nothing to clip
+    factor = clip_norm / jnp.where(clip, r, 1)
+    grads = list(grads)
+    for i, g, rel in zip(at, wide, relative):
+        grads[i] = jnp.where(clip, rel * factor.astype(g.dtype), g).astype(grads[i].dtype)
+    return grads
 
 
 def _clip(clip_norm) -> dict:

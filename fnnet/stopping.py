@@ -42,8 +42,9 @@ class EarlyStopping:
         new best, however small its lead (scikit-learn's `tol` rule).
       restore_best: return the params at the best value (bitwise those of a run
         of `best_epoch` epochs) instead of the last ones: those after the best
-        epoch, or for `"loss"` (each epoch's loss is taken before its steps, at
-        the params the epoch starts from) those before it. A run whose
+        epoch, or for `"loss"` those before it (each epoch's loss is taken as
+        its steps go, each batch's before its own step: full batch, at the
+        params the epoch starts from). A run whose
         monitored value was never finite has no best: it returns the last
         params (and `fit` warns).
 

@@ -338,7 +338,7 @@ def _stacked_models(run, models, members):
     if not isinstance(models, (list, tuple)) or len(models) != members:
         raise ValueError(
             f"sweep: models must be a list of {members} models (one per member, as the keys), "
-            f"got {describe(models)}"
+            f"got {f'a {type(models).__name__} of {len(models)}' if isinstance(models, (list, tuple)) else describe(models)}"
         )
     for m, model in enumerate(models):
         try:

@@ -356,7 +356,10 @@ def test_sweep_models_are_checked_by_name():
     opt = fnnet.SGD(lr=0.1)
     run = fnnet.train(_model(), LOSS, opt, epochs=1)
     states = jax.vmap(opt.init)(params)
-    with pytest.raises(ValueError, match=r"sweep: models must be a list of 2 models \(one per member"):
+    with pytest.raises(
+        ValueError,
+        match=r"sweep: models must be a list of 2 models \(one per member, as the keys\), got a list of 1",
+    ):
         fnnet.sweep(run, params, states, x, y, keys=keys, models=[_model()])
     other = fnnet.Sequential(*_model().layers[:-1], fnnet.Linear(16, 1, dtype=jnp.float64))
     wider = fnnet.Sequential(*_model().layers[:-1], fnnet.Linear(16, 2))

@@ -580,6 +580,30 @@ def _no_params_init(key, input_shape):
     return tuple(input_shape), ()
 
 
+def _scale_init(key, input_shape):
+    return tuple(input_shape), {"a": jnp.ones(input_shape[-1])}
+
+
+def _scale_apply(params, x, *, train=False, key=None):
+    return x * params["a"][None, :]
+
+
+def _first_column_apply(params, x, *, train=False, key=None):
+    return (x * params["a"][None, :])[:, :1]  # init says the output is x's shape
+
+
+def _summed_vjp(params, x, dy, *, train=False, key=None):
+    return {"a": jnp.sum(dy * x)}, dy * params["a"][None, :]  # summed over the features too: ()
+
+
+def _row_vjp(params, x, dy, *, train=False, key=None):
+    return {"a": jnp.sum(dy * x, axis=0, keepdims=True)}, dy * params["a"][None, :]  # (1, 3), broadcasts
+
+
+def _integer_vjp(params, x, dy, *, train=False, key=None):
+    return {"a": jnp.sum(dy * x, axis=0).astype(jnp.int32)}, dy * params["a"][None, :]  # truncated
+
+
 @pytest.mark.parametrize(
     "layer, error, match",
     [
@@ -598,8 +622,39 @@ def _no_params_init(key, input_shape):
             ValueError,
             r"serial layer 1: Layer\(.*vjp=_narrow_vjp.*\): vjp returned dx of shape \(8, 1\) for x of shape \(8, 3\)",
         ),
+        (
+            fnnet.Layer(_scale_init, _first_column_apply, _integer_vjp),
+            ValueError,
+            r"serial layer 1: Layer\(.*apply=_first_column_apply.*\): apply returned an output of shape "
+            r"\(8, 1\) for x of shape \(8, 3\), where its init gives the output shape \(8, 3\)",
+        ),
+        (
+            fnnet.Layer(_scale_init, _scale_apply, _summed_vjp),
+            ValueError,
+            r"serial layer 1: Layer\(.*vjp=_summed_vjp.*\): vjp returned dparams\['a'\] of shape \(\) for a "
+            r"param of shape \(3,\)",
+        ),
+        (
+            fnnet.Layer(_scale_init, _scale_apply, _row_vjp),
+            ValueError,
+            r"vjp returned dparams\['a'\] of shape \(1, 3\) for a param of shape \(3,\)",
+        ),
+        (
+            fnnet.Layer(_scale_init, _scale_apply, _integer_vjp),
+            TypeError,
+            r"serial layer 1: .*vjp returned dparams\['a'\] of dtype int32 for a param of dtype float\d\d; a "
+            r"gradient must be floating point",
+        ),
     ],
-    ids=["init-returns-params-alone", "apply-returns-a-tuple", "vjp-returns-another-shape"],
+    ids=[
+        "init-returns-params-alone",
+        "apply-returns-a-tuple",
+        "vjp-returns-another-shape",
+        "apply-returns-another-shape-than-init-says",
+        "vjp-returns-a-summed-gradient",
+        "vjp-returns-a-gradient-that-broadcasts",
+        "vjp-returns-integers",
+    ],
 )
 def test_a_users_layer_that_breaks_the_contract_is_named_with_what_it_returned(layer, error, match):
     model = fnnet.Sequential(fnnet.Linear(2, 3), layer, fnnet.Linear(3, 1))
@@ -607,6 +662,13 @@ def test_a_users_layer_that_breaks_the_contract_is_named_with_what_it_returned(l
     with pytest.raises(error, match=match):
         params = model.init(jax.random.key(0), x.shape)[1]
         fnnet.value_and_grad(model, fnnet.LossMSE())(params, x, y)
+    try:
+        params = model.init(jax.random.key(0), x.shape)[1]
+    except error:
+        return  # init's own error, named above
+    with count_compilations() as compiled, pytest.raises(error, match=match):  # fit: before any work
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(0.1), params, x, y, 2, progress=False)
+    assert not [c for c in compiled if "run" in c]
 
 
 def test_update_state_that_changes_a_leafs_dtype_is_named():

@@ -1318,3 +1318,38 @@ def test_update_state_takes_a_layer_and_array_likes():
 def test_train_must_be_a_bool(make):
     with pytest.raises(TypeError, match=r"train must be a Python bool .*got 'False' \(str\)"):
         make(fnnet.Sequential(fnnet.Dropout(0.5)), train="False")
+
+
+@pytest.mark.parametrize(
+    "make, error, says",
+    [
+        (
+            lambda: fnnet.Linear(2, 3, dtype="foo"),
+            TypeError,
+            r"Linear: dtype must be a floating dtype, .*got 'foo'",
+        ),
+        (
+            lambda: fnnet.LeakyReLU(10**400),
+            ValueError,
+            r"LeakyReLU: slope must be finite, got an int too large",
+        ),
+        (
+            lambda: fnnet.ELU(10**400),
+            ValueError,
+            r"ELU: alpha must be finite, got an int too large for a float",
+        ),
+        (
+            lambda: fnnet.BatchNorm(momentum=10**400),
+            ValueError,
+            r"momentum must be in \[0, 1\), got an int too",
+        ),
+        (
+            lambda: fnnet.Adam(0.1, clip_norm=10**400),
+            ValueError,
+            r"Adam: clip_norm must be > 0, got an int too",
+        ),
+    ],
+)
+def test_settings_a_float_cannot_hold_are_named(make, error, says):
+    with pytest.raises(error, match=says):
+        make()

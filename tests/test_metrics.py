@@ -206,3 +206,41 @@ def test_data_of_another_feature_count_is_named_with_its_own_shape():
         ValueError, match=r"evaluate: the model on x: .*Linear\(n_in=4, n_out=1\).* got \(50, 8\)"
     ):
         fnnet.evaluate(model, _params(0, n_out=1), x, np.zeros((50, 1)), ["mse"])
+
+
+@pytest.mark.parametrize("weights", ["zeros", "uneven"])
+def test_fit_r2_with_sample_weights_is_the_weighted_r2(weights):
+    """The training R2 of a weighted run centers the targets on their weighted mean: samples
+    of weight 0 take no part (here targets of 0 among targets near 10,000, whose plain mean
+    would leave the R2 at 0), uneven weights count as copies."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(200, 2)).astype(np.float32)
+    y = (10_000 + 0.1 * x[:, :1] + 0.01 * rng.normal(size=(200, 1))).astype(np.float32)
+    if weights == "zeros":
+        y[100:] = 0.0
+        w = np.r_[np.ones(100), np.zeros(100)]
+    else:
+        w = rng.integers(1, 4, size=200).astype(np.float64)
+    model = fnnet.Linear(2, 1)
+    params = {
+        "w": device(np.array([[0.1], [0.0]]), np.float32),
+        "b": device(np.array([10_000.0]), np.float32),
+    }
+    with jax.enable_x64(False):
+        run = fnnet.fit(
+            model,
+            fnnet.LossMSE(),
+            fnnet.SGD(1e-9),
+            params,
+            x,
+            y,
+            1,
+            sample_weight=w,
+            metrics=["r2"],
+            progress=False,
+        )
+        pred = np.asarray(model.apply(run.params, x), np.float64)
+    copies = np.repeat(np.arange(200), w.astype(int))  # each sample as many times as its weight
+    assert run.metrics["r2"][-1] == pytest.approx(
+        numpy_r2(pred[copies], y[copies].astype(np.float64)), abs=1e-3
+    )

@@ -311,3 +311,30 @@ def test_batchnorm_twin_moves_the_running_statistics_alike_and_speaks_the_users_
     assert_trees_close(twin.update_state(params, x.T), BN.update_state(params, x), np.float64)
     with pytest.raises(ValueError, match=r"got input of shape \(1, 4\) \(a batch of one"):
         twin.apply(params, x[:1].T, train=True)
+
+
+@pytest.mark.parametrize("dtype, momentum", [(jnp.float16, 0.999), (jnp.bfloat16, 0.99), (jnp.bfloat16, 0.9)])
+def test_half_precision_running_statistics_reach_the_batch_statistics(dtype, momentum):
+    """The running statistics are kept in float32 whatever the params' dtype: in float16 or
+    bfloat16 a step of (1 - momentum) of the gap rounds away (they stalled at 3.0 for a mean
+    of 3.14), and bfloat16's momentum 0.9 is 0.898."""
+    x = (3.0 + 2.0 * jax.random.normal(KEY, (256, 4))).astype(dtype)
+    bn = BatchNorm(momentum=momentum, dtype=dtype)
+    params = bn.init(KEY, x.shape)[1]
+    assert params["scale"].dtype == dtype and params["running"]["mean"].dtype == jnp.float32
+    update = jax.jit(lambda p: bn.update_state(p, x))
+    for _ in range(int(20 / (1 - momentum))):  # the gap shrinks by momentum**steps: e**-20
+        params = update(params)
+    wide = np.asarray(x, np.float32)
+    np.testing.assert_allclose(params["running"]["mean"], wide.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(params["running"]["var"], wide.var(0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer", [BatchNorm, LayerNorm])
+@pytest.mark.parametrize("eps", [1e-50, 1e-39])
+def test_an_eps_that_is_zero_in_float32_is_refused(layer, eps):
+    """An eps below float32's smallest normal number is 0 there: a constant feature would
+    normalize to 0 / 0 = NaN."""
+    with pytest.raises(ValueError, match=rf"{layer.__name__}: eps must be at least 1.175e-38, float32's"):
+        layer(eps=eps)
+    layer(eps=1.2e-38)  # the smallest normal float32 is fine

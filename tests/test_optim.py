@@ -518,6 +518,25 @@ F32 = make_params(0, np.float32)
             ValueError,
             r"SGD: momentum must be in \[0, 1\) in the params' dtype float32",
         ),
+        # Valid there too, but as if not given: no decay, no weight decay.
+        (
+            fnnet.SGD(lr=0.1, decay=1 - 1e-10),
+            {},
+            ValueError,
+            r"SGD: decay=0\.9999999999 rounds to 1\.0 in the params' dtype float32, as if there were no decay",
+        ),
+        (
+            fnnet.AdamW(lr=0.1),
+            {"weight_decay": 1e-50},
+            ValueError,
+            r"AdamW: weight_decay=1e-50 rounds to 0\.0 in the params' dtype float32",
+        ),
+        (
+            fnnet.SGD(lr=2**70),
+            {"lr": 10**400},
+            ValueError,
+            r"SGD: lr must be > 0, got an int too large for a float",
+        ),
     ],
 )
 def test_init_refuses_what_used_to_slip_through(opt, overrides, error, match):
@@ -887,6 +906,22 @@ def test_clip_norm_scales_the_global_norm_and_is_data(make):
     with count_compilations() as compiled:
         step(params, grads, clipped_opt.init(params, clip_norm=0.1))
     assert compiled == []
+
+
+@pytest.mark.parametrize("largest", [1e30, 1e37, 1e38, 3e38])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_clip_norm_clips_gradients_near_float32s_largest(largest, jit):
+    """Entries of 1e38 (finite in float32; their norm not): clipped to the global norm like
+    any other, eager and jitted (1 / 1e38 is below float32's normal numbers, flushed to 0
+    where XLA divides by a scalar through its reciprocal)."""
+    params = {"w": jnp.ones((2, 2), jnp.float32), "b": jnp.zeros(2, jnp.float32)}
+    grads = {"w": jnp.full((2, 2), largest, jnp.float32), "b": jnp.ones(2, jnp.float32)}
+    opt = fnnet.SGD(1.0, momentum=None, clip_norm=1.0)
+    step = jax.jit(opt.step) if jit else opt.step
+    new, _ = step(params, grads, opt.init(params))
+    # the norm is 2 * largest (b's 1s vanish beside it): w's entries become 0.5
+    np.testing.assert_allclose(np.asarray(new["w"]), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(new["b"]), -1 / (2 * largest), rtol=1e-5, atol=1e-38)
 
 
 @pytest.mark.parametrize(

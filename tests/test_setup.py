@@ -253,3 +253,106 @@ def test_one_sample_steps_train_where_the_model_can():
         params, OPT.init(params), images, jnp.ones((1, 1))
     )
     assert np.isfinite(losses).all()
+
+
+def test_the_one_sample_check_counts_the_samples_that_weigh():
+    """Samples of weight 0 are sorted last with the padding: the batches are made of those
+    that weigh. 33 samples, one of weight 0, in batches of 16: two full batches, trained;
+    34 with one of weight 0 leave a last batch of one, refused; a full batch of which one
+    sample weighs, refused like a batch of one."""
+    x, y = fnnet.data.disk(jax.random.key(1), 40)
+    params = BN_MODEL.init(jax.random.key(0), x.shape)[1]
+
+    def run(n, weights, batch_size):
+        return fnnet.fit(
+            BN_MODEL,
+            LOSS,
+            OPT,
+            params,
+            x[:n],
+            y[:n],
+            1,
+            batch_size=batch_size,
+            sample_weight=weights,
+            progress=False,
+        )
+
+    w = np.ones(33)
+    w[7] = 0
+    assert np.isfinite(run(33, w, 16).losses).all()
+    w = np.ones(34)
+    w[7] = 0
+    says = r"fit: the last batch of each epoch is 1 sample \(33 of x's 34 samples weigh > 0, batch_size=16\)"
+    with pytest.raises(ValueError, match=says):
+        run(34, w, 16)
+    w = np.zeros(40)
+    w[3] = 1
+    with pytest.raises(ValueError, match=r"fit: the batch is 1 sample \(1 of x's 40 samples weigh > 0"):
+        run(40, w, None)
+
+
+def test_a_weight_too_small_for_float32_is_zero_on_the_host_as_on_the_device():
+    """A weight below 2**-126 of the largest is flushed to 0 on the device: the host counts
+    it as 0 too, so the steps per epoch it records agree with the steps taken, and a
+    checkpointed run resumes."""
+    x, y = fnnet.data.disk(jax.random.key(1), 33)
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    w = np.ones(33)
+    w[5] = 1e-40
+    checked = fnnet._setup.check_sample_weight("fit", w, 33)
+    assert checked[5] == 0 and np.count_nonzero(checked) == 32
+    path = str(pytest.importorskip("pathlib").Path(__import__("tempfile").mkdtemp()) / "run.npz")
+    kw = dict(batch_size=16, sample_weight=w, progress=False, key=jax.random.key(2))
+    first = fnnet.fit(MODEL, LOSS, fnnet.Adam(1e-2), params, x, y, 3, checkpoint=path, **kw)
+    assert int(first.opt_state.count) == 3 * 2  # 32 samples that weigh: 2 steps an epoch
+    resumed = fnnet.fit(MODEL, LOSS, fnnet.Adam(1e-2), params, x, y, 5, checkpoint=path, resume=True, **kw)
+    whole = fnnet.fit(MODEL, LOSS, fnnet.Adam(1e-2), params, x, y, 5, **kw)
+    np.testing.assert_array_equal(resumed.losses, whole.losses)
+
+
+def test_bfloat16_sample_weights_are_numbers():
+    x, y = fnnet.data.disk(jax.random.key(1), 12)
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    half = fnnet.fit(
+        MODEL, LOSS, OPT, params, x, y, 2, sample_weight=jnp.full(12, 2, jnp.bfloat16), progress=False
+    )
+    plain = fnnet.fit(MODEL, LOSS, OPT, params, x, y, 2, progress=False)
+    np.testing.assert_array_equal(half.losses, plain.losses)  # weights alike: the plain mean
+
+
+@pytest.mark.parametrize("epochs, batch_size", [(2**31, None), (2**40, None), (2**30, 4)])
+def test_a_run_past_the_int32_step_count_is_refused_at_once(epochs, batch_size):
+    """The steps and epochs are counted in int32 on the device: 2**31 epochs, or 2**30
+    epochs of 3 steps, are refused before any work (no plan of 2**31 chunks is built)."""
+    args = arguments()
+    with pytest.raises(
+        ValueError,
+        match=rf"fit: epochs={epochs} \(\d step\(s\) each, from step 0\) would count past step 2\*\*31 - 1",
+    ):
+        fnnet.fit(
+            MODEL,
+            LOSS,
+            OPT,
+            args["params"],
+            args["x"],
+            args["y"],
+            epochs,
+            batch_size=batch_size,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("where", ["x", "y", "x_val"])
+def test_float64_data_beyond_float32_is_refused_where_jax_holds_it_as_float32(where):
+    """Without x64, JAX holds float64 data as float32: a finite 1e39 would turn infinite on
+    the device (and be blamed on the learning rate, or make the validation loss inf)."""
+    x, y = fnnet.data.disk(jax.random.key(1), 12)
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    x_val = x.copy()
+    {"x": x, "y": y, "x_val": x_val}[where][0, 0] = 1e39
+    says = rf"fit: {where} holds 1 value\(s\) beyond float32's range, in which JAX holds float64 data"
+    with jax.enable_x64(False), pytest.raises(ValueError, match=says):
+        fnnet.fit(MODEL, LOSS, OPT, params, x, y, 1, validation=(x_val, y), progress=False)
+    fnnet._setup.check_data("fit", "x", "y", x, y)  # with x64 on, held as float64: in range
+    fnnet._setup.check_data("fit", "x_val", "y_val", x_val, y)

@@ -307,3 +307,33 @@ def test_a_failed_fit_leaves_the_estimator_unfitted():
         five.fit(X, y)
     with pytest.raises(NotFittedError):
         five.predict(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_failed_fit_leaves_the_estimator_as_it_was():
+    """A fitted estimator whose next fit raises still predicts as before; scikit-learn's
+    own attributes (a metadata request) survive a failed first fit."""
+    X, y = load_iris(return_X_y=True)
+    for estimator in (
+        MLPClassifier(max_iter=5, random_state=0),
+        NeuralNetClassifier(fnnet.Sequential(fnnet.Linear(4, 3)), epochs=2),
+    ):
+        before = estimator.fit(X, y).predict_proba(X)
+        with pytest.raises(ValueError):
+            estimator.fit(X[:0], y[:0])
+        np.testing.assert_array_equal(estimator.predict_proba(X), before)
+    import sklearn
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        requested = MLPClassifier(max_iter=5).set_fit_request(sample_weight=True)
+        with pytest.raises(ValueError, match="Negative values"):
+            requested.fit(X, y, sample_weight=-np.ones(len(y)))
+        assert requested.get_metadata_routing().fit.requests["sample_weight"] is True
+    with pytest.raises(NotFittedError):
+        requested.predict(X)
+
+
+def test_lbfgs_takes_iteration_limits_past_int32():
+    X, y = load_iris(return_X_y=True)
+    fitted = MLPClassifier(solver="lbfgs", max_iter=2**31, max_fun=2**40, random_state=0).fit(X[:40], y[:40])
+    assert 1 <= fitted.n_iter_ < 2**31

@@ -53,7 +53,7 @@ def assert_same_results(ours, theirs):
             np.testing.assert_array_equal(ours.cv_results_[key], value, err_msg=key)
     for name in ("best_index_", "best_params_", "best_score_", "n_splits_", "multimetric_"):
         if hasattr(theirs, name):
-            assert getattr(ours, name) == pytest.approx(getattr(theirs, name)), name
+            assert getattr(ours, name) == pytest.approx(getattr(theirs, name), nan_ok=True), name
         else:
             assert not hasattr(ours, name), name
 
@@ -161,3 +161,31 @@ def test_a_failed_fit_scores_error_score_or_raises():
     assert ours.cv_results_["split0_test_score"][1] == -7.0 and ours.best_index_ == 0
     with pytest.raises(InvalidParameterError, match="learning_rate_init"):
         GridSearchCV(small(), grid, cv=2, error_score="raise").fit(X, Y)
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
+def test_fits_that_fnnet_fit_refuses_fail_in_the_search_as_alone():
+    """A fold whose fit alone raises before training (BatchNorm given a last batch of one
+    sample; Poisson targets below 0) fails in the search too, scored by error_score as
+    scikit-learn's own search scores it, not trained with the others."""
+    rng = np.random.RandomState(0)
+    x = rng.randn(50, 3)
+    y = x[:, 0] * x[:, 1]
+    estimator = small(MLPRegressor, hidden_layer_sizes=(5,), batch_size=8, batch_norm=True)
+    cv = sk.KFold(3, shuffle=True, random_state=0)  # training folds of 33, 33 and 34 samples
+    with pytest.warns(FitFailedWarning, match="2 fits failed out of a total of 3"):
+        ours = GridSearchCV(estimator, {"alpha": [1e-4]}, cv=cv).fit(x, y)
+    with pytest.warns(FitFailedWarning, match="2 fits failed out of a total of 3"):
+        theirs = sk.GridSearchCV(estimator, {"alpha": [1e-4]}, cv=cv).fit(x, y)
+    assert_same_results(ours, theirs)
+    poisson = small(MLPRegressor, loss="poisson")
+    with pytest.raises(ValueError, match="All the 6 fits failed"):
+        GridSearchCV(poisson, {"alpha": [1e-4, 1e-3]}, cv=cv).fit(x, y)
+
+
+def test_scikit_learns_search_reports_a_failed_fit_by_its_own_error():
+    """A failed fit leaves the estimator as it was, scikit-learn's own attributes on it too:
+    its search (error_score='raise') then raises the fit's error itself."""
+    grid = {"hidden_layer_sizes": [(3,), (0,)]}
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes must be > 0, got \[0\]"):
+        sk.GridSearchCV(small(), grid, cv=2, error_score="raise").fit(X, Y)

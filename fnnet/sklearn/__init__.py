@@ -28,11 +28,21 @@ Where the MLPs differ from scikit-learn's (1.9):
   the stopping rule's count or `invscaling`'s sample count.
 - `early_stopping`: the validation split is stratified for every classifier of one label
   per sample (scikit-learn: binary only) and scored without sample weights.
-- Sparse X is refused (scikit-learn accepts it).
+- `sample_weight`: a sample of weight 0 takes no place in the minibatches (scikit-learn
+  keeps it in its batch, weighing nothing), and the loss recorded per epoch is the
+  weighted mean over all samples (scikit-learn: each batch's weighted mean times its
+  length, over n), so with uneven weights `loss_curve_` and the `tol` rule see other
+  values; the updates of the same batches are the same. Negative weights are refused.
+- Refused where scikit-learn fits: sparse X; `loss="poisson"` with y < 0; `warm_start`
+  after `hidden_layer_sizes` changed (scikit-learn keeps the old layers); `early_stopping`
+  when a class has one sample (the split is stratified).
+- lbfgs counts as SciPy does not: `n_iter_` may differ by one or a few at `max_fun` or
+  `tol=0` (the same minimum).
+- A fit that raises (or is interrupted) leaves the estimator as it was before it.
 - The searches batch a bare MLP estimator; a Pipeline holding one (and lbfgs, `adaptive`,
   `early_stopping`, `shuffle=False`, other estimators) is fitted one fit at a time by
   scikit-learn's own path, with the same results. `n_jobs=None` runs the batched fits on
-  every core (scikit-learn: one).
+  every core (scikit-learn: one); with `verbose`, the batched fits print no per-fit line.
 """
 
 from fnnet.sklearn._mlp import MLPClassifier, MLPRegressor

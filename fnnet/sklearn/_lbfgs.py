@@ -88,6 +88,9 @@ def _line_search(fun, x, f, g, d, step, budget):
     return found | moved, best[0], best[1], best[2], evals
 
 
+_INT32_MAX = 2**31 - 1
+
+
 def minimize(fun, x0, *, max_iter, max_fun, gtol, ftol=_FTOL, history: int = 10) -> Result:
     """Minimize `fun(x) -> (value, gradient)` from the flat vector `x0` by L-BFGS.
 
@@ -202,8 +205,8 @@ def fit_lbfgs(model, loss, params, x, y, weights, *, l2, max_iter, max_fun, gtol
         y,
         weights,
         jnp.asarray(l2, dtype),
-        jnp.int32(max_iter),
-        jnp.int32(max_fun),
+        jnp.int32(min(max_iter, _INT32_MAX)),  # the counts are int32: 2**31 - 1 is "unbounded"
+        jnp.int32(min(max_fun, _INT32_MAX)),
         jnp.asarray(gtol, dtype),
     )
 

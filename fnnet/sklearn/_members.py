@@ -31,12 +31,13 @@ from jax import lax
 
 from fnnet._buckets import run_size
 from fnnet._precision import at_least_float32
+from fnnet._setup import check_one_sample_steps, check_sample_weight, check_targets_of, traced_apply
 from fnnet.fitting import _CHUNK
 from fnnet.stopping import EarlyStopping, Watch
 from fnnet._loop import Watching, _run
 from fnnet.sklearn._training import Plan, Trained
 
-__all__ = ["batchable", "group_key", "Program"]
+__all__ = ["batchable", "check", "group_key", "Program"]
 
 _NEVER = np.iinfo(np.int32).max  # the patience of a member without a stopping rule
 _STOPPING = EarlyStopping("loss", "min", restore_best=False)  # scikit-learn's rule, its numbers data
@@ -47,6 +48,21 @@ def batchable(plan: Plan) -> bool:
     stopping = plan.stopping
     fresh = plan.opt_state is None and plan.validation is None and not plan.adaptive and plan.shuffle
     return fresh and (stopping is None or (stopping.monitor, stopping.mode) == ("loss", "min"))
+
+
+def check(plan: Plan) -> None:
+    """Raise what `fnnet.fit` raises for `plan` before it trains and the estimator's own
+    preparation does not: targets outside the loss's domain (Poisson's y < 0), sample
+    weights it refuses, a step of one sample for a layer that needs two (BatchNorm). A
+    member that fails here is left to its own fit, so the search reports the same error."""
+    n = plan.x.shape[0]
+    out = traced_apply.eval_shape(
+        plan.model, plan.params, jax.ShapeDtypeStruct((1,) + plan.x.shape[1:], plan.x.dtype)
+    )
+    check_targets_of("fit", plan.loss, "y", plan.y, out.shape[-1])
+    weights = check_sample_weight("fit", plan.sample_weight, n)
+    counted = n if weights is None else int(np.count_nonzero(weights))
+    check_one_sample_steps("fit", plan.model, plan.params, plan.x, plan.batch_size, plan.key, None, counted)
 
 
 def _shapes(tree) -> tuple:

@@ -21,7 +21,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from fnnet._buckets import padded_samples, run_size
 from fnnet.sklearn import _lbfgs, _network
 from fnnet.sklearn._objectives import sklearn_adam, sklearn_sgd
-from fnnet.sklearn._training import Plan, Trained, train_epochs
+from fnnet.sklearn._training import Plan, Trained, train_epochs, unchanged_on_failure
 from fnnet.stopping import EarlyStopping
 
 DTYPE = np.float32  # fnnet trains in float32; predictions are computed in float64
@@ -78,8 +78,7 @@ class BaseMLP(BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        try:
+        with unchanged_on_failure(self):
             X, Y, sample_weight, random_state = self._prepare(X, y, sample_weight, incremental)
             if self.solver == "lbfgs":
                 self._fit_lbfgs(X, Y, sample_weight)
@@ -87,16 +86,6 @@ class BaseMLP(BaseEstimator):
                 plan = self._plan(X, Y, sample_weight, random_state, incremental)
                 self._finish(plan, train_epochs(plan), incremental)
             return self._checked_weights()
-        except BaseException:
-            if first_pass:  # a failed first fit leaves the estimator unfitted, not half-made
-                self._forget()
-            raise
-
-    def _forget(self):
-        """Remove what fitting set: every attribute that is not a constructor parameter."""
-        parameters = set(self.get_params(deep=False))
-        for name in [k for k in vars(self) if k not in parameters]:
-            delattr(self, name)
 
     def _prepare(self, X, y, sample_weight, incremental):
         """What fit does before training: the checks, the validated `(X, Y, sample_weight)`

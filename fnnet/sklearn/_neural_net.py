@@ -18,6 +18,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 import fnnet
 from fnnet._checks import describe
 from fnnet._setup import traced_apply
+from fnnet.sklearn._training import unchanged_on_failure
 from fnnet.layers import Layer
 from fnnet.losses import Loss, LossBCE, LossBCEWithLogits, LossCrossEntropy, LossMSE
 from fnnet.optim import Optimizer
@@ -83,15 +84,6 @@ class _BaseNeuralNet(BaseEstimator):
         return X.reshape((X.shape[0],) + shape).astype(dtype)
 
     def _train(self, X, y, sample_weight, n_outputs):
-        try:
-            return self._trained(X, y, sample_weight, n_outputs)
-        except BaseException:  # a failed fit leaves the estimator unfitted, not half-made
-            parameters = set(self.get_params(deep=False))
-            for name in [k for k in vars(self) if k not in parameters]:
-                delattr(self, name)
-            raise
-
-    def _trained(self, X, y, sample_weight, n_outputs):
         random_state = check_random_state(self.random_state)
         if isinstance(self.model, Layer):
             self.model_ = self.model
@@ -175,21 +167,22 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, sample_weight=None):
         """Train on `X` `(n_samples, ...)` and labels `y` `(n_samples,)`; returns self."""
-        X, y = validate_data(self, X, y, allow_nd=True, dtype=(np.float64, np.float32))
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"NeuralNetClassifier: y must hold at least 2 classes, got 1 class: {encoder.classes_}"
-            )
-        if self._one_output() and len(encoder.classes_) != 2:
-            raise ValueError(
-                f"NeuralNetClassifier: {describe(self._loss())} classifies 2 classes, y holds {len(encoder.classes_)}"
-            )
-        self.classes_ = encoder.classes_
-        labels = encoder.transform(y).astype(np.int32)
-        target = labels[:, None].astype(np.float32) if self._one_output() else labels
-        return self._train(X, target, sample_weight, 1 if self._one_output() else len(self.classes_))
+        with unchanged_on_failure(self):  # a failed fit leaves the estimator as it was
+            X, y = validate_data(self, X, y, allow_nd=True, dtype=(np.float64, np.float32))
+            check_classification_targets(y)
+            encoder = LabelEncoder().fit(y)
+            if len(encoder.classes_) < 2:
+                raise ValueError(
+                    f"NeuralNetClassifier: y must hold at least 2 classes, got 1 class: {encoder.classes_}"
+                )
+            if self._one_output() and len(encoder.classes_) != 2:
+                raise ValueError(
+                    f"NeuralNetClassifier: {describe(self._loss())} classifies 2 classes, y holds {len(encoder.classes_)}"
+                )
+            self.classes_ = encoder.classes_
+            labels = encoder.transform(y).astype(np.int32)
+            target = labels[:, None].astype(np.float32) if self._one_output() else labels
+            return self._train(X, target, sample_weight, 1 if self._one_output() else len(self.classes_))
 
     def predict_proba(self, X):
         """Each class's probability, `(n_samples, n_classes)` in the order of `classes_`."""
@@ -228,14 +221,15 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
     def fit(self, X, y, sample_weight=None):
         """Train on `X` `(n_samples, ...)` and targets `y` `(n_samples,)` or `(n_samples, k)`;
         returns self."""
-        X, y = validate_data(
-            self, X, y, allow_nd=True, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
-        )
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        self._one_target = y.ndim == 1
-        target = (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float32)
-        return self._train(X, target, sample_weight, target.shape[1])
+        with unchanged_on_failure(self):  # a failed fit leaves the estimator as it was
+            X, y = validate_data(
+                self, X, y, allow_nd=True, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32)
+            )
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = column_or_1d(y, warn=True)
+            self._one_target = y.ndim == 1
+            target = (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float32)
+            return self._train(X, target, sample_weight, target.shape[1])
 
     def predict(self, X):
         """The predicted values, `(n_samples,)` (or `(n_samples, k)`)."""

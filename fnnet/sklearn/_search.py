@@ -50,6 +50,8 @@ def _prepared(base, X, y, pairs, fit_params):
         X_train, y_train = _safe_split(estimator, X, y, train)
         try:
             plan = estimator._search_plan(X_train, y_train, weights)
+            if plan is not None:
+                _members.check(plan)  # what fnnet.fit would raise before training
         except Exception:  # its own fit raises it again, as scikit-learn reports it
             continue
         if plan is not None and _members.batchable(plan):

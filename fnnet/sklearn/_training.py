@@ -10,6 +10,8 @@ inside the compiled loop. Its `adaptive` rate divides the rate by 5 where it wou
 last one stopped, with the rate (data in the optimizer state) divided by 5.
 """
 
+import contextlib
+import copy
 from typing import Any, NamedTuple, Optional
 
 import jax.numpy as jnp
@@ -18,9 +20,23 @@ import numpy as np
 import fnnet
 from fnnet.fitting import TrainingDiverged
 
-__all__ = ["Plan", "Trained", "train_epochs"]
+__all__ = ["Plan", "Trained", "train_epochs", "unchanged_on_failure"]
 
 _SMALLEST_ADAPTIVE_LR = 1e-6  # scikit-learn stops instead of dividing a rate this small
+
+
+@contextlib.contextmanager
+def unchanged_on_failure(estimator):
+    """A fit that raises (or is interrupted) leaves `estimator` as it was before it: the
+    attributes it had (scikit-learn's own, such as its metadata requests, included), each
+    with its value (a list appended to in place, restored), not half-made."""
+    before = {name: copy.copy(value) for name, value in vars(estimator).items()}
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(before)
+        raise
 
 
 class Plan(NamedTuple):
