@@ -4,6 +4,7 @@
     python scripts/bench.py --quick    # a smoke run: few epochs, times include compilation
     python scripts/bench.py --profile  # XLA's per-operation times of fnnet's W1 epoch
     python scripts/bench.py --only fixed  # imports and compilation, in fresh processes
+    python scripts/bench.py --only disk  # disk.py's programs' compilation against plain JAX's
     python scripts/bench.py --only search  # a grid search against scikit-learn's, fresh processes
     python scripts/bench.py --only sklearn  # fnnet.sklearn's MLPClassifier against scikit-learn's
 
@@ -38,6 +39,7 @@ if __name__ == "__main__":
     host_devices.one_per_core(*(["--xla_cpu_enable_xprof_traceme=true"] if "--profile" in sys.argv else []))
 
 import jax
+from benchmarks.disk_compile import bench_disk_compile
 from benchmarks.fixed import bench_fixed
 from benchmarks.floor import bench_floor
 from benchmarks.peers import installed
@@ -47,7 +49,20 @@ from benchmarks.search import bench_search
 from benchmarks.sklearn_fit import bench_sklearn
 from benchmarks.workloads import bench_bn, bench_digits, bench_w1
 
-TABLES = ("W1", "W4", "W5", "BN", "sweeps", "scaling", "memory", "floor", "fixed", "search", "sklearn")
+TABLES = (
+    "W1",
+    "W4",
+    "W5",
+    "BN",
+    "sweeps",
+    "scaling",
+    "memory",
+    "floor",
+    "fixed",
+    "disk",
+    "search",
+    "sklearn",
+)
 TARGETS = (
     "W1: fnnet <= 0.5x batch-major jax.grad, no slower than feature-major jax.grad, "
     ">= 5x faster than PyTorch eager. W4: fnnet <= 0.7x plain jax.grad (nested scans), "
@@ -173,6 +188,8 @@ def main(argv=None):
         texts.append(bench_compile_memory(3_000 if args.quick else 10_000))
     if "fixed" in args.only:
         texts.append(bench_fixed(args.quick, 1 if args.quick else args.fresh_rounds))
+    if "disk" in args.only:
+        texts.append(bench_disk_compile(1 if args.quick else args.rounds))
     if "search" in args.only:
         if "sklearn" in peers:
             texts.append(bench_search(1 if args.quick else args.fresh_rounds))

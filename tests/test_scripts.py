@@ -156,3 +156,27 @@ def test_disk_regularized_model_trains_with_batchnorm_and_dropout_and_infers_det
     out = model.apply(params, x)  # inference: running statistics, no dropout
     np.testing.assert_array_equal(out, model.apply(params, x))
     np.testing.assert_allclose(model.apply(params, x[:1]), out[:1], rtol=1e-5)
+
+
+def test_the_disk_compile_baseline_trains_as_disk_py():
+    """The plain jax.grad program the disk table compiles beside disk.py's does the same work:
+    from the same params and data, the same losses, accuracies and params, up to rounding."""
+    from benchmarks import disk_compile
+
+    sets = [np.asarray(a) for a in disk.data(2, n=100)]
+    keys = jax.random.split(jax.random.key(1234), 2)
+    x, y = np.stack([sets[0], sets[2]], 1), np.stack([sets[1], sets[3]], 1)
+    for name in disk.DEFAULT_MODELS:
+        params, opt_states = disk.starts(name, keys, 2)
+        ours = fnnet.vmapped(disk.member_run(name, 20), True, 1)(params, opt_states, x, y, keys)
+        linear = [(p["w"], p["b"]) for p in params if isinstance(p, dict) and "w" in p]
+        plain = disk_compile.plain_program(name, 20)(linear, np.zeros(2, np.int32), x, y)
+        (train_loss, train_acc), (test_loss, test_acc) = plain[2], plain[3]
+        np.testing.assert_allclose(ours[2]["train_loss"], train_loss, rtol=1e-5)
+        np.testing.assert_allclose(ours[2]["test_loss"], test_loss, rtol=1e-5)
+        np.testing.assert_array_equal(ours[2]["train_acc"], train_acc)
+        np.testing.assert_array_equal(ours[2]["test_acc"], test_acc)
+        ours_linear = [p for p in ours[0] if isinstance(p, dict) and "w" in p]
+        for p, (w, b) in zip(ours_linear, plain[0]):
+            np.testing.assert_allclose(p["w"], w, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(p["b"], b, rtol=1e-4, atol=1e-6)

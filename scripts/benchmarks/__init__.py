@@ -6,6 +6,8 @@
   time and memory;
 - fixed: the fixed costs (imports, first and second calls' compilation), each cell
   in a fresh process that runs fresh;
+- disk_compile: the programs of `scripts/disk.py` against the plain jax.grad
+  programs of the same work, compile and run;
 - search: a grid search with cross-validation and a refit, fnnet's (the compilation
   cache cold and warm) against scikit-learn's GridSearchCV, each a fresh process that
   runs `search_fresh`;
