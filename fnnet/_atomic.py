@@ -51,14 +51,16 @@ def _remove_stale_temporaries(folder: str, base: str) -> None:
 
 def check_writable(path, owner: str) -> None:
     """Raise the OSError a write of `path` would meet (a missing or read-only folder, `path`
-    a folder), naming `path`, by creating and removing a temporary file beside it."""
+    a folder or naming none), naming `path`, by creating and removing a temporary file
+    beside it."""
     path = os.fspath(path)
     folder, base = os.path.split(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, f"{owner}: checkpoint {path!r} is a folder")
+    if os.path.isdir(path) or not path or path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise IsADirectoryError(errno.EISDIR, f"{owner}: checkpoint {path!r} is a folder, not a file's path")
     if not os.path.isdir(folder):
+        why = "is a file" if os.path.exists(folder) else "does not exist"
         raise FileNotFoundError(
-            errno.ENOENT, f"{owner}: cannot write checkpoint {path!r}: its folder {folder!r} does not exist"
+            errno.ENOENT, f"{owner}: cannot write checkpoint {path!r}: its folder {folder!r} {why}"
         )
     try:
         handle, temporary = _temporary(folder, base)
@@ -68,8 +70,10 @@ def check_writable(path, owner: str) -> None:
         raise named_error(error, path, owner) from error
 
 
-def write_atomically(path: str, write, owner: str) -> None:
-    """`write(file)` into a temporary file beside `path`, then rename it over `path`."""
+def write_atomically(path: str, write, owner: str, exclusive: bool = False) -> None:
+    """`write(file)` into a temporary file beside `path`, then rename it over `path`; with
+    `exclusive`, link it there instead, refusing (FileExistsError) a file that appeared at
+    `path` meanwhile: a run's first save never replaces another run's checkpoint."""
     folder, base = os.path.split(os.path.abspath(path))
     _remove_stale_temporaries(folder, base)
     try:
@@ -84,7 +88,10 @@ def write_atomically(path: str, write, owner: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it 0600; give the usual mode
-        os.replace(temporary, path)
+        if exclusive:
+            _link(temporary, path)
+        else:
+            os.replace(temporary, path)
     except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -92,6 +99,23 @@ def write_atomically(path: str, write, owner: str) -> None:
             raise named_error(error, path, owner) from error
         raise
     _sync_folder(folder)
+
+
+def _link(temporary: str, path: str) -> None:
+    """Put `temporary` at `path` unless a file is there (a hard link fails atomically if
+    one is; where links are refused, a check then a rename), and remove `temporary`."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, "a file appeared there since this run started (another run's?); it is left as it is"
+        ) from None
+    except OSError:  # a file system without hard links
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "a file appeared there since this run started") from None
+        os.replace(temporary, path)
+        return
+    os.remove(temporary)
 
 
 def _sync_folder(folder: str) -> None:

@@ -69,12 +69,14 @@ def prepare_run(
     mesh,
     validation=None,
     sample_weight=None,
+    stops_early: bool = False,
 ) -> Setup:
     """Check a run's arguments, in the order a reader would, and prepare it (see `Setup`).
 
     `opt_state` None is `opt.init(params)`; `key` None is `jax.random.key(0)`;
     `validation` None or `(x_val, y_val)`, checked like `(x, y)`; `sample_weight` None
-    or `(n,)` weights >= 0 (`check_sample_weight`).
+    or `(n,)` weights >= 0 (`check_sample_weight`). `stops_early`: the run has an early
+    stopping rule (its epochs a bound, not past the int32 step count in practice).
     """
     check_kinds(owner, model, loss, opt)
     epochs = check_count(f"{owner}: epochs", epochs)
@@ -104,7 +106,8 @@ def prepare_run(
         raise TypeError(
             f"{owner}: opt_state must be an OptState, from opt.init(params), got {describe(opt_state)}"
         )
-    check_step_range(owner, epochs, steps_per_epoch, opt_state.count)
+    if not stops_early:  # an early stopping rule ends a run of "as many epochs as it takes"
+        check_step_range(owner, epochs, steps_per_epoch, opt_state.count)
     check_schedule(opt, epochs * steps_per_epoch, opt_state.count)  # the steps this run will take
     try:
         _traced_step.eval_shape(opt.step, params, params, opt_state)  # a foreign state fails
@@ -222,14 +225,15 @@ _INT32_MAX = 2**31 - 1  # the step count and the epochs are int32 on the device
 
 def check_step_range(owner, epochs: int, steps_per_epoch: int, count) -> None:
     """Raise ValueError unless the run's epochs and its last step count (from the state's
-    `count`, where concrete) fit the device's int32 counters."""
+    `count`, where concrete) fit the device's int32 counters: a run without early
+    stopping that would count past them."""
     start = 0 if isinstance(count, jax.core.Tracer) else int(count)
     last = start + epochs * steps_per_epoch
     if epochs > _INT32_MAX or last > _INT32_MAX:
         raise ValueError(
             f"{owner}: epochs={epochs} ({steps_per_epoch} step(s) each, from step {start}) would "
             f"count past step 2**31 - 1, the largest int32 the run counts its steps and epochs in; "
-            f"train fewer epochs (early stopping ends a run before its epochs when asked)"
+            f"train fewer epochs, or stop the run early (early_stopping=)"
         )
 
 

@@ -19,6 +19,7 @@ still count every setting.
 """
 
 import dataclasses
+import functools
 import numbers
 
 import jax
@@ -176,8 +177,9 @@ def setattr_frozen(value, **settings) -> None:
 def settings(value) -> str:
     """`value` as text, the same in every process for equal settings: a dataclass as its
     type and compared fields, a function as its module and qualified name (its code is
-    not read), a number as a Python float (`0`, `0.0` and `np.float64(0)` alike, as they
-    compare). Runs record their model, loss and optimizer so."""
+    not read), a `functools.partial` as its function and arguments, an object that calls
+    as its class and attributes, a number as a Python float (`0`, `0.0` and
+    `np.float64(0)` alike, as they compare). Runs record their model, loss and optimizer so."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = ", ".join(
             f"{f.name}={settings(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.compare
@@ -193,9 +195,13 @@ def settings(value) -> str:
         return repr(value)
     if isinstance(value, (numbers.Real, np.number)) or _is_number_array(value):
         return repr(float(value))
+    if isinstance(value, functools.partial):  # its function and the arguments it holds
+        return f"partial({settings(value.func)}, {settings(value.args)}, {settings(value.keywords)})"
     name = getattr(value, "__qualname__", None)
     if callable(value) and isinstance(name, str):
         return f"{getattr(value, '__module__', None)}.{name}"
+    if callable(value) and isinstance(getattr(value, "__dict__", None), dict):  # an object that calls
+        return f"{type(value).__module__}.{type(value).__qualname__}({settings(vars(value))})"
     return type(value).__qualname__
 
 

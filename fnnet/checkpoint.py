@@ -105,9 +105,12 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
     save_run(path, params, opt_state, metadata)
 
 
-def save_run(path, params, opt_state=None, metadata: Optional[dict] = None, best_params=None) -> None:
+def save_run(
+    path, params, opt_state=None, metadata: Optional[dict] = None, best_params=None, exclusive=False
+) -> None:
     """`save`, and for `fit`'s early stopping the best params so far (entries prefixed
-    `best_params`, read by `load_best`; `load` leaves them out)."""
+    `best_params`, read by `load_best`; `load` leaves them out); `exclusive`: refuse to
+    replace a file at `path` (a run's first save, `_atomic.write_atomically`)."""
     path = os.fspath(path)
     dtypes: dict = {}
     arrays = _flatten("params", params, dtypes)
@@ -125,10 +128,10 @@ def save_run(path, params, opt_state=None, metadata: Optional[dict] = None, best
                 "dtypes": dtypes,
             }
         )
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:
         raise TypeError(f"save: metadata must be JSON-serializable: {error}") from None
     arrays[_HEADER] = np.array(header)
-    write_atomically(path, lambda file: np.savez(file, **arrays), "save")
+    write_atomically(path, lambda file: np.savez(file, **arrays), "save", exclusive)
 
 
 # Reading -------------------------------------------------------------------------------------
@@ -147,8 +150,8 @@ def _read_header(archive: Archive) -> dict:
         raise unreadable(path, f"entry {_HEADER!r} is {dtype}{list(shape)}, not a string")
     try:
         header = json.loads(str(archive.data(_HEADER)))
-    except (ValueError, TypeError) as error:
-        raise _corrupt_header(path, str(error)) from None
+    except (ValueError, TypeError, RecursionError) as error:
+        raise _corrupt_header(path, str(error) or type(error).__name__) from None
     if not isinstance(header, dict):
         raise _corrupt_header(path, f"{header!r} is not a JSON object")
     if header.get("format") not in _READABLE_FORMATS:
@@ -193,12 +196,35 @@ def _unflatten(archive: Archive, prefix: str, like, dtypes: dict) -> Any:
         dtype = _stored_dtype(path, name, stored, dtypes.get(name))
         expected_shape, expected_dtype = _like_leaf(leaf)
         if shape != expected_shape or dtype != expected_dtype:
+            hint = ""
+            if "['running']" in name and dtype.itemsize < expected_dtype.itemsize == 4:
+                hint = (
+                    f" (BatchNorm keeps its running statistics in at least float32: a checkpoint of "
+                    f"{dtype} ones loads with a template whose 'running' leaves are {dtype}; cast them after)"
+                )
             raise ValueError(
                 f"load: {path!r} entry {name!r} is {dtype}{list(shape)}, "
-                f"expected {expected_dtype}{list(expected_shape)}"
+                f"expected {expected_dtype}{list(expected_shape)}{hint}"
             )
-        restored.append(jax.device_put(archive.data(name).view(dtype)))  # jnp.asarray compiles per shape
+        data = archive.data(name).view(dtype)
+        if jax.dtypes.canonicalize_dtype(dtype) != dtype:  # 64 bits without x64: JAX would cut them
+            restored.append(data)  # NumPy, in the template's dtype
+        else:
+            restored.append(jax.device_put(data))  # jnp.asarray compiles per shape
     return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+def _extra_entries(archive: Archive, prefixes: dict) -> list:
+    """The entries under `prefixes` (prefix -> the template it is read with) that the
+    templates have no leaf for."""
+    expected = {
+        prefix + jax.tree_util.keystr(p)
+        for prefix, like in prefixes.items()
+        for p, _ in jax.tree_util.tree_flatten_with_path(like)[0]
+    }
+    return sorted(
+        name for name in archive.entries if name.startswith(tuple(prefixes)) and name not in expected
+    )
 
 
 def load(path, params, opt_state=None):
@@ -217,7 +243,8 @@ def load(path, params, opt_state=None):
 
     Returns:
       `(params, opt_state, metadata)`, with the templates' dtypes (bfloat16
-      included); `opt_state` None when none was asked for.
+      included; a 64-bit leaf without jax_enable_x64, which JAX would hold in 32
+      bits, as a NumPy array); `opt_state` None when none was asked for.
 
     Raises:
       FileNotFoundError: no file at `path`.
@@ -250,7 +277,14 @@ def load_best(path, params):
                 f"load_best: {archive.path!r} holds no best params (a run without early stopping's "
                 f"restore_best): use load"
             )
-        return _unflatten(archive, "best_params", params, header.get("dtypes", {}))
+        best = _unflatten(archive, "best_params", params, header.get("dtypes", {}))
+        extra = _extra_entries(archive, {"best_params": params})
+        if extra:
+            raise ValueError(
+                f"load_best: {archive.path!r} has entries {extra[:5]} that the template does not: "
+                f"it was saved from another model"
+            )
+        return best
 
 
 def read_metadata(path):

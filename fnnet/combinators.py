@@ -2,7 +2,6 @@
 (x + layer(x)), and `summary` of a model."""
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -62,51 +61,38 @@ def _checked_init(layer, key, shape):
 
 
 def _checked_apply(layer, params, x, **mode):
-    """`layer.apply`'s output, refused unless it is one array (a pair would pass on as data)
-    and, for a user's own layer, of the shape its `init` declares for x's (else the next
-    layer would be blamed, in its shapes)."""
+    """`layer.apply`'s output, refused unless it is one array (a pair would pass on as data)."""
     y = layer.apply(params, x, **mode)
     if not (hasattr(y, "shape") and hasattr(y, "dtype")):
         raise TypeError(f"{layer.name}: apply must return an array, got {describe(y)}")
-    if _own(layer):
-        declared = _declared_shape(layer, tuple(jnp.shape(x)))
-        if declared is not None and tuple(y.shape) != declared:
-            raise ValueError(
-                f"{layer.name}: apply returned an output of shape {tuple(y.shape)} for x of shape "
-                f"{tuple(jnp.shape(x))}, where its init gives the output shape {declared}"
-            )
     return y
 
 
-def _own(layer) -> bool:
-    """A user's layer: `Layer(init, apply, vjp)`, or a class of theirs."""
-    return isinstance(layer, FunctionLayer) or not type(layer).__module__.startswith("fnnet.")
-
-
-def _declared_shape(layer, shape):
-    """The output shape `layer.init` gives for input `shape` (traced, not run; kept per
-    init function, or layer, and shape), or None where init does not take that shape."""
-    owner = layer.init if isinstance(layer, FunctionLayer) else layer
-    try:
-        return _declared_shapes(owner, layer, shape)
-    except TypeError:  # a layer class of the user's that cannot be hashed
-        return _declared_shapes.__wrapped__(owner, layer, shape)
-
-
-@functools.lru_cache(maxsize=256)
-def _declared_shapes(owner, layer, shape):
+def _blame_the_layer_before(position, layer, x, y, error) -> None:
+    """Where a layer refused its input `y`, the output of a user's own `layer` on `x` (at
+    `position`): raise the error that names that layer if `y` is not the shape its `init`
+    gives for x's (the next layer's error would blame the next layer, in its shapes).
+    On the error path only: `init` traced (not run) then, never in a working model."""
+    if not (isinstance(layer, FunctionLayer) or not type(layer).__module__.startswith("fnnet.")):
+        return
     found = []
 
     def init(key):
-        output_shape, params = layer.init(key, shape)
-        found.append(tuple(output_shape))
+        output_shape, params = layer.init(key, tuple(jnp.shape(x)))
+        found.append(output_shape)
         return params
 
     try:
         jax.eval_shape(init, jax.random.key(0))
-    except Exception:  # not a shape its init takes: the apply's own errors say the rest
-        return None
-    return found[0] if found and all(is_int(d) for d in found[0]) else None
+        declared = tuple(int(d) for d in found[0])
+    except Exception:  # not a shape its init takes, or not a shape: the error as it came
+        return
+    if len(declared) == jnp.ndim(y) and min(declared, default=0) >= 0 and declared != tuple(jnp.shape(y)):
+        raise ValueError(
+            f"serial layer {position}: {layer.name}: apply returned an output of shape "
+            f"{tuple(jnp.shape(y))} for x of shape {tuple(jnp.shape(x))}, where its init gives the "
+            f"output shape {declared}"
+        ) from error
 
 
 def _checked_vjp(layer, params, x, dy, **mode):
@@ -188,7 +174,12 @@ class Sequential(Layer):
         for i, layer in enumerate(self.layers[:upto]):
             inputs.append(x)
             mode = dict(train=train, key=keys[i], **masked(layer, mask))
-            x = _naming_layer(i, _checked_apply, layer, params[i], x, **mode)
+            try:
+                x = _naming_layer(i, _checked_apply, layer, params[i], x, **mode)
+            except (TypeError, ValueError) as error:
+                if i:
+                    _blame_the_layer_before(i - 1, self.layers[i - 1], inputs[i - 1], x, error)
+                raise
         return inputs, keys, x
 
     def apply(self, params, x, *, train=False, key=None, mask=None):

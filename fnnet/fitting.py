@@ -253,6 +253,7 @@ def fit(
         mesh,
         validation,
         sample_weight,
+        stops_early=early_stopping is not None,
     )
     epochs, key, size, opt_state = setup.epochs, setup.key, setup.batch_size, setup.opt_state
     steps_per_epoch = setup.steps_per_epoch
@@ -332,8 +333,11 @@ def fit(
             centers,
         )
 
+    claimed = [resume or overwrite]  # a new run's first save refuses a file that appeared meanwhile
+
     def saved():
-        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch)
+        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch, not claimed[0])
+        claimed[0] = True
 
     bar = _Progress(epochs, done) if progress else None
     updates = 1 if bar is None else _PROGRESS_UPDATES
@@ -419,7 +423,7 @@ def _chunks(done, epochs, checkpoint_every, checkpointing, updates=_PROGRESS_UPD
         yield count, save
 
 
-def _save(path, params, opt_state, epochs, history, validate, spec, watch):
+def _save(path, params, opt_state, epochs, history, validate, spec, watch, exclusive=False):
     losses = history["loss"]
     try:
         on_writer(  # with several processes, process 0 alone writes; the others wait
@@ -437,6 +441,7 @@ def _save(path, params, opt_state, epochs, history, validate, spec, watch):
                 "run": spec,
             },
             best_params=None if watch is None else watch.best_params,
+            exclusive=exclusive,
         )
     except OSError as error:
         raise CheckpointError(

@@ -262,7 +262,7 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
                 f"{owner}: {name} must be {rule.expected} in the params' dtype "
                 f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there"
             )
-        if number not in (0.0, 1.0) and float(cast) in (0.0, 1.0):  # a decay of 1: none at all
+        if rule.ok is _decay_factor and number != 1.0 and float(cast) == 1.0:  # a decay of 1: none
             raise ValueError(
                 f"{owner}: {name}={value!r} rounds to {float(cast)} in the params' dtype "
                 f"{np.dtype(dtype).name}, as if there were no {name}; give a value that keeps its "
@@ -565,23 +565,32 @@ def _clipped(grads, moves, clip_norm):
     the others as they are.
 
     In at least float32, and in units of 2**e, the grads' largest magnitude's power of
-    two: with r the norm of g / 2**e (exact, `ldexp`), norm > clip_norm is r > clip_norm /
-    2**e and a clipped g is (g / 2**e) * (clip_norm / r), so neither the norm (a gradient of
-    1e20 squared overflows float32) nor a factor (1 / 1e38 is below float32's normal
-    numbers: XLA divides by a scalar through its reciprocal, flushed to 0) leaves its range."""
+    two: with r the norm of g / 2**e, norm > clip_norm is r > clip_norm / 2**e and a clipped
+    g is (g / 2**e) * (clip_norm / r), so neither the norm (a gradient of 1e20 squared
+    overflows float32) nor a factor leaves float32's normal range: 2**-e is applied as two
+    factors of at most 2**64 each (1 / 1e38 alone is below float32's normal numbers, and
+    XLA divides by a scalar through its reciprocal, flushed to 0)."""
     at = [i for i, m in enumerate(moves) if m]
     if not at:
         return grads
     wide = [grads[i].astype(at_least_float32(grads[i].dtype)) for i in at]
     largest = jnp.max(jnp.stack([jnp.max(jnp.abs(g), initial=0) for g in wide]))
     e = jnp.frexp(largest)[1]  # 0 for 0
-    relative = [jnp.ldexp(g, -e) for g in wide]
-    r = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in relative))
+    one = jnp.ones((), largest.dtype)
+    down = (jnp.ldexp(one, -(e // 2)), jnp.ldexp(one, e // 2 - e))  # their product: 2**-e
+
+    def scaled(g, factors):  # g times each factor in turn, computed where it is used
+        for f in factors:
+            g = g * f.astype(g.dtype)
+        return g
+
+    r = jnp.sqrt(sum(jnp.sum(jnp.square(scaled(g, down))) for g in wide))
     clip = r > jnp.ldexp(clip_norm.astype(r.dtype), -e)  # g = 0: r = 0, nothing to clip
-    factor = clip_norm / jnp.where(clip, r, 1)
+    # a clipped g is (g / 2**e) * (clip_norm / r); the others times 1, 1 and 1: as they are
+    factors = tuple(jnp.where(clip, f, one) for f in down + (clip_norm / jnp.where(clip, r, 1),))
     grads = list(grads)
-    for i, g, rel in zip(at, wide, relative):
-        grads[i] = jnp.where(clip, rel * factor.astype(g.dtype), g).astype(grads[i].dtype)
+    for i, g in zip(at, wide):
+        grads[i] = scaled(g, factors).astype(grads[i].dtype)
     return grads
 
 

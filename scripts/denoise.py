@@ -25,6 +25,7 @@ import os
 import time
 
 import compile_cache
+import options
 import jax
 import numpy as np
 from digits import load_digits, require, split
@@ -137,7 +138,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20, help="epochs per seed")
     parser.add_argument("--sigma", type=float, default=0.3, help="noise standard deviation")
     parser.add_argument("--clip", action="store_true", help="clip the noisy images to [0, 1]")
-    parser.add_argument("--lr", type=float, default=LR, help="Adam's learning rate")
+    parser.add_argument("--lr", type=options.positive_float, default=LR, help="Adam's learning rate")
     parser.add_argument("--plot", metavar="DIR", help="write noisy / denoised / clean rows here")
     parser.add_argument(
         "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
@@ -146,6 +147,7 @@ def main(argv=None):
     require(parser, "sklearn", "scikit-learn", "denoise.py")
     if args.plot:
         require(parser, "matplotlib", "matplotlib", "--plot")
+        options.plot_folder(parser, args.plot)
     if not args.sigma > 0:
         parser.error(f"--sigma must be > 0, got {args.sigma}")
     for name in ("seeds", "epochs"):

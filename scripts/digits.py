@@ -21,6 +21,7 @@ import os
 import time
 
 import compile_cache
+import options
 import jax
 import numpy as np
 
@@ -67,7 +68,7 @@ MODELS_EPOCHS = {name: m[2] for name, m in MODELS.items()}
 def epochs_arg(text):
     """'N' (every model) or 'name=N,name=N' (per model) -> {name: N}."""
     if "=" not in text:
-        return {name: int(text) for name in MODELS}
+        return {name: options.positive_int(text) for name in MODELS}
     epochs = dict(MODELS_EPOCHS)
     for item in text.split(","):
         name, _, value = item.partition("=")
@@ -75,9 +76,7 @@ def epochs_arg(text):
             raise argparse.ArgumentTypeError(
                 f"unknown model {name!r} in {text!r}; models: {', '.join(MODELS)}"
             )
-        epochs[name] = int(value)
-    if any(n < 1 for n in epochs.values()):
-        raise argparse.ArgumentTypeError(f"epochs must be >= 1, got {text!r}")
+        epochs[name] = options.positive_int(value)
     return epochs
 
 
@@ -256,6 +255,7 @@ def main(argv=None):
     require(parser, "sklearn", "scikit-learn", "digits.py")
     if args.plot:
         require(parser, "matplotlib", "matplotlib", "--plot")
+        options.plot_folder(parser, args.plot)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     compile_cache.enable(args.no_cache)

@@ -36,6 +36,7 @@ if __name__ == "__main__":
     host_devices.one_per_core()
 
 import compile_cache
+import options
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,7 +165,8 @@ def placements(names, devices):
 def optimizer(name, lr=None, decay=None):
     """The model's SGD: its lr and decay unless overridden; plain SGD, no momentum buffer."""
     *_, default_lr, default_decay = MODELS[name]
-    return fnnet.SGD(lr=lr or default_lr, decay=decay or default_decay, momentum=None)
+    lr, decay = default_lr if lr is None else lr, default_decay if decay is None else decay
+    return fnnet.SGD(lr=lr, decay=decay, momentum=None)
 
 
 def stack(trees):
@@ -332,9 +334,13 @@ def main(argv=None):
         help="evaluations along each run (the points of the learning curves); they must divide --epochs",
     )
     parser.add_argument(
-        "--lr", type=float, help="every model's learning rate; None: each its own (in MODELS)"
+        "--lr",
+        type=options.positive_float,
+        help="every model's learning rate; None: each its own (in MODELS)",
     )
-    parser.add_argument("--decay", type=float, help="every model's lr decay; None: each its own (in MODELS)")
+    parser.add_argument(
+        "--decay", type=options.decay_factor, help="every model's lr decay; None: each its own (in MODELS)"
+    )
     parser.add_argument("--plot", metavar="DIR", help="write Figure 1 and learning curves here")
     parser.add_argument(
         "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
@@ -347,6 +353,7 @@ def main(argv=None):
         parser.error(f"--evaluations ({args.evaluations}) must divide --epochs ({args.epochs})")
     if args.plot:
         require_matplotlib(parser)
+        options.plot_folder(parser, args.plot)
 
     compile_cache.enable(args.no_cache)
 
@@ -386,6 +393,14 @@ def main(argv=None):
             f"{name:<12} {tr.mean():6.2f} +- {tr.std():4.2f} {te.mean():6.2f} +- {te.std():4.2f} "
             f"{lo.mean():9.5f} +- {lo.std():.5f} {REPORT.get(name, '-'):>9}"
         )
+    for name, r in results.items():
+        diverged = int(np.sum(~np.isfinite(r["final_loss"])))
+        if diverged:
+            print(
+                f"warning: {name}: {diverged} of {args.seeds} seed(s) diverged (a non-finite loss); "
+                f"try a smaller --lr",
+                file=sys.stderr,
+            )
     if args.plot:
         with clock("plotting"):
             from plots import plot_disk

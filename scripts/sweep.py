@@ -20,6 +20,7 @@ if __name__ == "__main__":
     host_devices.one_per_core()
 
 import compile_cache
+import options
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,19 +66,23 @@ def main(argv=None):
     parser.add_argument(
         "--lrs",
         nargs="+",
-        type=float,
+        type=options.positive_float,
         default=[0.05, 0.1, 0.2, 0.5, 1.0],
         help="learning rates, the grid's rows",
     )
     parser.add_argument(
         "--decays",
         nargs="+",
-        type=float,
+        type=options.decay_factor,
         default=[0.9995, 0.9999, 1.0],
         help="per-step lr decays, the grid's columns",
     )
-    parser.add_argument("--seeds", type=int, default=5, help="runs per cell, each its own data and init")
-    parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
+    parser.add_argument(
+        "--seeds", type=options.positive_int, default=5, help="runs per cell, each its own data and init"
+    )
+    parser.add_argument(
+        "--epochs", type=options.positive_int, default=10_000, help="full-batch epochs per run"
+    )
     parser.add_argument("--plot", metavar="DIR", help="write sweep.png (a heatmap per model) here")
     parser.add_argument(
         "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
@@ -85,6 +90,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.plot:
         require_matplotlib(parser)
+        options.plot_folder(parser, args.plot)
     compile_cache.enable(args.no_cache)
     table, spread = {}, {}
     for name in args.models:

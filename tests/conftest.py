@@ -56,9 +56,9 @@ def saves(monkeypatch):
     written = []
     real_save = fitting.save_run
 
-    def recording_save(path, params, opt_state=None, metadata=None, best_params=None):
+    def recording_save(path, params, opt_state=None, metadata=None, best_params=None, exclusive=False):
         written.append(metadata["epochs_done"])
-        real_save(path, params, opt_state, metadata, best_params)
+        real_save(path, params, opt_state, metadata, best_params, exclusive)
 
     monkeypatch.setattr(fitting, "save_run", recording_save)
     return written

@@ -477,3 +477,65 @@ def test_save_refuses_params_a_train_step_donated(tmp_path):
     with pytest.raises(ValueError, match=r"save: params or opt_state hold arrays that were donated"):
         fnnet.save(tmp_path / "run.npz", params)
     assert not list(tmp_path.iterdir())
+
+
+def test_64_bit_leaves_keep_their_bits_without_x64(tmp_path):
+    """Without x64 JAX holds 64-bit arrays in 32 bits: those leaves come back as NumPy
+    arrays of the template's dtype, every bit kept (not 0.1, 0, inf and 3 for 2**40 + 3)."""
+    path = tmp_path / "wide.npz"
+    tree = {
+        "f": np.array([0.1, 1e-50, 1e300]),
+        "i": np.array([2**40 + 3, -1]),
+        "u": np.array([2**63], np.uint64),
+        "g": np.array([0.5, 2.0], np.float32),
+    }
+    fnnet.save(path, tree)
+    with jax.enable_x64(False):
+        got = fnnet.load(path, tree)[0]
+    for name, want in tree.items():
+        assert got[name].dtype == want.dtype, name
+        np.testing.assert_array_equal(np.asarray(got[name]), want, err_msg=name)
+
+
+def test_load_best_refuses_the_template_of_a_smaller_model(tmp_path):
+    x, y = fnnet.data.disk(jax.random.key(1), 40)
+    model = fnnet.Sequential(fnnet.Linear(2, 8), fnnet.ReLU(), fnnet.Linear(8, 1), fnnet.Sigmoid())
+    params = model.init(jax.random.key(0), x.shape)[1]
+    path = tmp_path / "run.npz"
+    run = fnnet.fit(
+        model,
+        fnnet.LossBCE(),
+        fnnet.Adam(1e-2),
+        params,
+        x,
+        y,
+        4,
+        early_stopping=fnnet.EarlyStopping("loss", patience=10),
+        checkpoint=path,
+        progress=False,
+    )
+    assert_trees_equal(fnnet.load_best(path, params), run.params)
+    with pytest.raises(ValueError, match=r"load_best: .* has entries \[.*\] that the template does not"):
+        fnnet.load_best(path, params[:1])
+
+
+@pytest.mark.parametrize("name", ["", "run.npz/"])
+def test_a_checkpoint_path_that_names_no_file_is_refused_before_training(tmp_path, name):
+    x, y = fnnet.data.disk(jax.random.key(1), 16)
+    model = fnnet.Sequential(fnnet.Linear(2, 1), fnnet.Sigmoid())
+    params = model.init(jax.random.key(0), x.shape)[1]
+    path = "" if not name else str(tmp_path / "run.npz") + os.sep
+    with pytest.raises(IsADirectoryError, match=r"fit: checkpoint .* is a folder, not a file's path"):
+        fnnet.fit(model, fnnet.LossBCE(), fnnet.SGD(0.1), params, x, y, 2, checkpoint=path, progress=False)
+
+
+def test_deeply_nested_metadata_and_headers_are_refused_by_kind(tmp_path):
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="save: metadata must be JSON-serializable"):
+        fnnet.save(tmp_path / "deep.npz", {"w": np.ones(2)}, metadata={"deep": deep})
+    path = tmp_path / "header.npz"
+    np.savez(path, **{fnnet.checkpoint._HEADER: np.array("[" * 100_000 + "]" * 100_000)})
+    with pytest.raises(ValueError, match="has a corrupt header"):
+        fnnet.load(path, {"w": np.ones(2)})

@@ -1,6 +1,7 @@
 """fit's checkpoints and resume: bits that do not depend on chunking, checkpoints that keep
 coming after a resume, and a resume that refuses another run's checkpoint."""
 
+import functools
 import json
 
 import re
@@ -492,3 +493,61 @@ def test_a_new_run_never_writes_over_any_file(tmp_path, held):
 def test_resume_and_overwrite_must_be_bools(tmp_path, flag):
     with pytest.raises(TypeError, match=rf"fit: {flag} must be True or False, got 'no' \(str\)"):
         fit(2, tmp_path / "run.npz", **{flag: "no"}, **FULL_BATCH)
+
+
+def _scaled(t, base=1.0):
+    return base * jnp.ones_like(t, jnp.float32)
+
+
+class _Constant:
+    """A schedule as an object that calls."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, t):
+        return self.factor * jnp.ones_like(t, jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "first, other",
+    [
+        (functools.partial(_scaled, base=1.0), functools.partial(_scaled, base=0.5)),
+        (_Constant(1.0), _Constant(0.5)),
+    ],
+    ids=["partial", "callable-object"],
+)
+def test_a_schedule_of_other_arguments_is_another_run(tmp_path, first, other):
+    """A partial's or a callable object's schedule is recorded with its arguments, not its
+    type alone: resuming with other ones is refused; with equal ones, it resumes."""
+    path = tmp_path / "run.npz"
+    opt = fnnet.Adam(first)
+    fit(3, path, opt=opt, opt_state=opt.init(PARAMS), **FULL_BATCH)
+    with pytest.raises(ValueError, match=r"the optimizer \(its kind, update rule or lr schedule\) is"):
+        fit(
+            6,
+            path,
+            resume=True,
+            opt=fnnet.Adam(other),
+            opt_state=fnnet.Adam(other).init(PARAMS),
+            **FULL_BATCH,
+        )
+    fit(6, path, resume=True, opt=opt, opt_state=opt.init(PARAMS), **FULL_BATCH)
+
+
+def test_a_new_runs_first_save_leaves_a_file_that_appeared_meanwhile(tmp_path, monkeypatch):
+    """Two runs started at once on one path both find it free; the first to save claims it,
+    and the other stops at its first save (its run carried by the error), the file left as
+    the first wrote it, never replaced."""
+    path = tmp_path / "run.npz"
+    original = _resume.refuse_to_overwrite
+
+    def another_run_saves_meanwhile(checkpoint):
+        original(checkpoint)
+        fnnet.save(checkpoint, PARAMS, metadata={"the other run": True})
+
+    monkeypatch.setattr(_resume, "refuse_to_overwrite", another_run_saves_meanwhile)
+    with pytest.raises(fnnet.CheckpointError, match="a file appeared there since this run started") as caught:
+        fit(3, path, every=1, **FULL_BATCH)
+    assert caught.value.params is not None
+    assert fnnet.load(path, PARAMS)[2] == {"the other run": True}

@@ -180,3 +180,25 @@ def test_the_disk_compile_baseline_trains_as_disk_py():
         for p, (w, b) in zip(ours_linear, plain[0]):
             np.testing.assert_allclose(p["w"], w, rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(p["b"], b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "script, argv, says",
+    [
+        (disk, ["--lr", "0"], r"argument --lr: expected a finite number > 0, got '0'"),
+        (disk, ["--lr", "nan"], r"argument --lr: expected a finite number > 0"),
+        (disk, ["--decay", "2"], r"argument --decay: expected a decay in \(0, 1\], got '2'"),
+        (sweep, ["--seeds", "0"], r"argument --seeds: expected an int >= 1, got 0"),
+        (sweep, ["--lrs", "0.1", "-1"], r"argument --lrs: expected a finite number > 0, got '-1'"),
+        (disk, ["--plot", "FILE"], r"--plot .*: cannot write figures there"),
+        (sweep, ["--plot", "FILE"], r"--plot .*: cannot write figures there"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(script, argv, says, tmp_path, capsys):
+    """A number the run cannot use (--lr 0 used to train with the default lr) and a --plot
+    folder that cannot be written (found after the whole run) stop the script at once."""
+    (tmp_path / "file").write_text("")
+    argv = [str(tmp_path / "file") if a == "FILE" else a for a in argv]
+    with pytest.raises(SystemExit):
+        script.main(argv)
+    assert re.search(says, capsys.readouterr().err)

@@ -356,3 +356,22 @@ def test_float64_data_beyond_float32_is_refused_where_jax_holds_it_as_float32(wh
         fnnet.fit(MODEL, LOSS, OPT, params, x, y, 1, validation=(x_val, y), progress=False)
     fnnet._setup.check_data("fit", "x", "y", x, y)  # with x64 on, held as float64: in range
     fnnet._setup.check_data("fit", "x_val", "y_val", x_val, y)
+
+
+def test_a_run_that_stops_early_may_have_epochs_past_the_int32_step_count():
+    """With early stopping, epochs is a bound the run does not reach: 10**9 of them train
+    until the rule stops the run (scikit-learn's habit of a huge max_iter and tol)."""
+    args = arguments()
+    run = fnnet.fit(
+        MODEL,
+        LOSS,
+        fnnet.Adam(1e-2),
+        args["params"],
+        args["x"],
+        args["y"],
+        10**9,
+        batch_size=4,
+        early_stopping=fnnet.EarlyStopping("loss", patience=2, min_delta=1e-1),
+        progress=False,
+    )
+    assert run.stopped_epoch is not None and run.stopped_epoch < 100

@@ -337,3 +337,12 @@ def test_lbfgs_takes_iteration_limits_past_int32():
     X, y = load_iris(return_X_y=True)
     fitted = MLPClassifier(solver="lbfgs", max_iter=2**31, max_fun=2**40, random_state=0).fit(X[:40], y[:40])
     assert 1 <= fitted.n_iter_ < 2**31
+
+
+def test_a_failed_fit_keeps_the_parameters_it_was_given():
+    X, y = load_iris(return_X_y=True)
+    state = np.random.RandomState(0)
+    estimator = MLPClassifier(max_iter=5, random_state=state)
+    with pytest.raises(ValueError, match="Negative values"):
+        estimator.fit(X, y, sample_weight=-np.ones(len(y)))
+    assert estimator.random_state is state

@@ -29,8 +29,13 @@ _SMALLEST_ADAPTIVE_LR = 1e-6  # scikit-learn stops instead of dividing a rate th
 def unchanged_on_failure(estimator):
     """A fit that raises (or is interrupted) leaves `estimator` as it was before it: the
     attributes it had (scikit-learn's own, such as its metadata requests, included), each
-    with its value (a list appended to in place, restored), not half-made."""
-    before = {name: copy.copy(value) for name, value in vars(estimator).items()}
+    with its value (the constructor's parameters the very objects given; a fitted list or
+    dict appended to in place, restored), not half-made."""
+    parameters = set(estimator.get_params(deep=False))
+    before = {
+        name: copy.copy(value) if name not in parameters and isinstance(value, (list, dict)) else value
+        for name, value in vars(estimator).items()
+    }
     try:
         yield
     except BaseException:
