@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._buckets import padded_samples, run_size
-from fnnet._checks import as_array, check_key, describe, is_int
+from fnnet._checks import as_array, check_key, describe, donated, is_int
 from fnnet._hosts import count_beyond, check_same_on_every_process, count_nonfinite
 from fnnet.layers import Layer
 from fnnet.losses import ONE_OUTPUT_HINT, Loss, check_targets, one_output_hint
@@ -352,13 +352,17 @@ def check_targets_of(owner, loss, name_y, y, n_outputs) -> None:
         raise ValueError(f"{owner}: {name_y}: {error}") from error
 
 
-def _non_finite(owner, name, tree) -> None:
+def _non_finite(owner, name, tree, why="training must start from finite values") -> None:
+    if donated(tree):
+        raise ValueError(
+            f"{owner}: {name} holds arrays that were donated to a train_step and deleted: use the "
+            f"ones the step returned, or keep a copy to reuse, jax.tree.map(jnp.copy, {name})"
+        )
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         bad = count_nonfinite(leaf)
         if bad:
             raise ValueError(
-                f"{owner}: {name}{jax.tree_util.keystr(path)} holds {bad} NaN or "
-                f"infinite value(s); training must start from finite values"
+                f"{owner}: {name}{jax.tree_util.keystr(path)} holds {bad} NaN or infinite value(s); {why}"
             )
 
 
@@ -435,7 +439,8 @@ def check_params(owner, model, params, x) -> None:
                 f"{owner}: params{jax.tree_util.keystr(path)} has shape "
                 f"{jnp.shape(leaf)}, model.init gives {spec.shape}"
             )
-    _non_finite(owner, "params", params)
+    why = "the model's outputs would not be finite" if owner == "evaluate" else None
+    _non_finite(owner, "params", params, *([why] if why else []))
 
 
 def _shard_counts(n, batch_size, shards):

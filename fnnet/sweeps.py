@@ -234,6 +234,8 @@ def _check_devices(owner, devices) -> list:
             f"{owner}: devices must be a non-empty list of jax devices "
             f"(e.g. jax.local_devices()), got {devices!r}"
         )
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"{owner}: devices must be distinct, got {list(devices)} (a device more than once)")
     return list(devices)
 
 
@@ -246,6 +248,10 @@ def _members(owner, tree, name, members=None) -> int:
     """The common leading size of `tree`'s leaves (`members`, the keys' count, if given);
     raise if they differ."""
     of_keys = members is not None
+    if not jax.tree.leaves(tree):
+        raise ValueError(
+            f"{owner}: {name} has no arrays (no leaves) to stack members on, got {describe(tree)}"
+        )
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         size = _leading(leaf)
         if members is None:

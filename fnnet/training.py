@@ -65,7 +65,8 @@ def train_step(model: Layer, loss: Loss, opt: Optimizer) -> "TrainStep":
     One program per configuration: equal models and losses, and optimizers
     that step the same way (other hyperparameters included, which are data in
     the state), share it. `step.lower(...)` takes the same arguments
-    (`jax.stages`).
+    (`jax.stages`). It does not read its data's values (NaN in x or y comes out
+    as a NaN loss): `fit` and `train` check their data before any work.
     """
     check_kinds("train_step", model, loss, opt)
     return TrainStep(model, loss, opt)

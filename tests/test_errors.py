@@ -1353,3 +1353,32 @@ def test_train_must_be_a_bool(make):
 def test_settings_a_float_cannot_hold_are_named(make, error, says):
     with pytest.raises(error, match=says):
         make()
+
+
+def test_params_a_train_step_donated_are_named_by_fit_train_and_evaluate():
+    x, y = fnnet.data.disk(jax.random.key(1), N)
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    fnnet.train_step(MODEL, LOSS, OPT)(params, OPT.init(params), x, y)  # donates params
+    says = r"params holds arrays that were donated to a train_step and deleted"
+    with pytest.raises(ValueError, match=rf"fit: {says}"):
+        fnnet.fit(MODEL, LOSS, OPT, params, x, y, 1, progress=False)
+    with pytest.raises(ValueError, match=rf"train: {says}"):
+        fnnet.train(MODEL, LOSS, OPT, 1)(params, OPT.init(MODEL.init(jax.random.key(0), x.shape)[1]), x, y)
+    with pytest.raises(ValueError, match=rf"evaluate: {says}"):
+        fnnet.evaluate(MODEL, params, x, y, ["mse"])
+
+
+def test_evaluate_names_nan_params_without_speaking_of_training():
+    x, y = fnnet.data.disk(jax.random.key(1), N)
+    params = jax.tree.map(lambda a: a * jnp.nan, MODEL.init(jax.random.key(0), x.shape)[1])
+    with pytest.raises(
+        ValueError, match=r"evaluate: params\[0\]\['b'\] holds 4 NaN .*outputs would not be finite"
+    ):
+        fnnet.evaluate(MODEL, params, x, y, ["mse"])
+
+
+def test_spread_and_sweep_name_a_tree_without_arrays_and_repeated_devices():
+    with pytest.raises(ValueError, match=r"spread: tree has no arrays"):
+        fnnet.spread({})
+    with pytest.raises(ValueError, match=r"spread: devices must be distinct"):
+        fnnet.spread({"w": jnp.ones((2, 3))}, [jax.devices()[0]] * 2)
