@@ -11,6 +11,8 @@
 - search: a grid search with cross-validation and a refit, fnnet's (the compilation
   cache cold and warm) against scikit-learn's GridSearchCV, each a fresh process that
   runs `search_fresh`;
+- later_plain: the sklearn table's later fit against the plain jax.grad program of the
+  same training, milliseconds an epoch;
 - jaxgrad: the plain jax.grad baselines;
 - peers: PyTorch and scikit-learn, each in its own process;
 - timing: interleaved rounds, ratios and tables;
