@@ -8,7 +8,8 @@ skipped steps of padding alone see that size: a step costs the same in any bucke
 full batch computes on every padded row, so its buckets are finer, m * 2**k with
 32 <= m < 64 (at most 1/32 of padding, 1000 samples run as 1008), on a mesh rounded up
 to whole shards. The training sets of a cross-validation's folds (sizes one apart) fall
-in one bucket unless the smaller is a bucket's size itself. Padded rows repeat the first sample (so they are finite wherever the data is)
+in one bucket unless the smaller is a bucket's size itself. Validation data is padded
+to the next power of two (`validation_size`). Padded rows repeat the first sample (so they are finite wherever the data is)
 and weigh 0: they take no part in a loss, a gradient, a batch statistic
 (`Layer.uses_mask`) or a shuffle (sorted last), and the samples' results do not depend
 on them.
@@ -53,6 +54,14 @@ def padded_samples(x, y, size: int, sample_weight=None):
     elif sample_weight is not None:
         weights[:n] = np.asarray(sample_weight, dtype)
     return _padded(x, size), _padded(y, size), weights
+
+
+def validation_size(n: int) -> int:
+    """The padded size of a validation set of n samples: the next power of two (n itself
+    when it is one). Its one forward pass an epoch costs little beside the epoch's
+    training, so its buckets are coarse: the validation splits of a cross-validation's
+    folds (sizes one apart) share a program unless they straddle a power of two."""
+    return bucket(n, per_doubling=1)
 
 
 def run_size(n: int, batch_size, shards: int = 1) -> int:

@@ -42,12 +42,17 @@ def count_nonfinite(a) -> int:
 
 
 def count_beyond(a, dtype) -> int:
-    """How many values this process holds of `a` lie beyond float `dtype`'s range (0 for a
-    tracer): those that turn infinite when `a` is put on a device in `dtype`."""
+    """How many values this process holds of `a` lie beyond `dtype`'s range (0 for a tracer):
+    those that turn infinite (floats) or wrap around (ints) when `a` is put on a device in
+    `dtype`."""
     parts = host_parts(a) or []
-    top = np.finfo(dtype).max
-    floats = [p for p in parts if np.issubdtype(p.dtype, np.floating)]
-    return sum(int(np.count_nonzero(p > top)) + int(np.count_nonzero(p < -top)) for p in floats)
+    info = np.finfo(dtype) if np.issubdtype(dtype, np.floating) else np.iinfo(dtype)
+    numbers = [
+        p
+        for p in parts
+        if np.issubdtype(p.dtype, np.number) and not np.issubdtype(p.dtype, np.complexfloating)
+    ]
+    return sum(int(np.count_nonzero(p > info.max)) + int(np.count_nonzero(p < info.min)) for p in numbers)
 
 
 def check_same_on_every_process(owner: str, mesh, trees: dict) -> None:

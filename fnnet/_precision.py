@@ -9,6 +9,7 @@ program as before.
 """
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def at_least_float32(dtype):
@@ -31,3 +32,21 @@ def wide(x):
     if not jnp.issubdtype(x.dtype, jnp.floating) or at_least_float32(x.dtype) == x.dtype:
         return x
     return x.astype(jnp.float32)
+
+
+def near_one_error(owner: str, name: str, value: float, dtype) -> str:
+    """Why `value` (a decay or momentum in (0, 1]) does not keep its meaning in `dtype`, or
+    "": its effect is 1 - value (the rate a decay decays at), which float32 keeps to 10% up
+    to about 1 - 1e-6; 1 - 1e-10 is 1 there (no decay at all), 1 - 3e-8 twice as fast."""
+    if value == 1:
+        return ""
+    cast = float(np.asarray(value, dtype))
+    given, kept = 1 - value, 1 - cast
+    if abs(kept - given) <= 0.1 * given:
+        return ""
+    acts = "not at all" if kept == 0 else f"{kept / given:.3g}x as fast as the one given"
+    return (
+        f"{owner}: {name}={value!r} is {cast!r} in {np.dtype(dtype).name}, where it acts "
+        f"{acts} (1 - {name} is its rate); give a {name} further from 1 (float64, under "
+        f"jax_enable_x64, keeps more digits)"
+    )

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnnet._buckets import padded_samples, run_size
+from fnnet._buckets import padded_samples, run_size, validation_size
 from fnnet._checks import as_array, check_key, describe, donated, is_int
 from fnnet._hosts import count_beyond, check_same_on_every_process, count_nonfinite
+from fnnet.combinators import shape_mismatch
 from fnnet.layers import Layer
 from fnnet.losses import ONE_OUTPUT_HINT, Loss, check_targets, one_output_hint
 from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
@@ -75,8 +76,9 @@ def prepare_run(
 
     `opt_state` None is `opt.init(params)`; `key` None is `jax.random.key(0)`;
     `validation` None or `(x_val, y_val)`, checked like `(x, y)`; `sample_weight` None
-    or `(n,)` weights >= 0 (`check_sample_weight`). `stops_early`: the run has an early
-    stopping rule (its epochs a bound, not past the int32 step count in practice).
+    or `(n,)` weights >= 0 (`check_sample_weight`). `stops_early`: `fit`'s run has an early
+    stopping rule (its epochs a bound, run a chunk at a time: not past the int32 step
+    count in practice; `train`'s one program loops over all its epochs).
     """
     check_kinds(owner, model, loss, opt)
     epochs = check_count(f"{owner}: epochs", epochs)
@@ -125,7 +127,7 @@ def prepare_run(
     validation_data = None
     if validation is not None:
         x_val, y_val = validation
-        validation_data = place(owner, None, x_val, y_val, None)
+        validation_data = place(owner, None, x_val, y_val, None, size=validation_size(x_val.shape[0]))
         if mesh is not None:  # inference on every device: replicated
             replicated = NamedSharding(mesh, PartitionSpec())
             validation_data = jax.device_put(validation_data, replicated)
@@ -291,12 +293,15 @@ def check_data(owner, name_x, name_y, x, y) -> None:
         if bad:
             raise ValueError(f"{owner}: {name} holds {bad} NaN or infinite value(s)")
         held = jax.dtypes.canonicalize_dtype(a.dtype)  # float64 is float32 on the device without x64
-        if held != a.dtype and jnp.issubdtype(a.dtype, jnp.floating):
+        if held != a.dtype and (
+            jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)
+        ):
             beyond = count_beyond(a, held)
             if beyond:
+                turned = "infinite" if jnp.issubdtype(a.dtype, jnp.floating) else "wrapped around"
                 raise ValueError(
                     f"{owner}: {name} holds {beyond} value(s) beyond {held.name}'s range, in which JAX "
-                    f"holds {a.dtype.name} data (jax_enable_x64 off): they would be infinite; scale "
+                    f"holds {a.dtype.name} data (jax_enable_x64 off): they would be {turned}; scale "
                     f"the data (standardize it, say)"
                 )
 
@@ -313,6 +318,9 @@ def check_shapes(owner, model, loss, params, name_x, name_y, x, y) -> int:
     try:
         _traced_loss.eval_shape(loss, out, y)
     except ValueError as error:
+        found = shape_mismatch(model, params, x)  # a user's layer that broke its declared shape
+        if found:
+            raise ValueError(f"{owner}: {found}") from error
         message, hint = str(error), ""
         if one_output_hint(out, y):  # the fix named once, for name_y
             message = message.replace(ONE_OUTPUT_HINT, "")
@@ -491,7 +499,7 @@ def check_one_sample_steps(
             raise ValueError(f"{owner}: {where} to train: {error}") from error
 
 
-def place(owner, mesh: Optional[Mesh], x, y, batch_size, sample_weight=None):
+def place(owner, mesh: Optional[Mesh], x, y, batch_size, sample_weight=None, size=None):
     """`(x, y, weights)` padded to the run's bucket (`fnnet._buckets`) and put on the mesh
     (a Mesh or None), sharded along its first axis; checks that every batch divides over
     the mesh and, with several processes, that every process passed the same x and y."""
@@ -506,7 +514,8 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size, sample_weight=None):
                 f"needs every batch divisible by {shards}, got batch_size {batch_size} "
                 f"(n={x.shape[0]}); pick a batch_size that is a multiple of {shards}"
             )
-    data = padded_samples(x, y, run_size(x.shape[0], batch_size, shards), sample_weight)
+    size = run_size(x.shape[0], batch_size, shards) if size is None else size
+    data = padded_samples(x, y, size, sample_weight)
     if mesh is None:  # device_put, not jnp.asarray: that compiles a copy for every shape
         return tuple(a if isinstance(a, jax.core.Tracer) else jax.device_put(a) for a in data)
     return jax.device_put(data, NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])))
@@ -517,17 +526,33 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size, sample_weight=None):
 _unscheduled_lr = jax.jit(lambda hyperparams, t: learning_rate(hyperparams, None, t))
 
 
+_SCHEDULE_STEPS = 2**22  # a schedule is evaluated on at most the first this many steps of a run
+
+
 def underflow_step(opt, opt_state, steps: int):
     """The first of the next `steps` steps whose learning rate is exactly 0.0, with that
-    lr's dtype, or None: `optim.learning_rate`, the optimizers' own formula."""
+    lr's dtype, or None: `optim.learning_rate`, the optimizers' own formula (a schedule's
+    on the first 2**22 steps of a longer run)."""
     if not (isinstance(opt_state, OptState) and {"lr", "decay"} <= set(opt_state.hyperparams)):
         return None
     hyper = opt_state.hyperparams
     if opt.schedule is None and np.all(np.asarray(hyper["decay"]) == 1):
         return None  # a constant lr, checked > 0 when set
     start = int(opt_state.count)
-    if opt.schedule is None and float(_unscheduled_lr(hyper, jnp.int32(start + steps - 1))) != 0:
-        return None  # lr * decay**t only falls with t: not 0 at the last step, never 0
+    steps = min(steps, _INT32_MAX - start)  # a run stopped early may be given more (check_step_range)
+    if opt.schedule is None:  # lr * decay**t only falls with t: the first 0 by bisection
+        last = _unscheduled_lr(hyper, jnp.int32(start + steps - 1))
+        if float(last) != 0:
+            return None
+        low, high = start, start + steps - 1  # the lr at `high` is 0
+        while low < high:
+            middle = (low + high) // 2
+            if float(_unscheduled_lr(hyper, jnp.int32(middle))) == 0:
+                high = middle
+            else:
+                low = middle + 1
+        return low, last.dtype
+    steps = min(steps, _SCHEDULE_STEPS)
     size = 1 << max(10, (steps - 1).bit_length())  # padded: few shapes, few compilations
     t = jnp.arange(start, start + size, dtype=jnp.int32)
     with jax.ensure_compile_time_eval():

@@ -20,6 +20,7 @@ still count every setting.
 
 import dataclasses
 import functools
+import hashlib
 import numbers
 
 import jax
@@ -174,21 +175,35 @@ def setattr_frozen(value, **settings) -> None:
         object.__setattr__(value, name, setting)
 
 
-def settings(value) -> str:
+_LONGEST = 1000  # a setting's text past this many characters is recorded by its digest
+
+
+def settings(value, depth: int = 0) -> str:
     """`value` as text, the same in every process for equal settings: a dataclass as its
     type and compared fields, a function as its module and qualified name (its code is
     not read), a `functools.partial` as its function and arguments, an object that calls
     as its class and attributes, a number as a Python float (`0`, `0.0` and
-    `np.float64(0)` alike, as they compare). Runs record their model, loss and optimizer so."""
+    `np.float64(0)` alike, as they compare). Runs record their model, loss and optimizer so.
+    A partial's or an object's text longer than 1000 characters is its digest; past 8
+    levels of nesting (an object that holds itself), a value is its type."""
+    if depth > 8:
+        return type(value).__qualname__
+    deeper = functools.partial(settings, depth=depth + 1)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = ", ".join(
-            f"{f.name}={settings(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.compare
+            f"{f.name}={deeper(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.compare
         )
         return f"{type(value).__qualname__}({fields})"
     if isinstance(value, (tuple, list)):
-        return f"({', '.join(settings(v) for v in value)})"
+        if len(value) > 100:  # a table: by its length and the digest of its items' text
+            return _short(f"({len(value)} items: {', '.join(map(repr, value))})")
+        return f"({', '.join(deeper(v) for v in value)})"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {settings(v)}" for k, v in sorted(value.items())) + "}"
+        try:
+            items = sorted(value.items())
+        except TypeError:  # keys of several types
+            items = sorted(value.items(), key=lambda item: (type(item[0]).__name__, repr(item[0])))
+        return "{" + ", ".join(f"{k!r}: {deeper(v)}" for k, v in items) + "}"
     if isinstance(value, np.dtype):
         return value.name
     if value is None or isinstance(value, (bool, np.bool_, str)):
@@ -196,13 +211,21 @@ def settings(value) -> str:
     if isinstance(value, (numbers.Real, np.number)) or _is_number_array(value):
         return repr(float(value))
     if isinstance(value, functools.partial):  # its function and the arguments it holds
-        return f"partial({settings(value.func)}, {settings(value.args)}, {settings(value.keywords)})"
+        return _short(f"partial({deeper(value.func)}, {deeper(value.args)}, {deeper(value.keywords)})")
     name = getattr(value, "__qualname__", None)
     if callable(value) and isinstance(name, str):
         return f"{getattr(value, '__module__', None)}.{name}"
     if callable(value) and isinstance(getattr(value, "__dict__", None), dict):  # an object that calls
-        return f"{type(value).__module__}.{type(value).__qualname__}({settings(vars(value))})"
+        return _short(f"{type(value).__module__}.{type(value).__qualname__}({deeper(vars(value))})")
     return type(value).__qualname__
+
+
+def _short(text: str) -> str:
+    """`text`, or past `_LONGEST` characters its digest (a schedule holding a table of a
+    million numbers is not copied into every checkpoint)."""
+    if len(text) <= _LONGEST:
+        return text
+    return f"{text[:60]}...<blake2b {hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}>"
 
 
 def _is_number_array(value) -> bool:

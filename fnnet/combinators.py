@@ -2,6 +2,7 @@
 (x + layer(x)), and `summary` of a model."""
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -68,13 +69,14 @@ def _checked_apply(layer, params, x, **mode):
     return y
 
 
-def _blame_the_layer_before(position, layer, x, y, error) -> None:
-    """Where a layer refused its input `y`, the output of a user's own `layer` on `x` (at
-    `position`): raise the error that names that layer if `y` is not the shape its `init`
-    gives for x's (the next layer's error would blame the next layer, in its shapes).
-    On the error path only: `init` traced (not run) then, never in a working model."""
+def _shape_mismatch(position, layer, x, y, any_rank=False):
+    """For a user's own `layer` (at `position` of a Sequential) that gave `y` on `x`: the
+    message naming it if `y` is not the shape its `init` gives for x's, else None. On an
+    error path only: `init` is traced (not run) here, never in a working model. Shapes of
+    another rank count only with `any_rank` (the whole batch known: under a per-sample
+    `vmap` a layer sees one sample where its init speaks of a batch)."""
     if not (isinstance(layer, FunctionLayer) or not type(layer).__module__.startswith("fnnet.")):
-        return
+        return None
     found = []
 
     def init(key):
@@ -85,14 +87,40 @@ def _blame_the_layer_before(position, layer, x, y, error) -> None:
     try:
         jax.eval_shape(init, jax.random.key(0))
         declared = tuple(int(d) for d in found[0])
-    except Exception:  # not a shape its init takes, or not a shape: the error as it came
-        return
-    if len(declared) == jnp.ndim(y) and min(declared, default=0) >= 0 and declared != tuple(jnp.shape(y)):
-        raise ValueError(
-            f"serial layer {position}: {layer.name}: apply returned an output of shape "
-            f"{tuple(jnp.shape(y))} for x of shape {tuple(jnp.shape(x))}, where its init gives the "
-            f"output shape {declared}"
-        ) from error
+    except Exception:  # not a shape its init takes, or not a shape: nothing to say
+        return None
+    if (not any_rank and len(declared) != jnp.ndim(y)) or min(declared, default=0) < 0:
+        return None
+    if declared == tuple(jnp.shape(y)):
+        return None
+    return (
+        f"serial layer {position}: {layer.name}: apply returned an output of shape "
+        f"{tuple(jnp.shape(y))} for x of shape {tuple(jnp.shape(x))}, where its init gives the "
+        f"output shape {declared}"
+    )
+
+
+def _first_mismatch(layers, chain, any_rank=False):
+    """The first `_shape_mismatch` of `layers`, `chain` their inputs then the last output."""
+    for position, layer in enumerate(layers):
+        found = _shape_mismatch(position, layer, chain[position], chain[position + 1], any_rank)
+        if found:
+            return found
+    return None
+
+
+def shape_mismatch(model, params, x):
+    """Where a user's own layer in `model` (a Sequential, or the model itself) returns
+    another shape than its `init` gives, traced on `x`: the message naming it, else None
+    (for an error that names a layer after it, or the loss: `fnnet.fit`'s checks)."""
+    try:
+        if isinstance(model, Sequential):
+            inputs, _, out = jax.eval_shape(lambda p, x: model.forward(p, x, False, None), params, x)
+            return _first_mismatch(model.layers, [*inputs, out], any_rank=True)
+        out = jax.eval_shape(functools.partial(_checked_apply, model), params, x)
+        return _shape_mismatch(0, model, x, out, any_rank=True)
+    except Exception:  # the model's own error says the rest
+        return None
 
 
 def _checked_vjp(layer, params, x, dy, **mode):
@@ -177,8 +205,9 @@ class Sequential(Layer):
             try:
                 x = _naming_layer(i, _checked_apply, layer, params[i], x, **mode)
             except (TypeError, ValueError) as error:
-                if i:
-                    _blame_the_layer_before(i - 1, self.layers[i - 1], inputs[i - 1], x, error)
+                found = _first_mismatch(self.layers[:i], inputs)  # a layer before it broke its shape
+                if found:
+                    raise ValueError(found) from error
                 raise
         return inputs, keys, x
 

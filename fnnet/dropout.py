@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from fnnet import _draws
 from fnnet._checks import check_key, describe, is_real
-from fnnet._precision import like
+from fnnet._precision import like, wide
 from fnnet._values import number_field, setattr_frozen, show, traced
 from fnnet.layers import Parameterless, check_cotangent, check_floating, check_no_params, check_train
 
@@ -48,7 +48,9 @@ class Dropout(Parameterless):
         return f"Dropout(rate={show(self.rate)})"
 
     def scaled_mask(self, params, x, train, key):
-        """mask / (1 - rate), or None when nothing is dropped."""
+        """mask / (1 - rate) in at least float32 (1 / (1 - 0.99999) is past float16's
+        largest, the kept units' 1e-3 / (1 - 0.99999) is not), or None when nothing is
+        dropped."""
         check_no_params(self.name, params)
         check_floating(self.name, x)
         if not check_train(self.name, train) or (not traced(self.rate) and self.rate == 0):
@@ -56,19 +58,19 @@ class Dropout(Parameterless):
         if key is None and traced(self.rate):
             # A rate passed to jit as data (fit, train_step): 0 needs no key, as a Python 0
             # does; a rate > 0 without a key was refused before tracing, and is NaN here.
-            return jnp.where(self.rate == 0, 1, jnp.nan).astype(x.dtype)
+            return jnp.where(self.rate == 0, 1, jnp.nan).astype(wide(x).dtype)
         if key is None:
             raise ValueError(
                 f"{self.name}: training mode draws a mask and needs a key; pass key=jax.random.key(...)"
             )
         keep = _draws.bernoulli(check_key(self.name, key), 1 - self.rate, x.shape)
-        return keep.astype(x.dtype) / like(1 - self.rate, x)
+        return keep.astype(wide(x).dtype) / like(1 - self.rate, wide(x))
 
     def apply(self, params, x, *, train=False, key=None):
         mask = self.scaled_mask(params, x, train, key)
-        return x if mask is None else x * mask
+        return x if mask is None else (wide(x) * mask).astype(x.dtype)
 
     def vjp(self, params, x, dy, *, train=False, key=None):
         mask = self.scaled_mask(params, x, train, key)
         check_cotangent(self.name, dy, jnp.shape(x))
-        return (), dy if mask is None else dy * mask  # dx = dy * mask / (1 - rate)
+        return (), dy if mask is None else (wide(dy) * mask).astype(dy.dtype)  # dx = dy mask / (1 - rate)

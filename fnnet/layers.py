@@ -243,10 +243,14 @@ def check_size(name: str, value, low: int = 1) -> int:
 
 
 def check_float(name: str, value) -> float:
+    """A layer's number: a real, finite in float32, where the layer computes with it (a
+    slope of 1e39 is inf there, and inf * 0 is NaN)."""
     if not is_real(value):
         raise TypeError(f"{name} must be a float, got {describe(value)}")
     if not is_finite(value):
         raise ValueError(f"{name} must be finite, got {shown(value)}")
+    if abs(float(value)) > float(np.finfo(np.float32).max):
+        raise ValueError(f"{name} must be finite in float32 (at most 3.4e38 in size), got {value}")
     return float(value)
 
 

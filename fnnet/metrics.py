@@ -387,7 +387,7 @@ def evaluate(
     if batch_size is not None:
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"evaluate: batch_size must be None or an int >= 1, got {batch_size!r}")
-        batch_size = min(int(batch_size), n)
+        batch_size = None if batch_size >= n else int(batch_size)  # one batch: n's bucket, not n
     check_metrics("evaluate", metrics, model, params, x, y)
     data = tuple(jax.device_put(a) for a in padded_samples(x, y, run_size(n, batch_size)))
     center = center_of(metrics, y)

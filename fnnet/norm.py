@@ -20,7 +20,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_finite, is_real, shown
-from fnnet._precision import at_least_float32, like, wide
+from fnnet._precision import at_least_float32, like, near_one_error, wide
 from fnnet._values import number_field, setattr_frozen, show
 from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
@@ -37,6 +37,16 @@ def _check_number(owner, name, value, ok, expected):
 
 
 _SMALLEST_EPS = float(np.finfo(np.float32).tiny)  # below it, eps is 0 in float32 arithmetic
+
+
+def _check_momentum(owner, value):
+    """momentum in [0, 1), its 1 - momentum kept in float32, where the running statistics
+    move (0.99999999 is 1 there: they would never move)."""
+    momentum = _check_number(owner, "momentum", value, lambda v: 0 <= v < 1, "in [0, 1)")
+    far = near_one_error(owner, "momentum", momentum, np.float32)
+    if far:
+        raise ValueError(far)
+    return momentum
 
 
 def _check_eps(owner, value):
@@ -198,7 +208,7 @@ class BatchNorm(Layer):
         owner = "BatchNorm"
         setattr_frozen(
             self,
-            momentum=_check_number(owner, "momentum", self.momentum, lambda v: 0 <= v < 1, "in [0, 1)"),
+            momentum=_check_momentum(owner, self.momentum),
             eps=_check_eps(owner, self.eps),
             dtype=check_dtype(f"{owner}: dtype", self.dtype),
         )

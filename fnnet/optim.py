@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._checks import as_number, describe, is_finite, is_real
-from fnnet._precision import at_least_float32
+from fnnet._precision import at_least_float32, near_one_error
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
@@ -262,12 +262,9 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
                 f"{owner}: {name} must be {rule.expected} in the params' dtype "
                 f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there"
             )
-        if rule.ok is _decay_factor and number != 1.0 and float(cast) == 1.0:  # a decay of 1: none
-            raise ValueError(
-                f"{owner}: {name}={value!r} rounds to {float(cast)} in the params' dtype "
-                f"{np.dtype(dtype).name}, as if there were no {name}; give a value that keeps its "
-                f"effect there (float64 params, under jax_enable_x64, keep more digits)"
-            )
+        far = near_one_error(owner, name, number, dtype) if rule.ok is _decay_factor else ""
+        if far:  # 1 - 1e-10 is no decay at all in float32, 1 - 3e-8 decays twice as fast
+            raise ValueError(far)
     return value
 
 
@@ -341,14 +338,20 @@ def learning_rate(hyperparams: dict, schedule: Optional[Callable], t):
 
 def _check_schedule(owner, schedule, steps=1, start=0):
     """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for start <= t < start +
-    steps (a run continued from a state takes the steps after its count)."""
+    steps (a run continued from a state takes the steps after its count). The schedule is
+    evaluated on a power of two of steps (at least 1024), of which the first `steps` are
+    checked: its small programs compile once per size, not for every run length. A run of
+    more than 2**22 steps (one that stops early) is checked on its first 2**22."""
+    steps = min(steps, 2**22, 2**31 - 1 - start)
+    size = 1 << max(10, (steps - 1).bit_length())
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
-        lrs = np.asarray(schedule(jnp.arange(start, start + steps, dtype=jnp.int32)))
-    if lrs.shape != (steps,):
+        lrs = np.asarray(schedule(jnp.arange(start, start + size, dtype=jnp.int32)))
+    if lrs.shape != (size,):
         raise ValueError(
             f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
-            f"({steps},) to lrs of shape ({steps},)), got lrs of shape {lrs.shape}"
+            f"({size},) to lrs of shape ({size},)), got lrs of shape {lrs.shape}"
         )
+    lrs = lrs[:steps]
     bad = ~(np.isfinite(lrs) & (lrs > 0))
     if bad.any():
         first = start + int(np.argmax(bad))

@@ -14,6 +14,7 @@ import math as _math
 import jax.numpy as _jnp
 
 from fnnet._checks import as_number as _as_number
+from fnnet._precision import near_one_error as _near_one_error
 from fnnet._checks import describe as _describe
 from fnnet._checks import is_int as _is_int
 from fnnet._checks import is_real as _is_real
@@ -29,6 +30,14 @@ def _positive(name, value):
     if not _is_real(value) or not (_math.isfinite(value) and value > 0):
         raise ValueError(f"schedules: {name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def _check_near_one(owner, name, value):
+    """A decay close to 1 must keep its 1 - value in the float dtype the schedule computes
+    in (`_precision.near_one_error`)."""
+    far = _near_one_error(owner, name, value, _jnp.result_type(float))
+    if far:
+        raise ValueError(far)
 
 
 def _float_steps(t):
@@ -72,6 +81,7 @@ class exponential(_Schedule):
         lr, decay = _positive("lr", self.lr), _positive("decay", self.decay)
         if decay > 1:
             raise ValueError(f"schedules.exponential: decay must be in (0, 1], got {decay}")
+        _check_near_one("schedules.exponential", "decay", decay)
         _setattr_frozen(self, lr=lr, decay=decay)
 
     def __call__(self, t):
@@ -104,6 +114,8 @@ class step(_Schedule):
         lr, factor = _positive("lr", self.lr), _positive("factor", self.factor)
         if not _is_int(self.every) or self.every < 1:
             raise ValueError(f"schedules.step: every must be an int >= 1, got {self.every!r}")
+        if factor <= 1:
+            _check_near_one("schedules.step", "factor", factor)
         _setattr_frozen(self, lr=lr, factor=factor, every=int(self.every))
 
     def __call__(self, t):
@@ -114,7 +126,9 @@ class step(_Schedule):
 class cosine(_Schedule):
     """Cosine from lr at t = 0 to final_lr at t = total_steps, then constant.
 
-    lr_t = final_lr + (lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2.
+    lr_t = final_lr + (lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2, computed as
+    cos(pi / 2 * min(t, T) / T)**2 (the same number; 1 + cos cancels to 0 in float32 over
+    the last steps of a long schedule, where the lr is small but not 0).
 
     Example:
       >>> cosine(0.1, 1000)
@@ -137,4 +151,5 @@ class cosine(_Schedule):
 
     def __call__(self, t):
         fraction = _jnp.minimum(_float_steps(t), self.total_steps) / self.total_steps
-        return self.final_lr + (self.lr - self.final_lr) * (1 + _jnp.cos(_jnp.pi * fraction)) / 2
+        weight = _jnp.where(fraction < 1, _jnp.cos(_jnp.pi / 2 * fraction) ** 2, 0)  # exactly 0 from T
+        return self.final_lr + (self.lr - self.final_lr) * weight

@@ -226,7 +226,6 @@ class TrainRun:
             self.mesh,
             validation,
             sample_weight,
-            stops_early=self.early_stopping is not None,
         )
         watching = prepare_watching(
             "train", self.metrics or None, self.early_stopping, model, loss, params, setup

@@ -547,3 +547,33 @@ def test_data_near_4096_rows_trains_alike_alone_and_inside_more_rows(n):
     weights = (np.arange(5000) < n).astype(np.float32)
     inside = fnnet.fit(model, loss, opt, params, x, y, 3, sample_weight=weights, **kwargs)
     assert_trees_equal((alone.params, alone.losses), (inside.params, inside.losses))
+
+
+def test_validation_sets_one_sample_apart_share_a_program():
+    """Validation data is padded to the next power of two: the validation splits of the folds
+    of a cross-validation (24 and 25 samples here) run in one program, and the loss on it is
+    the same as on the unpadded set up to rounding."""
+    x, y = X[:64], Y[:64]
+    model = _model()
+    params = model.init(jax.random.key(0), x.shape)[1]
+
+    def run(n_val):
+        return fnnet.fit(
+            model,
+            LOSS,
+            fnnet.Adam(1e-2),
+            params,
+            x,
+            y,
+            2,
+            batch_size=16,
+            validation=(X[100 : 100 + n_val], Y[100 : 100 + n_val]),
+            progress=False,
+        )
+
+    run(24)
+    with count_compilations() as compiled:
+        result = run(25)
+    assert [c for c in compiled if "run" in c] == []
+    want = LOSS.value(model.apply(result.params, X[100:125]), Y[100:125])
+    np.testing.assert_allclose(result.val_losses[-1], want, rtol=1e-5)

@@ -705,3 +705,37 @@ def test_params_of_another_container_name_both_kinds():
         r"model.init gives a tuple\)",
     ):
         fnnet.fit(MODEL, LOSS, fnnet.SGD(lr=0.1), list(init()), x, y, epochs=1, progress=False)
+
+
+def _declares_one_column(key, input_shape):
+    return tuple(input_shape[:-1]) + (1,), {"a": jnp.ones(input_shape[-1])}
+
+
+def _sums_the_columns(params, x, *, train=False, key=None):
+    return jnp.sum(x * params["a"][None, :], axis=-1)  # (n,), where init says (n, 1)
+
+
+def _zero_vjp(params, x, dy, *, train=False, key=None):
+    return {"a": jnp.zeros_like(params["a"])}, jnp.zeros_like(x)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        fnnet.Sequential(fnnet.Linear(2, 3), fnnet.Layer(_declares_one_column, _sums_the_columns, _zero_vjp)),
+        fnnet.Sequential(
+            fnnet.Linear(2, 3),
+            fnnet.Layer(_scale_init, _first_column_apply, _zero_vjp),
+            fnnet.Tanh(),
+            fnnet.Linear(3, 1),
+        ),
+    ],
+    ids=["the-last-layer-the-loss-meets", "a-layer-after-it-passes-the-shape-on"],
+)
+def test_a_users_layer_of_the_wrong_shape_is_named_where_the_error_shows_later(model):
+    """The wrong shape shows where the loss meets it, or two layers on: fit still names the
+    user's layer, not the data or the layer that met it."""
+    x, y = data(8)
+    params = model.init(jax.random.key(0), x.shape)[1]
+    with pytest.raises(ValueError, match=r"serial layer 1: Layer\(.*\): apply returned an output of shape"):
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(0.1), params, x, y, 1, progress=False)

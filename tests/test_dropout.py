@@ -4,6 +4,7 @@ semantics and scaling, keys (one mask per key, also under vmap), and argument er
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import device
@@ -123,3 +124,16 @@ def test_vmap_over_keys_draws_one_mask_per_key():
         np.testing.assert_array_equal(masks[i], np.asarray(apply(keys[i])) == 0)
         for j in range(i):
             assert np.mean(masks[i] != masks[j]) > 0.2, (i, j)
+
+
+def test_a_rate_near_one_scales_half_precision_in_float32():
+    """1 / (1 - 0.99999) = 1e5 is past float16's largest; the kept units' 1e-3 * 1e5 is not:
+    the scale is applied in float32, the output (and the vjp's dx) finite."""
+    x = jnp.full((200_000,), 1e-3, jnp.float16)
+    layer = Dropout(0.99999)
+    out = layer.apply((), x, train=True, key=jax.random.key(0))
+    kept = np.asarray(out[out != 0], np.float32)
+    assert np.isfinite(np.asarray(out, np.float32)).all() and kept.size > 0
+    np.testing.assert_allclose(kept, 100.0, rtol=1e-2)
+    _, dx = layer.vjp((), x, x, train=True, key=jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(dx), np.asarray(out))

@@ -1382,3 +1382,11 @@ def test_spread_and_sweep_name_a_tree_without_arrays_and_repeated_devices():
         fnnet.spread({})
     with pytest.raises(ValueError, match=r"spread: devices must be distinct"):
         fnnet.spread({"w": jnp.ones((2, 3))}, [jax.devices()[0]] * 2)
+
+
+def test_a_layer_number_past_float32_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"LeakyReLU: slope must be finite in float32 \(at most 3\.4e38 in size\), got 1e\+39",
+    ):
+        fnnet.LeakyReLU(1e39)

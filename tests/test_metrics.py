@@ -244,3 +244,16 @@ def test_fit_r2_with_sample_weights_is_the_weighted_r2(weights):
     assert run.metrics["r2"][-1] == pytest.approx(
         numpy_r2(pred[copies], y[copies].astype(np.float64)), abs=1e-3
     )
+
+
+def test_a_batch_size_past_n_compiles_nothing_for_another_n_in_the_bucket():
+    """batch_size >= n is one batch: the data's bucket, not n, sets the program."""
+    model = fnnet.Sequential(fnnet.Linear(4, 3))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 4)).astype(np.float32), rng.integers(0, 3, 200)
+    params = model.init(jax.random.key(0), x.shape)[1]
+    fnnet.evaluate(model, params, x, y, ["accuracy"], batch_size=256)
+    with count_compilations() as compiled:
+        for n in (199, 198, 197):
+            fnnet.evaluate(model, params, x[:n], y[:n], ["accuracy"], batch_size=256)
+    assert compiled == []

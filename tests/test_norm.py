@@ -338,3 +338,13 @@ def test_an_eps_that_is_zero_in_float32_is_refused(layer, eps):
     with pytest.raises(ValueError, match=rf"{layer.__name__}: eps must be at least 1.175e-38, float32's"):
         layer(eps=eps)
     layer(eps=1.2e-38)  # the smallest normal float32 is fine
+
+
+def test_a_momentum_whose_rate_float32_cannot_keep_is_refused():
+    """The running statistics move by 1 - momentum, in float32: 0.99999999 is 1 there (they
+    would never move in fit, where the momentum is data)."""
+    with pytest.raises(
+        ValueError, match=r"BatchNorm: momentum=0\.99999999 is 1\.0 in float32, where it acts not at all"
+    ):
+        BatchNorm(momentum=0.99999999)
+    BatchNorm(momentum=0.999999)  # 1 - momentum kept to 10%

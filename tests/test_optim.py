@@ -523,13 +523,19 @@ F32 = make_params(0, np.float32)
             fnnet.SGD(lr=0.1, decay=1 - 1e-10),
             {},
             ValueError,
-            r"SGD: decay=0\.9999999999 rounds to 1\.0 in the params' dtype float32, as if there were no decay",
+            r"SGD: decay=0\.9999999999 is 1\.0 in float32, where it acts not at all",
         ),
         (
             fnnet.SGD(lr=2**70),
             {"lr": 10**400},
             ValueError,
             r"SGD: lr must be > 0, got an int too large for a float",
+        ),
+        (
+            fnnet.SGD(lr=0.1, decay=0.99999997),  # float32's 0.99999994: twice the decay given
+            {},
+            ValueError,
+            r"SGD: decay=0\.99999997 is 0\.9999999403953552 in float32, where it acts 1\.99x as fast",
         ),
     ],
 )

@@ -551,3 +551,24 @@ def test_a_new_runs_first_save_leaves_a_file_that_appeared_meanwhile(tmp_path, m
         fit(3, path, every=1, **FULL_BATCH)
     assert caught.value.params is not None
     assert fnnet.load(path, PARAMS)[2] == {"the other run": True}
+
+
+class _Table:
+    """A schedule object holding a big table, a mixed-key dict and itself."""
+
+    def __init__(self, n):
+        self.table = [0.01] * n
+        self.marks = {None: 1.0, 100: 0.5}
+        self.me = self
+
+    def __call__(self, t):
+        return 0.01 * jnp.ones_like(t, jnp.float32)
+
+
+def test_a_schedule_objects_record_is_short_and_total():
+    """Recorded by class and attributes: a table of 100,000 numbers by its digest, keys of
+    several types in one order, an object that holds itself cut at a depth."""
+    text = _resume.settings(_Table(10**5))
+    assert len(text) <= 1000 and "blake2b" in text
+    assert _resume.settings(_Table(10**5)) == text
+    assert _resume.settings(_Table(10**5 - 1)) != text

@@ -20,11 +20,14 @@ CASES = {
     "step_growing": (lambda: schedules.step(0.01, 3.0, 250), lambda t: 0.01 * 3.0 ** np.floor(t / 250)),
     "cosine": (
         lambda: schedules.cosine(0.1, 600),
-        lambda t: 0.1 * (1 + np.cos(np.pi * np.minimum(t, 600) / 600)) / 2,
+        # (1 + cos(pi f)) / 2 as cos(pi f / 2)**2, whose float64 keeps the last steps' digits
+        lambda t: 0.1 * np.cos(np.pi / 2 * np.minimum(t, 600) / 600) ** 2 * (np.minimum(t, 600) < 600),
     ),
     "cosine_final": (
         lambda: schedules.cosine(0.1, 600, final_lr=0.02),
-        lambda t: 0.02 + 0.08 * (1 + np.cos(np.pi * np.minimum(t, 600) / 600)) / 2,
+        lambda t: (
+            0.02 + 0.08 * np.cos(np.pi / 2 * np.minimum(t, 600) / 600) ** 2 * (np.minimum(t, 600) < 600)
+        ),
     ),
 }
 
@@ -178,3 +181,26 @@ def test_a_plain_function_is_a_schedule_too():
 def test_dir_lists_only_the_schedules():
     public = [name for name in dir(schedules) if not name.startswith("_")]
     assert public == sorted(schedules.__all__)
+
+
+def test_a_long_cosine_keeps_its_last_steps_above_zero_in_float32():
+    """(1 + cos) / 2 cancels to 0 in float32 over the last steps of a long schedule (a run of
+    exactly total_steps was refused as reaching lr 0): computed as cos**2, it keeps them."""
+    with jax.enable_x64(False):
+        lrs = np.asarray(schedules.cosine(0.1, 20_000)(jnp.arange(19_990, 20_000)))
+    exact = 0.1 * np.cos(np.pi / 2 * np.arange(19_990, 20_000) / 20_000) ** 2
+    assert (lrs > 0).all()
+    np.testing.assert_allclose(lrs, exact, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: schedules.exponential(0.1, 0.99999999), lambda: schedules.step(0.1, 0.99999999, 1)]
+)
+def test_a_decay_the_schedules_float_cannot_keep_is_refused(make):
+    """Computed in float32 (x64 off), a decay of 0.99999999 is 1: the lr would never fall."""
+    with (
+        jax.enable_x64(False),
+        pytest.raises(ValueError, match=r"=0\.99999999 is 1\.0 in float32, where it acts not at all"),
+    ):
+        make()
+    make()  # float64 under x64 keeps it

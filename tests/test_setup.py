@@ -2,6 +2,7 @@
 for word after the owner's name, before any work."""
 
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -375,3 +376,72 @@ def test_a_run_that_stops_early_may_have_epochs_past_the_int32_step_count():
         progress=False,
     )
     assert run.stopped_epoch is not None and run.stopped_epoch < 100
+
+
+def test_huge_epochs_with_early_stopping_and_a_decay_or_schedule_train_at_once():
+    """The lr checks of a run stopped early look at its steps without an array of them: a
+    decaying lr found by bisection, a schedule on its first 2**22 steps."""
+    args = arguments()
+    rule = fnnet.EarlyStopping("loss", patience=2, min_delta=1e-1)
+    for opt in (fnnet.SGD(0.5, decay=0.999), fnnet.SGD(fnnet.schedules.cosine(0.5, 2**31 - 1))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fnnet.LearningRateUnderflow)
+            run = fnnet.fit(
+                MODEL,
+                LOSS,
+                opt,
+                args["params"],
+                args["x"],
+                args["y"],
+                3 * 10**9,
+                batch_size=4,
+                early_stopping=rule,
+                progress=False,
+            )
+        assert run.stopped_epoch is not None
+    with pytest.raises(ValueError, match=r"train: epochs=3000000000 .* would count past step 2\*\*31 - 1"):
+        fnnet.train(MODEL, LOSS, OPT, 3 * 10**9, early_stopping=rule)(
+            args["params"], args["opt_state"], args["x"], args["y"]
+        )
+
+
+def test_the_decayed_lr_reaches_zero_at_the_step_bisection_finds():
+    """0.5 * 0.5**t is 0 in float32 from the step the warning names, as the arange found it."""
+    args = arguments()
+    with pytest.warns(fnnet.LearningRateUnderflow, match=r"at step (\d+)") as caught:
+        fnnet.fit(
+            MODEL, LOSS, fnnet.SGD(0.5, decay=0.5), args["params"], args["x"], args["y"], 300, progress=False
+        )
+    step = int(re.search(r"at step (\d+)", str(caught[0].message)).group(1))
+    lrs = fnnet.optim.learning_rate(
+        fnnet.SGD(0.5, decay=0.5).init(args["params"]).hyperparams, None, jnp.arange(300)
+    )
+    assert step == int(np.flatnonzero(np.asarray(lrs) == 0)[0])
+
+
+def test_integer_targets_beyond_int32_are_refused_where_jax_holds_them_as_int32():
+    x, _ = fnnet.data.disk(jax.random.key(1), 12)
+    model = fnnet.Linear(2, 1)
+    params = model.init(jax.random.key(0), x.shape)[1]
+    y = np.full((12, 1), 2**32 + 1, np.int64)
+    says = r"fit: y holds 12 value\(s\) beyond int32's range, in which JAX holds int64 data .* wrapped around"
+    with jax.enable_x64(False), pytest.raises(ValueError, match=says):
+        fnnet.fit(model, fnnet.LossMSE(), fnnet.SGD(1e-3), params, x, y, 1, progress=False)
+
+
+def test_another_epochs_count_with_a_schedule_compiles_nothing():
+    """The schedule's check evaluates it on a power of two of steps: its small programs
+    compile once, not for every run length."""
+    args = arguments()
+    opt = fnnet.SGD(fnnet.schedules.cosine(0.1, 1000))
+
+    def run(epochs):
+        fnnet.fit(
+            MODEL, LOSS, opt, args["params"], args["x"], args["y"], epochs, batch_size=4, progress=False
+        )
+
+    run(5)
+    with count_compilations() as compiled:
+        run(6)
+        run(7)
+    assert compiled == []
