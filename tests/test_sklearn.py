@@ -346,3 +346,9 @@ def test_a_failed_fit_keeps_the_parameters_it_was_given():
     with pytest.raises(ValueError, match="Negative values"):
         estimator.fit(X, y, sample_weight=-np.ones(len(y)))
     assert estimator.random_state is state
+
+
+def test_a_learning_rate_init_float32_cannot_hold_is_named():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=r"learning_rate_init=1e-50 is 0 in float32, where fnnet trains"):
+        MLPClassifier(learning_rate_init=1e-50, max_iter=2).fit(X, y)

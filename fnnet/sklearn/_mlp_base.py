@@ -105,6 +105,11 @@ class BaseMLP(BaseEstimator):
             )
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if self.solver != "lbfgs" and not np.float32(self.learning_rate_init) > 0:
+            raise ValueError(
+                f"learning_rate_init={self.learning_rate_init!r} is 0 in float32, where fnnet trains "
+                f"(its smallest positive number is about 1e-45): give a larger one"
+            )
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
