@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._atomic import write_atomically
-from fnnet._checks import donated
+from fnnet._checks import describe, donated
 from fnnet._npz import Archive, open_npz, unreadable
 
 __all__ = ["save", "load", "load_best"]
@@ -111,6 +111,8 @@ def save_run(
     """`save`, and for `fit`'s early stopping the best params so far (entries prefixed
     `best_params`, read by `load_best`; `load` leaves them out); `exclusive`: refuse to
     replace a file at `path` (a run's first save, `_atomic.write_atomically`)."""
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"save: path must be a str or os.PathLike of one, got {describe(path)}")
     path = os.fspath(path)
     dtypes: dict = {}
     arrays = _flatten("params", params, dtypes)
@@ -251,11 +253,23 @@ def load(path, params, opt_state=None):
       ValueError: a truncated, corrupt or foreign file, or one whose entries
         differ from the templates in names, shapes or dtypes.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, f"load: checkpoint {path!r} does not exist")
+    path = _checkpoint_path("load", path)
     with open_npz(path) as archive:
         return _load(archive, (params, opt_state))
+
+
+def _checkpoint_path(owner: str, path) -> str:
+    """`path` as a str naming a file that exists, else the error naming `owner`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{owner}: path must be a str or os.PathLike, got {describe(path)}")
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"{owner}: path must be a str or os.PathLike of one, got {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{owner}: checkpoint {path!r} is a folder, not a file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, f"{owner}: checkpoint {path!r} does not exist")
+    return path
 
 
 def load_best(path, params):
@@ -267,9 +281,7 @@ def load_best(path, params):
     Example:
       >>> fnnet.load_best("run.npz", params)  # doctest: +SKIP
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(errno.ENOENT, f"load_best: checkpoint {path!r} does not exist")
+    path = _checkpoint_path("load_best", path)
     with open_npz(path) as archive:
         header = _read_header(archive)
         if not header.get("has_best_params"):

@@ -13,6 +13,8 @@ import math
 import os
 import tempfile
 
+import numpy as np
+
 
 def positive_int(text):
     """An int >= 1."""
@@ -34,10 +36,15 @@ def positive_float(text):
 
 
 def decay_factor(text):
-    """A per-step learning-rate decay in (0, 1]; 1 means none."""
+    """A per-step learning-rate decay in (0, 1]; 1 means none. One float32 (where the runs
+    keep it) cannot tell from 1 is refused here, as fnnet would refuse it."""
     value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a decay in (0, 1], got {text!r}")
+    if value != 1 and float(np.float32(value)) == 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a decay float32 keeps below 1, got {text!r}: it is 1 there"
+        )
     return value
 
 

@@ -539,3 +539,13 @@ def test_deeply_nested_metadata_and_headers_are_refused_by_kind(tmp_path):
     np.savez(path, **{fnnet.checkpoint._HEADER: np.array("[" * 100_000 + "]" * 100_000)})
     with pytest.raises(ValueError, match="has a corrupt header"):
         fnnet.load(path, {"w": np.ones(2)})
+
+
+def test_paths_that_are_not_a_files_are_named(tmp_path):
+    tree = {"w": np.ones(2)}
+    with pytest.raises(TypeError, match=r"save: path must be a str or os.PathLike of one"):
+        fnnet.save(b"run.npz", tree)
+    with pytest.raises(IsADirectoryError, match=r"load: checkpoint .* is a folder, not a file"):
+        fnnet.load(tmp_path, tree)
+    with pytest.raises(IsADirectoryError, match=r"load_best: checkpoint .* is a folder, not a file"):
+        fnnet.load_best(tmp_path, tree)
