@@ -26,6 +26,9 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) or _scalar_array(value, "iuf")
 
 
+INT32_MAX = 2**31 - 1  # the largest step, epoch or iteration count the device counts in
+
+
 def is_finite(value) -> bool:
     """Whether the real number `value` is finite as a float (an int too large for one is not)."""
     try:
@@ -171,6 +174,16 @@ def as_array(owner, name, a):
             f"into one), got {describe(a)}"
         )
     return array
+
+
+def check_not_donated(owner: str, name: str, tree) -> None:
+    """Raise ValueError if `tree` (named `name`) holds arrays a `train_step` donated and
+    deleted, saying what to pass instead."""
+    if donated(tree):
+        raise ValueError(
+            f"{owner}: {name} hold arrays that were donated to a train_step and deleted: use the "
+            f"ones the step returned, or keep a copy to reuse, jax.tree.map(jnp.copy, {name})"
+        )
 
 
 def donated(tree) -> bool:

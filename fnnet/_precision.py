@@ -34,18 +34,18 @@ def wide(x):
     return x.astype(jnp.float32)
 
 
-def near_one_error(owner: str, name: str, value: float, dtype) -> str:
-    """Why `value` (a decay or momentum in (0, 1]) does not keep its meaning in `dtype`, or
-    "": its effect is 1 - value (the rate a decay decays at), which float32 keeps to 10% up
-    to about 1 - 1e-6; 1 - 1e-10 is 1 there (no decay at all), 1 - 3e-8 twice as fast."""
+def check_near_one(owner: str, name: str, value: float, dtype) -> None:
+    """Raise ValueError unless `value` (a decay or momentum in (0, 1]) keeps its meaning in
+    `dtype`: its effect is 1 - value (the rate a decay decays at), which float32 keeps to
+    10% up to about 1 - 1e-6; 1 - 1e-10 is 1 there (no decay at all), 1 - 3e-8 twice as fast."""
     if value == 1:
-        return ""
+        return
     cast = float(np.asarray(value, dtype))
     given, kept = 1 - value, 1 - cast
     if abs(kept - given) <= 0.1 * given:
-        return ""
+        return
     acts = "not at all" if kept == 0 else f"{kept / given:.3g}x as fast as the one given"
-    return (
+    raise ValueError(
         f"{owner}: {name}={value!r} is {cast!r} in {np.dtype(dtype).name}, where it acts "
         f"{acts} (1 - {name} is its rate); give a {name} further from 1 (float64, under "
         f"jax_enable_x64, keeps more digits)"

@@ -17,12 +17,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnet._buckets import padded_samples, run_size, validation_size
-from fnnet._checks import as_array, check_key, describe, donated, is_int
+from fnnet._checks import INT32_MAX, as_array, check_key, check_not_donated, describe, is_int
 from fnnet._hosts import count_beyond, check_same_on_every_process, count_nonfinite
 from fnnet.combinators import shape_mismatch
 from fnnet.layers import Layer
 from fnnet.losses import ONE_OUTPUT_HINT, Loss, check_targets, one_output_hint
-from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate
+from fnnet.optim import Optimizer, OptState, check_hyperparams, check_schedule, learning_rate, schedule_steps
 from fnnet.state import trainable_mask
 
 
@@ -136,6 +136,11 @@ def prepare_run(
     )
 
 
+def _real(dtype) -> bool:
+    """Real numbers: bool, integers or floats (bfloat16 and the other ml_dtypes too)."""
+    return np.dtype(dtype).kind in "biu" or jnp.issubdtype(dtype, jnp.floating)
+
+
 def check_sample_weight(owner, sample_weight, n):
     """`sample_weight` as a NumPy float64 array `(n,)` of finite weights >= 0, not all 0
     (None passes): each sample's weight in the loss, a weighted mean, as scikit-learn's
@@ -144,7 +149,7 @@ def check_sample_weight(owner, sample_weight, n):
         return None
     weights = as_array(owner, "sample_weight", sample_weight)
     if isinstance(weights, jax.core.Tracer):  # a sweep's member, its values unseen here
-        if weights.dtype.kind not in "biuf" or weights.shape != (n,):
+        if not _real(weights.dtype) or weights.shape != (n,):
             raise ValueError(
                 f"{owner}: sample_weight must be real numbers of shape ({n},), got "
                 f"{weights.dtype}{list(weights.shape)}"
@@ -154,7 +159,7 @@ def check_sample_weight(owner, sample_weight, n):
         valid = jnp.all(jnp.isfinite(weights)) & jnp.all(weights >= 0) & (largest > 0)
         return jnp.where(valid, weights / largest, jnp.nan)  # a bad row: NaN losses, flagged
     weights = np.asarray(weights)
-    if not (weights.dtype.kind in "biu" or jnp.issubdtype(weights.dtype, jnp.floating)):
+    if not _real(weights.dtype):
         raise TypeError(f"{owner}: sample_weight must be real numbers, got dtype {weights.dtype}")
     if weights.shape != (n,):
         raise ValueError(
@@ -222,16 +227,13 @@ def check_count(name, value) -> int:
     return int(value)
 
 
-_INT32_MAX = 2**31 - 1  # the step count and the epochs are int32 on the device
-
-
 def check_step_range(owner, epochs: int, steps_per_epoch: int, count) -> None:
     """Raise ValueError unless the run's epochs and its last step count (from the state's
     `count`, where concrete) fit the device's int32 counters: a run without early
     stopping that would count past them."""
     start = 0 if isinstance(count, jax.core.Tracer) else int(count)
     last = start + epochs * steps_per_epoch
-    if epochs > _INT32_MAX or last > _INT32_MAX:
+    if epochs > INT32_MAX or last > INT32_MAX:
         raise ValueError(
             f"{owner}: epochs={epochs} ({steps_per_epoch} step(s) each, from step {start}) would "
             f"count past step 2**31 - 1, the largest int32 the run counts its steps and epochs in; "
@@ -361,11 +363,7 @@ def check_targets_of(owner, loss, name_y, y, n_outputs) -> None:
 
 
 def _non_finite(owner, name, tree, why="training must start from finite values") -> None:
-    if donated(tree):
-        raise ValueError(
-            f"{owner}: {name} holds arrays that were donated to a train_step and deleted: use the "
-            f"ones the step returned, or keep a copy to reuse, jax.tree.map(jnp.copy, {name})"
-        )
+    check_not_donated(owner, name, tree)
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         bad = count_nonfinite(leaf)
         if bad:
@@ -424,8 +422,8 @@ def _params_spec(model, shape):
     return spec
 
 
-def check_params(owner, model, params, x) -> None:
-    """params: the tree and shapes `model.init` gives, all finite."""
+def check_params(owner, model, params, x, why="training must start from finite values") -> None:
+    """params: the tree and shapes `model.init` gives, all finite (else `why` they must be)."""
     try:  # on one sample of x (init's shapes depend on no more): kept for every n
         expected = _params_spec(model, (1,) + tuple(x.shape[1:]))
     except (TypeError, ValueError) as error:
@@ -447,8 +445,7 @@ def check_params(owner, model, params, x) -> None:
                 f"{owner}: params{jax.tree_util.keystr(path)} has shape "
                 f"{jnp.shape(leaf)}, model.init gives {spec.shape}"
             )
-    why = "the model's outputs would not be finite" if owner == "evaluate" else None
-    _non_finite(owner, "params", params, *([why] if why else []))
+    _non_finite(owner, "params", params, why)
 
 
 def _shard_counts(n, batch_size, shards):
@@ -526,9 +523,6 @@ def place(owner, mesh: Optional[Mesh], x, y, batch_size, sample_weight=None, siz
 _unscheduled_lr = jax.jit(lambda hyperparams, t: learning_rate(hyperparams, None, t))
 
 
-_SCHEDULE_STEPS = 2**22  # a schedule is evaluated on at most the first this many steps of a run
-
-
 def underflow_step(opt, opt_state, steps: int):
     """The first of the next `steps` steps whose learning rate is exactly 0.0, with that
     lr's dtype, or None: `optim.learning_rate`, the optimizers' own formula (a schedule's
@@ -539,7 +533,7 @@ def underflow_step(opt, opt_state, steps: int):
     if opt.schedule is None and np.all(np.asarray(hyper["decay"]) == 1):
         return None  # a constant lr, checked > 0 when set
     start = int(opt_state.count)
-    steps = min(steps, _INT32_MAX - start)  # a run stopped early may be given more (check_step_range)
+    steps = min(steps, INT32_MAX - start)  # a run stopped early may be given more (check_step_range)
     if opt.schedule is None:  # lr * decay**t only falls with t: the first 0 by bisection
         last = _unscheduled_lr(hyper, jnp.int32(start + steps - 1))
         if float(last) != 0:
@@ -552,10 +546,8 @@ def underflow_step(opt, opt_state, steps: int):
             else:
                 low = middle + 1
         return low, last.dtype
-    steps = min(steps, _SCHEDULE_STEPS)
-    size = 1 << max(10, (steps - 1).bit_length())  # padded: few shapes, few compilations
-    t = jnp.arange(start, start + size, dtype=jnp.int32)
     with jax.ensure_compile_time_eval():
+        t, steps = schedule_steps(start, steps)
         lrs = learning_rate(hyper, opt.schedule, t)
     zero = np.flatnonzero(np.asarray(lrs)[:steps] == 0)
     return (start + int(zero[0]), lrs.dtype) if zero.size else None

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet._atomic import write_atomically
-from fnnet._checks import describe, donated
+from fnnet._checks import check_not_donated, describe
 from fnnet._npz import Archive, open_npz, unreadable
 
 __all__ = ["save", "load", "load_best"]
@@ -97,11 +97,7 @@ def save(path, params, opt_state=None, metadata: Optional[dict] = None) -> None:
       OSError: the file cannot be written (FileNotFoundError, PermissionError,
         a full disk...); the message names `path`, and no temporary file stays.
     """
-    if donated((params, opt_state)):
-        raise ValueError(
-            "save: params or opt_state hold arrays that were donated to a train_step and "
-            "deleted: save the ones the step returned (or a copy kept before it)"
-        )
+    check_not_donated("save", "params or opt_state", (params, opt_state))
     save_run(path, params, opt_state, metadata)
 
 
@@ -317,23 +313,10 @@ def _load(archive: Archive, like):
         if not header.get("has_opt_state"):
             raise ValueError(f"load: {path!r} holds no optimizer state, but opt_state asks for one")
         opt_state = _unflatten(archive, "opt_state", like_state, dtypes)
-    expected = {
-        "params" + jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(like_params)[0]
-    } | (
-        {
-            "opt_state" + jax.tree_util.keystr(p)
-            for p, _ in jax.tree_util.tree_flatten_with_path(like_state)[0]
-        }
-        if like_state is not None
-        else set()
-    )
-    extra = sorted(
-        name
-        for name in archive.entries
-        if name != _HEADER
-        and name not in expected
-        and (like_state is not None or not name.startswith("opt_state"))
-        and not (header.get("has_best_params") and name.startswith("best_params"))
+    templates = {"params": like_params, **({} if like_state is None else {"opt_state": like_state})}
+    known = ("params", "opt_state") + (("best_params",) if header.get("has_best_params") else ())
+    extra = _extra_entries(archive, templates) + sorted(
+        name for name in archive.entries if name != _HEADER and not name.startswith(known)
     )
     if extra:
         raise ValueError(

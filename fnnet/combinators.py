@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import _draws
-from fnnet._checks import as_array, check_init, check_key, check_shape, describe, donated, is_int
+from fnnet._checks import as_array, check_init, check_key, check_not_donated, check_shape, describe, is_int
 from fnnet.layers import FunctionLayer, Layer, check_cotangent, check_dparams, contract_hint, masked
 from fnnet.state import check_update, trainable_mask
 
@@ -27,11 +27,7 @@ def _check_params(params, n_layers):
             f"serial of {n_layers} layers: params must be a tuple of "
             f"{n_layers} entries (one per layer), got {got}"
         )
-    if donated(params):
-        raise ValueError(
-            "serial: params hold arrays that were donated to a train_step and deleted: use the "
-            "params the step returned, or keep a copy to reuse, jax.tree.map(jnp.copy, params)"
-        )
+    check_not_donated("serial", "params", params)
 
 
 def _naming_layer(position, fn, *args, **kwargs):

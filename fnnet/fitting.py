@@ -333,11 +333,12 @@ def fit(
             centers,
         )
 
-    claimed = [resume or overwrite]  # a new run's first save refuses a file that appeared meanwhile
+    claimed = resume or overwrite  # a new run's first save refuses a file that appeared meanwhile
 
     def saved():
-        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch, not claimed[0])
-        claimed[0] = True
+        nonlocal claimed
+        _save(checkpoint, params, opt_state, epochs, history, validate, spec, watch, not claimed)
+        claimed = True
 
     bar = _Progress(epochs, done) if progress else None
     updates = 1 if bar is None else _PROGRESS_UPDATES

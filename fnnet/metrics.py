@@ -382,7 +382,7 @@ def evaluate(
     x, y = as_array("evaluate", "x", x), as_array("evaluate", "y", y)
     check_data("evaluate", "x", "y", x, y)
     check_param_dtypes("evaluate", params)
-    check_params("evaluate", model, params, x)
+    check_params("evaluate", model, params, x, why="the model's outputs would not be finite")
     n = x.shape[0]
     if batch_size is not None:
         if not is_int(batch_size) or batch_size < 1:

@@ -20,7 +20,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from fnnet._checks import check_init, describe, is_finite, is_real, shown
-from fnnet._precision import at_least_float32, like, near_one_error, wide
+from fnnet._precision import at_least_float32, check_near_one, like, wide
 from fnnet._values import number_field, setattr_frozen, show
 from fnnet.layers import Layer, check_cotangent, check_dtype, check_floating, check_train, weights_field
 from fnnet.state import State
@@ -43,9 +43,7 @@ def _check_momentum(owner, value):
     """momentum in [0, 1), its 1 - momentum kept in float32, where the running statistics
     move (0.99999999 is 1 there: they would never move)."""
     momentum = _check_number(owner, "momentum", value, lambda v: 0 <= v < 1, "in [0, 1)")
-    far = near_one_error(owner, "momentum", momentum, np.float32)
-    if far:
-        raise ValueError(far)
+    check_near_one(owner, "momentum", momentum, np.float32)
     return momentum
 
 

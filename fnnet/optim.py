@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import as_number, describe, is_finite, is_real
-from fnnet._precision import at_least_float32, near_one_error
+from fnnet._checks import INT32_MAX, as_number, describe, is_finite, is_real
+from fnnet._precision import at_least_float32, check_near_one
 from fnnet._types import Array, ScalarOrSchedule
 from fnnet._values import settings_repr, setattr_frozen, show
 from fnnet.state import trainable_mask
@@ -181,12 +181,14 @@ class Hyperparameter(NamedTuple):
     """A hyperparameter's default value and the rule every value of it must follow.
 
     `ok(values)` tests a float64 NumPy array elementwise; `expected` says in
-    words what it tests, for errors ("> 0").
+    words what it tests, for errors ("> 0"); `near_one`: a value whose effect is 1 -
+    value (a decay), which the params' dtype must keep (`_precision.check_near_one`).
     """
 
     value: Any
     ok: Callable[[Any], Any]
     expected: str
+    near_one: bool = False
 
 
 def positive(value) -> Hyperparameter:
@@ -206,7 +208,7 @@ def fraction(value) -> Hyperparameter:
 
 def decay_factor(value) -> Hyperparameter:
     """A per-step learning-rate decay in (0, 1]; 1 means none."""
-    return Hyperparameter(value, _decay_factor, "in (0, 1]")
+    return Hyperparameter(value, _decay_factor, "in (0, 1]", near_one=True)
 
 
 def _positive(v):
@@ -262,9 +264,8 @@ def _check_hyperparam(owner: str, name: str, value, rule: Hyperparameter, dtype=
                 f"{owner}: {name} must be {rule.expected} in the params' dtype "
                 f"{np.dtype(dtype).name}, got {value!r}, which is {cast} there"
             )
-        far = near_one_error(owner, name, number, dtype) if rule.ok is _decay_factor else ""
-        if far:  # 1 - 1e-10 is no decay at all in float32, 1 - 3e-8 decays twice as fast
-            raise ValueError(far)
+        if rule.near_one:  # 1 - 1e-10 is no decay at all in float32, 1 - 3e-8 decays twice as fast
+            check_near_one(owner, name, number, dtype)
     return value
 
 
@@ -336,20 +337,30 @@ def learning_rate(hyperparams: dict, schedule: Optional[Callable], t):
     return lr * jnp.where(scheduled < 0, jnp.nan, scheduled)
 
 
+SCHEDULE_STEPS = 2**22  # a schedule is looked at on at most the first this many steps of a run
+
+
+def schedule_steps(start: int, steps: int) -> tuple:
+    """`(t, steps)`: the steps from `start` a schedule is looked at on, padded to a power of
+    two (at least 1024: its small programs compile once per size, not for every run
+    length), and how many of them the run takes (at most `SCHEDULE_STEPS`, and within the
+    int32 count: a run that stops early may be given more)."""
+    steps = min(steps, SCHEDULE_STEPS, INT32_MAX - start)
+    size = 1 << max(10, (steps - 1).bit_length())
+    return jnp.arange(start, start + size, dtype=jnp.int32), steps
+
+
 def _check_schedule(owner, schedule, steps=1, start=0):
     """Raise ValueError unless `schedule(t)` is a finite scalar > 0 for start <= t < start +
-    steps (a run continued from a state takes the steps after its count). The schedule is
-    evaluated on a power of two of steps (at least 1024), of which the first `steps` are
-    checked: its small programs compile once per size, not for every run length. A run of
-    more than 2**22 steps (one that stops early) is checked on its first 2**22."""
-    steps = min(steps, 2**22, 2**31 - 1 - start)
-    size = 1 << max(10, (steps - 1).bit_length())
+    steps (a run continued from a state takes the steps after its count), on the steps
+    `schedule_steps` gives."""
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
-        lrs = np.asarray(schedule(jnp.arange(start, start + size, dtype=jnp.int32)))
-    if lrs.shape != (size,):
+        t, steps = schedule_steps(start, steps)
+        lrs = np.asarray(schedule(t))
+    if lrs.shape != t.shape:
         raise ValueError(
             f"{owner}: the lr schedule must map a step to a scalar (steps of shape "
-            f"({size},) to lrs of shape ({size},)), got lrs of shape {lrs.shape}"
+            f"{t.shape} to lrs of shape {t.shape}), got lrs of shape {lrs.shape}"
         )
     lrs = lrs[:steps]
     bad = ~(np.isfinite(lrs) & (lrs > 0))

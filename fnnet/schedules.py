@@ -14,7 +14,7 @@ import math as _math
 import jax.numpy as _jnp
 
 from fnnet._checks import as_number as _as_number
-from fnnet._precision import near_one_error as _near_one_error
+from fnnet._precision import check_near_one as _check_near_one
 from fnnet._checks import describe as _describe
 from fnnet._checks import is_int as _is_int
 from fnnet._checks import is_real as _is_real
@@ -30,14 +30,6 @@ def _positive(name, value):
     if not _is_real(value) or not (_math.isfinite(value) and value > 0):
         raise ValueError(f"schedules: {name} must be a finite number > 0, got {value!r}")
     return float(value)
-
-
-def _check_near_one(owner, name, value):
-    """A decay close to 1 must keep its 1 - value in the float dtype the schedule computes
-    in (`_precision.near_one_error`)."""
-    far = _near_one_error(owner, name, value, _jnp.result_type(float))
-    if far:
-        raise ValueError(far)
 
 
 def _float_steps(t):
@@ -81,7 +73,7 @@ class exponential(_Schedule):
         lr, decay = _positive("lr", self.lr), _positive("decay", self.decay)
         if decay > 1:
             raise ValueError(f"schedules.exponential: decay must be in (0, 1], got {decay}")
-        _check_near_one("schedules.exponential", "decay", decay)
+        _check_near_one("schedules.exponential", "decay", decay, _jnp.result_type(float))
         _setattr_frozen(self, lr=lr, decay=decay)
 
     def __call__(self, t):
@@ -115,7 +107,7 @@ class step(_Schedule):
         if not _is_int(self.every) or self.every < 1:
             raise ValueError(f"schedules.step: every must be an int >= 1, got {self.every!r}")
         if factor <= 1:
-            _check_near_one("schedules.step", "factor", factor)
+            _check_near_one("schedules.step", "factor", factor, _jnp.result_type(float))
         _setattr_frozen(self, lr=lr, factor=factor, every=int(self.every))
 
     def __call__(self, t):

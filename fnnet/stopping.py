@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._checks import describe, is_int, is_real
+from fnnet._checks import INT32_MAX, describe, is_int, is_real
 from fnnet._values import settings_repr
 
 __all__ = ["EarlyStopping"]
 
 _MODES = ("auto", "min", "max")
-_MOST_PATIENCE = 2**31 - 1  # an int32 counts the epochs
+_MOST_PATIENCE = INT32_MAX  # an int32 counts the epochs
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

@@ -134,9 +134,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, default=3, help="seeds (splits, noise and inits)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per seed")
-    parser.add_argument("--sigma", type=float, default=0.3, help="noise standard deviation")
+    parser.add_argument(
+        "--seeds", type=options.positive_int, default=3, help="seeds (splits, noise and inits)"
+    )
+    parser.add_argument("--epochs", type=options.positive_int, default=20, help="epochs per seed")
+    parser.add_argument("--sigma", type=options.positive_float, default=0.3, help="noise standard deviation")
     parser.add_argument("--clip", action="store_true", help="clip the noisy images to [0, 1]")
     parser.add_argument("--lr", type=options.positive_float, default=LR, help="Adam's learning rate")
     parser.add_argument("--plot", metavar="DIR", help="write noisy / denoised / clean rows here")
@@ -148,11 +150,6 @@ def main(argv=None):
     if args.plot:
         require(parser, "matplotlib", "matplotlib", "--plot")
         options.plot_folder(parser, args.plot)
-    if not args.sigma > 0:
-        parser.error(f"--sigma must be > 0, got {args.sigma}")
-    for name in ("seeds", "epochs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     compile_cache.enable(args.no_cache)
 
     x, y = load_digits()

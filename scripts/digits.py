@@ -238,7 +238,7 @@ def main(argv=None):
     parser.add_argument(
         "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to train"
     )
-    parser.add_argument("--seeds", type=int, default=5, help="seeds (splits and inits)")
+    parser.add_argument("--seeds", type=options.positive_int, default=5, help="seeds (splits and inits)")
     parser.add_argument(
         "--epochs",
         type=epochs_arg,
@@ -256,8 +256,6 @@ def main(argv=None):
     if args.plot:
         require(parser, "matplotlib", "matplotlib", "--plot")
         options.plot_folder(parser, args.plot)
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     compile_cache.enable(args.no_cache)
 
     x, y = load_digits()

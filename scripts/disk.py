@@ -325,11 +325,15 @@ def main(argv=None):
         default=DEFAULT_MODELS,
         help="which of the disk task's models to train",
     )
-    parser.add_argument("--epochs", type=int, default=10_000, help="full-batch epochs per run")
-    parser.add_argument("--seeds", type=int, default=5, help="runs per model, each its own data and init")
+    parser.add_argument(
+        "--epochs", type=options.positive_int, default=10_000, help="full-batch epochs per run"
+    )
+    parser.add_argument(
+        "--seeds", type=options.positive_int, default=5, help="runs per model, each its own data and init"
+    )
     parser.add_argument(
         "--evaluations",
-        type=int,
+        type=options.positive_int,
         default=50,
         help="evaluations along each run (the points of the learning curves); they must divide --epochs",
     )
@@ -346,9 +350,6 @@ def main(argv=None):
         "--no-cache", action="store_true", help="leave JAX's persistent compilation cache off"
     )
     args = parser.parse_args(argv)
-    for option in ("epochs", "seeds", "evaluations"):
-        if getattr(args, option) < 1:
-            parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
     if args.epochs % args.evaluations:
         parser.error(f"--evaluations ({args.evaluations}) must divide --epochs ({args.epochs})")
     if args.plot:

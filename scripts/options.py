@@ -15,6 +15,8 @@ import tempfile
 
 import numpy as np
 
+from fnnet._precision import check_near_one
+
 
 def positive_int(text):
     """An int >= 1."""
@@ -36,15 +38,15 @@ def positive_float(text):
 
 
 def decay_factor(text):
-    """A per-step learning-rate decay in (0, 1]; 1 means none. One float32 (where the runs
-    keep it) cannot tell from 1 is refused here, as fnnet would refuse it."""
+    """A per-step learning-rate decay in (0, 1]; 1 means none. One too close to 1 for the
+    float32 the runs keep it in is refused here, by fnnet's own rule."""
     value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a decay in (0, 1], got {text!r}")
-    if value != 1 and float(np.float32(value)) == 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a decay float32 keeps below 1, got {text!r}: it is 1 there"
-        )
+    try:
+        check_near_one("--decay", "decay", value, np.float32)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 

@@ -1359,7 +1359,7 @@ def test_params_a_train_step_donated_are_named_by_fit_train_and_evaluate():
     x, y = fnnet.data.disk(jax.random.key(1), N)
     params = MODEL.init(jax.random.key(0), x.shape)[1]
     fnnet.train_step(MODEL, LOSS, OPT)(params, OPT.init(params), x, y)  # donates params
-    says = r"params holds arrays that were donated to a train_step and deleted"
+    says = r"params hold arrays that were donated to a train_step and deleted"
     with pytest.raises(ValueError, match=rf"fit: {says}"):
         fnnet.fit(MODEL, LOSS, OPT, params, x, y, 1, progress=False)
     with pytest.raises(ValueError, match=rf"train: {says}"):

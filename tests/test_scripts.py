@@ -188,7 +188,12 @@ def test_the_disk_compile_baseline_trains_as_disk_py():
         (disk, ["--lr", "0"], r"argument --lr: expected a finite number > 0, got '0'"),
         (disk, ["--lr", "nan"], r"argument --lr: expected a finite number > 0"),
         (disk, ["--decay", "2"], r"argument --decay: expected a decay in \(0, 1\], got '2'"),
-        (disk, ["--decay", "0.999999999"], r"argument --decay: expected a decay float32 keeps below 1"),
+        (
+            disk,
+            ["--decay", "0.999999999"],
+            r"argument --decay: --decay: decay=0\.999999999 is 1\.0 in float32",
+        ),
+        (disk, ["--decay", "0.99999997"], r"argument --decay: .* where it acts 1\.99x as fast"),
         (sweep, ["--seeds", "0"], r"argument --seeds: expected an int >= 1, got 0"),
         (sweep, ["--lrs", "0.1", "-1"], r"argument --lrs: expected a finite number > 0, got '-1'"),
         (disk, ["--plot", "FILE"], r"--plot .*: cannot write figures there"),

@@ -445,3 +445,14 @@ def test_another_epochs_count_with_a_schedule_compiles_nothing():
         run(6)
         run(7)
     assert compiled == []
+
+
+def test_bfloat16_sample_weights_are_numbers_inside_vmap_too():
+    x, y = fnnet.data.disk(jax.random.key(1), 12)
+    params = MODEL.init(jax.random.key(0), x.shape)[1]
+    run = fnnet.train(MODEL, LOSS, OPT, 2)
+    losses = jax.vmap(lambda w: run(params, OPT.init(params), x, y, sample_weight=w)[2])(
+        jnp.full((2, 12), 2, jnp.bfloat16)
+    )
+    plain = run(params, OPT.init(params), x, y)[2]
+    np.testing.assert_allclose(np.asarray(losses), np.stack([np.asarray(plain)] * 2), rtol=1e-6)

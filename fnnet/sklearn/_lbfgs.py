@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from fnnet._checks import INT32_MAX
 from fnnet.grad import loss_and_grads_in
 
 __all__ = ["minimize", "fit_lbfgs", "not_converged", "CONVERGED", "MAX_ITER", "MAX_FUN", "LINE_SEARCH_FAILED"]
@@ -86,9 +87,6 @@ def _line_search(fun, x, f, g, d, step, budget):
     found, _, _, _, evals, best = lax.while_loop(cond, body, init)
     moved = best[1] < f
     return found | moved, best[0], best[1], best[2], evals
-
-
-_INT32_MAX = 2**31 - 1
 
 
 def minimize(fun, x0, *, max_iter, max_fun, gtol, ftol=_FTOL, history: int = 10) -> Result:
@@ -205,8 +203,8 @@ def fit_lbfgs(model, loss, params, x, y, weights, *, l2, max_iter, max_fun, gtol
         y,
         weights,
         jnp.asarray(l2, dtype),
-        jnp.int32(min(max_iter, _INT32_MAX)),  # the counts are int32: 2**31 - 1 is "unbounded"
-        jnp.int32(min(max_fun, _INT32_MAX)),
+        jnp.int32(min(max_iter, INT32_MAX)),  # the counts are int32: 2**31 - 1 is "unbounded"
+        jnp.int32(min(max_fun, INT32_MAX)),
         jnp.asarray(gtol, dtype),
     )
 

@@ -30,6 +30,7 @@ import numpy as np
 from jax import lax
 
 from fnnet._buckets import run_size
+from fnnet._checks import INT32_MAX
 from fnnet._precision import at_least_float32
 from fnnet._setup import check_one_sample_steps, check_sample_weight, check_targets_of, traced_apply
 from fnnet.fitting import _CHUNK
@@ -39,7 +40,7 @@ from fnnet.sklearn._training import Plan, Trained
 
 __all__ = ["batchable", "check", "group_key", "Program"]
 
-_NEVER = np.iinfo(np.int32).max  # the patience of a member without a stopping rule
+_NEVER = INT32_MAX  # the patience of a member without a stopping rule
 _STOPPING = EarlyStopping("loss", "min", restore_best=False)  # scikit-learn's rule, its numbers data
 
 

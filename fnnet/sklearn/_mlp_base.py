@@ -19,13 +19,14 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fnnet._buckets import padded_samples, run_size
+from fnnet._checks import INT32_MAX
 from fnnet.sklearn import _lbfgs, _network
 from fnnet.sklearn._objectives import sklearn_adam, sklearn_sgd
 from fnnet.sklearn._training import Plan, Trained, train_epochs, unchanged_on_failure
 from fnnet.stopping import EarlyStopping
 
 DTYPE = np.float32  # fnnet trains in float32; predictions are computed in float64
-_MOST_PATIENCE = 2**31 - 1  # EarlyStopping's largest: a rule that never ends a run
+_MOST_PATIENCE = INT32_MAX  # EarlyStopping's largest: a rule that never ends a run
 
 
 class BaseMLP(BaseEstimator):

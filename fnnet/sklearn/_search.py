@@ -50,12 +50,12 @@ def _prepared(base, X, y, pairs, fit_params):
         X_train, y_train = _safe_split(estimator, X, y, train)
         try:
             plan = estimator._search_plan(X_train, y_train, weights)
-            if plan is not None:
-                _members.check(plan)  # what fnnet.fit would raise before training
+            if plan is None or not _members.batchable(plan):
+                continue  # fitted alone, by its own fit
+            _members.check(plan)  # what fnnet.fit would raise before training
         except Exception:  # its own fit raises it again, as scikit-learn reports it
             continue
-        if plan is not None and _members.batchable(plan):
-            prepared[i] = (estimator, plan, time.time() - start)
+        prepared[i] = (estimator, plan, time.time() - start)
     return prepared
 
 
